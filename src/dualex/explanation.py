@@ -1,0 +1,389 @@
+"""`Explanation`: the result of every method — plain tensors plus metadata, no model inside.
+
+Conventions (shapes):
+    S   caption token positions, special tokens included (they are flagged in ``special``);
+    P   image patches (rows × cols, row-major); for text-text bi-encoders, the second sentence's
+        token positions (grid ``(1, P)``).
+
+Attribution terms (all in ``units``, see ``params["units"]``):
+    cross[S, P]          token × patch interactions,
+    cross_prefix[S, Q]   token × image prefix positions (CLS, registers), where a method gives them,
+    text_pairs[S, S]     token × token interactions (symmetric, zero diagonal; each pair counts once),
+    image_pairs[P, P]    patch × patch interactions (same convention),
+    text_main[S], image_main[P]  single-part effects,
+    intercept            the constant of a surrogate model (FIxLIP's e_∅).
+``target`` is the quantity the terms are meant to add up to (method-specific, e.g. exCLIP's
+four-term score difference); ``baseline = score - target`` is the part of the model's score that is
+attributed to no part.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dualex.errors import InputError
+from dualex.models.base import ImageTransform
+from dualex.spans import Span, as_patch_mask, span_positions
+
+_TENSOR_FIELDS = ("cross", "cross_prefix", "text_pairs", "image_pairs", "text_main", "image_main", "special", "image")
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Explanation:
+    """Attributions of one (caption, image) pair's similarity.
+
+    Attributes:
+        cross: ``(S, P)`` token × patch interactions, or None for first-order methods.
+        tokens: The S caption token strings.
+        special: ``(S,)`` bool, True for positions that are not players.
+        text: The caption.
+        grid: ``(rows, cols)`` patch grid.
+        score: The model's own score of the pair (cosine × logit scale + bias).
+        cosine: Plain cosine similarity of the pair.
+        method: Method name (``"ij"``, ``"fixlip"``, ...).
+        params: Options the method ran with (JSON-serialisable), including ``units``.
+        token_offsets: Character span of each token in ``text`` (None for specials).
+        image_size: ``(H, W)`` of the model input, pixels.
+        image_transform: Maps original-image boxes onto the model input.
+        image: The model-input image, uint8 ``(H, W, 3)``, for plots (None if not kept).
+        target: What the attribution terms should add up to (None if the method claims nothing).
+        baseline: ``score - target`` where a target exists.
+        intercept: Constant of a surrogate model.
+        model: Name of the model explained.
+        image_tokens: For text-text bi-encoders, the second sentence's tokens (the "patches").
+        image_text: For text-text bi-encoders, the second sentence.
+        image_offsets: Character spans of ``image_tokens``.
+        diagnostics: Method-specific quality figures (e.g. ``r2`` of a surrogate fit, ``delta``).
+    """
+
+    cross: Tensor | None
+    tokens: list[str]
+    special: Tensor
+    text: str
+    grid: tuple[int, int]
+    score: float
+    cosine: float
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)
+    token_offsets: list[tuple[int, int] | None] = field(default_factory=list)
+    image_size: tuple[int, int] | None = None
+    image_transform: ImageTransform | None = None
+    image: Tensor | None = None
+    cross_prefix: Tensor | None = None
+    text_pairs: Tensor | None = None
+    image_pairs: Tensor | None = None
+    text_main: Tensor | None = None
+    image_main: Tensor | None = None
+    target: float | None = None
+    baseline: float = 0.0
+    intercept: float = 0.0
+    model: str = ""
+    image_tokens: list[str] | None = None
+    image_text: str | None = None
+    image_offsets: list[tuple[int, int] | None] | None = None
+    diagnostics: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.special = self.special.bool().cpu()
+        S, P = len(self.tokens), self.grid[0] * self.grid[1]
+        if self.special.shape != (S,):
+            raise ValueError(f"special must have shape ({S},), got {tuple(self.special.shape)}")
+        expected = {
+            "cross": (S, P),
+            "text_pairs": (S, S),
+            "image_pairs": (P, P),
+            "text_main": (S,),
+            "image_main": (P,),
+        }
+        for name, shape in expected.items():
+            t = getattr(self, name)
+            if t is not None:
+                t = t.detach().float().cpu()
+                if tuple(t.shape) != shape:
+                    raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+                setattr(self, name, t)
+        if self.cross_prefix is not None:
+            self.cross_prefix = self.cross_prefix.detach().float().cpu()
+        if not self.token_offsets:
+            self.token_offsets = [None] * S
+
+    # ------------------------------------------------------------------ basic views
+    @property
+    def n_tokens(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def n_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def units(self) -> str:
+        return str(self.params.get("units", "score"))
+
+    @property
+    def players(self) -> Tensor:
+        """Caption positions that are players, ``(k,)`` long."""
+        return torch.nonzero(~self.special, as_tuple=False).flatten()
+
+    def words(self) -> list[str]:
+        """Display form of each token (specials in angle brackets)."""
+        out = []
+        for i, t in enumerate(self.tokens):
+            o = self.token_offsets[i] if i < len(self.token_offsets) else None
+            out.append(self.text[o[0] : o[1]] if o is not None else t)
+        return out
+
+    def span(self, span: Span, *, occurrence: int = 0) -> Tensor:
+        """Token positions named by ``span`` (words, ``(start, stop)`` range, indices or bool mask)."""
+        return span_positions(
+            span,
+            text=self.text,
+            tokens=self.tokens,
+            special=self.special,
+            offsets=self.token_offsets,
+            occurrence=occurrence,
+        )
+
+    def patches(self, region: Any) -> Tensor:
+        """Patch mask ``(rows, cols)`` bool for a box ``(x0, y0, x1, y1)`` in original-image pixels,
+        a list of boxes (union), or a bool mask. For bi-encoders, ``region`` may name words of the
+        second sentence."""
+        if self.image_tokens is not None and (isinstance(region, str) or _is_int_range(region)):
+            pos = span_positions(
+                region,
+                text=self.image_text or "",
+                tokens=self.image_tokens,
+                special=torch.zeros(len(self.image_tokens), dtype=torch.bool),
+                offsets=self.image_offsets or [None] * len(self.image_tokens),
+            )
+            m = torch.zeros(self.n_patches, dtype=torch.bool)
+            m[pos] = True
+            return m.reshape(self.grid)
+        return as_patch_mask(region, grid=self.grid, transform=self.image_transform)
+
+    # ------------------------------------------------------------------ conditional maps
+    def image_map(self, span: Span = None, *, occurrence: int = 0) -> Tensor:
+        """Image map conditioned on a caption span: ``Σ_{s∈span} cross[s]``, shape ``(rows, cols)``.
+
+        With ``span=None`` all caption players are used. First-order explanations (no ``cross``)
+        return ``image_main`` for ``span=None`` and raise otherwise.
+        """
+        if self.cross is None:
+            if span is not None:
+                raise InputError(f"method {self.method!r} gives no token × patch interactions, so no span map")
+            if self.image_main is None:
+                raise InputError("this explanation has no image-side attributions")
+            return self.image_main.reshape(self.grid)
+        pos = self.span(span, occurrence=occurrence)
+        return self.cross[pos].sum(0).reshape(self.grid)
+
+    def text_scores(self, box: Any = None) -> Tensor:
+        """Caption scores conditioned on an image region: ``Σ_{p∈box} cross[:, p]``, shape ``(S,)``.
+
+        ``box`` is ``(x0, y0, x1, y1)`` in original-image pixels, a list of boxes, or a patch mask;
+        None means all patches. Special positions are set to 0.
+        """
+        if self.cross is None:
+            if box is not None:
+                raise InputError(f"method {self.method!r} gives no token × patch interactions, so no box scores")
+            if self.text_main is None:
+                raise InputError("this explanation has no text-side attributions")
+            return self.text_main.masked_fill(self.special, 0.0)
+        cols = slice(None) if box is None else self.patches(box).flatten()
+        out = self.cross[:, cols].sum(1)
+        return out.masked_fill(self.special, 0.0)
+
+    def first_order(self, p: float | None = None) -> tuple[Tensor, Tensor]:
+        """Per-part scores ``(text (S,), image (P,))``.
+
+        With main effects (game-theoretic methods): ``main_i + p · Σ_j pair_ij`` over all pairs the
+        part is in (cross and intra-modal), the weighted Banzhaf conversion (``p`` defaults to the
+        method's ``p``, else 0.5 = Shapley/Banzhaf). Without main effects (integrated Jacobians): the
+        marginal sums of ``cross`` (each interaction shared by both of its parts is counted fully
+        on each side, so each side sums to the attributed total).
+        """
+        S, P = self.n_tokens, self.n_patches
+        text = torch.zeros(S)
+        image = torch.zeros(P)
+        has_main = self.text_main is not None or self.image_main is not None
+        if has_main:
+            w = float(p if p is not None else self.params.get("p", 0.5))
+            if self.text_main is not None:
+                text += self.text_main
+            if self.image_main is not None:
+                image += self.image_main
+        else:
+            w = 1.0
+        if self.cross is not None:
+            text += w * self.cross.sum(1)
+            image += w * self.cross.sum(0)
+        if self.text_pairs is not None:
+            text += w * self.text_pairs.sum(1)
+        if self.image_pairs is not None:
+            image += w * self.image_pairs.sum(1)
+        if self.cross_prefix is not None and not has_main:
+            text += self.cross_prefix.sum(1)
+        return text.masked_fill(self.special, 0.0), image
+
+    # ------------------------------------------------------------------ completeness
+    def total(self) -> float:
+        """Sum of all attribution terms (each pair once) plus the intercept."""
+        t = self.intercept
+        for name in ("cross", "cross_prefix", "text_main", "image_main"):
+            v = getattr(self, name)
+            if v is not None:
+                t += float(v.double().sum())
+        for name in ("text_pairs", "image_pairs"):
+            v = getattr(self, name)
+            if v is not None:
+                t += float(torch.triu(v.double(), diagonal=1).sum())
+        return t
+
+    def completeness(self) -> dict[str, float]:
+        """How well the terms add up to ``target``.
+
+        Returns:
+            ``attributed`` (sum of all terms), ``target``, ``error`` (attributed − target),
+            ``relative_error`` (|error| / |target|), ``score``, ``baseline``, and the method's
+            diagnostics (e.g. ``r2`` for surrogate fits).
+        """
+        attributed = self.total()
+        out: dict[str, float] = {"attributed": attributed, "score": self.score, "baseline": self.baseline}
+        if self.target is not None:
+            err = attributed - self.target
+            out.update(target=self.target, error=err, relative_error=abs(err) / max(abs(self.target), 1e-12))
+        out.update({k: float(v) for k, v in self.diagnostics.items()})
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def to_metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {"format": "dualex.explanation", "version": FORMAT_VERSION}
+        for f in fields(self):
+            if f.name in _TENSOR_FIELDS:
+                continue
+            v = getattr(self, f.name)
+            if isinstance(v, ImageTransform):
+                v = v.to_dict()
+            elif isinstance(v, tuple):
+                v = list(v)
+            meta[f.name] = v
+        return meta
+
+    def tensors(self) -> dict[str, Tensor]:
+        out = {}
+        for name in _TENSOR_FIELDS:
+            v = getattr(self, name)
+            if v is not None:
+                out[name] = v.contiguous().cpu()
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        """Write one ``.safetensors`` file: tensors plus JSON metadata in its header (no pickle).
+
+        The file is written to a temporary name and renamed, so a crash never leaves half a file.
+        """
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            path = path.with_name(path.name + ".safetensors")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tensors = self.tensors()
+        tensors["special"] = tensors["special"].to(torch.uint8)
+        save_file(tensors, str(tmp), metadata={"dualex": json.dumps(_jsonable(self.to_metadata()))})
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Explanation:
+        """Read a file written by `save`."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.exists():
+            raise InputError(f"explanation file not found: {path}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta_raw = (f.metadata() or {}).get("dualex")
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+        except Exception as exc:
+            raise InputError(f"{path} is not a dualex explanation file ({exc})") from None
+        if meta_raw is None:
+            raise InputError(f"{path} has no dualex metadata; was it written by Explanation.save?")
+        meta = json.loads(meta_raw)
+        return cls.from_parts(meta, tensors)
+
+    @classmethod
+    def from_parts(cls, meta: dict[str, Any], tensors: dict[str, Tensor]) -> Explanation:
+        meta = dict(meta)
+        meta.pop("format", None)
+        version = meta.pop("version", FORMAT_VERSION)
+        if version > FORMAT_VERSION:
+            raise InputError(f"explanation format version {version} is newer than this dualex ({FORMAT_VERSION})")
+        if meta.get("image_transform") is not None:
+            meta["image_transform"] = ImageTransform.from_dict(meta["image_transform"])
+        for key in ("grid", "image_size"):
+            if meta.get(key) is not None:
+                meta[key] = tuple(meta[key])
+        for key in ("token_offsets", "image_offsets"):
+            if meta.get(key) is not None:
+                meta[key] = [tuple(o) if o is not None else None for o in meta[key]]
+        kwargs = {**meta, **{k: v for k, v in tensors.items() if k in _TENSOR_FIELDS}}
+        kwargs["special"] = kwargs["special"].bool()
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in kwargs.items() if k in known})
+
+    def to_json_dict(self, *, include_image: bool = False) -> dict[str, Any]:
+        """A JSON-ready dict (lists of floats) for the CLI's ``--json`` and the viewer."""
+        d = _jsonable(self.to_metadata())
+        for name, t in self.tensors().items():
+            if name == "image" and not include_image:
+                continue
+            d[name] = t.tolist()
+        d["words"] = self.words()
+        d["completeness"] = _jsonable(self.completeness())
+        return d
+
+    # ------------------------------------------------------------------ plots
+    def plot(self, spans: list[Span] | None = None, boxes: list[Any] | None = None, **kwargs: Any) -> Any:
+        """Paper-style figure: per span an image heatmap over the photo, per box a coloured caption.
+
+        Red is positive, blue negative; colour ranges are symmetric around zero. Returns a
+        matplotlib ``Figure``. See `dualex.plotting.plot_explanation` for options.
+        """
+        from dualex.plotting import plot_explanation
+
+        return plot_explanation(self, spans=spans, boxes=boxes, **kwargs)
+
+    def __repr__(self) -> str:
+        parts = [f"method={self.method!r}", f"tokens={self.n_tokens}", f"grid={self.grid}", f"score={self.score:.4g}"]
+        if self.target is not None:
+            parts.append(f"target={self.target:.4g}")
+        return f"Explanation({', '.join(parts)})"
+
+
+def _is_int_range(x: Any) -> bool:
+    return isinstance(x, tuple) and len(x) == 2 and all(isinstance(v, int) for v in x)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, Tensor):
+        return x.tolist()
+    if hasattr(x, "item") and callable(x.item):
+        return x.item()
+    return x

@@ -1,0 +1,119 @@
+"""Explanation methods behind one entry point, `dualex.explain`.
+
+A method is a function ``fn(model: DualEncoder, pair: Pair, **options) -> list[Explanation]`` (one per
+row of the pair batch), registered under a name with `register_method`. Method modules are imported
+lazily on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from dualex.errors import InputError
+from dualex.explanation import Explanation
+from dualex.models.base import DualEncoder, Pair
+
+MethodFn = Callable[..., list[Explanation]]
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str
+    fn: MethodFn
+    order: int
+    summary: str
+    cost: str
+
+
+_METHODS: dict[str, MethodInfo] = {}
+_METHOD_MODULES = ("dualex.methods.ij", "dualex.methods.fixlip", "dualex.methods.baselines")
+
+
+def register_method(name: str, *, order: int, summary: str, cost: str = "") -> Callable[[MethodFn], MethodFn]:
+    """Register ``fn`` as ``dualex.explain(..., method=name)``."""
+
+    def deco(fn: MethodFn) -> MethodFn:
+        _METHODS[name] = MethodInfo(name, fn, order, summary, cost)
+        return fn
+
+    return deco
+
+
+def _import_methods() -> None:
+    for mod in _METHOD_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+
+
+def list_methods() -> dict[str, MethodInfo]:
+    """All registered methods by name."""
+    _import_methods()
+    return dict(sorted(_METHODS.items()))
+
+
+def get_method(name: str) -> MethodInfo:
+    _import_methods()
+    if name not in _METHODS:
+        raise InputError(f"unknown method {name!r}; available: {', '.join(sorted(_METHODS))}")
+    return _METHODS[name]
+
+
+def resolve_model(model: Any, *, device: str | torch.device | None = None) -> DualEncoder:
+    """A `DualEncoder` from a name, an adapter, or a raw module."""
+    from dualex.models.registry import load, wrap
+
+    if isinstance(model, DualEncoder):
+        return model if device is None else model.to(device)
+    if isinstance(model, str):
+        return load(model, device=device)
+    m = wrap(model)
+    return m if device is None else m.to(device)
+
+
+def explain(
+    model: Any,
+    image: Any,
+    text: str | Sequence[str],
+    method: str = "ij",
+    *,
+    device: str | torch.device | None = None,
+    **options: Any,
+) -> Explanation | list[Explanation]:
+    """Explain the similarity of (image, caption) pairs.
+
+    Args:
+        model: A `DualEncoder`, a model name for `dualex.load`, or a supported module (`dualex.wrap`).
+        image: An image (path, PIL image, array) or a list of them; for text-text bi-encoders, a
+            sentence or a list of sentences.
+        text: A caption or a list of captions, paired one-to-one with ``image``.
+        method: A name from `list_methods` (``"ij"``, ``"fixlip"``, baselines).
+        device: Move the model there first.
+        **options: Options of the method (see its docstring), e.g. ``layer=-1, n_steps=10``.
+
+    Returns:
+        One `Explanation` for a single pair, or a list for lists of inputs.
+    """
+    info = get_method(method)
+    enc = resolve_model(model, device=device)
+    single = isinstance(text, str)
+    if single and isinstance(image, (list, tuple)) and enc.image_modality == "image":
+        raise InputError("got a list of images but a single caption; pass one caption per image")
+    pair = enc.prepare(image, text)
+    out = info.fn(enc, pair, **options)
+    return out[0] if single else out
+
+
+def explain_pair(model: DualEncoder, pair: Pair, method: str = "ij", **options: Any) -> list[Explanation]:
+    """Like `explain`, for an already prepared `Pair` batch."""
+    return get_method(method).fn(model, pair, **options)
+
+
+__all__ = ["MethodInfo", "explain", "explain_pair", "get_method", "list_methods", "register_method"]

@@ -1,0 +1,427 @@
+"""The `DualEncoder` contract: everything an explanation method may ask of a model.
+
+A dual encoder embeds its two inputs separately and compares the embeddings. dualex calls the first
+input the *text* side (a caption) and the second the *image* side (a photo, or a second sentence for
+text-text bi-encoders). Methods talk to models only through this contract, written side-generically:
+``side`` is ``"text"`` or ``"image"``. The DESIGN names (``image_hidden``, ``text_tail``, ...) are thin
+aliases of the generic methods.
+
+Shapes used throughout:
+    B   batch of inputs,
+    S   text sequence length (all positions, special tokens included),
+    T   number of hidden-state positions of a side (text: S; image: prefix tokens + patches),
+    W   hidden width of a tower at the split layer,
+    D   embedding dimension of the joint space.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from dualex.errors import InputError
+
+Side = Literal["text", "image"]
+SIDES: tuple[Side, Side] = ("text", "image")
+
+
+@dataclass
+class TextInputs:
+    """A tokenised batch of texts, ready for a text tower.
+
+    Attributes:
+        ids: Token ids, ``(B, S)`` long.
+        mask: Attention mask, ``(B, S)`` long (1 = attend). Masked-out players are 0 here.
+        tokens: Per row, the S token strings (as the tokenizer spells them, e.g. ``"dog</w>"``).
+        special: ``(B, S)`` bool, True for positions that are not players (BOS, EOS, CLS, SEP, pad).
+        pool_index: ``(B,)`` long, the position the tower pools at (EOS for CLIP, last for SigLIP,
+            unused for mean pooling).
+        texts: The raw strings.
+        offsets: Per row and position, the ``(start, end)`` character span of the token in the raw
+            string, or None for special tokens.
+        extra: Adapter-specific tensors with batch dimension first (kept aligned by indexing).
+    """
+
+    ids: Tensor
+    mask: Tensor
+    tokens: list[list[str]]
+    special: Tensor
+    pool_index: Tensor
+    texts: list[str]
+    offsets: list[list[tuple[int, int] | None]]
+    extra: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.ids.shape[0])
+
+    def to(self, device: torch.device | str) -> TextInputs:
+        return replace(
+            self,
+            ids=self.ids.to(device),
+            mask=self.mask.to(device),
+            special=self.special.to(device),
+            pool_index=self.pool_index.to(device),
+            extra={k: v.to(device) for k, v in self.extra.items()},
+        )
+
+    def select(self, rows: Tensor | list[int] | slice) -> TextInputs:
+        """Rows ``rows`` of the batch (repeats allowed, e.g. to expand one text for coalitions)."""
+        idx = _as_index(rows, self.batch_size)
+        pick = idx.tolist()
+        return TextInputs(
+            ids=self.ids[idx.to(self.ids.device)],
+            mask=self.mask[idx.to(self.mask.device)],
+            tokens=[self.tokens[i] for i in pick],
+            special=self.special[idx.to(self.special.device)],
+            pool_index=self.pool_index[idx.to(self.pool_index.device)],
+            texts=[self.texts[i] for i in pick],
+            offsets=[self.offsets[i] for i in pick],
+            extra={k: v[idx.to(v.device)] for k, v in self.extra.items()},
+        )
+
+    def players(self, row: int = 0) -> Tensor:
+        """Positions of row ``row`` that are players (not special, not padding), ``(n,)`` long."""
+        return torch.nonzero(~self.special[row].bool(), as_tuple=False).flatten().cpu()
+
+
+@dataclass
+class ImageTransform:
+    """How an original image was mapped onto the model's input canvas (for boxes and overlays).
+
+    A point ``(x, y)`` of the original image lands at ``(x * scale_x - left, y * scale_y - top)`` on the
+    input canvas of size ``input_size`` (height, width).
+    """
+
+    original_size: tuple[int, int]  # (height, width) of the original image, pixels
+    input_size: tuple[int, int]  # (height, width) of the model input, pixels
+    scale_x: float
+    scale_y: float
+    left: float = 0.0
+    top: float = 0.0
+
+    def box_to_input(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """Map an ``(x0, y0, x1, y1)`` box in original pixels onto the input canvas (clipped)."""
+        x0, y0, x1, y1 = box
+        h, w = self.input_size
+        nx0 = min(max(x0 * self.scale_x - self.left, 0.0), w)
+        nx1 = min(max(x1 * self.scale_x - self.left, 0.0), w)
+        ny0 = min(max(y0 * self.scale_y - self.top, 0.0), h)
+        ny1 = min(max(y1 * self.scale_y - self.top, 0.0), h)
+        return nx0, ny0, nx1, ny1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "original_size": list(self.original_size),
+            "input_size": list(self.input_size),
+            "scale_x": self.scale_x,
+            "scale_y": self.scale_y,
+            "left": self.left,
+            "top": self.top,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ImageTransform:
+        return cls(
+            original_size=tuple(d["original_size"]),
+            input_size=tuple(d["input_size"]),
+            scale_x=float(d["scale_x"]),
+            scale_y=float(d["scale_y"]),
+            left=float(d.get("left", 0.0)),
+            top=float(d.get("top", 0.0)),
+        )
+
+    @classmethod
+    def resize_center_crop(cls, original_size: tuple[int, int], resize: int, crop: tuple[int, int]) -> ImageTransform:
+        """The CLIP pipeline: resize the short side to ``resize``, then centre-crop to ``crop`` (h, w)."""
+        h, w = original_size
+        s = resize / min(h, w)
+        nh, nw = round(h * s), round(w * s)
+        return cls(original_size, crop, nw / w, nh / h, (nw - crop[1]) / 2.0, (nh - crop[0]) / 2.0)
+
+    @classmethod
+    def resize(cls, original_size: tuple[int, int], size: tuple[int, int]) -> ImageTransform:
+        """A plain resize (no crop) to ``size`` (h, w), as SigLIP processors do."""
+        h, w = original_size
+        return cls(original_size, size, size[1] / w, size[0] / h)
+
+
+@dataclass
+class ImageInputs:
+    """A preprocessed batch of images, ready for an image tower.
+
+    Attributes:
+        pixels: Normalised pixels, ``(B, 3, H, W)`` float (SigLIP-2: patchified, see ``extra``).
+        grid: ``(rows, cols)`` of the patch grid.
+        n_prefix: Number of hidden positions before the patches (CLS and register tokens).
+        transforms: Per row, how the original image maps onto the input canvas.
+        display: Per row, the model-input image as uint8 ``(H, W, 3)`` (un-normalised), for plots.
+        extra: Adapter-specific tensors with batch dimension first.
+    """
+
+    pixels: Tensor
+    grid: tuple[int, int]
+    n_prefix: int
+    transforms: list[ImageTransform]
+    display: list[Tensor]
+    extra: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def n_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def to(self, device: torch.device | str) -> ImageInputs:
+        return replace(self, pixels=self.pixels.to(device), extra={k: v.to(device) for k, v in self.extra.items()})
+
+    def select(self, rows: Tensor | list[int] | slice) -> ImageInputs:
+        idx = _as_index(rows, self.batch_size)
+        pick = idx.tolist()
+        return replace(
+            self,
+            pixels=self.pixels[idx.to(self.pixels.device)],
+            transforms=[self.transforms[i] for i in pick],
+            display=[self.display[i] for i in pick],
+            extra={k: v[idx.to(v.device)] for k, v in self.extra.items()},
+        )
+
+    def players(self, row: int = 0) -> Tensor:
+        """Hidden positions that are patches, ``(n_patches,)`` long."""
+        return torch.arange(self.n_prefix, self.n_prefix + self.n_patches)
+
+
+SideInputs = TextInputs | ImageInputs
+
+
+@dataclass
+class Pair:
+    """A batch of (text, image) inputs, row i of one side paired with row i of the other.
+
+    For text-text bi-encoders the image side is a second `TextInputs` whose tokens play the role of
+    patches (grid ``(1, n_tokens)``).
+    """
+
+    text: TextInputs
+    image: SideInputs
+
+    def side(self, side: Side) -> SideInputs:
+        return self.text if side == "text" else self.image
+
+    @property
+    def batch_size(self) -> int:
+        return self.text.batch_size
+
+    def select(self, rows: Tensor | list[int] | slice) -> Pair:
+        return Pair(self.text.select(rows), self.image.select(rows))
+
+    def to(self, device: torch.device | str) -> Pair:
+        return Pair(self.text.to(device), self.image.to(device))
+
+
+@dataclass
+class Scores:
+    """A model's own score and the plain cosine, both ``(B,)`` (or ``(M, K)`` for all pairs)."""
+
+    score: Tensor
+    cosine: Tensor
+
+
+def _as_index(rows: Tensor | list[int] | slice, n: int) -> Tensor:
+    if isinstance(rows, slice):
+        return torch.arange(n)[rows]
+    if isinstance(rows, Tensor):
+        return rows.long().flatten().cpu()
+    return torch.as_tensor(list(rows), dtype=torch.long)
+
+
+class DualEncoder(ABC):
+    """What every method needs from a dual encoder, nothing more.
+
+    Subclasses wrap one library's model family. They must keep the wrapped module in eval mode and
+    never change its weights. All tensors returned are on `device`.
+
+    Attributes:
+        name: The name the model was loaded by (``"hf:openai/clip-vit-base-patch32"``, ``"shapes"``).
+        family: Adapter family (``"hf-clip"``, ``"hf-siglip"``, ``"openclip"``, ``"sentence"``...).
+        image_modality: ``"image"``, or ``"text"`` for text-text bi-encoders.
+    """
+
+    name: str = "model"
+    family: str = "base"
+    image_modality: Literal["image", "text"] = "image"
+
+    # ----------------------------------------------------------------- required by every adapter
+    @property
+    @abstractmethod
+    def module(self) -> torch.nn.Module:
+        """The wrapped torch module."""
+
+    @abstractmethod
+    def prepare_text(self, texts: list[str]) -> TextInputs:
+        """Tokenise captions as the model's own pipeline does (padding as the model was trained)."""
+
+    @abstractmethod
+    def prepare_image(self, images: list[Any]) -> SideInputs:
+        """Preprocess images (PIL images, paths, uint8 arrays; texts for bi-encoders)."""
+
+    @abstractmethod
+    def n_layers(self, side: Side) -> int:
+        """Number of transformer blocks of the tower on ``side``."""
+
+    @abstractmethod
+    def hidden(self, side: Side, inputs: SideInputs, layer: int) -> Tensor:
+        """Hidden states entering block ``layer`` (0 = after the embeddings), ``(B, T, W)``.
+
+        ``layer == n_layers(side)`` gives the output of the last block (before final norm/pooling).
+        """
+
+    @abstractmethod
+    def tail(self, side: Side, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        """Run blocks ``layer..`` and the head on ``hidden`` ``(R, T, W)``: unnormalised embeddings ``(R, D)``.
+
+        A pure function of ``hidden``: ``inputs`` provides only metadata (masks, pooling index). If
+        ``inputs`` has one row it is broadcast to all R rows; otherwise R must equal its batch size.
+        Safe under ``torch.func.jvp``/``vjp`` (no in-place ops on ``hidden``, no data-dependent hooks).
+        """
+
+    @abstractmethod
+    def mask(self, side: Side, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
+        """Apply coalitions to one input row: ``keep`` is ``(K, n_players)`` bool -> K masked rows.
+
+        Image default: masked patches are set to 0 in normalised pixel space (the dataset mean colour).
+        Text default: masked tokens get attention mask 0 (ids unchanged).
+        """
+
+    @abstractmethod
+    def reference(self, side: Side, inputs: SideInputs, kind: str = "default") -> SideInputs:
+        """Reference (baseline) inputs for path methods, same batch size as ``inputs``.
+
+        Text kinds: ``"default"`` (BOS, one filler token, EOS, padding: the exCLIP reference) and
+        ``"same_length"`` (BOS, fillers up to the caption's EOS, EOS: the path ends at the reference).
+        Image kinds: ``"zeros"`` (= ``"default"``, zeros after normalisation), ``"black"``, ``"noise"``.
+        """
+
+    @property
+    @abstractmethod
+    def logit_scale(self) -> float:
+        """exp(t) of the model (1.0 where the score is a plain cosine)."""
+
+    @property
+    def logit_bias(self) -> float:
+        """Additive bias of the score (SigLIP), 0.0 otherwise."""
+        return 0.0
+
+    # ----------------------------------------------------------------- shared behaviour
+    @property
+    def device(self) -> torch.device:
+        try:
+            return next(self.module.parameters()).device
+        except StopIteration:  # pragma: no cover - parameterless module
+            return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        try:
+            return next(self.module.parameters()).dtype
+        except StopIteration:  # pragma: no cover
+            return torch.float32
+
+    def to(self, device: torch.device | str) -> DualEncoder:
+        self.module.to(device)
+        return self
+
+    def prepare(self, images: Any, texts: str | list[str]) -> Pair:
+        """Preprocess a batch of (image, caption) pairs. Single items are wrapped into lists."""
+        images_l = list(images) if isinstance(images, (list, tuple)) else [images]
+        texts_l = [texts] if isinstance(texts, str) else list(texts)
+        if len(images_l) != len(texts_l):
+            raise InputError(
+                f"got {len(images_l)} images but {len(texts_l)} captions; explain pairs one-to-one "
+                "(repeat the image to explain several captions of it)"
+            )
+        return Pair(self.prepare_text(texts_l).to(self.device), self.prepare_image(images_l).to(self.device))
+
+    def check_layer(self, side: Side, layer: int) -> int:
+        """Validate a split layer; negative values count from the end. Returns the layer index."""
+        n = self.n_layers(side)
+        if not isinstance(layer, int) or isinstance(layer, bool):
+            raise InputError(f"{side} layer must be an integer, got {layer!r}")
+        idx = layer + n if layer < 0 else layer
+        if not 0 <= idx <= n:
+            raise InputError(
+                f"{side} layer {layer} is out of range: the {side} tower of {self.name} has {n} blocks, "
+                f"so layers 0..{n} (or -{n}..-1) are valid"
+            )
+        return idx
+
+    def encode(self, side: Side, inputs: SideInputs) -> Tensor:
+        """Unnormalised embeddings ``(B, D)`` of a side."""
+        return self.tail(side, inputs, self.hidden(side, inputs, 0), 0)
+
+    def similarity(self, e_img: Tensor, e_txt: Tensor, *, all_pairs: bool = False) -> Scores:
+        """The model's own score and the plain cosine.
+
+        Args:
+            e_img: Image-side embeddings ``(B, D)`` (or ``(M, D)`` with ``all_pairs``).
+            e_txt: Text-side embeddings ``(B, D)`` (or ``(K, D)`` with ``all_pairs``).
+            all_pairs: Score every image against every text, giving ``(M, K)``.
+
+        Returns:
+            `Scores` with ``score = logit_scale * cosine + logit_bias``.
+        """
+        a = torch.nn.functional.normalize(e_img.float(), dim=-1)
+        b = torch.nn.functional.normalize(e_txt.float(), dim=-1)
+        cos = a @ b.T if all_pairs else (a * b).sum(-1)
+        return Scores(score=cos * self.logit_scale + self.logit_bias, cosine=cos)
+
+    def score(self, pair: Pair) -> Scores:
+        """Score each row of a pair batch with the model's own pipeline, ``(B,)``."""
+        with torch.no_grad():
+            return self.similarity(self.encode("image", pair.image), self.encode("text", pair.text))
+
+    def n_players(self, side: Side, inputs: SideInputs, row: int = 0) -> int:
+        return int(inputs.players(row).numel())
+
+    # ----------------------------------------------------------------- DESIGN.md aliases
+    def encode_image(self, inputs: SideInputs) -> Tensor:
+        return self.encode("image", inputs)
+
+    def encode_text(self, inputs: TextInputs) -> Tensor:
+        return self.encode("text", inputs)
+
+    def image_hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        return self.hidden("image", inputs, layer)
+
+    def image_tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        return self.tail("image", inputs, hidden, layer)
+
+    def text_hidden(self, inputs: TextInputs, layer: int) -> Tensor:
+        return self.hidden("text", inputs, layer)
+
+    def text_tail(self, inputs: TextInputs, hidden: Tensor, layer: int) -> Tensor:
+        return self.tail("text", inputs, hidden, layer)
+
+    def mask_image(self, inputs: SideInputs, keep: Tensor, **kw: Any) -> SideInputs:
+        return self.mask("image", inputs, keep, **kw)
+
+    def mask_text(self, inputs: TextInputs, keep: Tensor, **kw: Any) -> TextInputs:
+        return self.mask("text", inputs, keep, **kw)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, family={self.family!r})"
+
+
+def grid_of(n_patches: int) -> tuple[int, int]:
+    """A square grid for ``n_patches`` (raises if not square)."""
+    r = math.isqrt(n_patches)
+    if r * r != n_patches:
+        raise InputError(f"{n_patches} patches do not form a square grid")
+    return r, r

@@ -1,0 +1,1 @@
+"""Bundled models (the shapes CLIP). Importing registers their names with `dualex.load`."""
