@@ -5,6 +5,8 @@ Shipped inside the package (as captum does) so that downstream projects can reus
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -12,7 +14,7 @@ import torch
 
 from dualex.models.base import DualEncoder
 from dualex.preprocess import CLIP_MEAN, CLIP_STD, HALF, ImagePipeline
-from dualex.tokenize import WordTokenizer
+from dualex.tokenize import Tokenized, WordTokenizer
 
 TINY_VOCAB = 99
 TINY_BOS, TINY_EOS, TINY_PAD = 97, 98, 0
@@ -63,4 +65,138 @@ def random_image(seed: int = 0, size: tuple[int, int] = (40, 48)) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(*size, 3), dtype=np.uint8)
 
 
-__all__: list[Any] = ["HALF", "random_image", "tiny_hf_clip", "tiny_word_tokenizer"]
+class NoBosWordTokenizer:
+    """`WordTokenizer` without the BOS token, as SigLIP tokenizers (words, EOS, then padding).
+
+    Pads to ``max_length`` (SigLIP was trained on fixed-length text). Exposes ``eos`` and ``pad`` ids
+    like `WordTokenizer`.
+    """
+
+    def __init__(self, *, eos_id: int = TINY_EOS, pad_id: int = TINY_EOS, max_length: int = 16) -> None:
+        self.eos, self.pad, self.max_length = eos_id, pad_id, max_length
+        self._words = WordTokenizer(
+            TINY_VOCAB,
+            bos_id=TINY_BOS,
+            eos_id=eos_id,
+            pad_id=pad_id,
+            max_length=max_length + 1,
+            pad_to_max=True,
+        )
+
+    def __call__(self, texts: Sequence[str]) -> Tokenized:
+        t = self._words(texts)
+        return Tokenized(
+            ids=t.ids[:, 1:],
+            mask=t.mask[:, 1:],
+            tokens=[row[1:] for row in t.tokens],
+            special=t.special[:, 1:],
+            offsets=[row[1:] for row in t.offsets],
+        )
+
+
+TINY_WORDS = (
+    "a", "an", "the", "red", "blue", "green", "dog", "cat", "cats", "two", "on", "mat", "circle", "square",
+)  # fmt: skip
+
+
+def tiny_hf_tokenizer(*, pad_is_eos: bool = True, max_length: int = 16) -> Any:
+    """A small transformers fast tokenizer shaped like SigLIP's: words, then ``</s>``, no BOS.
+
+    Vocabulary: ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, ``!`` 3, then `TINY_WORDS` (ids < 99, so it fits
+    the tiny models). With ``pad_is_eos`` the padding token is ``</s>`` (SigLIP v1), else ``<pad>``.
+    ``save_pretrained(DIR)`` makes a directory loadable with ``AutoTokenizer`` offline.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(("<pad>", "</s>", "<unk>", "!", *TINY_WORDS))}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="</s>",
+        pad_token="</s>" if pad_is_eos else "<pad>",
+        unk_token="<unk>",
+        model_max_length=max_length,
+    )
+
+
+def _tiny_siglip_configs(layers: int, pad_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    text = {
+        "vocab_size": TINY_VOCAB,
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 16,
+        "bos_token_id": TINY_BOS,
+        "eos_token_id": TINY_EOS,
+        "pad_token_id": pad_id,
+    }
+    vision = {
+        "patch_size": 8,
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+    }
+    return text, vision
+
+
+def _set_score(module: torch.nn.Module, scale: float, bias: float) -> None:
+    """SigLIP initialises exp(t) = 1 and b = 0; give the tiny models a visible scale and bias."""
+    with torch.no_grad():
+        module.logit_scale.fill_(math.log(scale))
+        module.logit_bias.fill_(bias)
+
+
+def tiny_hf_siglip(seed: int = 0, *, image_size: int = 32, layers: int = 2) -> DualEncoder:
+    """A random transformers ``SiglipModel`` (width 32, patch 8, ``layers`` blocks a tower), wrapped.
+
+    Text as SigLIP v1: no BOS, 16 positions, padding id = end-of-text id (98), no attention mask.
+    Score: ``10 · cos − 2.5``.
+    """
+    from transformers import SiglipConfig, SiglipModel
+
+    from dualex.models.hf_siglip import HFSiglip
+
+    torch.manual_seed(seed)
+    text, vision = _tiny_siglip_configs(layers, TINY_EOS)
+    config = SiglipConfig(text_config=text, vision_config={**vision, "image_size": image_size})
+    module = SiglipModel(config).eval()
+    _set_score(module, 10.0, -2.5)
+    tok = NoBosWordTokenizer(eos_id=TINY_EOS, pad_id=TINY_EOS, max_length=16)
+    return HFSiglip(module, tokenizer=tok, name="tiny-hf-siglip")
+
+
+def tiny_hf_siglip2(seed: int = 0, *, max_num_patches: int = 16, layers: int = 2) -> DualEncoder:
+    """A random transformers ``Siglip2Model`` (NaFlex; width 32, patch 8, 4×4 position table), wrapped.
+
+    Images run on a ``isqrt(max_num_patches)`` square grid (default 4×4 = 32 px). Text as SigLIP-2: no
+    BOS, 16 positions, padding id 0 ≠ end-of-text id 98. Score: ``10 · cos − 2.5``.
+    """
+    from transformers import Siglip2Config, Siglip2Model
+
+    from dualex.models.hf_siglip import HFSiglip2
+
+    torch.manual_seed(seed)
+    text, vision = _tiny_siglip_configs(layers, TINY_PAD)
+    module = Siglip2Model(Siglip2Config(text_config=text, vision_config={**vision, "num_patches": 16})).eval()
+    _set_score(module, 10.0, -2.5)
+    tok = NoBosWordTokenizer(eos_id=TINY_EOS, pad_id=TINY_PAD, max_length=16)
+    return HFSiglip2(module, tokenizer=tok, max_num_patches=max_num_patches, name="tiny-hf-siglip2")
+
+
+__all__: list[Any] = [
+    "HALF",
+    "TINY_WORDS",
+    "NoBosWordTokenizer",
+    "random_image",
+    "tiny_hf_clip",
+    "tiny_hf_siglip",
+    "tiny_hf_siglip2",
+    "tiny_hf_tokenizer",
+    "tiny_word_tokenizer",
+]

@@ -58,6 +58,34 @@ def _from_pretrained(cls: Any, spec: str, **kw: Any) -> Any:
         raise ModelNotAvailableError(offline_hint(spec)) from None
 
 
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "spiece.model",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+)
+
+
+def load_tokenizer(spec: str, family: str) -> Any:
+    """``AutoTokenizer`` for ``spec``, refusing a local directory that holds no tokenizer files.
+
+    transformers 5 otherwise builds an empty-vocabulary tokenizer from ``config.json`` alone.
+    """
+    from transformers import AutoTokenizer
+
+    local = Path(spec).expanduser()
+    if local.is_dir() and not any((local / f).exists() for f in TOKENIZER_FILES):
+        raise InputError(
+            f"{spec} holds a {family} model but no tokenizer. Save one there "
+            "(tokenizer.save_pretrained(DIR)), or build the model yourself and wrap it: "
+            "module = transformers.AutoModel.from_pretrained(DIR); "
+            "model = dualex.wrap(module, tokenizer=transformers.AutoTokenizer.from_pretrained(TOKENIZER_DIR))"
+        )
+    return _from_pretrained(AutoTokenizer, spec)
+
+
 def additive_mask(mask: Tensor, *, causal: bool, dtype: torch.dtype) -> Tensor:
     """Attention mask ``(R, 1, S, S)`` (0 = attend, large negative = blocked) from ``mask`` ``(R, S)``."""
     R, S = mask.shape
@@ -122,13 +150,13 @@ class HFDualEncoder(DualEncoder):
 
     @classmethod
     def from_pretrained(cls, spec: str, *, device: torch.device, dtype: torch.dtype | None) -> HFDualEncoder:
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
         kw: dict[str, Any] = {"attn_implementation": "sdpa"}
         if dtype is not None:
             kw["dtype"] = dtype
+        tok = load_tokenizer(spec, cls.family)
         module = _from_pretrained(AutoModel, spec, **kw)
-        tok = _from_pretrained(AutoTokenizer, spec)
         model = cls(module, tokenizer=tok, name=f"hf:{spec}")
         model.pipeline = pipeline_from_pretrained(spec, model.pipeline)
         return model.to(device)

@@ -1,0 +1,507 @@
+"""Adapters for transformers SigLIP (``SiglipModel``) and SigLIP-2 NaFlex (``Siglip2Model``).
+
+Both families share a text tower that differs from CLIP's in three ways that matter for explanations:
+
+* it is **bidirectional** and was trained **without an attention mask**: captions are padded to 64
+  tokens and every position, padding included, is attended;
+* it has **no BOS** and pools at the **last position** (a padding token for short captions), then
+  applies a linear ``head``;
+* for SigLIP (v1) the padding id equals the end-of-text id.
+
+dualex therefore attends to every text position (the mask is all ones) and pools at ``S - 1``, exactly
+like the model's own ``get_text_features(input_ids)``. Removing a caption token ("masking") and the
+text references are defined for that setting; see `SiglipBase.mask` and `SiglipBase.text_reference`.
+
+The image towers have no CLS token (``n_prefix = 0``): all hidden positions are patches, pooled by a
+multi-head attention head (MAP) after ``post_layernorm``. SigLIP-2 NaFlex models take patchified pixels
+``(B, N, p·p·C)`` with ``pixel_attention_mask`` and ``spatial_shapes``; dualex keeps the image as a
+``(B, 3, H, W)`` canvas on a fixed square grid (so masking a patch still zeroes a pixel block, and boxes
+and overlays work as for CLIP) and patchifies it when the tower runs.
+
+The score is the model's own pre-sigmoid logit ``exp(t) · cos + b`` (never the sigmoid).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from dualex.errors import InputError, UnsupportedModelError
+from dualex.models.base import DualEncoder, ImageInputs, Side, SideInputs, TextInputs
+from dualex.models.hf import (
+    HFDualEncoder,
+    _from_pretrained,
+    additive_mask,
+    broadcast_rows,
+    load_tokenizer,
+    register_hf,
+)
+from dualex.preprocess import HALF, ImagePipeline
+from dualex.tokenize import HFTokenizer, TokenizerLike
+
+SIGLIP_TEXT_LENGTH = 64
+"""Sequence length SigLIP and SigLIP-2 text towers were trained with (``padding="max_length"``)."""
+
+
+def patchify(pixels: Tensor, patch_size: int) -> Tensor:
+    """Cut images into flattened patches as the SigLIP-2 image processor does.
+
+    Args:
+        pixels: Normalised pixels ``(B, C, H, W)``; H and W are multiples of ``patch_size``.
+        patch_size: Patch side p in pixels.
+
+    Returns:
+        ``(B, (H/p)·(W/p), p·p·C)``: patches in row-major order, each flattened as (row, column,
+        channel) with the channel fastest (the layout ``Siglip2ImageProcessor`` produces).
+    """
+    B, C, H, W = pixels.shape
+    gh, gw = H // patch_size, W // patch_size
+    x = pixels[:, :, : gh * patch_size, : gw * patch_size]
+    x = x.reshape(B, C, gh, patch_size, gw, patch_size).permute(0, 2, 4, 3, 5, 1)
+    return x.reshape(B, gh * gw, patch_size * patch_size * C)
+
+
+def _bidirectional_mask(mask: Tensor | None, R: int, dtype: torch.dtype) -> Tensor | None:
+    """Additive key mask ``(R, 1, T, T)`` for a bidirectional tower, or None when all positions attend."""
+    if mask is None or bool(mask.bool().all()):
+        return None
+    return additive_mask(broadcast_rows(mask, R), causal=False, dtype=dtype)
+
+
+def _preprocessor_config(spec: str) -> dict[str, Any] | None:
+    """The saved ``preprocessor_config.json`` of a local directory or a cached hub model, if any."""
+    path = Path(spec).expanduser() / "preprocessor_config.json"
+    if not path.exists():
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(spec, "preprocessor_config.json", local_files_only=True))
+        except Exception:
+            return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _pil_resample(value: Any, default: int) -> int:
+    """A PIL resampling filter from a processor's ``resample`` entry (an int code), else ``default``."""
+    if isinstance(value, int) and value in {int(r) for r in Image.Resampling}:
+        return int(value)
+    return default
+
+
+class SiglipBase(HFDualEncoder):
+    """Shared parts of the SigLIP and SigLIP-2 adapters: the text tower, masking, references, score.
+
+    Args:
+        module: A transformers ``SiglipModel`` or ``Siglip2Model``.
+        tokenizer: A transformers tokenizer (wrapped to pad to 64 tokens, as SigLIP was trained) or any
+            callable returning `dualex.tokenize.Tokenized`.
+        pipeline: Image preprocessing (default: plain resize, mean = std = 0.5).
+        name: Model name for reports.
+        text_filler: Token id that stands in for a caption token in the ``"same_length"`` reference and
+            in ``mask(..., how="pad")``. Default: the tokenizer's single token for ``"!"`` (exCLIP's
+            filler), else the padding id if it differs from the end-of-text id, else id 0.
+    """
+
+    family = "hf-siglip"
+    causal_text = False
+    n_prefix = 0
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        *,
+        tokenizer: TokenizerLike | None = None,
+        pipeline: ImagePipeline | None = None,
+        name: str = "hf",
+        text_filler: int | None = None,
+    ) -> None:
+        vision = getattr(module, "vision_model", None)
+        if vision is None or getattr(vision, "head", None) is None:
+            raise UnsupportedModelError(
+                f"{type(module).__name__} has no vision pooling head (vision_use_head=False); dualex needs "
+                "the full SigLIP dual encoder (SiglipModel / Siglip2Model)"
+            )
+        self._text_filler = text_filler
+        super().__init__(module, tokenizer=tokenizer, pipeline=pipeline, name=name)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ construction helpers
+    @property
+    def text_length(self) -> int:
+        """Longest text the tower takes (its position table), at most 64."""
+        return min(int(self.text_config.max_position_embeddings), SIGLIP_TEXT_LENGTH)
+
+    def default_text_wrapper(self, tokenizer: Any) -> TokenizerLike:
+        return HFTokenizer(
+            tokenizer, padding="max_length", max_length=self.text_length, keep_pad_attention=True
+        )
+
+    @property
+    def logit_bias(self) -> float:
+        return float(self._module.logit_bias.detach().float().reshape(-1)[0])
+
+    # ------------------------------------------------------------------ token ids
+    def _hf_tokenizer(self) -> Any:
+        return getattr(self.tokenizer, "tok", None)
+
+    def eos_id(self) -> int:
+        hf = self._hf_tokenizer()
+        if hf is not None and getattr(hf, "eos_token_id", None) is not None:
+            return int(hf.eos_token_id)
+        if isinstance(getattr(self.tokenizer, "eos", None), int):
+            return int(self.tokenizer.eos)  # type: ignore[union-attr]
+        return int(self.text_config.eos_token_id)
+
+    def pad_id(self) -> int:
+        hf = self._hf_tokenizer()
+        if hf is not None and getattr(hf, "pad_token_id", None) is not None:
+            return int(hf.pad_token_id)
+        if isinstance(getattr(self.tokenizer, "pad", None), int):
+            return int(self.tokenizer.pad)  # type: ignore[union-attr]
+        pad = self.text_config.pad_token_id
+        return int(pad) if pad is not None else self.eos_id()
+
+    def padding_side(self) -> str:
+        hf = self._hf_tokenizer()
+        side = getattr(hf, "padding_side", None) or getattr(self.tokenizer, "padding_side", None)
+        return "left" if side == "left" else "right"
+
+    def filler_id(self) -> int:
+        if self._text_filler is not None:
+            return int(self._text_filler)
+        hf = self._hf_tokenizer()
+        if hf is not None:
+            try:
+                ids = hf("!", add_special_tokens=False)["input_ids"]
+            except Exception:
+                ids = []
+            if len(ids) == 1:
+                self._text_filler = int(ids[0])
+                return self._text_filler
+        pad, eos = self.pad_id(), self.eos_id()
+        self._text_filler = pad if pad != eos else (0 if 0 not in (pad, eos) else pad)
+        return self._text_filler
+
+    # ------------------------------------------------------------------ preparation
+    def pool_index(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """SigLIP pools at the last position, whatever token sits there: ``(B,)`` filled with ``S - 1``."""
+        return torch.full((ids.shape[0],), ids.shape[1] - 1, dtype=torch.long, device=ids.device)
+
+    def prepare_text(self, texts: list[str]) -> TextInputs:
+        """Tokenise; every position is attended (SigLIP was trained without an attention mask)."""
+        t = self.tokenizer(texts)
+        S = int(t.ids.shape[1])
+        if int(self.text_config.max_position_embeddings) < S:
+            raise InputError(
+                f"the tokenizer produced {S} positions but the text tower of {self.name} takes at most "
+                f"{self.text_config.max_position_embeddings}; tokenize with max_length="
+                f"{self.text_length}"
+            )
+        return TextInputs(
+            ids=t.ids,
+            mask=torch.ones_like(t.ids),
+            tokens=t.tokens,
+            special=t.special,
+            pool_index=self.pool_index(t.ids, t.mask),
+            texts=list(texts),
+            offsets=t.offsets,
+        )
+
+    # ------------------------------------------------------------------ towers
+    def n_layers(self, side: Side) -> int:
+        tower = self._module.text_model if side == "text" else self._module.vision_model
+        return len(tower.encoder.layers)
+
+    def embed_image(self, inputs: ImageInputs) -> Tensor:
+        """Patch + position embeddings of the image tower, ``(B, T, W)``."""
+        raise NotImplementedError
+
+    def image_attention(self, inputs: ImageInputs) -> Tensor | None:
+        """Key mask ``(B, T)`` of the image tower (1 = real patch), or None when every patch is real."""
+        return None
+
+    def hidden(self, side: Side, inputs: SideInputs, layer: int) -> Tensor:
+        layer = self.check_layer(side, layer)
+        if side == "text":
+            assert isinstance(inputs, TextInputs)
+            tm = self._module.text_model
+            h = tm.embeddings(input_ids=inputs.ids)
+            mask = _bidirectional_mask(inputs.mask, h.shape[0], h.dtype)
+            for blk in tm.encoder.layers[:layer]:
+                h = blk(h, mask)
+            return h
+        assert isinstance(inputs, ImageInputs)
+        h = self.embed_image(inputs)
+        mask = _bidirectional_mask(self.image_attention(inputs), h.shape[0], h.dtype)
+        for blk in self._module.vision_model.encoder.layers[:layer]:
+            h = blk(h, mask)
+        return h
+
+    def tail(self, side: Side, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        layer = self.check_layer(side, layer)
+        R = hidden.shape[0]
+        h = hidden
+        if side == "text":
+            assert isinstance(inputs, TextInputs)
+            tm = self._module.text_model
+            mask = _bidirectional_mask(inputs.mask, R, hidden.dtype)
+            for blk in tm.encoder.layers[layer:]:
+                h = blk(h, mask)
+            h = tm.final_layer_norm(h)
+            idx = broadcast_rows(inputs.pool_index, R).to(h.device)
+            return tm.head(h[torch.arange(R, device=h.device), idx])
+        assert isinstance(inputs, ImageInputs)
+        vm = self._module.vision_model
+        keys = self.image_attention(inputs)
+        mask = _bidirectional_mask(keys, R, hidden.dtype)
+        for blk in vm.encoder.layers[layer:]:
+            h = blk(h, mask)
+        h = vm.post_layernorm(h)
+        return self.pool_image(h, None if mask is None else broadcast_rows(keys, R))
+
+    def pool_image(self, h: Tensor, keys: Tensor | None) -> Tensor:
+        """The MAP head on post-norm states ``(R, T, W)`` -> embeddings ``(R, D)``."""
+        return self._module.vision_model.head(h)
+
+    # ------------------------------------------------------------------ masking
+    def mask(self, side: Side, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
+        """Apply K coalitions ``keep`` ``(K, n_players)`` to row 0 of ``inputs``.
+
+        Image: as for every HF adapter (``"default"``/``"zeros"``: the patch is set to 0 in normalised
+        space, i.e. mid-grey for SigLIP's mean = std = 0.5; ``"black"``).
+
+        Text, ``how``:
+            ``"default"`` / ``"attention"``: the removed tokens get attention mask 0, ids unchanged, while
+                end-of-text, padding and the pooled last position stay attended (FIxLIP's game). SigLIP
+                never saw a mask in training, but no position moves.
+            ``"drop"``: the removed tokens are deleted and the caption is re-padded to the same length,
+                i.e. exactly what the model sees for the shorter caption (in distribution; later tokens
+                shift position). Dropping every token gives the ``"default"`` reference.
+            ``"pad"``: the removed tokens are replaced by `filler_id` (the ``"same_length"`` filler).
+        """
+        if side == "text" and how == "drop":
+            assert isinstance(inputs, TextInputs)
+            keep = keep.to(torch.bool)
+            if keep.dim() == 1:
+                keep = keep[None]
+            players = inputs.players(0)
+            if keep.shape[1] != players.numel():
+                raise InputError(f"text coalitions need {players.numel()} columns, got {keep.shape[1]}")
+            out = inputs.select([0] * keep.shape[0])
+            row_keep = torch.ones(keep.shape[0], inputs.ids.shape[1], dtype=torch.bool)
+            row_keep[:, players] = keep.cpu()
+            out.ids = torch.stack([self._compact(inputs.ids[0], row_keep[k]) for k in range(keep.shape[0])])
+            out.special = torch.stack(
+                [self._compact(inputs.special[0], row_keep[k], fill=True) for k in range(keep.shape[0])]
+            )
+            out.mask = torch.ones_like(out.ids)
+            rows = range(keep.shape[0])
+            out.tokens = [self._compact_list(inputs.tokens[0], row_keep[k], "<pad>") for k in rows]
+            out.offsets = [self._compact_list(inputs.offsets[0], row_keep[k], None) for k in rows]
+            out.pool_index = self.pool_index(out.ids, out.mask)
+            return out
+        return super().mask(side, inputs, keep, how=how)
+
+    def _compact(self, row: Tensor, keep: Tensor, *, fill: Any = None) -> Tensor:
+        """``row`` ``(S,)`` without the positions where ``keep`` is False, re-padded to S (padding side)."""
+        kept = row[keep.to(row.device)]
+        n_pad = row.shape[0] - kept.shape[0]
+        value = self.pad_id() if fill is None else fill
+        pad = torch.full((n_pad,), value, dtype=row.dtype, device=row.device)
+        return torch.cat([pad, kept]) if self.padding_side() == "left" else torch.cat([kept, pad])
+
+    def _compact_list(self, row: list[Any], keep: Tensor, fill: Any) -> list[Any]:
+        kept = [x for x, k in zip(row, keep.tolist(), strict=True) if k]
+        pad = [fill] * (len(row) - len(kept))
+        return pad + kept if self.padding_side() == "left" else kept + pad
+
+    # ------------------------------------------------------------------ references
+    def text_reference(self, inputs: TextInputs, kind: str) -> TextInputs:
+        """Text references for a tower with no BOS that pools at the last position.
+
+        Both keep the caption's sequence length S and attend to every position, so the tower pools the
+        reference at the same last position as the caption, and an integrated path that ends at the
+        reference's hidden states is pooled exactly like the reference itself.
+
+        Kinds:
+            ``"default"``: the **empty caption**: the caption's words deleted, its special tokens
+                (end-of-text and any leading special) kept in order, re-padded to S, which is what the
+                tokenizer gives for a caption with no words (for SigLIP v1, whose padding id equals the
+                end-of-text id, every position holds that id). Equals ``mask(keep=all False, how="drop")``.
+            ``"same_length"``: every word replaced by `filler_id`, all other positions unchanged, so at
+                the embedding layer the reference differs from the caption only at word positions.
+        """
+        if kind not in ("default", "same_length"):
+            raise InputError(f"unknown text reference {kind!r}; use 'default' or 'same_length'")
+        ref = inputs.select(list(range(inputs.batch_size)))
+        words = ~inputs.special.bool()
+        if kind == "default":
+            ids = torch.stack([self._compact(inputs.ids[b], ~words[b]) for b in range(inputs.batch_size)])
+        else:
+            filler = torch.full_like(inputs.ids, self.filler_id())
+            ids = torch.where(words.to(inputs.ids.device), filler, inputs.ids)
+        ref.ids = ids
+        ref.mask = torch.ones_like(inputs.mask)
+        ref.pool_index = self.pool_index(ids, ref.mask)
+        ref.special = torch.ones_like(inputs.special)
+        return ref
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, spec: str, *, device: torch.device, dtype: torch.dtype | None) -> DualEncoder:
+        from transformers import AutoModel
+
+        tok = load_tokenizer(spec, cls.family)
+        kw: dict[str, Any] = {"attn_implementation": "sdpa"}
+        if dtype is not None:
+            kw["dtype"] = dtype
+        module = _from_pretrained(AutoModel, spec, **kw)
+        model = cls(module, tokenizer=tok, name=f"hf:{spec}", **cls.options_from_preprocessor(spec, module))
+        return model.to(device)
+
+    @classmethod
+    def options_from_preprocessor(cls, spec: str, module: torch.nn.Module) -> dict[str, Any]:
+        """Constructor options read from a saved ``preprocessor_config.json`` (none if absent)."""
+        return {}
+
+
+@register_hf("siglip")
+class HFSiglip(SiglipBase):
+    """transformers ``SiglipModel`` (also the fixed-resolution SigLIP-2 checkpoints, which use it).
+
+    Image tower: conv patch embedding + learned position table (interpolated when the input size
+    differs from ``image_size``), no CLS, ``post_layernorm`` then the MAP head.
+    """
+
+    family = "hf-siglip"
+
+    def default_pipeline(self) -> ImagePipeline:
+        size = int(self.vision_config.image_size)
+        return ImagePipeline(size=(size, size), crop=(size, size), mean=HALF, std=HALF, mode="resize")
+
+    def embed_image(self, inputs: ImageInputs) -> Tensor:
+        vm = self._module.vision_model
+        pixels = inputs.pixels.to(self.dtype)
+        size = int(self.vision_config.image_size)
+        resize = tuple(pixels.shape[-2:]) != (size, size)
+        return vm.embeddings(pixels, interpolate_pos_encoding=resize)
+
+    @classmethod
+    def options_from_preprocessor(cls, spec: str, module: torch.nn.Module) -> dict[str, Any]:
+        cfg = _preprocessor_config(spec)
+        if cfg is None:
+            return {}
+        size = cfg.get("size") or {}
+        default = int(module.config.vision_config.image_size)
+        if isinstance(size, dict):
+            hw = (int(size.get("height", default)), int(size.get("width", default)))
+        elif isinstance(size, int):
+            hw = (size, size)
+        else:
+            hw = (default, default)
+        pipe = ImagePipeline(
+            size=hw,
+            crop=hw,
+            mean=tuple(cfg.get("image_mean", HALF)),
+            std=tuple(cfg.get("image_std", HALF)),
+            mode="resize",
+            resample=_pil_resample(cfg.get("resample"), Image.BICUBIC),
+        )
+        return {"pipeline": pipe}
+
+
+@register_hf("siglip2")
+class HFSiglip2(SiglipBase):
+    """transformers ``Siglip2Model`` (NaFlex): patchified pixels, resized position table, masked MAP head.
+
+    dualex runs it on a fixed square grid of ``g × g`` patches, ``g = isqrt(max_num_patches)``, with no
+    padding patches (``pixel_attention_mask`` all ones). Images are resized to ``g·p`` pixels square
+    (the NaFlex processor would keep the aspect ratio; a fixed grid keeps the players of every image
+    the same). ``ImageInputs.pixels`` stay ``(B, 3, H, W)``; ``extra`` holds ``spatial_shapes``
+    ``(B, 2)`` and ``pixel_attention_mask`` ``(B, N)`` as the model takes them.
+
+    Args:
+        max_num_patches: Patch budget of the grid (default: the processor's ``max_num_patches`` when
+            loaded from a directory, else the model's position table ``vision_config.num_patches``).
+        **kw: As `SiglipBase`.
+    """
+
+    family = "hf-siglip2"
+
+    def __init__(self, module: torch.nn.Module, *, max_num_patches: int | None = None, **kw: Any) -> None:
+        n = int(max_num_patches if max_num_patches is not None else module.config.vision_config.num_patches)
+        if n < 1:
+            raise InputError(f"max_num_patches must be positive, got {n}")
+        self.grid_side = math.isqrt(n)
+        super().__init__(module, **kw)
+
+    def default_pipeline(self) -> ImagePipeline:
+        side = self.grid_side * self.patch_size
+        return ImagePipeline(
+            size=(side, side), crop=(side, side), mean=HALF, std=HALF, mode="resize", resample=Image.BILINEAR
+        )
+
+    def prepare_image(self, images: list[Any]) -> ImageInputs:
+        inputs = super().prepare_image(images)
+        B = inputs.batch_size
+        rows, cols = inputs.grid
+        inputs.extra = {
+            "spatial_shapes": torch.tensor([[rows, cols]] * B, dtype=torch.long),
+            "pixel_attention_mask": torch.ones(B, rows * cols, dtype=torch.long),
+        }
+        return inputs
+
+    def model_inputs(self, inputs: ImageInputs) -> dict[str, Tensor]:
+        """The keyword arguments ``Siglip2Model.get_image_features`` takes for ``inputs``."""
+        pixels = patchify(inputs.pixels.to(self.dtype), self.patch_size)
+        B, N = pixels.shape[:2]
+        rows, cols = inputs.grid
+        shapes = inputs.extra.get("spatial_shapes")
+        if shapes is None:
+            shapes = torch.tensor([[rows, cols]] * B, dtype=torch.long, device=pixels.device)
+        mask = inputs.extra.get("pixel_attention_mask")
+        if mask is None:
+            mask = torch.ones(B, N, dtype=torch.long, device=pixels.device)
+        return {"pixel_values": pixels, "pixel_attention_mask": mask, "spatial_shapes": shapes}
+
+    def embed_image(self, inputs: ImageInputs) -> Tensor:
+        m = self.model_inputs(inputs)
+        return self._module.vision_model.embeddings(m["pixel_values"], m["spatial_shapes"].cpu())
+
+    def image_attention(self, inputs: ImageInputs) -> Tensor | None:
+        mask = inputs.extra.get("pixel_attention_mask")
+        return None if mask is None or bool(mask.bool().all()) else mask
+
+    def pool_image(self, h: Tensor, keys: Tensor | None) -> Tensor:
+        return self._module.vision_model.head(h, keys)
+
+    @classmethod
+    def options_from_preprocessor(cls, spec: str, module: torch.nn.Module) -> dict[str, Any]:
+        cfg = _preprocessor_config(spec)
+        if cfg is None:
+            return {}
+        out: dict[str, Any] = {}
+        if cfg.get("max_num_patches"):
+            out["max_num_patches"] = int(cfg["max_num_patches"])
+        n = int(out.get("max_num_patches", module.config.vision_config.num_patches))
+        side = math.isqrt(n) * int(module.config.vision_config.patch_size)
+        out["pipeline"] = ImagePipeline(
+            size=(side, side),
+            crop=(side, side),
+            mean=tuple(cfg.get("image_mean", HALF)),
+            std=tuple(cfg.get("image_std", HALF)),
+            mode="resize",
+            resample=_pil_resample(cfg.get("resample"), Image.BILINEAR),
+        )
+        return out
+
+
+__all__ = ["SIGLIP_TEXT_LENGTH", "HFSiglip", "HFSiglip2", "SiglipBase", "patchify"]
