@@ -1,0 +1,184 @@
+"""Command-line interface: ``dualex explain|evaluate|serve|export|bench|...``.
+
+Each subcommand lives in its own module exposing ``add_parser(subparsers)``; the parser sets
+``func`` to the function that runs it. Errors dualex raises on purpose are printed as one plain line
+(exit status 2) instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dualex.errors import DualexError
+
+if TYPE_CHECKING:
+    from dualex.explanation import Explanation
+
+# Modules that contribute subcommands (each: add_parser(subparsers)). Missing modules are skipped.
+SUBCOMMAND_MODULES = (
+    "dualex.cli",
+    "dualex.evaluation.cli",
+    "dualex.analysis.cli",
+    "dualex.viewer.cli",
+    "dualex.bench",
+)
+
+
+def _parse_box(text: str) -> tuple[float, float, float, float]:
+    parts = [p for p in text.replace(",", " ").split() if p]
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError(f"a box is 'x0,y0,x1,y1' in image pixels; got {text!r}")
+    try:
+        x0, y0, x1, y1 = (float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"box coordinates must be numbers; got {text!r}") from None
+    return x0, y0, x1, y1
+
+
+def _parse_option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"options are KEY=VALUE, got {text!r}")
+    try:
+        return key.replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.replace("-", "_"), value
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="explain one (image, caption) pair and write a figure",
+        description="Explain why MODEL finds IMAGE and CAPTION similar, as token × patch interactions.",
+    )
+    p.add_argument("image", help="image file (for text-text bi-encoders: the second sentence)")
+    p.add_argument("caption", help="the caption (quote it)")
+    p.add_argument("--model", default="shapes", help="model name: shapes | hf:ID_OR_DIR | openclip:ARCH[@PRETRAINED] "
+                   "| sentence:ID_OR_DIR (default: shapes)")
+    p.add_argument("--method", default="ij", help="explanation method (default: ij); see `dualex methods`")
+    p.add_argument("--out", type=Path, help="figure path (.png, .svg or .pdf)")
+    p.add_argument("--span", action="append", default=[], help="caption words to map onto the image (repeatable)")
+    p.add_argument("--box", action="append", default=[], type=_parse_box,
+                   help="image box x0,y0,x1,y1 (original pixels) to map onto the caption (repeatable)")
+    p.add_argument("--layer", type=int, default=None, help="split layer for both towers (default: method's)")
+    p.add_argument("--n-steps", type=int, default=None, help="integration steps (ij)")
+    p.add_argument("--option", "-O", action="append", default=[], type=_parse_option,
+                   help="extra method option KEY=VALUE (JSON values), e.g. -O text_reference=same_length")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--save", type=Path, help="also save the explanation (.safetensors) for `dualex serve`")
+    p.add_argument("--json", action="store_true", help="print the explanation as JSON on stdout")
+    p.set_defaults(func=run_explain)
+
+    m = sub.add_parser("methods", help="list the explanation methods")
+    m.set_defaults(func=run_methods)
+
+
+def run_methods(args: argparse.Namespace) -> int:
+    from dualex.methods import list_methods
+
+    for name, info in list_methods().items():
+        print(f"{name:<18} order {info.order}  {info.summary}" + (f"  [cost: {info.cost}]" if info.cost else ""))
+    return 0
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    import dualex
+
+    options = dict(args.option)
+    if args.layer is not None:
+        options["layer"] = args.layer
+    if args.n_steps is not None:
+        options["n_steps"] = args.n_steps
+    model = dualex.load(args.model, device=args.device)
+    ex = dualex.explain(model, args.image, args.caption, method=args.method, **options)
+    assert isinstance(ex, dualex.Explanation)
+    for s in args.span:  # validate early: a clear error before any figure is drawn
+        ex.span(s)
+    if args.save:
+        path = ex.save(args.save)
+        print(f"explanation saved to {path}", file=sys.stderr)
+    if args.out:
+        from dualex.plotting import save_figure
+
+        fig = ex.plot(spans=args.span or None, boxes=args.box or None)
+        save_figure(fig, args.out)
+        print(f"figure written to {args.out}", file=sys.stderr)
+    if args.json:
+        d = ex.to_json_dict()
+        d["spans"] = {s: ex.image_map(s).tolist() for s in args.span}
+        d["boxes"] = [{"box": list(b), "text_scores": ex.text_scores(b).tolist()} for b in args.box]
+        json.dump(d, sys.stdout)
+        print()
+    else:
+        print(summary(ex, args.span, args.box))
+    return 0
+
+
+def summary(ex: Explanation, spans: Sequence[str] = (), boxes: Sequence[tuple] = ()) -> str:
+    """A short human-readable report of an explanation."""
+    lines = [f"model {ex.model}  method {ex.method}  score {ex.score:.4f}  cosine {ex.cosine:.4f}  ({ex.units} units)"]
+    c = ex.completeness()
+    if "target" in c:
+        lines.append(f"attributed {c['attributed']:.5f}  target {c['target']:.5f}  error {c['error']:+.2e}")
+    for k, v in ex.diagnostics.items():
+        lines.append(f"  {k}: {v:.5g}")
+    words = ex.words()
+    ts = ex.text_scores() if ex.cross is not None or ex.text_main is not None else None
+    if ts is not None:
+        lines.append("caption tokens (score over the whole image):")
+        for i in ex.players.tolist():
+            lines.append(f"  {words[i]!s:<16} {float(ts[i]):+.5f}")
+    for s in spans:
+        m = ex.image_map(s)
+        r, c_ = divmod(int(m.flatten().argmax()), ex.grid[1])
+        lines.append(f"span {s!r}: total {float(m.sum()):+.5f}, peak at patch (row {r}, col {c_})")
+    for b in boxes:
+        t = ex.text_scores(b)
+        top = int(t.argmax())
+        lines.append(f"box {tuple(b)}: strongest token {words[top]!r} ({float(t[top]):+.5f})")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dualex", description="Explain the similarity of dual encoders (CLIP, SigLIP, bi-encoders)."
+    )
+    from dualex import __version__
+
+    parser.add_argument("--version", action="version", version=f"dualex {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue
+            raise
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except DualexError as exc:
+        print(f"dualex: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dualex: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Quadrature rules for path integrals over α ∈ [0, 1]."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dualex.errors import InputError
+
+RULES = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre")
+
+
+def alphas_and_weights(n_steps: int, rule: str = "riemann_right") -> tuple[Tensor, Tensor]:
+    """Nodes α_n and weights w_n (Σ w_n = 1) approximating ``∫_0^1 f(α) dα ≈ Σ_n w_n f(α_n)``.
+
+    ``riemann_right`` is α = k/N, k = 1..N (exCLIP's right Riemann sum, built from explicit integers
+    so that float rounding never adds a point), ``gausslegendre`` the N-point Gauss–Legendre rule
+    (exact for polynomials of degree 2N − 1). Both float64, shape ``(N,)``.
+    """
+    if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 1:
+        raise InputError(f"n_steps must be a positive integer, got {n_steps!r}")
+    N = n_steps
+    k = torch.arange(N, dtype=torch.float64)
+    if rule in ("riemann_right", "riemann", "right"):
+        return (k + 1) / N, torch.full((N,), 1.0 / N, dtype=torch.float64)
+    if rule in ("riemann_left", "left"):
+        return k / N, torch.full((N,), 1.0 / N, dtype=torch.float64)
+    if rule in ("riemann_middle", "middle"):
+        return (k + 0.5) / N, torch.full((N,), 1.0 / N, dtype=torch.float64)
+    if rule in ("riemann_trapezoid", "trapezoid"):
+        if N < 2:
+            raise InputError("the trapezoid rule needs n_steps >= 2")
+        a = k / (N - 1)
+        w = torch.full((N,), 1.0 / (N - 1), dtype=torch.float64)
+        w[0] = w[-1] = 0.5 / (N - 1)
+        return a, w
+    if rule in ("gausslegendre", "gauss_legendre", "gauss"):
+        x, w = np.polynomial.legendre.leggauss(N)
+        return torch.from_numpy((x + 1) / 2), torch.from_numpy(w / 2)
+    raise InputError(f"unknown quadrature {rule!r}; use one of {', '.join(RULES)}")
