@@ -156,7 +156,8 @@ class ImageInputs:
     """A preprocessed batch of images, ready for an image tower.
 
     Attributes:
-        pixels: Normalised pixels, ``(B, 3, H, W)`` float (SigLIP-2: patchified, see ``extra``).
+        pixels: Normalised pixels, ``(B, 3, H, W)`` float (SigLIP-2 keeps this layout; its patchified
+            inputs are built from it, with the extra tensors in ``extra``).
         grid: ``(rows, cols)`` of the patch grid.
         n_prefix: Number of hidden positions before the patches (CLS and register tokens).
         transforms: Per row, how the original image maps onto the input canvas.

@@ -1,0 +1,106 @@
+"""Timing and peak-memory measurement, and the ``dualex bench`` subcommand.
+
+Peak memory is the CUDA allocator's peak on GPU, and the growth of the process's peak resident set
+size over the call on CPU (an upper-bound-free lower estimate: allocations freed before the call
+started are not counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Measurement:
+    seconds: float  # median wall-clock time per call
+    seconds_all: list[float]
+    peak_bytes: int  # peak memory of one call (see module docstring)
+    device: str
+
+    @property
+    def peak_gib(self) -> float:
+        return self.peak_bytes / 2**30
+
+
+def _rss_peak_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _rss_now_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
+    except OSError:  # pragma: no cover - non-Linux
+        return _rss_peak_bytes()
+
+
+def measure(fn: Callable[[], Any], *, device: torch.device, repeat: int = 3, warmup: int = 1) -> Measurement:
+    """Run ``fn`` ``warmup + repeat`` times; median time and peak memory of the measured calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        base = _rss_now_bytes()
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) - base
+    else:
+        peak = max(0, _rss_peak_bytes() - base)
+    return Measurement(statistics.median(times), times, int(peak), str(device))
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="time one explanation method on one model (time and peak memory)")
+    p.add_argument("--model", default="shapes")
+    p.add_argument("--method", default="ij")
+    p.add_argument("--caption", default="a red circle and a blue square")
+    p.add_argument("--image", default=None, help="image file (default: a random image)")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--device", default=None)
+    p.add_argument("--option", "-O", action="append", default=[], help="method option KEY=VALUE (JSON value)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    import dualex
+    from dualex.cli import _parse_option
+
+    options = dict(_parse_option(o) for o in args.option)
+    model = dualex.load(args.model, device=args.device)
+    image = args.image if args.image else np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    pair = model.prepare(image, args.caption)
+    from dualex.methods import explain_pair
+
+    m = measure(lambda: explain_pair(model, pair, args.method, **options), device=model.device, repeat=args.repeat)
+    if args.json:
+        json.dump({"model": args.model, "method": args.method, **asdict(m)}, sys.stdout)
+        print()
+    else:
+        print(f"{args.method} on {args.model} ({m.device}): {m.seconds:.3f} s per explanation, "
+              f"peak {m.peak_gib:.2f} GiB")
+    return 0
