@@ -18,7 +18,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r constraints.txt
+	$(BIN)/pip install -q torch torchvision -c constraints.txt  # versions from constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
 	$(BIN)/pip install -q --no-deps $(NODEPS)
 	$(BIN)/python -c "import torch, open_clip, transformers; print('torch', torch.__version__, '| open_clip', open_clip.__version__, '| transformers', transformers.__version__)"
