@@ -100,6 +100,8 @@ def run_explain(args: argparse.Namespace) -> int:
     assert isinstance(ex, dualex.Explanation)
     for s in args.span:  # validate early: a clear error before any figure is drawn
         ex.span(s)
+    for b in args.box:
+        ex.patches(b)
     if args.save:
         path = ex.save(args.save)
         print(f"explanation saved to {path}", file=sys.stderr)

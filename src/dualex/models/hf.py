@@ -8,7 +8,9 @@ split at any block: ``hidden`` runs embeddings + blocks ``< layer``; ``tail`` ru
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,6 +45,23 @@ def offline_hint(spec: str) -> str:
     )
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' loading progress bars and config warnings for the duration of a load."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def _from_pretrained(cls: Any, spec: str, **kw: Any) -> Any:
     local = Path(spec).expanduser()
     if local.exists():
@@ -51,7 +70,8 @@ def _from_pretrained(cls: Any, spec: str, **kw: Any) -> Any:
         raise ModelNotAvailableError(f"local model directory not found: {spec}")
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     try:
-        return cls.from_pretrained(spec, local_files_only=offline or local.exists(), **kw)
+        with quiet_transformers():
+            return cls.from_pretrained(spec, local_files_only=offline or local.exists(), **kw)
     except (OSError, ValueError) as exc:
         if local.exists():
             raise ModelNotAvailableError(f"cannot load a transformers model from {spec}: {exc}") from None
