@@ -89,7 +89,12 @@ class HFTokenizer:
     """
 
     def __init__(
-        self, tokenizer: Any, *, padding: str = "longest", max_length: int | None = None, keep_pad_attention: bool = False
+        self,
+        tokenizer: Any,
+        *,
+        padding: str = "longest",
+        max_length: int | None = None,
+        keep_pad_attention: bool = False,
     ) -> None:
         self.tok = tokenizer
         self.padding = padding

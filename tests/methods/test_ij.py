@@ -92,7 +92,9 @@ def test_gauss_legendre_converges_faster(tiny_clip):
 
 
 def test_default_text_reference_converges_to_path_endpoint(tiny_clip):
-    ex = dualex.explain(tiny_clip, random_image(4), CAPTION, method="ij", layer=0, n_steps=16, quadrature="gausslegendre")
+    ex = dualex.explain(
+        tiny_clip, random_image(4), CAPTION, method="ij", layer=0, n_steps=16, quadrature="gausslegendre"
+    )
     d = ex.diagnostics
     assert abs(d["convergence_delta"]) < 1e-3 * abs(d["path_target"])
     # the exCLIP reference's EOS sits elsewhere, so the path does not end at h(r_t): the gap stays

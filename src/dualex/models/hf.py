@@ -152,7 +152,7 @@ class HFDualEncoder(DualEncoder):
         self._module = module.eval()
         for p in self._module.parameters():
             p.requires_grad_(False)
-        if not callable(getattr(tokenizer, "__call__", None)):
+        if not callable(tokenizer):
             raise InputError("tokenizer must be callable")
         if not hasattr(tokenizer, "tok") and hasattr(tokenizer, "convert_ids_to_tokens"):
             tokenizer = self.default_text_wrapper(tokenizer)
