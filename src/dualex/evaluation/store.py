@@ -1,0 +1,380 @@
+"""The run directory: where `dualex evaluate` keeps its results, and how a run resumes.
+
+Layout (see ``docs/run-format.md`` for the full contract)::
+
+    RUN_DIR/
+      manifest.json                      what was run: model, dataset, methods, options, dualex version
+      shards/part-<ns>-<worker>-<rand>.parquet   result rows, written atomically (tmp + os.replace)
+      explanations/<method>/<item>.safetensors   one `Explanation.save` file per (item, method)
+      summary/overall.csv, per_class.csv, errors.csv, summary.md   tables (rewritten after every run)
+
+A *unit* of work is one (item, method). All rows of a unit (one pair-level row plus one row per
+ground-truth object) are written in the same shard, and a shard only appears under its final name once
+it is complete, so a unit is either fully recorded or not at all. Resuming = reading the unit keys of
+all shards and skipping them. If a unit occurs in several shards (it was retried), the newest shard
+wins; `read_rows` returns each unit once.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import time
+import uuid
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dualex.errors import InputError
+
+RUN_FORMAT = "dualex.run"
+RUN_FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SHARD_DIR = "shards"
+EXPLANATION_DIR = "explanations"
+SUMMARY_DIR = "summary"
+SHARD_GLOB = "part-*.parquet"
+
+PAIR = "pair"
+OBJECT = "object"
+
+# Metric columns (float64, null where a metric does not apply to the row's level or method).
+OBJECT_METRICS = (
+    "pg_energy_t2i",  # caption span -> image box: positive energy of the span map inside the box
+    "pg_hit_t2i",  # caption span -> image box: 1.0 if the map's argmax patch lies in the box
+    "pg_energy_i2t",  # image box -> caption span: positive energy of the box's token scores on the span
+    "pg_hit_i2t",  # image box -> caption span: 1.0 if the argmax player token lies in the span
+    "pgr",  # pointing game recognition (image grids): correct / (correct + wrong) mass
+    "span_box",  # Σ cross[span, box]: the interaction between the span and its own box (score units)
+)
+PAIR_METRICS = (
+    "score",  # the model's own score of the pair
+    "cosine",
+    "insertion_auc",  # area under the normalised LIF (insert most important first) curve
+    "deletion_auc",  # area under the normalised MIF (delete most important first) curve
+    "aid",  # insertion_auc - deletion_auc (area between the curves)
+    "faith_spearman",  # Spearman ρ between v(S) - v(∅) and the explanation's prediction, held-out S
+    "faith_r2",  # R² of the same
+    "completeness_error",  # attributed total - target (method-specific target)
+    "completeness_rel_error",  # |error| / |target|
+    "seconds",  # wall time of the explanation
+)
+METRIC_COLUMNS = OBJECT_METRICS + PAIR_METRICS
+
+
+def _schema() -> Any:
+    import pyarrow as pa
+
+    cols = [
+        ("item_id", pa.string()),
+        ("method", pa.string()),
+        ("object", pa.int32()),
+        ("level", pa.string()),
+        ("dataset", pa.string()),
+        ("split", pa.string()),
+        ("image_id", pa.string()),
+        ("caption", pa.string()),
+        ("class_name", pa.string()),
+        ("phrase", pa.string()),
+        ("span_start", pa.int32()),
+        ("span_end", pa.int32()),
+        ("boxes", pa.list_(pa.list_(pa.float32()))),
+        ("n_tokens", pa.int32()),
+        ("n_patches", pa.int32()),
+    ]
+    cols += [(m, pa.float64()) for m in METRIC_COLUMNS]
+    cols += [
+        ("insertion_curve", pa.list_(pa.float32())),
+        ("deletion_curve", pa.list_(pa.float32())),
+        ("explanation", pa.string()),
+        ("error", pa.string()),
+        ("error_type", pa.string()),
+        ("worker", pa.string()),
+    ]
+    return pa.schema(cols)
+
+
+def shard_schema() -> Any:
+    """The pyarrow schema of every shard (see ``docs/run-format.md``)."""
+    return _schema()
+
+
+COLUMNS: tuple[str, ...] = (
+    "item_id", "method", "object", "level", "dataset", "split", "image_id", "caption", "class_name", "phrase",
+    "span_start", "span_end", "boxes", "n_tokens", "n_patches", *METRIC_COLUMNS,
+    "insertion_curve", "deletion_curve", "explanation", "error", "error_type", "worker",
+)  # fmt: skip
+
+
+def safe_name(item_id: str) -> str:
+    """A file-name-safe, collision-free version of an item id (used for explanation files)."""
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", item_id).strip("._") or "item"
+    if clean != item_id or len(clean) > 120:
+        clean = f"{clean[:100]}-{hashlib.sha1(item_id.encode()).hexdigest()[:10]}"
+    return clean
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and `os.replace`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def normalise_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row with every schema column (missing ones None); unknown keys are an error."""
+    unknown = set(row) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown result columns {sorted(unknown)}; the shard schema has {list(COLUMNS)}")
+    out = {c: row.get(c) for c in COLUMNS}
+    for m in METRIC_COLUMNS:
+        v = out[m]
+        if v is not None:
+            v = float(v)
+            out[m] = v if v == v else None  # NaN -> null
+    return out
+
+
+class RunStore:
+    """One run directory: manifest, shards, explanation files, summaries.
+
+    Args:
+        root: The run directory (created if missing).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    @property
+    def shard_dir(self) -> Path:
+        return self.root / SHARD_DIR
+
+    @property
+    def summary_dir(self) -> Path:
+        return self.root / SUMMARY_DIR
+
+    def explanation_relpath(self, method: str, item_id: str) -> str:
+        """Path of the explanation file of (item, method), relative to the run directory (POSIX)."""
+        return f"{EXPLANATION_DIR}/{safe_name(method)}/{safe_name(item_id)}.safetensors"
+
+    def explanation_path(self, method: str, item_id: str) -> Path:
+        return self.root / self.explanation_relpath(method, item_id)
+
+    # ------------------------------------------------------------------ manifest
+    def exists(self) -> bool:
+        return self.manifest_path.exists()
+
+    def read_manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.exists():
+            raise InputError(f"{self.root} is not a dualex run directory (no {MANIFEST})")
+        try:
+            m = json.loads(self.manifest_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{self.manifest_path} is not valid JSON ({exc})") from None
+        if m.get("format") != RUN_FORMAT:
+            raise InputError(f"{self.manifest_path} is not a dualex run manifest")
+        if int(m.get("version", 0)) > RUN_FORMAT_VERSION:
+            raise InputError(f"run format version {m['version']} is newer than this dualex ({RUN_FORMAT_VERSION})")
+        return m
+
+    def open(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Create the run, or check that an existing one is the same run (for resuming).
+
+        ``manifest`` holds ``model``, ``dataset`` (dict with ``kind``, ``path``, ``options``), ``methods``
+        (list of names), ``method_options`` (per method) and ``options`` (run options that change results,
+        e.g. metric settings). New methods may be added to an existing run; everything else must match.
+
+        Returns:
+            The manifest as stored.
+
+        Raises:
+            InputError: the directory holds a different run.
+        """
+        from dualex import __version__
+
+        new = {
+            "format": RUN_FORMAT,
+            "version": RUN_FORMAT_VERSION,
+            "dualex_version": __version__,
+            "created": now_iso(),
+            **{k: _plain(v) for k, v in manifest.items()},
+        }
+        if not self.exists():
+            if self.root.exists() and any(self.root.iterdir()):
+                stray = [p.name for p in self.root.iterdir()][:5]
+                raise InputError(
+                    f"{self.root} exists and is not empty ({', '.join(stray)}...) but has no {MANIFEST}; "
+                    "choose a new --out directory"
+                )
+            self.root.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.manifest_path, json.dumps(new, indent=2, sort_keys=True))
+            return new
+        old = self.read_manifest()
+        for key in ("model", "dataset", "options"):
+            if old.get(key) != new.get(key):
+                raise InputError(
+                    f"{self.root} holds a run with {key} {json.dumps(old.get(key))}, not {json.dumps(new.get(key))}; "
+                    "resume it with the same settings or choose a new --out directory"
+                )
+        old_opts = old.get("method_options", {})
+        for meth, opts in new.get("method_options", {}).items():
+            if meth in old_opts and old_opts[meth] != opts:
+                raise InputError(
+                    f"{self.root} ran method {meth!r} with options {json.dumps(old_opts[meth])}, not "
+                    f"{json.dumps(opts)}; choose a new --out directory to change them"
+                )
+        merged = dict(old)
+        merged["methods"] = list(dict.fromkeys([*old.get("methods", []), *new.get("methods", [])]))
+        merged["method_options"] = {**old_opts, **new.get("method_options", {})}
+        merged.setdefault("resumed", []).append({"at": now_iso(), "dualex_version": __version__})
+        atomic_write_text(self.manifest_path, json.dumps(merged, indent=2, sort_keys=True))
+        return merged
+
+    # ------------------------------------------------------------------ shards
+    def shards(self) -> list[Path]:
+        """Complete shards, oldest first (names start with a nanosecond timestamp)."""
+        if not self.shard_dir.exists():
+            return []
+        return sorted(self.shard_dir.glob(SHARD_GLOB))
+
+    def clean_tmp(self) -> int:
+        """Remove temporary files a killed run left behind. Returns how many were removed."""
+        n = 0
+        for d in (self.shard_dir, self.root / EXPLANATION_DIR):
+            if d.exists():
+                for p in d.rglob(".tmp-*"):
+                    p.unlink(missing_ok=True)
+                    n += 1
+                for p in d.rglob("*.safetensors.tmp"):
+                    p.unlink(missing_ok=True)
+                    n += 1
+        return n
+
+    def write_shard(self, rows: Sequence[Mapping[str, Any]], *, worker: str = "local") -> Path | None:
+        """Write rows as one new shard, atomically. Rows of a unit must all be in the same call.
+
+        Returns:
+            The shard path, or None when ``rows`` is empty.
+        """
+        if not rows:
+            return None
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        recs = [normalise_row({**r, "worker": r.get("worker") or worker}) for r in rows]
+        table = pa.Table.from_pylist(recs, schema=_schema())
+        tag = re.sub(r"[^A-Za-z0-9]+", "", worker)[:16] or "w"
+        name = f"part-{time.time_ns():020d}-{tag}-{uuid.uuid4().hex[:6]}.parquet"
+        final = self.shard_dir / name
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.shard_dir / f".tmp-{name}"
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return final
+
+    def _read_shard(self, path: Path, columns: Sequence[str] | None) -> Any:
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(path, columns=list(columns) if columns else None)
+        except Exception as exc:  # a damaged shard: its units are redone
+            warnings.warn(f"ignoring unreadable shard {path.name} ({exc}); its items will be recomputed", stacklevel=3)
+            return None
+
+    def iter_tables(self, columns: Sequence[str] | None = None) -> Iterable[tuple[Path, Any]]:
+        for p in self.shards():
+            t = self._read_shard(p, columns)
+            if t is not None:
+                yield p, t
+
+    def done_keys(self, *, retry_errors: bool = False) -> set[tuple[str, str]]:
+        """(item_id, method) units already recorded.
+
+        With ``retry_errors`` units whose newest record has a pair-level error are not counted as done.
+        """
+        latest: dict[tuple[str, str], bool] = {}  # unit -> failed?
+        for _, t in self.iter_tables(["item_id", "method", "level", "error"]):
+            d = t.to_pydict()
+            failed: dict[tuple[str, str], bool] = {}
+            for item, meth, level, err in zip(d["item_id"], d["method"], d["level"], d["error"], strict=True):
+                key = (item, meth)
+                failed[key] = failed.get(key, False) or (level == PAIR and err is not None)
+            latest.update(failed)
+        return {k for k, bad in latest.items() if not (retry_errors and bad)}
+
+    def read_rows(self, columns: Sequence[str] | None = None) -> Any:
+        """All result rows as a pandas DataFrame, each unit once (from its newest shard).
+
+        Args:
+            columns: Columns to read (``item_id`` and ``method`` are always read).
+        """
+        import pandas as pd
+
+        cols = None if columns is None else list(dict.fromkeys(["item_id", "method", *columns]))
+        frames = []
+        for i, (_, t) in enumerate(self.iter_tables(cols)):
+            df = t.to_pandas()
+            df["_shard"] = i
+            frames.append(df)
+        if not frames:
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in (cols or COLUMNS)})
+        df = pd.concat(frames, ignore_index=True)
+        newest = df.groupby(["item_id", "method"], sort=False)["_shard"].transform("max")
+        df = df[df["_shard"] == newest].drop(columns="_shard").reset_index(drop=True)
+        return df
+
+
+def read_run(run_dir: str | Path, columns: Sequence[str] | None = None) -> Any:
+    """Result rows of a run directory as a pandas DataFrame (one row per item × method × object).
+
+    Pair-level rows have ``level == "pair"`` and ``object == -1``; object rows have ``level == "object"``.
+    """
+    store = RunStore(run_dir)
+    store.read_manifest()
+    return store.read_rows(columns)
+
+
+def load_explanation(run_dir: str | Path, row: Mapping[str, Any]) -> Any:
+    """The `Explanation` a result row points to (its ``explanation`` column)."""
+    from dualex.explanation import Explanation
+
+    rel = row.get("explanation")
+    if not rel:
+        raise InputError(f"row ({row.get('item_id')}, {row.get('method')}) has no explanation file")
+    return Explanation.load(Path(run_dir) / rel)
+
+
+def _plain(x: Any) -> Any:
+    """JSON round-trip form (tuples -> lists) so that manifests compare equal after reading back."""
+    return json.loads(json.dumps(x, default=str))
