@@ -1,0 +1,37 @@
+"""Completeness: do an explanation's terms add up to what its method says they explain?
+
+``error = attributed − target`` where ``attributed`` is the sum of all terms (each pair once, plus the
+intercept; `Explanation.total`) and ``target`` the method's own claim (`Explanation.target`): for
+integrated Jacobians the four-term score difference of exCLIP, for FIxLIP ``v(N) − v(∅)``. The relative
+error is ``|error| / |target|``. Methods that claim no target (most first-order baselines) give NaN: their
+sums are not meant to match anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dualex.explanation import Explanation
+
+
+@dataclass
+class CompletenessResult:
+    """Attributed total, the method's target, and the (relative) difference (score units)."""
+
+    attributed: float
+    target: float
+    error: float
+    relative_error: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"completeness_error": self.error, "completeness_rel_error": self.relative_error}
+
+
+def completeness_error(ex: Explanation) -> CompletenessResult:
+    """Completeness error of one explanation (NaN error when the method states no target)."""
+    attributed = ex.total()
+    if ex.target is None:
+        nan = float("nan")
+        return CompletenessResult(attributed, nan, nan, nan)
+    err = attributed - float(ex.target)
+    return CompletenessResult(attributed, float(ex.target), err, abs(err) / max(abs(float(ex.target)), 1e-12))
