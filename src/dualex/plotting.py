@@ -1,0 +1,669 @@
+"""Figures of an `Explanation` (matplotlib, Agg backend: no display needed).
+
+* `plot_explanation` — the paper-style panel: per caption span an image heatmap, per image box a
+  coloured caption (Möller et al., TMLR 2025, Fig. 1 reads the interaction tensor this way).
+* `plot_matrix` — the token × patch matrix (or an intra-modal matrix) with readable labels.
+* `save_figure` — PNG, SVG or PDF by file suffix.
+
+Colours: red is positive, blue negative, white zero; every colour range is symmetric around zero, so
+equal colour means equal magnitude within a panel.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)  # no display; a no-op if the user already chose a backend
+
+import numpy as np  # noqa: E402 - after the backend choice
+import torch  # noqa: E402
+from matplotlib import colormaps  # noqa: E402
+from matplotlib.colors import Colormap, Normalize  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.font_manager import FontProperties  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from dualex.errors import InputError  # noqa: E402
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from dualex.explanation import Explanation
+
+DEFAULT_CMAP = "RdBu_r"
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def symmetric_limit(values: Any) -> float:
+    """``max |values|`` (a positive number even for all-zero input), the half-width of a colour range."""
+    a = np.abs(np.asarray(values, dtype=np.float64))
+    m = float(a.max()) if a.size else 0.0
+    return m if m > 0 and math.isfinite(m) else 1e-12
+
+
+def upsample(grid_map: Any, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear upsampling of a ``(rows, cols)`` patch map onto ``size = (H, W)`` pixels.
+
+    Each patch value sits at the patch centre (``align_corners=False``), as the patches tile the input.
+    """
+    t = torch.as_tensor(np.asarray(grid_map, dtype=np.float32))[None, None]
+    out = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False)
+    return out[0, 0].numpy()
+
+
+def overlay_rgba(values: np.ndarray, vmax: float, *, cmap: Colormap, alpha: float) -> np.ndarray:
+    """RGBA overlay ``(H, W, 4)``: colour from ``cmap`` on ``[-vmax, vmax]``, opacity ∝ ``|value|``.
+
+    Zero is fully transparent, so the photo shows where nothing is attributed.
+    """
+    rgba = cmap(Normalize(-vmax, vmax)(values))
+    rgba[..., 3] = alpha * np.clip(np.abs(values) / vmax, 0.0, 1.0) ** 0.75
+    return rgba
+
+
+def _as_image(image: Any) -> np.ndarray | None:
+    if image is None:
+        return None
+    a = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+        a = np.moveaxis(a, 0, -1)
+    if a.dtype != np.uint8:
+        a = np.clip(a * 255.0 if a.max() <= 1.0 else a, 0, 255).astype(np.uint8)
+    return a[..., 0] if a.ndim == 3 and a.shape[-1] == 1 else a
+
+
+def _canvas_size(ex: Explanation) -> tuple[int, int]:
+    """``(H, W)`` of the coordinate frame image panels are drawn in (model-input pixels)."""
+    img = _as_image(ex.image)
+    if img is not None:
+        return int(img.shape[0]), int(img.shape[1])
+    if ex.image_size is not None:
+        return int(ex.image_size[0]), int(ex.image_size[1])
+    if ex.image_transform is not None:
+        return int(ex.image_transform.input_size[0]), int(ex.image_transform.input_size[1])
+    return ex.grid
+
+
+def _is_text_text(ex: Explanation) -> bool:
+    return ex.image_tokens is not None
+
+
+# ---------------------------------------------------------------------------------------------- coloured text
+@dataclass
+class _Word:
+    text: str
+    value: float | None  # None: drawn without colour
+    gap: bool  # whitespace before this word in the source text
+    highlight: bool = False
+
+
+def caption_words(ex: Explanation, values: Any, *, highlight: Sequence[int] = (), specials: bool = False) -> list[_Word]:
+    """Display units of the caption, one per token position, with their values.
+
+    Sub-word tokens of one word are drawn without a gap. Special positions are left out unless
+    ``specials`` (then drawn uncoloured).
+    """
+    words = ex.words()
+    vals = np.asarray(values, dtype=np.float64) if values is not None else None
+    hl = set(int(i) for i in highlight)
+    out: list[_Word] = []
+    prev_end: int | None = None
+    for i, w in enumerate(words):
+        is_special = bool(ex.special[i])
+        if is_special and not specials:
+            continue
+        off = ex.token_offsets[i] if i < len(ex.token_offsets) else None
+        gap = True
+        if off is not None and prev_end is not None:
+            gap = off[0] > prev_end
+        if off is not None:
+            prev_end = off[1]
+        value = None if (vals is None or is_special) else float(vals[i])
+        out.append(_Word(w if w.strip() else repr(w), value, gap, i in hl))
+    return out
+
+
+def second_sentence_words(ex: Explanation, values: Any, *, highlight: Sequence[int] = ()) -> list[_Word]:
+    """Display units of a bi-encoder's second sentence (its "patches"), with values."""
+    toks = ex.image_tokens or []
+    offs = ex.image_offsets or [None] * len(toks)
+    text = ex.image_text or ""
+    vals = np.asarray(values, dtype=np.float64).reshape(-1) if values is not None else None
+    hl = set(int(i) for i in highlight)
+    out: list[_Word] = []
+    prev_end: int | None = None
+    for i, tok in enumerate(toks):
+        off = offs[i] if i < len(offs) else None
+        shown = text[off[0] : off[1]] if off is not None else tok
+        gap = True if (off is None or prev_end is None) else off[0] > prev_end
+        if off is not None:
+            prev_end = off[1]
+        out.append(_Word(shown, None if vals is None else float(vals[i]), gap, i in hl))
+    return out
+
+
+_MEASURE: Any = None
+
+
+def _text_width_pt(s: str, fontsize: float, bold: bool = False) -> float:
+    """Width of ``s`` in points for the default font."""
+    global _MEASURE
+    if _MEASURE is None:
+        from matplotlib.backends.backend_agg import RendererAgg
+
+        _MEASURE = RendererAgg(8, 8, 72)
+    prop = FontProperties(size=fontsize, weight="bold" if bold else "normal")
+    w, _, _ = _MEASURE.get_text_width_height_descent(s, prop, ismath=False)
+    return float(w)
+
+
+def _layout_words(words: Sequence[_Word], width_pt: float, fontsize: float) -> list[tuple[float, int, float]]:
+    """Greedy line breaking: ``(x_pt, line, w_pt)`` per word within ``width_pt``."""
+    pad = 0.25 * fontsize
+    space = 0.3 * fontsize
+    out: list[tuple[float, int, float]] = []
+    x, line = 0.0, 0
+    for k, w in enumerate(words):
+        ww = _text_width_pt(w.text, fontsize, w.highlight) + 2 * pad
+        step = (space if w.gap else 0.12 * fontsize) if k else 0.0
+        if k and x + step + ww > width_pt:
+            x, line, step = 0.0, line + 1, 0.0
+        out.append((x + step, line, ww))
+        x = x + step + ww
+    return out
+
+
+def _n_lines(words: Sequence[_Word], width_pt: float, fontsize: float) -> int:
+    lay = _layout_words(words, width_pt, fontsize)
+    return (lay[-1][1] + 1) if lay else 1
+
+
+def _line_height_pt(fontsize: float) -> float:
+    return 2.0 * fontsize
+
+
+def draw_colored_text(
+    ax: Axes,
+    words: Sequence[_Word],
+    *,
+    vmax: float,
+    cmap: Colormap,
+    fontsize: float = 10.0,
+    title: str | None = None,
+) -> None:
+    """Draw words with background colours from ``cmap`` on ``[-vmax, vmax]``, wrapped to the axes width.
+
+    Highlighted words are bold with a black frame. Words with value None have no colour.
+    """
+    ax.set_axis_off()
+    fig = ax.figure
+    bbox = ax.get_position()
+    width_pt = bbox.width * fig.get_figwidth() * 72.0
+    height_pt = bbox.height * fig.get_figheight() * 72.0
+    norm = Normalize(-vmax, vmax)
+    pad = 0.25 * fontsize
+    lh = _line_height_pt(fontsize)
+    top = 0.0
+    if title:
+        ax.text(0.0, 1.0, title, transform=ax.transAxes, fontsize=fontsize * 0.85, va="top", ha="left",
+                color="0.25", parse_math=False)
+        top = 1.5 * fontsize
+    for w, (x, line, ww) in zip(words, _layout_words(words, width_pt, fontsize), strict=True):
+        y_center = height_pt - top - (line + 0.5) * lh
+        face = (1.0, 1.0, 1.0, 0.0) if w.value is None else cmap(norm(w.value))
+        dark = w.value is not None and sum(face[:3]) / 3 < 0.45
+        ax.add_patch(
+            Rectangle(
+                (x / width_pt, (y_center - 0.42 * lh) / height_pt),
+                ww / width_pt,
+                0.84 * lh / height_pt,
+                transform=ax.transAxes,
+                facecolor=face,
+                edgecolor="black" if w.highlight else (0.8, 0.8, 0.8, 1.0),
+                linewidth=1.2 if w.highlight else 0.4,
+                clip_on=False,
+            )
+        )
+        ax.text(
+            (x + pad) / width_pt,
+            y_center / height_pt,
+            w.text,
+            transform=ax.transAxes,
+            fontsize=fontsize,
+            fontweight="bold" if w.highlight else "normal",
+            va="center_baseline",
+            ha="left",
+            color="white" if dark else "black",
+            parse_math=False,
+        )
+
+
+def _text_block_height_in(words: Sequence[_Word], width_in: float, fontsize: float, title: bool) -> float:
+    lines = _n_lines(words, width_in * 72.0, fontsize)
+    return (lines * _line_height_pt(fontsize) + (1.5 * fontsize if title else 0.0) + 4.0) / 72.0
+
+
+# ---------------------------------------------------------------------------------------------- image panels
+def draw_image_map(
+    ax: Axes,
+    ex: Explanation,
+    grid_map: Any,
+    *,
+    vmax: float,
+    cmap: Colormap,
+    alpha: float = 0.7,
+    colorbar: bool = True,
+) -> None:
+    """The model-input image with ``grid_map`` (rows, cols) upsampled over it; a plain heatmap without image."""
+    H, W = _canvas_size(ex)
+    gm = np.asarray(grid_map, dtype=np.float64).reshape(ex.grid)
+    img = _as_image(ex.image)
+    if img is not None:
+        ax.imshow(img, extent=(0, W, H, 0), cmap="gray" if img.ndim == 2 else None)
+        ax.imshow(overlay_rgba(upsample(gm, (H, W)), vmax, cmap=cmap, alpha=alpha), extent=(0, W, H, 0))
+    else:
+        ax.imshow(gm, cmap=cmap, vmin=-vmax, vmax=vmax, extent=(0, W, H, 0), interpolation="nearest")
+    ax.set_xlim(0, W)
+    ax.set_ylim(H, 0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if colorbar:
+        from matplotlib.cm import ScalarMappable
+
+        cax = ax.inset_axes((1.02, 0.0, 0.04, 1.0))
+        cb = ax.figure.colorbar(ScalarMappable(Normalize(-vmax, vmax), cmap), cax=cax)
+        cb.ax.tick_params(labelsize=7)
+        cb.formatter.set_powerlimits((-2, 3))
+        cb.update_ticks()
+
+
+def draw_plain_image(ax: Axes, ex: Explanation) -> None:
+    """The model-input image without overlay (a neutral grid if the explanation keeps no image)."""
+    H, W = _canvas_size(ex)
+    img = _as_image(ex.image)
+    if img is not None:
+        ax.imshow(img, extent=(0, W, H, 0), cmap="gray" if img.ndim == 2 else None)
+    else:
+        ax.imshow(np.zeros(ex.grid), cmap="Greys", vmin=0, vmax=1, extent=(0, W, H, 0))
+    ax.set_xlim(0, W)
+    ax.set_ylim(H, 0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _boxes_of(region: Any) -> list[Any] | None:
+    """The pixel boxes in ``region`` (one box or a list of boxes); None for a patch mask."""
+    if isinstance(region, torch.Tensor) and region.dtype == torch.bool:
+        return None
+    if isinstance(region, (list, tuple)) and region and isinstance(region[0], (list, tuple, torch.Tensor)):
+        return list(region)
+    return [region]
+
+
+def draw_region(ax: Axes, ex: Explanation, region: Any) -> None:
+    """Outline a box (original pixels), a list of boxes, or a patch mask on an image panel."""
+    boxes = _boxes_of(region)
+    H, W = _canvas_size(ex)
+    if boxes is not None and ex.image_transform is not None:
+        sx = W / ex.image_transform.input_size[1]
+        sy = H / ex.image_transform.input_size[0]
+        for b in boxes:
+            vals = b.tolist() if isinstance(b, torch.Tensor) else list(b)
+            x0, y0, x1, y1 = ex.image_transform.box_to_input(tuple(float(v) for v in vals))
+            for lw, col in ((3.0, "white"), (1.5, "black")):
+                ax.add_patch(
+                    Rectangle((x0 * sx, y0 * sy), (x1 - x0) * sx, (y1 - y0) * sy, fill=False, edgecolor=col, linewidth=lw)
+                )
+        return
+    mask = ex.patches(region).numpy()
+    rows, cols = ex.grid
+    ph, pw = H / rows, W / cols
+    for r, c in zip(*np.nonzero(mask), strict=True):
+        ax.add_patch(Rectangle((c * pw, r * ph), pw, ph, fill=False, edgecolor="black", linewidth=1.0))
+
+
+# ---------------------------------------------------------------------------------------------- the panel figure
+def _span_label(ex: Explanation, span: Any) -> str:
+    if span is None:
+        return "whole caption"
+    if isinstance(span, str):
+        return f"“{span}”"
+    words = ex.words()
+    return "“" + " ".join(words[i] for i in ex.span(span).tolist()) + "”"
+
+
+def _box_label(ex: Explanation, box: Any) -> str:
+    if box is None:
+        return "whole image" if not _is_text_text(ex) else "whole sentence"
+    if isinstance(box, str):
+        return f"“{box}”"
+    if isinstance(box, torch.Tensor) and box.dtype == torch.bool:
+        return f"{int(box.sum())} patches"
+    boxes = _boxes_of(box) or []
+    return " ∪ ".join("(" + ", ".join(f"{float(v):.0f}" for v in (b.tolist() if isinstance(b, torch.Tensor) else b))
+                      + ")" for b in boxes)
+
+
+def _second_positions(ex: Explanation, region: Any) -> list[int]:
+    return torch.nonzero(ex.patches(region).flatten(), as_tuple=False).flatten().tolist()
+
+
+def plot_explanation(
+    ex: Explanation,
+    spans: Sequence[Any] | None = None,
+    boxes: Sequence[Any] | None = None,
+    *,
+    cmap: str | Colormap = DEFAULT_CMAP,
+    alpha: float = 0.7,
+    panel_size: float = 3.0,
+    ncols: int | None = None,
+    fontsize: float = 10.0,
+    shared_scale: bool = False,
+    specials: bool = False,
+    title: str | bool = True,
+) -> Figure:
+    """The paper-style figure of an explanation.
+
+    Each panel is a column: an image on top and the caption underneath.
+
+    * Per span (caption words, a token range, or token indices): the image map
+      ``ex.image_map(span)`` (rows × cols, summed over the span's tokens) upsampled over the model-input
+      image, the span highlighted in the caption.
+    * Per box (``(x0, y0, x1, y1)`` in original-image pixels, a list of boxes, or a patch mask): the box
+      drawn on the image and the caption coloured by ``ex.text_scores(box)``.
+    * With neither: the whole caption's image map and the caption coloured over the whole image.
+
+    For text-text bi-encoders the "image" is the second sentence: it is drawn as coloured words, and a
+    "box" names words of it.
+
+    Args:
+        ex: The explanation.
+
+        spans: Caption spans to map onto the image.
+
+        boxes: Image regions to map onto the caption.
+
+        cmap: A diverging colour map; red positive, blue negative by default.
+
+        alpha: Opacity of the strongest overlay colour (opacity grows with ``|value|``).
+
+        panel_size: Width of one panel, inches.
+
+        ncols: Panels per row (default: up to 4).
+
+        fontsize: Caption font size, points.
+
+        shared_scale: One colour range for all panels (default: each panel its own ``±max|value|``).
+
+        specials: Also draw special tokens (BOS, EOS, padding), uncoloured.
+
+        title: Figure title; True for the default (model, method, score), False for none.
+
+    Returns:
+        A matplotlib ``Figure`` (Agg canvas; save it with `save_figure`).
+
+    Raises:
+        InputError: A span or box does not fit the explanation (or the method gives no cross terms).
+    """
+    cm = colormaps[cmap] if isinstance(cmap, str) else cmap
+    text_text = _is_text_text(ex)
+    spans = list(spans) if spans else []
+    boxes = list(boxes) if boxes else []
+    default = not spans and not boxes
+    panels: list[tuple[str, Any]] = [("span", s) for s in spans] + [("box", b) for b in boxes]
+    if default:
+        panels = [("span", None), ("box", None)]
+
+    # values first: errors for bad spans/boxes come before any drawing
+    data = []
+    for kind, what in panels:
+        if kind == "span":
+            m = ex.image_map(what).numpy()
+            hl = ex.span(what).tolist() if (what is not None and ex.cross is not None) else []
+            data.append((kind, what, m, hl))
+        else:
+            t = ex.text_scores(what).numpy()
+            data.append((kind, what, t, []))
+    limits = [symmetric_limit(v if k == "span" else v[~ex.special.numpy()]) for k, _, v, _ in data]
+    if shared_scale:
+        limits = [max(limits)] * len(limits)
+
+    n = len(panels)
+    nc = ncols or min(n, 4)
+    nr = math.ceil(n / nc)
+    width_in = panel_size
+    # words per panel: top (text-text: second sentence) and bottom (caption)
+    bottoms, tops = [], []
+    for kind, what, v, hl in data:
+        if kind == "span":
+            bottoms.append(caption_words(ex, None, highlight=hl, specials=specials))
+            tops.append(second_sentence_words(ex, v) if text_text else None)
+        else:
+            bottoms.append(caption_words(ex, v, specials=specials))
+            tops.append(
+                second_sentence_words(ex, None, highlight=_second_positions(ex, what) if what is not None else [])
+                if text_text else None
+            )
+    H, W = _canvas_size(ex)
+    if text_text:
+        top_h = max(_text_block_height_in(t or [], width_in, fontsize, True) for t in tops)
+    else:
+        top_h = panel_size * H / W
+    bottom_h = max(_text_block_height_in(b, width_in, fontsize, True) for b in bottoms)
+    gap_w, gap_h = 0.75, 0.45
+    head = 0.5 if title else 0.1
+    fig_w = nc * width_in + (nc - 1) * gap_w + 0.9
+    fig_h = head + nr * (top_h + bottom_h + 0.15) + (nr - 1) * gap_h + 0.2
+    fig = Figure(figsize=(fig_w, fig_h))
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+
+    def frac_x(x_in: float) -> float:
+        return x_in / fig_w
+
+    def frac_y(y_in_from_top: float) -> float:
+        return 1.0 - y_in_from_top / fig_h
+
+    for k, ((kind, what, v, _hl), lim, top_words, bottom_words) in enumerate(
+        zip(data, limits, tops, bottoms, strict=True)
+    ):
+        r, c = divmod(k, nc)
+        x0 = 0.2 + c * (width_in + gap_w)
+        y0 = head + r * (top_h + bottom_h + 0.15 + gap_h)
+        ax_top = fig.add_axes((frac_x(x0), frac_y(y0 + top_h), frac_x(width_in), top_h / fig_h))
+        ax_bot = fig.add_axes(
+            (frac_x(x0), frac_y(y0 + top_h + 0.15 + bottom_h), frac_x(width_in), bottom_h / fig_h)
+        )
+        if kind == "span":
+            label = _span_label(ex, what)
+            if text_text:
+                draw_colored_text(ax_top, top_words or [], vmax=lim, cmap=cm, fontsize=fontsize,
+                                  title=f"second sentence | {label}   Σ {float(v.sum()):+.3g}")
+            else:
+                draw_image_map(ax_top, ex, v, vmax=lim, cmap=cm, alpha=alpha)
+                ax_top.set_title(f"{label}   Σ {float(v.sum()):+.3g}", fontsize=fontsize * 0.9)
+            draw_colored_text(ax_bot, bottom_words, vmax=lim, cmap=cm, fontsize=fontsize, title="caption")
+        else:
+            label = _box_label(ex, what)
+            if text_text:
+                draw_colored_text(ax_top, top_words or [], vmax=lim, cmap=cm, fontsize=fontsize,
+                                  title=f"second sentence | {label}")
+            else:
+                draw_plain_image(ax_top, ex)
+                if what is not None:
+                    draw_region(ax_top, ex, what)
+                ax_top.set_title(label, fontsize=fontsize * 0.9)
+            draw_colored_text(ax_bot, bottom_words, vmax=lim, cmap=cm, fontsize=fontsize,
+                              title=f"caption | {label}   Σ {float(v.sum()):+.3g}   (±{lim:.3g})")
+    if title:
+        fig.suptitle(_figure_title(ex) if title is True else str(title), fontsize=fontsize, y=1.0 - 0.12 / fig_h,
+                     va="top")
+    return fig
+
+
+def _figure_title(ex: Explanation) -> str:
+    parts = []
+    if ex.model:
+        parts.append(ex.model)
+    parts.append(f"method {ex.method}")
+    parts.append(f"score {ex.score:.4g}")
+    c = ex.completeness()
+    if "target" in c:
+        parts.append(f"attributed {c['attributed']:.4g} / target {c['target']:.4g}")
+    return "   ·   ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- matrices
+def _patch_labels(ex: Explanation) -> list[str]:
+    if _is_text_text(ex):
+        words = [w.text for w in second_sentence_words(ex, None)]
+        return [f"{i}:{w}" for i, w in enumerate(words)]
+    rows, cols = ex.grid
+    return [f"({r},{c})" for r in range(rows) for c in range(cols)]
+
+
+def _token_labels(ex: Explanation) -> list[str]:
+    return [f"{i}:{w}" for i, w in enumerate(ex.words())]
+
+
+def top_k_indices(matrix: np.ndarray, candidates: np.ndarray, k: int | None, axis: int) -> np.ndarray:
+    """The ``k`` of ``candidates`` (indices along ``axis``) with the largest summed ``|matrix|``, in order."""
+    if k is None or k >= len(candidates):
+        return candidates
+    if k < 1:
+        raise InputError(f"top_k must be at least 1, got {k}")
+    mass = np.abs(matrix).sum(axis=1 - axis)[candidates]
+    keep = np.argsort(-mass, kind="stable")[:k]
+    return np.sort(candidates[keep])
+
+
+def plot_matrix(
+    ex: Explanation,
+    which: str = "cross",
+    top_k: int | tuple[int | None, int | None] | None = None,
+    *,
+    cmap: str | Colormap = DEFAULT_CMAP,
+    cell: float = 0.13,
+    max_size: float = 40.0,
+    specials: bool = False,
+    colorbar: bool = True,
+) -> Figure:
+    """An interaction matrix as a heatmap with one labelled tick per player.
+
+    Args:
+        ex: The explanation.
+
+        which: ``"cross"`` (caption tokens × patches), ``"text_pairs"`` (tokens × tokens) or
+            ``"image_pairs"`` (patches × patches). Patches are labelled ``(row,col)``; tokens
+            ``index:word``.
+
+        top_k: Keep only the k rows and k columns with the largest summed ``|value|`` (a pair
+            ``(k_rows, k_cols)`` sets them separately; None keeps all).
+
+        cmap: Diverging colour map; the range is symmetric around zero.
+
+        cell: Size of one matrix cell, inches (≈ 9 pt, room for a 6 pt label), so ~200 players stay
+            readable in SVG/PDF and a 150-dpi PNG.
+
+        max_size: Cap on either figure side, inches (cells shrink beyond it).
+
+        specials: Keep special token positions (BOS, EOS, padding) as rows/columns.
+
+        colorbar: Draw a colour bar.
+
+    Returns:
+        A matplotlib ``Figure``.
+
+    Raises:
+        InputError: The explanation has no such matrix.
+    """
+    names = {"cross": "cross", "text_pairs": "text_pairs", "image_pairs": "image_pairs"}
+    if which not in names:
+        raise InputError(f"which must be one of {sorted(names)}, got {which!r}")
+    mat_t = getattr(ex, which)
+    if mat_t is None:
+        raise InputError(f"this explanation (method {ex.method!r}) has no {which} matrix")
+    mat = mat_t.numpy().astype(np.float64)
+    if which in ("text_pairs", "image_pairs"):
+        mat = np.triu(mat, 1) + np.triu(mat, 1).T  # each pair once, shown on both sides of the diagonal
+    tok_idx = np.arange(ex.n_tokens) if specials else ex.players.numpy()
+    patch_idx = np.arange(ex.n_patches)
+    row_idx, col_idx = {
+        "cross": (tok_idx, patch_idx),
+        "text_pairs": (tok_idx, tok_idx),
+        "image_pairs": (patch_idx, patch_idx),
+    }[which]
+    row_lab = _token_labels(ex) if which != "image_pairs" else _patch_labels(ex)
+    col_lab = _patch_labels(ex) if which != "text_pairs" else _token_labels(ex)
+    k_rows, k_cols = top_k if isinstance(top_k, tuple) else (top_k, top_k)
+    if which == "cross":
+        row_idx = top_k_indices(mat[:, col_idx], row_idx, k_rows, axis=0)
+        col_idx = top_k_indices(mat[row_idx], col_idx, k_cols, axis=1)
+    else:
+        row_idx = top_k_indices(mat[:, row_idx], row_idx, k_rows, axis=0)
+        col_idx = row_idx if k_cols == k_rows else top_k_indices(mat[row_idx], col_idx, k_cols, axis=1)
+    sub = mat[np.ix_(row_idx, col_idx)]
+    lim = symmetric_limit(sub)
+    nr, nc = sub.shape
+    longest_row = max((len(row_lab[i]) for i in row_idx), default=4)
+    longest_col = max((len(col_lab[i]) for i in col_idx), default=4)
+    c = min(cell, max_size / max(nr, nc, 1))
+    font = max(3.0, min(8.0, c * 72 * 0.7))
+    label_w = 0.6 * font / 72 * longest_row + 0.3
+    label_h = 0.6 * font / 72 * longest_col + 0.3
+    mat_w, mat_h = max(nc * c, 2.0), max(nr * c, 1.0)
+    fig_w = label_w + mat_w + (1.0 if colorbar else 0.3)
+    fig_h = label_h + mat_h + 0.6
+    fig = Figure(figsize=(fig_w, fig_h))
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((label_w / fig_w, label_h / fig_h, mat_w / fig_w, mat_h / fig_h))
+    im = ax.imshow(sub, cmap=cmap, vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(nc), [col_lab[i] for i in col_idx], rotation=90, fontsize=font)
+    ax.set_yticks(range(nr), [row_lab[i] for i in row_idx], fontsize=font)
+    ax.tick_params(length=1.5, pad=1)
+    for t in ax.get_xticklabels() + ax.get_yticklabels():
+        t.set_parse_math(False)
+    axis_names = {"cross": ("caption token", "image patch (row,col)" if not _is_text_text(ex) else "second sentence"),
+                  "text_pairs": ("caption token", "caption token"),
+                  "image_pairs": ("image patch (row,col)", "image patch (row,col)")}[which]
+    ax.set_ylabel(axis_names[0], fontsize=8)
+    ax.set_xlabel(axis_names[1], fontsize=8)
+    shown = "" if (nr == len(row_lab) or which == "image_pairs") and nc == len(col_lab) else f"  (top {nr}×{nc})"
+    ax.set_title(f"{which}  ·  method {ex.method}  ·  ±{lim:.3g} {ex.units}{shown}", fontsize=9)
+    if colorbar:
+        cax = fig.add_axes(((label_w + mat_w + 0.15) / fig_w, label_h / fig_h, 0.15 / fig_w, mat_h / fig_h))
+        cb = fig.colorbar(im, cax=cax)
+        cb.ax.tick_params(labelsize=7)
+    return fig
+
+
+def plot_matrices(ex: Explanation, top_k: int | None = None, **kwargs: Any) -> dict[str, Figure]:
+    """`plot_matrix` for every matrix the explanation has (``cross`` and the intra-modal ones)."""
+    return {w: plot_matrix(ex, w, top_k, **kwargs) for w in ("cross", "text_pairs", "image_pairs")
+            if getattr(ex, w) is not None}
+
+
+# ---------------------------------------------------------------------------------------------- saving
+def save_figure(fig: Figure, path: str | Path, *, dpi: int = 150) -> Path:
+    """Write ``fig`` as PNG, SVG or PDF, chosen by the suffix of ``path`` (parent folders are created).
+
+    Raises:
+        InputError: The suffix is not one of ``.png``, ``.svg``, ``.pdf``.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FIGURE_SUFFIXES:
+        raise InputError(f"figure path must end in {', '.join(FIGURE_SUFFIXES)}; got {str(path)!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format=suffix[1:], dpi=dpi, bbox_inches="tight", pad_inches=0.08)
+    return path
