@@ -40,7 +40,7 @@ def _offsets(text: str) -> list[tuple[int, int]]:
 _RANDOM = object()
 
 
-def make_explanation(*, cross: torch.Tensor | None | object = _RANDOM, image: bool = True, **extra) -> Explanation:
+def make_explanation(*, cross: torch.Tensor | object | None = _RANDOM, image: bool = True, **extra) -> Explanation:
     """Caption with BOS/EOS around 8 words; a 4×4 grid over a 32×32 input cropped from a 40×48 photo."""
     words = CAPTION.split()
     tokens = ["<bos>", *words, "<eos>"]

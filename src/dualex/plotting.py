@@ -5,6 +5,9 @@
 * `plot_matrix` — the token × patch matrix (or an intra-modal matrix) with readable labels.
 * `save_figure` — PNG, SVG or PDF by file suffix.
 
+Figures are built on an Agg canvas directly (no pyplot), so nothing needs a display and the user's
+pyplot backend is left alone.
+
 Colours: red is positive, blue negative, white zero; every colour range is symmetric around zero, so
 equal colour means equal magnitude within a panel.
 """
@@ -17,19 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib import colormaps
+from matplotlib.colors import Colormap, Normalize
+from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg", force=False)  # no display; a no-op if the user already chose a backend
-
-import numpy as np  # noqa: E402 - after the backend choice
-import torch  # noqa: E402
-from matplotlib import colormaps  # noqa: E402
-from matplotlib.colors import Colormap, Normalize  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.font_manager import FontProperties  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from dualex.errors import InputError  # noqa: E402
+from dualex.errors import InputError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -104,7 +103,13 @@ class _Word:
     highlight: bool = False
 
 
-def caption_words(ex: Explanation, values: Any, *, highlight: Sequence[int] = (), specials: bool = False) -> list[_Word]:
+def caption_words(
+        ex: Explanation,
+        values: Any,
+        *,
+        highlight: Sequence[int] = (),
+        specials: bool = False,
+) -> list[_Word]:
     """Display units of the caption, one per token position, with their values.
 
     Sub-word tokens of one word are drawn without a gap. Special positions are left out unless
@@ -317,10 +322,9 @@ def draw_region(ax: Axes, ex: Explanation, region: Any) -> None:
         for b in boxes:
             vals = b.tolist() if isinstance(b, torch.Tensor) else list(b)
             x0, y0, x1, y1 = ex.image_transform.box_to_input(tuple(float(v) for v in vals))
-            for lw, col in ((3.0, "white"), (1.5, "black")):
-                ax.add_patch(
-                    Rectangle((x0 * sx, y0 * sy), (x1 - x0) * sx, (y1 - y0) * sy, fill=False, edgecolor=col, linewidth=lw)
-                )
+            xy, w, h = (x0 * sx, y0 * sy), (x1 - x0) * sx, (y1 - y0) * sy
+            for lw, col in ((3.0, "white"), (1.5, "black")):  # a white halo keeps the frame visible on dark photos
+                ax.add_patch(Rectangle(xy, w, h, fill=False, edgecolor=col, linewidth=lw))
         return
     mask = ex.patches(region).numpy()
     rows, cols = ex.grid
