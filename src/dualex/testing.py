@@ -189,8 +189,68 @@ def tiny_hf_siglip2(seed: int = 0, *, max_num_patches: int = 16, layers: int = 2
     return HFSiglip2(module, tokenizer=tok, max_num_patches=max_num_patches, name="tiny-hf-siglip2")
 
 
+def tiny_openclip(seed: int = 0, *, layers: int = 2, context_length: int = 24, **text_cfg: Any) -> DualEncoder:
+    """A random ``open_clip.CLIP`` (width 32, ``layers`` blocks per tower, 32 px images, 8 px patches).
+
+    It uses the real CLIP BPE tokenizer (open_clip's ``SimpleTokenizer``, vocabulary 49408, bundled with
+    open_clip) at ``context_length``. Extra keywords go to ``CLIPTextCfg`` (e.g. ``pool_type="eos"``).
+    """
+    from open_clip import CLIP, SimpleTokenizer
+    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+
+    from dualex.models.openclip import OpenClipEncoder
+
+    torch.manual_seed(seed)
+    vision = CLIPVisionCfg(layers=layers, width=32, head_width=8, mlp_ratio=2.0, patch_size=8, image_size=32)
+    text_kw: dict[str, Any] = {"eos_id": 49407, **text_cfg}
+    text = CLIPTextCfg(context_length=context_length, width=32, heads=4, layers=layers, mlp_ratio=2.0, **text_kw)
+    module = CLIP(16, vision, text).eval()
+    tok = SimpleTokenizer(context_length=context_length)
+    return OpenClipEncoder(module, tokenizer=tok, name="tiny-openclip")
+
+
+SENTENCE_WORDS = (
+    "a", "man", "woman", "is", "eating", "food", "piece", "of", "bread", "dog", "cat", "plays", "playing",
+    "drums", "monkey", "the", "girl", "carrying", "baby", "red", "circle", "blue", "square", "on", "mat",
+    "##s", "##ing", ".", ",", "!",
+)  # fmt: skip
+
+
+def tiny_sentence_tokenizer(*, max_length: int = 32) -> Any:
+    """A transformers ``BertTokenizer`` over a hand-written WordPiece vocabulary (`SENTENCE_WORDS`).
+
+    Ids: ``[PAD]`` 0, ``[UNK]`` 1, ``[CLS]`` 2, ``[SEP]`` 3, ``[MASK]`` 4, then the words.
+    """
+    from transformers import BertTokenizer
+
+    vocab = {w: i for i, w in enumerate(("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *SENTENCE_WORDS))}
+    return BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=max_length)
+
+
+def tiny_sentence(seed: int = 0, *, layers: int = 2, pooling: str = "mean", normalize: bool = True) -> DualEncoder:
+    """A random transformers ``BertModel`` (width 32, ``layers`` blocks) as a mean-pooling bi-encoder."""
+    from transformers import BertConfig, BertModel
+
+    from dualex.models.sentence import SentenceEncoder
+
+    torch.manual_seed(seed)
+    tok = tiny_sentence_tokenizer()
+    cfg = BertConfig(
+        vocab_size=len(tok.get_vocab()),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        pad_token_id=0,
+    )
+    module = BertModel(cfg, add_pooling_layer=False).eval()
+    return SentenceEncoder(module, tokenizer=tok, pooling=pooling, normalize=normalize, name="tiny-sentence")
+
+
 __all__: list[Any] = [
     "HALF",
+    "SENTENCE_WORDS",
     "TINY_WORDS",
     "NoBosWordTokenizer",
     "random_image",
@@ -198,5 +258,8 @@ __all__: list[Any] = [
     "tiny_hf_siglip",
     "tiny_hf_siglip2",
     "tiny_hf_tokenizer",
+    "tiny_openclip",
+    "tiny_sentence",
+    "tiny_sentence_tokenizer",
     "tiny_word_tokenizer",
 ]

@@ -1,0 +1,606 @@
+"""Adapter for open_clip ViT CLIP models: ``open_clip.CLIP`` and ``CustomTextCLIP`` with a native text tower.
+
+Names: ``openclip:ARCH`` (random initialisation, offline), ``openclip:ARCH@TAG`` (a pretrained tag whose
+checkpoint is already in the local cache) and ``openclip:ARCH@/path/to/open_clip_pytorch_model.bin``
+(a checkpoint file). dualex never downloads open_clip weights: an uncached tag raises
+`ModelNotAvailableError` saying how to pass the file.
+
+How the towers run. The adapter re-implements both forwards from the towers' public submodules so that
+it can split at any block (``hidden`` = embeddings + blocks ``< layer``; ``tail`` = the rest + head).
+Attention is written out (`dualex.models.parts.softmax_attention`) from each block's own weights
+instead of calling ``nn.MultiheadAttention``: its fast path (``aten::_native_multi_head_attention``)
+and the fused SDPA kernels have no forward-mode AD, so the written-out form is what makes ``tail`` safe
+under ``torch.func.jvp``/``vjp``/``vmap`` with no context manager. Hidden states are batch-first
+``(B, T, W)`` always (open_clip 3.3.0 towers are batch-first; since the blocks are never called, a
+sequence-first ``transformer.batch_first = False`` tower gives the same states). Embeddings agree with
+``model.encode_image/encode_text(normalize=False)`` to float rounding.
+
+Text tower, as open_clip builds it: causal attention (``attn_mask``) unless ``no_causal_mask``, no
+padding mask (except a bidirectional ``TextTransformer(use_pad_mask=True)``, reproduced), pooling by
+``text_pool_type``: ``argmax`` (EOT has the largest id), ``eos``, ``first`` or ``last``; then
+``ln_final`` and ``text_projection`` (a Linear or a matrix). For causal towers pooled at EOT the
+captions are cut after the longest EOT of the batch (exact: no position before EOT sees later ones).
+
+Removing caption tokens (``mask``). open_clip text towers were trained without a padding mask, so
+there is no in-distribution way to delete a token while keeping positions. Two choices:
+
+* ``how="attention"`` (default, as for every dualex adapter and FIxLIP's game): the token stays in
+  place but no position attends to it (an additive key mask on top of the causal mask).
+* ``how="pad"``: the token id is replaced by id 0 (``"!"`` in CLIP BPE, exCLIP's reference filler), so
+  the tower sees an ordinary sequence of the same length.
+
+References: text ``"default"`` = ``[BOS 49406, 0, EOS 49407, 0, ...]`` (exCLIP's), ``"same_length"`` =
+BOS, fillers (id 0) and EOS at the caption's EOS position; image ``"zeros"`` (normalised zeros = the
+dataset mean colour), ``"black"``, ``"noise"``.
+
+Not supported (raises `UnsupportedModelError`): timm or ModifiedResNet image towers (open_clip SigLIP,
+ConvNeXt, RN50), attentional pooling (CoCa), Hugging Face text towers, CoCa's appended CLS token.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+from torch.nn import functional
+
+from dualex.errors import InputError, ModelNotAvailableError, UnsupportedModelError
+from dualex.models.base import DualEncoder, ImageInputs, Side, SideInputs, TextInputs
+from dualex.models.hf import additive_mask, broadcast_rows
+from dualex.models.parts import (
+    bos_filler_eos_reference,
+    image_reference,
+    mask_image_patches,
+    mask_text_players,
+    softmax_attention,
+)
+from dualex.models.registry import register_loader, register_wrapper
+from dualex.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline
+from dualex.tokenize import HFTokenizer, OpenClipTokenizer, TokenizerLike, WordTokenizer
+
+if importlib.util.find_spec("open_clip") is None:  # the loader stays unregistered; load() says so
+    raise ImportError("open_clip is not installed; install dualex[openclip]")
+
+CLIP_BOS, CLIP_EOS, CLIP_FILLER, CLIP_PAD = 49406, 49407, 0, 0
+TEXT_POOLS = ("argmax", "eos", "first", "last")
+_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
+
+
+# ---------------------------------------------------------------------------------------------- blocks
+def run_block(block: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor:
+    """One open_clip residual block on batch-first states ``(R, T, W)`` with written-out attention.
+
+    Args:
+        block: A ``ResidualAttentionBlock`` (``nn.MultiheadAttention``) or ``CustomResidualAttentionBlock``.
+        x: Hidden states ``(R, T, W)``.
+        mask: Additive attention mask broadcastable to ``(R, heads, T, T)``, or None.
+    """
+    if isinstance(block.attn, nn.MultiheadAttention):
+        x = x + block.ls_1(_mha(block.attn, block.ln_1(x), mask))
+    else:
+        x = x + block.ls_1(block.ln_attn(_custom_attention(block.attn, block.ln_1(x), mask)))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def _heads(t: Tensor, n_heads: int) -> Tensor:
+    R, T, E = t.shape
+    return t.reshape(R, T, n_heads, E // n_heads).transpose(1, 2)
+
+
+def _merge(t: Tensor) -> Tensor:
+    R, H, T, d = t.shape
+    return t.transpose(1, 2).reshape(R, T, H * d)
+
+
+def _mha(attn: nn.MultiheadAttention, x: Tensor, mask: Tensor | None) -> Tensor:
+    """``nn.MultiheadAttention`` self-attention (no bias_kv, no zero-attn) with its own weights."""
+    if attn._qkv_same_embed_dim:
+        q, k, v = functional.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    else:
+        bias = attn.in_proj_bias.chunk(3) if attn.in_proj_bias is not None else (None, None, None)
+        q = functional.linear(x, attn.q_proj_weight, bias[0])
+        k = functional.linear(x, attn.k_proj_weight, bias[1])
+        v = functional.linear(x, attn.v_proj_weight, bias[2])
+    H = attn.num_heads
+    out = softmax_attention(_heads(q, H), _heads(k, H), _heads(v, H), mask, attn.head_dim**-0.5)
+    return functional.linear(_merge(out), attn.out_proj.weight, attn.out_proj.bias)
+
+
+def _custom_attention(attn: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor:
+    """open_clip's ``Attention`` (qk-norm, scaled cosine, head scale, inner norm) with its own weights."""
+    H = attn.num_heads
+    q, k, v = (_heads(t, H) for t in functional.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
+    if attn.logit_scale is not None:
+        scale = torch.clamp(attn.logit_scale, max=attn.logit_scale_max).exp()  # (H, 1, 1)
+        out = softmax_attention(functional.normalize(q, dim=-1) * scale, functional.normalize(k, dim=-1), v, mask, 1.0)
+    else:
+        out = softmax_attention(attn.ln_q(q), attn.ln_k(k), v, mask, attn.scale)
+    if attn.head_scale is not None:
+        out = out * attn.head_scale
+    return attn.out_proj(attn.ln_inner(_merge(out)))
+
+
+def _check_blocks(blocks: nn.ModuleList, where: str) -> None:
+    for i, blk in enumerate(blocks):
+        attn = getattr(blk, "attn", None)
+        if isinstance(attn, nn.MultiheadAttention):
+            if attn.bias_k is not None or attn.add_zero_attn or hasattr(blk, "ln_1_kv"):
+                raise UnsupportedModelError(f"{where} block {i} uses key/value biases or cross-attention")
+        elif not all(hasattr(attn, a) for a in ("in_proj_weight", "ln_q", "ln_k", "ln_inner", "head_scale")):
+            raise UnsupportedModelError(f"{where} block {i} ({type(blk).__name__}) is not an open_clip block")
+
+
+# ---------------------------------------------------------------------------------------------- adapter
+class OpenClipEncoder(DualEncoder):
+    """An open_clip ViT CLIP behind the `DualEncoder` contract.
+
+    Args:
+        module: ``open_clip.CLIP`` or ``open_clip.CustomTextCLIP`` (native ``TextTransformer`` text tower,
+            ``VisionTransformer`` image tower).
+        tokenizer: open_clip's tokenizer (``open_clip.get_tokenizer(arch)``, a ``SimpleTokenizer``), a
+            dualex tokenizer, or None for the CLIP BPE ``SimpleTokenizer`` at the model's context length.
+        pipeline: Image preprocessing; default from the model's preprocess config (image size, mean/std,
+            interpolation; resize short side + centre crop).
+        name: Name reported in explanations.
+    """
+
+    family = "openclip"
+    n_prefix = 1
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        tokenizer: Any = None,
+        pipeline: ImagePipeline | None = None,
+        name: str = "openclip",
+    ) -> None:
+        check_supported(module)
+        self._module = module.eval()
+        for p in self._module.parameters():
+            p.requires_grad_(False)
+        self.tokenizer: TokenizerLike = self._text_tokenizer(tokenizer)
+        self.pipeline = pipeline or pipeline_from_module(module)
+        self.name = name
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def module(self) -> nn.Module:
+        return self._module
+
+    @property
+    def text_tower(self) -> nn.Module:
+        """The module holding ``token_embedding``, ``transformer``, ``ln_final``, ``text_projection``."""
+        text = getattr(self._module, "text", None)
+        return self._module if text is None else text
+
+    @property
+    def text_pool_type(self) -> str:
+        text = getattr(self._module, "text", None)
+        return text.pool_type if text is not None else self._module.text_pool_type
+
+    @property
+    def text_eos_id(self) -> int | None:
+        text = getattr(self._module, "text", None)
+        return text.eos_id if text is not None else getattr(self._module, "text_eos_id", None)
+
+    @property
+    def causal_text(self) -> bool:
+        return getattr(self.text_tower, "attn_mask", None) is not None
+
+    @property
+    def text_pad_mask_id(self) -> int | None:
+        """Id whose keys the tower masks itself (bidirectional ``use_pad_mask`` towers), else None."""
+        text = getattr(self._module, "text", None)
+        return text.pad_id if text is not None and getattr(text, "use_pad_mask", False) else None
+
+    @property
+    def context_length(self) -> int:
+        return int(self.text_tower.positional_embedding.shape[0])
+
+    @property
+    def patch_size(self) -> tuple[int, int]:
+        p = self._module.visual.patch_size
+        return (int(p[0]), int(p[1])) if isinstance(p, (tuple, list)) else (int(p), int(p))
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        s = self._module.visual.image_size
+        return (int(s[0]), int(s[1])) if isinstance(s, (tuple, list)) else (int(s), int(s))
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self._module.logit_scale.detach().exp().reshape(-1)[0])
+
+    @property
+    def logit_bias(self) -> float:
+        b = getattr(self._module, "logit_bias", None)
+        return 0.0 if b is None else float(b.detach().reshape(-1)[0])
+
+    def n_layers(self, side: Side) -> int:
+        tower = self.text_tower.transformer if side == "text" else self._module.visual.transformer
+        return len(tower.resblocks)
+
+    # ------------------------------------------------------------------ tokenising and preprocessing
+    def _text_tokenizer(self, tokenizer: Any) -> TokenizerLike:
+        ctx = self.context_length
+        trim = self.causal_text and self.text_pool_type in ("argmax", "eos") and self.text_pad_mask_id is None
+        if tokenizer is None:
+            from open_clip import SimpleTokenizer
+
+            tokenizer = SimpleTokenizer(context_length=ctx)
+        if isinstance(tokenizer, (OpenClipTokenizer, HFTokenizer, WordTokenizer)):
+            return tokenizer
+        if hasattr(tokenizer, "sot_token_id"):  # open_clip SimpleTokenizer (CLIP BPE)
+            return OpenClipTokenizer(tokenizer, context_length=ctx, trim=trim)
+        if hasattr(tokenizer, "convert_ids_to_tokens"):  # a transformers tokenizer
+            return HFTokenizer(tokenizer, padding="max_length", max_length=ctx, keep_pad_attention=True)
+        if type(tokenizer).__module__.startswith("open_clip"):
+            raise InputError(
+                f"open_clip's {type(tokenizer).__name__} is not supported directly; pass its transformers "
+                f"tokenizer wrapped as dualex.tokenize.HFTokenizer(tok, padding='max_length', max_length={ctx})"
+            )
+        if not callable(tokenizer):
+            raise InputError("tokenizer must be callable (texts -> dualex.tokenize.Tokenized)")
+        return tokenizer
+
+    def bos_id(self) -> int:
+        return int(getattr(self.tokenizer, "sot", getattr(self.tokenizer, "bos", CLIP_BOS)))
+
+    def eos_id(self) -> int:
+        return int(getattr(self.tokenizer, "eot", getattr(self.tokenizer, "eos", CLIP_EOS)))
+
+    def filler_id(self) -> int:
+        """exCLIP's reference and ``how="pad"`` filler: id 0 (``"!"`` in CLIP BPE)."""
+        return CLIP_FILLER
+
+    def pool_index(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """Position the text tower pools at, ``(B,)``, following ``text_pool_type``."""
+        B, S = ids.shape
+        pool = self.text_pool_type
+        if pool == "argmax":
+            return ids.argmax(-1).long()
+        if pool == "eos":
+            hit = ids == self.text_eos_id
+            if not bool(hit.any(-1).all()):
+                raise InputError(
+                    f"a caption has no end-of-text token (id {self.text_eos_id}) after tokenisation; "
+                    "is the tokenizer the model's own?"
+                )
+            return hit.int().argmax(-1).long()
+        if pool == "first":
+            return torch.zeros(B, dtype=torch.long, device=ids.device)
+        return torch.full((B,), S - 1, dtype=torch.long, device=ids.device)
+
+    def prepare_text(self, texts: list[str]) -> TextInputs:
+        t = self.tokenizer(texts)
+        if t.ids.shape[1] > self.context_length:
+            raise InputError(
+                f"the tokenizer gave {t.ids.shape[1]} positions but {self.name} takes at most {self.context_length}"
+            )
+        return TextInputs(
+            ids=t.ids,
+            mask=t.mask,
+            tokens=t.tokens,
+            special=t.special,
+            pool_index=self.pool_index(t.ids, t.mask),
+            texts=list(texts),
+            offsets=t.offsets,
+        )
+
+    def prepare_image(self, images: list[Any]) -> ImageInputs:
+        pixels, transforms, displays = self.pipeline(images)
+        h, w = pixels.shape[-2:]
+        ph, pw = self.patch_size
+        return ImageInputs(
+            pixels=pixels.to(self.dtype),
+            grid=(h // ph, w // pw),
+            n_prefix=self.n_prefix,
+            transforms=transforms,
+            display=displays,
+        )
+
+    # ------------------------------------------------------------------ towers
+    def _text_attention(self, inputs: TextInputs, R: int, dtype: torch.dtype) -> Tensor | None:
+        """Additive mask ``(R or 1, 1, S, S)``: causal (if the tower is) + keys of removed players."""
+        blocked = (inputs.mask == 0) & ~inputs.special.bool()
+        if self.text_pad_mask_id is not None:
+            blocked = blocked | (inputs.ids == self.text_pad_mask_id)
+        S = inputs.ids.shape[1]
+        if not bool(blocked.any()):
+            if not self.causal_text:
+                return None
+            return additive_mask(torch.ones(1, S, dtype=torch.long, device=inputs.ids.device), causal=True, dtype=dtype)
+        return additive_mask(broadcast_rows((~blocked).long(), R), causal=self.causal_text, dtype=dtype)
+
+    def _check_text(self, inputs: SideInputs) -> TextInputs:
+        if not isinstance(inputs, TextInputs):
+            raise InputError(f"the text tower needs TextInputs, got {type(inputs).__name__}")
+        if inputs.ids.shape[1] > self.context_length:
+            raise InputError(f"{inputs.ids.shape[1]} text positions exceed the context length {self.context_length}")
+        return inputs
+
+    def _check_image(self, inputs: SideInputs) -> ImageInputs:
+        if not isinstance(inputs, ImageInputs):
+            raise InputError(f"the image tower needs ImageInputs, got {type(inputs).__name__}")
+        px = inputs.pixels
+        if px.dim() != 4 or px.shape[1] != 3 or tuple(px.shape[-2:]) != self.image_size:
+            raise InputError(
+                f"{self.name} takes pixels of shape (B, 3, {self.image_size[0]}, {self.image_size[1]}), "
+                f"got {tuple(px.shape)}; prepare images with model.prepare_image"
+            )
+        return inputs
+
+    def hidden(self, side: Side, inputs: SideInputs, layer: int) -> Tensor:
+        layer = self.check_layer(side, layer)
+        if side == "text":
+            t = self._check_text(inputs)
+            tower = self.text_tower
+            cast = tower.transformer.get_cast_dtype()
+            S = t.ids.shape[1]
+            h = tower.token_embedding(t.ids).to(cast) + tower.positional_embedding[:S].to(cast)
+            mask = self._text_attention(t, t.batch_size, h.dtype)
+            for blk in tower.transformer.resblocks[:layer]:
+                h = run_block(blk, h, mask)
+            return h
+        im = self._check_image(inputs)
+        visual = self._module.visual
+        x = visual.conv1(im.pixels.to(self.dtype))  # (B, W, rows, cols)
+        x = x.flatten(2).transpose(1, 2)
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        h = visual.ln_pre(torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype))
+        for blk in visual.transformer.resblocks[:layer]:
+            h = run_block(blk, h, None)
+        return h
+
+    def tail(self, side: Side, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        layer = self.check_layer(side, layer)
+        if hidden.dim() != 3:
+            raise InputError(f"hidden states must be (R, T, W), got shape {tuple(hidden.shape)}")
+        R = hidden.shape[0]
+        if side == "text":
+            t = self._check_text(inputs)
+            tower = self.text_tower
+            mask = self._text_attention(t, R, hidden.dtype)
+            h = hidden
+            for blk in tower.transformer.resblocks[layer:]:
+                h = run_block(blk, h, mask)
+            idx = broadcast_rows(t.pool_index, R).to(h.device)
+            pooled = tower.ln_final(h[torch.arange(R, device=h.device), idx])
+            proj = tower.text_projection
+            if proj is None:
+                return pooled
+            return proj(pooled) if isinstance(proj, nn.Module) else pooled @ proj
+        visual = self._module.visual
+        h = hidden
+        for blk in visual.transformer.resblocks[layer:]:
+            h = run_block(blk, h, None)
+        if visual.final_ln_after_pool:
+            pooled = visual.ln_post(_global_pool(visual, h))
+        else:
+            pooled = _global_pool(visual, visual.ln_post(h))
+        return pooled if visual.proj is None else pooled @ visual.proj
+
+    # ------------------------------------------------------------------ masking and references
+    def mask(self, side: Side, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
+        """Apply K coalitions to row 0 of ``inputs``: ``keep`` ``(K, n_players)`` bool -> K rows.
+
+        Image ``how``: ``"default"``/``"zeros"`` (patch set to 0 in normalised space) or ``"black"``.
+        Text ``how``: ``"default"``/``"attention"`` (no position attends to a removed token) or
+        ``"pad"`` (the removed token's id becomes 0, exCLIP's filler). See the module docstring.
+        """
+        if side == "image":
+            return mask_image_patches(self._check_image(inputs), keep, how, self.pipeline.black())
+        return mask_text_players(self._check_text(inputs), keep, how, self.filler_id())
+
+    def reference(self, side: Side, inputs: SideInputs, kind: str = "default") -> SideInputs:
+        if side == "image":
+            return image_reference(self._check_image(inputs), kind, self.pipeline.black())
+        return bos_filler_eos_reference(
+            self._check_text(inputs),
+            kind,
+            bos_id=self.bos_id(),
+            eos_id=self.eos_id(),
+            filler_id=self.filler_id(),
+            pad_id=CLIP_PAD,
+            pool_index=self.pool_index,
+        )
+
+
+def _global_pool(visual: nn.Module, h: Tensor) -> Tensor:
+    return h[:, 1:].mean(dim=1) if visual.pool_type == "avg" else h[:, 0]
+
+
+def check_supported(module: nn.Module) -> None:
+    """Raise `UnsupportedModelError` unless ``module`` is an open_clip ViT CLIP with a native text tower."""
+    from open_clip.transformer import TextTransformer, VisionTransformer
+
+    kind = type(module).__name__
+    for attr in ("visual", "logit_scale"):
+        if not hasattr(module, attr):
+            raise UnsupportedModelError(f"{kind} is not an open_clip CLIP model (no .{attr})")
+    visual = module.visual
+    if not isinstance(visual, VisionTransformer):
+        raise UnsupportedModelError(
+            f"the image tower of this {kind} is a {type(visual).__name__}; dualex's openclip adapter supports "
+            "open_clip's own VisionTransformer only (not timm towers such as open_clip SigLIP, nor ResNets)"
+        )
+    if visual.attn_pool is not None:
+        raise UnsupportedModelError("open_clip image towers with attentional pooling (CoCa) are not supported")
+    if visual.pool_type not in ("tok", "avg"):
+        raise UnsupportedModelError(f"image pool type {visual.pool_type!r} gives no embedding; use 'tok' or 'avg'")
+    text = getattr(module, "text", None)
+    if text is not None:
+        if not isinstance(text, TextTransformer):
+            raise UnsupportedModelError(
+                f"the text tower of this {kind} is a {type(text).__name__}; dualex's openclip adapter supports "
+                "open_clip's own TextTransformer only (not Hugging Face text towers)"
+            )
+        if text.cls_emb is not None:
+            raise UnsupportedModelError("text towers with an appended CLS embedding (CoCa) are not supported")
+        pool = text.pool_type
+        blocks = text.transformer.resblocks
+    else:
+        if not hasattr(module, "token_embedding"):
+            raise UnsupportedModelError(f"{kind} has no text tower that dualex recognises")
+        pool = module.text_pool_type
+        blocks = module.transformer.resblocks
+    if pool not in TEXT_POOLS:
+        raise UnsupportedModelError(f"text pool type {pool!r} is not supported; one of {', '.join(TEXT_POOLS)}")
+    _check_blocks(visual.transformer.resblocks, "image")
+    _check_blocks(blocks, "text")
+
+
+def pipeline_from_module(module: nn.Module) -> ImagePipeline:
+    """Image pipeline from open_clip's preprocess config of ``module`` (size, mean/std, resize mode)."""
+    from open_clip import get_model_preprocess_cfg
+
+    cfg = dict(get_model_preprocess_cfg(module))
+    size = cfg.get("size", module.visual.image_size)
+    h, w = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    mean = tuple(cfg.get("mean") or CLIP_MEAN)
+    std = tuple(cfg.get("std") or CLIP_STD)
+    resample = _RESAMPLE.get(str(cfg.get("interpolation", "bicubic")), Image.BICUBIC)
+    mode = cfg.get("resize_mode", "shortest")
+    if mode == "squash":
+        return ImagePipeline(size=(h, w), crop=(h, w), mean=mean, std=std, mode="resize", resample=resample)
+    if mode not in ("shortest", None):
+        warnings.warn(
+            f"open_clip resize mode {mode!r} is not reproduced; dualex resizes the short side and centre-crops",
+            stacklevel=2,
+        )
+    return ImagePipeline(size=max(h, w), crop=(h, w), mean=mean, std=std, resample=resample)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def _missing_weights(arch: str, tag: str) -> ModelNotAvailableError:
+    return ModelNotAvailableError(
+        f"the weights of open_clip model {arch} ({tag}) are not on this machine, and dualex does not download "
+        f"them. Download the checkpoint once where the internet is reachable (e.g. "
+        f"open_clip.create_model('{arch}', pretrained='{tag}') fills the cache), copy the file here and load "
+        f"it by path: 'openclip:{arch}@/path/to/open_clip_pytorch_model.bin'"
+    )
+
+
+def cached_checkpoint(cfg: dict[str, Any]) -> str | None:
+    """The local file of an open_clip pretrained config if it is already cached, else None (no network)."""
+    if cfg.get("file") and Path(cfg["file"]).is_file():
+        return str(cfg["file"])
+    hub = cfg.get("hf_hub") or ""
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, filename = os.path.split(hub)  # "org/name/" -> ("org/name", ""): open_clip's default file
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        if filename.endswith((".bin", ".pth")):
+            names.insert(0, filename[:-4] + ".safetensors")
+        for name in names:
+            hit = try_to_load_from_cache(repo, name)
+            if isinstance(hit, str) and Path(hit).is_file():
+                return hit
+    url = cfg.get("url") or ""
+    if url:
+        path = Path("~/.cache/clip").expanduser() / os.path.basename(url)
+        if path.is_file():
+            return str(path)
+    return None
+
+
+def _create(arch: str, pretrained: str | None, **kw: Any) -> nn.Module:
+    import open_clip
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return open_clip.create_model(arch, pretrained=pretrained, device="cpu", **kw)
+    except (RuntimeError, ValueError, KeyError, OSError) as exc:
+        where = f" from {pretrained}" if pretrained else ""
+        raise ModelNotAvailableError(f"cannot build open_clip model {arch}{where}: {exc}") from None
+
+
+def _tokenizer_for(arch: str, module: nn.Module) -> Any:
+    import open_clip
+
+    try:
+        return open_clip.get_tokenizer(arch)
+    except Exception as exc:  # an HF tokenizer that is not cached
+        raise ModelNotAvailableError(
+            f"the tokenizer of open_clip model {arch} is not available offline ({type(exc).__name__}); build "
+            "the model yourself and pass a tokenizer: dualex.wrap(model, tokenizer=...)"
+        ) from None
+
+
+@register_loader("openclip")
+def load_openclip(spec: str, *, device: torch.device, dtype: torch.dtype | None = None) -> DualEncoder:
+    """Load ``openclip:ARCH[@PRETRAINED]``; PRETRAINED is a cached tag or a checkpoint file.
+
+    Raises:
+        ModelNotAvailableError: unknown architecture or tag, missing file, or weights not cached.
+        UnsupportedModelError: the architecture has a tower the adapter does not support.
+    """
+    import open_clip
+
+    arch, _, pretrained = spec.partition("@")
+    arch, pretrained = arch.strip(), pretrained.strip() or None
+    known = open_clip.list_models()
+    if arch not in known:
+        close = difflib.get_close_matches(arch, known, n=4)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see open_clip.list_models()"
+        raise ModelNotAvailableError(f"open_clip has no architecture {arch!r}{hint}")
+    kw: dict[str, Any] = {}
+    tag_cfg: dict[str, Any] = {}
+    if pretrained is None:
+        checkpoint = None
+    elif Path(pretrained).expanduser().is_file():
+        checkpoint = str(Path(pretrained).expanduser())
+    elif open_clip.get_pretrained_cfg(arch, pretrained):
+        tag_cfg = open_clip.get_pretrained_cfg(arch, pretrained)
+        checkpoint = cached_checkpoint(tag_cfg)
+        if checkpoint is None:
+            raise _missing_weights(arch, pretrained)
+        if tag_cfg.get("quick_gelu") and not arch.endswith("quickgelu"):
+            kw["force_quick_gelu"] = True  # the weights were trained with QuickGELU
+    elif any(c in pretrained for c in "/\\.") or pretrained.startswith("~"):
+        raise ModelNotAvailableError(f"checkpoint file not found: {pretrained}")
+    else:
+        tags = open_clip.list_pretrained_tags_by_model(arch)
+        listed = ", ".join(tags) if tags else "none"
+        raise ModelNotAvailableError(
+            f"open_clip model {arch} has no pretrained tag {pretrained!r} (known tags: {listed}); "
+            f"or pass a checkpoint file: 'openclip:{arch}@/path/to/open_clip_pytorch_model.bin'"
+        )
+    module = _create(arch, checkpoint, **kw)
+    if tag_cfg:
+        from open_clip import get_model_preprocess_cfg, set_model_preprocess_cfg
+
+        pp = dict(get_model_preprocess_cfg(module))
+        pp.update({k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg})
+        pp.setdefault("mean", CLIP_MEAN)
+        pp.setdefault("std", CLIP_STD)
+        set_model_preprocess_cfg(module, pp)
+    if dtype is not None:
+        module = module.to(dtype)
+    model = OpenClipEncoder(module, tokenizer=_tokenizer_for(arch, module), name=f"openclip:{spec}")
+    return model.to(device)
+
+
+@register_wrapper
+def wrap_openclip(module: Any, **kw: Any) -> DualEncoder | None:
+    """``dualex.wrap`` for ``open_clip.CLIP`` / ``CustomTextCLIP`` (keywords: ``tokenizer``, ``pipeline``, ``name``)."""
+    if not any(c.__module__.startswith("open_clip") for c in type(module).__mro__):
+        return None
+    import open_clip
+
+    if isinstance(module, open_clip.CoCa):
+        raise UnsupportedModelError("open_clip CoCa models are not supported (attentional pooling, CLS text token)")
+    if not isinstance(module, (open_clip.CLIP, open_clip.CustomTextCLIP)):
+        return None
+    name = kw.pop("name", f"openclip:{type(module).__name__}")
+    return OpenClipEncoder(module, name=name, **kw)

@@ -1,0 +1,339 @@
+"""The open_clip adapter against open_clip's own forward pass (tiny random models, real CLIP BPE)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import pytest
+import torch
+from torch.func import jacrev, jvp
+
+import dualex
+from dualex.errors import InputError, ModelNotAvailableError, UnsupportedModelError
+from dualex.models import openclip as oc
+from dualex.testing import random_image, tiny_openclip
+
+open_clip = pytest.importorskip("open_clip")
+from open_clip.model import CLIPTextCfg, CLIPVisionCfg  # noqa: E402
+
+CAPTIONS = ["a red dog", "two cats on a mat!"]  # different lengths; "!" is id 0 like the padding
+CTX = 24
+
+
+def _vision(**kw) -> CLIPVisionCfg:
+    base = {"layers": 2, "width": 32, "head_width": 8, "mlp_ratio": 2.0, "patch_size": 8, "image_size": 32}
+    return CLIPVisionCfg(**{**base, **kw})
+
+
+def _text(**kw) -> CLIPTextCfg:
+    base = {"context_length": CTX, "width": 32, "heads": 4, "layers": 2, "mlp_ratio": 2.0}
+    return CLIPTextCfg(**{**base, **kw})
+
+
+def _variant(kind: str) -> dualex.DualEncoder:
+    """Tiny models covering the supported towers, pooling types, projections and block types."""
+    torch.manual_seed(1)
+    if kind == "clip":
+        return tiny_openclip()
+    if kind == "eos":
+        return tiny_openclip(pool_type="eos")
+    if kind == "custom-text":  # bidirectional, pools last, Linear projection, avg image pool, logit bias
+        module = open_clip.CustomTextCLIP(
+            16,
+            _vision(pool_type="avg", final_ln_after_pool=True, no_ln_pre=True),
+            _text(no_causal_mask=True, pool_type="last", proj_bias=True),
+            init_logit_bias=-3.0,
+        )
+    elif kind == "custom-blocks":  # CustomResidualAttentionBlock with every option + layer scale
+        extra = {"qk_norm": True, "scale_heads": True, "scale_attn_inner": True, "scale_attn": True, "scale_fc": True}
+        module = open_clip.CLIP(16, _vision(ls_init_value=0.5, **extra), _text(ls_init_value=0.5, **extra))
+        with torch.no_grad():  # move the identity-initialised scales away from 1 so that they matter
+            for name, p in module.named_parameters():
+                if "head_scale" in name:
+                    p.uniform_(0.5, 1.5)
+    else:
+        raise AssertionError(kind)
+    return dualex.wrap(module.eval(), name=f"tiny-{kind}")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_openclip()
+
+
+@pytest.fixture(scope="module")
+def pair(model):
+    return model.prepare([random_image(0), random_image(1, (50, 30))], CAPTIONS)
+
+
+def full_ids(model, ids: torch.Tensor) -> torch.Tensor:
+    """Pad (trimmed) ids back to the context length, as open_clip's own tokenizer gives them."""
+    out = torch.zeros(ids.shape[0], model.context_length, dtype=torch.long)
+    out[:, : ids.shape[1]] = ids
+    return out
+
+
+def own_text(model, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.module.encode_text(full_ids(model, ids))
+
+
+def own_image(model, pixels: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.module.encode_image(pixels)
+
+
+# ------------------------------------------------------------------------------------------ equality
+@pytest.mark.parametrize("layer", [0, 1, 2, -1])
+def test_tail_of_hidden_equals_own_embeddings(model, pair, layer):
+    with torch.no_grad():
+        e_txt = model.tail("text", pair.text, model.hidden("text", pair.text, layer), layer)
+        e_img = model.tail("image", pair.image, model.hidden("image", pair.image, layer), layer)
+    torch.testing.assert_close(e_txt, own_text(model, pair.text.ids), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(e_img, own_image(model, pair.image.pixels), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["eos", "custom-text", "custom-blocks"])
+def test_variants_match_own_embeddings_and_logits(kind):
+    model = _variant(kind)
+    pair = model.prepare([random_image(2), random_image(3)], CAPTIONS)
+    for layer in range(model.n_layers("text") + 1):
+        with torch.no_grad():
+            e_txt = model.tail("text", pair.text, model.hidden("text", pair.text, layer), layer)
+            e_img = model.tail("image", pair.image, model.hidden("image", pair.image, layer), layer)
+        torch.testing.assert_close(e_txt, own_text(model, pair.text.ids), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(e_img, own_image(model, pair.image.pixels), atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        logits, _ = model.module.get_logits(pair.image.pixels, full_ids(model, pair.text.ids))
+    torch.testing.assert_close(model.score(pair).score, logits.diagonal(), atol=1e-4, rtol=1e-5)
+
+
+def test_score_is_own_logits(model, pair):
+    scores = model.score(pair)
+    with torch.no_grad():
+        logits, _ = model.module.get_logits(pair.image.pixels, full_ids(model, pair.text.ids))
+    torch.testing.assert_close(scores.score, logits.diagonal(), atol=1e-4, rtol=1e-5)
+    assert model.logit_scale == pytest.approx(1 / 0.07, rel=1e-5)
+    assert model.logit_bias == 0.0
+    assert _variant("custom-text").logit_bias == pytest.approx(-3.0)
+
+
+# ------------------------------------------------------------------------------------------ inputs
+def test_inputs_structure(model, pair):
+    t, i = pair.text, pair.image
+    assert t.ids.shape[1] == 8  # trimmed after the longest EOT: lossless for a causal tower pooled there
+    assert t.ids[0, :5].tolist() == [49406, 320, 736, 1929, 49407]
+    assert t.pool_index.tolist() == [4, 7]
+    assert t.players(0).tolist() == [1, 2, 3]
+    assert t.players(1).tolist() == [1, 2, 3, 4, 5, 6]  # the "!" (id 0) before EOT is a word
+    assert t.tokens[1][6] == "!</w>" and t.offsets[1][6] == (17, 18)
+    assert i.n_prefix == 1 and i.grid == (4, 4) and tuple(i.pixels.shape) == (2, 3, 32, 32)
+    assert model.hidden("image", i, 1).shape == (2, 17, 32)
+    assert model.n_layers("text") == model.n_layers("image") == 2
+
+
+def test_untrimmed_for_towers_that_see_padding():
+    model = _variant("custom-text")
+    t = model.prepare_text(CAPTIONS)
+    assert t.ids.shape[1] == CTX and t.pool_index.tolist() == [CTX - 1, CTX - 1]
+
+
+def test_pipeline_follows_preprocess_cfg():
+    model = tiny_openclip()
+    open_clip.set_model_preprocess_cfg(
+        model.module, {"size": 32, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "resize_mode": "squash"}
+    )
+    pipe = oc.pipeline_from_module(model.module)
+    assert pipe.mode == "resize" and tuple(pipe.mean) == (0.5, 0.5, 0.5) and pipe.crop == (32, 32)
+    default = oc.pipeline_from_module(tiny_openclip().module)
+    assert default.mode == "resize_center_crop" and default.size == 32
+
+
+# ------------------------------------------------------------------------------------------ masking
+def test_image_masking_zeroes_exactly_the_removed_patches(model, pair):
+    keep = torch.ones(2, 16, dtype=torch.bool)
+    keep[1, 5] = False  # row 1, column 1 of the 4x4 grid
+    out = model.mask("image", pair.image, keep)
+    torch.testing.assert_close(out.pixels[0], pair.image.pixels[0])
+    assert torch.all(out.pixels[1, :, 8:16, 8:16] == 0)
+    rest = torch.ones(32, 32, dtype=torch.bool)
+    rest[8:16, 8:16] = False
+    torch.testing.assert_close(out.pixels[1][:, rest], pair.image.pixels[0][:, rest])
+    black = model.mask("image", pair.image, keep, how="black")
+    torch.testing.assert_close(black.pixels[1, :, 8, 8], model.pipeline.black().flatten())
+
+
+def _own_text_blocking(model, ids: torch.Tensor, blocked: list[int]) -> torch.Tensor:
+    """open_clip's own transformer with a causal mask that also hides the keys ``blocked``."""
+    m = model.module
+    S = ids.shape[1]
+    x = m.token_embedding(ids) + m.positional_embedding[:S]
+    mask = torch.full((S, S), float("-inf")).triu(1)
+    mask[:, blocked] = float("-inf")  # BOS stays visible, so no query row is empty
+    with torch.no_grad():
+        h = m.ln_final(m.transformer(x, attn_mask=mask))
+        eos = ids.argmax(-1)
+        return h[torch.arange(ids.shape[0]), eos] @ m.text_projection
+
+
+def test_text_attention_masking_hides_the_token(model, pair):
+    one = pair.text.select([1])
+    keep = torch.ones(3, 6, dtype=torch.bool)
+    keep[1, 2] = False  # "on" at position 3
+    keep[2, [0, 5]] = False  # "two" and "!"
+    out = model.mask("text", one, keep)
+    assert out.mask[1].tolist() == [1, 1, 1, 0, 1, 1, 1, 1] and torch.equal(out.ids, one.ids.expand(3, -1))
+    with torch.no_grad():
+        e = model.encode("text", out)
+    torch.testing.assert_close(e[0], own_text(model, one.ids)[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(e[1], _own_text_blocking(model, one.ids, [3])[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(e[2], _own_text_blocking(model, one.ids, [1, 6])[0], atol=1e-5, rtol=1e-5)
+
+
+def test_text_pad_masking_is_the_filler_sequence(model, pair):
+    one = pair.text.select([0])
+    out = model.mask("text", one, torch.tensor([[True, False, True]]), how="pad")
+    assert out.ids[0].tolist()[:5] == [49406, 320, 0, 1929, 49407] and torch.equal(out.mask, one.mask)
+    with torch.no_grad():
+        e = model.encode("text", out)
+    torch.testing.assert_close(e, own_text(model, out.ids), atol=1e-5, rtol=1e-5)
+
+
+def test_bad_coalitions_and_masking_kinds(model, pair):
+    with pytest.raises(InputError, match="3\\)"):
+        model.mask("text", pair.text, torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(InputError, match="16"):
+        model.mask("image", pair.image, torch.ones(2, 9, dtype=torch.bool))
+    with pytest.raises(InputError, match="masking"):
+        model.mask("text", pair.text, torch.ones(1, 3, dtype=torch.bool), how="blur")
+
+
+# ------------------------------------------------------------------------------------------ references
+def test_text_references(model, pair):
+    ref = model.reference("text", pair.text, "default")
+    S = pair.text.ids.shape[1]
+    assert ref.ids[0].tolist() == [49406, 0, 49407] + [0] * (S - 3)
+    assert ref.mask[0].tolist() == [1, 1, 1] + [0] * (S - 3)
+    assert ref.pool_index.tolist() == [2, 2] and bool(ref.special.all())
+    same = model.reference("text", pair.text, "same_length")
+    assert same.ids[0].tolist() == [49406, 0, 0, 0, 49407, 0, 0, 0]
+    assert same.ids[1].tolist() == [49406, 0, 0, 0, 0, 0, 0, 49407]
+    assert same.pool_index.tolist() == pair.text.pool_index.tolist()
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode("text", same), own_text(model, same.ids), atol=1e-5, rtol=1e-5)
+    with pytest.raises(InputError, match="reference"):
+        model.reference("text", pair.text, "zeros")
+
+
+def test_image_references(model, pair):
+    assert torch.all(model.reference("image", pair.image, "zeros").pixels == 0)
+    black = model.reference("image", pair.image, "black").pixels
+    torch.testing.assert_close(black[1, :, 3, 3], model.pipeline.black().flatten())
+    noise = model.reference("image", pair.image, "noise").pixels
+    assert noise.shape == pair.image.pixels.shape and noise.std() > 0.5
+    with pytest.raises(InputError, match="reference"):
+        model.reference("image", pair.image, "blur")
+
+
+# ------------------------------------------------------------------------------------------ autodiff
+@pytest.mark.parametrize("side", ["text", "image"])
+@pytest.mark.parametrize("kind", ["clip", "custom-blocks"])
+def test_jvp_through_tail_matches_finite_differences(kind, side):
+    model = copy.copy(_variant(kind))
+    model._module = copy.deepcopy(model.module).double()  # float64, so central differences are exact enough
+    pair = model.prepare([random_image(4)], ["a red dog on a mat"])
+    inputs = pair.side(side)
+    if side == "text":  # a removed word exercises the extra key mask too
+        inputs = model.mask("text", inputs, torch.tensor([[True, False, True, True, True, True]]))
+    x = model.hidden(side, inputs, 1)
+    assert x.dtype == torch.float64
+    tangent = torch.randn_like(x)
+
+    def f(h):
+        return model.tail(side, inputs, h, 1)
+
+    value, forward = jvp(f, (x,), (tangent,))  # no context manager: the tail writes attention out
+    eps = 1e-6
+    central = (f(x + eps * tangent) - f(x - eps * tangent)) / (2 * eps)
+    torch.testing.assert_close(value, f(x))
+    torch.testing.assert_close(forward, central, atol=1e-7, rtol=1e-6)
+    reverse = (jacrev(f)(x) * tangent[None, None]).flatten(2).sum(-1)
+    torch.testing.assert_close(forward, reverse.reshape_as(forward), atol=1e-10, rtol=1e-8)
+
+
+def test_tail_broadcasts_one_input_row(model, pair):
+    one = pair.text.select([0])
+    x = model.hidden("text", one, 1).expand(3, -1, -1)
+    with torch.no_grad():
+        e = model.tail("text", one, x, 1)
+    assert e.shape == (3, 16) and torch.allclose(e[0], e[2])
+
+
+# ------------------------------------------------------------------------------------------ errors
+def test_bad_layers_and_inputs(model, pair):
+    for layer in (3, -3, 1.5, True):
+        with pytest.raises(InputError, match="layer"):
+            model.hidden("text", pair.text, layer)
+    with pytest.raises(InputError, match="32, 32"):
+        model.hidden("image", replace(pair.image, pixels=torch.zeros(2, 3, 40, 40)), 0)
+    with pytest.raises(InputError, match="TextInputs"):
+        model.hidden("text", pair.image, 0)
+    with pytest.raises(InputError, match="empty"):
+        model.prepare(random_image(0), "   ")
+    with pytest.raises(InputError):
+        model.prepare("/no/such/image.png", "a dog")
+
+
+def test_unsupported_towers():
+    with pytest.raises(UnsupportedModelError, match="attentional pooling"):
+        dualex.wrap(open_clip.CLIP(16, _vision(attentional_pool=True, attn_pooler_heads=2), _text()))
+    with pytest.raises(UnsupportedModelError, match="pool type"):
+        dualex.wrap(open_clip.CLIP(16, _vision(), _text(pool_type="none")))
+
+
+def test_wrap_defaults_to_the_clip_bpe_tokenizer():
+    torch.manual_seed(0)
+    module = open_clip.CLIP(16, _vision(), _text())
+    model = dualex.wrap(module)
+    assert isinstance(model, oc.OpenClipEncoder) and model.name == "openclip:CLIP"
+    t = model.prepare_text(["a photo of a cat"])
+    assert t.ids[0].tolist() == [49406, 320, 1125, 539, 320, 2368, 49407]
+    assert t.tokens[0][5] == "cat</w>"
+
+
+# ------------------------------------------------------------------------------------------ loading
+def test_load_errors_are_plain(monkeypatch):
+    with pytest.raises(ModelNotAvailableError, match="ViT-B-32"):
+        dualex.load("openclip:ViT-B-3")
+    with pytest.raises(ModelNotAvailableError, match=r"known tags: .*openai"):
+        dualex.load("openclip:ViT-B-32@no_such_tag")
+    with pytest.raises(ModelNotAvailableError, match="checkpoint file not found"):
+        dualex.load("openclip:ViT-B-32@/no/such/open_clip_pytorch_model.bin")
+    monkeypatch.setattr(oc, "cached_checkpoint", lambda cfg: None)
+    with pytest.raises(ModelNotAvailableError, match=r"openclip:ViT-B-32@/path/to/open_clip_pytorch_model\.bin"):
+        dualex.load("openclip:ViT-B-32@openai")
+
+
+def test_cached_checkpoint_looks_only_at_local_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = {"url": "https://example.invalid/models/abc/ViT-X.pt"}
+    assert oc.cached_checkpoint(cfg) is None
+    (tmp_path / ".cache" / "clip").mkdir(parents=True)
+    (tmp_path / ".cache" / "clip" / "ViT-X.pt").write_bytes(b"x")
+    assert oc.cached_checkpoint(cfg) == str(tmp_path / ".cache" / "clip" / "ViT-X.pt")
+    assert oc.cached_checkpoint({"file": str(tmp_path / "missing.bin")}) is None
+    assert oc.cached_checkpoint({"hf_hub": "no-such-org/no-such-model/"}) is None
+
+
+@pytest.mark.slow
+def test_random_vit_b_32_loads_by_name():
+    model = dualex.load("openclip:ViT-B-32", device="cpu")
+    assert isinstance(model, oc.OpenClipEncoder) and model.name == "openclip:ViT-B-32"
+    assert model.n_layers("image") == model.n_layers("text") == 12
+    assert model.pipeline.crop == (224, 224) and model.image_size == (224, 224)
+    pair = model.prepare(random_image(0), "a photo of a dog")
+    assert pair.image.grid == (7, 7) and pair.text.ids.shape[1] == 7
+    with torch.no_grad():
+        e = model.tail("text", pair.text, model.hidden("text", pair.text, 11), 11)
+    torch.testing.assert_close(e, own_text(model, pair.text.ids), atol=1e-5, rtol=1e-4)
