@@ -1,0 +1,241 @@
+"""What the viewer shows: explanation files found under a directory, grouped by (image, caption).
+
+A directory may hold explanations written by ``dualex explain --save`` (anywhere, any name) or a run
+directory of ``dualex evaluate`` (``explanations/<method>/<item>.safetensors``). Both are handled the
+same way: every ``*.safetensors`` file under the root (recursively, hidden folders skipped, symbolic
+links not followed out of the root) whose header carries dualex metadata is listed, and files that
+explain the same (image, caption) pair are grouped so the viewer can switch between their methods.
+
+Two files show the same pair when their captions are equal and their images are byte-identical (a
+SHA-1 of the stored model-input image), or, for text-text bi-encoders, their second sentences are
+equal. Files that keep no image are grouped by caption and file name (the item id in a run directory).
+
+`explanation_payload` turns one `Explanation` into the JSON the page draws from (numbers rounded to 6
+significant digits, the image as a PNG data URL); the HTML export inlines the same payloads.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dualex.errors import InputError
+from dualex.explanation import Explanation
+from dualex.viewer.paths import EXPLANATION_SUFFIX, relative_name
+
+MAX_FILES = 20_000
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One explanation file as listed by the catalogue (header facts only; tensors not loaded)."""
+
+    file: str  # path relative to the root, "/"-separated
+    method: str
+    model: str
+    caption: str
+    score: float | None
+    label: str  # what identifies the image: file stem, or the second sentence
+    key: str  # group key
+
+
+def iter_explanation_files(root: Path, *, max_files: int = MAX_FILES) -> Iterator[Path]:
+    """``*.safetensors`` files under ``root`` in sorted order: hidden names and links out of ``root`` skipped."""
+    root = root.resolve()
+    count = 0
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith(".") or not name.endswith(EXPLANATION_SUFFIX):
+                continue
+            p = Path(dirpath) / name
+            try:
+                resolved = p.resolve(strict=True)
+            except OSError:
+                continue
+            if not resolved.is_relative_to(root) or not resolved.is_file():
+                continue
+            yield p
+            count += 1
+            if count >= max_files:
+                return
+
+
+def read_entry(root: Path, path: Path) -> Entry | None:
+    """Header facts of one file, or None if it is not a dualex explanation."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            raw = (f.metadata() or {}).get("dualex")
+            if raw is None:
+                return None
+            meta = json.loads(raw)
+            image_hash = None
+            if "image" in f.keys():  # noqa: SIM118 - safe_open has no __contains__
+                image_hash = hashlib.sha1(np.ascontiguousarray(f.get_tensor("image")).tobytes()).hexdigest()
+    except Exception:  # any unreadable file is simply not listed
+        return None
+    if meta.get("format") != "dualex.explanation":
+        return None
+    caption = str(meta.get("text", ""))
+    second = meta.get("image_text")
+    stem = path.stem
+    if second is not None:
+        label, identity = str(second), "text:" + str(second)
+    elif image_hash is not None:
+        label, identity = stem, "image:" + image_hash
+    else:
+        label, identity = stem, "file:" + stem
+    key = hashlib.sha1(json.dumps([identity, caption]).encode()).hexdigest()[:16]
+    score = meta.get("score")
+    return Entry(
+        file=relative_name(root, path),
+        method=str(meta.get("method", "?")),
+        model=str(meta.get("model", "")),
+        caption=caption,
+        score=float(score) if isinstance(score, (int, float)) else None,
+        label=label,
+        key=key,
+    )
+
+
+class Catalog:
+    """The explanation files under ``root`` (or one file), rescanned cheaply on each `groups` call.
+
+    Header reads are cached by (size, mtime), so a rescan of an unchanged run costs one ``stat`` per file.
+    """
+
+    def __init__(self, root: Path, *, only: Path | None = None, max_files: int = MAX_FILES) -> None:
+        self.root = root.resolve()
+        self.only = only.resolve() if only is not None else None
+        self.max_files = max_files
+        self._cache: dict[str, tuple[tuple[int, int], Entry | None]] = {}
+        self._lock = threading.Lock()
+
+    def entries(self) -> list[Entry]:
+        if self.only is not None:
+            files = [self.only]
+        else:
+            files = list(iter_explanation_files(self.root, max_files=self.max_files))
+        out = []
+        with self._lock:
+            for p in files:
+                try:
+                    st = p.stat()
+                except OSError:
+                    continue
+                sig = (st.st_size, st.st_mtime_ns)
+                name = str(p)
+                hit = self._cache.get(name)
+                if hit is None or hit[0] != sig:
+                    hit = (sig, read_entry(self.root, p))
+                    self._cache[name] = hit
+                if hit[1] is not None:
+                    out.append(hit[1])
+        return out
+
+    def groups(self) -> list[dict[str, Any]]:
+        """The pairs: ``[{key, caption, label, entries: [{file, method, model, score}]}]``, sorted."""
+        return group_entries(self.entries())
+
+
+def group_entries(entries: list[Entry]) -> list[dict[str, Any]]:
+    """Group catalogue entries by pair; entries within a pair sorted by method, then model, then file."""
+    groups: dict[str, dict[str, Any]] = {}
+    for e in entries:
+        g = groups.setdefault(e.key, {"key": e.key, "caption": e.caption, "label": e.label, "entries": []})
+        g["entries"].append({"file": e.file, "method": e.method, "model": e.model, "score": e.score})
+    for g in groups.values():
+        g["entries"].sort(key=lambda d: (d["method"], d["model"], d["file"]))
+    return sorted(groups.values(), key=lambda g: (g["label"], g["caption"]))
+
+
+# ------------------------------------------------------------------------------------------------ payloads
+def _round(x: Any) -> Any:
+    """Nested lists of floats rounded to 6 significant digits (non-finite -> None)."""
+    a = np.asarray(x, dtype=np.float64)
+    flat = [float(f"{v:.6g}") if np.isfinite(v) else None for v in a.reshape(-1).tolist()]
+    if a.ndim == 0:
+        return flat[0]
+    return np.array(flat, dtype=object).reshape(a.shape).tolist()
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float):
+        return v if np.isfinite(v) else None
+    if isinstance(v, dict):
+        return {str(k): _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
+
+
+def image_data_url(image: Any) -> str | None:
+    """The model-input image ``(H, W, 3)`` uint8 as a ``data:image/png;base64,...`` URL (None if absent)."""
+    if image is None:
+        return None
+    from PIL import Image
+
+    a = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    if a.dtype != np.uint8:
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def explanation_payload(ex: Explanation, file: str) -> dict[str, Any]:
+    """What the page needs of one explanation, JSON-ready.
+
+    Keys: ``file, method, model, text, words, special, offsets, grid, image_size, transform, score, cosine,
+    units, params, completeness, cross (S×P or null), text_main, image_main, image (data URL or null),
+    image_tokens, image_text, image_offsets``.
+    """
+    tf = ex.image_transform
+    return {
+        "file": file,
+        "method": ex.method,
+        "model": ex.model,
+        "text": ex.text,
+        "words": ex.words(),
+        "special": [bool(v) for v in ex.special.tolist()],
+        "offsets": [list(o) if o is not None else None for o in ex.token_offsets],
+        "grid": list(ex.grid),
+        "image_size": list(ex.image_size) if ex.image_size is not None else None,
+        "transform": tf.to_dict() if tf is not None else None,
+        "score": _finite(float(ex.score)),
+        "cosine": _finite(float(ex.cosine)),
+        "units": ex.units,
+        "params": _finite(json.loads(json.dumps(ex.params, default=str))),
+        "completeness": _finite(ex.completeness()),
+        "cross": _round(ex.cross) if ex.cross is not None else None,
+        "text_main": _round(ex.text_main) if ex.text_main is not None else None,
+        "image_main": _round(ex.image_main) if ex.image_main is not None else None,
+        "image": image_data_url(ex.image),
+        "image_tokens": ex.image_tokens,
+        "image_text": ex.image_text,
+        "image_offsets": [list(o) if o is not None else None for o in ex.image_offsets] if ex.image_offsets else None,
+    }
+
+
+def load_payload(root: Path, path: Path) -> dict[str, Any]:
+    """Load ``path`` (already checked to lie under ``root``) and build its payload.
+
+    Raises:
+        InputError: The file is not a dualex explanation.
+    """
+    ex = Explanation.load(path)
+    if ex.cross is None and ex.image_main is None and ex.text_main is None:
+        raise InputError(f"{path.name} has neither interactions nor main effects to show")
+    return explanation_payload(ex, relative_name(root, path))

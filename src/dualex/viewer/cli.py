@@ -1,0 +1,56 @@
+"""``dualex serve`` and ``dualex export``: subcommands contributed to `dualex.cli` via `add_parser`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser(
+        "serve",
+        help="browse explanations in a local web viewer",
+        description="Serve the explanation files (*.safetensors from `dualex explain --save` or a "
+        "`dualex evaluate` run) under PATH to a browser. Read-only: no uploads.",
+    )
+    s.add_argument("path", type=Path, help="a run directory, a folder of explanation files, or one file")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only)")
+    s.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
+    s.add_argument("--open", action="store_true", help="open the page in the default browser")
+    s.set_defaults(func=run_serve)
+
+    e = sub.add_parser(
+        "export",
+        help="write a self-contained, offline HTML viewer",
+        description="Write one HTML file with the viewer and the explanations at PATH inlined (no network needed).",
+    )
+    e.add_argument("path", type=Path, help="a run directory, a folder of explanation files, or one file")
+    e.add_argument("--html", action="store_true", help="export the interactive HTML viewer (the only format)")
+    e.add_argument("--out", type=Path, required=True, help="output file (.html)")
+    e.add_argument("--limit", type=int, default=200,
+                   help="at most this many explanation files (default: 200; 0 for no limit)")
+    e.set_defaults(func=run_export)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from dualex.viewer.server import serve
+
+    try:
+        serve(args.path, args.host, args.port, open_browser=args.open)
+    except OSError as exc:
+        print(f"dualex: error: cannot listen on {args.host}:{args.port} ({exc.strerror or exc})", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from dualex.errors import InputError
+    from dualex.viewer.export import export_html
+
+    if not args.html:
+        raise InputError("choose an export format: --html")
+    out = export_html(args.path, args.out, limit=args.limit or None)
+    print(f"viewer written to {out} ({out.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
+    return 0

@@ -1,0 +1,93 @@
+"""``dualex export --html``: the viewer as one self-contained HTML file that works offline.
+
+The page, its script and style, and every explanation (numbers as JSON, the image as a base64 PNG) are
+inlined; a Content-Security-Policy in the page forbids loading anything from anywhere, so the file
+behaves the same with no network at all.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from dualex.errors import InputError
+from dualex.viewer.catalog import Catalog, group_entries, load_payload
+from dualex.viewer.server import static_text
+
+EXPORT_CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; "
+    "base-uri 'none'; form-action 'none'"
+)
+_STYLE_TAG = '<link rel="stylesheet" href="/static/viewer.css">'
+_SCRIPT_TAG = '<script src="/static/viewer.js" defer></script>'
+
+
+def _script_safe_json(data: Any) -> str:
+    """JSON that cannot end its ``<script>`` element early (``<``, ``>``, ``&`` as unicode escapes)."""
+    text = json.dumps(data, allow_nan=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def render_page(data: dict[str, Any]) -> str:
+    """The self-contained page for ``data = {"pairs": [...], "explanations": {file: payload}}``."""
+    html = static_text("index.html")
+    css = static_text("viewer.css")
+    js = static_text("viewer.js")
+    for text, what in ((css, "style"), (js, "script")):
+        if f"</{what}" in text.lower():
+            raise AssertionError(f"viewer {what} contains a closing </{what}> tag and cannot be inlined")
+    if _STYLE_TAG not in html or _SCRIPT_TAG not in html:
+        raise AssertionError("index.html no longer has the style/script tags the export replaces")
+    head = (
+        f'<meta http-equiv="Content-Security-Policy" content="{EXPORT_CSP}">\n'
+        f"<style>\n{css}</style>"
+    )
+    body = (
+        f'<script type="application/json" id="dualex-data">{_script_safe_json(data)}</script>\n'
+        f"<script>\n{js}</script>"
+    )
+    return html.replace(_STYLE_TAG, head).replace(_SCRIPT_TAG, body)
+
+
+def collect(source: str | Path, *, limit: int | None = 200) -> dict[str, Any]:
+    """Pairs and payloads of the explanation files at ``source`` (one file or a directory, recursively).
+
+    Args:
+        source: An explanation ``.safetensors`` file or a directory holding some.
+
+        limit: At most this many files (the first ones in sorted order); None for all.
+
+    Raises:
+        InputError: Nothing to export.
+    """
+    src = Path(source).expanduser()
+    if not src.exists():
+        raise InputError(f"nothing to export at {src}: give a run directory or an explanation .safetensors file")
+    if src.is_file():
+        catalog = Catalog(src.resolve().parent, only=src.resolve())
+    else:
+        catalog = Catalog(src.resolve())
+    entries = catalog.entries()
+    if not entries:
+        raise InputError(f"no dualex explanation files (*.safetensors written by Explanation.save) under {src}")
+    if limit is not None and len(entries) > limit:
+        print(f"dualex export: {len(entries)} explanation files; exporting the first {limit} (see --limit)",
+              file=sys.stderr)
+        entries = entries[:limit]
+    payloads = {e.file: load_payload(catalog.root, catalog.root / e.file) for e in entries}
+    return {"pairs": group_entries(entries), "explanations": payloads}
+
+
+def export_html(source: str | Path, out: str | Path, *, limit: int | None = 200) -> Path:
+    """Write the self-contained viewer page for ``source`` to ``out`` (``.html``); returns the path."""
+    out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise InputError(f"the HTML export needs an .html file name, got {str(out)!r}")
+    page = render_page(collect(source, limit=limit))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
+    return out

@@ -1,0 +1,231 @@
+"""The local viewer: a small standard-library HTTP server over a directory of explanation files.
+
+Routes (GET and HEAD only)::
+
+    /                          the page (static/index.html)
+    /static/viewer.js|.css     its script and style (a fixed list; nothing else is served from disk)
+    /api/pairs                 the catalogue: pairs of (image, caption), each with its explanation files
+    /api/explanation?file=F    one explanation as JSON (F: path relative to the served directory)
+
+Safety: the server binds to 127.0.0.1 unless told otherwise, and then answers only requests whose
+``Host`` header names the loopback address (a DNS-rebinding guard). File names from the client go
+through `dualex.viewer.paths.resolve_under` (403 outside the root, including via ``..``, absolute paths,
+percent-encoded dots and symbolic links; 404 for anything that is not an explanation file). There are no
+uploads: POST, PUT, PATCH and DELETE get 405 without their body being read, and a GET with a body over
+`MAX_BODY` bytes is refused with 413. Responses carry a Content-Security-Policy that allows no
+third-party origin.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections import OrderedDict
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from dualex.errors import InputError
+from dualex.viewer.catalog import Catalog, load_payload
+from dualex.viewer.paths import Forbidden, NotFound, resolve_under
+
+STATIC_FILES = {"viewer.js": "text/javascript; charset=utf-8", "viewer.css": "text/css; charset=utf-8"}
+MAX_BODY = 1024  # bytes a GET/HEAD may carry (nothing is uploaded)
+MAX_QUERY = 4096  # characters of a query string
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+def static_text(name: str) -> str:
+    """A file of the page (``index.html``, ``viewer.js``, ``viewer.css``) from the package."""
+    return resources.files("dualex.viewer").joinpath("static", name).read_text(encoding="utf-8")
+
+
+class ViewerServer(ThreadingHTTPServer):
+    """HTTP server holding the catalogue of one directory (or one file)."""
+
+    daemon_threads = True
+
+    def __init__(
+            self,
+            source: str | Path,
+            host: str = "127.0.0.1",
+            port: int = 8765,
+            *,
+            quiet: bool = False,
+    ) -> None:
+        src = Path(source).expanduser()
+        if not src.exists():
+            raise InputError(f"nothing to serve at {src}: give a run directory or an explanation .safetensors file")
+        if src.is_file():
+            if src.suffix != ".safetensors":
+                raise InputError(f"{src} is not an explanation file (.safetensors written by Explanation.save)")
+            self.root = src.resolve().parent
+            self.catalog = Catalog(self.root, only=src.resolve())
+        else:
+            self.root = src.resolve()
+            self.catalog = Catalog(self.root)
+        self.quiet = quiet
+        self.loopback_only = host in LOOPBACK
+        self._payloads: OrderedDict[tuple[str, int, int], dict[str, Any]] = OrderedDict()
+        self._payload_lock = threading.Lock()
+        super().__init__((host, port), ViewerHandler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        if ":" in str(shown):
+            shown = f"[{shown}]"
+        return f"http://{shown}:{port}/"
+
+    def payload(self, path: Path) -> dict[str, Any]:
+        """The JSON of one explanation file, cached (32 files) by path, size and modification time."""
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        with self._payload_lock:
+            if key in self._payloads:
+                self._payloads.move_to_end(key)
+                return self._payloads[key]
+        data = load_payload(self.root, path)
+        with self._payload_lock:
+            self._payloads[key] = data
+            while len(self._payloads) > 32:
+                self._payloads.popitem(last=False)
+        return data
+
+
+class ViewerHandler(BaseHTTPRequestHandler):
+    server: ViewerServer
+    server_version = "dualex-viewer"
+    sys_version = ""
+
+    # ------------------------------------------------------------------------------------------ plumbing
+    def log_message(self, format: str, *args: Any) -> None:
+        if not self.server.quiet:
+            sys.stderr.write(f"dualex serve: {self.address_string()} {format % args}\n")
+
+    def _send(self, status: int, body: bytes, content_type: str, *, head: bool = False) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Security-Policy", CSP)
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def _json(self, status: int, data: Any, *, head: bool = False) -> None:
+        self._send(status, json.dumps(data, allow_nan=False).encode("utf-8"), "application/json", head=head)
+
+    def _error(self, status: HTTPStatus, message: str, *, head: bool = False) -> None:
+        self._json(int(status), {"error": message, "status": int(status)}, head=head)
+
+    def _host_ok(self) -> bool:
+        if not self.server.loopback_only:
+            return True
+        host = (self.headers.get("Host") or "").strip().lower()
+        if host.startswith("["):
+            name = host[: host.find("]") + 1]
+        else:
+            name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        return name in LOOPBACK
+
+    # ------------------------------------------------------------------------------------------ methods
+    def do_GET(self) -> None:
+        self._handle(head=False)
+
+    def do_HEAD(self) -> None:
+        self._handle(head=True)
+
+    def _refuse_write(self) -> None:
+        self.close_connection = True  # the body is never read
+        self._error(HTTPStatus.METHOD_NOT_ALLOWED, "this viewer is read-only; uploads are not supported")
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = _refuse_write  # noqa: N815 - http.server's naming
+
+    def _handle(self, *, head: bool) -> None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = MAX_BODY + 1
+        if length > MAX_BODY:
+            self.close_connection = True
+            return self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request body too large", head=head)
+        if not self._host_ok():
+            return self._error(HTTPStatus.FORBIDDEN, "unexpected Host header", head=head)
+        path, _, query = self.path.partition("?")
+        if len(query) > MAX_QUERY:
+            return self._error(HTTPStatus.REQUEST_URI_TOO_LONG, "query too long", head=head)
+        try:
+            if path in ("/", "/index.html"):
+                return self._send(HTTPStatus.OK, static_text("index.html").encode(), "text/html; charset=utf-8",
+                                  head=head)
+            if path.startswith("/static/"):
+                name = path[len("/static/"):]
+                if name not in STATIC_FILES:
+                    return self._error(HTTPStatus.NOT_FOUND, "no such file", head=head)
+                return self._send(HTTPStatus.OK, static_text(name).encode(), STATIC_FILES[name], head=head)
+            if path == "/api/pairs":
+                return self._json(HTTPStatus.OK, {"root": self.server.root.name, "pairs": self.server.catalog.groups()},
+                                  head=head)
+            if path == "/api/explanation":
+                return self._explanation(query, head=head)
+            return self._error(HTTPStatus.NOT_FOUND, "no such page", head=head)
+        except (BrokenPipeError, ConnectionResetError):
+            return None
+
+    def _explanation(self, query: str, *, head: bool) -> None:
+        files = parse_qs(query, keep_blank_values=True, max_num_fields=4).get("file", [])
+        if len(files) != 1:
+            return self._error(HTTPStatus.BAD_REQUEST, "give exactly one ?file=", head=head)
+        try:
+            path = resolve_under(self.server.root, files[0])
+            if self.server.catalog.only is not None and path != self.server.catalog.only:
+                raise NotFound(files[0])
+            data = self.server.payload(path)
+        except Forbidden as exc:
+            return self._error(HTTPStatus.FORBIDDEN, str(exc), head=head)
+        except NotFound:
+            return self._error(HTTPStatus.NOT_FOUND, "no such explanation file", head=head)
+        except InputError as exc:
+            return self._error(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc).replace(str(self.server.root), "."),
+                               head=head)
+        return self._json(HTTPStatus.OK, data, head=head)
+
+
+def make_server(source: str | Path, host: str = "127.0.0.1", port: int = 8765, *, quiet: bool = False) -> ViewerServer:
+    """A ready `ViewerServer` (port 0 picks a free port); call ``serve_forever`` on it, ``shutdown`` to stop.
+
+    Raises:
+        InputError: ``source`` is neither a directory nor an explanation file.
+        OSError: The port is taken.
+    """
+    return ViewerServer(source, host, port, quiet=quiet)
+
+
+def serve(source: str | Path, host: str = "127.0.0.1", port: int = 8765, *, open_browser: bool = False) -> None:
+    """Serve ``source`` until interrupted (Ctrl-C)."""
+    server = make_server(source, host, port)
+    n = len(server.catalog.groups())
+    print(f"dualex viewer: {n} pair(s) under {server.root}", file=sys.stderr)
+    if host not in LOOPBACK:
+        print(f"dualex viewer: warning: listening on {host}, reachable from other machines", file=sys.stderr)
+    print(f"dualex viewer: open {server.url}  (Ctrl-C stops)", file=sys.stderr)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()

@@ -1,0 +1,184 @@
+"""The viewer in a real browser: headless Chromium (Debian package) driven by Playwright.
+
+Selects a caption span by dragging over two words and checks that the image overlay changes (and turns
+red where the span interacts positively); draws a box on the image and checks that the caption colours
+change and equal the Python `Explanation.text_scores` of the same box; switches method; opens the HTML
+export from a file with all network requests refused. Leaves ``test-artifacts/viewer.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from viewer_data import BLUE, CIRCLE, RED, SQUARE
+
+from dualex.explanation import Explanation
+from dualex.viewer.export import export_html
+from dualex.viewer.server import make_server
+
+CHROMIUM = os.environ.get("DUALEX_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not (Path(CHROMIUM).exists() or shutil.which("chromium")),
+                       reason=f"headless Chromium not installed at {CHROMIUM} (Debian: apt-get install chromium)"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (extra [viewer]) is not installed")
+    exe = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def server(run_dir):
+    srv = make_server(run_dir, "127.0.0.1", 0, quiet=True)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+# JS snippets: the overlay's pixel at each patch centre, the caption's word colours, the caption's values
+PATCH_PIXELS = """() => {
+  const c = document.getElementById('overlay'); const g = c.getContext('2d');
+  const out = [];
+  for (let r = 0; r < 4; r++) for (let k = 0; k < 4; k++) {
+    const x = Math.floor((k + 0.5) * c.width / 4), y = Math.floor((r + 0.5) * c.height / 4);
+    out.push(Array.from(g.getImageData(x, y, 1, 1).data));
+  }
+  return out;
+}"""
+WORD_COLOURS = """() => Array.from(document.querySelectorAll('#caption .tok')).map(
+  e => [e.textContent, getComputedStyle(e).backgroundColor, Number(e.dataset.i), Number(e.dataset.value)])"""
+
+
+def _rgb(css: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in css[css.index("(") + 1 : css.index(")")].split(",")[:3])
+
+
+def _centre(page, selector: str) -> tuple[float, float]:
+    b = page.locator(selector).bounding_box()
+    return b["x"] + b["width"] / 2, b["y"] + b["height"] / 2
+
+
+def test_span_box_and_method_switch_in_chromium(browser, server, run_dir):
+    page = browser.new_page(viewport={"width": 1100, "height": 760})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server.url)
+    page.wait_for_selector("body[data-ready]", timeout=10_000)
+    first = page.get_attribute("body", "data-ready")
+    assert first == "explanations/fixlip/item0.safetensors"  # methods of a pair are sorted by name
+    page.click("#methods button[data-method='ij']")
+    page.wait_for_selector("body[data-ready='explanations/ij/item0.safetensors']")
+    assert "0.42" in page.text_content("#stats")  # score
+    assert "completeness error" in page.text_content("#stats")
+
+    # ---- span: drag from "red" to "circle"; the overlay changes and is red at the top-left patch only
+    before = page.evaluate(PATCH_PIXELS)
+    x0, y0 = _centre(page, f"#caption .tok[data-i='{RED}']")
+    x1, y1 = _centre(page, f"#caption .tok[data-i='{CIRCLE}']")
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x1, y1, steps=4)
+    page.mouse.up()
+    selected = page.eval_on_selector_all("#caption .tok.sel", "els => els.map(e => e.textContent)")
+    assert selected == ["red", "circle"]
+    after = page.evaluate(PATCH_PIXELS)
+    assert after != before
+    top_left, bottom_right = after[0], after[15]
+    assert top_left[0] > top_left[2] and top_left[3] > 100  # red, opaque
+    assert bottom_right[3] < 10  # "red circle" has (almost) nothing to do with the blue square
+    assert before[15][3] > 100  # ... whereas the whole caption did
+
+    # ---- box: bottom-right quarter of the image; caption colours change, "blue"/"square" turn red
+    words_before = page.evaluate(WORD_COLOURS)
+    box = page.locator("#boxlayer").bounding_box()
+    page.mouse.move(box["x"] + 0.70 * box["width"], box["y"] + 0.70 * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.98 * box["width"], box["y"] + 0.98 * box["height"], steps=5)
+    page.mouse.up()
+    words_after = page.evaluate(WORD_COLOURS)
+    assert [w[1] for w in words_after] != [w[1] for w in words_before]
+    colours = {i: _rgb(c) for _, c, i, _ in words_after}
+    for i in (BLUE, SQUARE):
+        r, _, b = colours[i]
+        assert r > b + 40, f"token {i} should be red for the bottom-right box, got {colours[i]}"
+    r, _, b = colours[RED]
+    assert abs(r - b) < 20, f"'red' should be neutral for the bottom-right box, got {colours[RED]}"
+
+    # the page's numbers equal Python's text_scores for the same box (mapped back to original pixels)
+    state_box = page.evaluate("() => window.dualexViewer.state.box")
+    ex = Explanation.load(run_dir / "explanations" / "ij" / "item0.safetensors")
+    tf = ex.image_transform
+    original = ((state_box[0] + tf.left) / tf.scale_x, (state_box[1] + tf.top) / tf.scale_y,
+                (state_box[2] + tf.left) / tf.scale_x, (state_box[3] + tf.top) / tf.scale_y)
+    expected = ex.text_scores(original)
+    for _, _, i, value in words_after:
+        assert value == pytest.approx(float(expected[i]), rel=1e-4, abs=1e-6)
+    assert "box" in page.text_content("#caption-legend")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer.png"), full_page=True)
+
+    # ---- method switch keeps the selection and shows the other method's numbers
+    page.click("#methods button[data-method='fixlip']")
+    page.wait_for_selector("body[data-ready='explanations/fixlip/item0.safetensors']")
+    assert page.eval_on_selector_all("#caption .tok.sel", "els => els.length") == 2
+    flipped = page.evaluate(PATCH_PIXELS)
+    assert flipped[0][2] > flipped[0][0]  # fixlip's file has the signs flipped: blue now
+    assert page.get_attribute("#methods button[data-method='fixlip']", "aria-checked") == "true"
+
+    # ---- another pair
+    page.select_option("#pair", index=1)
+    page.wait_for_selector("body[data-ready='explanations/ij/item1.safetensors']")
+    shown = page.eval_on_selector_all("#caption .tok", "els => els.map(e => e.textContent)")
+    assert shown == ["two", "blue", "squares"]
+    assert not errors, errors
+    page.close()
+
+
+def test_html_export_works_offline(browser, run_dir, tmp_path):
+    out = export_html(run_dir, tmp_path / "page.html")
+    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    requests: list[str] = []
+
+    def refuse(route):
+        requests.append(route.request.url)
+        if route.request.url.startswith("file://"):
+            return route.continue_()
+        return route.abort()
+
+    page.route("**/*", refuse)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(out.as_uri())
+    page.wait_for_selector("body[data-ready]", timeout=10_000)
+    before = page.evaluate(PATCH_PIXELS)
+    page.click(f"#caption .tok[data-i='{SQUARE}']")
+    assert page.evaluate(PATCH_PIXELS) != before
+    assert [u for u in requests if not u.startswith("file://")] == []
+    assert not errors, errors
+    page.close()
