@@ -48,7 +48,7 @@ OBJECT_METRICS = (
     "pg_hit_t2i",  # caption span -> image box: 1.0 if the map's argmax patch lies in the box
     "pg_energy_i2t",  # image box -> caption span: positive energy of the box's token scores on the span
     "pg_hit_i2t",  # image box -> caption span: 1.0 if the argmax player token lies in the span
-    "pgr",  # pointing game recognition (image grids): correct / (correct + wrong) mass
+    "pgr",  # pointing game recognition (image grids): correct / (correct + wrong) mass; pooled on the pair row
     "span_box",  # Σ cross[span, box]: the interaction between the span and its own box (score units)
 )
 PAIR_METRICS = (

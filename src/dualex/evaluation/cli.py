@@ -1,0 +1,116 @@
+"""``dualex evaluate`` and ``dualex summary``: dataset-scale runs from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from dualex.errors import InputError
+
+
+def _kv(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip().replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip().replace("-", "_"), value
+
+
+def _method_option(text: str) -> tuple[str, str, Any]:
+    key, value = _kv(text)
+    method, dot, opt = key.partition(".")
+    if not dot or not method or not opt:
+        raise argparse.ArgumentTypeError(f"method options are METHOD.KEY=VALUE (e.g. ij.n_steps=10), got {text!r}")
+    return method, opt, value
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="run explanation methods over a dataset and score them (resumable)",
+        description="Explain every (image, caption) item of a dataset with each method, score the explanations "
+        "(pointing games, insertion/deletion AID, p-faithfulness, completeness) and keep rows, explanation files and "
+        "summary tables in RUN_DIR. Re-running the same command resumes where it stopped.",
+    )
+    p.add_argument("--model", required=True, help="model name (shapes | hf:ID_OR_DIR | openclip:... | sentence:...) "
+                   "or py:module:function returning a DualEncoder")  # fmt: skip
+    p.add_argument("--dataset", required=True, help="KIND:PATH with KIND coco | flickr30k | imagenet-grid | shapes "
+                   "(shapes: without a path generates scenes)")  # fmt: skip
+    p.add_argument("--methods", required=True, help="comma-separated methods, e.g. ij,fixlip,gradxinput,random")
+    p.add_argument("--out", required=True, type=Path, help="run directory (created, or resumed if it exists)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N items")
+    p.add_argument("--dataset-option", "-D", action="append", default=[], type=_kv, metavar="KEY=VALUE",
+                   help="reader option, e.g. -D split=val2017, -D n=500 (shapes), -D captions_per_image=1")
+    p.add_argument("--option", "-O", action="append", default=[], type=_method_option, metavar="METHOD.KEY=VALUE",
+                   help="method option, e.g. -O ij.n_steps=10 -O fixlip.budget=4096 (JSON values)")
+    p.add_argument("--metrics", default="all",
+                   help="comma-separated: pointing, insertion_deletion, faithfulness, completeness (default: all)")
+    p.add_argument("--faith-coalitions", type=int, default=1000, help="held-out coalitions per pair (default 1000)")
+    p.add_argument("--faith-p", type=float, default=0.5, help="keep probability of those coalitions (default 0.5)")
+    p.add_argument("--perturbation-order", default="auto", choices=["auto", "1", "2"],
+                   help="insertion/deletion: greedy subsets for second-order explanations (auto) or ranking (1)")
+    p.add_argument("--no-save-explanations", action="store_true", help="do not write .safetensors files")
+    p.add_argument("--engine", default="local", choices=["local", "ray"], help="local (default) or ray (Ray Data)")
+    p.add_argument("--concurrency", type=int, default=None, help="ray: actors (default: one per GPU, 1 on CPU)")
+    p.add_argument("--ray-address", default=None, help="ray: cluster address (default: local or RAY_ADDRESS)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--internal-batch-size", type=int, default=64, help="masked pairs per forward pass (metrics)")
+    p.add_argument("--shard-size", type=int, default=16, help="(item, method) units per result shard")
+    p.add_argument("--retry-errors", action="store_true", help="redo units that recorded an error")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_evaluate)
+
+    s = sub.add_parser(
+        "summary",
+        help="print the summary tables of an evaluate run",
+        description="Recompute and print the summary tables of RUN_DIR (also rewrites RUN_DIR/summary/).",
+    )
+    s.add_argument("run_dir", type=Path, help="the --out directory of `dualex evaluate`")
+    s.set_defaults(func=run_summary)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from dualex.evaluation.run import MetricOptions, evaluate
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    method_options: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    for method, key, value in args.option:
+        if method not in method_options:
+            raise InputError(f"option {method}.{key} names method {method!r}, which is not in --methods")
+        method_options[method][key] = value
+    order = args.perturbation_order if args.perturbation_order == "auto" else int(args.perturbation_order)
+    metrics = MetricOptions(metrics=args.metrics, faith_p=args.faith_p, faith_coalitions=args.faith_coalitions,
+                            perturbation_order=order, save_explanations=not args.no_save_explanations)  # fmt: skip
+    res = evaluate(
+        args.model,
+        args.dataset,
+        methods,
+        args.out,
+        method_options=method_options,
+        metrics=metrics,
+        dataset_options=dict(args.dataset_option),
+        limit=args.limit,
+        engine=args.engine,
+        device=args.device,
+        internal_batch_size=args.internal_batch_size,
+        shard_size=args.shard_size,
+        retry_errors=args.retry_errors,
+        concurrency=args.concurrency,
+        ray_address=args.ray_address,
+        progress=False if args.no_progress else None,
+    )
+    print(res.summary)
+    print(f"{res.units_run} unit(s) run now, {res.units_done_before} already done, {res.errors} with errors; "
+          f"results in {res.run_dir}")  # fmt: skip
+    return 0
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    from dualex.evaluation.summary import write_summary
+
+    print(write_summary(args.run_dir))
+    return 0

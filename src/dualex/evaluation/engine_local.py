@@ -1,0 +1,54 @@
+"""The local engine: process pending units in this process, writing a shard every few units."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from dualex.datasets.base import Item
+from dualex.evaluation.run import WorkConfig, process_item
+from dualex.evaluation.store import PAIR, RunStore
+from dualex.explanation import Explanation
+from dualex.models.base import DualEncoder
+from dualex.progress import bar
+
+
+def run_local(
+    store: RunStore,
+    model: DualEncoder,
+    items: Sequence[Item],
+    work: Sequence[tuple[int, list[str]]],
+    cfg: WorkConfig,
+    *,
+    shard_size: int = 16,
+    flush_seconds: float = 60.0,
+    progress: bool | None = None,
+) -> int:
+    """Process ``work`` ((item index, methods) pairs) and write the rows to ``store``.
+
+    A shard is written when ``shard_size`` units are buffered or ``flush_seconds`` have passed since the
+    last write, and at the end. Returns the number of units that recorded an error.
+    """
+
+    def sink(method: str, item_id: str, ex: Explanation) -> str:
+        ex.save(store.explanation_path(method, item_id))
+        return store.explanation_relpath(method, item_id)
+
+    buffer: list[dict[str, Any]] = []
+    units = errors = 0
+    last = time.monotonic()
+    total = sum(len(m) for _, m in work)
+    with bar(total, "evaluate", progress, unit="unit") as pbar:
+        for index, methods in work:
+            rows = process_item(model, items[index], methods, cfg, sink)
+            buffer.extend(rows)
+            units += len(methods)
+            errors += sum(1 for r in rows if r.get("level") == PAIR and r.get("error"))
+            pbar.update(len(methods))
+            pbar.set_postfix(errors=errors, refresh=False)
+            if units >= shard_size or time.monotonic() - last >= flush_seconds:
+                store.write_shard(buffer, worker="local")
+                buffer, units, last = [], 0, time.monotonic()
+        store.write_shard(buffer, worker="local")
+    return errors

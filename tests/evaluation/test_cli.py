@@ -1,0 +1,76 @@
+"""`dualex evaluate` / `dualex summary` from the command line, including a run killed midway."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dualex.cli import main
+from dualex.datasets import open_dataset
+from dualex.evaluation import read_run
+
+ARGS = ["evaluate", "--model", "py:dualex.testing:tiny_hf_clip", "--dataset", "shapes:", "-D", "n=5",
+        "--methods", "ij", "-O", "ij.n_steps=2", "--metrics", "pointing,completeness", "--shard-size", "1",
+        "--no-progress"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_losing_or_duplicating_rows(tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DUALEX_PROGRESS": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "dualex", *ARGS, "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 120
+    try:
+        while not list((out / "shards").glob("part-*.parquet")):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else "exited"
+            assert time.monotonic() < deadline, "no shard appeared"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+        if proc.stderr:
+            proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    partial = read_run(out)
+    done_before = partial[partial.level == "pair"]["item_id"].nunique()
+    assert 1 <= done_before < 5  # killed midway
+
+    assert main([*ARGS, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{5 - done_before} unit(s) run now, {done_before} already done" in printed
+    assert "## Overall (per method)" in printed
+
+    df = read_run(out)
+    items = open_dataset("shapes:", n=5).items()
+    pair = df[df.level == "pair"]
+    assert sorted(pair["item_id"]) == sorted(it.id for it in items)  # complete
+    assert not df.duplicated(["item_id", "method", "object"]).any()  # unique
+    obj = df[df.level == "object"]
+    assert len(obj) == sum(len(it.objects) for it in items)
+    assert not list((out / "shards").glob(".tmp-*"))
+    files = sorted(p.stem for p in (out / "explanations" / "ij").glob("*.safetensors"))
+    assert files == sorted(it.id for it in items)
+
+
+def test_summary_command_and_errors(tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    args = [a if a != "n=5" else "n=2" for a in ARGS]
+    assert main([*args, "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["summary", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| ij " in text and "Per class" in text
+    assert (out / "summary" / "summary.md").read_text().strip() == text.strip()
+    assert main(["summary", str(tmp_path / "missing")]) == 2
+    assert "not a dualex run directory" in capsys.readouterr().err
+    assert main([*args, "--out", str(out), "-O", "fixlip.budget=8"]) == 2
+    assert "not in --methods" in capsys.readouterr().err
+    assert main([*args[:-1], "--dataset", "pascal:/x", "--out", str(tmp_path / "r2")]) == 2
+    assert "unknown dataset kind" in capsys.readouterr().err

@@ -1,0 +1,120 @@
+"""`evaluate` end to end on tiny models: rows, files, summaries, resuming, and bad data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dualex.datasets.base import Dataset, GroundTruth, Item
+from dualex.errors import InputError
+from dualex.evaluation import load_explanation, read_run
+from dualex.evaluation.run import MetricOptions, WorkConfig, evaluate, load_model, parse_metrics, process_item
+from dualex.explanation import Explanation
+
+FAST = MetricOptions(faith_coalitions=24)
+OPTS = {"ij": {"n_steps": 2}, "fixlip": {"budget": 64, "holdout": 0}, "gradxinput": {}, "random": {}}
+
+
+class Handmade(Dataset):
+    """Items built in code: a good one, one whose image file is corrupt, one the reader could not build."""
+
+    kind = "handmade"
+
+    def _read(self):
+        img = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+        ok = GroundTruth("circle", [(0.0, 0.0, 16.0, 16.0)], "red circle", 0, 10)
+        yield Item("good", img, "red circle on a mat", [ok])
+        yield Item("corrupt", str(self.path / "corrupt.png"), "a blue square", [ok])
+        yield Item("unreadable", None, "", error="caption annotation 9 has no caption text")
+        far = GroundTruth("square", [(0.0, 0.0, 8.0, 8.0)], "green square", 30, 42)  # beyond the caption
+        yield Item("bad-span", img, "two cats", [far])
+
+
+def test_shapes_run_rows_files_summary_and_resume(tmp_path: Path, tiny_clip):
+    methods = ["ij", "fixlip", "gradxinput", "random"]
+    out = tmp_path / "run"
+    res = evaluate(tiny_clip, "shapes:", methods, out, dataset_options={"n": 2}, method_options=OPTS,
+                   metrics=FAST, shard_size=3)  # fmt: skip
+    assert res.units_total == 8 and res.units_run == 8 and res.units_done_before == 0
+    df = read_run(out)
+    pair = df[df.level == "pair"]
+    assert len(pair) == 8 and not pair.duplicated(["item_id", "method"]).any()
+    assert pair["error"].isna().all(), pair["error"].dropna().tolist()
+    assert pair["aid"].notna().all() and pair["faith_spearman"].notna().all() and pair["seconds"].gt(0).all()
+    assert pair.loc[pair.method == "ij", "completeness_error"].notna().all()
+    obj = df[df.level == "object"]
+    assert set(obj["class_name"]) <= {"circle", "square", "triangle", "star", "cross"}
+    n_objects = obj.groupby("method").size()
+    assert n_objects.nunique() == 1  # every method has a row for every object
+    hits = obj.loc[obj["error"].isna(), "pg_hit_t2i"]
+    assert hits.isin([0.0, 1.0]).all()
+    for _, row in pair.iterrows():
+        ex = load_explanation(out, row)
+        assert isinstance(ex, Explanation) and ex.method == row["method"]
+    summary = (out / "summary" / "summary.md").read_text()
+    for m in methods:
+        assert f"| {m} " in summary
+    assert (out / "summary" / "per_class.csv").exists() and (out / "summary" / "overall.csv").exists()
+    again = evaluate(tiny_clip, "shapes:", methods, out, dataset_options={"n": 2}, method_options=OPTS, metrics=FAST)
+    assert again.units_run == 0 and again.units_done_before == 8
+    assert len(read_run(out)) == len(df)
+    with pytest.raises(InputError, match="holds a run with options"):
+        evaluate(tiny_clip, "shapes:", methods, out, dataset_options={"n": 2}, method_options=OPTS)
+
+
+def test_bad_items_record_errors_and_the_run_goes_on(tmp_path: Path, tiny_clip):
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    ds = Handmade(tmp_path)
+    res = evaluate(tiny_clip, ds, ["ij"], tmp_path / "run", method_options={"ij": {"n_steps": 2}},
+                   metrics=MetricOptions(metrics="pointing,completeness"))  # fmt: skip
+    assert res.units_run == 4 and res.errors == 2
+    df = read_run(tmp_path / "run").set_index(["item_id", "object"])
+    assert pd.isna(df.loc[("good", -1), "error"]) and df.loc[("good", 0), "pg_energy_t2i"] >= 0
+    assert df.loc[("corrupt", -1), "error"].startswith("load: cannot read")
+    assert df.loc[("corrupt", -1), "error_type"] == "InputError"
+    assert df.loc[("unreadable", -1), "error"] == "load: caption annotation 9 has no caption text"
+    assert pd.isna(df.loc[("bad-span", -1), "error"])  # the pair is fine ...
+    assert df.loc[("bad-span", 0), "error"].startswith("metric pointing:")  # ... its object is not
+    errors = (tmp_path / "run" / "summary" / "errors.csv").read_text()
+    assert "corrupt" in errors and "bad-span" in errors
+    # errors are kept on resume unless asked to retry
+    assert evaluate(tiny_clip, ds, ["ij"], tmp_path / "run", method_options={"ij": {"n_steps": 2}},
+                    metrics=MetricOptions(metrics="pointing,completeness")).units_run == 0  # fmt: skip
+    (tmp_path / "corrupt.png").unlink()
+    from PIL import Image
+
+    Image.new("RGB", (20, 20), (0, 0, 255)).save(tmp_path / "corrupt.png")
+    res = evaluate(tiny_clip, ds, ["ij"], tmp_path / "run", method_options={"ij": {"n_steps": 2}},
+                   metrics=MetricOptions(metrics="pointing,completeness"), retry_errors=True)  # fmt: skip
+    assert res.units_run == 2 and res.errors == 1  # the fixed image now works; the unreadable item still fails
+    df = read_run(tmp_path / "run")
+    assert df[(df.item_id == "corrupt") & (df.level == "pair")]["error"].isna().all()
+    assert not df.duplicated(["item_id", "method", "object"]).any()
+
+
+def test_pgr_on_grid_items(tiny_clip):
+    img = np.zeros((64, 64, 3), dtype=np.uint8)
+    cells = [(0.0, 0.0, 32.0, 32.0), (32.0, 0.0, 64.0, 32.0), (0.0, 32.0, 32.0, 64.0), (32.0, 32.0, 64.0, 64.0)]
+    objs = [GroundTruth("cat", [cells[0]], "cat", 0, 3, cell=0), GroundTruth("dog", [cells[1]], "dog", 4, 7, cell=1)]
+    item = Item("g0", img, "cat dog", objs, regions=cells)
+    cfg = WorkConfig(["random"], {"random": {}}, MetricOptions(metrics="pointing"), dataset_kind="imagenet-grid")
+    rows = process_item(tiny_clip, item, ["random"], cfg, None)
+    assert [r["level"] for r in rows] == ["pair", "object", "object"]
+    assert 0.0 <= rows[0]["pgr"] <= 1.0 and all(0.0 <= r["pgr"] <= 1.0 for r in rows[1:])
+    assert "explanation" not in rows[0]  # no sink: nothing saved
+
+
+def test_options_are_validated(tmp_path: Path, tiny_clip):
+    assert parse_metrics("aid,pg") == ["pointing", "insertion_deletion"]
+    with pytest.raises(InputError, match="unknown metric"):
+        parse_metrics("accuracy")
+    with pytest.raises(InputError, match="unknown method"):
+        evaluate(tiny_clip, "shapes:", ["nope"], tmp_path / "r")
+    with pytest.raises(InputError, match="ray engine loads the model"):
+        evaluate(tiny_clip, "shapes:", ["ij"], tmp_path / "r", engine="ray")
+    with pytest.raises(InputError, match="model factory"):
+        load_model("py:dualex.testing:no_such_function")
+    assert load_model("py:dualex.testing:tiny_hf_clip").name == "tiny-hf-clip"
