@@ -134,6 +134,8 @@ def test_default_figure_has_image_map_and_caption_panels():
     # two panels (image + caption each); the heatmap has a colour bar, the plain image none
     assert len(fig.axes) == 4
     assert len(fig.axes[0].child_axes) == 1 and not fig.axes[2].child_axes
+    cbar_labels = [t.get_text() for t in fig.axes[0].child_axes[0].get_yticklabels()]
+    assert "0" in cbar_labels and not fig.axes[0].child_axes[0].yaxis.get_offset_text().get_text()
     assert "method ij" in fig._suptitle.get_text()
 
 
@@ -275,6 +277,8 @@ def test_matrix_top_k_keeps_the_strongest_and_drops_specials():
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["3:circle", "7:blue"]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["(1,1)", "(2,1)"]
+    assert "top 2×2" in ax.get_title()
+    assert "top" not in plot_matrix(ex, "cross").axes[0].get_title()
     fig = plot_matrix(ex, "text_pairs")
     assert len(fig.axes[0].get_yticklabels()) == 8  # BOS/EOS left out
     with pytest.raises(InputError, match="image_pairs"):

@@ -27,6 +27,7 @@ from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import FuncFormatter
 
 from dualex.errors import InputError
 
@@ -45,6 +46,11 @@ def symmetric_limit(values: Any) -> float:
     a = np.abs(np.asarray(values, dtype=np.float64))
     m = float(a.max()) if a.size else 0.0
     return m if m > 0 and math.isfinite(m) else 1e-12
+
+
+def _tick(v: float, _pos: Any = None) -> str:
+    """Colour-bar tick label: two significant digits, no offset text above the bar."""
+    return "0" if v == 0 else f"{v:.2g}".replace("-", "−")
 
 
 def upsample(grid_map: Any, size: tuple[int, int]) -> np.ndarray:
@@ -285,8 +291,7 @@ def draw_image_map(
         cax = ax.inset_axes((1.02, 0.0, 0.04, 1.0))
         cb = ax.figure.colorbar(ScalarMappable(Normalize(-vmax, vmax), cmap), cax=cax)
         cb.ax.tick_params(labelsize=7)
-        cb.formatter.set_powerlimits((-2, 3))
-        cb.update_ticks()
+        cb.ax.yaxis.set_major_formatter(FuncFormatter(_tick))
 
 
 def draw_plain_image(ax: Axes, ex: Explanation) -> None:
@@ -642,12 +647,13 @@ def plot_matrix(
                   "image_pairs": ("image patch (row,col)", "image patch (row,col)")}[which]
     ax.set_ylabel(axis_names[0], fontsize=8)
     ax.set_xlabel(axis_names[1], fontsize=8)
-    shown = "" if (nr == len(row_lab) or which == "image_pairs") and nc == len(col_lab) else f"  (top {nr}×{nc})"
+    shown = f"  (top {nr}×{nc})" if top_k is not None else ""
     ax.set_title(f"{which}  ·  method {ex.method}  ·  ±{lim:.3g} {ex.units}{shown}", fontsize=9)
     if colorbar:
         cax = fig.add_axes(((label_w + mat_w + 0.15) / fig_w, label_h / fig_h, 0.15 / fig_w, mat_h / fig_h))
         cb = fig.colorbar(im, cax=cax)
         cb.ax.tick_params(labelsize=7)
+        cb.ax.yaxis.set_major_formatter(FuncFormatter(_tick))
     return fig
 
 
