@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from viewer_data import BLUE, CIRCLE, RED, SQUARE
+from viewer_data import BLUE, CIRCLE, RED, SQUARE, make_text_text
 
 from dualex.explanation import Explanation
 from dualex.viewer.export import export_html
@@ -181,4 +181,22 @@ def test_html_export_works_offline(browser, run_dir, tmp_path):
     assert page.evaluate(PATCH_PIXELS) != before
     assert [u for u in requests if not u.startswith("file://")] == []
     assert not errors, errors
+    page.close()
+
+
+def test_text_text_explanation_colours_both_sentences(browser, tmp_path):
+    make_text_text().save(tmp_path / "pair.safetensors")
+    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    page.goto(export_html(tmp_path, tmp_path / "tt.html").as_uri())
+    page.wait_for_selector("body[data-ready]", timeout=10_000)
+    assert page.is_hidden("#stage") and page.is_visible("#second")
+    second = "els => els.map(e => [e.textContent, getComputedStyle(e).backgroundColor])"
+    page.click(f"#caption .tok[data-i='{RED}']")
+    colours = dict(page.eval_on_selector_all("#second .tok", second))
+    r, _, b = _rgb(colours["cat"])
+    assert r > b + 40  # "red" × "cat" is positive
+    page.click("#second .tok[data-i='5']")  # "mat"
+    words = {t: _rgb(c) for t, c, _, _ in page.evaluate(WORD_COLOURS)}
+    r, _, b = words["blue"]
+    assert b > r + 40  # "blue" × "mat" is negative
     page.close()

@@ -85,3 +85,26 @@ def write_run(root: Path) -> Path:
         root / "explanations" / "ij" / "item1.safetensors"
     )
     return root
+
+
+SECOND = "the cat sat on the mat"
+
+
+def make_text_text() -> Explanation:
+    """A bi-encoder explanation: the "image" is the sentence ``SECOND`` (6 tokens, grid (1, 6));
+    ``red`` interacts with ``cat`` (+1), ``blue`` with ``mat`` (−1)."""
+    words = SECOND.split()
+    cross = torch.zeros(10, len(words))
+    cross[RED, 1] = 1.0
+    cross[BLUE, 5] = -1.0
+    return make_explanation(
+        cross=cross,
+        grid=(1, len(words)),
+        image=None,
+        image_size=None,
+        image_transform=None,
+        image_tokens=words,
+        image_text=SECOND,
+        image_offsets=_offsets(SECOND),
+        model="hand-made-sentence",
+    )

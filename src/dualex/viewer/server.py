@@ -19,6 +19,7 @@ third-party origin.
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import threading
 from collections import OrderedDict
@@ -73,10 +74,12 @@ class ViewerServer(ThreadingHTTPServer):
             self.root = src.resolve()
             self.catalog = Catalog(self.root)
         self.quiet = quiet
-        self.loopback_only = host in LOOPBACK
+        self.loopback_only = host.strip("[]") in LOOPBACK
         self._payloads: OrderedDict[tuple[str, int, int], dict[str, Any]] = OrderedDict()
         self._payload_lock = threading.Lock()
-        super().__init__((host, port), ViewerHandler)
+        if ":" in host.strip("[]"):
+            self.address_family = socket.AF_INET6
+        super().__init__((host.strip("[]"), port), ViewerHandler)
 
     @property
     def url(self) -> str:
@@ -218,7 +221,7 @@ def serve(source: str | Path, host: str = "127.0.0.1", port: int = 8765, *, open
     server = make_server(source, host, port)
     n = len(server.catalog.groups())
     print(f"dualex viewer: {n} pair(s) under {server.root}", file=sys.stderr)
-    if host not in LOOPBACK:
+    if host.strip("[]") not in LOOPBACK:
         print(f"dualex viewer: warning: listening on {host}, reachable from other machines", file=sys.stderr)
     print(f"dualex viewer: open {server.url}  (Ctrl-C stops)", file=sys.stderr)
     if open_browser:

@@ -461,6 +461,7 @@
     const tt = textText(ex);
     $("stage").hidden = tt;
     $("second").hidden = !tt;
+    $("alpha").parentElement.hidden = tt; // no overlay over a sentence
     $("clear-box").textContent = tt ? "whole sentence" : "whole image";
     $("hint").textContent = !ex.cross
       ? `Method ${ex.method} gives no token × patch interactions; shown are its single-part effects.`
