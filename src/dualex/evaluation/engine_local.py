@@ -40,15 +40,17 @@ def run_local(
     last = time.monotonic()
     total = sum(len(m) for _, m in work)
     with bar(total, "evaluate", progress, unit="unit") as pbar:
-        for index, methods in work:
-            rows = process_item(model, items[index], methods, cfg, sink)
-            buffer.extend(rows)
-            units += len(methods)
-            errors += sum(1 for r in rows if r.get("level") == PAIR and r.get("error"))
-            pbar.update(len(methods))
-            pbar.set_postfix(errors=errors, refresh=False)
-            if units >= shard_size or time.monotonic() - last >= flush_seconds:
-                store.write_shard(buffer, worker="local")
-                buffer, units, last = [], 0, time.monotonic()
-        store.write_shard(buffer, worker="local")
+        try:
+            for index, methods in work:
+                rows = process_item(model, items[index], methods, cfg, sink)
+                buffer.extend(rows)
+                units += len(methods)
+                errors += sum(1 for r in rows if r.get("level") == PAIR and r.get("error"))
+                pbar.update(len(methods))
+                pbar.set_postfix(errors=errors, refresh=False)
+                if units >= shard_size or time.monotonic() - last >= flush_seconds:
+                    store.write_shard(buffer, worker="local")
+                    buffer, units, last = [], 0, time.monotonic()
+        finally:  # also on Ctrl-C: the buffer holds only complete units, keep them
+            store.write_shard(buffer, worker="local")
     return errors

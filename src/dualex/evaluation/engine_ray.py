@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dualex.datasets.base import Dataset, open_dataset
-from dualex.errors import InputError
+from dualex.errors import DualexError, InputError
 from dualex.evaluation.run import WorkConfig, load_model, process_item
 from dualex.evaluation.store import PAIR, RunStore, atomic_write_bytes
 from dualex.explanation import Explanation
@@ -148,14 +148,23 @@ def run_ray(
     errors = 0
     total = sum(len(m) for _, m in work)
     with bar(total, f"evaluate (ray, {n_actors} actor{'s' * (n_actors > 1)})", progress, unit="unit") as pbar:
-        for batch in results.iter_batches(batch_size=shard_size, batch_format="pandas", prefetch_batches=1):
-            rows: list[dict[str, Any]] = []
-            for rows_json, rel, data in zip(batch["rows"], batch["path"], batch["data"], strict=True):
-                unit = json.loads(rows_json)
-                if rel and data is not None and len(data):
-                    atomic_write_bytes(store.root / rel, bytes(data))
-                rows.extend(unit)
-                errors += sum(1 for r in unit if r.get("level") == PAIR and r.get("error"))
-            store.write_shard(rows, worker="ray")
-            pbar.update(len(batch["rows"]))
+        try:
+            for batch in results.iter_batches(batch_size=shard_size, batch_format="pandas", prefetch_batches=1):
+                rows: list[dict[str, Any]] = []
+                for rows_json, rel, data in zip(batch["rows"], batch["path"], batch["data"], strict=True):
+                    unit = json.loads(rows_json)
+                    if rel and data is not None and len(data):
+                        atomic_write_bytes(store.root / rel, bytes(data))
+                    rows.extend(unit)
+                    errors += sum(1 for r in unit if r.get("level") == PAIR and r.get("error"))
+                store.write_shard(rows, worker="ray")
+                pbar.update(len(batch["rows"]))
+        except Exception as exc:  # Ray wraps worker failures (model not loadable, CUDA errors) in its own types
+            if isinstance(exc, DualexError):
+                raise
+            first = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+            raise DualexError(
+                f"the ray engine stopped ({type(exc).__name__}: {first[-1] if first else ''}); results written so far "
+                "are kept, re-run the same command to resume"
+            ) from None
     return errors
