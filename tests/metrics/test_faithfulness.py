@@ -123,3 +123,18 @@ def test_completeness_known_error():
     assert c.error == pytest.approx(-0.25) and c.relative_error == pytest.approx(0.2)
     ex.target = None
     assert math.isnan(completeness_error(ex).error)
+
+
+def test_game_cache_spares_repeated_queries():
+    model = random_game(5)
+    pair = model.prepare(None, caption(3))
+    game = JointGame(model, pair, internal_batch_size=16)
+    ex = model.explanation(pair)
+    a = p_faithfulness(model, pair, ex, n_coalitions=40, seed=2, game=game)
+    calls = game.calls
+    assert calls == 3  # 41 distinct coalitions in passes of 16
+    b = p_faithfulness(model, pair, model.explanation(pair, main=-model.main), n_coalitions=40, seed=2, game=game)
+    assert game.calls == calls and torch.equal(a.y, b.y)  # same coalitions: all values from the cache
+    fresh = JointGame(model, pair, cache=False)
+    keep = sample_coalitions(7, 10, seed=0)
+    assert torch.equal(fresh(keep), game(keep)) and fresh.calls == 1

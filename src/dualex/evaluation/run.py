@@ -196,14 +196,30 @@ def process_item(
         pair = model.prepare(image, item.caption)
     except Exception as exc:
         return _pair_error_rows(item, methods, kind, *_error("prepare", exc))
+    game = None
+    mo = cfg.metrics
+    if {"insertion_deletion", "faithfulness"} & set(mo.metrics):
+        from dualex.metrics import JointGame
+
+        try:  # one cached game per item: methods share the seeded faithfulness coalitions
+            game = JointGame(model, pair, internal_batch_size=cfg.internal_batch_size, text_masking=mo.text_masking,
+                             image_masking=mo.image_masking)  # fmt: skip
+        except Exception:
+            game = None  # each metric then reports its own error
     rows: list[dict[str, Any]] = []
     for method in methods:
-        rows.extend(_process_method(model, item, pair, method, cfg, sink))
+        rows.extend(_process_method(model, item, pair, method, cfg, sink, game))
     return rows
 
 
 def _process_method(
-    model: DualEncoder, item: Item, pair: Pair, method: str, cfg: WorkConfig, sink: ExplanationSink | None
+    model: DualEncoder,
+    item: Item,
+    pair: Pair,
+    method: str,
+    cfg: WorkConfig,
+    sink: ExplanationSink | None,
+    game: Any = None,
 ) -> list[dict[str, Any]]:
     from dualex.methods import explain_pair
 
@@ -243,7 +259,7 @@ def _process_method(
         try:
             c = insertion_deletion(model, pair, ex, order=mo.perturbation_order,
                                    internal_batch_size=cfg.internal_batch_size, text_masking=mo.text_masking,
-                                   image_masking=mo.image_masking)  # fmt: skip
+                                   image_masking=mo.image_masking, game=game)  # fmt: skip
             pair_row.update(c.as_dict())
             pair_row["insertion_curve"] = [float(v) for v in c.insertion.tolist()]
             pair_row["deletion_curve"] = [float(v) for v in c.deletion.tolist()]
@@ -256,7 +272,7 @@ def _process_method(
         try:
             f = p_faithfulness(model, pair, ex, p=mo.faith_p, n_coalitions=mo.faith_coalitions,
                                seed=item_seed(item.id), internal_batch_size=cfg.internal_batch_size,
-                               text_masking=mo.text_masking, image_masking=mo.image_masking)  # fmt: skip
+                               text_masking=mo.text_masking, image_masking=mo.image_masking, game=game)  # fmt: skip
             pair_row.update(f.as_dict())
         except Exception as exc:
             _release_memory(exc)

@@ -109,6 +109,7 @@ def p_faithfulness(
     internal_batch_size: int = 64,
     text_masking: str = "default",
     image_masking: str = "default",
+    game: JointGame | None = None,
 ) -> FaithfulnessResult:
     """Spearman ρ and R² of an explanation's predictions on held-out coalitions drawn from ``μ_p``.
 
@@ -123,11 +124,13 @@ def p_faithfulness(
         row: Row of ``pair``.
         internal_batch_size: Masked pairs per forward pass.
         text_masking, image_masking: How players are removed (`DualEncoder.mask`'s ``how``).
+        game: A `JointGame` of this pair to reuse (its cache spares repeated queries across explanations);
+            when given, ``row``, ``internal_batch_size`` and the masking arguments are taken from it.
 
     Returns:
         `FaithfulnessResult`. Costs ``n_coalitions + 1`` masked forward passes.
     """
-    game = JointGame(
+    game = game if game is not None else JointGame(
         model,
         pair,
         row=row,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -132,6 +133,8 @@ class JointGame:
         internal_batch_size: Coalitions per forward pass.
         text_masking: ``how`` for `DualEncoder.mask` on the text side (``"default"`` = attention).
         image_masking: ``how`` on the image side (``"default"`` = mean colour).
+        cache: Remember every value computed, so that metrics of several explanations of the same pair
+            (same coalitions, e.g. the seeded faithfulness sample) query the model once.
     """
 
     def __init__(
@@ -143,6 +146,7 @@ class JointGame:
         internal_batch_size: int = 64,
         text_masking: str = "default",
         image_masking: str = "default",
+        cache: bool = True,
     ) -> None:
         if internal_batch_size < 1:
             raise InputError(f"internal_batch_size must be >= 1, got {internal_batch_size}")
@@ -154,6 +158,7 @@ class JointGame:
         self.text_masking = text_masking
         self.image_masking = image_masking
         self.calls = 0
+        self._cache: dict[bytes, float] | None = {} if cache else None
 
     @property
     def n(self) -> int:
@@ -178,13 +183,24 @@ class JointGame:
             raise InputError(f"coalitions must have shape (K, {self.n}), got {tuple(keep.shape)}")
         uniq, inverse = torch.unique(keep, dim=0, return_inverse=True)
         out = torch.empty(uniq.shape[0], dtype=torch.float64)
-        for a in range(0, uniq.shape[0], self.batch):
-            chunk = uniq[a : a + self.batch]
+        keys = [r.tobytes() for r in np.packbits(uniq.numpy(), axis=1)] if self._cache is not None else []
+        todo = torch.arange(uniq.shape[0])
+        if self._cache is not None:
+            known = [i for i, k in enumerate(keys) if k in self._cache]
+            for i in known:
+                out[i] = self._cache[keys[i]]
+            todo = torch.tensor(sorted(set(range(uniq.shape[0])) - set(known)), dtype=torch.long)
+        for a in range(0, todo.numel(), self.batch):
+            idx = todo[a : a + self.batch]
+            chunk = uniq[idx]
             t = self.model.mask("text", self.pair.text, chunk[:, : self.n_text], how=self.text_masking)
             i = self.model.mask("image", self.pair.image, chunk[:, self.n_text :], how=self.image_masking)
             s = self.model.similarity(self.model.encode("image", i), self.model.encode("text", t)).score
-            out[a : a + chunk.shape[0]] = s.detach().double().cpu()
+            out[idx] = s.detach().double().cpu()
             self.calls += 1
+            if self._cache is not None:
+                for j, v in zip(idx.tolist(), out[idx].tolist(), strict=True):
+                    self._cache[keys[j]] = v
         return out[inverse]
 
     def full(self) -> float:

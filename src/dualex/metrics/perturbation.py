@@ -176,6 +176,7 @@ def insertion_deletion(
     internal_batch_size: int = 64,
     text_masking: str = "default",
     image_masking: str = "default",
+    game: JointGame | None = None,
 ) -> PerturbationCurves:
     """Insertion/deletion curves and AID of an explanation of row ``row`` of ``pair``.
 
@@ -189,11 +190,13 @@ def insertion_deletion(
         row: Row of ``pair``.
         internal_batch_size: Masked pairs per forward pass.
         text_masking, image_masking: How players are removed (`DualEncoder.mask`'s ``how``).
+        game: A `JointGame` of this pair to reuse (its cache spares repeated queries across explanations);
+            when given, ``row``, ``internal_batch_size`` and the masking arguments are taken from it.
 
     Returns:
         `PerturbationCurves`. Costs ``2(n+1)`` masked forward passes (fewer when sets repeat).
     """
-    game = JointGame(
+    game = game if game is not None else JointGame(
         model,
         pair,
         row=row,
