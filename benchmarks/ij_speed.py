@@ -50,8 +50,10 @@ def worker(impl: str, arch: str, device: str, n_steps: int, repeat: int, out: Pa
     else:
         from exclip import OpenClipExplainer
 
+        for prm in model.module.parameters():  # exclip differentiates through the module's own graph
+            prm.requires_grad_(True)
         explainer = OpenClipExplainer(model.module, device=dev, image_dim=pair.image.pixels.shape[-1])
-        ids = pair.text.ids[:, :77]
+        ids = torch.nn.functional.pad(pair.text.ids, (0, 77 - pair.text.ids.shape[1]))  # full context
         result = {}
 
         def run() -> None:

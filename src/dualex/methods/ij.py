@@ -14,7 +14,8 @@ i.e. U and V are integrated-gradients attributions of each embedding dimension t
 and materialises a (S·W)×(P·W) feature-pair matrix; here U and V are computed directly:
 
 * forward mode: one JVP per (position, α) with the tangent (x − r) restricted to that position —
-  positions × steps rows, batched into passes of ``internal_batch_size`` rows;
+  ``torch.func.vmap`` over the positions of a chunk shares the primal pass, chunks hold
+  ``internal_batch_size`` (position, α) rows;
 * reverse mode: one VJP per (embedding dimension) over the N interpolation rows, batched over
   dimensions with ``torch.func.vmap``.
 ``mode="auto"`` takes whichever needs fewer rows (positions vs embedding dimensions). Memory is
@@ -46,6 +47,22 @@ def _float_copy(model: DualEncoder) -> DualEncoder:
     twin = copy.copy(model)
     twin._module = copy.deepcopy(model.module).float()  # type: ignore[attr-defined]
     return twin
+
+
+def _batched_jvp(f: Any, H: Tensor, tangents: Tensor) -> Tensor:
+    """JVPs of ``f`` at the primal rows ``H`` ``(N, T, W)`` for a batch of tangents ``(c, N, T, W)``.
+
+    ``vmap`` over the tangents shares the primal computation between them (about twice as fast as
+    repeating the primal rows); an op without a batching rule falls back to the repeated rows.
+    Returns ``(c, N, D)``.
+    """
+    c, N, T, W = tangents.shape
+    try:
+        return torch.func.vmap(lambda t: torch.func.jvp(f, (H,), (t,))[1])(tangents)
+    except RuntimeError:
+        primal = H.unsqueeze(0).expand(c, N, T, W).reshape(c * N, T, W)
+        _, jv = torch.func.jvp(f, (primal,), (tangents.reshape(c * N, T, W),))
+        return jv.reshape(c, N, -1)
 
 
 def _default_chunk(device: torch.device) -> int:
@@ -110,11 +127,10 @@ def integrated_jacobian(
             for start in range(0, active.numel(), per):
                 pos = active[start : start + per]
                 c = pos.numel()
-                primal = H.unsqueeze(0).expand(c, N, T, W).reshape(c * N, T, W)
                 tangent = torch.zeros(c, N, T, W, dtype=x.dtype, device=dev)
                 tangent[torch.arange(c, device=dev), :, pos, :] = delta[pos][:, None, :]
-                _, jv = torch.func.jvp(f, (primal,), (tangent.reshape(c * N, T, W),))
-                U[:, pos] = torch.einsum("cnd,n->dc", jv.reshape(c, N, D).float(), w.float())
+                jv = _batched_jvp(f, H, tangent)  # (c, N, D)
+                U[:, pos] = torch.einsum("cnd,n->dc", jv.float(), w.float())
                 if progress is not None:
                     progress.update(c * N)
         elif mode == "reverse":
