@@ -118,3 +118,23 @@ def test_options_are_validated(tmp_path: Path, tiny_clip):
     with pytest.raises(InputError, match="model factory"):
         load_model("py:dualex.testing:no_such_function")
     assert load_model("py:dualex.testing:tiny_hf_clip").name == "tiny-hf-clip"
+
+
+def test_imagenet_grid_run_reports_pgr_by_number_of_objects(tmp_path: Path, tiny_clip):
+    from PIL import Image
+
+    root = tmp_path / "val"
+    for k, name in enumerate(["goldfish", "tiger_cat", "banana", "church"]):
+        (root / name).mkdir(parents=True)
+        Image.new("RGB", (24, 20), (60 * k, 0, 0)).save(root / name / "a.png")
+    opts = {"compositions": [["goldfish", "tiger cat", "banana", "church"]], "k": [1, 2], "cell": 32}
+    res = evaluate(
+        tiny_clip, f"imagenet-grid:{root}", ["random"], tmp_path / "run", metrics=MetricOptions(metrics="pointing"),
+        dataset_options=opts,
+    )
+    assert res.units_run == 2 and res.errors == 0
+    df = read_run(tmp_path / "run")
+    assert df.loc[df.level == "pair", "pgr"].between(0, 1).all()
+    assert sorted(df.loc[df.level == "object", "class_name"]) == ["goldfish", "goldfish", "tiger cat"]
+    assert "## Pointing game recognition by number of named objects" in res.summary
+    assert "1 named" in res.summary and "2 named" in res.summary
