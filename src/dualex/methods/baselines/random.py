@@ -1,0 +1,101 @@
+"""Random attributions (``method="random"``): a seeded sanity floor for every metric.
+
+Not a method of any paper: metrics papers (e.g. Adebayo et al., "Sanity Checks for Saliency Maps",
+NeurIPS 2018, arXiv:1810.03292) compare explanations against random ones, and FIxLIP's pointing-game
+analysis gives the random scores to expect (symmetric random-sign noise ≈ 0.5 PGR). A method that does
+not beat this baseline carries no information about the model.
+
+Values are i.i.d. draws that do not look at the model beyond the shapes of its inputs. Only player
+entries are drawn: rows of special caption positions (BOS, EOS, padding) are zero. Row ``b`` of a
+batch uses the generator seeded with ``seed + b``, so results depend only on the seed, the row and the
+shapes, on every device.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from dualex.errors import InputError
+from dualex.explanation import Explanation
+from dualex.methods import register_method
+from dualex.methods.baselines._common import own_scores
+from dualex.methods.common import build_explanation
+from dualex.models.base import DualEncoder, Pair
+
+Distribution = Literal["normal", "uniform"]
+
+
+def draw(shape: tuple[int, ...], generator: torch.Generator, distribution: str, scale: float) -> Tensor:
+    """i.i.d. values of ``shape``: N(0, scale²) or U(−scale, scale), float32 on CPU."""
+    if distribution == "normal":
+        return torch.randn(shape, generator=generator) * scale
+    if distribution == "uniform":
+        return (torch.rand(shape, generator=generator) * 2.0 - 1.0) * scale
+    raise InputError(f"distribution must be 'normal' or 'uniform', got {distribution!r}")
+
+
+@register_method(
+    "random",
+    order=2,
+    summary="seeded random token × patch and main terms: the sanity floor for metrics",
+    cost="no model passes beyond the score",
+)
+def explain_random(
+    model: DualEncoder,
+    pair: Pair,
+    *,
+    seed: int = 0,
+    order: int = 2,
+    distribution: Distribution = "normal",
+    scale: float = 1.0,
+) -> list[Explanation]:
+    """Random attributions with the shapes of each pair's explanation.
+
+    Args:
+        model: The dual encoder (only its score is computed).
+        pair: Prepared batch of B pairs.
+        seed: Base seed; row b uses ``seed + b``.
+        order: 1: ``text_main`` and ``image_main`` only; 2: also ``cross`` (token × patch).
+        distribution: ``"normal"`` (N(0, scale²)) or ``"uniform"`` (U(−scale, scale)).
+        scale: Spread of the values.
+
+    Returns:
+        One `Explanation` per pair; special caption positions are zero; no target.
+    """
+    if order not in (1, 2):
+        raise InputError(f"order must be 1 or 2, got {order!r}")
+    if distribution not in ("normal", "uniform"):
+        raise InputError(f"distribution must be 'normal' or 'uniform', got {distribution!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InputError(f"seed must be an integer, got {seed!r}")
+    if not float(scale) > 0:
+        raise InputError(f"scale must be positive, got {scale!r}")
+    scores, cosines = own_scores(model, pair)
+    out: list[Explanation] = []
+    for b in range(pair.batch_size):
+        g = torch.Generator().manual_seed(seed + b)
+        special = pair.text.special[b].bool().cpu()
+        S = int(special.numel())
+        P = int(pair.image.players(b).numel())
+        keep = (~special).float()
+        terms: dict[str, Any] = {
+            "text_main": draw((S,), g, distribution, scale) * keep,
+            "image_main": draw((P,), g, distribution, scale),
+            "cross": draw((S, P), g, distribution, scale) * keep[:, None] if order == 2 else None,
+        }
+        out.append(
+            build_explanation(
+                model,
+                pair,
+                b,
+                method="random",
+                params={"seed": seed, "order": order, "distribution": distribution, "scale": scale},
+                score=float(scores[b]),
+                cosine=float(cosines[b]),
+                **terms,
+            )
+        )
+    return out
