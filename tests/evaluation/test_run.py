@@ -115,6 +115,10 @@ def test_options_are_validated(tmp_path: Path, tiny_clip):
         evaluate(tiny_clip, "shapes:", ["nope"], tmp_path / "r")
     with pytest.raises(InputError, match="ray engine loads the model"):
         evaluate(tiny_clip, "shapes:", ["ij"], tmp_path / "r", engine="ray")
+    with pytest.raises(InputError, match="needs one given as KIND:PATH"):
+        evaluate("py:dualex.testing:tiny_hf_clip", Handmade(tmp_path), ["ij"], tmp_path / "r", engine="ray")
+    with pytest.raises(InputError, match="dataset_options apply"):
+        evaluate(tiny_clip, Handmade(tmp_path), ["ij"], tmp_path / "r", dataset_options={"n": 2})
     with pytest.raises(InputError, match="model factory"):
         load_model("py:dualex.testing:no_such_function")
     assert load_model("py:dualex.testing:tiny_hf_clip").name == "tiny-hf-clip"

@@ -113,6 +113,13 @@ def run_ray(
     Uses the running Ray session if there is one, else ``ray.init(address)`` (``None``: ``RAY_ADDRESS`` or
     a new local instance).
     """
+    from dualex.datasets.base import dataset_kinds
+
+    if dataset.kind not in dataset_kinds():
+        raise InputError(
+            f"the ray engine re-opens the dataset in every worker, so it needs one given as KIND:PATH "
+            f"({', '.join(dataset_kinds())}), not a {type(dataset).__name__} object"
+        )
     try:
         import ray
     except ImportError:

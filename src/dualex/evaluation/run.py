@@ -441,9 +441,24 @@ def evaluate(
     else:
         model_spec = str(model)
     opts = dict(dataset_options or {})
-    if limit is not None:
-        opts["limit"] = limit
-    ds = open_dataset(dataset, **opts)
+    if isinstance(dataset, Dataset):
+        if opts:
+            raise InputError("dataset_options apply to a 'KIND:PATH' dataset; pass them to the reader you built")
+        ds = dataset
+        if limit is not None and limit != ds.limit:
+            ds.limit, ds._items = limit, None
+    else:
+        if limit is not None:
+            opts["limit"] = limit
+        ds = open_dataset(dataset, **opts)
+    if engine == "ray":
+        from dualex.datasets.base import dataset_kinds
+
+        if ds.kind not in dataset_kinds():
+            raise InputError(
+                "the ray engine re-opens the dataset in every worker, so it needs one given as KIND:PATH "
+                f"({', '.join(dataset_kinds())}), not a {type(ds).__name__} object"
+            )
     store = RunStore(out)
     store.open(
         {
