@@ -1,0 +1,273 @@
+"""Subcommands ``dualex classwise | mismatch | failures | finetune`` (the papers' analyses)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from dualex.errors import InputError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser(
+        "classwise",
+        help="pointing-game scores per object class of a run, with confidence intervals and a bar plot",
+        description="Per-class grounding of an evaluation run: mean, count and confidence interval of an "
+        "object-level metric per method and class, best class first (Wilson intervals for hit rates, "
+        "percentile bootstrap for energies).",
+    )
+    c.add_argument("run_dir", type=Path, help="run directory written by `dualex evaluate`")
+    c.add_argument("--metric", default="pg_energy_t2i",
+                   help="pg_energy_t2i (default), pg_hit_t2i, pg_energy_i2t, pg_hit_i2t, pgr or span_box")
+    c.add_argument("--method", default=None, help="only this method (default: all methods of the run)")
+    c.add_argument("--out", type=Path, default=None, help="bar plot (.png, .svg or .pdf)")
+    c.add_argument("--csv", type=Path, default=None, help="also write the table as CSV")
+    c.add_argument("--min-count", type=int, default=1, help="leave out classes with fewer objects (default: 1)")
+    c.add_argument("--confidence", type=float, default=0.95, help="interval coverage (default: 0.95)")
+    c.add_argument("--json", action="store_true", help="print the table as JSON records")
+    c.set_defaults(func=run_classwise)
+
+    m = sub.add_parser(
+        "mismatch",
+        help="share of positive matching and negative cross span-box interactions (and hard negatives)",
+        description="For captions naming two objects: the share of object pairs whose matching interaction "
+        "Σ cross[span_a, box_a] is positive and whose cross interaction Σ cross[span_a, box_b] is negative. "
+        "With --hard-negatives: explain images with a caption where one object was swapped and report the "
+        "share where the swapped words interact negatively with the object's box.",
+    )
+    m.add_argument("run_dir", type=Path, nargs="?", help="run directory (not needed with --hard-negatives)")
+    m.add_argument("--method", default=None, help="only this method (run) / the method to explain with (ij)")
+    m.add_argument("--all-pairs", action="store_true",
+                   help="use every object pair of captions naming two or more objects (default: exactly two)")
+    m.add_argument("--disjoint", action="store_true", help="ignore patches that both boxes cover")
+    m.add_argument("--hard-negatives", action="store_true", help="swap an object in the caption and explain")
+    m.add_argument("--model", default=None, help="model for --hard-negatives (e.g. shapes, hf:DIR)")
+    m.add_argument("--dataset", default=None, help="KIND:PATH for --hard-negatives (shapes:N, coco:DIR, ...)")
+    m.add_argument("--limit", type=int, default=50, help="items for --hard-negatives (default: 50)")
+    m.add_argument("--categories", default=None,
+                   help="comma-separated class names to swap in (default: the classes found in the items)")
+    m.add_argument("--swap", default="any", choices=("any", "colour", "shape"),
+                   help="shapes data: swap colours, shapes or either (default: any)")
+    m.add_argument("--compare-original", action="store_true", help="also explain the true captions")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--device", default=None)
+    m.add_argument("--option", "-O", action="append", default=[], type=_parse_option,
+                   help="method option KEY=VALUE (JSON values) for --hard-negatives")
+    m.add_argument("--out", type=Path, default=None, help="write the per-pair table (.csv) and the shares (.json)")
+    m.add_argument("--json", action="store_true", help="print the shares as JSON")
+    m.set_defaults(func=run_mismatch)
+
+    f = sub.add_parser(
+        "failures",
+        help="cluster the objects whose grounding fails and describe each cluster",
+        description="Features of every failed object (box size and coverage, object count, class and "
+        "co-occurrence rarity, attribution spread and location), standardised against all objects, "
+        "clustered with k-means (k by silhouette) and labelled by their dominant features.",
+    )
+    f.add_argument("run_dir", type=Path, help="run directory written by `dualex evaluate`")
+    f.add_argument("--method", default=None, help="method to analyse (default: every method with span maps)")
+    f.add_argument("--metric", default="pg_hit_t2i", help="failure metric (default: pg_hit_t2i)")
+    f.add_argument("--threshold", type=float, default=0.5, help="a row fails when metric < threshold (0.5)")
+    f.add_argument("--k", default="auto", help="number of clusters or 'auto' (best silhouette, default)")
+    f.add_argument("--k-max", type=int, default=8, help="largest k tried by auto (default: 8)")
+    f.add_argument("--examples", type=int, default=5, help="examples per cluster (default: 5)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", type=Path, default=None,
+                   help="directory for failures.json and failures.md (default: RUN_DIR/analysis)")
+    f.set_defaults(func=run_failures)
+
+    t = sub.add_parser(
+        "finetune",
+        help="contrastive in-domain fine-tuning of a CLIP on a COCO-format dataset",
+        description="Fine-tune all weights of a transformers CLIP (or SigLIP) with its own contrastive loss "
+        "(symmetric InfoNCE; AdamW, weight decay 1e-4, batch 64 as in exCLIP) and save it so that "
+        "`dualex.load('hf:OUT')` reads it.",
+    )
+    t.add_argument("--model", required=True, help="model to start from (hf:DIR, shapes)")
+    t.add_argument("--dataset", required=True, help="coco:PATH (captions JSON or a COCO directory)")
+    t.add_argument("--split", default="train", help="captions file to use in a COCO directory (default: train)")
+    t.add_argument("--out", type=Path, required=True, help="output directory for the fine-tuned model")
+    t.add_argument("--epochs", type=int, default=5, help="epochs (default: 5)")
+    t.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64, as in exCLIP)")
+    t.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default: 1e-4)")
+    t.add_argument("--lr", type=float, default=1e-5, help="peak learning rate (default: 1e-5)")
+    t.add_argument("--warmup", type=float, default=0.1, help="share of steps with linear warm-up (default: 0.1)")
+    t.add_argument("--limit", type=int, default=None, help="use at most this many captions")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
+    t.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    t.set_defaults(func=run_finetune)
+
+
+def _parse_option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"options are KEY=VALUE, got {text!r}")
+    try:
+        return key.replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.replace("-", "_"), value
+
+
+# ---------------------------------------------------------------------------------------------------- classwise
+def run_classwise(args: argparse.Namespace) -> int:
+    from dualex.analysis.classwise import classwise_grounding, format_table, plot_classwise
+
+    table = classwise_grounding(
+        args.run_dir, metric=args.metric, method=args.method, confidence=args.confidence, min_count=args.min_count
+    )
+    if args.json:
+        json.dump(json.loads(table.to_json(orient="records")), sys.stdout, indent=1)
+        print()
+    else:
+        print(format_table(table, metric=args.metric, confidence=args.confidence))
+    if args.csv:
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.csv, index=False)
+        print(f"table written to {args.csv}", file=sys.stderr)
+    if args.out:
+        plot_classwise(table, metric=args.metric, out=args.out)
+        print(f"plot written to {args.out}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- mismatch
+def run_mismatch(args: argparse.Namespace) -> int:
+    if args.hard_negatives:
+        return _run_hard_negatives(args)
+    if args.run_dir is None:
+        raise InputError("give a RUN_DIR, or --hard-negatives with --model and --dataset")
+    from dualex.analysis.mismatch import mismatch_analysis
+
+    res = mismatch_analysis(args.run_dir, method=args.method, exactly_two=not args.all_pairs, disjoint=args.disjoint)
+    if args.json:
+        json.dump(json.loads(res.shares.to_json(orient="records")), sys.stdout, indent=1)
+        print()
+    else:
+        print(res.to_text())
+    if args.out:
+        _write_table(res.pairs, res.shares.to_dict(orient="records"), args.out)
+    return 0
+
+
+def _run_hard_negatives(args: argparse.Namespace) -> int:
+    import dualex
+    from dualex.analysis.mismatch import hard_negative_analysis, shapes_swapper
+
+    if not args.model or not args.dataset:
+        raise InputError("--hard-negatives needs --model NAME and --dataset KIND:PATH")
+    kind, items = load_items(args.dataset, limit=args.limit)
+    categories = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
+    swapper = shapes_swapper(args.swap) if kind == "shapes" and not categories else None
+    model = dualex.load(args.model, device=args.device)
+    res = hard_negative_analysis(
+        model,
+        items,
+        method=args.method or "ij",
+        swapper=swapper,
+        dataset_kind=kind,
+        categories=categories,
+        compare_original=args.compare_original,
+        seed=args.seed,
+        **dict(args.option),
+    )
+    if args.json:
+        json.dump(res.summary, sys.stdout, indent=1)
+        print()
+    else:
+        print(res.to_text())
+    if args.out:
+        _write_table(res.rows, res.summary, args.out)
+    return 0
+
+
+def load_items(spec: str, *, limit: int | None = None) -> tuple[str, list[Any]]:
+    """Dataset items for ``KIND:PATH`` from the `dualex.datasets` readers; returns (kind, items)."""
+    try:
+        from dualex.datasets import open_dataset
+    except ImportError:
+        raise InputError("the dataset readers (dualex.datasets) are not available in this dualex") from None
+    ds = open_dataset(spec, limit=limit)
+    return ds.kind, list(ds)
+
+
+def _write_table(df: Any, summary: Any, out: Path) -> None:
+    out = Path(out)
+    csv = out if out.suffix == ".csv" else out.with_suffix(".csv")
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(csv, index=False)
+    csv.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    print(f"pairs written to {csv}, shares to {csv.with_suffix('.json')}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------------- failures
+def run_failures(args: argparse.Namespace) -> int:
+    from dualex.analysis.common import read_rows
+    from dualex.analysis.failure_modes import failure_modes, write_report
+
+    k: int | str = args.k if args.k == "auto" else _int(args.k, "--k")
+    df = read_rows(args.run_dir)
+    if args.method:
+        methods = [args.method]
+    else:
+        methods = list(dict.fromkeys(df.loc[(df["level"] == "object") & df["pg_energy_t2i"].notna(), "method"]))
+        methods = methods or list(dict.fromkeys(df["method"]))
+    results = []
+    for meth in methods:
+        try:
+            results.append(
+                failure_modes(
+                    df, method=meth, metric=args.metric, threshold=args.threshold, k=k, k_max=args.k_max,
+                    n_examples=args.examples, seed=args.seed, run_dir=args.run_dir,
+                )
+            )
+        except InputError as exc:
+            if args.method:
+                raise
+            print(f"skipping method {meth}: {exc}", file=sys.stderr)
+    if not results:
+        raise InputError("no method of this run could be analysed")
+    out = args.out or Path(args.run_dir) / "analysis"
+    paths = write_report(results, out)
+    for r in results:
+        print(f"method {r.method}: {r.n_failed} of {r.n_objects} objects fail ({r.criterion}), {r.k} cluster(s)")
+        for c in r.clusters:
+            ex = ", ".join(e["item_id"] for e in c.examples[:3])
+            print(f"  [{c.cluster}] {c.size:>5} ({c.share:.0%})  {c.label}  [{c.category}]  e.g. {ex}")
+    print(f"report written to {paths[0]} and {paths[1]}", file=sys.stderr)
+    return 0
+
+
+def _int(text: str, name: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"{name} must be an integer or 'auto', got {text!r}") from None
+
+
+# ---------------------------------------------------------------------------------------------------- finetune
+def run_finetune(args: argparse.Namespace) -> int:
+    import dualex
+    from dualex.analysis.finetune import coco_caption_pairs, finetune
+
+    kind, sep, path = args.dataset.partition(":")
+    if not sep or kind != "coco" or not path:
+        raise InputError(f"--dataset must be coco:PATH (a COCO-format captions dataset), got {args.dataset!r}")
+    pairs = coco_caption_pairs(path, split=args.split)
+    if args.limit:
+        pairs = pairs[: args.limit]
+    model = dualex.load(args.model, device=args.device)
+    res = finetune(
+        model, pairs, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, warmup=args.warmup, seed=args.seed, amp=args.amp,
+    )
+    print(
+        f"{res.steps} steps on {res.n_images} images ({res.n_pairs} captions): contrastive loss "
+        f"{res.loss_before:.4f} -> {res.loss_after:.4f}, in-batch top-1 {res.recall_before:.1%} -> "
+        f"{res.recall_after:.1%}"
+    )
+    print(f"model saved to {args.out}; load it with dualex.load('hf:{args.out}')")
+    return 0
