@@ -339,6 +339,7 @@ class Explanation:
                 meta[key] = [tuple(o) if o is not None else None for o in meta[key]]
         kwargs = {**meta, **{k: v for k, v in tensors.items() if k in _TENSOR_FIELDS}}
         kwargs["special"] = kwargs["special"].bool()
+        kwargs.setdefault("cross", None)  # first-order explanations store no cross tensor
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in kwargs.items() if k in known})
 
