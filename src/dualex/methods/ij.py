@@ -168,8 +168,8 @@ def explain_ij(
     image_layer: int | None = None,
     n_steps: int = 10,
     quadrature: str = "riemann_right",
-    text_reference: str = "default",
-    image_reference: str = "zeros",
+    text_reference: str | None = None,
+    image_reference: str | None = None,
     units: Literal["cosine", "score"] = "cosine",
     mode: Mode = "auto",
     internal_batch_size: int | None = None,
@@ -190,9 +190,11 @@ def explain_ij(
             ``"gausslegendre"`` (and the other rules of `alphas_and_weights`).
         text_reference: ``"default"`` (BOS, one filler, EOS, padding: exCLIP's) or ``"same_length"``
             (BOS, fillers, EOS at the caption's EOS: the path ends at the reference, so completeness
-            converges to the four-term identity).
+            converges to the four-term identity). None: ``"default"`` for image-text models,
+            ``"same_length"`` for text-text bi-encoders (xsbert's convention).
         image_reference: ``"zeros"`` (zeros after normalisation = dataset-mean grey), ``"black"``,
-            ``"noise"``.
+            ``"noise"``; for bi-encoders the second sentence's text references. None: ``"zeros"``, or
+            ``"same_length"`` for bi-encoders.
         units: ``"cosine"`` (the reference's default) or ``"score"`` (times the logit scale).
         mode: ``"forward"``, ``"reverse"`` or ``"auto"`` (fewer passes).
         internal_batch_size: Tail evaluations per pass (memory bound); default 64 on CPU, 512 on CUDA.
@@ -208,6 +210,9 @@ def explain_ij(
     """
     if units not in ("cosine", "score"):
         raise InputError(f"units must be 'cosine' or 'score', got {units!r}")
+    bi = model.image_modality == "text"
+    text_reference = text_reference or ("same_length" if bi else "default")
+    image_reference = image_reference or ("same_length" if bi else "zeros")
     work = _float_copy(model) if (fp32 and model.dtype in (torch.float16, torch.bfloat16)) else model
     layers = {
         "text": work.check_layer("text", layer if text_layer is None else text_layer),
