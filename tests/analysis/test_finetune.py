@@ -62,7 +62,7 @@ def test_config_checks(tiny_clip):
         with pytest.raises(InputError):
             FinetuneConfig(**bad).check()
     with pytest.raises(InputError, match="transformers tokenizer"):  # the tiny test CLIP has a word tokenizer
-        finetune(tiny_clip, [("a", "b"), ("c", "d")], epochs=1)
+        finetune(tiny_clip, [("a", "b"), ("c", "d")], "unused-dir", epochs=1)
 
 
 def test_finetune_tiny_clip_loss_decreases_and_reloads(toy, tmp_path):
@@ -103,3 +103,27 @@ def test_unsupported_family():
 
     with pytest.raises(UnsupportedModelError, match="finetune supports"):
         finetune(tiny_hf_siglip2(), [("a", "b"), ("c", "d")], epochs=1)
+
+
+def test_finetune_open_clip_saves_a_loadable_state_dict(toy, tmp_path):
+    pytest.importorskip("open_clip")
+    from safetensors.torch import load_file
+
+    from dualex.testing import tiny_openclip
+
+    pairs = coco_caption_pairs(toy.coco_fixture(tmp_path / "coco", n_images=4))
+    model = tiny_openclip(layers=1)
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    with pytest.raises(InputError, match="open_clip architecture"):
+        finetune(model, pairs, tmp_path / "x", epochs=1, batch_size=4)
+    res = finetune(model, pairs, tmp_path / "oc", epochs=1, batch_size=4, lr=1e-3, openclip_arch="tiny")
+    assert res.steps == 1 and res.load_name == f"openclip:tiny@{tmp_path / 'oc' / 'open_clip_model.safetensors'}"
+    saved = load_file(str(tmp_path / "oc" / "open_clip_model.safetensors"))
+    state = model.module.state_dict()
+    assert saved.keys() == state.keys() and all(torch.equal(saved[k], state[k]) for k in state)
+    assert any(not torch.equal(before[k], state[k]) for k in state)  # it trained
+    fresh = tiny_openclip(layers=1, seed=1)
+    fresh.module.load_state_dict(saved)  # open_clip's own loader reads the same file by path
+    img = fresh.prepare([pairs[0][0]], [pairs[0][1]])
+    assert torch.allclose(fresh.encode("image", img.image), model.encode("image", img.image), atol=1e-5)
+    assert json.loads((tmp_path / "oc" / "dualex_finetune.json").read_text())["load_name"] == res.load_name

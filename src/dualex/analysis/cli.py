@@ -86,7 +86,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(symmetric InfoNCE; AdamW, weight decay 1e-4, batch 64 as in exCLIP) and save it so that "
         "`dualex.load('hf:OUT')` reads it.",
     )
-    t.add_argument("--model", required=True, help="model to start from (hf:DIR, shapes)")
+    t.add_argument("--model", required=True, help="model to start from (hf:DIR, shapes, openclip:ARCH@FILE)")
     t.add_argument("--dataset", required=True, help="coco:PATH (captions JSON or a COCO directory)")
     t.add_argument("--split", default="train", help="captions file to use in a COCO directory (default: train)")
     t.add_argument("--out", type=Path, required=True, help="output directory for the fine-tuned model")
@@ -269,5 +269,5 @@ def run_finetune(args: argparse.Namespace) -> int:
         f"{res.loss_before:.4f} -> {res.loss_after:.4f}, in-batch top-1 {res.recall_before:.1%} -> "
         f"{res.recall_after:.1%}"
     )
-    print(f"model saved to {args.out}; load it with dualex.load('hf:{args.out}')")
+    print(f"model saved to {args.out}; load it with dualex.load({res.load_name!r})")
     return 0

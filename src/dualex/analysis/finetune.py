@@ -18,9 +18,12 @@ Other choices, stated so results can be reproduced:
   bfloat16 autocast on CUDA (``amp=True``).
 * Seeded: the shuffles, caption draws and the torch generator come from ``seed``.
 
-The result is written with ``save_pretrained`` together with the tokenizer and a
-``preprocessor_config.json``, so ``dualex.load("hf:OUT_DIR")`` reads it. Supported: transformers CLIP
-and SigLIP (``hf:`` models).
+Saving. A transformers CLIP or SigLIP (``hf:`` models) is written with ``save_pretrained`` together
+with its tokenizer and a ``preprocessor_config.json``, so ``dualex.load("hf:OUT_DIR")`` reads it. An
+open_clip model (``openclip:ARCH...``) is written as ``OUT_DIR/open_clip_model.safetensors`` (its state
+dict), read back with ``dualex.load("openclip:ARCH@OUT_DIR/open_clip_model.safetensors")``; open_clip
+models with a logit bias (SigLIP) use the sigmoid loss. ``OUT_DIR/dualex_finetune.json`` records the
+settings, the losses and the name to load.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ from dualex.errors import InputError, UnsupportedModelError
 from dualex.models.base import DualEncoder
 from dualex.progress import bar
 
-SUPPORTED_FAMILIES = ("hf-clip", "hf-siglip")
+SUPPORTED_FAMILIES = ("hf-clip", "hf-siglip", "openclip")
+OPENCLIP_FILE = "open_clip_model.safetensors"
 
 
 @dataclass
@@ -85,6 +89,7 @@ class FinetuneResult:
         recall_before, recall_after: In-batch top-1 retrieval (mean of image→text and text→image) on the
             same batches.
         config: The settings used.
+        load_name: The name ``dualex.load`` reads the saved model by (None if not saved).
     """
 
     out_dir: str | None
@@ -97,6 +102,7 @@ class FinetuneResult:
     n_images: int
     n_pairs: int
     config: dict[str, Any] = field(default_factory=dict)
+    load_name: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -230,11 +236,16 @@ def _as_triples(pairs: Iterable[Any]) -> list[tuple[Any, str, str]]:
 
 
 # ---------------------------------------------------------------------------------------------------- training
-def _check_model(enc: DualEncoder) -> None:
+def _check_model(enc: DualEncoder, openclip_arch: str | None = None, *, saving: bool = True) -> None:
     if enc.family not in SUPPORTED_FAMILIES:
         raise UnsupportedModelError(
             f"dualex finetune supports {', '.join(SUPPORTED_FAMILIES)} models, not {enc.family!r} ({enc.name})"
         )
+    if not saving:
+        return
+    if enc.family == "openclip":
+        _openclip_arch(enc, openclip_arch)
+        return
     if not hasattr(getattr(enc, "tokenizer", None), "tok") or not hasattr(enc.tokenizer.tok, "save_pretrained"):
         raise InputError(
             f"{enc.name} has no transformers tokenizer, so the fine-tuned model could not be saved in a form "
@@ -242,8 +253,27 @@ def _check_model(enc: DualEncoder) -> None:
         )
 
 
-def _loss(enc: DualEncoder, e_img: Tensor, e_txt: Tensor) -> Tensor:
+def _openclip_arch(enc: DualEncoder, arch: str | None) -> str:
+    """The open_clip architecture name of a model (given, or from its ``openclip:ARCH[@...]`` name)."""
+    if arch:
+        return arch
+    name = str(enc.name)
+    if name.startswith("openclip:"):
+        return name.split(":", 1)[1].split("@", 1)[0]
+    raise InputError(
+        f"cannot tell the open_clip architecture of {name!r}, which is needed to load the fine-tuned weights; "
+        "pass openclip_arch='ViT-B-32' (or load the model as 'openclip:ARCH@...')"
+    )
+
+
+def _uses_sigmoid(enc: DualEncoder) -> bool:
     if enc.family == "hf-siglip":
+        return True
+    return enc.family == "openclip" and getattr(enc.module, "logit_bias", None) is not None
+
+
+def _loss(enc: DualEncoder, e_img: Tensor, e_txt: Tensor) -> Tensor:
+    if _uses_sigmoid(enc):
         return sigmoid_loss(e_img, e_txt, enc.logit_scale, enc.logit_bias)
     return infonce_loss(e_img, e_txt, enc.logit_scale)
 
@@ -291,6 +321,7 @@ def finetune(
     eval_pairs: Iterable[Any] | None = None,
     max_eval: int = 512,
     device: str | torch.device | None = None,
+    openclip_arch: str | None = None,
     progress: bool | None = None,
     **overrides: Any,
 ) -> FinetuneResult:
@@ -309,6 +340,8 @@ def finetune(
             images of ``pairs``, one caption each).
         max_eval: Cap on the default evaluation pairs.
         device: Train there (default: the model's device).
+        openclip_arch: The open_clip architecture of a wrapped open_clip model (models loaded as
+            ``openclip:ARCH...`` know it).
         progress: Progress bar (None: only on a terminal).
 
     Returns:
@@ -323,7 +356,7 @@ def finetune(
         cfg.betas = tuple(cfg.betas)  # type: ignore[assignment]
     cfg.check()
     enc = resolve_model(model, device=device)
-    _check_model(enc)
+    _check_model(enc, openclip_arch, saving=out_dir is not None)  # before training: fail early
     triples = _as_triples(pairs)
     if len({k for _, _, k in triples}) < 2:
         raise InputError("fine-tuning needs at least two distinct images (in-batch negatives)")
@@ -390,7 +423,7 @@ def finetune(
         config={**asdict(cfg), "base_model": enc.name, "family": enc.family},
     )
     if out_dir is not None:
-        save_finetuned(enc, out_dir, result)
+        save_finetuned(enc, out_dir, result, openclip_arch=openclip_arch)
     return result
 
 
@@ -435,17 +468,37 @@ def preprocessor_config(enc: DualEncoder) -> dict[str, Any]:
     }
 
 
-def save_finetuned(enc: DualEncoder, out_dir: str | Path, result: FinetuneResult | None = None) -> Path:
-    """Save a fine-tuned ``hf`` model so that ``dualex.load("hf:OUT_DIR")`` reads it."""
-    _check_model(enc)
+def save_finetuned(
+    enc: DualEncoder,
+    out_dir: str | Path,
+    result: FinetuneResult | None = None,
+    *,
+    openclip_arch: str | None = None,
+) -> str:
+    """Save a fine-tuned model where ``dualex.load`` reads it; returns the name to load it by.
+
+    ``hf`` models: ``save_pretrained`` + tokenizer + ``preprocessor_config.json`` (load ``hf:OUT_DIR``).
+    open_clip models: the state dict as ``OUT_DIR/open_clip_model.safetensors`` (load
+    ``openclip:ARCH@OUT_DIR/open_clip_model.safetensors``).
+    """
+    _check_model(enc, openclip_arch)
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    enc.module.save_pretrained(out)
-    enc.tokenizer.tok.save_pretrained(out)  # type: ignore[attr-defined]
-    (out / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(enc), indent=2))
+    if enc.family == "openclip":
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().cpu().clone().contiguous() for k, v in enc.module.state_dict().items()}
+        save_file(state, str(out / OPENCLIP_FILE))
+        name = f"openclip:{_openclip_arch(enc, openclip_arch)}@{out / OPENCLIP_FILE}"
+    else:
+        enc.module.save_pretrained(out)
+        enc.tokenizer.tok.save_pretrained(out)  # type: ignore[attr-defined]
+        (out / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(enc), indent=2))
+        name = f"hf:{out}"
     if result is not None:
+        result.load_name = name
         (out / "dualex_finetune.json").write_text(json.dumps(result.to_json_dict(), indent=2))
-    return out
+    return name
 
 
 __all__ = [
