@@ -50,6 +50,17 @@ def test_first_order_curves_on_additive_game():
     assert cb.aid == pytest.approx(-0.25)
 
 
+def test_pairs_scoring_below_the_empty_coalition_keep_aid_meaningful():
+    # every part lowers the score: v(N) - v(∅) = -10. Ranking by the true values is still the best order.
+    model = additive([-3.0, -1.0, -2.0, -4.0], n_text=2, grid=(1, 2), intercept=7.0)
+    pair = model.prepare(None, caption(2))
+    c = insertion_deletion(model, pair, model.explanation(pair))
+    assert c.insertion.tolist() == pytest.approx([0.0, -0.1, -0.3, -0.6, -1.0])  # least harmful parts first
+    assert c.deletion.tolist() == pytest.approx([-1.0, -0.9, -0.7, -0.4, 0.0])
+    assert c.aid == pytest.approx(0.25)
+    assert insertion_deletion(model, pair, model.explanation(pair, main=-model.main)).aid == pytest.approx(-0.25)
+
+
 def test_second_order_greedy_finds_interacting_pair():
     # two words that are individually harmful (-1) but together strongly positive (+5): the best
     # 2-set is {w0, w1} (value 3); patches have small positive main effects.
@@ -74,7 +85,7 @@ def test_second_order_greedy_finds_interacting_pair():
     total = best[n][0]
     assert c.raw_insertion.tolist() == pytest.approx([b[0] for b in best])
     assert c.raw_deletion.tolist() == pytest.approx([b[1] for b in reversed(best)])
-    assert c.insertion.tolist() == pytest.approx([b[0] / total for b in best])
+    assert c.insertion.tolist() == pytest.approx([b[0] / abs(total) for b in best])
     # a first-order view cannot see the pair: its AID is lower
     assert insertion_deletion(model, pair, ex, order=1).aid < c.aid
 

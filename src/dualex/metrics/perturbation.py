@@ -17,8 +17,11 @@ patches together (n of them); ``v`` is the joint masking game of `dualex.metrics
   highest, 19 lowest and 19 closest-to-zero players ranked by the first-order conversion
   ``φ_i = e_i + p·Σ_j e_ij`` and by the main effects ``e_i`` (at most 114 starts).
 
-Normalisation: ``ỹ = (v(K) − v(∅)) / (v(N) − v(∅))`` so both curves run between 0 and 1 at their ends;
-NaN when ``|v(N) − v(∅)|`` is below ``1e-9`` (the pair's score does not depend on its parts).
+Normalisation: ``ỹ = (v(K) − v(∅)) / |v(N) − v(∅)|``, so the curves run from 0 (nothing kept) to 1 (all
+kept) — FIxLIP's normalisation for the pairs it evaluates (high-scoring ones, ``v(N) > v(∅)``). Dividing by
+the absolute value keeps the meaning of AID (higher = better ranking) for pairs whose full score lies
+*below* the empty one (mismatched captions), where the curves end at −1 instead. NaN when
+``|v(N) − v(∅)|`` is below ``1e-9`` (the pair's score does not depend on its parts).
 Areas: trapezoid rule over the n+1 points with x = steps / n in [0, 1]. ``AID = insertion_auc −
 deletion_auc`` (= area(LIF) − area(MIF) of the paper); higher is better, a random order gives ≈ 0.
 """
@@ -79,8 +82,8 @@ def area(curve: Tensor) -> float:
 
 
 def normalise(values: Tensor, v_empty: float, v_full: float) -> Tensor:
-    """``(v − v(∅)) / (v(N) − v(∅))``; NaN everywhere when the denominator is ~0."""
-    d = v_full - v_empty
+    """``(v − v(∅)) / |v(N) − v(∅)|``; NaN everywhere when the denominator is ~0."""
+    d = abs(v_full - v_empty)
     if abs(d) < EPS:
         return torch.full_like(values, float("nan"), dtype=torch.float64)
     return (values.double() - v_empty) / d
