@@ -40,3 +40,40 @@ def test_analyses_over_an_evaluated_coco_fixture(toy, tmp_path, capsys):
     assert main(["failures", str(run), "--out", str(tmp_path / "fm")]) == 0
     out = capsys.readouterr().out
     assert "pg_energy_t2i" in out and json.loads((tmp_path / "fm" / "failures.json").read_text())["ij"]
+
+
+@pytest.fixture(scope="module")
+def shapes_model():
+    import dualex
+    from dualex.errors import DualexError
+
+    try:
+        return dualex.load("shapes", device="cpu")
+    except DualexError as exc:
+        pytest.skip(f"the bundled shapes model is not available here ({exc})")
+
+
+@pytest.mark.slow
+def test_shapes_model_end_to_end(shapes_model, tmp_path):
+    """`dualex evaluate` on a few two-object scenes, then every analysis of the run, and hard negatives."""
+    evaluation = pytest.importorskip("dualex.evaluation.run")
+    from dualex.analysis.mismatch import hard_negative_analysis
+    from dualex.data.shapes import SHAPES
+    from dualex.datasets import open_dataset
+
+    run = tmp_path / "run"
+    evaluation.evaluate(
+        shapes_model, "shapes:", ["ij"], run, dataset_options={"n": 3, "n_objects": 2},
+        method_options={"ij": {"n_steps": 4}}, metrics=evaluation.MetricOptions(metrics=("pointing",)),
+        device="cpu", progress=False,
+    )  # fmt: skip
+    table = classwise_grounding(run, metric="pg_energy_t2i")
+    assert set(table["class_name"]) <= set(SHAPES) and table["n"].sum() == 6
+    mm = mismatch_analysis(run)
+    assert mm.shares.iloc[0]["n_pairs"] == 6 and not mm.skipped
+    fm = failure_modes(run)
+    assert fm.n_objects == 6
+    items = open_dataset("shapes:", n=2, n_objects=2, seed=5)
+    hn = hard_negative_analysis(shapes_model, items, method="ij", n_steps=4, seed=0)
+    assert hn.summary["n_captions"] == 2 and len(hn.rows) >= 2 and not hn.skipped
+    assert set(hn.rows["kind"]) <= {"colour", "shape"}

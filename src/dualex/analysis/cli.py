@@ -47,6 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--model", default=None, help="model for --hard-negatives (e.g. shapes, hf:DIR)")
     m.add_argument("--dataset", default=None, help="KIND:PATH for --hard-negatives (shapes:N, coco:DIR, ...)")
     m.add_argument("--limit", type=int, default=50, help="items for --hard-negatives (default: 50)")
+    m.add_argument("--dataset-option", "-D", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
+                   help="dataset reader option for --hard-negatives (e.g. -D n_objects=2 for shapes)")
     m.add_argument("--categories", default=None,
                    help="comma-separated class names to swap in (default: the classes found in the items)")
     m.add_argument("--swap", default="any", choices=("any", "colour", "shape"),
@@ -159,7 +161,7 @@ def _run_hard_negatives(args: argparse.Namespace) -> int:
 
     if not args.model or not args.dataset:
         raise InputError("--hard-negatives needs --model NAME and --dataset KIND:PATH")
-    kind, items = load_items(args.dataset, limit=args.limit)
+    kind, items = load_items(args.dataset, limit=args.limit, **dict(args.dataset_option))
     categories = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
     swapper = shapes_swapper(args.swap) if kind == "shapes" and not categories else None
     model = dualex.load(args.model, device=args.device)
@@ -184,13 +186,13 @@ def _run_hard_negatives(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_items(spec: str, *, limit: int | None = None) -> tuple[str, list[Any]]:
+def load_items(spec: str, *, limit: int | None = None, **options: Any) -> tuple[str, list[Any]]:
     """Dataset items for ``KIND:PATH`` from the `dualex.datasets` readers; returns (kind, items)."""
     try:
         from dualex.datasets import open_dataset
     except ImportError:
         raise InputError("the dataset readers (dualex.datasets) are not available in this dualex") from None
-    ds = open_dataset(spec, limit=limit)
+    ds = open_dataset(spec, limit=limit, **options)
     return ds.kind, list(ds)
 
 

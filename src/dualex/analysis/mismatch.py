@@ -513,9 +513,18 @@ class HardNegativeResult:
         return "\n".join(lines)
 
 
+def _is_shapes(item: Item) -> bool:
+    """A generator scene, or a shapes dataset item (its meta lists the objects' colours and sizes)."""
+    src = item.source
+    if hasattr(src, "plan") and hasattr(src, "spans"):
+        return True
+    meta = getattr(src, "meta", None)
+    return isinstance(meta, dict) and "colours" in meta and "sizes" in meta
+
+
 def default_swapper(items: Sequence[Item], kind: str | None = None) -> Swapper:
     """Shapes builders for shapes scenes, else class-name swaps among the items' classes."""
-    if kind == "shapes" or (items and kind is None and hasattr(items[0].source, "plan")):
+    if kind == "shapes" or (items and kind is None and all(_is_shapes(it) for it in items)):
         return shapes_swapper()
     cats = {o.class_name for it in items for o in it.objects if o.class_name}
     if len(cats) < 2:
@@ -570,6 +579,7 @@ def hard_negative_analysis(
     from dualex.methods import resolve_model
 
     enc = resolve_model(model)
+    dataset_kind = dataset_kind or getattr(items, "kind", None)
     all_items, skipped = [], []
     for i, raw in enumerate(items):
         if limit is not None and len(all_items) >= limit:
