@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import dualex
@@ -46,6 +46,7 @@ def test_fit_recovers_exact_bilinear_game(n_t, n_i, seed, main_effects, width):
     z_t, z_i = perturbations(n_t, m_t, 0.5, rng), perturbations(n_i, m_i, 0.5, rng)
     xt = np.hstack([np.ones((len(z_t), 1)), z_t]) if main_effects else z_t.astype(float)
     xi = np.hstack([np.ones((len(z_i), 1)), z_i]) if main_effects else z_i.astype(float)
+    assume(np.linalg.matrix_rank(xt) == xt.shape[1] and np.linalg.matrix_rank(xi) == xi.shape[1])  # identifiable
     y = xt @ theta @ xi.T
     fit = fit_bilinear(z_t, z_i, y, lime_kernel(z_t, width), lime_kernel(z_i, width), main_effects=main_effects)
     np.testing.assert_allclose(fit, theta, atol=1e-8 * max(1.0, np.abs(theta).max()) * 100)
@@ -68,13 +69,13 @@ def test_perturbations_and_kernel():
     z = perturbations(3, 8, 0.5, rng)
     assert z.shape == (8, 3) and bool(z[0].all()) and len({tuple(r) for r in z}) == 8  # all 2^3, full first
     z = perturbations(20, 50, 0.5, rng)
-    assert z.shape == (50, 20) and bool(z[0].all())
+    assert z.shape == (50, 20) and bool(z[0].all()) and len({tuple(r) for r in z}) == 50
     w = lime_kernel(np.array([[1, 1, 1, 1], [1, 0, 0, 0], [0, 0, 0, 0]], dtype=bool), 0.25)
     assert w[0] == 1.0 and w[0] > w[1] > w[2] > 0
 
 
 def test_lime_shapes_determinism_and_specials(tiny_clip):
-    kw = {"method": "interaction_lime", "n_samples": 512}
+    kw = {"method": "interaction_lime", "n_samples": 256}
     a = dualex.explain(tiny_clip, random_image(1), CAPTION, **kw)
     b = dualex.explain(tiny_clip, random_image(1), CAPTION, **kw)
     c = dualex.explain(tiny_clip, random_image(1), CAPTION, seed=1, **kw)

@@ -8,6 +8,7 @@ First order: ``"gradxinput"``, ``"ig"`` (`gradients`), ``"grad_eclip"`` (`grad_e
 from __future__ import annotations
 
 from dualex.methods.baselines import (
+    fixlip_si,
     game,
     grad_eclip,
     gradients,
@@ -16,4 +17,4 @@ from dualex.methods.baselines import (
     random,
 )
 
-__all__ = ["game", "grad_eclip", "gradients", "interaction_cam", "interaction_lime", "random"]
+__all__ = ["fixlip_si", "game", "grad_eclip", "gradients", "interaction_cam", "interaction_lime", "random"]

@@ -70,9 +70,10 @@ def fit_bilinear(
     With ``main_effects`` the rows are augmented, ``x = [1, z]``, so ``Θ[0, 0]`` is the intercept,
     ``Θ[1:, 0]`` and ``Θ[0, 1:]`` the text and image main effects and ``Θ[1:, 1:]`` the interactions;
     otherwise ``x = z`` and Θ is the interaction matrix alone. The weight of pair (a, b) is
-    ``w_text[a] · w_image[b]``, so the normal equations ``A_T Θ A_I + alpha Θ = X_Tᵀ diag(w_T) y
-    diag(w_I) X_I`` are solved exactly by diagonalising ``A_T = X_Tᵀ diag(w_T) X_T`` and ``A_I``; with
-    ``alpha = 0`` and a singular system, the minimum-norm solution.
+    ``w_text[a] · w_image[b]``, so the problem is a Kronecker-structured least squares: with the
+    singular value decompositions ``√w_T ⊙ X_T = U_T S_T V_Tᵀ`` and ``√w_I ⊙ X_I = U_I S_I V_Iᵀ`` the ridge
+    solution is ``Θ = V_T [(U_Tᵀ Ỹ U_I) ⊙ s_T s_Iᵀ / ((s_T s_Iᵀ)² + alpha)] V_Iᵀ`` with
+    ``Ỹ = diag(√w_T) y diag(√w_I)``; with ``alpha = 0`` and a singular side, the minimum-norm solution.
 
     Args:
         z_text: ``(m_T, n_T)`` caption perturbations (0/1).
@@ -98,16 +99,22 @@ def fit_bilinear(
     y = np.asarray(y, dtype=np.float64)
     if y.shape != (xt.shape[0], xi.shape[0]):
         raise InputError(f"y must have shape {(xt.shape[0], xi.shape[0])}, got {y.shape}")
-    a_t = xt.T @ (wt[:, None] * xt)
-    a_i = xi.T @ (wi[:, None] * xi)
-    rhs = (xt * wt[:, None]).T @ y @ (xi * wi[:, None])
-    lt, qt = np.linalg.eigh(a_t)
-    li, qi = np.linalg.eigh(a_i)
-    lt, li = np.clip(lt, 0.0, None), np.clip(li, 0.0, None)
-    denom = lt[:, None] * li[None, :] + alpha
-    tol = max(float(denom.max()), 1e-300) * 1e-12
-    inv = np.where(denom > tol, 1.0 / np.where(denom > tol, denom, 1.0), 0.0)
-    return qt @ ((qt.T @ rhs @ qi) * inv) @ qi.T
+    if np.any(wt < 0) or np.any(wi < 0):
+        raise InputError("weights must be non-negative")
+    st, si = np.sqrt(wt), np.sqrt(wi)
+    # SVDs of the √w-scaled designs (no normal equations: the condition number is not squared)
+    ut, sv_t, vt = np.linalg.svd(xt * st[:, None], full_matrices=False)
+    ui, sv_i, vi = np.linalg.svd(xi * si[:, None], full_matrices=False)
+    core = ut.T @ (st[:, None] * y * si[None, :]) @ ui  # (r_T, r_I)
+    prod = sv_t[:, None] * sv_i[None, :]
+    if alpha > 0:
+        scale = prod / (prod**2 + alpha)
+    else:  # a singular side: minimum-norm solution on the directions each side determines
+        keep_t = sv_t > 1e-12 * max(float(sv_t.max(initial=0.0)), 1e-300)
+        keep_i = sv_i > 1e-12 * max(float(sv_i.max(initial=0.0)), 1e-300)
+        keep = keep_t[:, None] & keep_i[None, :]
+        scale = np.where(keep, 1.0 / np.where(keep, prod, 1.0), 0.0)
+    return vt.T @ (core * scale) @ vi
 
 
 def weighted_r2(y: np.ndarray, pred: np.ndarray, w: np.ndarray) -> float:
@@ -120,13 +127,25 @@ def weighted_r2(y: np.ndarray, pred: np.ndarray, w: np.ndarray) -> float:
 
 
 def perturbations(n: int, m: int, keep_prob: float, rng: np.random.Generator) -> np.ndarray:
-    """``m`` keep vectors over ``n`` players, the first all ones; all ``2^n`` when that is no more than m."""
+    """``m`` distinct keep vectors over ``n`` players, the first all ones; all ``2^n`` when that is at most m.
+
+    Rows are i.i.d. Bernoulli(``keep_prob``) draws; repeated rows are redrawn (they add no information to
+    the fit), so the design identifies the surrogate as soon as it can.
+    """
     if n < 22 and 2**n <= m:
         grid = ((np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1).astype(bool)
         return np.concatenate([grid[-1:], grid[:-1]])  # all-ones first
-    z = rng.random((m, n)) < keep_prob
-    z[0] = True
-    return z
+    rows = [np.ones(n, dtype=bool)]
+    seen = {rows[0].tobytes()}
+    for _ in range(100):
+        for z in rng.random((2 * m, n)) < keep_prob:
+            key = z.tobytes()
+            if key not in seen:
+                seen.add(key)
+                rows.append(z)
+                if len(rows) == m:
+                    return np.stack(rows)
+    return np.stack(rows)  # (keep_prob near 0 or 1: fewer distinct rows exist in practice)
 
 
 def split_samples(n_samples: int, n_text: int, n_image: int) -> tuple[int, int]:
