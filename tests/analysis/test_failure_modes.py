@@ -162,14 +162,18 @@ def test_failure_modes_edge_cases(toy, run_writer):
     units = [{"item_id": "a", "caption": "a red circle", "objects": [
         {"class_name": "circle", "phrase": "red circle", "boxes": [toy.patch_box(0, 0, 2, 2)]}],
         "explanation": toy.make_explanation("a red circle", {(2, 0): 1.0})}]  # fmt: skip
-    run = run_writer(units)
-    res = failure_modes(run)  # pg_hit_t2i not in the run: recomputed from the maps (a hit)
+    grad = {**units[0], "method": "grad", "explanation": toy.make_explanation("a red circle", {(2, 0): 1.0},
+                                                                            method="grad", first_order=True)}
+    run = run_writer([*units, grad])
+    with pytest.raises(InputError, match="no token × patch"):
+        failure_modes(run, method="grad")
+    res = failure_modes(run, method="ij")  # pg_hit_t2i not in the run: recomputed from the maps (a hit)
     assert res.n_failed == 0 and res.k == 0 and res.clusters == []
     assert "0 of 1 objects fail" in res.to_markdown()
-    energy = failure_modes(run, metric="pg_energy_t2i", threshold=1.5)
+    energy = failure_modes(run, method="ij", metric="pg_energy_t2i", threshold=1.5)
     assert energy.n_failed == 1 and energy.k == 1
     with pytest.raises(InputError, match="no values"):
-        failure_modes(run, metric="pgr")
+        failure_modes(run, method="ij", metric="pgr")
     with pytest.raises(InputError, match="not in this run"):
         failure_modes(run, method="fixlip")
 

@@ -50,6 +50,7 @@ def test_shares_on_known_items(toy, run_writer):
         {"item_id": "nofile", "method": "ij", "caption": CAPTION, "objects": _objects(toy)},
         _unit(toy, "single", ideal, objects=_objects(toy)[:1]),
         _unit(toy, "grad1", ideal, method="grad", first_order=True),
+        _unit(toy, "grad2", ideal, method="grad", first_order=True),
     ]  # fmt: skip
     run = run_writer(units)
     res = mismatch_analysis(run)
@@ -62,8 +63,9 @@ def test_shares_on_known_items(toy, run_writer):
     assert p.loc[("ideal", 0), "matching"] == pytest.approx(1.5) and p.loc[("ideal", 0), "cross"] == pytest.approx(-0.3)
     assert p.loc[("mixed", 1), "matching"] == pytest.approx(-1.0) and p.loc[("mixed", 1), "cross"] == 0.0
     reasons = {(i, m): r for i, m, r in res.skipped}
+    assert len(res.skipped) == 2  # the first-order method is reported once
     assert reasons[("nofile", "ij")] == "no explanation file"
-    assert "no token × patch" in reasons[("grad1", "grad")]
+    assert "no token × patch" in reasons[("*", "grad")]
     allp = mismatch_analysis(run, method="ij", exactly_two=False)
     assert allp.shares.iloc[0]["n_pairs"] == 4 + 6  # every ordered pair of the three-object caption too
     assert "match>0" in res.to_text()

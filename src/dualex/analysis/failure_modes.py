@@ -171,6 +171,7 @@ def object_features(
     if good.empty:
         raise InputError(f"method {method!r} has no object rows without errors in this run")
     rarity, cooc = class_statistics(objects)
+    per_item = objects.groupby("item_id").size()
     files = {
         r.item_id: r.explanation for r in df[(df["level"] == "pair") & df["explanation"].notna()].itertuples()
     }
@@ -185,11 +186,13 @@ def object_features(
                 continue
             try:
                 ex = load_explanation(root, {"explanation": rel, "item_id": item, "method": method})
-                if ex.cross is None:
-                    raise InputError(f"method {method!r} gives no token × patch interactions")
             except DualexError as exc:
                 skipped.extend((item, int(o), first_line(exc)) for o in g["object"])
                 continue
+            if ex.cross is None:
+                raise InputError(
+                    f"method {method!r} gives no token × patch interactions, so no span maps to analyse"
+                )
             rows = [r.to_dict() for _, r in g.sort_values("object").iterrows()]
             masks = []
             for r in rows:
@@ -198,7 +201,7 @@ def object_features(
                 except DualexError:
                     masks.append(torch.zeros(ex.n_patches, dtype=torch.bool))
             classes = [r.get("class_name") for r in rows]
-            n_objects = int((objects["item_id"] == item).sum())
+            n_objects = int(per_item[item])
             for i, r in enumerate(rows):
                 try:
                     span = row_span_positions(ex, r)

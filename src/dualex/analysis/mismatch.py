@@ -22,6 +22,7 @@ import random
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -58,7 +59,8 @@ class MismatchResult:
             share of box a's patches that box b covers too).
         shares: Per method: ``n_pairs, n_items, matching_positive, cross_negative, both`` (shares in
             [0, 1]) and the medians of ``matching`` and ``cross``.
-        skipped: ``(item_id, method, reason)`` of items that could not be used.
+        skipped: ``(item_id, method, reason)`` of items that could not be used (``item_id`` ``"*"``: the
+            whole method, e.g. a first-order method without token × patch interactions).
     """
 
     pairs: pd.DataFrame
@@ -116,7 +118,7 @@ def mismatch_analysis(
     method: str | None = None,
     exactly_two: bool = True,
     disjoint: bool = False,
-    run_dir: str | None = None,
+    run_dir: str | Path | None = None,
     progress: bool | None = None,
 ) -> MismatchResult:
     """Shares of positive matching and negative cross span–box interactions over a run's items.
@@ -155,11 +157,12 @@ def mismatch_analysis(
     groups = [(key, g) for key, g in rows.groupby(["item_id", "method"], sort=True)]
     records: list[dict[str, Any]] = []
     skipped: list[tuple[str, str, str]] = []
+    first_order: set[str] = set()  # methods whose explanations have no cross term: skipped once, as a whole
     with bar(len(groups), "mismatch", progress) as pbar:
         for (item, meth), g in groups:
             pbar.update(1)
             n = len(g)
-            if n < 2 or (exactly_two and n != 2):
+            if n < 2 or (exactly_two and n != 2) or meth in first_order:
                 continue
             rel = files.get((item, meth))
             if not rel and g["explanation"].notna().any():
@@ -170,7 +173,8 @@ def mismatch_analysis(
             try:
                 ex = load_explanation(root, {"explanation": rel, "item_id": item, "method": meth})
                 if ex.cross is None:
-                    skipped.append((item, meth, f"method {meth!r} has no token × patch interactions"))
+                    first_order.add(meth)
+                    skipped.append(("*", meth, f"method {meth!r} has no token × patch interactions"))
                     continue
                 unit = _unit_pairs(ex, g, disjoint=disjoint)
             except DualexError as exc:
