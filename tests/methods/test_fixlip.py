@@ -216,3 +216,14 @@ def test_other_adapters(factory: str) -> None:
     P = ex.n_patches
     assert ex.cross.shape == (ex.n_tokens, P) and np.isfinite(ex.completeness()["r2_train"])
     assert ex.target == pytest.approx(ex.score - ex.baseline, abs=1e-3)
+
+
+def test_metrics_read_the_same_surrogate(small) -> None:
+    """`dualex.metrics` (text players first) predicts what the fit predicts (patches first)."""
+    from dualex.metrics.game import surrogate
+
+    model, pair = small
+    ex = explain_pair(model, pair, "fixlip", budget=64, holdout=0)[0]
+    keep = torch.rand(50, 7, generator=torch.Generator().manual_seed(0)) < 0.5  # 3 tokens, then 4 patches
+    ours = surrogate_of(ex).predict(torch.cat([keep[:, 3:], keep[:, :3]], 1))
+    torch.testing.assert_close(surrogate(ex).value(keep), ours, atol=1e-5, rtol=0)
