@@ -56,6 +56,19 @@ class TextInputs:
     offsets: list[list[tuple[int, int] | None]]
     extra: dict[str, Tensor] = field(default_factory=dict)
 
+    @classmethod
+    def from_tokenized(cls, t: Any, texts: list[str], pool_index: Tensor) -> TextInputs:
+        """Inputs from a `dualex.tokenize.Tokenized` batch of ``texts`` and the tower's pooling positions."""
+        return cls(
+            ids=t.ids,
+            mask=t.mask,
+            tokens=t.tokens,
+            special=t.special,
+            pool_index=pool_index,
+            texts=list(texts),
+            offsets=t.offsets,
+        )
+
     @property
     def batch_size(self) -> int:
         return int(self.ids.shape[0])

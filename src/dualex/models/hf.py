@@ -208,15 +208,7 @@ class HFDualEncoder(DualEncoder):
 
     def prepare_text(self, texts: list[str]) -> TextInputs:
         t = self.tokenizer(texts)
-        return TextInputs(
-            ids=t.ids,
-            mask=t.mask,
-            tokens=t.tokens,
-            special=t.special,
-            pool_index=self.pool_index(t.ids, t.mask),
-            texts=list(texts),
-            offsets=t.offsets,
-        )
+        return TextInputs.from_tokenized(t, texts, self.pool_index(t.ids, t.mask))
 
     def prepare_image(self, images: list[Any]) -> ImageInputs:
         pixels, transforms, displays = self.pipeline(images)

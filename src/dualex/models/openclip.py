@@ -285,15 +285,7 @@ class OpenClipEncoder(DualEncoder):
             raise InputError(
                 f"the tokenizer gave {t.ids.shape[1]} positions but {self.name} takes at most {self.context_length}"
             )
-        return TextInputs(
-            ids=t.ids,
-            mask=t.mask,
-            tokens=t.tokens,
-            special=t.special,
-            pool_index=self.pool_index(t.ids, t.mask),
-            texts=list(texts),
-            offsets=t.offsets,
-        )
+        return TextInputs.from_tokenized(t, texts, self.pool_index(t.ids, t.mask))
 
     def prepare_image(self, images: list[Any]) -> ImageInputs:
         pixels, transforms, displays = self.pipeline(images)

@@ -230,15 +230,7 @@ class SentenceEncoder(DualEncoder):
                     f"{self.name} is a text-text bi-encoder: input {i} must be a sentence, got {type(t).__name__}"
                 )
         t = self.tokenizer(texts)
-        return TextInputs(
-            ids=t.ids,
-            mask=t.mask,
-            tokens=t.tokens,
-            special=t.special,
-            pool_index=self.pool_index(t.ids, t.mask),
-            texts=list(texts),
-            offsets=t.offsets,
-        )
+        return TextInputs.from_tokenized(t, texts, self.pool_index(t.ids, t.mask))
 
     def prepare_image(self, images: list[Any]) -> TextInputs:
         """The second sentence of each pair (this is a text-text model)."""
