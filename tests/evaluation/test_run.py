@@ -142,3 +142,23 @@ def test_imagenet_grid_run_reports_pgr_by_number_of_objects(tmp_path: Path, tiny
     assert sorted(df.loc[df.level == "object", "class_name"]) == ["goldfish", "goldfish", "tiger cat"]
     assert "## Pointing game recognition by number of named objects" in res.summary
     assert "1 named" in res.summary and "2 named" in res.summary
+
+
+@pytest.mark.slow
+def test_bundled_shapes_model_on_shapes_scenes(tmp_path: Path):
+    from dualex.errors import ModelNotAvailableError
+
+    try:
+        model = load_model("shapes", device="cpu")
+    except ModelNotAvailableError:
+        pytest.skip("the bundled shapes model is not in this checkout")
+    metrics = MetricOptions(metrics="pointing,faithfulness,completeness", faith_coalitions=24)
+    res = evaluate(model, "shapes:", ["ij", "gradxinput"], tmp_path / "run", dataset_options={"n": 1},
+                   method_options=OPTS, metrics=metrics)  # fmt: skip
+    assert res.units_run == 2 and res.errors == 0
+    df = read_run(tmp_path / "run")
+    obj = df[df.level == "object"]
+    assert obj["error"].isna().all() and obj["pg_energy_t2i"].between(0, 1).all()
+    pair = df[df.level == "pair"].set_index("method")
+    assert (pair["score"] > 0).all()  # the true caption of a held-out scene
+    assert pair["faith_spearman"].notna().all()
