@@ -59,6 +59,7 @@ def test_shares_on_known_items(toy, run_writer):
     assert ij["matching_positive"] == pytest.approx(3 / 4)
     assert ij["cross_negative"] == pytest.approx(2 / 4)
     assert ij["both"] == pytest.approx(2 / 4)
+    assert ij["matching_above_cross"] == pytest.approx(3 / 4)  # ideal a->b, ideal b->a, mixed a->b
     p = res.pairs.set_index(["item_id", "object_a"])
     assert p.loc[("ideal", 0), "matching"] == pytest.approx(1.5) and p.loc[("ideal", 0), "cross"] == pytest.approx(-0.3)
     assert p.loc[("mixed", 1), "matching"] == pytest.approx(-1.0) and p.loc[("mixed", 1), "cross"] == 0.0

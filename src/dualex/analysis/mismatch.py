@@ -57,8 +57,8 @@ class MismatchResult:
         pairs: One row per ordered object pair: ``item_id, method, object_a, object_b, class_a, class_b,
             phrase_a, phrase_b, matching, cross, matching_positive, cross_negative, overlap`` (``overlap``:
             share of box a's patches that box b covers too).
-        shares: Per method: ``n_pairs, n_items, matching_positive, cross_negative, both`` (shares in
-            [0, 1]) and the medians of ``matching`` and ``cross``.
+        shares: Per method: ``n_pairs, n_items, matching_positive, cross_negative, both``,
+            ``matching_above_cross`` (shares in [0, 1]) and the medians of ``matching`` and ``cross``.
         skipped: ``(item_id, method, reason)`` of items that could not be used (``item_id`` ``"*"``: the
             whole method, e.g. a first-order method without token × patch interactions).
     """
@@ -203,6 +203,7 @@ def shares_of(pairs: pd.DataFrame) -> pd.DataFrame:
                 "matching_positive": float(g["matching_positive"].mean()),
                 "cross_negative": float(g["cross_negative"].mean()),
                 "both": float((g["matching_positive"] & g["cross_negative"]).mean()),
+                "matching_above_cross": float((g["matching"] > g["cross"]).mean()),
                 "matching_median": float(g["matching"].median()),
                 "cross_median": float(g["cross"].median()),
             }
@@ -212,11 +213,11 @@ def shares_of(pairs: pd.DataFrame) -> pd.DataFrame:
 
 def format_shares(shares: pd.DataFrame, *, skipped: int = 0) -> str:
     """The per-method shares as plain text."""
-    lines = [f"{'method':<14} {'pairs':>6} {'items':>6} {'match>0':>8} {'cross<0':>8} {'both':>8}"]
+    lines = [f"{'method':<14} {'pairs':>6} {'items':>6} {'match>0':>8} {'cross<0':>8} {'both':>8} {'match>cross':>12}"]
     for r in shares.itertuples(index=False):
         lines.append(
             f"{r.method:<14} {r.n_pairs:>6d} {r.n_items:>6d} {r.matching_positive:>8.1%} "
-            f"{r.cross_negative:>8.1%} {r.both:>8.1%}"
+            f"{r.cross_negative:>8.1%} {r.both:>8.1%} {r.matching_above_cross:>12.1%}"
         )
     p = PAPER_SHARES
     lines.append(
