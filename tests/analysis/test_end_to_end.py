@@ -12,7 +12,6 @@ from dualex.analysis.mismatch import mismatch_analysis
 from dualex.cli import main
 
 
-@pytest.mark.slow
 def test_analyses_over_an_evaluated_coco_fixture(toy, tmp_path, capsys):
     evaluation = pytest.importorskip("dualex.evaluation.run")
     model_dir = toy.tiny_clip_dir(tmp_path / "clip")
@@ -53,7 +52,6 @@ def shapes_model():
         pytest.skip(f"the bundled shapes model is not available here ({exc})")
 
 
-@pytest.mark.slow
 def test_shapes_model_end_to_end(shapes_model, tmp_path):
     """`dualex evaluate` on a few two-object scenes, then every analysis of the run, and hard negatives."""
     evaluation = pytest.importorskip("dualex.evaluation.run")
@@ -71,6 +69,7 @@ def test_shapes_model_end_to_end(shapes_model, tmp_path):
     assert set(table["class_name"]) <= set(SHAPES) and table["n"].sum() == 4
     mm = mismatch_analysis(run)
     assert mm.shares.iloc[0]["n_pairs"] == 4 and not mm.skipped
+    assert mm.shares.iloc[0]["matching_positive"] >= 0.5  # trained: words interact positively with their object
     fm = failure_modes(run)
     assert fm.n_objects == 4
     items = open_dataset("shapes:", n=1, n_objects=2, seed=5)
