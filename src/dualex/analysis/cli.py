@@ -237,7 +237,7 @@ def run_failures(args: argparse.Namespace) -> int:
     for r in results:
         print(f"method {r.method}: {r.n_failed} of {r.n_objects} objects fail ({r.criterion}), {r.k} cluster(s)")
         for c in r.clusters:
-            ex = ", ".join(e["item_id"] for e in c.examples[:3])
+            ex = ", ".join(f"{e['item_id']}#{e['object']}" for e in c.examples[:3])
             print(f"  [{c.cluster}] {c.size:>5} ({c.share:.0%})  {c.label}  [{c.category}]  e.g. {ex}")
     print(f"report written to {paths[0]} and {paths[1]}", file=sys.stderr)
     return 0
