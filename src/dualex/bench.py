@@ -88,9 +88,9 @@ def run_bench(args: argparse.Namespace) -> int:
     import numpy as np
 
     import dualex
-    from dualex.cli import _parse_option
+    from dualex.cli import parse_option
 
-    options = dict(_parse_option(o) for o in args.option)
+    options = dict(parse_option(o) for o in args.option)
     model = dualex.load(args.model, device=args.device)
     image = args.image if args.image else np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
     pair = model.prepare(image, args.caption)

@@ -41,7 +41,8 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
     return x0, y0, x1, y1
 
 
-def _parse_option(text: str) -> tuple[str, object]:
+def parse_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> ``(key, value)``, the value parsed as JSON where it is JSON (used by all subcommands)."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"options are KEY=VALUE, got {text!r}")
@@ -68,7 +69,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="image box x0,y0,x1,y1 (original pixels) to map onto the caption (repeatable)")
     p.add_argument("--layer", type=int, default=None, help="split layer for both towers (default: method's)")
     p.add_argument("--n-steps", type=int, default=None, help="integration steps (ij)")
-    p.add_argument("--option", "-O", action="append", default=[], type=_parse_option,
+    p.add_argument("--option", "-O", action="append", default=[], type=parse_option,
                    help="extra method option KEY=VALUE (JSON values), e.g. -O text_reference=same_length")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--save", type=Path, help="also save the explanation (.safetensors) for `dualex serve`")

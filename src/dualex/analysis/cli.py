@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dualex.cli import parse_option
 from dualex.errors import InputError
 
 
@@ -47,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--model", default=None, help="model for --hard-negatives (e.g. shapes, hf:DIR)")
     m.add_argument("--dataset", default=None, help="KIND:PATH for --hard-negatives (shapes:N, coco:DIR, ...)")
     m.add_argument("--limit", type=int, default=50, help="items for --hard-negatives (default: 50)")
-    m.add_argument("--dataset-option", "-D", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
+    m.add_argument("--dataset-option", "-D", action="append", default=[], type=parse_option, metavar="KEY=VALUE",
                    help="dataset reader option for --hard-negatives (e.g. -D n_objects=2 for shapes)")
     m.add_argument("--categories", default=None,
                    help="comma-separated class names to swap in (default: the classes found in the items)")
@@ -56,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--compare-original", action="store_true", help="also explain the true captions")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--device", default=None)
-    m.add_argument("--option", "-O", action="append", default=[], type=_parse_option,
+    m.add_argument("--option", "-O", action="append", default=[], type=parse_option,
                    help="method option KEY=VALUE (JSON values) for --hard-negatives")
     m.add_argument("--out", type=Path, default=None, help="write the per-pair table (.csv) and the shares (.json)")
     m.add_argument("--json", action="store_true", help="print the shares as JSON")
@@ -102,16 +103,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     t.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     t.set_defaults(func=run_finetune)
-
-
-def _parse_option(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"options are KEY=VALUE, got {text!r}")
-    try:
-        return key.replace("-", "_"), json.loads(value)
-    except json.JSONDecodeError:
-        return key.replace("-", "_"), value
 
 
 # ---------------------------------------------------------------------------------------------------- classwise
