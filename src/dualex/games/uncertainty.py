@@ -252,9 +252,9 @@ def product_errors(
     # intra-modal pairs of a side with fewer coalitions than terms are a minimum-norm solution: not identified
     if P.numel():
         under = torch.zeros(P.shape[0], dtype=torch.bool)
-        if m_i <= 1 + n_i + p_i:
+        if image_fixed < m_i <= 1 + n_i + p_i:
             under |= (n_i > P).all(1)
-        if m_t <= 1 + n_t + p_t:
+        if text_fixed < m_t <= 1 + n_t + p_t:
             under |= (n_i <= P).all(1)
         _mark_unidentified(out, 1 + n_i + n_t, under.numpy())
     return out
@@ -295,7 +295,7 @@ def joint_errors(
     d = 1 + n + int(pairs.shape[0])
     m = w0.shape[0]
     out = bootstrap_terms(refit, {"joint": Source(w0, n_fixed, n, d if m > d else 1 + n)}, n_boot=n_boot, rng=rng)
-    if m <= d and pairs.shape[0]:
+    if n_fixed < m <= d and pairs.shape[0]:
         _mark_unidentified(out, 1 + n, np.ones(int(pairs.shape[0]), dtype=bool))
     return out
 
