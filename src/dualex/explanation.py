@@ -229,6 +229,32 @@ class Explanation:
         out = self.cross[:, cols].sum(1)
         return out.masked_fill(self.special, 0.0)
 
+    def image_map_error(self, span: Span = None, *, occurrence: int = 0) -> Tensor | None:
+        """Standard-error bound of `image_map`: ``Σ_{s∈span} stderr["cross"][s]``, ``(rows, cols)``.
+
+        The standard deviation of a sum is at most the sum of the standard deviations, so this bounds the
+        error of a span map (it is exact for a single token); ``inf`` where a term has no finite error.
+        None when the explanation has no standard errors.
+        """
+        if self.cross is None:
+            se = self.stderr.get("image_main")
+            return None if se is None or span is not None else se.reshape(self.grid)
+        se = self.stderr.get("cross")
+        if se is None:
+            return None
+        return se[self.span(span, occurrence=occurrence)].sum(0).reshape(self.grid)
+
+    def text_scores_error(self, box: Any = None) -> Tensor | None:
+        """Standard-error bound of `text_scores` (sum of the errors over the box's patches), ``(S,)``."""
+        if self.cross is None:
+            se = self.stderr.get("text_main")
+            return None if se is None or box is not None else se.masked_fill(self.special, 0.0)
+        se = self.stderr.get("cross")
+        if se is None:
+            return None
+        cols = slice(None) if box is None else self.patches(box).flatten()
+        return se[:, cols].sum(1).masked_fill(self.special, 0.0)
+
     def first_order(self, p: float | None = None) -> tuple[Tensor, Tensor]:
         """Per-part scores ``(text (S,), image (P,))``.
 
