@@ -220,7 +220,6 @@ def test_compare_two_models_side_by_side_with_one_colour_scale(browser, tmp_path
     """Two runs (models) of the same item meet in one pair; compare mode draws both with one scale, and
     terms whose interval covers 0 are hatched."""
     import torch
-
     from viewer_data import make_explanation, structured_cross
 
     weak = make_explanation(model="base")

@@ -33,6 +33,7 @@ from torch import Tensor
 from dualex.autodiff import math_attention
 from dualex.errors import InputError
 from dualex.explanation import Explanation
+from dualex.games.uncertainty import steps_hint
 from dualex.methods import register_method
 from dualex.methods.common import build_explanation
 from dualex.methods.decomposition import normaliser, similarity_terms
@@ -212,7 +213,9 @@ def explain_ij(
         ``cross_prefix`` for the image's CLS/prefix positions, ``target`` =
         (h(x_t) − h(r_t))ᵀ(g(x_i) − g(r_i)) / (‖h(x_t)‖‖g(x_i)‖) (× logit scale for ``units="score"``),
         and diagnostics ``path_target`` (what the sum converges to: differs from ``target`` only for a
-        text reference whose EOS is elsewhere) and ``convergence_delta`` (sum − path_target);
+        text reference whose EOS is elsewhere), ``convergence_delta`` (sum − path_target: the integration
+        error, ij's counterpart of a sampled method's standard errors), ``relative_delta`` (its share of
+        path_target) and ``n_steps_hint`` (steps for a 1 % relative error, Riemann rules; NaN otherwise);
         ``reference_terms`` holds the rest of the similarity (`Explanation.decomposition`: interactions −
         convergence_delta + reference terms = the model's cosine, or score in score units).
     """
@@ -315,6 +318,8 @@ def explain_ij(
                     "path_target": path_target,
                     "convergence_delta": total - path_target,
                     "reference_delta": total - target,
+                    "relative_delta": abs(total - path_target) / max(abs(path_target), 1e-12),
+                    "n_steps_hint": steps_hint(total - path_target, path_target, n_steps, quadrature),
                 },
                 reference_terms=similarity_terms(
                     et,
