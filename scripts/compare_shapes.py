@@ -20,12 +20,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-STYLES = {"in_domain": 2, "out_of_domain": 3}  # indices into dualex.data.shapes._LISTS
+if TYPE_CHECKING:
+    from dualex.datasets.shapes_generator import ShapeScene
+
+STYLES = {"in_domain": 2, "out_of_domain": 3}  # indices into dualex.datasets.shapes_generator._LISTS
 
 
-def restyle(scene, template: int):  # noqa: ANN001, ANN201 - a ShapeScene
-    from dualex.data.shapes import CaptionPlan, compose_caption
+def restyle(scene: ShapeScene, template: int) -> ShapeScene:
+    """The same scene, captioned with list template ``template`` (no spatial relation)."""
+    from dualex.datasets.shapes_generator import CaptionPlan, compose_caption
 
     plan = CaptionPlan(scene.plan.order, template, None)
     caption, spans = compose_caption([o.description for o in scene.objects], plan)
@@ -33,7 +38,7 @@ def restyle(scene, template: int):  # noqa: ANN001, ANN201 - a ShapeScene
 
 
 def write_scenes(root: Path, n: int, template: int) -> Path:
-    from dualex.data.shapes import ShapesDataset
+    from dualex.datasets.shapes_generator import ShapesDataset
 
     root.mkdir(parents=True, exist_ok=True)
     for i, scene in enumerate(ShapesDataset(n, seed=1, split="heldout")):
@@ -61,7 +66,7 @@ def main() -> int:
     if not (tuned / "dualex_finetune.json").exists():
         import dualex
         from dualex.analysis.finetune import finetune
-        from dualex.data.shapes import ShapesDataset
+        from dualex.datasets.shapes_generator import ShapesDataset
 
         pairs = [
             (s.image, restyle(s, STYLES["in_domain"]).caption, f"train{i}")

@@ -118,7 +118,7 @@ def test_fixlip_errors_cover_the_seed_to_seed_spread():
     200 image × 12 text coalitions (≥ 2.4 coalitions per fitted term on each side). Measured: coverage
     0.98, SE / seed spread ≈ 1.5 (conservative in this regime; ≈ 1.0–1.15 with more coalitions per term).
     """
-    from dualex.data.shapes import sample_image_path
+    from dualex.datasets.shapes_generator import sample_image_path
 
     model = dualex.load("shapes")
     exs = [
