@@ -525,9 +525,12 @@ def _estimate(
         basis = resolve_pairs(pairs, nI, nT, phi)
         sur = fit_product_surrogate(*args, basis, **kw)
         diag.update(m_image=float(sI.m), m_text=float(sT.m), n_values=float(sI.m * sT.m))
-        boot = lambda: product_errors(  # noqa: E731 - run after the fit's timing
-            *args, basis, n_boot=n_boot, rng=rngs[4], image_fixed=sI.n_enumerated, text_fixed=sT.n_enumerated, **kw
-        )
+
+        def boot() -> TermErrors:  # run after the fit's timing
+            return product_errors(
+                sI.coalitions, sI.weights, sT.coalitions, sT.weights, V, basis, n_boot=n_boot, rng=rngs[4],
+                image_fixed=sI.n_enumerated, text_fixed=sT.n_enumerated, device=device, chunk_bytes=chunk_bytes,
+            )  # fmt: skip
     else:
         s = sample_banzhaf(nI + nT, budget, p, rngs[2])
         y = game(s.coalitions).to(device) - v0
@@ -539,9 +542,13 @@ def _estimate(
         basis = resolve_pairs(pairs, nI, nT, phi)
         sur = fit_surrogate(s.coalitions, y, s.weights, basis, **kw)
         diag.update(n_values=float(s.m))
-        boot = lambda: joint_errors(  # noqa: E731
-            s.coalitions, y, s.weights, basis, n_boot=n_boot, rng=rngs[4], n_fixed=s.n_enumerated, **kw
-        )
+
+        def boot() -> TermErrors:
+            return joint_errors(
+                s.coalitions, y, s.weights, basis, n_boot=n_boot, rng=rngs[4], n_fixed=s.n_enumerated,
+                device=device, chunk_bytes=chunk_bytes,
+            )  # fmt: skip
+
     _sync(device)
     t2 = time.perf_counter()
     diag.update(
