@@ -437,7 +437,7 @@ class Explanation:
             if name == "image" and not include_image:
                 continue
             if name.startswith(STDERR_PREFIX):
-                d["stderr"][name[len(STDERR_PREFIX) :]] = t.tolist()
+                d["stderr"][name[len(STDERR_PREFIX) :]] = _jsonable(t.tolist())  # inf (not identified) -> null
                 continue
             d[name] = t.tolist()
         d["words"] = self.words()

@@ -147,3 +147,30 @@ def test_fixlip_errors_cover_the_seed_to_seed_spread():
     assert 0.7 <= ratio <= 2.0
     d = exs[0].diagnostics
     assert d["se_total"] > 0 and 0 < d["se_rel_top"] < 1 and d["budget_hint"] > 0 and d["n_boot"] == 32
+
+
+def test_explanations_carry_errors_of_every_term_and_stay_strict_json(tiny_clip, tmp_path):
+    import json
+
+    from dualex.explanation import Explanation
+    from dualex.testing import random_image
+
+    for method, kw in (
+        ("fixlip", {"budget": 64}),
+        ("fixlip_si", {"budget": 64}),
+        ("interaction_lime", {"n_samples": 64}),
+    ):
+        ex = dualex.explain(tiny_clip, random_image(1), "a red dog on mat", method=method, **kw)
+        for name, se in ex.stderr.items():
+            assert se.shape == getattr(ex, name).shape and bool((se >= 0).all())
+        assert {"cross", "text_main", "image_main"} <= set(ex.stderr)
+        c = ex.completeness()
+        assert c["se_total"] >= 0 and "budget_hint" in c and "significant_share" in c
+        json.dumps(ex.to_json_dict(), allow_nan=False)
+        back = Explanation.load(ex.save(tmp_path / method))
+        assert all(torch.equal(back.stderr[k], v) for k, v in ex.stderr.items())
+        off = dualex.explain(tiny_clip, random_image(1), "a red dog on mat", method=method, n_boot=0, **kw)
+        assert off.stderr == {} and torch.equal(off.cross, ex.cross)  # errors never change the estimate
+        assert Explanation.load(off.save(tmp_path / f"{method}_plain")).stderr == {}  # files without errors load
+    with pytest.raises(InputError):
+        dualex.explain(tiny_clip, random_image(1), "a red dog", method="fixlip", budget=64, n_boot=1)

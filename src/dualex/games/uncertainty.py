@@ -426,12 +426,15 @@ def term_diagnostics(
     Returns:
         ``(se, diagnostics)``: ``se`` holds standard errors in place of values; diagnostics are
         ``se_total``, ``se_intercept``, ``se_median``, ``se_rel_top``, ``significant_share`` (over the
-        pair terms; first-order terms when there are none), ``budget_hint`` and ``n_boot``.
+        identified pair terms; the main effects when there are none), ``budget_hint``, ``n_boot``,
+        ``coalitions_per_term`` and ``unidentified``.
     """
     vec = surrogate_vector(sur)
     sl = pair_slice(sur) if sur.pairs.shape[0] else slice(1, 1 + sur.n_players)
     idx = np.arange(vec.size)[sl]
     idx = idx[np.isfinite(errors.se[idx])]
+    if idx.size == 0:  # no identified pair term: summarise the main effects instead
+        idx = np.arange(1, 1 + sur.n_players)
     diag = {
         "se_total": errors.se_total,
         "se_intercept": float(errors.se[0]),
