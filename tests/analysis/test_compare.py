@@ -127,3 +127,15 @@ def test_plot_comparison_rejects_unknown_metric(two_runs):
     assert len(fig.axes) == 1
     with pytest.raises(InputError):
         plot_comparison(comp, metric="aid")
+
+
+def test_runs_without_shared_units_give_an_empty_table_and_say_why(run_writer):
+    a = run_writer(hand_made_units(3, {}, seed=1), name="a")
+    units = hand_made_units(3, {}, seed=1)
+    for u in units:
+        u["item_id"] = "other-" + u["item_id"]
+    b = run_writer(units, name="b")
+    comp = compare([a, b], labels=["a", "b"], metrics=["pg_energy_t2i"], n_boot=200)
+    assert comp.table.empty and comp.counts["matched"] == 0
+    assert comp.counts["missing in a"] + comp.counts["missing in b"] == comp.counts["units"]
+    assert "Matched units: 0" in comp.to_markdown()

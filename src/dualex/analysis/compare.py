@@ -50,6 +50,10 @@ PAIR_METRICS = (
 )
 OBJECT_METRICS = ("pg_energy_t2i", "pg_hit_t2i", "pg_energy_i2t", "pg_hit_i2t", "pgr", "span_box")
 KEY = ("item_id", "method", "object")
+TABLE_COLUMNS = (
+    "reference", "run", "method", "level", "metric", "class_name", "n", "n_items", "n_null", "mean_reference",
+    "mean_run", "difference", "ci_low", "ci_high", "wilcoxon_stat", "wilcoxon_p",
+)  # fmt: skip
 ALL = "(all)"
 
 
@@ -356,7 +360,7 @@ def compare(
                             "wilcoxon_p": p,
                         }
                     )
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     options = {
         "metrics": use,
         "confidence": confidence,
