@@ -10,15 +10,18 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import re
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from dualex.errors import DualexError
+from dualex.errors import DualexError, InputError
 
 if TYPE_CHECKING:
     from dualex.explanation import Explanation
+    from dualex.models.base import Pair
 
 # Modules that contribute subcommands (each: add_parser(subparsers)). Missing modules are skipped.
 SUBCOMMAND_MODULES = (
@@ -76,33 +79,95 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the explanation as JSON on stdout")
     p.set_defaults(func=run_explain)
 
-    m = sub.add_parser("methods", help="list the explanation methods")
+    m = sub.add_parser(
+        "methods",
+        help="list the explanation methods",
+        description="List the explanation methods: name, order (1: per token/patch, 2: interactions), a one-line "
+        "summary and the cost per pair. With --options, also each method's options and their defaults "
+        "(pass them with `dualex explain -O KEY=VALUE` or `dualex evaluate -O METHOD.KEY=VALUE`).",
+    )
+    m.add_argument("--options", action="store_true", help="also list each method's options and defaults")
     m.set_defaults(func=run_methods)
 
 
 def run_methods(args: argparse.Namespace) -> int:
+    import inspect
+
     from dualex.methods import list_methods
 
     for name, info in list_methods().items():
         print(f"{name:<18} order {info.order}  {info.summary}" + (f"  [cost: {info.cost}]" if info.cost else ""))
+        if getattr(args, "options", False):
+            params = list(inspect.signature(info.fn).parameters.values())[2:]
+            opts = [f"{p.name}={p.default!r}" for p in params if p.default is not inspect.Parameter.empty]
+            print(f"{'':<18} options: {', '.join(opts) or 'none'}")
     return 0
+
+
+# CLI flags that are options of some methods only: flag -> option name.
+METHOD_FLAGS = {"--layer": "layer", "--n-steps": "n_steps"}
+
+
+def explain_options(method: str, option_pairs: Sequence[tuple[str, object]], flags: dict[str, object]) -> dict:
+    """The method's options from ``-O`` pairs and method-specific flags, checked against its signature.
+
+    Raises:
+        InputError: a flag the method does not take (naming the methods that do), an unknown option
+            or a value of the wrong type.
+    """
+    from dualex.methods import check_method_options, list_methods
+    from dualex.options import methods_with_option
+
+    options = dict(option_pairs)
+    for flag, value in flags.items():
+        if value is None:
+            continue
+        key = METHOD_FLAGS[flag]
+        fns = {name: info.fn for name, info in list_methods().items()}
+        takers = methods_with_option(key, fns)
+        if method in fns and method not in takers:
+            raise InputError(f"{flag} does not apply to method {method!r}; it is an option of {', '.join(takers)}")
+        options[key] = value
+    check_method_options(method, options)
+    return options
+
+
+def check_regions(pair: Pair, spans: Sequence[str], boxes: Sequence[tuple[float, float, float, float]]) -> None:
+    """Check ``--span`` words and ``--box`` boxes against the prepared caption and image (row 0).
+
+    Raises:
+        InputError: a span that names no caption token, a box outside the image.
+    """
+    from dualex.models.base import ImageInputs
+    from dualex.spans import box_patch_mask, span_positions
+
+    t = pair.text
+    for s in spans:
+        span_positions(s, text=t.texts[0], tokens=t.tokens[0], special=t.special[0].cpu(), offsets=t.offsets[0])
+    if isinstance(pair.image, ImageInputs):
+        for b in boxes:
+            box_patch_mask(b, grid=pair.image.grid, transform=pair.image.transforms[0])
 
 
 def run_explain(args: argparse.Namespace) -> int:
     import dualex
+    from dualex.methods import explain_pair
+    from dualex.writable import check_writable
 
-    options = dict(args.option)
-    if args.layer is not None:
-        options["layer"] = args.layer
-    if args.n_steps is not None:
-        options["n_steps"] = args.n_steps
+    # Everything a user can get wrong is checked before the model is loaded and the (slow) explanation.
+    options = explain_options(args.method, args.option, {"--layer": args.layer, "--n-steps": args.n_steps})
+    if args.out is not None:
+        from dualex.plotting import FIGURE_SUFFIXES
+
+        if args.out.suffix.lower() not in FIGURE_SUFFIXES:
+            raise InputError(f"--out must end in {', '.join(FIGURE_SUFFIXES)}; got {str(args.out)!r}")
+        check_writable(args.out, what="--out")
+    if args.save is not None:
+        check_writable(args.save, what="--save")
     model = dualex.load(args.model, device=args.device)
-    ex = dualex.explain(model, args.image, args.caption, method=args.method, **options)
-    assert isinstance(ex, dualex.Explanation)
-    for s in args.span:  # validate early: a clear error before any figure is drawn
-        ex.span(s)
-    for b in args.box:
-        ex.patches(b)
+    pair = model.prepare(args.image, args.caption)
+    check_regions(pair, args.span, args.box)
+    ex = explain_pair(model, pair, args.method, **options)[0]
     if args.save:
         path = ex.save(args.save)
         print(f"explanation saved to {path}", file=sys.stderr)
@@ -167,20 +232,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_NUMBER_LIST = re.compile(r"^-?\d*\.?\d+([,\s]+-?\d*\.?\d+)*$")
+
+
+def _attach_negative_values(argv: list[str]) -> list[str]:
+    """``--box -10,-10,20,20`` -> ``--box=-10,-10,20,20`` (argparse would read the value as an option)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--box" and i + 1 < len(argv) and argv[i + 1].startswith("-") and _NUMBER_LIST.match(argv[i + 1]):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:  # fmt: skip
+    """Warnings as one line on stderr (``dualex: warning: ...``), without the source line."""
+    print(f"dualex: warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_negative_values(list(sys.argv[1:] if argv is None else argv)))
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
-    try:
-        return int(args.func(args) or 0)
-    except DualexError as exc:
-        print(f"dualex: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("dualex: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return int(args.func(args) or 0)
+        except DualexError as exc:
+            print(f"dualex: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("dualex: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ FAST = {
     "grad_eclip": {},
     "game": {},
     "interaction_cam": {},
-    "interaction_lime": {"n_samples": 64},
+    "interaction_lime": {"budget": 64},
     "fixlip_si": {"budget": 32},
     "random": {},
 }

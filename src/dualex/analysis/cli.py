@@ -46,7 +46,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--disjoint", action="store_true", help="ignore patches that both boxes cover")
     m.add_argument("--hard-negatives", action="store_true", help="swap an object in the caption and explain")
     m.add_argument("--model", default=None, help="model for --hard-negatives (e.g. shapes, hf:DIR)")
-    m.add_argument("--dataset", default=None, help="KIND:PATH for --hard-negatives (shapes:N, coco:DIR, ...)")
+    m.add_argument("--dataset", default=None, help="KIND:PATH for --hard-negatives (coco:DIR, ...; shapes: generates "
+                   "scenes, -D n=N sets how many)")
     m.add_argument("--limit", type=int, default=50, help="items for --hard-negatives (default: 50)")
     m.add_argument("--dataset-option", "-D", action="append", default=[], type=parse_option, metavar="KEY=VALUE",
                    help="dataset reader option for --hard-negatives (e.g. -D n_objects=2 for shapes)")

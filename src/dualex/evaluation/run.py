@@ -122,7 +122,9 @@ def load_model(spec: str, *, device: str | None = None) -> DualEncoder:
         if not isinstance(model, DualEncoder):
             raise InputError(f"model factory {spec!r} returned {type(model).__name__}, not a dualex DualEncoder")
         if device is not None:
-            model.to(device)
+            from dualex.models.registry import check_device
+
+            model.to(check_device(device))
         return model
     from dualex.models.registry import load
 
@@ -418,17 +420,19 @@ def evaluate(
         `RunResult`.
     """
     from dualex.evaluation.summary import write_summary
-    from dualex.methods import get_method
+    from dualex.methods import check_method_options, get_method
 
     methods = list(dict.fromkeys(methods))
     if not methods:
         raise InputError("name at least one method, e.g. methods=['ij']")
     for m in methods:
         get_method(m)
-    method_options = {m: dict((method_options or {}).get(m, {})) for m in methods}
-    unknown = set(method_options) - set(methods)
+    unknown = set(method_options or {}) - set(methods)
     if unknown:
         raise InputError(f"options given for methods not in the run: {sorted(unknown)}")
+    method_options = {m: dict((method_options or {}).get(m, {})) for m in methods}
+    for m in methods:  # every option checked before anything is loaded or written
+        check_method_options(m, method_options[m])
     metrics = metrics or MetricOptions()
     if engine not in ("local", "ray"):
         raise InputError(f"engine must be 'local' or 'ray', got {engine!r}")

@@ -85,7 +85,7 @@ def load(name: str, *, device: str | torch.device | None = None, dtype: torch.dt
         raise InputError(f"unknown model name {name!r}; use one of: {known}{hint}")
     if not spec:
         raise InputError(f"model name {name!r} is missing the part after '{prefix}:'")
-    dev = torch.device(device) if device is not None else default_device()
+    dev = check_device(device) if device is not None else default_device()
     model = _LOADERS[prefix](spec, device=dev, dtype=dtype)
     model.name = name
     return model
@@ -111,6 +111,32 @@ def wrap(module: Any, **kwargs: Any) -> DualEncoder:
         "supported: transformers CLIPModel/SiglipModel/Siglip2Model, open_clip CLIP/CustomTextCLIP, "
         "transformers text encoders (bi-encoders)"
     )
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """A usable `torch.device` for ``device``, or one plain `InputError` (unknown name, no such GPU).
+
+    Raises:
+        InputError: the name is not a device (``"bogus"``), or it names an accelerator this machine
+            does not have (``"cuda"`` without a GPU, ``"cuda:3"`` with two).
+    """
+    try:
+        dev = device if isinstance(device, torch.device) else torch.device(str(device).strip())
+    except (RuntimeError, ValueError):
+        raise InputError(f"unknown device {device!r}; use cpu, cuda or cuda:N (N = GPU index), or mps") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise InputError(f"device {str(device)!r}: no CUDA GPU is usable on this machine; use --device cpu")
+        if dev.index is not None and dev.index >= n:
+            raise InputError(f"device {str(device)!r}: this machine has {n} CUDA GPU(s), cuda:0..cuda:{n - 1}")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise InputError(f"device {str(device)!r}: Apple's MPS backend is not available here; use --device cpu")
+    elif dev.type != "cpu" and not getattr(getattr(torch, dev.type, None), "is_available", lambda: False)():
+        raise InputError(f"device {str(device)!r} is not available here; use cpu, cuda or cuda:N, or mps")
+    return dev
 
 
 def default_device() -> torch.device:
