@@ -134,11 +134,20 @@ class Explanation:
         return torch.nonzero(~self.special, as_tuple=False).flatten()
 
     def words(self) -> list[str]:
-        """Display form of each token (specials in angle brackets)."""
+        """Display form of each token: the caption text it covers (specials as the tokenizer spells them).
+
+        A token without a character span (files from older versions) is shown decoded from its
+        byte-level form where it has one (``"cafÃ©</w>"`` -> ``"café"``).
+        """
+        from dualex.tokenize import display_token
+
         out = []
         for i, t in enumerate(self.tokens):
             o = self.token_offsets[i] if i < len(self.token_offsets) else None
-            out.append(self.text[o[0] : o[1]] if o is not None else t)
+            if o is not None:
+                out.append(self.text[o[0] : o[1]])
+            else:
+                out.append(t if bool(self.special[i]) else display_token(t))
         return out
 
     def span(self, span: Span, *, occurrence: int = 0) -> Tensor:

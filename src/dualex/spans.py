@@ -57,7 +57,14 @@ def span_positions(
         m = matches[occurrence]
         pos = [i for i, o in enumerate(offsets) if o is not None and o[0] < m.end() and o[1] > m.start()]
         if not pos:
-            raise InputError(f"span {span!r} matches no caption token (was the caption truncated?)")
+            ends = [o[1] for o in offsets if o is not None]
+            if ends and m.start() >= max(ends):
+                raise InputError(
+                    f"span {span!r} lies in the part of the caption that does not fit the model's context "
+                    f"(its {S} token positions end at ...{text[max(0, max(ends) - 30) : max(ends)]!r}); "
+                    "shorten the caption"
+                )
+            raise InputError(f"span {span!r} occurs in the caption but no caption token covers it")
         return torch.tensor(pos, dtype=torch.long)
     if isinstance(span, Tensor) and span.dtype == torch.bool:
         if span.numel() != S:

@@ -361,7 +361,10 @@ class DualEncoder(ABC):
                 f"got {len(images_l)} images but {len(texts_l)} captions; explain pairs one-to-one "
                 "(repeat the image to explain several captions of it)"
             )
-        return Pair(self.prepare_text(texts_l).to(self.device), self.prepare_image(images_l).to(self.device))
+        image = self.prepare_image(images_l)
+        if isinstance(image, ImageInputs):
+            check_image_sizes(image)
+        return Pair(self.prepare_text(texts_l).to(self.device), image.to(self.device))
 
     def check_layer(self, side: Side, layer: int) -> int:
         """Validate a split layer; negative values count from the end. Returns the layer index."""
@@ -431,6 +434,24 @@ class DualEncoder(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, family={self.family!r})"
+
+
+def check_image_sizes(inputs: ImageInputs) -> None:
+    """Refuse original images smaller than one patch of the model (they would be upscaled from nothing).
+
+    Raises:
+        InputError: an image's height or width (original pixels) is below the patch size.
+    """
+    rows, cols = inputs.grid
+    for i, tf in enumerate(inputs.transforms):
+        ph, pw = tf.input_size[0] / rows, tf.input_size[1] / cols
+        h, w = tf.original_size
+        if h < ph or w < pw:
+            which = f"image {i}" if inputs.batch_size > 1 else "the image"
+            raise InputError(
+                f"{which} is {w}×{h} pixels (width × height), smaller than one {round(pw)}×{round(ph)} patch of the "
+                "model; there is nothing to explain at this size"
+            )
 
 
 def grid_of(n_patches: int) -> tuple[int, int]:
