@@ -368,7 +368,9 @@ class Explanation:
         if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
             newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
             hint = " (newer than this dualex: upgrade dualex)" if newer else ""
-            raise InputError(f"unknown explanation format version {version!r}{hint}; this dualex reads {FORMAT_VERSION}")
+            raise InputError(
+                f"unknown explanation format version {version!r}{hint}; this dualex reads {FORMAT_VERSION}"
+            )
         _check_metadata(meta, tensors)
         if meta.get("image_transform") is not None:
             meta["image_transform"] = ImageTransform.from_dict(meta["image_transform"])
