@@ -37,6 +37,10 @@ def register_hf(*model_types: str):
     return deco
 
 
+#: Seconds the hub gets to answer before a load by hub id gives up (no retries).
+HUB_TIMEOUT = 5.0
+
+
 def offline_hint(spec: str) -> str:
     return (
         f"model {spec!r} is not available on this machine. dualex does not download at run time when "
@@ -47,35 +51,103 @@ def offline_hint(spec: str) -> str:
 
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' loading progress bars and config warnings for the duration of a load."""
+    """Silence transformers' and huggingface_hub's progress bars, config warnings and retry messages."""
+    from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
+    hub_level = hub_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hub_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
+        hub_logging.set_verbosity(hub_level)
         if bars:
             hf_logging.enable_progress_bar()
 
 
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) forbids network access."""
+    return any(
+        os.environ.get(v, "0").strip() not in ("0", "", "false", "False", "no")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def probe_hub(repo_id: str, timeout: float = HUB_TIMEOUT) -> str | None:
+    """Ask the hub about ``repo_id`` once, giving up after about ``timeout`` seconds.
+
+    Returns None if the hub answered that the model exists, else why not (no answer in time, no
+    connection, name lookup failed, HTTP status). Runs in a daemon thread, so that a name lookup or a
+    server that accepts connections but never answers cannot hold the caller longer than ``timeout``.
+    """
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    url = f"{constants.ENDPOINT}/api/models/{repo_id}"
+    result: list[str | None] = []
+
+    def ask() -> None:
+        try:
+            req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "dualex"})
+            with urllib.request.urlopen(req, timeout=timeout):
+                result.append(None)
+        except urllib.error.HTTPError as exc:
+            what = "no such model on the hub" if exc.code == 404 else "the hub refused access"
+            result.append(f"{what} (HTTP {exc.code} from {constants.ENDPOINT})")
+        except Exception as exc:
+            reason = getattr(exc, "reason", exc)
+            result.append(f"the hub at {constants.ENDPOINT} cannot be reached ({reason})")
+
+    t = threading.Thread(target=ask, name="dualex-hub-probe", daemon=True)
+    t.start()
+    t.join(timeout + 1.0)
+    if not result:
+        return f"the hub at {constants.ENDPOINT} did not answer within {timeout:.0f} s"
+    return result[0]
+
+
 def _from_pretrained(cls: Any, spec: str, **kw: Any) -> Any:
+    """``cls.from_pretrained`` for a local directory or a hub id, never hanging on the network.
+
+    A hub id is looked up in the local cache first; only if it is not there, and the environment
+    allows downloads, is the hub asked once (`probe_hub`, a few seconds at most, no retries) before
+    downloading. Every failure is a `ModelNotAvailableError` that says how to load a local directory.
+    """
     local = Path(spec).expanduser()
     if local.exists():
-        spec = str(local)
-    elif spec.startswith((".", "/", "~")):
+        try:
+            with quiet_transformers():
+                return cls.from_pretrained(str(local), local_files_only=True, **kw)
+        except (OSError, ValueError) as exc:
+            raise ModelNotAvailableError(f"cannot load a transformers model from {local}: {exc}") from None
+    if spec.startswith((".", "/", "~")):
         raise ModelNotAvailableError(f"local model directory not found: {spec}")
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     try:
         with quiet_transformers():
-            return cls.from_pretrained(spec, local_files_only=offline or local.exists(), **kw)
-    except (OSError, ValueError) as exc:
-        if local.exists():
-            raise ModelNotAvailableError(f"cannot load a transformers model from {spec}: {exc}") from None
+            return cls.from_pretrained(spec, local_files_only=True, **kw)
+    except (OSError, ValueError):
+        pass  # not in the local cache
+    if hub_offline():
         raise ModelNotAvailableError(offline_hint(spec)) from None
+    reason = probe_hub(spec)
+    if reason is not None:
+        raise ModelNotAvailableError(
+            f"model {spec!r} is not in the local cache and {reason}. Save it once where the hub is reachable "
+            "(model.save_pretrained(DIR), processor.save_pretrained(DIR)), copy DIR here and load it as 'hf:DIR'"
+        ) from None
+    try:
+        with quiet_transformers():
+            return cls.from_pretrained(spec, **kw)
+    except (OSError, ValueError) as exc:
+        raise ModelNotAvailableError(f"{offline_hint(spec)} (download failed: {exc})") from None
 
 
 TOKENIZER_FILES = (

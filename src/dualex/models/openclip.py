@@ -1,8 +1,9 @@
 """Adapter for open_clip ViT CLIP models: ``open_clip.CLIP`` and ``CustomTextCLIP`` with a native text tower.
 
-Names: ``openclip:ARCH`` (random initialisation, offline), ``openclip:ARCH@TAG`` (a pretrained tag whose
-checkpoint is already in the local cache) and ``openclip:ARCH@/path/to/open_clip_pytorch_model.bin``
-(a checkpoint file). dualex never downloads open_clip weights: an uncached tag raises
+Names: ``openclip:ARCH@TAG`` (a pretrained tag whose checkpoint is already in the local cache),
+``openclip:ARCH@/path/to/open_clip_pytorch_model.bin`` (a checkpoint file) and ``openclip:ARCH@random``
+(random initialisation, offline: only on this explicit request; ``openclip:ARCH`` and ``ARCH@`` name no
+weights and are refused). dualex never downloads open_clip weights: an uncached tag raises
 `ModelNotAvailableError` saying how to pass the file.
 
 How the towers run. The adapter re-implements both forwards from the towers' public submodules so that
@@ -531,24 +532,33 @@ def _tokenizer_for(arch: str, module: nn.Module) -> Any:
 
 @register_loader("openclip")
 def load_openclip(spec: str, *, device: torch.device, dtype: torch.dtype | None = None) -> DualEncoder:
-    """Load ``openclip:ARCH[@PRETRAINED]``; PRETRAINED is a cached tag or a checkpoint file.
+    """Load ``openclip:ARCH@PRETRAINED``: a cached tag, a checkpoint file, or ``random`` (random weights).
 
     Raises:
+        InputError: no or an empty PRETRAINED part (random weights only on request: ``@random``).
         ModelNotAvailableError: unknown architecture or tag, missing file, or weights not cached.
         UnsupportedModelError: the architecture has a tower the adapter does not support.
     """
     import open_clip
 
-    arch, _, pretrained = spec.partition("@")
-    arch, pretrained = arch.strip(), pretrained.strip() or None
+    arch, at, pretrained_raw = spec.partition("@")
+    arch, pretrained = arch.strip(), pretrained_raw.strip() or None
     known = open_clip.list_models()
     if arch not in known:
         close = difflib.get_close_matches(arch, known, n=4)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see open_clip.list_models()"
         raise ModelNotAvailableError(f"open_clip has no architecture {arch!r}{hint}")
+    if pretrained is None:
+        tags = open_clip.list_pretrained_tags_by_model(arch)
+        what = f"'openclip:{spec}' has an empty pretrained tag" if at else f"'openclip:{spec}' names no weights"
+        raise InputError(
+            f"{what}: use 'openclip:{arch}@TAG' (tags: {', '.join(tags) or 'none'}; the checkpoint must be in "
+            f"the local cache), 'openclip:{arch}@/path/to/open_clip_pytorch_model.bin', or "
+            f"'openclip:{arch}@random' for random weights"
+        )
     kw: dict[str, Any] = {}
     tag_cfg: dict[str, Any] = {}
-    if pretrained is None:
+    if pretrained == "random":
         checkpoint = None
     elif Path(pretrained).expanduser().is_file():
         checkpoint = str(Path(pretrained).expanduser())

@@ -1,6 +1,6 @@
 """Model names -> adapters: `load` and `wrap`.
 
-Names (DESIGN.md): ``hf:<hub id or local dir>``, ``openclip:<arch>[@<pretrained>]``,
+Names (DESIGN.md): ``hf:<hub id or local dir>``, ``openclip:<arch>@<pretrained|file|random>``,
 ``sentence:<hub id or local dir>`` and ``shapes`` (the bundled model). New families register a loader
 for a prefix with `register_loader` and a wrapper for module types with `register_wrapper`.
 """
@@ -60,7 +60,7 @@ def load(name: str, *, device: str | torch.device | None = None, dtype: torch.dt
     """Load a dual encoder by name.
 
     Args:
-        name: ``"shapes"``, ``"hf:<hub id or dir>"``, ``"openclip:<arch>[@<pretrained>]"`` or
+        name: ``"shapes"``, ``"hf:<hub id or dir>"``, ``"openclip:<arch>@<tag, file or random>"`` or
             ``"sentence:<hub id or dir>"``.
         device: Where to put the model (default: CUDA if available, else CPU).
         dtype: Parameter dtype (default: as stored).
