@@ -63,8 +63,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("image", help="image file (for text-text bi-encoders: the second sentence)")
     p.add_argument("caption", help="the caption (quote it)")
-    p.add_argument("--model", default="shapes", help="model name: shapes | hf:ID_OR_DIR | openclip:ARCH@TAG|FILE|random "
-                   "| sentence:ID_OR_DIR (default: shapes)")
+    p.add_argument("--model", default="shapes", help="model name: shapes | hf:ID_OR_DIR "
+                   "| openclip:ARCH@TAG|FILE|random | sentence:ID_OR_DIR (default: shapes)")
     p.add_argument("--method", default="ij", help="explanation method (default: ij); see `dualex methods`")
     p.add_argument("--out", type=Path, help="figure path (.png, .svg or .pdf)")
     p.add_argument("--span", action="append", default=[], help="caption words to map onto the image (repeatable)")
