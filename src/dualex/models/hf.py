@@ -212,14 +212,15 @@ class HFDualEncoder(DualEncoder):
         self,
         module: torch.nn.Module,
         *,
-        tokenizer: TokenizerLike,
+        tokenizer: TokenizerLike | None = None,
         pipeline: ImagePipeline | None = None,
         name: str = "hf",
     ) -> None:
         if tokenizer is None:
             raise InputError(
-                f"wrapping a {type(module).__name__} needs a tokenizer: pass tokenizer=AutoTokenizer... "
-                "(or any callable returning dualex.tokenize.Tokenized)"
+                f"wrapping a {type(module).__name__} needs its tokenizer: dualex.wrap(module, "
+                "tokenizer=transformers.AutoTokenizer.from_pretrained(ID_OR_DIR)), a dualex.tokenize tokenizer, "
+                "or any callable texts -> dualex.tokenize.Tokenized"
             )
         self._module = module.eval()
         for p in self._module.parameters():
