@@ -26,6 +26,17 @@ def _check_pixels(width: int, height: int, where: str) -> None:
         )
 
 
+def _header_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` from an image file's header, without PIL's decompression-bomb check."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(path) as im:
+            return im.size
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
 def _array_to_uint8(arr: np.ndarray, where: str) -> np.ndarray:
     """Pixel values of any numeric dtype -> uint8, scaled by the dtype's range; refuses what is ambiguous.
 
@@ -120,6 +131,7 @@ def load_image(image: Any) -> Image.Image:
                     im.load()
                     return to_rgb(im, str(path))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            _check_pixels(*_header_size(path), str(path))
             raise InputError(f"{path} is too large to read safely ({exc})") from None
         except (UnidentifiedImageError, OSError, SyntaxError) as exc:
             raise InputError(f"cannot read {path} as an image ({exc.__class__.__name__}: {exc})") from None
