@@ -108,7 +108,9 @@ def run_methods(args: argparse.Namespace) -> int:
 METHOD_FLAGS = {"--layer": "layer", "--n-steps": "n_steps"}
 
 
-def explain_options(method: str, option_pairs: Sequence[tuple[str, object]], flags: dict[str, object]) -> dict:
+def explain_options(
+    method: str, option_pairs: Sequence[tuple[str, object]], flags: dict[str, object]
+) -> dict[str, object]:
     """The method's options from ``-O`` pairs and method-specific flags, checked against its signature.
 
     Raises:
