@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from dualex.errors import InputError
-from dualex.models.base import ImageTransform
+from dualex.images import ImageTransform
 from dualex.spans import Span, as_patch_mask, span_positions
 
 _TENSOR_FIELDS = ("cross", "cross_prefix", "text_pairs", "image_pairs", "text_main", "image_main", "special", "image")
@@ -139,7 +139,7 @@ class Explanation:
         A token without a character span (files from older versions) is shown decoded from its
         byte-level form where it has one (``"cafÃ©</w>"`` -> ``"café"``).
         """
-        from dualex.tokenize import display_token
+        from dualex.bytelevel import display_token
 
         out = []
         for i, t in enumerate(self.tokens):

@@ -7,7 +7,6 @@ Offsets let users name caption spans by words (``image_map("red circle")``).
 
 from __future__ import annotations
 
-import functools
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -17,6 +16,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from dualex.bytelevel import piece_bytes
 from dualex.errors import InputError
 
 Offsets = list[tuple[int, int] | None]
@@ -47,40 +47,6 @@ def check_texts(texts: Sequence[str]) -> list[str]:
     if not out:
         raise InputError("no captions given")
     return out
-
-
-@functools.lru_cache(maxsize=1)
-def _byte_decoder() -> dict[str, int]:
-    """The inverse of byte-level BPE's byte -> printable character table (GPT-2, CLIP)."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars = list(keep)
-    n = 0
-    for b in range(256):
-        if b not in keep:
-            keep.append(b)
-            chars.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(keep, chars, strict=True)}
-
-
-def piece_bytes(piece: str) -> bytes | None:
-    """The bytes a byte-level BPE piece stands for (``"Ã©"`` -> ``b"\\xc3\\xa9"``, i.e. é), or None."""
-    table = _byte_decoder()
-    if not piece or any(c not in table for c in piece):
-        return None
-    return bytes(table[c] for c in piece)
-
-
-def display_token(token: str) -> str:
-    """A token as readable text: byte-level BPE decoded to UTF-8 (partial characters as U+FFFD)."""
-    piece = token.replace("</w>", "")
-    raw = piece_bytes(piece)
-    if raw is None or raw.isascii():
-        return token
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:  # part of a character; Latin-1-only pieces may be real text (SentencePiece)
-        return raw.decode("utf-8", errors="replace") if any(ord(c) > 0xFF for c in piece) else token
 
 
 def _lower_keep_length(text: str) -> str:

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+ORDER = 40  # position of this subcommand in ``dualex --help``
+
 
 @dataclass
 class Measurement:
@@ -72,7 +74,7 @@ def measure(fn: Callable[[], Any], *, device: torch.device, repeat: int = 3, war
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from dualex.cli import parse_option
+    from dualex.cli.options import parse_option
 
     p = sub.add_parser(
         "bench",
