@@ -78,6 +78,23 @@ def hub_offline() -> bool:
     )
 
 
+@contextlib.contextmanager
+def hub_offline_now() -> Iterator[None]:
+    """Forbid huggingface_hub any network access for the duration of the block (cache reads only).
+
+    For third-party code that loads from the hub on its own (open_clip's tokenizers), which would
+    otherwise wait and retry on an unreachable hub.
+    """
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
 def probe_hub(repo_id: str, timeout: float = HUB_TIMEOUT) -> str | None:
     """Ask the hub about ``repo_id`` once, giving up after about ``timeout`` seconds.
 

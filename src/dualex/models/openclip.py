@@ -54,7 +54,7 @@ from torch.nn import functional
 
 from dualex.errors import InputError, ModelNotAvailableError, UnsupportedModelError
 from dualex.models.base import DualEncoder, ImageInputs, Side, SideInputs, TextInputs
-from dualex.models.hf import additive_mask, broadcast_rows
+from dualex.models.hf import additive_mask, broadcast_rows, hub_offline_now
 from dualex.models.parts import (
     bos_filler_eos_reference,
     image_reference,
@@ -522,7 +522,8 @@ def _tokenizer_for(arch: str, module: nn.Module) -> Any:
     import open_clip
 
     try:
-        return open_clip.get_tokenizer(arch)
+        with hub_offline_now():  # a tokenizer on the hub is read from the cache only: never a hang
+            return open_clip.get_tokenizer(arch)
     except Exception as exc:  # an HF tokenizer that is not cached
         raise ModelNotAvailableError(
             f"the tokenizer of open_clip model {arch} is not available offline ({type(exc).__name__}); build "
