@@ -65,13 +65,13 @@ def _array_to_uint8(arr: np.ndarray, where: str) -> np.ndarray:
         raise InputError(f"{where} has values of type {arr.dtype}; pass uint8, uint16 or float pixel values")
     if not np.isfinite(arr).all():
         raise InputError(f"{where} contains NaN or infinite values")
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo < 0 or hi > 255:
+    flo, fhi = float(arr.min()), float(arr.max())
+    if flo < 0 or fhi > 255:
         raise InputError(
-            f"{where} has float values in [{lo:.4g}, {hi:.4g}]; float images must lie in [0, 1] (or 0..255). "
+            f"{where} has float values in [{flo:.4g}, {fhi:.4g}]; float images must lie in [0, 1] (or 0..255). "
             "Undo any normalisation first: dualex normalises images as the model expects"
         )
-    scale = 255.0 if hi <= 1.0 else 1.0
+    scale = 255.0 if fhi <= 1.0 else 1.0
     return np.clip(arr.astype(np.float64) * scale, 0, 255).astype(np.uint8)
 
 

@@ -9,6 +9,7 @@ split at any block: ``hidden`` runs embeddings + blocks ``< layer``; ``tail`` ru
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,7 +60,7 @@ def quiet_transformers() -> Iterator[None]:
     hub_level = hub_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
-    hub_logging.set_verbosity_error()
+    hub_logging.set_verbosity(logging.ERROR)
     hf_logging.disable_progress_bar()
     try:
         yield

@@ -131,7 +131,7 @@ class SiglipBase(HFDualEncoder):
                 "the full SigLIP dual encoder (SiglipModel / Siglip2Model)"
             )
         self._text_filler = text_filler
-        super().__init__(module, tokenizer=tokenizer, pipeline=pipeline, name=name)  # type: ignore[arg-type]
+        super().__init__(module, tokenizer=tokenizer, pipeline=pipeline, name=name)
 
     # ------------------------------------------------------------------ construction helpers
     @property

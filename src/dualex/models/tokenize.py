@@ -137,9 +137,8 @@ class HFTokenizer:
     ) -> None:
         self.tok = tokenizer
         self.padding = padding
-        self.max_length = max_length or getattr(tokenizer, "model_max_length", 77)
-        if self.max_length is None or self.max_length > 100_000:
-            self.max_length = 512
+        length = max_length or getattr(tokenizer, "model_max_length", 77)
+        self.max_length: int = 512 if length is None or length > 100_000 else int(length)
         self.keep_pad_attention = keep_pad_attention
 
     def __call__(self, texts: Sequence[str]) -> Tokenized:
