@@ -152,9 +152,11 @@ def run_mismatch(args: argparse.Namespace) -> int:
 def _run_hard_negatives(args: argparse.Namespace) -> int:
     import dualex
     from dualex.analysis.mismatch import hard_negative_analysis, shapes_swapper
+    from dualex.methods import check_method_options
 
     if not args.model or not args.dataset:
         raise InputError("--hard-negatives needs --model NAME and --dataset KIND:PATH")
+    check_method_options(args.method or "ij", dict(args.option))  # before the model and data are loaded
     kind, items = load_items(args.dataset, limit=args.limit, **dict(args.dataset_option))
     categories = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
     swapper = shapes_swapper(args.swap) if kind == "shapes" and not categories else None
