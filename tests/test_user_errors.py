@@ -188,6 +188,25 @@ def test_cli_ij_prints_no_torch_warnings(capsys, cached_shapes):
     assert "FutureWarning" not in err and "jit" not in err
 
 
+OTHER_CLI_CASES = [
+    ("empty caption", ["explain", str(SCENE), "  "], r"caption 0 is empty"),
+    ("unknown model", ["explain", str(SCENE), CAPTION, "--model", "nosuch:x"], r"unknown model name 'nosuch:x'"),
+    ("bench option typo", ["bench", "--method", "fixlip", "-O", "n_samples=8"], r"'n_samples': it is called 'budget'"),
+    ("bench option of another method", ["bench", "--method", "random", "-O", "layer=-1"], r"'random' has no option 'layer'"),
+    ("hard negatives option typo", ["mismatch", "--hard-negatives", "--model", "shapes", "--dataset", "shapes:",
+                                    "-O", "n_step=2"], r"'n_step': it is called 'n_steps'"),  # fmt: skip
+    ("hard negatives reader typo", ["mismatch", "--hard-negatives", "--model", "shapes", "--dataset", "shapes:",
+                                    "-D", "objects=2"], r"dataset 'shapes' has no option 'objects'"),  # fmt: skip
+]
+
+
+@pytest.mark.parametrize(("argv", "pattern"), [c[1:] for c in OTHER_CLI_CASES], ids=[c[0] for c in OTHER_CLI_CASES])
+def test_cli_other_commands(argv, pattern, capsys, cached_shapes, no_explaining):
+    rc, err = run_cli(argv, capsys)
+    assert rc == 2
+    assert_one_line(err, pattern)
+
+
 # ------------------------------------------------------------------------------------ CLI: help texts
 @pytest.mark.parametrize(("command", "words"), [
     (["methods", "--help"], "order"),
