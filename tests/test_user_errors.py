@@ -188,15 +188,15 @@ def test_cli_ij_prints_no_torch_warnings(capsys, cached_shapes):
     assert "FutureWarning" not in err and "jit" not in err
 
 
+HARD_NEGATIVES = ["mismatch", "--hard-negatives", "--model", "shapes", "--dataset", "shapes:"]
 OTHER_CLI_CASES = [
     ("empty caption", ["explain", str(SCENE), "  "], r"caption 0 is empty"),
     ("unknown model", ["explain", str(SCENE), CAPTION, "--model", "nosuch:x"], r"unknown model name 'nosuch:x'"),
     ("bench option typo", ["bench", "--method", "fixlip", "-O", "n_samples=8"], r"'n_samples': it is called 'budget'"),
-    ("bench option of another method", ["bench", "--method", "random", "-O", "layer=-1"], r"'random' has no option 'layer'"),
-    ("hard negatives option typo", ["mismatch", "--hard-negatives", "--model", "shapes", "--dataset", "shapes:",
-                                    "-O", "n_step=2"], r"'n_step': it is called 'n_steps'"),  # fmt: skip
-    ("hard negatives reader typo", ["mismatch", "--hard-negatives", "--model", "shapes", "--dataset", "shapes:",
-                                    "-D", "objects=2"], r"dataset 'shapes' has no option 'objects'"),  # fmt: skip
+    ("bench option of another method", ["bench", "--method", "random", "-O", "layer=-1"],
+     r"'random' has no option 'layer'"),
+    ("hard negatives option typo", [*HARD_NEGATIVES, "-O", "n_step=2"], r"'n_step': it is called 'n_steps'"),
+    ("hard negatives reader typo", [*HARD_NEGATIVES, "-D", "objects=2"], r"dataset 'shapes' has no option 'objects'"),
 ]
 
 
