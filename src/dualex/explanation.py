@@ -33,6 +33,8 @@ from dualex.images import ImageTransform
 from dualex.spans import Span, as_patch_mask, span_positions
 
 _TENSOR_FIELDS = ("cross", "cross_prefix", "text_pairs", "image_pairs", "text_main", "image_main", "special", "image")
+# Attribution terms: floating point and finite in every file `Explanation.load` accepts.
+_ATTRIBUTION_FIELDS = ("cross", "cross_prefix", "text_pairs", "image_pairs", "text_main", "image_main")
 FORMAT_VERSION = 1
 
 
@@ -479,7 +481,7 @@ def _check_metadata(meta: dict[str, Any], tensors: dict[str, Tensor]) -> None:
                    for o in offs):  # fmt: skip
             raise InputError(f"{key!r} entries must be [start, end] or null")
     for name, t in tensors.items():
-        if name in ("special", "image") or name not in _TENSOR_FIELDS:
+        if name not in _ATTRIBUTION_FIELDS:
             continue
         if not t.is_floating_point():
             raise InputError(f"tensor {name!r} must hold floating-point values, got {t.dtype}")
