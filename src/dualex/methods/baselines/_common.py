@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Literal
 
 import torch
@@ -55,12 +54,8 @@ def own_scores(model: DualEncoder, pair: Pair) -> tuple[Tensor, Tensor]:
 
 
 def float_model(model: DualEncoder, fp32: bool) -> DualEncoder:
-    """``model`` itself, or for fp16/bf16 weights with ``fp32`` a float32 twin (the same adapter over a copy)."""
-    if not fp32 or model.dtype not in (torch.float16, torch.bfloat16):
-        return model
-    twin = copy.copy(model)
-    twin._module = copy.deepcopy(model.module).float()  # type: ignore[attr-defined]
-    return twin
+    """``model`` itself, or with ``fp32`` its float32 twin (`DualEncoder.float32`; itself if already float32)."""
+    return model.float32() if fp32 else model
 
 
 def positive_int(name: str, value: object, *, minimum: int = 1) -> int:
