@@ -101,7 +101,6 @@ def run_bench(args: argparse.Namespace) -> int:
         json.dump({"model": args.model, "method": args.method, **asdict(m)}, sys.stdout)
         print()
     else:
-        print(
-            f"{args.method} on {args.model} ({m.device}): {m.seconds:.3f} s per explanation, peak {m.peak_gib:.2f} GiB"
-        )
+        print(f"{args.method} on {args.model} ({m.device}): {m.seconds:.3f} s per explanation, "
+              f"peak {m.peak_gib:.2f} GiB")
     return 0

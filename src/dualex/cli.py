@@ -60,31 +60,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("image", help="image file (for text-text bi-encoders: the second sentence)")
     p.add_argument("caption", help="the caption (quote it)")
-    p.add_argument(
-        "--model",
-        default="shapes",
-        help="model name: shapes | hf:ID_OR_DIR | openclip:ARCH[@PRETRAINED] | sentence:ID_OR_DIR (default: shapes)",
-    )
+    p.add_argument("--model", default="shapes", help="model name: shapes | hf:ID_OR_DIR | openclip:ARCH[@PRETRAINED] "
+                   "| sentence:ID_OR_DIR (default: shapes)")
     p.add_argument("--method", default="ij", help="explanation method (default: ij); see `dualex methods`")
     p.add_argument("--out", type=Path, help="figure path (.png, .svg or .pdf)")
     p.add_argument("--span", action="append", default=[], help="caption words to map onto the image (repeatable)")
-    p.add_argument(
-        "--box",
-        action="append",
-        default=[],
-        type=_parse_box,
-        help="image box x0,y0,x1,y1 (original pixels) to map onto the caption (repeatable)",
-    )
+    p.add_argument("--box", action="append", default=[], type=_parse_box,
+                   help="image box x0,y0,x1,y1 (original pixels) to map onto the caption (repeatable)")
     p.add_argument("--layer", type=int, default=None, help="split layer for both towers (default: method's)")
     p.add_argument("--n-steps", type=int, default=None, help="integration steps (ij)")
-    p.add_argument(
-        "--option",
-        "-O",
-        action="append",
-        default=[],
-        type=parse_option,
-        help="extra method option KEY=VALUE (JSON values), e.g. -O text_reference=same_length",
-    )
+    p.add_argument("--option", "-O", action="append", default=[], type=parse_option,
+                   help="extra method option KEY=VALUE (JSON values), e.g. -O text_reference=same_length")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--save", type=Path, help="also save the explanation (.safetensors) for `dualex serve`")
     p.add_argument("--json", action="store_true", help="print the explanation as JSON on stdout")

@@ -34,19 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     figure = args.out / f"shapes_{args.method}.png"
     saved = args.out / f"shapes_{args.method}.safetensors"
     command = [
-        "explain",
-        str(sample_image_path()),
-        scene.caption,
-        "--model",
-        "shapes",
-        "--method",
-        args.method,
-        "--device",
-        args.device,
-        "--out",
-        str(figure),
-        "--save",
-        str(saved),
+        "explain", str(sample_image_path()), scene.caption,
+        "--model", "shapes", "--method", args.method, "--device", args.device,
+        "--out", str(figure), "--save", str(saved),
     ]
     for phrase, box in zip(scene.phrases, scene.boxes, strict=True):
         command += ["--span", phrase, "--box", ",".join(str(v) for v in box)]
@@ -59,10 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for span in scene.spans:
         r = pointing_game(ex, {"start": span.start, "end": span.end}, scene.span_box(span))
         name = scene.caption[span.start : span.end]
-        print(
-            f"  {name:<22} box {scene.span_box(span)}  energy {r.energy_t2i:.3f}  "
-            f"peak on object: {'yes' if r.hit_t2i else 'no'}"
-        )
+        print(f"  {name:<22} box {scene.span_box(span)}  energy {r.energy_t2i:.3f}  "
+              f"peak on object: {'yes' if r.hit_t2i else 'no'}")
     print(f"\nfigure: {figure.resolve()}")
     print(f"explanation: {saved.resolve()} (open it with `dualex serve` or dualex.Explanation.load)")
     return 0

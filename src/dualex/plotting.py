@@ -110,11 +110,11 @@ class _Word:
 
 
 def caption_words(
-    ex: Explanation,
-    values: Any,
-    *,
-    highlight: Sequence[int] = (),
-    specials: bool = False,
+        ex: Explanation,
+        values: Any,
+        *,
+        highlight: Sequence[int] = (),
+        specials: bool = False,
 ) -> list[_Word]:
     """Display units of the caption, one per token position, with their values.
 
@@ -223,17 +223,8 @@ def draw_colored_text(
     lh = _line_height_pt(fontsize)
     top = 0.0
     if title:
-        ax.text(
-            0.0,
-            1.0,
-            title,
-            transform=ax.transAxes,
-            fontsize=fontsize * 0.85,
-            va="top",
-            ha="left",
-            color="0.25",
-            parse_math=False,
-        )
+        ax.text(0.0, 1.0, title, transform=ax.transAxes, fontsize=fontsize * 0.85, va="top", ha="left",
+                color="0.25", parse_math=False)
         top = 1.5 * fontsize
     for w, (x, line, ww) in zip(words, _layout_words(words, width_pt, fontsize), strict=True):
         y_center = height_pt - top - (line + 0.5) * lh
@@ -365,10 +356,8 @@ def _box_label(ex: Explanation, box: Any) -> str:
     if isinstance(box, torch.Tensor) and box.dtype == torch.bool:
         return f"{int(box.sum())} patches"
     boxes = _boxes_of(box) or []
-    return " ∪ ".join(
-        "(" + ", ".join(f"{float(v):.0f}" for v in (b.tolist() if isinstance(b, torch.Tensor) else b)) + ")"
-        for b in boxes
-    )
+    return " ∪ ".join("(" + ", ".join(f"{float(v):.0f}" for v in (b.tolist() if isinstance(b, torch.Tensor) else b))
+                      + ")" for b in boxes)
 
 
 def _second_positions(ex: Explanation, region: Any) -> list[int]:
@@ -469,8 +458,7 @@ def plot_explanation(
             bottoms.append(caption_words(ex, v, specials=specials))
             tops.append(
                 second_sentence_words(ex, None, highlight=_second_positions(ex, what) if what is not None else [])
-                if text_text
-                else None
+                if text_text else None
             )
     H, W = _canvas_size(ex)
     if text_text:
@@ -500,18 +488,14 @@ def plot_explanation(
         x0 = 0.2 + c * (width_in + gap_w)
         y0 = head + r * (top_h + bottom_h + 0.15 + gap_h)
         ax_top = fig.add_axes((frac_x(x0), frac_y(y0 + top_h), frac_x(width_in), top_h / fig_h))
-        ax_bot = fig.add_axes((frac_x(x0), frac_y(y0 + top_h + 0.15 + bottom_h), frac_x(width_in), bottom_h / fig_h))
+        ax_bot = fig.add_axes(
+            (frac_x(x0), frac_y(y0 + top_h + 0.15 + bottom_h), frac_x(width_in), bottom_h / fig_h)
+        )
         if kind == "span":
             label = _span_label(ex, what)
             if text_text:
-                draw_colored_text(
-                    ax_top,
-                    top_words or [],
-                    vmax=lim,
-                    cmap=cm,
-                    fontsize=fontsize,
-                    title=f"second sentence | {label}   Σ {float(v.sum()):+.3g}",
-                )
+                draw_colored_text(ax_top, top_words or [], vmax=lim, cmap=cm, fontsize=fontsize,
+                                  title=f"second sentence | {label}   Σ {float(v.sum()):+.3g}")
             else:
                 draw_image_map(ax_top, ex, v, vmax=lim, cmap=cm, alpha=alpha)
                 ax_top.set_title(f"{label}   Σ {float(v.sum()):+.3g}", fontsize=fontsize * 0.9)
@@ -519,26 +503,18 @@ def plot_explanation(
         else:
             label = _box_label(ex, what)
             if text_text:
-                draw_colored_text(
-                    ax_top, top_words or [], vmax=lim, cmap=cm, fontsize=fontsize, title=f"second sentence | {label}"
-                )
+                draw_colored_text(ax_top, top_words or [], vmax=lim, cmap=cm, fontsize=fontsize,
+                                  title=f"second sentence | {label}")
             else:
                 draw_plain_image(ax_top, ex)
                 if what is not None:
                     draw_region(ax_top, ex, what)
                 ax_top.set_title(label, fontsize=fontsize * 0.9)
-            draw_colored_text(
-                ax_bot,
-                bottom_words,
-                vmax=lim,
-                cmap=cm,
-                fontsize=fontsize,
-                title=f"caption | {label}   Σ {float(v.sum()):+.3g}   (±{lim:.3g})",
-            )
+            draw_colored_text(ax_bot, bottom_words, vmax=lim, cmap=cm, fontsize=fontsize,
+                              title=f"caption | {label}   Σ {float(v.sum()):+.3g}   (±{lim:.3g})")
     if title:
-        fig.suptitle(
-            _figure_title(ex) if title is True else str(title), fontsize=fontsize, y=1.0 - 0.12 / fig_h, va="top"
-        )
+        fig.suptitle(_figure_title(ex) if title is True else str(title), fontsize=fontsize, y=1.0 - 0.12 / fig_h,
+                     va="top")
     return fig
 
 
@@ -666,11 +642,9 @@ def plot_matrix(
     ax.tick_params(length=1.5, pad=1)
     for t in ax.get_xticklabels() + ax.get_yticklabels():
         t.set_parse_math(False)
-    axis_names = {
-        "cross": ("caption token", "image patch (row,col)" if not _is_text_text(ex) else "second sentence"),
-        "text_pairs": ("caption token", "caption token"),
-        "image_pairs": ("image patch (row,col)", "image patch (row,col)"),
-    }[which]
+    axis_names = {"cross": ("caption token", "image patch (row,col)" if not _is_text_text(ex) else "second sentence"),
+                  "text_pairs": ("caption token", "caption token"),
+                  "image_pairs": ("image patch (row,col)", "image patch (row,col)")}[which]
     ax.set_ylabel(axis_names[0], fontsize=8)
     ax.set_xlabel(axis_names[1], fontsize=8)
     shown = f"  (top {nr}×{nc})" if top_k is not None else ""
@@ -685,11 +659,8 @@ def plot_matrix(
 
 def plot_matrices(ex: Explanation, top_k: int | None = None, **kwargs: Any) -> dict[str, Figure]:
     """`plot_matrix` for every matrix the explanation has (``cross`` and the intra-modal ones)."""
-    return {
-        w: plot_matrix(ex, w, top_k, **kwargs)
-        for w in ("cross", "text_pairs", "image_pairs")
-        if getattr(ex, w) is not None
-    }
+    return {w: plot_matrix(ex, w, top_k, **kwargs) for w in ("cross", "text_pairs", "image_pairs")
+            if getattr(ex, w) is not None}
 
 
 # ---------------------------------------------------------------------------------------------- saving

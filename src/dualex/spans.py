@@ -76,7 +76,9 @@ def span_positions(
     return idx % S
 
 
-def box_patch_weights(box: Box, *, grid: tuple[int, int], transform: ImageTransform, check: bool = True) -> Tensor:
+def box_patch_weights(
+    box: Box, *, grid: tuple[int, int], transform: ImageTransform, check: bool = True
+) -> Tensor:
     """Fraction of each patch covered by ``box``, ``(rows, cols)`` in [0, 1].
 
     Args:

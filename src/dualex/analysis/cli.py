@@ -21,11 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "percentile bootstrap for energies).",
     )
     c.add_argument("run_dir", type=Path, help="run directory written by `dualex evaluate`")
-    c.add_argument(
-        "--metric",
-        default="pg_energy_t2i",
-        help="pg_energy_t2i (default), pg_hit_t2i, pg_energy_i2t, pg_hit_i2t, pgr or span_box",
-    )
+    c.add_argument("--metric", default="pg_energy_t2i",
+                   help="pg_energy_t2i (default), pg_hit_t2i, pg_energy_i2t, pg_hit_i2t, pgr or span_box")
     c.add_argument("--method", default=None, help="only this method (default: all methods of the run)")
     c.add_argument("--out", type=Path, default=None, help="bar plot (.png, .svg or .pdf)")
     c.add_argument("--csv", type=Path, default=None, help="also write the table as CSV")
@@ -44,47 +41,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     m.add_argument("run_dir", type=Path, nargs="?", help="run directory (not needed with --hard-negatives)")
     m.add_argument("--method", default=None, help="only this method (run) / the method to explain with (ij)")
-    m.add_argument(
-        "--all-pairs",
-        action="store_true",
-        help="use every object pair of captions naming two or more objects (default: exactly two)",
-    )
+    m.add_argument("--all-pairs", action="store_true",
+                   help="use every object pair of captions naming two or more objects (default: exactly two)")
     m.add_argument("--disjoint", action="store_true", help="ignore patches that both boxes cover")
     m.add_argument("--hard-negatives", action="store_true", help="swap an object in the caption and explain")
     m.add_argument("--model", default=None, help="model for --hard-negatives (e.g. shapes, hf:DIR)")
     m.add_argument("--dataset", default=None, help="KIND:PATH for --hard-negatives (shapes:N, coco:DIR, ...)")
     m.add_argument("--limit", type=int, default=50, help="items for --hard-negatives (default: 50)")
-    m.add_argument(
-        "--dataset-option",
-        "-D",
-        action="append",
-        default=[],
-        type=parse_option,
-        metavar="KEY=VALUE",
-        help="dataset reader option for --hard-negatives (e.g. -D n_objects=2 for shapes)",
-    )
-    m.add_argument(
-        "--categories",
-        default=None,
-        help="comma-separated class names to swap in (default: the classes found in the items)",
-    )
-    m.add_argument(
-        "--swap",
-        default="any",
-        choices=("any", "colour", "shape"),
-        help="shapes data: swap colours, shapes or either (default: any)",
-    )
+    m.add_argument("--dataset-option", "-D", action="append", default=[], type=parse_option, metavar="KEY=VALUE",
+                   help="dataset reader option for --hard-negatives (e.g. -D n_objects=2 for shapes)")
+    m.add_argument("--categories", default=None,
+                   help="comma-separated class names to swap in (default: the classes found in the items)")
+    m.add_argument("--swap", default="any", choices=("any", "colour", "shape"),
+                   help="shapes data: swap colours, shapes or either (default: any)")
     m.add_argument("--compare-original", action="store_true", help="also explain the true captions")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--device", default=None)
-    m.add_argument(
-        "--option",
-        "-O",
-        action="append",
-        default=[],
-        type=parse_option,
-        help="method option KEY=VALUE (JSON values) for --hard-negatives",
-    )
+    m.add_argument("--option", "-O", action="append", default=[], type=parse_option,
+                   help="method option KEY=VALUE (JSON values) for --hard-negatives")
     m.add_argument("--out", type=Path, default=None, help="write the per-pair table (.csv) and the shares (.json)")
     m.add_argument("--json", action="store_true", help="print the shares as JSON")
     m.set_defaults(func=run_mismatch)
@@ -104,9 +78,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--k-max", type=int, default=8, help="largest k tried by auto (default: 8)")
     f.add_argument("--examples", type=int, default=5, help="examples per cluster (default: 5)")
     f.add_argument("--seed", type=int, default=0)
-    f.add_argument(
-        "--out", type=Path, default=None, help="directory for failures.json and failures.md (default: RUN_DIR/analysis)"
-    )
+    f.add_argument("--out", type=Path, default=None,
+                   help="directory for failures.json and failures.md (default: RUN_DIR/analysis)")
     f.set_defaults(func=run_failures)
 
     t = sub.add_parser(
@@ -240,15 +213,8 @@ def run_failures(args: argparse.Namespace) -> int:
         try:
             results.append(
                 failure_modes(
-                    df,
-                    method=meth,
-                    metric=args.metric,
-                    threshold=args.threshold,
-                    k=k,
-                    k_max=args.k_max,
-                    n_examples=args.examples,
-                    seed=args.seed,
-                    run_dir=args.run_dir,
+                    df, method=meth, metric=args.metric, threshold=args.threshold, k=k, k_max=args.k_max,
+                    n_examples=args.examples, seed=args.seed, run_dir=args.run_dir,
                 )
             )
         except InputError as exc:
@@ -288,16 +254,8 @@ def run_finetune(args: argparse.Namespace) -> int:
         pairs = pairs[: args.limit]
     model = dualex.load(args.model, device=args.device)
     res = finetune(
-        model,
-        pairs,
-        args.out,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup=args.warmup,
-        seed=args.seed,
-        amp=args.amp,
+        model, pairs, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, warmup=args.warmup, seed=args.seed, amp=args.amp,
     )
     print(
         f"{res.steps} steps on {res.n_images} images ({res.n_pairs} captions): contrastive loss "

@@ -172,7 +172,9 @@ def object_features(
         raise InputError(f"method {method!r} has no object rows without errors in this run")
     rarity, cooc = class_statistics(objects)
     per_item = objects.groupby("item_id").size()
-    files = {r.item_id: r.explanation for r in df[(df["level"] == "pair") & df["explanation"].notna()].itertuples()}
+    files = {
+        r.item_id: r.explanation for r in df[(df["level"] == "pair") & df["explanation"].notna()].itertuples()
+    }
     records, skipped = [], []
     groups = list(good.groupby("item_id", sort=True))
     with bar(len(groups), f"features ({method})", progress) as pbar:
@@ -188,7 +190,9 @@ def object_features(
                 skipped.extend((item, int(o), first_line(exc)) for o in g["object"])
                 continue
             if ex.cross is None:
-                raise InputError(f"method {method!r} gives no token × patch interactions, so no span maps to analyse")
+                raise InputError(
+                    f"method {method!r} gives no token × patch interactions, so no span maps to analyse"
+                )
             rows = [r.to_dict() for _, r in g.sort_values("object").iterrows()]
             masks = []
             for r in rows:
@@ -210,9 +214,8 @@ def object_features(
                 for k, mk in enumerate(masks):
                     if k != i:
                         other |= mk
-                feats = map_features(
-                    ex.cross[span].sum(0).reshape(ex.grid), masks[i].reshape(ex.grid), other.reshape(ex.grid)
-                )
+                feats = map_features(ex.cross[span].sum(0).reshape(ex.grid), masks[i].reshape(ex.grid),
+                                     other.reshape(ex.grid))
                 c = classes[i]
                 others = sorted({d for d in classes if d is not None and d != c})
                 feats["n_objects"] = float(n_objects)
@@ -306,7 +309,7 @@ class FailureModes:
         for c in self.clusters:
             lines += ["", f"### Cluster {c.cluster}: {c.label}", ""]
             for e in c.examples:
-                lines.append(f'* `{e["item_id"]}` object {e["object"]} ({e["class_name"]}): "{e["phrase"]}"')
+                lines.append(f"* `{e['item_id']}` object {e['object']} ({e['class_name']}): \"{e['phrase']}\"")
         if self.skipped:
             lines += ["", f"{len(self.skipped)} object row(s) skipped, e.g. {self.skipped[0][2]}."]
         return "\n".join(lines) + "\n"
@@ -429,16 +432,8 @@ def failure_modes(
     base = {"method": method, "criterion": criterion, "n_objects": len(feats), "n_failed": int(failed_mask.sum())}
     fm, fs = dict(zip(FEATURES, mean.tolist(), strict=True)), dict(zip(FEATURES, std.tolist(), strict=True))
     if not failed_mask.any():
-        return FailureModes(
-            **base,
-            k=0,
-            silhouette={},
-            clusters=[],
-            feature_mean=fm,
-            feature_std=fs,
-            skipped=skipped,
-            failures=feats.iloc[:0],
-        )
+        return FailureModes(**base, k=0, silhouette={}, clusters=[], feature_mean=fm, feature_std=fs,
+                            skipped=skipped, failures=feats.iloc[:0])
     fails = feats[failed_mask].reset_index(drop=True)
     Z = (fails[list(FEATURES)].to_numpy(dtype=np.float64) - mean) / std_safe
     kk, sil, labels = choose_k(Z, k, k_max=k_max, seed=seed)
@@ -472,16 +467,8 @@ def failure_modes(
                 ],
             )
         )
-    return FailureModes(
-        **base,
-        k=kk,
-        silhouette=sil,
-        clusters=clusters,
-        feature_mean=fm,
-        feature_std=fs,
-        skipped=skipped,
-        failures=fails,
-    )
+    return FailureModes(**base, k=kk, silhouette=sil, clusters=clusters, feature_mean=fm, feature_std=fs,
+                        skipped=skipped, failures=fails)
 
 
 def _is_frame(x: Any) -> bool:

@@ -177,9 +177,8 @@ def coco_caption_pairs(path: str | Path, *, split: str | None = "train") -> list
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{ann_file} is not a COCO captions file ({type(exc).__name__}: {exc})") from None
     stem = ann_file.stem.replace("captions_", "").replace("captions", "")
-    dirs = [
-        d for d in [root / stem, *sorted(root.glob(f"{stem}*")), root / "images", ann_file.parent, root] if d.is_dir()
-    ]
+    dirs = [d for d in [root / stem, *sorted(root.glob(f"{stem}*")), root / "images", ann_file.parent, root]
+            if d.is_dir()]
 
     def find(name: str) -> Path | None:
         for d in dirs:

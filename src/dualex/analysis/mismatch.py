@@ -409,7 +409,9 @@ def shapes_swapper(kind: str = "any") -> Swapper:
     builders = {"colour": gen.swap_colours, "shape": gen.swap_shapes}
     if kind not in (*builders, "any"):
         raise InputError(f"unknown shapes swap {kind!r}; use 'colour', 'shape' or 'any'")
-    phrase_re = re.compile(rf"\b(?:{'|'.join(gen.SIZES)}) (?:{'|'.join(gen.COLOURS)}) (?:{'|'.join(gen.SHAPES)})\b")
+    phrase_re = re.compile(
+        rf"\b(?:{'|'.join(gen.SIZES)}) (?:{'|'.join(gen.COLOURS)}) (?:{'|'.join(gen.SHAPES)})\b"
+    )
 
     def swap(item: Item, index: int, rng: random.Random) -> Swap | None:
         scene = _scene_of(item)

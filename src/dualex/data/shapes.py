@@ -171,10 +171,8 @@ class ShapeScene:
             "objects": [
                 {"shape": o.shape, "colour": o.colour, "size": o.size, "box": list(o.box)} for o in self.objects
             ],
-            "spans": [
-                {"start": s.start, "end": s.end, "object": s.object, "text": self.caption[s.start : s.end]}
-                for s in self.spans
-            ],
+            "spans": [{"start": s.start, "end": s.end, "object": s.object, "text": self.caption[s.start : s.end]}
+                      for s in self.spans],
             "plan": {"order": list(self.plan.order), "template": self.plan.template, "relation": self.plan.relation},
         }
 
@@ -292,9 +290,8 @@ def background(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
     phase_x = 2 * np.pi * np.cos(angle) / period * np.arange(W)
     phase_y = 2 * np.pi * np.sin(angle) / period * np.arange(H)
     # sin(a + b) = sin a cos b + cos a sin b: two outer products instead of H·W sines
-    sy, cy, sx, cx = (
-        f(v).astype(np.float32) for f, v in ((np.sin, phase_y), (np.cos, phase_y), (np.sin, phase_x), (np.cos, phase_x))
-    )
+    sy, cy, sx, cx = (f(v).astype(np.float32) for f, v in ((np.sin, phase_y), (np.cos, phase_y),
+                                                           (np.sin, phase_x), (np.cos, phase_x)))
     stripes = np.float32(amp) * (sy[:, None] * cx[None, :] + cy[:, None] * sx[None, :])
     smooth += np.float32(level)
     smooth += stripes[..., None]
@@ -336,10 +333,8 @@ def _place(
         for _ in range(200):
             cx = rng.uniform(e / 2 + 2, W - e / 2 - 2)
             cy = rng.uniform(e / 2 + 2, H - e / 2 - 2)
-            if all(
-                abs(cx - px) * 2 >= e + pe + 2 * margin or abs(cy - py) * 2 >= e + pe + 2 * margin
-                for px, py, pe in placed
-            ):
+            if all(abs(cx - px) * 2 >= e + pe + 2 * margin or abs(cy - py) * 2 >= e + pe + 2 * margin
+                   for px, py, pe in placed):
                 placed.append((cx, cy, e))
                 break
         else:
@@ -541,9 +536,7 @@ class ShapesDataset:
             raise IndexError(index)
         index %= self.n
         return generate_scene(
-            scene_seed(index, seed=self.seed, split=self.split),
-            n_objects=self.n_objects,
-            size=self.size,
+            scene_seed(index, seed=self.seed, split=self.split), n_objects=self.n_objects, size=self.size,
             **self.options,
         )
 

@@ -43,37 +43,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", required=True, help="comma-separated methods, e.g. ij,fixlip,gradxinput,random")
     p.add_argument("--out", required=True, type=Path, help="run directory (created, or resumed if it exists)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N items")
-    p.add_argument(
-        "--dataset-option",
-        "-D",
-        action="append",
-        default=[],
-        type=_kv,
-        metavar="KEY=VALUE",
-        help="reader option, e.g. -D split=val2017, -D n=500 (shapes), -D captions_per_image=1",
-    )
-    p.add_argument(
-        "--option",
-        "-O",
-        action="append",
-        default=[],
-        type=_method_option,
-        metavar="METHOD.KEY=VALUE",
-        help="method option, e.g. -O ij.n_steps=10 -O fixlip.budget=4096 (JSON values)",
-    )
-    p.add_argument(
-        "--metrics",
-        default="all",
-        help="comma-separated: pointing, insertion_deletion, faithfulness, completeness (default: all)",
-    )
+    p.add_argument("--dataset-option", "-D", action="append", default=[], type=_kv, metavar="KEY=VALUE",
+                   help="reader option, e.g. -D split=val2017, -D n=500 (shapes), -D captions_per_image=1")
+    p.add_argument("--option", "-O", action="append", default=[], type=_method_option, metavar="METHOD.KEY=VALUE",
+                   help="method option, e.g. -O ij.n_steps=10 -O fixlip.budget=4096 (JSON values)")
+    p.add_argument("--metrics", default="all",
+                   help="comma-separated: pointing, insertion_deletion, faithfulness, completeness (default: all)")
     p.add_argument("--faith-coalitions", type=int, default=1000, help="held-out coalitions per pair (default 1000)")
     p.add_argument("--faith-p", type=float, default=0.5, help="keep probability of those coalitions (default 0.5)")
-    p.add_argument(
-        "--perturbation-order",
-        default="auto",
-        choices=["auto", "1", "2"],
-        help="insertion/deletion: greedy subsets for second-order explanations (auto) or ranking (1)",
-    )
+    p.add_argument("--perturbation-order", default="auto", choices=["auto", "1", "2"],
+                   help="insertion/deletion: greedy subsets for second-order explanations (auto) or ranking (1)")
     p.add_argument("--no-save-explanations", action="store_true", help="do not write .safetensors files")
     p.add_argument("--engine", default="local", choices=["local", "ray"], help="local (default) or ray (Ray Data)")
     p.add_argument("--concurrency", type=int, default=None, help="ray: actors (default: one per GPU, 1 on CPU)")

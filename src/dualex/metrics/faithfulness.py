@@ -130,17 +130,13 @@ def p_faithfulness(
     Returns:
         `FaithfulnessResult`. Costs ``n_coalitions + 1`` masked forward passes.
     """
-    game = (
-        game
-        if game is not None
-        else JointGame(
-            model,
-            pair,
-            row=row,
-            internal_batch_size=internal_batch_size,
-            text_masking=text_masking,
-            image_masking=image_masking,
-        )
+    game = game if game is not None else JointGame(
+        model,
+        pair,
+        row=row,
+        internal_batch_size=internal_batch_size,
+        text_masking=text_masking,
+        image_masking=image_masking,
     )
     sur = surrogate(explanation, order=order)
     game.check(sur)

@@ -199,17 +199,13 @@ def insertion_deletion(
     Returns:
         `PerturbationCurves`. Costs ``2(n+1)`` masked forward passes (fewer when sets repeat).
     """
-    game = (
-        game
-        if game is not None
-        else JointGame(
-            model,
-            pair,
-            row=row,
-            internal_batch_size=internal_batch_size,
-            text_masking=text_masking,
-            image_masking=image_masking,
-        )
+    game = game if game is not None else JointGame(
+        model,
+        pair,
+        row=row,
+        internal_batch_size=internal_batch_size,
+        text_masking=text_masking,
+        image_masking=image_masking,
     )
     sur = surrogate(explanation, order=1 if order == 1 else "auto")
     game.check(sur)

@@ -125,7 +125,9 @@ class SiglipBase(HFDualEncoder):
         return min(int(self.text_config.max_position_embeddings), SIGLIP_TEXT_LENGTH)
 
     def default_text_wrapper(self, tokenizer: Any) -> TokenizerLike:
-        return HFTokenizer(tokenizer, padding="max_length", max_length=self.text_length, keep_pad_attention=True)
+        return HFTokenizer(
+            tokenizer, padding="max_length", max_length=self.text_length, keep_pad_attention=True
+        )
 
     @property
     def logit_bias(self) -> float:

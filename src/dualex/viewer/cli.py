@@ -15,7 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "`dualex evaluate` run) under PATH to a browser. Read-only: no uploads.",
     )
     s.add_argument("path", type=Path, help="a run directory, a folder of explanation files, or one file")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only)")
     s.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
     s.add_argument("--open", action="store_true", help="open the page in the default browser")
     s.set_defaults(func=run_serve)
@@ -28,9 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("path", type=Path, help="a run directory, a folder of explanation files, or one file")
     e.add_argument("--html", action="store_true", help="export the interactive HTML viewer (the only format)")
     e.add_argument("--out", type=Path, required=True, help="output file (.html)")
-    e.add_argument(
-        "--limit", type=int, default=200, help="at most this many explanation files (default: 200; 0 for no limit)"
-    )
+    e.add_argument("--limit", type=int, default=200,
+                   help="at most this many explanation files (default: 200; 0 for no limit)")
     e.set_defaults(func=run_export)
 
 

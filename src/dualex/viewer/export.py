@@ -40,9 +40,13 @@ def render_page(data: dict[str, Any]) -> str:
             raise AssertionError(f"viewer {what} contains a closing </{what}> tag and cannot be inlined")
     if _STYLE_TAG not in html or _SCRIPT_TAG not in html:
         raise AssertionError("index.html no longer has the style/script tags the export replaces")
-    head = f'<meta http-equiv="Content-Security-Policy" content="{EXPORT_CSP}">\n<style>\n{css}</style>'
+    head = (
+        f'<meta http-equiv="Content-Security-Policy" content="{EXPORT_CSP}">\n'
+        f"<style>\n{css}</style>"
+    )
     body = (
-        f'<script type="application/json" id="dualex-data">{_script_safe_json(data)}</script>\n<script>\n{js}</script>'
+        f'<script type="application/json" id="dualex-data">{_script_safe_json(data)}</script>\n'
+        f"<script>\n{js}</script>"
     )
     return html.replace(_STYLE_TAG, head).replace(_SCRIPT_TAG, body)
 
@@ -69,10 +73,8 @@ def collect(source: str | Path, *, limit: int | None = 200) -> dict[str, Any]:
     if not entries:
         raise InputError(f"no dualex explanation files (*.safetensors written by Explanation.save) under {src}")
     if limit is not None and len(entries) > limit:
-        print(
-            f"dualex export: {len(entries)} explanation files; exporting the first {limit} (see --limit)",
-            file=sys.stderr,
-        )
+        print(f"dualex export: {len(entries)} explanation files; exporting the first {limit} (see --limit)",
+              file=sys.stderr)
         entries = entries[:limit]
     payloads = {e.file: load_payload(catalog.root, catalog.root / e.file) for e in entries}
     return {"pairs": group_entries(entries), "explanations": payloads}

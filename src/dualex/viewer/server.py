@@ -55,12 +55,12 @@ class ViewerServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
-        self,
-        source: str | Path,
-        host: str = "127.0.0.1",
-        port: int = 8765,
-        *,
-        quiet: bool = False,
+            self,
+            source: str | Path,
+            host: str = "127.0.0.1",
+            port: int = 8765,
+            *,
+            quiet: bool = False,
     ) -> None:
         src = Path(source).expanduser()
         if not src.exists():
@@ -171,18 +171,16 @@ class ViewerHandler(BaseHTTPRequestHandler):
             return self._error(HTTPStatus.REQUEST_URI_TOO_LONG, "query too long", head=head)
         try:
             if path in ("/", "/index.html"):
-                return self._send(
-                    HTTPStatus.OK, static_text("index.html").encode(), "text/html; charset=utf-8", head=head
-                )
+                return self._send(HTTPStatus.OK, static_text("index.html").encode(), "text/html; charset=utf-8",
+                                  head=head)
             if path.startswith("/static/"):
-                name = path[len("/static/") :]
+                name = path[len("/static/"):]
                 if name not in STATIC_FILES:
                     return self._error(HTTPStatus.NOT_FOUND, "no such file", head=head)
                 return self._send(HTTPStatus.OK, static_text(name).encode(), STATIC_FILES[name], head=head)
             if path == "/api/pairs":
-                return self._json(
-                    HTTPStatus.OK, {"root": self.server.root.name, "pairs": self.server.catalog.groups()}, head=head
-                )
+                return self._json(HTTPStatus.OK, {"root": self.server.root.name, "pairs": self.server.catalog.groups()},
+                                  head=head)
             if path == "/api/explanation":
                 return self._explanation(query, head=head)
             return self._error(HTTPStatus.NOT_FOUND, "no such page", head=head)
@@ -203,7 +201,8 @@ class ViewerHandler(BaseHTTPRequestHandler):
         except NotFound:
             return self._error(HTTPStatus.NOT_FOUND, "no such explanation file", head=head)
         except InputError as exc:
-            return self._error(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc).replace(str(self.server.root), "."), head=head)
+            return self._error(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc).replace(str(self.server.root), "."),
+                               head=head)
         return self._json(HTTPStatus.OK, data, head=head)
 
 

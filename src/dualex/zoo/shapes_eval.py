@@ -106,16 +106,8 @@ def gradxinput_map(model: DualEncoder, image: Any, caption: str, *, layer: int =
     ``layer`` (reference: zeros after normalisation, as for ``ij``), ``(rows, cols)``."""
     import dualex
 
-    ex = dualex.explain(
-        model,
-        image,
-        caption,
-        method="gradxinput",
-        side="image",
-        layer=layer,
-        baselines={"image": "zeros"},
-        progress=False,
-    )
+    ex = dualex.explain(model, image, caption, method="gradxinput", side="image", layer=layer,
+                        baselines={"image": "zeros"}, progress=False)
     assert ex.image_main is not None
     return ex.image_main.reshape(ex.grid)
 
@@ -168,16 +160,8 @@ def grounding_table(
     n_obj: list[int] = []
     with bar(len(scenes), "grounding", progress) as pb:
         for scene in scenes:
-            ex = dualex.explain(
-                model,
-                scene.image,
-                scene.caption,
-                method="ij",
-                layer=layer,
-                n_steps=n_steps,
-                progress=False,
-                **ij_options,
-            )
+            ex = dualex.explain(model, scene.image, scene.caption, method="ij", layer=layer, n_steps=n_steps,
+                                progress=False, **ij_options)
             assert ex.cross is not None and ex.image_transform is not None
             whole = gradxinput_map(model, scene.image, scene.caption, layer=layer).flatten()
             for span in scene.spans:

@@ -164,11 +164,7 @@ def _worker_init(_: int) -> None:
 
 TRAIN_WORDS = (
     "a , and there is picture of on grey background left right above below "
-    + " ".join(SIZES)
-    + " "
-    + " ".join(COLOURS)
-    + " "
-    + " ".join(SHAPES)
+    + " ".join(SIZES) + " " + " ".join(COLOURS) + " " + " ".join(SHAPES)
 )
 """Every word a training caption can contain (`dualex.data.shapes` templates and attributes)."""
 
@@ -333,11 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     old.update(
         {
             "retrieval": metrics,
-            **(
-                {"training": {**summary, "config": asdict(cfg), "arch": ARCH, "torch_threads": cfg.threads}}
-                if summary
-                else {}
-            ),
+            **({"training": {**summary, "config": asdict(cfg), "arch": ARCH, "torch_threads": cfg.threads}}
+               if summary else {}),
         }
     )
     path.write_text(json.dumps(old, indent=1, sort_keys=True) + "\n")
