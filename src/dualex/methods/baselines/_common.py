@@ -62,3 +62,15 @@ def positive_int(name: str, value: object, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InputError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
     return value
+
+
+def split_positions(pair: Pair, row: int, values: Tensor) -> tuple[Tensor, float]:
+    """A map over the image side's hidden positions ``(T,)`` as ``(patch map (P,), sum over the prefix)``.
+
+    The prefix is what is not a player (CLS and register tokens of a ViT; nothing for SigLIP).
+    """
+    values = values.detach().float().cpu()
+    cols = pair.image.players(row)
+    rest = torch.ones(values.shape[0], dtype=torch.bool)
+    rest[cols] = False
+    return values[cols], float(values[rest].sum())
