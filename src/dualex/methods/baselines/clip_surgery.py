@@ -20,8 +20,9 @@ caption, as dualex explains, the paper subtracts the embedding of the empty prom
 
 The empty prompt is the adapter's ``"default"`` text reference (`DualEncoder.reference`): for SigLIP
 exactly the tokenised empty caption, for CLIP ``[BOS, "!", EOS]`` (exCLIP's empty reference; dualex
-tokenizers refuse an empty string). ``redundant="none"`` keeps the plain cosine ``ẑ_p · ê_text``. (With several class prompts the paper
-subtracts their class-weighted mean instead; dualex explains one caption at a time.)
+tokenizers refuse an empty string). ``redundant="none"`` keeps the plain cosine ``ẑ_p · ê_text``.
+(With several class prompts the paper subtracts their class-weighted mean instead; dualex explains one
+caption at a time.)
 
 Defaults and readings, stated: ``depth`` defaults to half the blocks (6 of 12 for ViT-B, as the
 authors' code modifies the last six); the value–value attention uses the block's own dot-product
