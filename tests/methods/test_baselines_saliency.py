@@ -7,7 +7,8 @@ import torch
 
 import dualex
 from dualex.errors import InputError, UnsupportedModelError
-from dualex.evaluation.run import MetricOptions, evaluate
+from dualex.evaluation.run import evaluate
+from dualex.evaluation.work import MetricOptions
 from dualex.methods.baselines.attention import recorded_pass
 from dualex.methods.baselines.rise import grid_masks, rise_saliency
 from dualex.methods.baselines.rollout import rollout_matrix

@@ -22,9 +22,9 @@ from dualex.errors import InputError, ModelNotAvailableError
 from dualex.models.attention import AttentionBlock, AttentionSite, Recording, additive_from, mha_site, split_heads
 from dualex.models.base import DualEncoder, ImageInputs, Side, SideInputs, TextInputs
 from dualex.models.parts import bos_filler_eos_reference, image_reference, mask_image_patches, mask_text_players
+from dualex.models.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline
 from dualex.models.registry import register_loader, register_wrapper
-from dualex.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline
-from dualex.tokenize import HFTokenizer, TokenizerLike
+from dualex.models.tokenize import HFTokenizer, TokenizerLike
 
 HF_FAMILIES: dict[str, type[HFDualEncoder]] = {}
 
@@ -150,7 +150,7 @@ class HFDualEncoder(DualEncoder):
         if tokenizer is None:
             raise InputError(
                 f"wrapping a {type(module).__name__} needs a tokenizer: pass tokenizer=AutoTokenizer... "
-                "(or any callable returning dualex.tokenize.Tokenized)"
+                "(or any callable returning dualex.models.tokenize.Tokenized)"
             )
         self._module = module.eval()
         for p in self._module.parameters():

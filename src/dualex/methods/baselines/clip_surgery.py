@@ -44,8 +44,7 @@ from torch import Tensor
 from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.baselines._common import float_model, own_scores, split_positions
-from dualex.methods.common import build_explanation
+from dualex.methods.common import row_explanation, scores_of, side_terms
 from dualex.models.base import DualEncoder, Pair, SideInputs
 from dualex.progress import bar
 
@@ -111,12 +110,12 @@ def explain_clip_surgery(
     """
     if redundant not in ("empty", "none"):
         raise InputError(f"redundant must be 'empty' or 'none', got {redundant!r}")
-    work = float_model(model, fp32)
+    work = model.float32() if fp32 else model
     L = work.n_layers("image")
     d = max(L // 2, 1) if depth is None else depth
     if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= L:
         raise InputError(f"depth must be an integer in 1..{L} (blocks of the image tower), got {depth!r}")
-    scores, cosines = own_scores(model, pair)
+    scores = scores_of(model, pair)
     out: list[Explanation] = []
     with bar(pair.batch_size, "clip_surgery", progress) as pb, torch.no_grad():
         for b in range(pair.batch_size):
@@ -127,19 +126,12 @@ def explain_clip_surgery(
                 empty = work.encode("text", work.reference("text", text, "default"))
                 target = e_text - torch.nn.functional.normalize(empty.float(), dim=-1)[0]
             dense = torch.nn.functional.normalize(surgery_features(work, pair.image.select([b]), d).float(), dim=-1)
-            patches, prefix = split_positions(pair, b, dense[0] @ target)
+            terms, diag = side_terms("image", (dense[0] @ target).cpu(), pair.image, b)
+            params = {"depth": depth, "redundant": redundant}
+            diag["depth"] = float(d)
             out.append(
-                build_explanation(
-                    model,
-                    pair,
-                    b,
-                    method="clip_surgery",
-                    params={"depth": depth, "redundant": redundant},
-                    score=float(scores[b]),
-                    cosine=float(cosines[b]),
-                    cross=None,
-                    image_main=patches,
-                    diagnostics={"image_prefix": prefix, "depth": float(d)},
+                row_explanation(
+                    model, pair, b, scores, method="clip_surgery", params=params, cross=None, diagnostics=diag, **terms
                 )
             )
             pb.update(1)

@@ -35,8 +35,7 @@ from torch import Tensor
 from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.baselines._common import float_model, own_scores, split_positions
-from dualex.methods.common import build_explanation
+from dualex.methods.common import row_explanation, scores_of, side_terms
 from dualex.models.base import DualEncoder, Pair, SideInputs
 from dualex.progress import bar
 
@@ -108,31 +107,24 @@ def explain_legrad(
         InputError: ``start_layer`` out of range.
         UnsupportedModelError: the model exposes no attention internals.
     """
-    work = float_model(model, fp32)
+    work = model.float32() if fp32 else model
     L = work.n_layers("image")
     start = work.check_layer("image", start_layer)
     if start >= L:
         raise InputError(f"start_layer must name a block (0..{L - 1} or -{L}..-1), got {start_layer}")
-    scores, cosines = own_scores(model, pair)
+    scores = scores_of(model, pair)
     out: list[Explanation] = []
     with bar(pair.batch_size, "legrad", progress) as pb:
         for b in range(pair.batch_size):
             with torch.no_grad():
                 e_text = work.encode("text", pair.text.select([b]))[0]
             rel = legrad_map(work, pair.image.select([b]), e_text, start)
-            patches, prefix = split_positions(pair, b, rel)
+            terms, diag = side_terms("image", rel.detach().cpu(), pair.image, b)
+            diag["start_layer"] = float(start)
+            params = {"start_layer": start_layer}
             out.append(
-                build_explanation(
-                    model,
-                    pair,
-                    b,
-                    method="legrad",
-                    params={"start_layer": start_layer},
-                    score=float(scores[b]),
-                    cosine=float(cosines[b]),
-                    cross=None,
-                    image_main=patches,
-                    diagnostics={"image_prefix": prefix, "start_layer": float(start)},
+                row_explanation(
+                    model, pair, b, scores, method="legrad", params=params, cross=None, diagnostics=diag, **terms
                 )
             )
             pb.update(1)

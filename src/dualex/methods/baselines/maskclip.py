@@ -30,8 +30,7 @@ import torch
 
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.baselines._common import float_model, own_scores, split_positions
-from dualex.methods.common import build_explanation
+from dualex.methods.common import row_explanation, scores_of, side_terms
 from dualex.models.base import DualEncoder, Pair, SideInputs
 from dualex.progress import bar
 
@@ -81,27 +80,18 @@ def explain_maskclip(
     Raises:
         UnsupportedModelError: the model exposes no attention internals (text-text bi-encoders).
     """
-    work = float_model(model, fp32)
-    scores, cosines = own_scores(model, pair)
+    work = model.float32() if fp32 else model
+    scores = scores_of(model, pair)
     out: list[Explanation] = []
     with bar(pair.batch_size, "maskclip", progress) as pb, torch.no_grad():
         for b in range(pair.batch_size):
             image = pair.image.select([b])
             e_text = torch.nn.functional.normalize(work.encode("text", pair.text.select([b])).float(), dim=-1)
             dense = torch.nn.functional.normalize(value_path_features(work, image).float(), dim=-1)
-            patches, prefix = split_positions(pair, b, (dense[0] @ e_text[0]))
+            terms, diag = side_terms("image", (dense[0] @ e_text[0]).cpu(), pair.image, b)
             out.append(
-                build_explanation(
-                    model,
-                    pair,
-                    b,
-                    method="maskclip",
-                    params={},
-                    score=float(scores[b]),
-                    cosine=float(cosines[b]),
-                    cross=None,
-                    image_main=patches,
-                    diagnostics={"image_prefix": prefix},
+                row_explanation(
+                    model, pair, b, scores, method="maskclip", params={}, cross=None, diagnostics=diag, **terms
                 )
             )
             pb.update(1)

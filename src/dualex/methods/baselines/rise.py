@@ -38,23 +38,21 @@ from torch import Tensor
 from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.baselines._common import (
+from dualex.methods.common import (
     SideOption,
     Units,
     check_units,
-    own_scores,
     positive_int,
+    row_explanation,
+    scores_of,
     sides_of,
     similarity,
 )
-from dualex.methods.common import build_explanation
 from dualex.models.base import SIDES, DualEncoder, ImageInputs, Pair, Side, SideInputs
 from dualex.progress import bar
 
 
-def grid_masks(
-    n: int, grid: tuple[int, int], cell: int, p: float, generator: torch.Generator
-) -> Tensor:
+def grid_masks(n: int, grid: tuple[int, int], cell: int, p: float, generator: torch.Generator) -> Tensor:
     """RISE masks on a patch grid: ``(n, rows·cols)`` bool, row-major.
 
     Args:
@@ -178,7 +176,7 @@ def explain_rise(
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InputError(f"seed must be an integer, got {seed!r}")
     chunk = positive_int("internal_batch_size", internal_batch_size or (256 if model.device.type == "cuda" else 64))
-    scores, cosines = own_scores(model, pair)
+    scores = scores_of(model, pair)
     out: list[Explanation] = []
     with bar(pair.batch_size * budget * len(sides), "rise masks", progress) as pb, torch.no_grad():
         for b in range(pair.batch_size):
@@ -208,18 +206,10 @@ def explain_rise(
                     full = torch.zeros(int(pair.text.ids.shape[1]))
                     full[pair.text.players(b)] = sal
                     terms["text_main"] = full
+            params = {"side": side, "budget": budget, "p": p, "cell": cell, "seed": seed, "units": units}
             out.append(
-                build_explanation(
-                    model,
-                    pair,
-                    b,
-                    method="rise",
-                    params={"side": side, "budget": budget, "p": p, "cell": cell, "seed": seed, "units": units},
-                    score=float(scores[b]),
-                    cosine=float(cosines[b]),
-                    cross=None,
-                    diagnostics=diag,
-                    **terms,
+                row_explanation(
+                    model, pair, b, scores, method="rise", params=params, cross=None, diagnostics=diag, **terms
                 )
             )
     return out

@@ -29,9 +29,8 @@ from torch import Tensor
 from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.baselines._common import SideOption, own_scores, sides_of, split_positions
 from dualex.methods.baselines.attention import query_position
-from dualex.methods.common import build_explanation
+from dualex.methods.common import SideOption, row_explanation, scores_of, side_terms, sides_of
 from dualex.models.base import SIDES, DualEncoder, Pair
 from dualex.progress import bar
 
@@ -113,7 +112,7 @@ def explain_rollout(
     for s in sides:
         if starts[s] >= model.n_layers(s):
             raise InputError(f"start_layer must name a block of the {s} tower, got {start_layer}")
-    scores, cosines = own_scores(model, pair)
+    scores = scores_of(model, pair)
     out: list[Explanation] = []
     with bar(pair.batch_size, "rollout", progress) as pb, torch.no_grad():
         for b in range(pair.batch_size):
@@ -131,22 +130,13 @@ def explain_rollout(
                 else:
                     rel = R[q]
                 diag[f"{s}_start_layer"] = float(starts[s])
-                if s == "text":
-                    terms["text_main"] = rel.cpu()
-                else:
-                    terms["image_main"], diag["image_prefix"] = split_positions(pair, b, rel)
+                t, d = side_terms(s, rel.cpu(), pair.image, b)
+                terms.update(t)
+                diag.update(d)
+            params = {"side": side, "head_fusion": head_fusion, "start_layer": start_layer}
             out.append(
-                build_explanation(
-                    model,
-                    pair,
-                    b,
-                    method="rollout",
-                    params={"side": side, "head_fusion": head_fusion, "start_layer": start_layer},
-                    score=float(scores[b]),
-                    cosine=float(cosines[b]),
-                    cross=None,
-                    diagnostics=diag,
-                    **terms,
+                row_explanation(
+                    model, pair, b, scores, method="rollout", params=params, cross=None, diagnostics=diag, **terms
                 )
             )
             pb.update(1)
