@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dualex
 from dualex.errors import InputError, UnsupportedModelError
@@ -61,6 +63,23 @@ def test_rollout_matrix_by_hand():
     torch.testing.assert_close(rollout_matrix([two_heads], "max"), expected)
     with pytest.raises(InputError, match="head_fusion"):
         rollout_matrix([A], "median")
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    layers=st.integers(1, 4),
+    heads=st.integers(1, 3),
+    T=st.integers(1, 6),
+    fusion=st.sampled_from(["mean", "max", "min"]),
+)
+def test_rollout_is_row_stochastic(seed, layers, heads, T, fusion):
+    """Law: for any attention probabilities, R is non-negative and each row sums to 1."""
+    g = torch.Generator().manual_seed(seed)
+    probs = [torch.rand(heads, T, T, generator=g).softmax(-1) for _ in range(layers)]
+    R = rollout_matrix(probs, fusion)
+    assert bool((R >= 0).all())
+    torch.testing.assert_close(R.sum(-1), torch.ones(T))
 
 
 def test_one_layer_rollout_against_eager_attention(one_layer):
