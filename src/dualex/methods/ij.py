@@ -24,7 +24,6 @@ O(D·(S + P)) for the result plus one pass's activations.
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Literal
 
 import torch
@@ -40,13 +39,6 @@ from dualex.models.base import DualEncoder, Pair, Side, SideInputs
 from dualex.progress import bar
 
 Mode = Literal["auto", "forward", "reverse"]
-
-
-def _float_copy(model: DualEncoder) -> DualEncoder:
-    """The same adapter over a float32 copy of its module (for fp16/bf16 models)."""
-    twin = copy.copy(model)
-    twin._module = copy.deepcopy(model.module).float()  # type: ignore[attr-defined]
-    return twin
 
 
 def _batched_jvp(f: Any, H: Tensor, tangents: Tensor) -> Tensor:
@@ -264,7 +256,7 @@ def explain_ij(
     bi = model.image_modality == "text"
     text_reference = text_reference or ("same_length" if bi else "default")
     image_reference = image_reference or ("same_length" if bi else "zeros")
-    work = _float_copy(model) if (fp32 and model.dtype in (torch.float16, torch.bfloat16)) else model
+    work = model.float32() if fp32 else model
     layers = {
         "text": work.check_layer("text", layer if text_layer is None else text_layer),
         "image": work.check_layer("image", layer if image_layer is None else image_layer),
