@@ -158,7 +158,7 @@ def test_explanations_carry_errors_of_every_term_and_stay_strict_json(tiny_clip,
     for method, kw in (
         ("fixlip", {"budget": 64}),
         ("fixlip_si", {"budget": 64}),
-        ("interaction_lime", {"n_samples": 64}),
+        ("interaction_lime", {"budget": 64}),
     ):
         ex = dualex.explain(tiny_clip, random_image(1), "a red dog on mat", method=method, **kw)
         for name, se in ex.stderr.items():
