@@ -174,3 +174,22 @@ def test_explanations_carry_errors_of_every_term_and_stay_strict_json(tiny_clip,
         assert Explanation.load(off.save(tmp_path / f"{method}_plain")).stderr == {}  # files without errors load
     with pytest.raises(InputError):
         dualex.explain(tiny_clip, random_image(1), "a red dog", method="fixlip", budget=64, n_boot=1)
+
+
+def test_loading_checks_the_errors(tiny_clip):
+    import json
+
+    from dualex.explanation import Explanation
+    from dualex.testing import random_image
+
+    ex = dualex.explain(tiny_clip, random_image(1), "a red dog", method="fixlip", budget=64)
+    meta, tensors = json.loads(json.dumps(ex.to_metadata())), ex.tensors()  # as a file stores them
+    assert Explanation.from_parts(meta, tensors).stderr.keys() == ex.stderr.keys()
+    bad = dict(tensors)
+    bad["stderr.cross"] = -bad["stderr.cross"] - 1.0
+    with pytest.raises(InputError, match="negative"):
+        Explanation.from_parts(meta, bad)
+    orphan = dict(tensors)
+    orphan["stderr.cross_prefix"] = torch.zeros(3)
+    with pytest.raises(InputError, match="stored term"):
+        Explanation.from_parts(meta, orphan)
