@@ -33,12 +33,13 @@ from PIL import Image
 from torch import Tensor
 
 from dualex.errors import InputError, UnsupportedModelError
-from dualex.models.base import DualEncoder, ImageInputs, Side, SideInputs, TextInputs
+from dualex.models.base import DualEncoder, ImageInputs, PooledBlock, Side, SideInputs, TextInputs
 from dualex.models.hf import (
     HFDualEncoder,
     _from_pretrained,
     additive_mask,
     broadcast_rows,
+    encoder_layer_pooled,
     load_tokenizer,
     register_hf,
 )
@@ -245,6 +246,18 @@ class SiglipBase(HFDualEncoder):
             h = blk(h, mask)
         return h
 
+    def pooled_block(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
+        """The text tower reads its last position; the image tower's attention-pooling head reads every
+        row of the last block, so it has no pooled block (a split at the head's input would be its
+        structured case: one probe query over all rows; see the README, "ij: cost")."""
+        if side != "text":
+            return None
+        assert isinstance(inputs, TextInputs)
+        tm = self._module.text_model
+        mask = _bidirectional_mask(inputs.mask, rows, dtype)
+        idx = broadcast_rows(inputs.pool_index, rows)
+        return encoder_layer_pooled(tm.encoder.layers[-1], idx, mask, lambda z: tm.head(tm.final_layer_norm(z)))
+
     def tail(self, side: Side, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
         layer = self.check_layer(side, layer)
         R = hidden.shape[0]
@@ -253,6 +266,11 @@ class SiglipBase(HFDualEncoder):
             assert isinstance(inputs, TextInputs)
             tm = self._module.text_model
             mask = _bidirectional_mask(inputs.mask, R, hidden.dtype)
+            pooled = self.use_pooled_block(side, inputs, hidden, layer)
+            if pooled is not None:
+                for blk in tm.encoder.layers[layer:-1]:
+                    h = blk(h, mask)
+                return pooled(h)
             for blk in tm.encoder.layers[layer:]:
                 h = blk(h, mask)
             h = tm.final_layer_norm(h)
