@@ -16,9 +16,10 @@ Shapes used throughout:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -418,6 +419,21 @@ class DualEncoder(ABC):
             embedding reads every row of the last block (mean pooling, attention-pooling heads).
         """
         return None
+
+    @contextlib.contextmanager
+    def dense_tails(self) -> Iterator[None]:
+        """Within the block, `tail` runs every row of every block (for hooks that record each layer's
+        module calls, and for comparisons with the pooled path)."""
+        had = "pooled_tails" in self.__dict__
+        before = self.pooled_tails
+        self.pooled_tails = False
+        try:
+            yield
+        finally:
+            if had:
+                self.pooled_tails = before
+            else:
+                del self.pooled_tails
 
     def use_pooled_block(self, side: Side, inputs: SideInputs, hidden: Tensor, layer: int) -> PooledBlock | None:
         """`pooled_block` for a `tail` from ``layer`` (an index), if pooled tails are on and a block remains."""

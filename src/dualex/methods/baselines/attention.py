@@ -254,6 +254,8 @@ def record_attention(model: DualEncoder, side: Side, inputs: SideInputs) -> Iter
     rec = Recording()
     fam = family(model)
     handles: list[Any] = []
+    dense = model.dense_tails()  # hooks see every module call of every block (no pooled last block)
+    dense.__enter__()
     try:
         if fam == "hf":
             for layer in _hf_layers(model, side):
@@ -267,6 +269,7 @@ def record_attention(model: DualEncoder, side: Side, inputs: SideInputs) -> Iter
     finally:
         for h in handles:
             h.remove()
+        dense.__exit__(None, None, None)
 
 
 def query_position(model: DualEncoder, side: Side, inputs: SideInputs, rec: Recording, row: int = 0) -> int:
