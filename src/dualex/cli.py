@@ -8,6 +8,7 @@ Each subcommand lives in its own module exposing ``add_parser(subparsers)``; the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dualex.errors import DualexError
+from dualex.threads import configure_threads
 
 if TYPE_CHECKING:
     from dualex.explanation import Explanation
@@ -164,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         mod.add_parser(sub)
+    threads_help = (
+        "torch CPU threads (default: $DUALEX_THREADS, else $OMP_NUM_THREADS, else the CPUs idle now: "
+        "usable CPUs minus the load average, at least 1)"
+    )
+    parser.add_argument("--threads", type=int, default=None, metavar="N", help=threads_help)
+    for subparser in sub.choices.values():  # also accepted after the subcommand
+        with contextlib.suppress(argparse.ArgumentError):  # unless the subcommand has its own --threads
+            subparser.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N", help=threads_help)
     return parser
 
 
@@ -174,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
+        configure_threads(getattr(args, "threads", None))
         return int(args.func(args) or 0)
     except DualexError as exc:
         print(f"dualex: error: {exc}", file=sys.stderr)

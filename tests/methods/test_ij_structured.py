@@ -90,7 +90,7 @@ def test_structured_equals_dense_and_brute_force(model, side, layer):
     assert _rel(auto, bf) < 1e-5
     assert _rel(fwd, bf) < 1e-5
     assert _rel(rev, bf) < 1e-5
-    pooled = model.family != "hf-siglip" and model.family != "hf-siglip2" or side == "text"
+    pooled = model.family not in ("hf-siglip", "hf-siglip2") or side == "text"
     assert structured_applies(model, side, inputs, L) == (pooled and layer == -1)
     if pooled and layer == -1:
         small = integrated_jacobian(model, side, inputs, x, r, L, mode="structured", internal_batch_size=5, **kw)

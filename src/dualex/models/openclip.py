@@ -43,8 +43,8 @@ import difflib
 import importlib.util
 import os
 import warnings
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
