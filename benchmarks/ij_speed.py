@@ -1,7 +1,9 @@
 """Integrated-Jacobian interactions: speed, FLOPs and exactness against the published ``exclip`` 1.1.
 
 One run prints, per model, the time of one explanation (N = 10 steps, the last block of each tower:
-exCLIP's layer 11 on 12-block towers) as min and median over repeats, measured side by side:
+exCLIP's layer 11 on 12-block towers) as min and median over repeats of wall-clock and of process CPU
+seconds (on a shared machine the CPU seconds of a one-thread run are much less disturbed by other
+jobs than wall-clock time, so their ratios are the fairer comparison), measured side by side:
 
 * ``dualex``: the default path (pooled last block, structured forward mode);
 * ``today``: the dense path this replaces (every row of the last block, one JVP per position through
@@ -136,6 +138,18 @@ def flop_counts(model: Any, pair: Any, n_steps: int) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------- workers
+def cpu_timed(fn: Any, into: list[float]) -> Any:
+    """``fn`` that appends the process CPU time (all threads) of each call to ``into``."""
+    import time
+
+    def timed() -> None:
+        t0 = time.process_time()
+        fn()
+        into.append(time.process_time() - t0)
+
+    return timed
+
+
 def worker(impl: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -149,6 +163,7 @@ def worker(impl: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
     pair = prepared_pair(model, name)
     load_before = os.getloadavg()[0]
     result: dict[str, Any] = {}
+    cpu: list[float] = []
     out: dict[str, Any] = {"impl": impl, "model": name, "threads": threads}
     if impl in ("dualex", "today"):
         mode = "auto" if impl == "dualex" else "dense"
@@ -161,7 +176,7 @@ def worker(impl: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
                 result["ex"] = explain_pair(model, pair, "ij", n_steps=args.n_steps, mode=mode)[0]
 
         repeat, warmup = (args.repeat, 1) if impl == "dualex" else (args.today_repeat, 0)
-        m = measure(run, device=dev, repeat=repeat, warmup=warmup)
+        m = measure(cpu_timed(run, cpu), device=dev, repeat=repeat, warmup=warmup)
         A = result["ex"].cross  # (S, patches)
         if impl == "dualex" and not args.skip_flops:
             out["flops"] = flop_counts(model, pair, args.n_steps)
@@ -178,12 +193,13 @@ def worker(impl: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
         def run() -> None:
             result["A"] = explainer.explain(ids, pair.image.pixels, text_layer=L, image_layer=L, N=args.n_steps)
 
-        m = measure(run, device=dev, repeat=args.exclip_repeat, warmup=0)
+        m = measure(cpu_timed(run, cpu), device=dev, repeat=args.exclip_repeat, warmup=0)
         A = result["A"].reshape(result["A"].shape[0], -1)  # (S', patches): exclip cuts the rows after EOS
     if args.matrix_out is not None:
         torch.save(A.detach().cpu(), args.matrix_out)
     out.update(
         seconds=m.seconds_all,
+        cpu_seconds=cpu[len(cpu) - len(m.seconds_all) :],  # the timed runs (after any warm-up)
         peak_bytes=m.peak_bytes,
         device=m.device,
         load_before=load_before,
@@ -218,7 +234,7 @@ def main() -> None:
     p.add_argument("--models", default="shapes,ViT-B-32,ViT-B-16")
     p.add_argument("--device", default=None)
     p.add_argument("--n-steps", type=int, default=10)
-    p.add_argument("--repeat", type=int, default=5, help="timed runs of dualex (after one warm-up run)")
+    p.add_argument("--repeat", type=int, default=10, help="timed runs of dualex (after one warm-up run)")
     p.add_argument("--today-repeat", type=int, default=2, help="timed runs of the dense path (no warm-up)")
     p.add_argument("--exclip-repeat", type=int, default=1, help="timed runs of exclip (no warm-up)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of every run (OMP_NUM_THREADS too)")
@@ -263,11 +279,12 @@ def main() -> None:
                 if row.get(other) and row["dualex"]:
                     a, b = torch.load(mats["dualex"]), torch.load(mats[other])
                     row[f"rel_diff_{other}"] = _rel(a, b)
-                    theirs, ours = row[other]["seconds"], row["dualex"]["seconds"]
-                    row[f"speedup_{other}"] = {
-                        "median": statistics.median(theirs) / statistics.median(ours),
-                        "min": min(theirs) / min(ours),
-                    }
+                    for key, unit in (("seconds", "wall"), ("cpu_seconds", "cpu")):
+                        theirs, ours = row[other][key], row["dualex"][key]
+                        row[f"speedup_{other}_{unit}"] = {
+                            "median": statistics.median(theirs) / statistics.median(ours),
+                            "min": min(theirs) / min(ours),
+                        }
             rows.append(row)
             report([row], header=len(rows) == 1)
     print(f"load average at the end {os.getloadavg()}")
@@ -276,26 +293,36 @@ def main() -> None:
 
 
 def report(rows: list[dict[str, Any]], *, header: bool) -> None:
+    """Print wall-clock and process CPU seconds (min, median), peak memory, load, speed-ups, differences."""
     if header:
-        print(f"\n{'model':<9} {'path':<7} {'min s':>8} {'median s':>9} {'runs':>4} {'peak GiB':>8} {'load':>9} "
-              f"{'speed-up (median/min)':>22} {'rel diff':>8}")
+        print(
+            f"\n{'model':<9} {'path':<7} {'wall min':>9} {'median':>8} {'CPU min':>8} {'median':>8} {'runs':>4} "
+            f"{'peak GiB':>8} {'load':>9} {'speed-up wall (med/min)':>24} {'CPU (med/min)':>16} {'rel diff':>8}"
+        )
     for r in rows:
         for impl in ("dualex", "today", "exclip"):
             d = r.get(impl)
             if not d:
                 continue
-            s = d["seconds"]
-            sp = r.get(f"speedup_{impl}")
-            speed = f"{sp['median']:.1f}× / {sp['min']:.1f}×" if sp else ""
+            s, c = d["seconds"], d["cpu_seconds"]
+            cols = []
+            for unit in ("wall", "cpu"):
+                sp = r.get(f"speedup_{impl}_{unit}")
+                cols.append(f"{sp['median']:.1f}× / {sp['min']:.1f}×" if sp else "")
             rel = f"{r[f'rel_diff_{impl}']:.1e}" if f"rel_diff_{impl}" in r else ""
             load = f"{d['load_before']:.1f}-{d['load_after']:.1f}"
-            print(f"{r['model']:<9} {impl:<7} {min(s):>8.3f} {statistics.median(s):>9.3f} {len(s):>4} "
-                  f"{d['peak_bytes'] / 2**30:>8.3f} {load:>9} {speed:>22} {rel:>8}")
+            print(
+                f"{r['model']:<9} {impl:<7} {min(s):>9.3f} {statistics.median(s):>8.3f} {min(c):>8.3f} "
+                f"{statistics.median(c):>8.3f} {len(s):>4} {d['peak_bytes'] / 2**30:>8.3f} {load:>9} "
+                f"{cols[0]:>24} {cols[1]:>16} {rel:>8}"
+            )
         fl = (r.get("dualex") or {}).get("flops")
         if fl:
-            print(f"{'':<9} FLOPs: executed {fl['executed'] / 1e9:.2f} G, analytic {fl['analytic'] / 1e9:.2f} G "
-                  f"(executed/analytic {fl['executed'] / fl['analytic']:.2f}), one forward pass of both towers "
-                  f"{fl['forward'] / 1e9:.2f} G (ij = {fl['executed'] / fl['forward']:.1f} forward passes)")
+            print(
+                f"{'':<9} FLOPs: executed {fl['executed'] / 1e9:.2f} G, analytic {fl['analytic'] / 1e9:.2f} G "
+                f"(executed/analytic {fl['executed'] / fl['analytic']:.2f}), one forward pass of both towers "
+                f"{fl['forward'] / 1e9:.2f} G (ij = {fl['executed'] / fl['forward']:.1f} forward passes)"
+            )
 
 
 if __name__ == "__main__":

@@ -257,7 +257,7 @@ def integrated_jacobian(
     "ij",
     order=2,
     summary="integrated-Jacobian token × patch interactions (Möller et al., TMLR 2025)",
-    cost="min(positions, D) × n_steps tail passes per tower",
+    cost="≈ 3 forward passes at the last block of a pooled tower; else min(positions, D) × n_steps tail passes",
 )
 def explain_ij(
     model: DualEncoder,
