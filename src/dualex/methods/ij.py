@@ -121,9 +121,11 @@ def structured_jacobian(
     p = int(block.index[0])
     tangent = delta.unsqueeze(0).expand(N, T, W).contiguous()
     # 1. per-row maps: row s of the tangent output is the change caused by the tangent at position s alone
-    (k, v), (dk, dv) = torch.func.jvp(block.keys_values, (H,), (tangent,))  # (N, h, T, d) each
+    kv = torch.func.jvp(block.keys_values, (H,), (tangent,))
+    (k, v), (dk, dv) = kv[0], kv[1]  # (N, h, T, d) each
     hp = H[:, p]
-    q, dq = torch.func.jvp(block.query, (hp,), (tangent[:, p],))  # (N, h, d)
+    qq = torch.func.jvp(block.query, (hp,), (tangent[:, p],))
+    q, dq = qq[0], qq[1]  # (N, h, d)
     # 2. the pooled query's attention output under a change of key/value row s (rank one per head)
     a, P = PooledBlock.attend(q, k, v, block.mask)  # (N, h, d), (N, h, T)
     dlogit = (dk * q.unsqueeze(-2)).sum(-1)  # (N, h, T): q·dk_s
@@ -137,13 +139,13 @@ def structured_jacobian(
     U = torch.zeros(D, T, dtype=torch.float32, device=H.device)
 
     def jvp_finish(t_h: Tensor, t_a: Tensor) -> Tensor:
-        return torch.func.jvp(block.finish, (hp, a), (t_h, t_a))[1]
+        out: Tensor = torch.func.jvp(block.finish, (hp, a), (t_h, t_a))[1]
+        return out
 
     per = max(1, rows // N)
-    zero_h = torch.zeros_like(hp)
     for start in range(0, active.numel(), per):
         pos = active[start : start + per]
-        t_h = torch.stack([tangent[:, p] if int(s) == p else zero_h for s in pos])  # (c, N, W)
+        t_h = (pos == p).to(H.dtype)[:, None, None] * tangent[:, p]  # (c, N, W): δ_p at s = p only
         jv = torch.func.vmap(jvp_finish)(t_h, da[pos])  # (c, N, D)
         U[:, pos] = torch.einsum("cnd,n->dc", jv.float(), w.float())
         if progress is not None:

@@ -130,7 +130,7 @@ def broadcast_rows(x: Tensor, R: int) -> Tensor:
 
 
 def encoder_layer_pooled(
-    layer: torch.nn.Module, index: Tensor, mask: Tensor | None, head: Callable[[Tensor], Tensor]
+    layer: Any, index: Tensor, mask: Tensor | None, head: Callable[[Tensor], Tensor]
 ) -> PooledBlock:
     """A transformers CLIP/SigLIP encoder layer (pre-norm, q/k/v/out projections, MLP) + ``head`` as a `PooledBlock`.
 
@@ -141,7 +141,7 @@ def encoder_layer_pooled(
         mask: The layer's additive attention mask ``(R|1, 1, T, T)`` or None.
         head: The tower after the block, on the pooled row: ``(R, W) -> (R, D)``.
     """
-    attn = layer.self_attn
+    attn: Any = layer.self_attn
     n_heads, d = int(attn.num_heads), int(attn.head_dim)
 
     def keys_values(h: Tensor) -> tuple[Tensor, Tensor]:
@@ -152,7 +152,7 @@ def encoder_layer_pooled(
         return k, v
 
     def query(hp: Tensor) -> Tensor:
-        q = attn.q_proj(layer.layer_norm1(hp)) * attn.scale
+        q: Tensor = attn.q_proj(layer.layer_norm1(hp)) * attn.scale
         return q.reshape(*q.shape[:-1], n_heads, d)
 
     def finish(hp: Tensor, a: Tensor) -> Tensor:
@@ -387,13 +387,13 @@ class HFClip(HFDualEncoder):
         """Both towers read one row: the text tower its EOS position, the image tower its CLS token."""
         if side == "text":
             assert isinstance(inputs, TextInputs)
-            tm = self._module.text_model
+            tm: Any = self._module.text_model
             mask = additive_mask(broadcast_rows(inputs.mask, rows), causal=True, dtype=dtype)
             idx = broadcast_rows(inputs.pool_index, rows)
-            proj = self._module.text_projection
+            proj: Any = self._module.text_projection
             return encoder_layer_pooled(tm.encoder.layers[-1], idx, mask, lambda z: proj(tm.final_layer_norm(z)))
-        vm = self._module.vision_model
-        vproj = self._module.visual_projection
+        vm: Any = self._module.vision_model
+        vproj: Any = self._module.visual_projection
         idx = torch.zeros(rows, dtype=torch.long, device=self.device)
         return encoder_layer_pooled(vm.encoder.layers[-1], idx, None, lambda z: vproj(vm.post_layernorm(z)))
 
@@ -401,7 +401,7 @@ class HFClip(HFDualEncoder):
         layer = self.check_layer(side, layer)
         R = hidden.shape[0]
         pooled = self.use_pooled_block(side, inputs, hidden, layer)
-        tower = self._module.text_model if side == "text" else self._module.vision_model
+        tower: Any = self._module.text_model if side == "text" else self._module.vision_model
         blocks = tower.encoder.layers[layer:-1] if pooled is not None else tower.encoder.layers[layer:]
         if side == "text":
             assert isinstance(inputs, TextInputs)
@@ -415,7 +415,9 @@ class HFClip(HFDualEncoder):
             h = tm.final_layer_norm(h)
             idx = broadcast_rows(inputs.pool_index, R).to(h.device)
             pooled_h = h[torch.arange(R, device=h.device), idx]
-            return self._module.text_projection(pooled_h)
+            text_projection: Any = self._module.text_projection
+            out: Tensor = text_projection(pooled_h)
+            return out
         vm = self._module.vision_model
         h = hidden
         for blk in blocks:

@@ -253,7 +253,7 @@ class SiglipBase(HFDualEncoder):
         if side != "text":
             return None
         assert isinstance(inputs, TextInputs)
-        tm = self._module.text_model
+        tm: Any = self._module.text_model
         mask = _bidirectional_mask(inputs.mask, rows, dtype)
         idx = broadcast_rows(inputs.pool_index, rows)
         return encoder_layer_pooled(tm.encoder.layers[-1], idx, mask, lambda z: tm.head(tm.final_layer_norm(z)))
@@ -264,7 +264,7 @@ class SiglipBase(HFDualEncoder):
         h = hidden
         if side == "text":
             assert isinstance(inputs, TextInputs)
-            tm = self._module.text_model
+            tm: Any = self._module.text_model
             mask = _bidirectional_mask(inputs.mask, R, hidden.dtype)
             pooled = self.use_pooled_block(side, inputs, hidden, layer)
             if pooled is not None:

@@ -128,7 +128,7 @@ def _custom_attention(attn: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor
     return attn.out_proj(attn.ln_inner(_merge(out)))
 
 
-def _qkv_weights(attn: nn.Module) -> list[tuple[Tensor, Tensor | None]]:
+def _qkv_weights(attn: Any) -> list[tuple[Tensor, Tensor | None]]:
     """``[(W_q, b_q), (W_k, b_k), (W_v, b_v)]`` of an open_clip attention (fused or separate projections)."""
     if getattr(attn, "_qkv_same_embed_dim", True):
         ws = attn.in_proj_weight.chunk(3, dim=0)
@@ -139,9 +139,7 @@ def _qkv_weights(attn: nn.Module) -> list[tuple[Tensor, Tensor | None]]:
     return list(zip(ws, bs, strict=True))
 
 
-def block_pooled(
-    block: nn.Module, index: Tensor, mask: Tensor | None, head: Callable[[Tensor], Tensor]
-) -> PooledBlock:
+def block_pooled(block: Any, index: Tensor, mask: Tensor | None, head: Callable[[Tensor], Tensor]) -> PooledBlock:
     """An open_clip residual block (as `run_block` runs it) + ``head`` as a `PooledBlock`.
 
     Args:
@@ -150,7 +148,7 @@ def block_pooled(
         mask: The block's additive attention mask ``(R|1, 1, T, T)`` or None.
         head: The tower after the block, on the pooled row: ``(R, W) -> (R, D)``.
     """
-    attn = block.attn
+    attn: Any = block.attn
     H = int(attn.num_heads)
     (wq, bq), (wk, bk), (wv, bv) = _qkv_weights(attn)
     mha = isinstance(attn, nn.MultiheadAttention)
@@ -172,11 +170,13 @@ def block_pooled(
     def query(hp: Tensor) -> Tensor:
         q = split(functional.linear(block.ln_1(hp), wq, bq))  # (R, H, d)
         if mha:
-            return q * attn.head_dim**-0.5
+            scaled: Tensor = q * float(attn.head_dim) ** -0.5
+            return scaled
         if cosine:
             scale = torch.clamp(attn.logit_scale, max=attn.logit_scale_max).exp()  # (H, 1, 1)
             return functional.normalize(q, dim=-1) * scale.reshape(H, 1)
-        return attn.ln_q(q) * attn.scale
+        out: Tensor = attn.ln_q(q) * attn.scale
+        return out
 
     def finish(hp: Tensor, a: Tensor) -> Tensor:
         if mha:
@@ -418,18 +418,19 @@ class OpenClipEncoder(DualEncoder):
 
     def _text_head(self, pooled: Tensor) -> Tensor:
         """``ln_final`` and ``text_projection`` on pooled rows ``(R, W)``."""
-        tower = self.text_tower
-        pooled = tower.ln_final(pooled)
+        tower: Any = self.text_tower
+        out: Tensor = tower.ln_final(pooled)
         proj = tower.text_projection
         if proj is None:
-            return pooled
-        return proj(pooled) if isinstance(proj, nn.Module) else pooled @ proj
+            return out
+        projected: Tensor = proj(out) if isinstance(proj, nn.Module) else out @ proj
+        return projected
 
     def _image_head(self, pooled: Tensor) -> Tensor:
         """``ln_post`` and ``proj`` on the CLS row ``(R, W)`` (for ``tok`` pooling the order of the two is moot)."""
-        visual = self._module.visual
-        pooled = visual.ln_post(pooled)
-        return pooled if visual.proj is None else pooled @ visual.proj
+        visual: Any = self._module.visual
+        out: Tensor = visual.ln_post(pooled)
+        return out if visual.proj is None else out @ visual.proj
 
     def pooled_block(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
         """Text towers read one position (``text_pool_type``); image towers the CLS token (``tok``).
@@ -440,8 +441,9 @@ class OpenClipEncoder(DualEncoder):
             t = self._check_text(inputs)
             mask = self._text_attention(t, rows, dtype)
             idx = broadcast_rows(t.pool_index, rows)
-            return block_pooled(self.text_tower.transformer.resblocks[-1], idx, mask, self._text_head)
-        visual = self._module.visual
+            tower: Any = self.text_tower
+            return block_pooled(tower.transformer.resblocks[-1], idx, mask, self._text_head)
+        visual: Any = self._module.visual
         if visual.pool_type != "tok":
             return None
         idx = torch.zeros(rows, dtype=torch.long, device=self.device)
@@ -455,7 +457,9 @@ class OpenClipEncoder(DualEncoder):
         if side == "text":
             t = self._check_text(inputs)
         pooled_blk = self.use_pooled_block(side, inputs, hidden, layer)
-        tower = self.text_tower.transformer if side == "text" else self._module.visual.transformer
+        text_tower: Any = self.text_tower
+        visual_tower: Any = self._module.visual
+        tower = text_tower.transformer if side == "text" else visual_tower.transformer
         blocks = tower.resblocks[layer:-1] if pooled_blk is not None else tower.resblocks[layer:]
         if side == "text":
             mask = self._text_attention(t, R, hidden.dtype)
