@@ -153,7 +153,7 @@ def cpu_timed(fn: Any, into: list[float]) -> Any:
 def worker(impl: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from dualex.bench import measure
+    from dualex.cli.bench import measure
     from dualex.methods import explain_pair
     from dualex.threads import configure_threads
 

@@ -1,6 +1,6 @@
 """p-faithfulness: how well an explanation predicts the masking game on held-out coalitions.
 
-Protocol of FIxLIP (research/fixlip.md §3.1):
+Protocol of FIxLIP (arXiv:2508.05430):
 
 1. Draw ``n_coalitions`` *distinct* coalitions of the n players (caption player tokens and image
    patches) from ``μ_p``: every player kept independently with probability ``p`` (the keep probability;

@@ -4,9 +4,9 @@ Players are the caption's player tokens (special tokens excluded) followed by th
 (row-major): ``n = n_text + n_image`` columns of every coalition matrix. A coalition ``keep`` is a
 ``(K, n)`` bool matrix; ``v(keep)`` is the model's own score (cosine × logit scale + bias) of the pair
 with the removed players masked by `DualEncoder.mask` (default: image patches set to the dataset-mean
-colour, text tokens removed from attention) — the game of FIxLIP (research/fixlip.md §1.2–1.3).
+colour, text tokens removed from attention) — the game of FIxLIP (arXiv:2508.05430).
 
-An explanation predicts the game with its terms (research/fixlip.md §1.4):
+An explanation predicts the game with its terms (arXiv:2508.05430):
 
     v̂(S) = e_∅ + Σ_{i∈S} e_i + Σ_{{i,j}⊆S} e_ij,
 

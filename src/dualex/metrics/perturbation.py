@@ -1,6 +1,6 @@
 """Insertion/deletion curves and their area between (AID), for first- and second-order explanations.
 
-Protocol of FIxLIP (research/fixlip.md §3.2). Players are the caption's player tokens and the image
+Protocol of FIxLIP (arXiv:2508.05430). Players are the caption's player tokens and the image
 patches together (n of them); ``v`` is the joint masking game of `dualex.metrics.game.JointGame`
 (the model's own score of the masked pair).
 
