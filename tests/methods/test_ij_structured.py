@@ -142,3 +142,22 @@ def test_structured_where_it_does_not_apply_is_a_clear_error():
         dualex.explain(model, random_image(4), CAPTION, method="ij", n_steps=2, mode="structured")
     with pytest.raises(InputError, match="mode"):
         dualex.explain(model, random_image(4), CAPTION, method="ij", n_steps=2, mode="fast")
+
+
+@pytest.mark.parametrize("name", ["hf-siglip", "hf-siglip2", "hf-siglip2-padded"])
+def test_structured_attention_pooling_head(name):
+    """SigLIP's image head is one probe query over all rows: structured at a split at its input."""
+    model = FACTORIES[name.removesuffix("-padded")]()
+    inputs = model.prepare(random_image(5), CAPTION).image
+    if name.endswith("padded"):  # padding patches: the head's key mask
+        inputs.extra["pixel_attention_mask"][:, -3:] = 0
+    L = model.check_layer("image", model.n_layers("image"))
+    assert structured_applies(model, "image", inputs, L)
+    x, r = _path(model, "image", inputs, L)
+    alphas, weights = alphas_and_weights(N_STEPS, "riemann_right")
+    kw = {"alphas": alphas, "weights": weights}
+    s = integrated_jacobian(model, "image", inputs, x, r, L, mode="structured", **kw)
+    fwd = integrated_jacobian(model, "image", inputs, x, r, L, mode="forward", **kw)
+    bf = brute_force_u(model, "image", inputs, x, r, L, alphas, weights)
+    assert _rel(s, bf) < 1e-5
+    assert _rel(fwd, bf) < 1e-5

@@ -30,7 +30,9 @@ and materialises a (S·W)×(P·W) feature-pair matrix; here U and V are computed
     3. a JVP of the adapter's pooled-row remainder (out-projection, residual, MLP, final norm,
        projection) with tangents (da_s, [s = p] δ_p), batched over positions with ``torch.func.vmap``.
 
-  Cost: about N forward passes of the last block instead of N·T, memory O(N·T·W).
+  Cost: about N forward passes of the last block instead of N·T, memory O(N·T·W). The same applies
+  to a split at the input of an attention-pooling head (SigLIP's image tower, `DualEncoder.pooled_head`),
+  whose query is a learned probe.
   Deeper splits run the dense forward/reverse modes through `DualEncoder.tail`, whose last block is
   pooled as well.
 ``mode="auto"`` takes the structured mode where it applies, else ``"dense"``: whichever of forward and
@@ -86,11 +88,25 @@ def _default_chunk(device: torch.device) -> int:
     return 512 if device.type == "cuda" else 64
 
 
+def structured_block(
+    model: DualEncoder, side: Side, inputs: SideInputs, layer: int, rows: int, dtype: torch.dtype
+) -> PooledBlock | None:
+    """The `PooledBlock` the structured mode differentiates for a split at ``layer`` (an index), or None.
+
+    The last block of a tower pooled at one row (``layer = n_layers - 1``), or an attention-pooling head
+    (``layer = n_layers``, SigLIP's image tower).
+    """
+    n = model.n_layers(side)
+    if layer == n - 1:
+        return model.pooled_block(side, inputs, rows, dtype)
+    if layer == n:
+        return model.pooled_head(side, inputs, rows, dtype)
+    return None
+
+
 def structured_applies(model: DualEncoder, side: Side, inputs: SideInputs, layer: int) -> bool:
-    """Whether the structured mode covers a split at ``layer`` (an index): the last block of a pooled tower."""
-    if layer != model.n_layers(side) - 1:
-        return False
-    return model.pooled_block(side, inputs, 1, torch.float32) is not None
+    """Whether the structured mode covers a split at ``layer`` (an index), see `structured_block`."""
+    return structured_block(model, side, inputs, layer, 1, torch.float32) is not None
 
 
 def structured_jacobian(
@@ -209,8 +225,9 @@ def integrated_jacobian(
             mode = "structured"
         elif mode == "structured":
             raise InputError(
-                f"mode='structured' needs a split at the last block (layer -1) of a tower pooled at one row; "
-                f"the {side} tower of {model.name} at layer {layer} has none: use mode='auto' or 'dense'"
+                f"mode='structured' needs a split at the last block (layer -1) of a tower pooled at one row, or "
+                f"at the input of an attention-pooling head; the {side} tower of {model.name} at layer {layer} "
+                "is neither: use mode='auto' or 'dense'"
             )
         else:
             mode = "dense"
@@ -222,7 +239,7 @@ def integrated_jacobian(
         return U
     with math_attention():
         if mode == "structured":
-            block = model.pooled_block(side, inputs, N, x.dtype)
+            block = structured_block(model, side, inputs, layer, N, x.dtype)
             assert block is not None
             structured_rows = internal_batch_size or 16 * _default_chunk(dev)
             return structured_jacobian(block, H, delta, w, active, rows=structured_rows, progress=progress)

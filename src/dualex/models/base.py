@@ -374,6 +374,15 @@ class DualEncoder(ABC):
             else:
                 del self.pooled_tails
 
+    def pooled_head(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
+        """The head of ``side`` (after the last block) as a `PooledBlock`, where it is one attention query.
+
+        For an attention-pooling head (SigLIP's MAP head) the query is a learned probe: ``query`` and
+        ``finish`` then do not depend on ``h_p`` and ``index`` is 0. Used by `dualex.methods.ij` for a
+        split at the head's input (``layer = n_layers``). None (the default) where the head is not that.
+        """
+        return None
+
     def use_pooled_block(self, side: Side, inputs: SideInputs, hidden: Tensor, layer: int) -> PooledBlock | None:
         """`pooled_block` for a `tail` from ``layer`` (an index), if pooled tails are on and a block remains."""
         if not self.pooled_tails or layer >= self.n_layers(side):
