@@ -13,7 +13,7 @@ from dualex.errors import InputError
 from dualex.games.sampler import (
     banzhaf_kernel,
     sample_banzhaf,
-    sample_coalitions,
+    sample_kernel,
     sample_shapley,
     shapley_kernel,
     split_budget,
@@ -108,6 +108,6 @@ def test_invalid_budgets_and_kernels_are_rejected() -> None:
     with pytest.raises(InputError):
         split_budget(3, 4, 4)
     with pytest.raises(InputError):
-        sample_coalitions(3, 4, np.ones(3), rng)
+        sample_kernel(3, 4, np.ones(3), rng)
     with pytest.raises(InputError):
         sample_shapley(1, 4, rng)

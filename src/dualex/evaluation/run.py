@@ -199,11 +199,11 @@ def process_item(
     game = None
     mo = cfg.metrics
     if {"insertion_deletion", "faithfulness"} & set(mo.metrics):
-        from dualex.metrics import JointGame
+        from dualex.games.game import DualEncoderGame
 
-        try:  # one cached game per item: methods share the seeded faithfulness coalitions
-            game = JointGame(model, pair, internal_batch_size=cfg.internal_batch_size, text_masking=mo.text_masking,
-                             image_masking=mo.image_masking)  # fmt: skip
+        try:  # one cached game per item: methods and metrics share its tower passes
+            game = DualEncoderGame(model, pair, internal_batch_size=cfg.internal_batch_size,
+                                   text_masking=mo.text_masking, image_masking=mo.image_masking)  # fmt: skip
         except Exception:
             game = None  # each metric then reports its own error
     rows: list[dict[str, Any]] = []

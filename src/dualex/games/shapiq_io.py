@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from dualex.errors import InputError
-from dualex.games.regression import Surrogate
+from dualex.games.surrogate import Surrogate
 
 
 def _shapiq() -> Any:
