@@ -19,8 +19,9 @@ from torch import Tensor
 
 from dualex.errors import InputError, ModelNotAvailableError
 from dualex.models.base import DualEncoder, ImageInputs, Side, SideInputs, TextInputs
+from dualex.models.parts import mask_image_patches, patch_tokens
 from dualex.models.registry import register_loader, register_wrapper
-from dualex.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline, patch_keep_to_pixels
+from dualex.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline
 from dualex.tokenize import HFTokenizer, TokenizerLike
 
 HF_FAMILIES: dict[str, type[HFDualEncoder]] = {}
@@ -224,20 +225,9 @@ class HFDualEncoder(DualEncoder):
         if keep.dim() == 1:
             keep = keep[None]
         K = keep.shape[0]
-        if side == "image":
+        if side == "image":  # removed after the patch embedding, see `dualex.models.parts.mask_image_patches`
             assert isinstance(inputs, ImageInputs)
-            if keep.shape[1] != inputs.n_patches:
-                raise InputError(f"image coalitions need {inputs.n_patches} columns, got {keep.shape[1]}")
-            one = inputs.select([0] * K)
-            pm = patch_keep_to_pixels(keep, inputs.grid, tuple(one.pixels.shape[-2:])).to(one.pixels)
-            if how in ("default", "zeros", "mean"):
-                fill = torch.zeros_like(one.pixels)
-            elif how == "black":
-                fill = self.pipeline.black().to(one.pixels).expand_as(one.pixels)
-            else:
-                raise InputError(f"unknown image masking {how!r}; use 'zeros' or 'black'")
-            one.pixels = one.pixels * pm + fill * (1 - pm)
-            return one
+            return mask_image_patches(inputs, keep, how, self.pipeline.black())
         assert isinstance(inputs, TextInputs)
         players = inputs.players(0)
         if keep.shape[1] != players.numel():
@@ -345,10 +335,22 @@ class HFClip(HFDualEncoder):
             return h
         assert isinstance(inputs, ImageInputs)
         vm = self._module.vision_model
-        h = vm.pre_layrnorm(vm.embeddings(inputs.pixels.to(self.dtype)))
+        h = vm.pre_layrnorm(self.embed_image(inputs))
         for blk in vm.encoder.layers[:layer]:
             h = blk(h, None)
         return h
+
+    def embed_image(self, inputs: ImageInputs) -> Tensor:
+        """CLS + patch tokens + position embeddings ``(B, 1 + P, W)`` (``CLIPVisionEmbeddings``, with patch
+        removals applied after the patch embedding, `dualex.models.parts.patch_tokens`)."""
+        emb = self._module.vision_model.embeddings
+        size = int(self.vision_config.image_size)
+        if tuple(inputs.pixels.shape[-2:]) != (size, size):
+            raise InputError(f"{self.name} takes {size}×{size} images, got {tuple(inputs.pixels.shape[-2:])}")
+        dtype = emb.patch_embedding.weight.dtype
+        x = patch_tokens(inputs, lambda px: emb.patch_embedding(px.to(dtype)).flatten(2).transpose(1, 2))
+        cls = emb.class_embedding.expand(x.shape[0], 1, -1)
+        return torch.cat([cls, x], dim=1) + emb.position_embedding(emb.position_ids)
 
     def tail(self, side: Side, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
         layer = self.check_layer(side, layer)
