@@ -16,7 +16,7 @@ from dualex.games.game import DualEncoderGame
 from dualex.games.sampler import draw_distinct
 from dualex.games.surrogate import fit_quality
 from dualex.games.surrogate import surrogate_of as surrogate
-from dualex.metrics import completeness_error, p_faithfulness
+from dualex.metrics import completeness_error, held_out_coalitions, p_faithfulness
 
 
 def sample_coalitions(n: int, m: int, *, p: float = 0.5, seed: int = 0) -> torch.Tensor:
@@ -62,6 +62,36 @@ def test_scaled_and_shifted_explanations():
     y = f.y.double()
     expected_r2 = 1 - float(((y - (2 * y + 0.3)) ** 2).sum() / ((y - y.mean()) ** 2).sum())
     assert f.r2 == pytest.approx(expected_r2)
+
+
+def test_product_design_is_a_grid_of_mu_p_draws():
+    Z, shape = held_out_coalitions(40, 8, 1000, p=0.3, seed=5, design="product")
+    m_i, m_t = shape
+    assert m_i * m_t <= 1000 and m_t >= 4 and Z.shape == (m_i * m_t, 48)
+    cells = Z.reshape(m_i, m_t, 48)
+    assert bool((cells[:, :, :40] == cells[:, :1, :40]).all())  # image part constant along a row
+    assert bool((cells[:, :, 40:] == cells[:1, :, 40:]).all())  # text part constant along a column
+    assert float(Z.float().mean()) == pytest.approx(0.3, abs=0.03)
+    again, _ = held_out_coalitions(40, 8, 1000, p=0.3, seed=5, design="product")
+    assert torch.equal(Z, again)
+    with pytest.raises(InputError):
+        held_out_coalitions(40, 8, 1000, design="grid")
+
+
+@pytest.mark.parametrize("p", [0.5, 0.3])
+def test_product_design_scores_exact_and_imperfect_explanations(p: float):
+    model = random_game(7)
+    pair = model.prepare(None, caption(3))
+    game = DualEncoderGame(model, pair)
+    f = p_faithfulness(model, pair, model.explanation(pair), n_coalitions=100, p=p, design="product", game=game)
+    assert f.n_coalitions == 96  # 12 image x 8 text coalitions
+    assert f.spearman == pytest.approx(1.0) and f.r2 == pytest.approx(1.0)
+    passes = game.n_passes
+    assert passes <= 12 + 8 + 2  # one tower pass per side coalition, not one per pair
+    first = model.explanation(pair, pairs=torch.zeros_like(model.pairs))
+    g = p_faithfulness(model, pair, first, n_coalitions=100, p=p, design="product", game=game)
+    assert g.r2 < 0.99 and game.n_passes == passes  # the same coalitions: all from the cache
+    assert torch.equal(f.y, g.y)
 
 
 def test_first_order_explanation_of_interacting_game_is_imperfect():
