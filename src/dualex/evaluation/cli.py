@@ -87,7 +87,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         method_options[method][key] = value
     order = args.perturbation_order if args.perturbation_order == "auto" else int(args.perturbation_order)
     metrics = MetricOptions(metrics=args.metrics, faith_p=args.faith_p, faith_coalitions=args.faith_coalitions,
-                            faith_design=args.faith_design, perturbation_order=order, save_explanations=not args.no_save_explanations)  # fmt: skip
+                            faith_design=args.faith_design, perturbation_order=order,
+                            save_explanations=not args.no_save_explanations)  # fmt: skip
     res = evaluate(
         args.model,
         args.dataset,
