@@ -303,14 +303,25 @@ def draw_distinct(n: int, m: int, *, p: float = 0.5, seed: int = 0) -> np.ndarra
     return np.stack(list(seen.values()))
 
 
-def split_grid(size: int, n_image: int, n_text: int) -> tuple[int, int]:
-    """``(m_image, m_text)`` with ``m_image · m_text ≤ size`` for an evaluation grid.
+def split_grid(size: int, n_image: int, n_text: int, *, shape: str = "reference") -> tuple[int, int]:
+    """``(m_image, m_text)`` with ``m_image · m_text ≤ size`` for an evaluation grid of i.i.d. draws.
 
-    The reference's budget split (`split_budget`) without its 2^n caps (draws may repeat): the side with
-    fewer players gets ``max(4, ceil(sqrt(size) · n_small / n_large))`` coalitions, the other the rest.
+    Args:
+        size: Number of grid cells wanted.
+        n_image, n_text: Numbers of players of each side.
+        shape: ``"reference"``: the reference's budget split (`split_budget`) without its 2^n caps
+            (draws may repeat): the side with fewer players gets ``max(4, ceil(sqrt(size) · n_small /
+            n_large))`` coalitions, the other the rest (FIxLIP's held-out diagnostics). ``"square"``:
+            ``floor(sqrt(size))`` text coalitions and the rest image coalitions, so that both sides'
+            effects are sampled equally often (the product design of p-faithfulness).
     """
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise InputError(f"the grid size must be a positive integer, got {size!r}")
+    if shape == "square":
+        m_t = max(1, math.isqrt(int(size)))
+        return max(1, int(size) // m_t), m_t
+    if shape != "reference":
+        raise InputError(f"shape must be 'reference' or 'square', got {shape!r}")
     small, large = sorted((n_image, n_text))
     m_small = min(int(size), max(4, math.ceil(math.sqrt(size) * small / max(large, 1))))
     m_large = max(1, int(size) // m_small)

@@ -9,10 +9,11 @@ sampled to build its explanation:
   (`dualex.games.sampler.draw_distinct`; at most 50 × ``n_coalitions`` draws, so with very few players
   fewer may result). Each needs its own image and text tower pass.
 * ``design="product"`` (the estimator FIxLIP's own cross-modal fit uses): ``m_I`` image and ``m_T``
-  text coalitions drawn i.i.d. from ``μ_p`` (`dualex.games.sampler.split_grid` gives ``m_I · m_T ≤
-  n_coalitions``, shaped like the reference's budget split), and all ``m_I · m_T`` combinations. Every
+  text coalitions drawn i.i.d. from ``μ_p`` (``m_T = floor(sqrt(n_coalitions))``, ``m_I =
+  n_coalitions // m_T``; `dualex.games.sampler.split_grid`), and all ``m_I · m_T`` combinations. Every
   combination is again a draw from ``μ_p`` (membership is independent per player), and all values come
-  from one matrix product of ``m_I + m_T`` embeddings.
+  from one matrix product of ``m_I + m_T`` embeddings (1000 coalitions: 32 × 31 = 992 cells from 63
+  tower passes instead of 1000 masked pairs).
 
 Then:
 
@@ -88,7 +89,7 @@ def held_out_coalitions(
         return torch.from_numpy(draw_distinct(n_image + n_text, int(n_coalitions), p=p, seed=seed)), None
     if n_image < 1 or n_text < 1:
         raise InputError("the product design needs at least one image and one caption player")
-    m_i, m_t = split_grid(int(n_coalitions), n_image, n_text)
+    m_i, m_t = split_grid(int(n_coalitions), n_image, n_text, shape="square")
     rng_i, rng_t = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     zi = torch.from_numpy(draw_iid(n_image, m_i, p, rng_i))
     zt = torch.from_numpy(draw_iid(n_text, m_t, p, rng_t))
