@@ -43,7 +43,7 @@ def main() -> None:
     torch.set_num_threads(1)
     import dualex
     from dualex.datasets.base import open_dataset
-    from dualex.evaluation.run import item_seed
+    from dualex.evaluation.work import item_seed
     from dualex.games.game import DualEncoderGame
     from dualex.methods import explain_pair
     from dualex.metrics import p_faithfulness

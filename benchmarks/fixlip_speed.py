@@ -35,8 +35,8 @@ def build_model(patch: int, layers: int, device: str) -> Any:
     from transformers import CLIPConfig, CLIPModel
 
     from dualex.models.hf import HFClip
-    from dualex.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline
-    from dualex.tokenize import WordTokenizer
+    from dualex.models.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline
+    from dualex.models.tokenize import WordTokenizer
 
     torch.manual_seed(0)
     cfg = CLIPConfig(
@@ -76,7 +76,7 @@ def worker(arch: str, budget: int, layers: int, device: str, fit_only: bool, p: 
     import numpy as np
     import torch
 
-    from dualex.bench import measure
+    from dualex.cli.bench import measure
 
     torch.set_float32_matmul_precision("high")
     patch = ARCHS[arch]

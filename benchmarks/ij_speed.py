@@ -30,7 +30,7 @@ def worker(impl: str, arch: str, device: str, n_steps: int, repeat: int, out: Pa
     import torch
 
     import dualex
-    from dualex.bench import measure
+    from dualex.cli.bench import measure
     from dualex.methods import explain_pair
 
     torch.manual_seed(0)

@@ -38,9 +38,9 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     import dualex
-    from dualex.data.shapes import ShapesDataset
+    from dualex.datasets.shapes_generator import ShapesDataset
+    from dualex.models.shapes import asset_dir
     from dualex.zoo.shapes_eval import format_grounding, grounding_table
-    from dualex.zoo.shapes_model import asset_dir
 
     model = dualex.load("shapes", device=args.device)
     counts = [int(c) for c in args.objects.split(",")]

@@ -31,7 +31,7 @@ from dualex.plotting import plot_explanation, plot_matrix, save_figure
 
 def bundled() -> tuple[Any, Any]:
     """The shapes model and its demo scene; raises if either is missing."""
-    from dualex.data.shapes import sample_scene
+    from dualex.datasets.shapes_generator import sample_scene
 
     model = dualex.load("shapes")
     return model, sample_scene()
@@ -39,7 +39,7 @@ def bundled() -> tuple[Any, Any]:
 
 def stand_in() -> tuple[Any, Any]:
     """A tiny random CLIP (224 px, 7×7 patches, word tokenizer) and a generated three-object scene."""
-    from dualex.data.shapes import generate_scene
+    from dualex.datasets.shapes_generator import generate_scene
     from dualex.testing import tiny_hf_clip, tiny_word_tokenizer
 
     model = tiny_hf_clip(image_size=224, patch_size=32)

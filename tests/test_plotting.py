@@ -13,7 +13,7 @@ from matplotlib.patches import Rectangle
 
 from dualex.errors import InputError
 from dualex.explanation import Explanation
-from dualex.models.base import ImageTransform
+from dualex.images import ImageTransform
 from dualex.plotting import (
     overlay_rgba,
     plot_explanation,

@@ -1,7 +1,7 @@
 """``make demo``: explain the bundled sample scene with the bundled shapes CLIP, offline.
 
 Runs ``dualex explain`` (the CLI, same code path as on the command line) on the sample scene of
-`dualex.data.shapes` with ``--model shapes --method ij``, one ``--span`` per object phrase of the caption
+`dualex.datasets.shapes_generator` with ``--model shapes --method ij``, one ``--span`` per object phrase of the caption
 and one ``--box`` per object, writes the figure (image map per phrase, caption map per box) and the
 explanation file, then prints the conditional pointing-game energy of each phrase: the share of the
 phrase map's positive mass on the patches of the named object's box (`dualex.metrics.pointing`).
@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from dualex.cli import main as dualex_main
-    from dualex.data.shapes import sample_image_path, sample_scene
+    from dualex.datasets.shapes_generator import sample_image_path, sample_scene
     from dualex.explanation import Explanation
     from dualex.metrics.pointing import pointing_game
 

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from dualex.errors import InputError
-from dualex.models.base import ImageTransform
+from dualex.images import ImageTransform
 from dualex.spans import Span, as_patch_mask, span_positions
 
 _TENSOR_FIELDS = ("cross", "cross_prefix", "text_pairs", "image_pairs", "text_main", "image_main", "special", "image")

@@ -1,7 +1,9 @@
-"""Reading images from the forms users hand us, with clear errors."""
+"""Reading images from the forms users hand us (with clear errors), and `ImageTransform`: how an original
+image maps onto a model's input canvas (model-free, so explanations and spans can use it without a model)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +58,64 @@ def load_image(image: Any) -> Image.Image:
         f"cannot use an object of type {type(image).__name__} as an image; pass a file path, "
         "a PIL image, or an (H, W, 3) array"
     )
+
+
+@dataclass
+class ImageTransform:
+    """How an original image was mapped onto the model's input canvas (for boxes and overlays).
+
+    A point ``(x, y)`` of the original image lands at ``(x * scale_x - left, y * scale_y - top)`` on the
+    input canvas of size ``input_size`` (height, width).
+    """
+
+    original_size: tuple[int, int]  # (height, width) of the original image, pixels
+    input_size: tuple[int, int]  # (height, width) of the model input, pixels
+    scale_x: float
+    scale_y: float
+    left: float = 0.0
+    top: float = 0.0
+
+    def box_to_input(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """Map an ``(x0, y0, x1, y1)`` box in original pixels onto the input canvas (clipped)."""
+        x0, y0, x1, y1 = box
+        h, w = self.input_size
+        nx0 = min(max(x0 * self.scale_x - self.left, 0.0), w)
+        nx1 = min(max(x1 * self.scale_x - self.left, 0.0), w)
+        ny0 = min(max(y0 * self.scale_y - self.top, 0.0), h)
+        ny1 = min(max(y1 * self.scale_y - self.top, 0.0), h)
+        return nx0, ny0, nx1, ny1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "original_size": list(self.original_size),
+            "input_size": list(self.input_size),
+            "scale_x": self.scale_x,
+            "scale_y": self.scale_y,
+            "left": self.left,
+            "top": self.top,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ImageTransform:
+        return cls(
+            original_size=tuple(d["original_size"]),
+            input_size=tuple(d["input_size"]),
+            scale_x=float(d["scale_x"]),
+            scale_y=float(d["scale_y"]),
+            left=float(d.get("left", 0.0)),
+            top=float(d.get("top", 0.0)),
+        )
+
+    @classmethod
+    def resize_center_crop(cls, original_size: tuple[int, int], resize: int, crop: tuple[int, int]) -> ImageTransform:
+        """The CLIP pipeline: resize the short side to ``resize``, then centre-crop to ``crop`` (h, w)."""
+        h, w = original_size
+        s = resize / min(h, w)
+        nh, nw = round(h * s), round(w * s)
+        return cls(original_size, crop, nw / w, nh / h, (nw - crop[1]) / 2.0, (nh - crop[0]) / 2.0)
+
+    @classmethod
+    def resize(cls, original_size: tuple[int, int], size: tuple[int, int]) -> ImageTransform:
+        """A plain resize (no crop) to ``size`` (h, w), as SigLIP processors do."""
+        h, w = original_size
+        return cls(original_size, size, size[1] / w, size[0] / h)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from dualex.errors import InputError
-from dualex.models.base import ImageTransform
+from dualex.images import ImageTransform
 
 Span = str | tuple[int, int] | Sequence[int] | Tensor | None
 Box = tuple[float, float, float, float] | Sequence[float] | Tensor

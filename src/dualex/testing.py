@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from dualex.models.base import DualEncoder
-from dualex.preprocess import CLIP_MEAN, CLIP_STD, HALF, ImagePipeline
-from dualex.tokenize import Tokenized, WordTokenizer
+from dualex.models.preprocess import CLIP_MEAN, CLIP_STD, HALF, ImagePipeline
+from dualex.models.tokenize import Tokenized, WordTokenizer
 
 TINY_VOCAB = 99
 TINY_BOS, TINY_EOS, TINY_PAD = 97, 98, 0

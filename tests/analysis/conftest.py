@@ -18,7 +18,7 @@ from PIL import Image
 
 from dualex.evaluation.store import RunStore
 from dualex.explanation import Explanation
-from dualex.models.base import ImageTransform
+from dualex.images import ImageTransform
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 50), "cat": (200, 200, 40)}
 GRID = (4, 4)

@@ -56,8 +56,8 @@ def test_shapes_model_end_to_end(shapes_model, tmp_path):
     """`dualex evaluate` on a few two-object scenes, then every analysis of the run, and hard negatives."""
     evaluation = pytest.importorskip("dualex.evaluation.run")
     from dualex.analysis.mismatch import hard_negative_analysis
-    from dualex.data.shapes import SHAPES
     from dualex.datasets import open_dataset
+    from dualex.datasets.shapes_generator import SHAPES
 
     run = tmp_path / "run"
     evaluation.evaluate(

@@ -169,7 +169,7 @@ def test_hard_negatives_with_a_tiny_clip(tiny_clip):
 
 
 def test_shapes_swapper_on_generator_scenes_and_dataset_items():
-    gen = pytest.importorskip("dualex.data.shapes")
+    gen = pytest.importorskip("dualex.datasets.shapes_generator")
     from dualex.analysis.mismatch import shapes_swapper
 
     scene = gen.generate_scene(3, n_objects=2, size=64)

@@ -190,7 +190,7 @@ def test_imagenet_random_compositions_are_seeded(imagenet_root: Path):
 
 # -------------------------------------------------------------------------------------- shapes
 def test_shapes_generated_and_saved(tmp_path: Path):
-    from dualex.data.shapes import ShapesDataset
+    from dualex.datasets.shapes_generator import ShapesDataset
 
     items = open_dataset("shapes:", n=4, seed=3).items()
     assert [it.id for it in items] == [f"heldout-{i:05d}" for i in range(4)]

@@ -11,8 +11,10 @@ import pytest
 from dualex.datasets.base import Dataset, GroundTruth, Item
 from dualex.errors import InputError
 from dualex.evaluation import load_explanation, read_run
-from dualex.evaluation.run import MetricOptions, WorkConfig, evaluate, load_model, parse_metrics, process_item
+from dualex.evaluation.run import MetricOptions, evaluate
+from dualex.evaluation.work import WorkConfig, parse_metrics, process_item
 from dualex.explanation import Explanation
+from dualex.models.registry import load as load_model
 
 FAST = MetricOptions(faith_coalitions=24)
 OPTS = {"ij": {"n_steps": 2}, "fixlip": {"budget": 64, "holdout": 0}, "gradxinput": {}, "random": {}}

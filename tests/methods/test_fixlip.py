@@ -154,7 +154,7 @@ def test_save_load_and_shapiq_round_trip(small, tmp_path) -> None:
     assert back.intercept == pytest.approx(ex.intercept) and torch.equal(back.text_pairs, ex.text_pairs)
     assert back.completeness()["r2"] == pytest.approx(ex.completeness()["r2"])
     pytest.importorskip("shapiq")
-    from dualex.games.surrogate import from_interaction_values, to_interaction_values
+    from dualex.games.shapiq_io import from_interaction_values, to_interaction_values
 
     iv = to_interaction_values(ex)
     assert iv.n_players == 7 and iv.index == "FBII"

@@ -12,8 +12,9 @@ import torch
 from torch import Tensor
 
 from dualex.explanation import Explanation
+from dualex.images import ImageTransform
 from dualex.methods.common import build_explanation
-from dualex.models.base import DualEncoder, ImageInputs, ImageTransform, Pair, Scores, Side, SideInputs, TextInputs
+from dualex.models.base import DualEncoder, ImageInputs, Pair, Scores, Side, SideInputs, TextInputs
 
 
 class ToyEncoder(DualEncoder):

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from dualex.errors import InputError
 from dualex.explanation import Explanation
+from dualex.images import ImageTransform
 from dualex.metrics import pointing_game, pointing_game_recognition, positive_energy
-from dualex.models.base import ImageTransform
 
 CAPTION = "red circle blue square"
 TOKENS = ["<bos>", "red", "circle", "blue", "square", "<eos>"]
@@ -108,8 +108,9 @@ def test_pointing_laws(values, scale, word):
     for v in (r.energy_t2i, r.energy_i2t):
         assert 0.0 <= v <= 1.0
     r2 = pointing_game(make(cross * scale), (word, word + 1), box)  # invariant to positive scaling
-    assert r2.energy_t2i == pytest.approx(r.energy_t2i) and r2.hit_t2i == r.hit_t2i
-    assert r2.energy_i2t == pytest.approx(r.energy_i2t) and r2.hit_i2t == r.hit_i2t
+    # float32 sums: scaling changes the rounding by a few ulps of the total, so compare at 1e-5
+    assert r2.energy_t2i == pytest.approx(r.energy_t2i, rel=1e-5) and r2.hit_t2i == r.hit_t2i
+    assert r2.energy_i2t == pytest.approx(r.energy_i2t, rel=1e-5) and r2.hit_i2t == r.hit_i2t
     # energy inside a box + energy in its complement = 1 whenever there is positive mass
     if float(cross[word].clamp(min=0).sum()) > 0:
         rc = pointing_game(ex, (word, word + 1), (16, 0, 32, 32))

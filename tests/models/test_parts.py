@@ -10,7 +10,7 @@ import torch
 import dualex.testing
 from dualex.errors import InputError
 from dualex.models.parts import PATCH_FILL, PATCH_KEEP, masked_pixels
-from dualex.preprocess import patch_keep_to_pixels
+from dualex.models.preprocess import patch_keep_to_pixels
 from dualex.testing import random_image
 
 FACTORIES = ["tiny_hf_clip", "tiny_hf_siglip", "tiny_hf_siglip2", "tiny_openclip"]

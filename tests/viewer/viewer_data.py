@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from dualex.explanation import Explanation
-from dualex.models.base import ImageTransform
+from dualex.images import ImageTransform
 
 CAPTION = "a red circle left of a blue square"
 # token positions: 0 <bos>, 1 a, 2 red, 3 circle, 4 left, 5 of, 6 a, 7 blue, 8 square, 9 <eos>

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import dualex
-from dualex.data.shapes import ShapesDataset
+from dualex.datasets.shapes_generator import ShapesDataset
 from dualex.zoo.shapes_eval import grounding_table
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dualex.errors import InputError
-from dualex.zoo.shapes_model import asset_dir, build_model, build_tokenizer
+from dualex.models.shapes import asset_dir, build_model, build_tokenizer
 from dualex.zoo.shapes_train import TRAIN_WORDS, TrainConfig, learning_rate, make_batch, objects_at, train
 
 

@@ -2,7 +2,7 @@
 
 exCLIP names "systematic failure categories including object coverage, unusual scenes and correlated
 contexts", reportedly found by clustering error patterns; the features and the algorithm are not
-published (``research/exclip.md`` §2.2). dualex's version:
+published (exCLIP, arXiv:2408.14153). dualex's version:
 
 1. For every object row of a run (one method), compute features from the stored explanation and the
    run's annotations (`FEATURES`): box size, how much of the box the span map covers, where its

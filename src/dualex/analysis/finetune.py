@@ -1,7 +1,7 @@
 """In-domain contrastive fine-tuning of a CLIP, so that grounding before and after can be compared.
 
 exCLIP finds that grounding "depends on the training data distribution, and largely improves after
-in-domain training". Its fine-tuning facts (``research/exclip.md`` §2.2): symmetric InfoNCE on the
+in-domain training". Its fine-tuning facts (exCLIP, arXiv:2408.14153): symmetric InfoNCE on the
 cosine matrix scaled by the logit scale, AdamW with weight decay 1e-4, batch 64. The paper's learning
 rate and number of epochs are not published; dualex's defaults are a learning rate of 1e-5 (the usual
 size for fine-tuning all CLIP weights: larger rates quickly erode the pre-trained features), 5 epochs,

@@ -7,7 +7,7 @@ mismatches". Two tests of it:
   its boxes, the *matching* interaction ``Σ cross[span_a, box_a]`` should be positive and the *cross*
   interaction ``Σ cross[span_a, box_b]`` negative. Both ordered pairs (a→b and b→a) of an item count.
   exCLIP's abstract-level numbers for CLIP on COCO are 94.1 % (matching positive) and 68.4 % (cross
-  negative); we could not check them against the paper's tables (``research/exclip.md`` §2.2).
+  negative); we could not check them against the paper's tables (exCLIP, arXiv:2408.14153).
 * **Hard negatives** (`hard_negative_analysis`). One object of the caption is swapped for one that is
   not in the image (its colour or shape for the shapes data, its class name for the others), the image
   is explained with the altered caption, and the swapped span's interaction with the original object's
@@ -404,7 +404,7 @@ def shapes_swapper(kind: str = "any") -> Swapper:
     Args:
         kind: ``"colour"``, ``"shape"`` or ``"any"`` (one of the two at random per swap).
     """
-    from dualex.data import shapes as gen
+    from dualex.datasets import shapes_generator as gen
 
     builders = {"colour": gen.swap_colours, "shape": gen.swap_shapes}
     if kind not in (*builders, "any"):
@@ -447,7 +447,7 @@ def _scene_of(item: Item) -> Any:
     """The generator scene behind a shapes item: the item's own `ShapeScene`, or one rebuilt from a
     `dualex.datasets` shapes item (classes = shapes, ``meta`` colours, sizes and relation), with the
     caption plan that reproduces its caption exactly."""
-    from dualex.data import shapes as gen
+    from dualex.datasets import shapes_generator as gen
 
     src = item.source
     if src is not None and hasattr(src, "plan") and hasattr(src, "spans"):
@@ -456,8 +456,8 @@ def _scene_of(item: Item) -> Any:
     colours, sizes = meta.get("colours"), meta.get("sizes")
     if not colours or not sizes or len(colours) != len(item.objects) or len(sizes) != len(item.objects):
         raise InputError(
-            "shapes hard negatives need the generator's scenes (dualex.data.shapes) or shapes dataset items "
-            "(dualex.datasets shapes reader) to rebuild the caption"
+            "shapes hard negatives need the generator's scenes (dualex.datasets.shapes_generator) or shapes "
+            "dataset items (dualex.datasets shapes reader) to rebuild the caption"
         )
     import numpy as np
 
@@ -581,7 +581,7 @@ def hard_negative_analysis(
     """
     import pandas as pd
 
-    from dualex.methods import resolve_model
+    from dualex.models.registry import resolve_model
 
     enc = resolve_model(model)
     dataset_kind = dataset_kind or getattr(items, "kind", None)

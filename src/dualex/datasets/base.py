@@ -209,12 +209,6 @@ _ALIASES = {
     "grid": "imagenet-grid",
     "mscoco": "coco",
 }
-_READER_MODULES = {
-    "coco": "dualex.datasets.coco",
-    "flickr30k": "dualex.datasets.flickr",
-    "imagenet-grid": "dualex.datasets.imagenet_grid",
-    "shapes": "dualex.datasets.shapes",
-}
 
 
 def register_reader(kind: str) -> Callable[[type[Dataset]], type[Dataset]]:
@@ -226,8 +220,17 @@ def register_reader(kind: str) -> Callable[[type[Dataset]], type[Dataset]]:
     return deco
 
 
+def _import_readers() -> None:
+    """Import every module of `dualex.datasets`; each reader registers its kind with `register_reader`."""
+    from dualex.plugins import import_submodules
+
+    import_submodules("dualex.datasets")
+
+
 def dataset_kinds() -> list[str]:
-    return sorted(_READER_MODULES)
+    """The registered dataset kinds (``coco``, ``flickr30k``, ``imagenet-grid``, ``shapes``, ...)."""
+    _import_readers()
+    return sorted(_READERS)
 
 
 def open_dataset(spec: str | Dataset, **options: Any) -> Dataset:
@@ -237,15 +240,12 @@ def open_dataset(spec: str | Dataset, **options: Any) -> Dataset:
     """
     if isinstance(spec, Dataset):
         return spec
-    import importlib
-
     kind, _, path = str(spec).partition(":")
     kind = _ALIASES.get(kind.strip().lower(), kind.strip().lower())
-    if kind not in _READER_MODULES:
+    if kind not in dataset_kinds():
         raise InputError(
             f"unknown dataset kind {kind!r} in {spec!r}; use KIND:PATH with KIND one of {', '.join(dataset_kinds())}"
         )
-    importlib.import_module(_READER_MODULES[kind])
     return _READERS[kind](path or None, **{k: v for k, v in options.items() if v is not None})
 
 

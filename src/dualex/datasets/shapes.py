@@ -1,4 +1,4 @@
-"""The bundled shapes scenes (`dualex.data.shapes`) as evaluation items.
+"""The bundled shapes scenes (`dualex.datasets.shapes_generator`) as evaluation items.
 
 ``shapes:`` (no path) generates scenes on the fly: options ``n`` (default 200), ``seed`` (0), ``split``
 (``heldout`` — scenes the shapes model never saw — or ``train``), ``n_objects``, ``size`` (224).
@@ -20,7 +20,7 @@ from dualex.errors import InputError
 
 
 def scene_item(scene: Any, item_id: str, *, split: str | None, image: Any = None) -> Item:
-    """An `Item` from a `dualex.data.shapes.ShapeScene`."""
+    """An `Item` from a `dualex.datasets.shapes_generator.ShapeScene`."""
     objects = []
     for s in scene.spans:
         obj = scene.objects[s.object]
@@ -48,7 +48,7 @@ class ShapesScenes(Dataset):
     """Shapes scenes, generated or read from a directory (see module docstring)."""
 
     def _read(self) -> Iterator[Item]:
-        from dualex.data.shapes import ShapeScene, ShapesDataset
+        from dualex.datasets.shapes_generator import ShapeScene, ShapesDataset
 
         o = self.options
         if self.path is None:

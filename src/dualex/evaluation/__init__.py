@@ -2,6 +2,7 @@
 
 * `dualex.evaluation.store`: the run-directory format (manifest, Parquet shards, explanation files).
 * `dualex.evaluation.run`: `evaluate(...)`, the resumable driver behind ``dualex evaluate``.
+* `dualex.evaluation.work`: `process_item`, the per-item work the engines (`engine_local`, `engine_ray`) run.
 * `dualex.evaluation.summary`: overall and per-class tables.
 """
 

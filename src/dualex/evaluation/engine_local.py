@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from dualex.datasets.base import Item
-from dualex.evaluation.run import WorkConfig, process_item
 from dualex.evaluation.store import PAIR, RunStore
+from dualex.evaluation.work import WorkConfig, process_item
 from dualex.explanation import Explanation
 from dualex.models.base import DualEncoder
 from dualex.progress import bar

@@ -20,9 +20,10 @@ from typing import Any
 
 from dualex.datasets.base import Dataset, open_dataset
 from dualex.errors import DualexError, InputError
-from dualex.evaluation.run import WorkConfig, load_model, process_item
 from dualex.evaluation.store import PAIR, RunStore, atomic_write_bytes
+from dualex.evaluation.work import WorkConfig, process_item
 from dualex.explanation import Explanation
+from dualex.models.registry import load
 from dualex.progress import bar
 
 
@@ -36,7 +37,7 @@ class EvalWorker:
     """One model replica on one actor: processes batches of units into rows and explanation bytes.
 
     Args:
-        model_spec: Model name for `dualex.evaluation.run.load_model`.
+        model_spec: Model name for `dualex.load` (or ``py:module:function``).
         dataset: `Dataset.describe` output, to re-open the same dataset.
         cfg: Method and metric options.
         store_root: The run directory (only to name explanation files; workers never write there).
@@ -50,7 +51,7 @@ class EvalWorker:
 
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = load_model(model_spec, device=device)
+        self.model = load(model_spec, device=device)
         self.items = _reopen(dataset).items()
         self.cfg = cfg
         self.store = RunStore(store_root)

@@ -40,14 +40,13 @@ from dualex.games.sampler import (
     split_budget,
     split_grid,
 )
+from dualex.games.shapiq_io import from_interaction_values, to_interaction_values
 from dualex.games.surrogate import (
     Surrogate,
     all_pairs,
     explanation_terms,
     fit_quality,
-    from_interaction_values,
     surrogate_of,
-    to_interaction_values,
 )
 
 __all__ = [

@@ -5,7 +5,7 @@ row-major order, or the second sentence's tokens for text-text bi-encoders), the
 without special tokens. A coalition keeps its players and masks the others through the adapter's
 `DualEncoder.mask` (defaults: patches set to 0 in normalised pixel space, i.e. the dataset mean colour;
 removed tokens get attention mask 0). The value is the model's own score (``logit_scale · cosine +
-bias``), so explanations are in score units (spec §1.3) — the game of FIxLIP (research/fixlip.md §1.2–1.3),
+bias``), so explanations are in score units (spec §1.3) — the game of FIxLIP (arXiv:2508.05430),
 explained by FIxLIP and measured by the metrics alike.
 
 Because the towers embed their inputs separately, a joint coalition's value needs the embedding of its

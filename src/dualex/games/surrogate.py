@@ -12,13 +12,14 @@ FIxLIP's fits (`dualex.games.regression`), the metrics (`dualex.metrics`), exact
 second sentence's tokens for text-text bi-encoders), then the caption's player tokens (specials
 excluded) in caption order.
 
-**Explanation → surrogate** (`surrogate_of`, research/fixlip.md §1.4). An `Explanation` stores its terms
+**Explanation → surrogate** (`surrogate_of`; FIxLIP, arXiv:2508.05430). An `Explanation` stores its terms
 over all caption positions. Terms that involve a non-player position (BOS/EOS rows of ``cross``, image
 prefix tokens in ``cross_prefix``) are always present, so they are folded into the lower order: a term
 between a special position and player ``i`` is added to ``e_i``; a term among specials only goes into
 ``e_∅``. The basis holds every pair of each kind the explanation has (token × patch for ``cross``,
 token × token for ``text_pairs``, patch × patch for ``image_pairs``), zero-valued or not.
 **Surrogate → explanation** (`explanation_terms`): the inverse, rows for all caption positions.
+Explanation ⇄ ``shapiq.InteractionValues`` goes through these two (`dualex.games.shapiq_io`).
 """
 
 from __future__ import annotations
@@ -255,33 +256,6 @@ def explanation_terms(sur: Surrogate, n_image: int, text_positions: Tensor, n_to
     }
 
 
-def to_interaction_values(ex: Explanation) -> Any:
-    """``shapiq.InteractionValues`` of an explanation (players: patches, then caption tokens)."""
-    from dualex.games.shapiq_io import surrogate_to_interaction_values
-
-    budget = ex.diagnostics.get("n_values")
-    return surrogate_to_interaction_values(
-        surrogate_of(ex), p=float(ex.params.get("p", 0.5)), budget=int(budget) if budget else None
-    )
-
-
-def from_interaction_values(iv: Any, like: Explanation) -> Explanation:
-    """An `Explanation` with the terms of ``iv`` and the metadata (tokens, grid, scores) of ``like``."""
-    from dataclasses import replace
-
-    from dualex.games.shapiq_io import interaction_values_to_surrogate
-
-    sur = interaction_values_to_surrogate(iv)
-    n_i = like.n_patches
-    if sur.n_players != n_i + int(like.players.numel()):
-        raise InputError(
-            f"the interaction values have {sur.n_players} players, the explanation {n_i} patches + "
-            f"{int(like.players.numel())} caption tokens"
-        )
-    terms = explanation_terms(sur, n_i, like.players, like.n_tokens)
-    return replace(like, **terms, diagnostics=dict(like.diagnostics))
-
-
 # ---------------------------------------------------------------------------------------------- fit quality
 def fit_quality(y: Tensor, pred: Tensor) -> dict[str, float]:
     """How well predictions ``pred`` match targets ``y`` (both ``(K,)``, K ≥ 2), unweighted.
@@ -313,8 +287,6 @@ __all__ = [
     "all_pairs",
     "explanation_terms",
     "fit_quality",
-    "from_interaction_values",
     "side_prediction",
     "surrogate_of",
-    "to_interaction_values",
 ]

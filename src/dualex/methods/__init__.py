@@ -1,13 +1,13 @@
 """Explanation methods behind one entry point, `dualex.explain`.
 
 A method is a function ``fn(model: DualEncoder, pair: Pair, **options) -> list[Explanation]`` (one per
-row of the pair batch), registered under a name with `register_method`. Method modules are imported
-lazily on first use.
+row of the pair batch), registered under a name with `register_method` in a module of this package (or
+a subpackage such as `dualex.methods.baselines`). Every module of the package is imported on first use of
+the registry, so a new method is one new file.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +17,8 @@ import torch
 from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.models.base import DualEncoder, Pair
+from dualex.models.registry import resolve_model
+from dualex.plugins import import_submodules
 
 MethodFn = Callable[..., list[Explanation]]
 
@@ -31,7 +33,7 @@ class MethodInfo:
 
 
 _METHODS: dict[str, MethodInfo] = {}
-_METHOD_MODULES = ("dualex.methods.ij", "dualex.methods.fixlip", "dualex.methods.baselines")
+_imported = False
 
 
 def register_method(name: str, *, order: int, summary: str, cost: str = "") -> Callable[[MethodFn], MethodFn]:
@@ -45,12 +47,11 @@ def register_method(name: str, *, order: int, summary: str, cost: str = "") -> C
 
 
 def _import_methods() -> None:
-    for mod in _METHOD_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
+    """Import every module of `dualex.methods` (and its subpackages), which registers the methods."""
+    global _imported
+    if not _imported:
+        import_submodules("dualex.methods")
+        _imported = True
 
 
 def list_methods() -> dict[str, MethodInfo]:
@@ -64,18 +65,6 @@ def get_method(name: str) -> MethodInfo:
     if name not in _METHODS:
         raise InputError(f"unknown method {name!r}; available: {', '.join(sorted(_METHODS))}")
     return _METHODS[name]
-
-
-def resolve_model(model: Any, *, device: str | torch.device | None = None) -> DualEncoder:
-    """A `DualEncoder` from a name, an adapter, or a raw module."""
-    from dualex.models.registry import load, wrap
-
-    if isinstance(model, DualEncoder):
-        return model if device is None else model.to(device)
-    if isinstance(model, str):
-        return load(model, device=device)
-    m = wrap(model)
-    return m if device is None else m.to(device)
 
 
 def explain(

@@ -1,13 +1,58 @@
-"""Pieces every method shares: building an `Explanation` from a prepared pair row."""
+"""Pieces the methods share: the model's own scores, the explained similarity, sides, option checks, and
+building an `Explanation` from a prepared pair row."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from torch import Tensor
 
+from dualex.errors import InputError
 from dualex.explanation import Explanation
-from dualex.models.base import DualEncoder, ImageInputs, Pair, TextInputs
+from dualex.models.base import SIDES, DualEncoder, ImageInputs, Pair, Side, SideInputs, TextInputs
+
+Units = Literal["cosine", "score"]
+SideOption = Literal["both", "text", "image"]
+
+
+def check_units(units: str) -> str:
+    if units not in ("cosine", "score"):
+        raise InputError(f"units must be 'cosine' or 'score', got {units!r}")
+    return units
+
+
+def sides_of(side: str) -> tuple[Side, ...]:
+    """The towers a first-order method attributes: ``"both"`` -> text and image."""
+    if side == "both":
+        return SIDES
+    if side in SIDES:
+        return (side,)  # type: ignore[return-value]
+    raise InputError(f"side must be 'both', 'text' or 'image', got {side!r}")
+
+
+def positive_int(name: str, value: object, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InputError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+    return value
+
+
+def similarity(model: DualEncoder, e_text: Tensor, e_image: Tensor, units: str) -> Tensor:
+    """The explained quantity per row, differentiable: cosine, or the model's score for ``units="score"``.
+
+    Args:
+        model: The dual encoder (for its logit scale and bias).
+        e_text: Text-side embeddings ``(R, D)``.
+        e_image: Image-side embeddings ``(R, D)`` (rows broadcast).
+        units: ``"cosine"`` or ``"score"`` (``logit_scale · cos + logit_bias``).
+
+    Returns:
+        ``(R,)`` float32.
+    """
+    cos = torch.nn.functional.cosine_similarity(e_text.float(), e_image.float(), dim=-1)
+    if units == "score":
+        return cos * model.logit_scale + model.logit_bias
+    return cos
 
 
 def scores_of(model: DualEncoder, pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,4 +107,57 @@ def build_explanation(
         model=model.name,
         **meta,
         **terms,
+    )
+
+
+def split_prefix(values: Tensor, image: SideInputs, row: int) -> tuple[Tensor, Tensor | None]:
+    """Split values over every image-side hidden position into patches and prefix (CLS, registers).
+
+    Args:
+        values: ``(..., T)`` values, the last dimension over all image-side positions of row ``row``.
+        image: The image side of the pair batch.
+        row: The row of ``image`` the values belong to.
+
+    Returns:
+        ``(values at the players (..., P), values at the other positions (..., T - P) or None if none)``.
+    """
+    cols = image.players(row)
+    rest = torch.ones(values.shape[-1], dtype=torch.bool)
+    rest[cols] = False
+    return values[..., cols], (values[..., rest] if bool(rest.any()) else None)
+
+
+def side_terms(side: Side, values: Tensor, image: SideInputs, row: int) -> tuple[dict[str, Tensor], dict[str, float]]:
+    """First-order Explanation terms of one side from values over all its hidden positions.
+
+    Args:
+        side: The side the values attribute.
+        values: ``(T,)`` per-position values of that side (text: all S positions; image: prefix + patches).
+        image: The image side of the pair batch (to find the patch positions).
+        row: The row of the pair batch.
+
+    Returns:
+        ``({"text_main": (S,)}, {})`` for the text side; ``({"image_main": (P,)}, {"image_prefix": sum of the
+        prefix values})`` for the image side.
+    """
+    if side == "text":
+        return {"text_main": values}, {}
+    players, prefix = split_prefix(values, image, row)
+    return {"image_main": players}, {"image_prefix": float(prefix.sum()) if prefix is not None else 0.0}
+
+
+def row_explanation(
+    model: DualEncoder,
+    pair: Pair,
+    row: int,
+    scores: tuple[Tensor, Tensor],
+    *,
+    method: str,
+    params: dict[str, Any],
+    **terms: Any,
+) -> Explanation:
+    """`build_explanation` for row ``row`` with its score and cosine taken from ``scores = scores_of(model, pair)``."""
+    score, cosine = scores
+    return build_explanation(
+        model, pair, row, method=method, params=params, score=float(score[row]), cosine=float(cosine[row]), **terms
     )

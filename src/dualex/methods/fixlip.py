@@ -2,7 +2,7 @@
 
 Baniecki, Muschalik, Fumagalli, Hammer, Hüllermeier, Biecek, "Explaining Similarity in
 Vision–Language Encoders with Weighted Banzhaf Interactions", NeurIPS 2025 (arXiv:2508.05430);
-spec in research/fixlip.md. Reference code: github.com/hbaniecki/fixlip (MIT); none copied.
+Reference code: github.com/hbaniecki/fixlip (MIT); none copied.
 
 The game (`dualex.games.game.DualEncoderGame`, the one the metrics measure): players are the image
 patches and the caption tokens without special tokens; a coalition masks the other players through

@@ -1,7 +1,7 @@
 """Integrated-Jacobian interactions (``method="ij"``).
 
 Möller, Tilli, Vu, Padó, "Explaining Caption-Image Interactions in CLIP Models with Second-Order
-Attributions", TMLR 2025 (arXiv:2408.14153); spec in research/exclip.md.
+Attributions", TMLR 2025 (arXiv:2408.14153).
 
 For towers g (image) and h (text) split at layer L, with hidden states x and references r there,
 

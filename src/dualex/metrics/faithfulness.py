@@ -1,6 +1,6 @@
 """p-faithfulness: how well an explanation predicts the masking game on held-out coalitions.
 
-Protocol of FIxLIP (research/fixlip.md §3.1), in one of two designs of the held-out coalitions, both
+Protocol of FIxLIP (arXiv:2508.05430), in one of two designs of the held-out coalitions, both
 made of draws from ``μ_p`` (every player — caption player tokens and image patches — kept independently
 with probability ``p``; ``p = 0.5`` is uniform), seeded by ``seed`` and independent of whatever a method
 sampled to build its explanation:

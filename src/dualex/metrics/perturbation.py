@@ -1,6 +1,6 @@
 """Insertion/deletion curves and their area between (AID), for first- and second-order explanations.
 
-Protocol of FIxLIP (research/fixlip.md §3.2). Players are the caption's player tokens and the image
+Protocol of FIxLIP (arXiv:2508.05430). Players are the caption's player tokens and the image
 patches together (n of them); ``v`` is the masking game of `dualex.games.game.DualEncoderGame`
 (the model's own score of the masked pair). The sets below are built over the players in caption-then-patch
 order (which decides ties, and the indices of ``starts``), then handed to the game in its own order.

@@ -1,6 +1,6 @@
 """Pointing games: does an explanation put a caption span on its object's box, and back?
 
-Definitions (research/exclip.md §2.2, research/fixlip.md §3.3), all on one `Explanation`:
+Definitions (exCLIP, arXiv:2408.14153; FIxLIP, arXiv:2508.05430), all on one `Explanation`:
 
 * **Span → box (``t2i``).** The span map ``M = Σ_{s∈span} cross[s]`` (``Explanation.image_map``), over
   the patch grid. The box's patches ``B`` are those covered by the (union of the) box(es) to at least

@@ -1,6 +1,7 @@
 """Model adapters behind the `DualEncoder` contract."""
 
-from dualex.models.base import DualEncoder, ImageInputs, ImageTransform, Pair, Scores, Side, TextInputs
+from dualex.images import ImageTransform
+from dualex.models.base import DualEncoder, ImageInputs, Pair, Scores, Side, TextInputs
 from dualex.models.registry import load, register_alias, register_loader, register_wrapper, wrap
 
 __all__ = [

@@ -3,8 +3,7 @@
 A dual encoder embeds its two inputs separately and compares the embeddings. dualex calls the first
 input the *text* side (a caption) and the second the *image* side (a photo, or a second sentence for
 text-text bi-encoders). Methods talk to models only through this contract, written side-generically:
-``side`` is ``"text"`` or ``"image"``. The DESIGN names (``image_hidden``, ``text_tail``, ...) are thin
-aliases of the generic methods.
+``side`` is ``"text"`` or ``"image"``.
 
 Shapes used throughout:
     B   batch of inputs,
@@ -25,6 +24,7 @@ import torch
 from torch import Tensor
 
 from dualex.errors import InputError
+from dualex.images import ImageTransform
 
 Side = Literal["text", "image"]
 SIDES: tuple[Side, Side] = ("text", "image")
@@ -58,7 +58,7 @@ class TextInputs:
 
     @classmethod
     def from_tokenized(cls, t: Any, texts: list[str], pool_index: Tensor) -> TextInputs:
-        """Inputs from a `dualex.tokenize.Tokenized` batch of ``texts`` and the tower's pooling positions."""
+        """Inputs from a `dualex.models.tokenize.Tokenized` batch of ``texts`` and the tower's pooling positions."""
         return cls(
             ids=t.ids,
             mask=t.mask,
@@ -101,67 +101,6 @@ class TextInputs:
     def players(self, row: int = 0) -> Tensor:
         """Positions of row ``row`` that are players (not special, not padding), ``(n,)`` long."""
         return torch.nonzero(~self.special[row].bool(), as_tuple=False).flatten().cpu()
-
-
-@dataclass
-class ImageTransform:
-    """How an original image was mapped onto the model's input canvas (for boxes and overlays).
-
-    A point ``(x, y)`` of the original image lands at ``(x * scale_x - left, y * scale_y - top)`` on the
-    input canvas of size ``input_size`` (height, width).
-    """
-
-    original_size: tuple[int, int]  # (height, width) of the original image, pixels
-    input_size: tuple[int, int]  # (height, width) of the model input, pixels
-    scale_x: float
-    scale_y: float
-    left: float = 0.0
-    top: float = 0.0
-
-    def box_to_input(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
-        """Map an ``(x0, y0, x1, y1)`` box in original pixels onto the input canvas (clipped)."""
-        x0, y0, x1, y1 = box
-        h, w = self.input_size
-        nx0 = min(max(x0 * self.scale_x - self.left, 0.0), w)
-        nx1 = min(max(x1 * self.scale_x - self.left, 0.0), w)
-        ny0 = min(max(y0 * self.scale_y - self.top, 0.0), h)
-        ny1 = min(max(y1 * self.scale_y - self.top, 0.0), h)
-        return nx0, ny0, nx1, ny1
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "original_size": list(self.original_size),
-            "input_size": list(self.input_size),
-            "scale_x": self.scale_x,
-            "scale_y": self.scale_y,
-            "left": self.left,
-            "top": self.top,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ImageTransform:
-        return cls(
-            original_size=tuple(d["original_size"]),
-            input_size=tuple(d["input_size"]),
-            scale_x=float(d["scale_x"]),
-            scale_y=float(d["scale_y"]),
-            left=float(d.get("left", 0.0)),
-            top=float(d.get("top", 0.0)),
-        )
-
-    @classmethod
-    def resize_center_crop(cls, original_size: tuple[int, int], resize: int, crop: tuple[int, int]) -> ImageTransform:
-        """The CLIP pipeline: resize the short side to ``resize``, then centre-crop to ``crop`` (h, w)."""
-        h, w = original_size
-        s = resize / min(h, w)
-        nh, nw = round(h * s), round(w * s)
-        return cls(original_size, crop, nw / w, nh / h, (nw - crop[1]) / 2.0, (nh - crop[0]) / 2.0)
-
-    @classmethod
-    def resize(cls, original_size: tuple[int, int], size: tuple[int, int]) -> ImageTransform:
-        """A plain resize (no crop) to ``size`` (h, w), as SigLIP processors do."""
-        h, w = original_size
-        return cls(original_size, size, size[1] / w, size[0] / h)
 
 
 @dataclass
@@ -403,31 +342,6 @@ class DualEncoder(ABC):
 
     def n_players(self, side: Side, inputs: SideInputs, row: int = 0) -> int:
         return int(inputs.players(row).numel())
-
-    # ----------------------------------------------------------------- DESIGN.md aliases
-    def encode_image(self, inputs: SideInputs) -> Tensor:
-        return self.encode("image", inputs)
-
-    def encode_text(self, inputs: TextInputs) -> Tensor:
-        return self.encode("text", inputs)
-
-    def image_hidden(self, inputs: SideInputs, layer: int) -> Tensor:
-        return self.hidden("image", inputs, layer)
-
-    def image_tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
-        return self.tail("image", inputs, hidden, layer)
-
-    def text_hidden(self, inputs: TextInputs, layer: int) -> Tensor:
-        return self.hidden("text", inputs, layer)
-
-    def text_tail(self, inputs: TextInputs, hidden: Tensor, layer: int) -> Tensor:
-        return self.tail("text", inputs, hidden, layer)
-
-    def mask_image(self, inputs: SideInputs, keep: Tensor, **kw: Any) -> SideInputs:
-        return self.mask("image", inputs, keep, **kw)
-
-    def mask_text(self, inputs: TextInputs, keep: Tensor, **kw: Any) -> TextInputs:
-        return self.mask("text", inputs, keep, **kw)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, family={self.family!r})"

@@ -20,9 +20,9 @@ from torch import Tensor
 from dualex.errors import InputError, ModelNotAvailableError
 from dualex.models.base import DualEncoder, ImageInputs, Side, SideInputs, TextInputs
 from dualex.models.parts import mask_image_patches, patch_tokens
+from dualex.models.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline
 from dualex.models.registry import register_loader, register_wrapper
-from dualex.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline
-from dualex.tokenize import HFTokenizer, TokenizerLike
+from dualex.models.tokenize import HFTokenizer, TokenizerLike
 
 HF_FAMILIES: dict[str, type[HFDualEncoder]] = {}
 
@@ -148,7 +148,7 @@ class HFDualEncoder(DualEncoder):
         if tokenizer is None:
             raise InputError(
                 f"wrapping a {type(module).__name__} needs a tokenizer: pass tokenizer=AutoTokenizer... "
-                "(or any callable returning dualex.tokenize.Tokenized)"
+                "(or any callable returning dualex.models.tokenize.Tokenized)"
             )
         self._module = module.eval()
         for p in self._module.parameters():

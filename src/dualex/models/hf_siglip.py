@@ -43,8 +43,8 @@ from dualex.models.hf import (
     register_hf,
 )
 from dualex.models.parts import masked_pixels, patch_tokens
-from dualex.preprocess import HALF, ImagePipeline
-from dualex.tokenize import HFTokenizer, TokenizerLike
+from dualex.models.preprocess import HALF, ImagePipeline
+from dualex.models.tokenize import HFTokenizer, TokenizerLike
 
 SIGLIP_TEXT_LENGTH = 64
 """Sequence length SigLIP and SigLIP-2 text towers were trained with (``padding="max_length"``)."""
@@ -104,7 +104,7 @@ class SiglipBase(HFDualEncoder):
     Args:
         module: A transformers ``SiglipModel`` or ``Siglip2Model``.
         tokenizer: A transformers tokenizer (wrapped to pad to 64 tokens, as SigLIP was trained) or any
-            callable returning `dualex.tokenize.Tokenized`.
+            callable returning `dualex.models.tokenize.Tokenized`.
         pipeline: Image preprocessing (default: plain resize, mean = std = 0.5).
         name: Model name for reports.
         text_filler: Token id that stands in for a caption token in the ``"same_length"`` reference and

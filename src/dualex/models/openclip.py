@@ -62,9 +62,9 @@ from dualex.models.parts import (
     patch_tokens,
     softmax_attention,
 )
+from dualex.models.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline
 from dualex.models.registry import register_loader, register_wrapper
-from dualex.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline
-from dualex.tokenize import HFTokenizer, OpenClipTokenizer, TokenizerLike, WordTokenizer
+from dualex.models.tokenize import HFTokenizer, OpenClipTokenizer, TokenizerLike, WordTokenizer
 
 if importlib.util.find_spec("open_clip") is None:  # the loader stays unregistered; load() says so
     raise ImportError("open_clip is not installed; install dualex[openclip]")
@@ -246,10 +246,10 @@ class OpenClipEncoder(DualEncoder):
         if type(tokenizer).__module__.startswith("open_clip"):
             raise InputError(
                 f"open_clip's {type(tokenizer).__name__} is not supported directly; pass its transformers "
-                f"tokenizer wrapped as dualex.tokenize.HFTokenizer(tok, padding='max_length', max_length={ctx})"
+                f"tokenizer wrapped as dualex.models.tokenize.HFTokenizer(tok, padding='max_length', max_length={ctx})"
             )
         if not callable(tokenizer):
-            raise InputError("tokenizer must be callable (texts -> dualex.tokenize.Tokenized)")
+            raise InputError("tokenizer must be callable (texts -> dualex.models.tokenize.Tokenized)")
         return tokenizer
 
     def bos_id(self) -> int:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from dualex.errors import InputError
 from dualex.models.base import ImageInputs, TextInputs
-from dualex.preprocess import patch_keep_to_pixels
+from dualex.models.preprocess import patch_keep_to_pixels
 
 
 def as_coalitions(keep: Tensor, n_players: int, side: str) -> Tensor:

@@ -1,8 +1,10 @@
-"""Model names -> adapters: `load` and `wrap`.
+"""Model names -> adapters: `load`, `wrap` and `resolve_model`.
 
-Names (DESIGN.md): ``hf:<hub id or local dir>``, ``openclip:<arch>[@<pretrained>]``,
-``sentence:<hub id or local dir>`` and ``shapes`` (the bundled model). New families register a loader
-for a prefix with `register_loader` and a wrapper for module types with `register_wrapper`.
+Names: ``hf:<hub id or local dir>``, ``openclip:<arch>[@<pretrained>]``, ``sentence:<hub id or local dir>``,
+``shapes`` (the bundled model) and ``py:<module>:<function>`` (a factory returning a `DualEncoder`). A new
+family is one module in `dualex.models` that registers a loader for its prefix with `register_loader` and a
+wrapper for its module types with `register_wrapper`; the registry imports every module of the package on
+first use, so there is no list to edit.
 """
 
 from __future__ import annotations
@@ -15,15 +17,15 @@ import torch
 
 from dualex.errors import InputError, UnsupportedModelError
 from dualex.models.base import DualEncoder
+from dualex.plugins import import_submodules
 
 Loader = Callable[..., DualEncoder]
 Wrapper = Callable[..., DualEncoder | None]
 
 _LOADERS: dict[str, Loader] = {}
 _WRAPPERS: list[Wrapper] = []
-# Adapter modules imported on first use, so that `import dualex` stays light.
-_ADAPTER_MODULES = ("dualex.models.hf", "dualex.models.hf_siglip", "dualex.models.openclip", "dualex.models.sentence")
 _ALIASES: dict[str, str] = {}
+_imported = False
 
 
 def register_loader(prefix: str) -> Callable[[Loader], Loader]:
@@ -48,21 +50,47 @@ def register_alias(name: str, target: str) -> None:
 
 
 def _import_adapters() -> None:
-    for mod in _ADAPTER_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ImportError:
-            continue  # optional dependency missing; the loader will not be registered
-    importlib.import_module("dualex.zoo")
+    """Import every adapter module of `dualex.models` (on first use, so that `import dualex` stays light).
+
+    A module whose optional dependency is missing is skipped; its loader is then not registered.
+    """
+    global _imported
+    if not _imported:
+        import_submodules("dualex.models", skip_missing=True)
+        _imported = True
+
+
+def load_factory(spec: str, *, device: str | torch.device | None = None) -> DualEncoder:
+    """A model from ``"module:function"``: the function is called with no arguments and returns a `DualEncoder`.
+
+    This is what ``load("py:module:function")`` does; the model keeps the name its factory gave it and is
+    moved to ``device`` only when one is given.
+
+    Raises:
+        InputError: the spec is malformed, cannot be imported, or does not give a `DualEncoder`.
+    """
+    mod_name, _, attr = spec.partition(":")
+    if not mod_name or not attr:
+        raise InputError(f"a Python model factory is 'py:module:function', got {'py:' + spec!r}")
+    try:
+        fn = getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise InputError(f"cannot import model factory {'py:' + spec!r} ({exc})") from None
+    model = fn()
+    if not isinstance(model, DualEncoder):
+        raise InputError(f"model factory {'py:' + spec!r} returned {type(model).__name__}, not a dualex DualEncoder")
+    if device is not None:
+        model.to(device)
+    return model
 
 
 def load(name: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> DualEncoder:
     """Load a dual encoder by name.
 
     Args:
-        name: ``"shapes"``, ``"hf:<hub id or dir>"``, ``"openclip:<arch>[@<pretrained>]"`` or
-            ``"sentence:<hub id or dir>"``.
-        device: Where to put the model (default: CUDA if available, else CPU).
+        name: ``"shapes"``, ``"hf:<hub id or dir>"``, ``"openclip:<arch>[@<pretrained>]"``,
+            ``"sentence:<hub id or dir>"`` or ``"py:<module>:<function>"`` (see `load_factory`).
+        device: Where to put the model (default: CUDA if available, else CPU; ``py:`` factories: as built).
         dtype: Parameter dtype (default: as stored).
 
     Raises:
@@ -73,13 +101,18 @@ def load(name: str, *, device: str | torch.device | None = None, dtype: torch.dt
         raise InputError(f"a model name must be a non-empty string, got {name!r}")
     _import_adapters()
     name = name.strip()
+    if name.startswith("py:"):
+        model = load_factory(name[3:], device=device)
+        if dtype is not None:
+            model.module.to(dtype=dtype)
+        return model
     if name in _ALIASES:
         model = load(_ALIASES[name], device=device, dtype=dtype)
         model.name = name
         return model
     prefix, sep, spec = name.partition(":")
     if not sep or prefix not in _LOADERS:
-        known = ", ".join(sorted([*(f"{p}:..." for p in _LOADERS), *_ALIASES]))
+        known = ", ".join(sorted([*(f"{p}:..." for p in _LOADERS), *_ALIASES, "py:module:function"]))
         missing = [p for p in ("hf", "openclip", "sentence") if p not in _LOADERS]
         hint = f" (adapters not importable here: {', '.join(missing)}; install the extra)" if missing else ""
         raise InputError(f"unknown model name {name!r}; use one of: {known}{hint}")
@@ -111,6 +144,16 @@ def wrap(module: Any, **kwargs: Any) -> DualEncoder:
         "supported: transformers CLIPModel/SiglipModel/Siglip2Model, open_clip CLIP/CustomTextCLIP, "
         "transformers text encoders (bi-encoders)"
     )
+
+
+def resolve_model(model: Any, *, device: str | torch.device | None = None) -> DualEncoder:
+    """A `DualEncoder` from a name (`load`), an adapter, or a raw module (`wrap`)."""
+    if isinstance(model, DualEncoder):
+        return model if device is None else model.to(device)
+    if isinstance(model, str):
+        return load(model, device=device)
+    m = wrap(model)
+    return m if device is None else m.to(device)
 
 
 def default_device() -> torch.device:

@@ -43,7 +43,7 @@ from dualex.models.base import DualEncoder, Side, SideInputs, TextInputs
 from dualex.models.hf import additive_mask, broadcast_rows, quiet_transformers
 from dualex.models.parts import bos_filler_eos_reference, mask_text_players
 from dualex.models.registry import register_loader, register_wrapper
-from dualex.tokenize import HFTokenizer, TokenizerLike
+from dualex.models.tokenize import HFTokenizer, TokenizerLike
 
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 """Pooling modes, in the order sentence-transformers concatenates them."""

@@ -1,12 +1,5 @@
-"""Bundled models (the shapes CLIP). Importing registers their names with `dualex.load`.
+"""Training and checking the bundled shapes CLIP (`shapes_train`, `shapes_eval`).
 
-``"shapes"`` is an alias of ``"hf:<dualex/assets/shapes>"``: a transformers ``CLIPModel`` loaded by the
-same HF CLIP adapter as any real CLIP (see `dualex.zoo.shapes_model` and `dualex.zoo.shapes_train`).
+The model itself (architecture, tokenizer, asset directory, the ``"shapes"`` name for `dualex.load`) lives
+in `dualex.models.shapes`; the scene generator in `dualex.datasets.shapes_generator`.
 """
-
-from __future__ import annotations
-
-from dualex.models.registry import register_alias
-from dualex.zoo.shapes_model import asset_dir
-
-register_alias("shapes", f"hf:{asset_dir()}")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dualex.data.shapes import ShapeScene, swap_colours, swap_shapes
+from dualex.datasets.shapes_generator import ShapeScene, swap_colours, swap_shapes
 from dualex.models.base import DualEncoder
 from dualex.progress import bar
 
@@ -104,9 +104,9 @@ def retrieval_metrics(
 def gradxinput_map(model: DualEncoder, image: Any, caption: str, *, layer: int = -1) -> Tensor:
     """First-order image map of ``method="gradxinput"``: ``Σ_w ∂cos/∂x_{p,w} · (x − r)_{p,w}`` at image layer
     ``layer`` (reference: zeros after normalisation, as for ``ij``), ``(rows, cols)``."""
-    import dualex
+    from dualex.methods import explain
 
-    ex = dualex.explain(model, image, caption, method="gradxinput", side="image", layer=layer,
+    ex = explain(model, image, caption, method="gradxinput", side="image", layer=layer,
                         baselines={"image": "zeros"}, progress=False)
     assert ex.image_main is not None
     return ex.image_main.reshape(ex.grid)
@@ -151,7 +151,7 @@ def grounding_table(
         ``{"pge", "pge_area", "hit": {method: mean}, "pge_by_objects": {method: {n: mean pge}},
         "n_phrases", "n_scenes", "layer", "n_steps"}``.
     """
-    import dualex
+    from dualex.methods import explain
     from dualex.metrics.pointing import char_span_positions, hit, positive_energy
     from dualex.spans import box_patch_weights
 
@@ -160,7 +160,7 @@ def grounding_table(
     n_obj: list[int] = []
     with bar(len(scenes), "grounding", progress) as pb:
         for scene in scenes:
-            ex = dualex.explain(model, scene.image, scene.caption, method="ij", layer=layer, n_steps=n_steps,
+            ex = explain(model, scene.image, scene.caption, method="ij", layer=layer, n_steps=n_steps,
                                 progress=False, **ij_options)
             assert ex.cross is not None and ex.image_transform is not None
             whole = gradxinput_map(model, scene.image, scene.caption, layer=layer).flatten()

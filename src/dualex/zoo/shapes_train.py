@@ -1,7 +1,7 @@
 """Train the bundled shapes CLIP: ``python -m dualex.zoo.shapes_train --out DIR``.
 
-Contrastive training (symmetric InfoNCE, CLIP's loss) of the `dualex.zoo.shapes_model` architecture on
-`dualex.data.shapes` scenes generated on the fly from the training seeds, with hard negatives in every
+Contrastive training (symmetric InfoNCE, CLIP's loss) of the `dualex.models.shapes` architecture on
+`dualex.datasets.shapes_generator` scenes generated on the fly from the training seeds, with hard negatives in every
 batch: each image's caption competes against all captions of the batch *and* one hard negative per
 scene — a colour-swapped caption for half the scenes, a shape-swapped one for the other half
 (NegCLIP-style extra text columns). A curriculum grows the scenes from one object to four.
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dualex.data.shapes import (
+from dualex.datasets.shapes_generator import (
     COLOURS,
     SHAPES,
     SIZES,
@@ -43,8 +43,8 @@ from dualex.data.shapes import (
     swap_shapes,
 )
 from dualex.errors import InputError
-from dualex.preprocess import CLIP_MEAN, CLIP_STD
-from dualex.zoo.shapes_model import ARCH, build_model, build_tokenizer, save_model
+from dualex.models.preprocess import CLIP_MEAN, CLIP_STD
+from dualex.models.shapes import ARCH, build_model, build_tokenizer, save_model
 
 Curriculum = tuple[tuple[float, tuple[int, ...]], ...]
 CURRICULA: dict[str, Curriculum] = {
@@ -166,7 +166,7 @@ TRAIN_WORDS = (
     "a , and there is picture of on grey background left right above below "
     + " ".join(SIZES) + " " + " ".join(COLOURS) + " " + " ".join(SHAPES)
 )
-"""Every word a training caption can contain (`dualex.data.shapes` templates and attributes)."""
+"""Every word a training caption can contain (`dualex.datasets.shapes_generator` templates and attributes)."""
 
 
 class CompactEmbedding(torch.nn.Module):
@@ -279,10 +279,10 @@ def train(cfg: TrainConfig, *, log: Any = print) -> tuple[Any, dict[str, Any]]:
 def evaluate(directory: str | Path, cfg: TrainConfig, *, progress: bool | None = None) -> dict[str, float]:
     """Load ``hf:DIR`` through dualex and compute `dualex.zoo.shapes_eval.retrieval_metrics` on held-out
     scenes (seed ``cfg.seed``, split ``"heldout"``, 1–4 objects)."""
-    import dualex
+    from dualex.models import load
     from dualex.zoo.shapes_eval import retrieval_metrics
 
-    model = dualex.load(f"hf:{directory}", device="cpu")
+    model = load(f"hf:{directory}", device="cpu")
     scenes = list(ShapesDataset(cfg.eval_scenes, seed=cfg.seed, split="heldout"))
     return retrieval_metrics(model, scenes, pool=cfg.eval_pool, progress=progress)
 

@@ -1,57 +1,15 @@
-"""Pieces the baseline methods share: the explained similarity, sides, option checks, float copies."""
+"""`float_model`: the float32 twin some baselines run in (to be replaced by the adapter contract's float copy).
+
+The other shared pieces of the methods live in `dualex.methods.common`.
+"""
 
 from __future__ import annotations
 
 import copy
-from typing import Literal
 
 import torch
-from torch import Tensor
 
-from dualex.errors import InputError
-from dualex.models.base import SIDES, DualEncoder, Pair, Side
-
-Units = Literal["cosine", "score"]
-SideOption = Literal["both", "text", "image"]
-
-
-def check_units(units: str) -> str:
-    if units not in ("cosine", "score"):
-        raise InputError(f"units must be 'cosine' or 'score', got {units!r}")
-    return units
-
-
-def sides_of(side: str) -> tuple[Side, ...]:
-    """The towers a first-order method attributes: ``"both"`` -> text and image."""
-    if side == "both":
-        return SIDES
-    if side in SIDES:
-        return (side,)  # type: ignore[return-value]
-    raise InputError(f"side must be 'both', 'text' or 'image', got {side!r}")
-
-
-def similarity(model: DualEncoder, e_text: Tensor, e_image: Tensor, units: str) -> Tensor:
-    """The explained quantity per row, differentiable: cosine, or the model's score for ``units="score"``.
-
-    Args:
-        model: The dual encoder (for its logit scale and bias).
-        e_text: Text-side embeddings ``(R, D)``.
-        e_image: Image-side embeddings ``(R, D)`` (rows broadcast).
-        units: ``"cosine"`` or ``"score"`` (``logit_scale · cos + logit_bias``).
-
-    Returns:
-        ``(R,)`` float32.
-    """
-    cos = torch.nn.functional.cosine_similarity(e_text.float(), e_image.float(), dim=-1)
-    if units == "score":
-        return cos * model.logit_scale + model.logit_bias
-    return cos
-
-
-def own_scores(model: DualEncoder, pair: Pair) -> tuple[Tensor, Tensor]:
-    """The model's own score and cosine per row, both ``(B,)`` on CPU."""
-    s = model.score(pair)
-    return s.score.detach().float().cpu(), s.cosine.detach().float().cpu()
+from dualex.models.base import DualEncoder
 
 
 def float_model(model: DualEncoder, fp32: bool) -> DualEncoder:
@@ -61,9 +19,3 @@ def float_model(model: DualEncoder, fp32: bool) -> DualEncoder:
     twin = copy.copy(model)
     twin._module = copy.deepcopy(model.module).float()  # type: ignore[attr-defined]
     return twin
-
-
-def positive_int(name: str, value: object, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
-    return value

@@ -319,7 +319,7 @@ def recorded_pass(
         sides: Towers whose attention is recorded.
         units: ``"cosine"`` or ``"score"``.
     """
-    from dualex.methods.baselines._common import similarity
+    from dualex.methods.common import similarity
 
     recs: dict[str, Recording] = {}
     emb: dict[str, Tensor] = {}

@@ -3,7 +3,7 @@
 Baniecki, Muschalik, Fumagalli, Hammer, Hüllermeier, Biecek, "Explaining Similarity in
 Vision–Language Encoders with Weighted Banzhaf Interactions", NeurIPS 2025 (arXiv:2508.05430), whose
 baseline "FIxLIP (SI)" fits the same 2-additive surrogate as FIxLIP but with the Shapley kernel instead
-of the p-weighted law (spec research/fixlip.md §1.7): the Faith-Shap interaction index of order 2
+of the p-weighted law (arXiv:2508.05430): the Faith-Shap interaction index of order 2
 (Tsai, Yeh, Ravikumar, "Faith-Shap: The Faithful Shapley Interaction Index", JMLR 2023,
 arXiv:2203.00870).
 
@@ -33,8 +33,7 @@ from dualex.games.regression import fit_surrogate
 from dualex.games.sampler import sample_shapley
 from dualex.games.surrogate import DEFAULT_CHUNK_BYTES, Surrogate, explanation_terms, fit_quality
 from dualex.methods import register_method
-from dualex.methods.baselines._common import own_scores, positive_int
-from dualex.methods.common import build_explanation
+from dualex.methods.common import build_explanation, positive_int, scores_of
 from dualex.methods.fixlip import resolve_pairs
 from dualex.models.base import DualEncoder, Pair
 
@@ -157,7 +156,7 @@ def explain_fixlip_si(
     if holdout and holdout < 4:
         raise InputError(f"holdout must be 0 (off) or at least 4, got {holdout}")
     solver_dev = torch.device(solver_device) if solver_device is not None else model.device
-    scores, cosines = own_scores(model, pair)
+    scores, cosines = scores_of(model, pair)
     seeds = np.random.SeedSequence(seed).spawn(pair.batch_size)
     out: list[Explanation] = []
     for row in range(pair.batch_size):

@@ -30,9 +30,17 @@ from torch import Tensor
 
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.baselines._common import SideOption, Units, check_units, float_model, own_scores, sides_of
+from dualex.methods.baselines._common import float_model
 from dualex.methods.baselines.attention import AttentionSite, query_position, recorded_pass
-from dualex.methods.common import build_explanation
+from dualex.methods.common import (
+    SideOption,
+    Units,
+    check_units,
+    row_explanation,
+    scores_of,
+    side_terms,
+    sides_of,
+)
 from dualex.models.base import SIDES, DualEncoder, Pair
 from dualex.progress import bar
 
@@ -97,7 +105,7 @@ def explain_game(
     sides = sides_of(side)
     work = float_model(model, fp32)
     starts = {s: work.check_layer(s, start_layer) for s in sides}
-    scores, cosines = own_scores(model, pair)
+    scores = scores_of(model, pair)
     out: list[Explanation] = []
     with bar(pair.batch_size, "game", progress) as pb:
         for b in range(pair.batch_size):
@@ -115,23 +123,17 @@ def explain_game(
                 else:
                     rel = R[q].cpu()
                 diag[f"{s}_start_layer"] = float(starts[s])
-                if s == "text":
-                    terms["text_main"] = rel
-                else:
-                    cols = pair.image.players(b)
-                    terms["image_main"] = rel[cols]
-                    rest = torch.ones(rel.shape[0], dtype=torch.bool)
-                    rest[cols] = False
-                    diag["image_prefix"] = float(rel[rest].sum())
+                t, d = side_terms(s, rel, pair.image, b)
+                terms.update(t)
+                diag.update(d)
             out.append(
-                build_explanation(
+                row_explanation(
                     model,
                     pair,
                     b,
+                    scores,
                     method="game",
                     params={"side": side, "start_layer": start_layer, "units": units},
-                    score=float(scores[b]),
-                    cosine=float(cosines[b]),
                     cross=None,
                     diagnostics=diag,
                     **terms,

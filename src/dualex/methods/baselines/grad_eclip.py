@@ -36,9 +36,17 @@ from torch import Tensor
 from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.baselines._common import SideOption, Units, check_units, float_model, own_scores, sides_of
+from dualex.methods.baselines._common import float_model
 from dualex.methods.baselines.attention import AttentionSite, query_position, recorded_pass
-from dualex.methods.common import build_explanation
+from dualex.methods.common import (
+    SideOption,
+    Units,
+    check_units,
+    row_explanation,
+    scores_of,
+    side_terms,
+    sides_of,
+)
 from dualex.models.base import SIDES, DualEncoder, Pair
 from dualex.progress import bar
 
@@ -131,7 +139,7 @@ def explain_grad_eclip(
         raise InputError(f"spatial must be 'loosened', 'attention' or 'none', got {spatial!r}")
     sides = sides_of(side)
     work = float_model(model, fp32)
-    scores, cosines = own_scores(model, pair)
+    scores = scores_of(model, pair)
     out: list[Explanation] = []
     with bar(pair.batch_size, "grad_eclip", progress) as pb:
         for b in range(pair.batch_size):
@@ -149,23 +157,17 @@ def explain_grad_eclip(
                 assert site is not None and grad is not None
                 m = grad_eclip_map(site, grad, q, spatial, relu).cpu()
                 diag[f"{s}_query"] = float(q)
-                if s == "text":
-                    terms["text_main"] = m
-                else:
-                    cols = pair.image.players(b)
-                    terms["image_main"] = m[cols]
-                    rest = torch.ones(m.shape[0], dtype=torch.bool)
-                    rest[cols] = False
-                    diag["image_prefix"] = float(m[rest].sum())
+                t, d = side_terms(s, m, pair.image, b)
+                terms.update(t)
+                diag.update(d)
             out.append(
-                build_explanation(
+                row_explanation(
                     model,
                     pair,
                     b,
+                    scores,
                     method="grad_eclip",
                     params={"side": side, "spatial": spatial, "relu": relu, "units": units},
-                    score=float(scores[b]),
-                    cosine=float(cosines[b]),
                     cross=None,
                     diagnostics=diag,
                     **terms,

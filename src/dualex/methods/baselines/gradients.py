@@ -40,17 +40,17 @@ from torch import Tensor
 from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.baselines._common import (
+from dualex.methods.baselines._common import float_model
+from dualex.methods.common import (
     SideOption,
     Units,
+    build_explanation,
     check_units,
-    float_model,
-    own_scores,
     positive_int,
+    scores_of,
     sides_of,
     similarity,
 )
-from dualex.methods.common import build_explanation
 from dualex.methods.quadrature import alphas_and_weights
 from dualex.models.base import SIDES, DualEncoder, Pair, Side, SideInputs
 from dualex.progress import bar
@@ -178,7 +178,7 @@ def _explain_path(
     kinds = reference_kinds(work, baselines) if multiplier == "delta" else {}
     chunk = positive_int("internal_batch_size", internal_batch_size or (256 if work.device.type == "cuda" else 16))
     dtype = torch.float32 if fp32 else work.dtype
-    scores, cosines = own_scores(model, pair)
+    scores, cosines = scores_of(model, pair)
     out: list[Explanation] = []
     with bar(pair.batch_size * alphas.numel(), f"{method} attributions", progress) as pb:
         for b in range(pair.batch_size):

@@ -35,8 +35,17 @@ from torch import Tensor
 
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.baselines._common import Units, check_units, float_model, own_scores, positive_int, similarity
-from dualex.methods.common import build_explanation
+from dualex.methods.baselines._common import float_model
+from dualex.methods.common import (
+    Units,
+    check_units,
+    positive_int,
+    row_explanation,
+    scores_of,
+    side_terms,
+    similarity,
+    split_prefix,
+)
 from dualex.models.base import SIDES, DualEncoder, Pair, Side, SideInputs
 from dualex.progress import bar
 
@@ -132,7 +141,7 @@ def explain_interaction_cam(
     check_units(units)
     chunk = positive_int("internal_batch_size", internal_batch_size)
     work = float_model(model, fp32)
-    scores, cosines = own_scores(model, pair)
+    scores = scores_of(model, pair)
     out: list[Explanation] = []
     with bar(pair.batch_size, "interaction_cam", progress) as pb:
         for b in range(pair.batch_size):
@@ -144,29 +153,21 @@ def explain_interaction_cam(
                 f = similarity(work, e_t[None], e_i[None], units).sum()
                 g_t, g_i = torch.autograd.grad(f, [e_t, e_i])
             t = cam_terms(feats["text"][0], feats["image"][0], e_t.detach(), e_i.detach(), g_t, g_i, pairwise=pairwise)
-            cols = pair.image.players(b)
-            n_pos = feats["image"][0].shape[0]
-            rest = torch.ones(n_pos, dtype=torch.bool)
-            rest[cols] = False
             terms: dict[str, Any] = {}
             diag: dict[str, float] = {}
             if pairwise:
-                cross = t["cross"].cpu()
-                terms["cross"] = cross[:, cols]
-                terms["cross_prefix"] = cross[:, rest] if bool(rest.any()) else None
+                terms["cross"], terms["cross_prefix"] = split_prefix(t["cross"].cpu(), pair.image, b)
             else:
-                img = t["image_main"].cpu()
-                terms.update(text_main=t["text_main"].cpu(), image_main=img[cols], cross=None)
-                diag["image_prefix"] = float(img[rest].sum())
+                image_terms, diag = side_terms("image", t["image_main"].cpu(), pair.image, b)
+                terms.update(text_main=t["text_main"].cpu(), cross=None, **image_terms)
             out.append(
-                build_explanation(
+                row_explanation(
                     model,
                     pair,
                     b,
+                    scores,
                     method="interaction_cam",
                     params={"pairwise": pairwise, "units": units},
-                    score=float(scores[b]),
-                    cosine=float(cosines[b]),
                     diagnostics=diag,
                     **terms,
                 )

@@ -40,8 +40,7 @@ from torch import Tensor
 from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.baselines._common import Units, check_units, own_scores, positive_int
-from dualex.methods.common import build_explanation
+from dualex.methods.common import Units, build_explanation, check_units, positive_int, scores_of
 from dualex.models.base import DualEncoder, Pair, Side, SideInputs
 from dualex.progress import bar
 
@@ -256,7 +255,7 @@ def explain_interaction_lime(
         raise InputError(f"kernel_width must be positive or None, got {kernel_width!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InputError(f"seed must be an integer, got {seed!r}")
-    scores, cosines = own_scores(model, pair)
+    scores, cosines = scores_of(model, pair)
     out: list[Explanation] = []
     for b in range(pair.batch_size):
         text, image = pair.text.select([b]), pair.image.select([b])

@@ -21,8 +21,7 @@ from torch import Tensor
 from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.baselines._common import own_scores
-from dualex.methods.common import build_explanation
+from dualex.methods.common import row_explanation, scores_of
 from dualex.models.base import DualEncoder, Pair
 
 Distribution = Literal["normal", "uniform"]
@@ -73,7 +72,7 @@ def explain_random(
         raise InputError(f"seed must be an integer, got {seed!r}")
     if not float(scale) > 0:
         raise InputError(f"scale must be positive, got {scale!r}")
-    scores, cosines = own_scores(model, pair)
+    scores = scores_of(model, pair)
     out: list[Explanation] = []
     for b in range(pair.batch_size):
         g = torch.Generator().manual_seed(seed + b)
@@ -87,14 +86,13 @@ def explain_random(
             "cross": draw((S, P), g, distribution, scale) * keep[:, None] if order == 2 else None,
         }
         out.append(
-            build_explanation(
+            row_explanation(
                 model,
                 pair,
                 b,
+                scores,
                 method="random",
                 params={"seed": seed, "order": order, "distribution": distribution, "scale": scale},
-                score=float(scores[b]),
-                cosine=float(cosines[b]),
                 **terms,
             )
         )

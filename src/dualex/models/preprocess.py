@@ -16,8 +16,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from dualex.images import load_image
-from dualex.models.base import ImageTransform
+from dualex.images import ImageTransform, load_image
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dualex.cli import parse_option
+from dualex.cli.options import parse_option
 from dualex.errors import InputError
+
+ORDER = 20  # position of these subcommands in ``dualex --help``
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dualex.data.shapes import (
+from dualex.datasets.shapes_generator import (
     COLOURS,
     MAX_OBJECTS,
     SHAPES,

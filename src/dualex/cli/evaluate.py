@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+from dualex.cli.options import parse_option
 from dualex.errors import InputError
 
-
-def _kv(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key.strip().replace("-", "_"), json.loads(value)
-    except json.JSONDecodeError:
-        return key.strip().replace("-", "_"), value
+ORDER = 10  # position of these subcommands in ``dualex --help``
 
 
 def _method_option(text: str) -> tuple[str, str, Any]:
-    key, value = _kv(text)
+    key, value = parse_option(text)
     method, dot, opt = key.partition(".")
     if not dot or not method or not opt:
         raise argparse.ArgumentTypeError(f"method options are METHOD.KEY=VALUE (e.g. ij.n_steps=10), got {text!r}")
@@ -43,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", required=True, help="comma-separated methods, e.g. ij,fixlip,gradxinput,random")
     p.add_argument("--out", required=True, type=Path, help="run directory (created, or resumed if it exists)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N items")
-    p.add_argument("--dataset-option", "-D", action="append", default=[], type=_kv, metavar="KEY=VALUE",
+    p.add_argument("--dataset-option", "-D", action="append", default=[], type=parse_option, metavar="KEY=VALUE",
                    help="reader option, e.g. -D split=val2017, -D n=500 (shapes), -D captions_per_image=1")
     p.add_argument("--option", "-O", action="append", default=[], type=_method_option, metavar="METHOD.KEY=VALUE",
                    help="method option, e.g. -O ij.n_steps=10 -O fixlip.budget=4096 (JSON values)")

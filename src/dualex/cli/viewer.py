@@ -1,10 +1,12 @@
-"""``dualex serve`` and ``dualex export``: subcommands contributed to `dualex.cli` via `add_parser`."""
+"""``dualex serve`` and ``dualex export``: the viewer's subcommands."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+ORDER = 30  # position of these subcommands in ``dualex --help``
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+ORDER = 40  # position of this subcommand in ``dualex --help``
+
 
 @dataclass
 class Measurement:
@@ -88,7 +90,7 @@ def run_bench(args: argparse.Namespace) -> int:
     import numpy as np
 
     import dualex
-    from dualex.cli import parse_option
+    from dualex.cli.options import parse_option
 
     options = dict(parse_option(o) for o in args.option)
     model = dualex.load(args.model, device=args.device)

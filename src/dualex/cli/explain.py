@@ -1,33 +1,20 @@
-"""Command-line interface: ``dualex explain|evaluate|serve|export|bench|...``.
-
-Each subcommand lives in its own module exposing ``add_parser(subparsers)``; the parser sets
-``func`` to the function that runs it. Errors dualex raises on purpose are printed as one plain line
-(exit status 2) instead of a traceback.
-"""
+"""``dualex explain`` and ``dualex methods``: explain one pair from the command line, list the methods."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dualex.errors import DualexError
+from dualex.cli.options import parse_option
 
 if TYPE_CHECKING:
     from dualex.explanation import Explanation
 
-# Modules that contribute subcommands (each: add_parser(subparsers)). Missing modules are skipped.
-SUBCOMMAND_MODULES = (
-    "dualex.cli",
-    "dualex.evaluation.cli",
-    "dualex.analysis.cli",
-    "dualex.viewer.cli",
-    "dualex.bench",
-)
+ORDER = 0  # position of these subcommands in ``dualex --help``
 
 
 def _parse_box(text: str) -> tuple[float, float, float, float]:
@@ -39,17 +26,6 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"box coordinates must be numbers; got {text!r}") from None
     return x0, y0, x1, y1
-
-
-def parse_option(text: str) -> tuple[str, object]:
-    """``KEY=VALUE`` -> ``(key, value)``, the value parsed as JSON where it is JSON (used by all subcommands)."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"options are KEY=VALUE, got {text!r}")
-    try:
-        return key.replace("-", "_"), json.loads(value)
-    except json.JSONDecodeError:
-        return key.replace("-", "_"), value
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -146,42 +122,3 @@ def summary(ex: Explanation, spans: Sequence[str] = (), boxes: Sequence[tuple] =
         top = int(t.argmax())
         lines.append(f"box {tuple(b)}: strongest token {words[top]!r} ({float(t[top]):+.5f})")
     return "\n".join(lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dualex", description="Explain the similarity of dual encoders (CLIP, SigLIP, bi-encoders)."
-    )
-    from dualex import __version__
-
-    parser.add_argument("--version", action="version", version=f"dualex {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMAND_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):
-                continue
-            raise
-        mod.add_parser(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 1
-    try:
-        return int(args.func(args) or 0)
-    except DualexError as exc:
-        print(f"dualex: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("dualex: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

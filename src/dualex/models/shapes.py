@@ -1,4 +1,4 @@
-"""The bundled shapes CLIP: architecture, tokenizer and where its files live.
+"""The bundled shapes CLIP: architecture, tokenizer and where its files live; registers ``load("shapes")``.
 
 The model is a transformers ``CLIPModel`` (so ``dualex.load("shapes")`` goes through the ordinary HF CLIP
 adapter) with CLIP's real BPE tokenizer, rebuilt from the vocabulary file open_clip ships
@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from dualex.errors import ModelNotAvailableError
-from dualex.preprocess import CLIP_MEAN, CLIP_STD
+from dualex.models.preprocess import CLIP_MEAN, CLIP_STD
+from dualex.models.registry import register_alias
 
 BOS_ID, EOS_ID = 49406, 49407
 N_MERGES = 49152 - 256 - 2
@@ -35,6 +36,10 @@ ARCH: dict[str, int] = {
 def asset_dir() -> Path:
     """Directory of the bundled model (``dualex/assets/shapes``)."""
     return Path(str(resources.files("dualex") / "assets" / "shapes"))
+
+
+# ``"shapes"`` is an alias of ``"hf:<dualex/assets/shapes>"``: the same HF CLIP adapter as any real CLIP loads it.
+register_alias("shapes", f"hf:{asset_dir()}")
 
 
 def _bytes_to_unicode() -> dict[int, str]:

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import dualex
-from dualex.data.shapes import ShapesDataset, sample_scene, swap_colours, swap_shapes
+from dualex.datasets.shapes_generator import ShapesDataset, sample_scene, swap_colours, swap_shapes
 from dualex.models.hf import HFClip
-from dualex.zoo.shapes_model import ARCH, EOS_ID, asset_dir, build_tokenizer
+from dualex.models.shapes import ARCH, EOS_ID, asset_dir, build_tokenizer
 
 HELD_OUT = ShapesDataset(50, seed=5, split="heldout")  # not the scenes the metrics in metrics.json use
 

@@ -1,0 +1,52 @@
+"""Command-line interface: ``dualex explain|evaluate|serve|export|bench|...``.
+
+Each module of this package contributes subcommands through ``add_parser(subparsers)`` (the parser sets
+``func`` to the function that runs it); `build_parser` imports them all, so a new subcommand is a new
+module here. Errors dualex raises on purpose are printed as one plain line (exit status 2) instead of a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from dualex.errors import DualexError
+from dualex.plugins import import_submodules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dualex", description="Explain the similarity of dual encoders (CLIP, SigLIP, bi-encoders)."
+    )
+    from dualex import __version__
+
+    parser.add_argument("--version", action="version", version=f"dualex {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules = [importlib.import_module(name) for name in import_submodules("dualex.cli")]
+    for mod in sorted(modules, key=lambda m: getattr(m, "ORDER", 50)):
+        if hasattr(mod, "add_parser"):
+            mod.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except DualexError as exc:
+        print(f"dualex: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dualex: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
