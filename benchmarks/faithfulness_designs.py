@@ -2,9 +2,9 @@
 
 For held-out shapes scenes and the bundled model, each method explains each scene once; the same
 explanation is then scored with ``design="independent"`` (the paper's distinct joint coalitions) and
-``design="product"`` (an image × text grid of i.i.d. draws from μ_p), both with 1000 coalitions at
-p = 0.5 and the per-item seed `dualex.evaluation.run.item_seed`, through one cached game per scene
-(what ``dualex evaluate`` does). Reported per method: the mean Spearman ρ and R² under each design
+``design="product"`` (a 100 × 100 image × text grid of i.i.d. draws from μ_p) at p = 0.5 and the
+per-item seed `dualex.evaluation.work.item_seed`, through one cached game per scene (what
+``dualex evaluate`` does). Reported per method: the mean Spearman ρ and R² under each design
 with percentile bootstrap 95 % intervals over scenes (2000 resamples), the mean paired difference
 (product − independent) with its interval, and the tower passes and seconds each design cost.
 
@@ -33,7 +33,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenes", type=int, default=50)
     ap.add_argument("--methods", default="ij,fixlip,gradxinput,random")
-    ap.add_argument("--coalitions", type=int, default=1000)
+    ap.add_argument("--coalitions", type=int, default=1000, help="independent design: held-out coalitions")
+    ap.add_argument("--grid", type=int, default=100, help="product design: coalitions per side (grid of grid²)")
     ap.add_argument("--p", type=float, default=0.5)
     ap.add_argument("--json", default=None, help="also write the per-scene values here")
     args = ap.parse_args()
@@ -62,16 +63,17 @@ def main() -> None:
         for d in designs:
             before, t0 = game.n_passes, time.perf_counter()
             for m in methods:
-                f = p_faithfulness(model, pair, exs[m], p=args.p, n_coalitions=args.coalitions,
-                                   seed=item_seed(item.id), design=d, game=game)  # fmt: skip
+                n = args.coalitions if d == "independent" else args.grid**2
+                f = p_faithfulness(model, pair, exs[m], p=args.p, n_coalitions=n, seed=item_seed(item.id), design=d,
+                                   game=game)  # fmt: skip
                 vals[f"{m}|{d}|spearman"].append(f.spearman)
                 vals[f"{m}|{d}|r2"].append(f.r2)
             cost[d]["passes"] += game.n_passes - before
             cost[d]["seconds"] += time.perf_counter() - t0
         print(f"scene {i + 1}/{args.scenes} ({time.perf_counter() - t_start:.0f} s)", flush=True)
     rng = np.random.default_rng(0)
-    print(f"\n{args.scenes} held-out shapes scenes, p = {args.p}, {args.coalitions} coalitions (product: "
-          f"m_I × m_T ≤ {args.coalitions}); mean [95 % bootstrap interval]\n")  # fmt: skip
+    print(f"\n{args.scenes} held-out shapes scenes, p = {args.p}; independent: {args.coalitions} coalitions, product: "
+          f"{args.grid} × {args.grid} grid; mean [95 % bootstrap interval]\n")  # fmt: skip
     print("| method | metric | independent | product | product − independent |")
     print("|---|---|---|---|---|")
     for m in methods:

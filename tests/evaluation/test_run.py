@@ -16,7 +16,7 @@ from dualex.evaluation.work import WorkConfig, parse_metrics, process_item
 from dualex.explanation import Explanation
 from dualex.models.registry import load as load_model
 
-FAST = MetricOptions(faith_coalitions=24)
+FAST = MetricOptions(faith_coalitions=24, faith_grid=5)
 OPTS = {"ij": {"n_steps": 2}, "fixlip": {"budget": 64, "holdout": 0}, "gradxinput": {}, "random": {}}
 
 
@@ -40,11 +40,13 @@ def test_faithfulness_design_option_and_old_runs(tmp_path: Path, tiny_clip):
     assert "faith_design" not in MetricOptions(faith_design="independent").to_dict()  # as before the option
     with pytest.raises(InputError, match="faith_design"):
         MetricOptions(faith_design="grid")
+    with pytest.raises(InputError, match="faith_grid"):
+        MetricOptions(faith_grid=1)
     out = tmp_path / "run"
     old = MetricOptions(metrics=("faithfulness",), faith_coalitions=24, faith_design="independent")
     evaluate(tiny_clip, "shapes:", ["random"], out, dataset_options={"n": 1}, metrics=old)
     # resuming a run without the option (as written before it existed) keeps that run's design
-    more = MetricOptions(metrics=("faithfulness",), faith_coalitions=24)
+    more = MetricOptions(metrics=("faithfulness",), faith_coalitions=24, faith_grid=5)
     res = evaluate(tiny_clip, "shapes:", ["random", "gradxinput"], out, dataset_options={"n": 1}, metrics=more)
     rows = read_run(out)
     assert res.units_run == 1 and rows.loc[rows.level == "pair", "faith_spearman"].notna().all()
@@ -172,7 +174,7 @@ def test_bundled_shapes_model_on_shapes_scenes(tmp_path: Path):
         model = load_model("shapes", device="cpu")
     except ModelNotAvailableError:
         pytest.skip("the bundled shapes model is not in this checkout")
-    metrics = MetricOptions(metrics="pointing,faithfulness,completeness", faith_coalitions=24)
+    metrics = MetricOptions(metrics="pointing,faithfulness,completeness", faith_coalitions=24, faith_grid=5)
     res = evaluate(model, "shapes:", ["ij", "gradxinput"], tmp_path / "run", dataset_options={"n": 1},
                    method_options=OPTS, metrics=metrics)  # fmt: skip
     assert res.units_run == 2 and res.errors == 0

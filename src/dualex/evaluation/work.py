@@ -42,9 +42,11 @@ class MetricOptions:
         faith_p: Keep probability of the p-faithfulness coalitions.
         faith_coalitions: Held-out coalitions per pair (FIxLIP: 1000; the product design uses
             ``m_I · m_T ≤ faith_coalitions``).
-        faith_design: ``"product"`` (default: ``m_I`` image × ``m_T`` text coalitions drawn i.i.d. from μ_p,
-            all combinations scored by one matrix product; agrees with the paper's design, see
-            docs/evaluation.md) or ``"independent"`` (the paper's distinct joint coalitions).
+        faith_design: ``"product"`` (default: ``faith_grid`` image × ``faith_grid`` text coalitions drawn
+            i.i.d. from μ_p, all combinations scored by one matrix product; agrees with the paper's design,
+            see docs/evaluation.md) or ``"independent"`` (the paper's ``faith_coalitions`` distinct joint
+            coalitions).
+        faith_grid: Coalitions per side of the product design (100: 10,000 cells from 200 tower passes).
         perturbation_order: ``"auto"`` (greedy subsets for second-order explanations), ``1`` or ``2``.
         text_masking, image_masking: How players are removed in the masking game.
         save_explanations: Write one ``.safetensors`` file per (item, method).
@@ -54,6 +56,7 @@ class MetricOptions:
     faith_p: float = 0.5
     faith_coalitions: int = 1000
     faith_design: str = "product"
+    faith_grid: int = 100
     perturbation_order: int | str = "auto"
     text_masking: str = "default"
     image_masking: str = "default"
@@ -67,6 +70,8 @@ class MetricOptions:
             raise InputError(f"faith_coalitions must be at least 2, got {self.faith_coalitions}")
         if self.faith_design not in ("product", "independent"):
             raise InputError(f"faith_design must be 'product' or 'independent', got {self.faith_design!r}")
+        if isinstance(self.faith_grid, bool) or not isinstance(self.faith_grid, int) or self.faith_grid < 2:
+            raise InputError(f"faith_grid must be an integer ≥ 2, got {self.faith_grid!r}")
         if self.perturbation_order not in ("auto", 1, 2):
             raise InputError(f"perturbation_order must be 'auto', 1 or 2, got {self.perturbation_order!r}")
 
@@ -74,7 +79,7 @@ class MetricOptions:
         d = asdict(self)
         d["metrics"] = list(self.metrics)
         if self.faith_design == "independent":  # runs from before the option used it and do not name it
-            del d["faith_design"]
+            del d["faith_design"], d["faith_grid"]
         return d
 
 
@@ -266,7 +271,8 @@ def _process_method(
 
         t = time.perf_counter()
         try:
-            f = p_faithfulness(model, pair, ex, p=mo.faith_p, n_coalitions=mo.faith_coalitions,
+            n = mo.faith_grid**2 if mo.faith_design == "product" else mo.faith_coalitions
+            f = p_faithfulness(model, pair, ex, p=mo.faith_p, n_coalitions=n,
                                seed=item_seed(item.id), design=mo.faith_design,
                                internal_batch_size=cfg.internal_batch_size, text_masking=mo.text_masking,
                                image_masking=mo.image_masking, game=game)  # fmt: skip
