@@ -14,7 +14,11 @@ Attribution terms (all in ``units``, see ``params["units"]``):
     intercept            the constant of a surrogate model (FIxLIP's e_∅).
 ``target`` is the quantity the terms are meant to add up to (method-specific, e.g. exCLIP's
 four-term score difference); ``baseline = score - target`` is the part of the model's score that is
-attributed to no part.
+attributed to no part. `Explanation.decomposition` splits the similarity into the attributed total, the
+method's error and the unattributed rest (for ij: the three reference terms ``reference_terms``).
+
+Sampled methods (FIxLIP, FIxLIP (SI), InteractionLIME) also carry ``stderr``: a standard error for
+every estimated term, same shapes as the terms (`dualex.games.uncertainty`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,12 @@ from dualex.images import ImageTransform
 from dualex.spans import Span, as_patch_mask, span_positions
 
 _TENSOR_FIELDS = ("cross", "cross_prefix", "text_pairs", "image_pairs", "text_main", "image_main", "special", "image")
+# Attribution terms: floating point and finite in every file `Explanation.load` accepts.
+_ATTRIBUTION_FIELDS = ("cross", "cross_prefix", "text_pairs", "image_pairs", "text_main", "image_main")
+TERM_FIELDS = _ATTRIBUTION_FIELDS
+"""The attribution terms (tensors that add up to the attributed total)."""
+STDERR_PREFIX = "stderr."
+"""Key prefix of the standard-error tensors in a saved file (``stderr.cross`` ...)."""
 FORMAT_VERSION = 1
 
 
@@ -62,6 +72,13 @@ class Explanation:
         image_text: For text-text bi-encoders, the second sentence.
         image_offsets: Character spans of ``image_tokens``.
         diagnostics: Method-specific quality figures (e.g. ``r2`` of a surrogate fit, ``delta``).
+        stderr: Standard error of each estimated term, keyed by term field (``cross``,
+            ``text_main``, ...; same shape as the term), for sampled methods; empty otherwise. Summaries
+            (``se_total``, ``se_rel_top``, ``significant_share``, ``budget_hint``) are in ``diagnostics``.
+        reference_terms: The parts of the similarity that no interaction carries, in ``units``
+            (ij: ``text_x_image_reference`` = e_tᵀr_i/(‖e_t‖‖e_i‖), ``text_reference_x_image`` = r_tᵀe_i/…,
+            ``reference_x_reference`` = −r_tᵀr_i/…, and ``bias`` for ``units="score"``); see
+            `decomposition`. Empty where a method reports none.
     """
 
     cross: Tensor | None
@@ -90,6 +107,8 @@ class Explanation:
     image_text: str | None = None
     image_offsets: list[tuple[int, int] | None] | None = None
     diagnostics: dict[str, float] = field(default_factory=dict)
+    stderr: dict[str, Tensor] = field(default_factory=dict)
+    reference_terms: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.special = self.special.bool().cpu()
@@ -112,6 +131,17 @@ class Explanation:
                 setattr(self, name, t)
         if self.cross_prefix is not None:
             self.cross_prefix = self.cross_prefix.detach().float().cpu()
+        stderr = {}
+        for name, t in (self.stderr or {}).items():
+            ref = getattr(self, name, None) if name in TERM_FIELDS else None
+            if ref is None:
+                raise ValueError(f"stderr[{name!r}] has no matching attribution term")
+            t = t.detach().float().cpu()
+            if t.shape != ref.shape:
+                raise ValueError(f"stderr[{name!r}] must have shape {tuple(ref.shape)}, got {tuple(t.shape)}")
+            stderr[name] = t
+        self.stderr = stderr
+        self.reference_terms = {str(k): float(v) for k, v in (self.reference_terms or {}).items()}
         if not self.token_offsets:
             self.token_offsets = [None] * S
 
@@ -134,11 +164,20 @@ class Explanation:
         return torch.nonzero(~self.special, as_tuple=False).flatten()
 
     def words(self) -> list[str]:
-        """Display form of each token (specials in angle brackets)."""
+        """Display form of each token: the caption text it covers (specials as the tokenizer spells them).
+
+        A token without a character span (files from older versions) is shown decoded from its
+        byte-level form where it has one (``"cafÃ©</w>"`` -> ``"café"``).
+        """
+        from dualex.bytelevel import display_token
+
         out = []
         for i, t in enumerate(self.tokens):
             o = self.token_offsets[i] if i < len(self.token_offsets) else None
-            out.append(self.text[o[0] : o[1]] if o is not None else t)
+            if o is not None:
+                out.append(self.text[o[0] : o[1]])
+            else:
+                out.append(t if bool(self.special[i]) else display_token(t))
         return out
 
     def span(self, span: Span, *, occurrence: int = 0) -> Tensor:
@@ -200,6 +239,32 @@ class Explanation:
         cols = slice(None) if box is None else self.patches(box).flatten()
         out = self.cross[:, cols].sum(1)
         return out.masked_fill(self.special, 0.0)
+
+    def image_map_error(self, span: Span = None, *, occurrence: int = 0) -> Tensor | None:
+        """Standard-error bound of `image_map`: ``Σ_{s∈span} stderr["cross"][s]``, ``(rows, cols)``.
+
+        The standard deviation of a sum is at most the sum of the standard deviations, so this bounds the
+        error of a span map (it is exact for a single token); ``inf`` where a term has no finite error.
+        None when the explanation has no standard errors.
+        """
+        if self.cross is None:
+            se = self.stderr.get("image_main")
+            return None if se is None or span is not None else se.reshape(self.grid)
+        se = self.stderr.get("cross")
+        if se is None:
+            return None
+        return se[self.span(span, occurrence=occurrence)].sum(0).reshape(self.grid)
+
+    def text_scores_error(self, box: Any = None) -> Tensor | None:
+        """Standard-error bound of `text_scores` (sum of the errors over the box's patches), ``(S,)``."""
+        if self.cross is None:
+            se = self.stderr.get("text_main")
+            return None if se is None or box is not None else se.masked_fill(self.special, 0.0)
+        se = self.stderr.get("cross")
+        if se is None:
+            return None
+        cols = slice(None) if box is None else self.patches(box).flatten()
+        return se[:, cols].sum(1).masked_fill(self.special, 0.0)
 
     def first_order(self, p: float | None = None) -> tuple[Tensor, Tensor]:
         """Per-part scores ``(text (S,), image (P,))``.
@@ -276,11 +341,38 @@ class Explanation:
         err = attributed - target
         return attributed, target, err, abs(err) / max(abs(target), 1e-12)
 
+    def decomposition(self) -> dict[str, float]:
+        """The model's similarity (in ``units``) split into parts that add up to it exactly.
+
+        ``similarity = attributed − method_error + Σ reference_terms`` for methods that report reference
+        terms (ij: the interactions, minus the integration error, plus e_tᵀr_i, r_tᵀe_i and −r_tᵀr_i
+        over ‖e_t‖‖e_i‖, plus the bias in score units), else ``similarity = attributed − method_error +
+        baseline`` (FIxLIP: ``baseline`` = v(∅), ``method_error`` = surrogate total − (v(N) − v(∅))).
+
+        Returns:
+            ``similarity`` (cosine or score, as ``units``), ``attributed`` (Σ terms + intercept),
+            ``method_error`` (attributed − what the terms should add up to: integration or fit error;
+            0 when the method claims no target), the reference terms or ``baseline``, and ``residual``
+            (similarity − the sum of the parts; float rounding only).
+        """
+        cosine_units = self.units == "cosine"
+        similarity = self.cosine if cosine_units else self.score
+        attributed = self.total()
+        if self.reference_terms:
+            err = float(self.diagnostics.get("convergence_delta", 0.0))
+            parts = dict(self.reference_terms)
+        else:
+            err = attributed - self.target if self.target is not None else 0.0
+            parts = {"baseline": float(self.baseline)}
+        out = {"similarity": similarity, "attributed": attributed, "method_error": err, **parts}
+        out["residual"] = similarity - (attributed - err + sum(parts.values()))
+        return out
+
     # ------------------------------------------------------------------ persistence
     def to_metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"format": "dualex.explanation", "version": FORMAT_VERSION}
         for f in fields(self):
-            if f.name in _TENSOR_FIELDS:
+            if f.name in _TENSOR_FIELDS or f.name == "stderr":
                 continue
             v = getattr(self, f.name)
             if isinstance(v, ImageTransform):
@@ -296,11 +388,14 @@ class Explanation:
             v = getattr(self, name)
             if v is not None:
                 out[name] = v.contiguous().cpu()
+        for name, v in self.stderr.items():
+            out[STDERR_PREFIX + name] = v.contiguous().cpu()
         return out
 
     def save(self, path: str | Path) -> Path:
         """Write one ``.safetensors`` file: tensors plus JSON metadata in its header (no pickle).
 
+        The metadata carries a SHA-256 checksum of the tensors (`tensor_checksum`), checked by `load`.
         The file is written to a temporary name and renamed, so a crash never leaves half a file.
         """
         from safetensors.torch import save_file
@@ -312,13 +407,21 @@ class Explanation:
         tmp = path.with_name(path.name + ".tmp")
         tensors = self.tensors()
         tensors["special"] = tensors["special"].to(torch.uint8)
-        save_file(tensors, str(tmp), metadata={"dualex": json.dumps(_jsonable(self.to_metadata()))})
+        meta = self.to_metadata()
+        meta["checksum"] = tensor_checksum(tensors)
+        save_file(tensors, str(tmp), metadata={"dualex": json.dumps(_jsonable(meta))})
         tmp.replace(path)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> Explanation:
-        """Read a file written by `save`."""
+        """Read a file written by `save`, checking it.
+
+        Raises:
+            InputError: naming the file and the problem: missing or unreadable file, no or invalid
+                dualex metadata, an unknown format version, a missing field or one of the wrong type,
+                tensors that do not match the checksum or the token count, NaN or infinite values.
+        """
         from safetensors import safe_open
 
         path = Path(path)
@@ -332,16 +435,41 @@ class Explanation:
             raise InputError(f"{path} is not a dualex explanation file ({exc})") from None
         if meta_raw is None:
             raise InputError(f"{path} has no dualex metadata; was it written by Explanation.save?")
-        meta = json.loads(meta_raw)
-        return cls.from_parts(meta, tensors)
+        try:
+            meta = json.loads(meta_raw)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: its dualex metadata is not valid JSON ({exc})") from None
+        if not isinstance(meta, dict):
+            raise InputError(f"{path}: its dualex metadata is a JSON {type(meta).__name__}, not an object")
+        checksum = meta.pop("checksum", None)
+        if checksum is not None and checksum != tensor_checksum(tensors):
+            raise InputError(f"{path}: the tensors do not match the stored checksum; the file was damaged or edited")
+        try:
+            return cls.from_parts(meta, tensors)
+        except (InputError, ValueError, TypeError, KeyError) as exc:
+            raise InputError(f"{path}: {exc}") from None
 
     @classmethod
     def from_parts(cls, meta: dict[str, Any], tensors: dict[str, Tensor]) -> Explanation:
+        """An `Explanation` from stored metadata and tensors, checking their fields and types.
+
+        Raises:
+            InputError: wrong format or version, a missing field, a field of the wrong type, a token
+                count that does not match the tensors, NaN or infinite values.
+        """
         meta = dict(meta)
-        meta.pop("format", None)
+        meta.pop("checksum", None)
+        fmt = meta.pop("format", "dualex.explanation")
+        if fmt != "dualex.explanation":
+            raise InputError(f"format {fmt!r} is not a dualex explanation")
         version = meta.pop("version", FORMAT_VERSION)
-        if version > FORMAT_VERSION:
-            raise InputError(f"explanation format version {version} is newer than this dualex ({FORMAT_VERSION})")
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+            newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
+            hint = " (newer than this dualex: upgrade dualex)" if newer else ""
+            raise InputError(
+                f"unknown explanation format version {version!r}{hint}; this dualex reads {FORMAT_VERSION}"
+            )
+        _check_metadata(meta, tensors)
         if meta.get("image_transform") is not None:
             meta["image_transform"] = ImageTransform.from_dict(meta["image_transform"])
         for key in ("grid", "image_size"):
@@ -350,7 +478,10 @@ class Explanation:
         for key in ("token_offsets", "image_offsets"):
             if meta.get(key) is not None:
                 meta[key] = [tuple(o) if o is not None else None for o in meta[key]]
+        if isinstance(meta.get("diagnostics"), dict):  # non-finite values are stored as null
+            meta["diagnostics"] = {k: math.nan if v is None else float(v) for k, v in meta["diagnostics"].items()}
         kwargs = {**meta, **{k: v for k, v in tensors.items() if k in _TENSOR_FIELDS}}
+        kwargs["stderr"] = {k[len(STDERR_PREFIX) :]: v for k, v in tensors.items() if k.startswith(STDERR_PREFIX)}
         kwargs["special"] = kwargs["special"].bool()
         kwargs.setdefault("cross", None)  # first-order explanations store no cross tensor
         known = {f.name for f in fields(cls)}
@@ -359,12 +490,17 @@ class Explanation:
     def to_json_dict(self, *, include_image: bool = False) -> dict[str, Any]:
         """A JSON-ready dict (lists of floats) for the CLI's ``--json`` and the viewer."""
         d = _jsonable(self.to_metadata())
+        d["stderr"] = {}
         for name, t in self.tensors().items():
             if name == "image" and not include_image:
+                continue
+            if name.startswith(STDERR_PREFIX):
+                d["stderr"][name[len(STDERR_PREFIX) :]] = _jsonable(t.tolist())  # inf (not identified) -> null
                 continue
             d[name] = t.tolist()
         d["words"] = self.words()
         d["completeness"] = _jsonable(self.completeness())
+        d["decomposition"] = _jsonable(self.decomposition())
         return d
 
     # ------------------------------------------------------------------ plots
@@ -383,6 +519,84 @@ class Explanation:
         if self.target is not None:
             parts.append(f"target={self.target:.4g}")
         return f"Explanation({', '.join(parts)})"
+
+
+def tensor_checksum(tensors: dict[str, Tensor]) -> str:
+    """``"sha256:<hex>"`` over the names, dtypes, shapes and bytes of ``tensors`` (in name order)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return "sha256:" + h.hexdigest()
+
+
+_NUMBER = (int, float)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, _NUMBER) and not isinstance(v, bool)
+
+
+def _check_metadata(meta: dict[str, Any], tensors: dict[str, Tensor]) -> None:
+    """Field presence and types of stored metadata; finite, floating attribution tensors."""
+    for key in ("tokens", "text", "grid", "score", "cosine", "method"):
+        if key not in meta:
+            raise InputError(f"the metadata has no {key!r} field")
+    if "special" not in tensors:
+        raise InputError("the file has no 'special' tensor")
+    tokens = meta["tokens"]
+    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+        raise InputError("'tokens' must be a list of strings")
+    for key in ("text", "method"):
+        if not isinstance(meta[key], str):
+            raise InputError(f"{key!r} must be a string, got {type(meta[key]).__name__}")
+    for key in ("model", "image_text"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise InputError(f"{key!r} must be a string, got {type(meta[key]).__name__}")
+    grid = meta["grid"]
+    if not (isinstance(grid, list) and len(grid) == 2 and all(isinstance(g, int) and g > 0 for g in grid)):
+        raise InputError(f"'grid' must be two positive integers, got {grid!r}")
+    for key in ("score", "cosine"):
+        if not _is_number(meta[key]):
+            raise InputError(f"{key!r} must be a number, got {meta[key]!r}")
+    for key in ("target", "baseline", "intercept"):
+        if meta.get(key) is not None and not _is_number(meta[key]):
+            raise InputError(f"{key!r} must be a number, got {meta[key]!r}")
+    for key in ("params", "diagnostics"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise InputError(f"{key!r} must be an object, got {type(meta[key]).__name__}")
+    if any(v is not None and not _is_number(v) for v in (meta.get("diagnostics") or {}).values()):
+        raise InputError("'diagnostics' must map names to numbers")
+    S = len(tokens)
+    if int(tensors["special"].numel()) != S:
+        raise InputError(f"{S} tokens but a 'special' tensor of {int(tensors['special'].numel())} entries")
+    for key, n in (("token_offsets", S), ("image_offsets", len(meta.get("image_tokens") or []))):
+        offs = meta.get(key)
+        if offs is None:
+            continue
+        if not isinstance(offs, list) or (offs and len(offs) != n):
+            raise InputError(f"{key!r} must list one character span per token ({n})")
+        if not all(o is None or (isinstance(o, list) and len(o) == 2 and all(isinstance(v, int) for v in o))
+                   for o in offs):  # fmt: skip
+            raise InputError(f"{key!r} entries must be [start, end] or null")
+    if any(not _is_number(v) for v in (meta.get("reference_terms") or {}).values()):
+        raise InputError("'reference_terms' must map names to numbers")
+    for name, t in tensors.items():
+        if name.startswith(STDERR_PREFIX):  # standard errors: ≥ 0, inf where a term is not identified
+            if name[len(STDERR_PREFIX) :] not in tensors or not t.is_floating_point():
+                raise InputError(f"tensor {name!r} must be floating point and belong to a stored term")
+            if bool(torch.isnan(t).any()) or bool((t < 0).any()):
+                raise InputError(f"tensor {name!r} holds NaN or negative standard errors")
+            continue
+        if name not in _ATTRIBUTION_FIELDS:
+            continue
+        if not t.is_floating_point():
+            raise InputError(f"tensor {name!r} must hold floating-point values, got {t.dtype}")
+        if not bool(torch.isfinite(t).all()):
+            raise InputError(f"tensor {name!r} holds NaN or infinite values")
 
 
 def _is_int_range(x: Any) -> bool:

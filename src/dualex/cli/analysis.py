@@ -1,4 +1,4 @@
-"""Subcommands ``dualex classwise | mismatch | failures | finetune`` (the papers' analyses)."""
+"""Subcommands ``dualex classwise | mismatch | failures | finetune | compare`` (the papers' analyses)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--disjoint", action="store_true", help="ignore patches that both boxes cover")
     m.add_argument("--hard-negatives", action="store_true", help="swap an object in the caption and explain")
     m.add_argument("--model", default=None, help="model for --hard-negatives (e.g. shapes, hf:DIR)")
-    m.add_argument("--dataset", default=None, help="KIND:PATH for --hard-negatives (shapes:N, coco:DIR, ...)")
+    m.add_argument("--dataset", default=None, help="KIND:PATH for --hard-negatives (coco:DIR, ...; shapes: generates "
+                   "scenes, -D n=N sets how many)")
     m.add_argument("--limit", type=int, default=50, help="items for --hard-negatives (default: 50)")
     m.add_argument("--dataset-option", "-D", action="append", default=[], type=parse_option, metavar="KEY=VALUE",
                    help="dataset reader option for --hard-negatives (e.g. -D n_objects=2 for shapes)")
@@ -106,6 +107,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     t.set_defaults(func=run_finetune)
 
+    k = sub.add_parser(
+        "compare",
+        help="compare runs (models, methods, fine-tuned vs base) on their shared units, with paired tests",
+        description="Match two or more runs on their shared (item, method, object) units and report per "
+        "metric (and per object class) each run's mean, the mean paired difference against the first run "
+        "with a seeded paired-bootstrap interval, a Wilcoxon signed-rank test, and how many units matched or "
+        "were left out and why. Writes compare.csv, compare.md, units.csv, counts.json and compare.png.",
+    )
+    k.add_argument("runs", type=Path, nargs="+", help="run directories; the first is the reference")
+    k.add_argument("--out", type=Path, default=None, help="output directory (default: print the tables only)")
+    k.add_argument("--labels", default=None, help="comma-separated run labels (default: directory (model))")
+    k.add_argument("--metric", action="append", default=None,
+                   help="metric to compare (repeatable; default: every metric all runs have)")
+    k.add_argument("--methods", default=None,
+                   help="comma-separated method per run, to compare different methods on the same items")
+    k.add_argument("--plot-metric", default=None, help="metric of the figure (default: first with classes)")
+    k.add_argument("--no-classes", action="store_true", help="overall comparisons only")
+    k.add_argument("--confidence", type=float, default=0.95, help="interval coverage (default: 0.95)")
+    k.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default: 2000)")
+    k.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    k.add_argument("--json", action="store_true", help="print the table as JSON records")
+    k.set_defaults(func=run_compare)
+
 
 # ---------------------------------------------------------------------------------------------------- classwise
 def run_classwise(args: argparse.Namespace) -> int:
@@ -151,9 +175,11 @@ def run_mismatch(args: argparse.Namespace) -> int:
 def _run_hard_negatives(args: argparse.Namespace) -> int:
     import dualex
     from dualex.analysis.mismatch import hard_negative_analysis, shapes_swapper
+    from dualex.methods import check_method_options
 
     if not args.model or not args.dataset:
         raise InputError("--hard-negatives needs --model NAME and --dataset KIND:PATH")
+    check_method_options(args.method or "ij", dict(args.option))  # before the model and data are loaded
     kind, items = load_items(args.dataset, limit=args.limit, **dict(args.dataset_option))
     categories = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
     swapper = shapes_swapper(args.swap) if kind == "shapes" and not categories else None
@@ -241,6 +267,33 @@ def _int(text: str, name: str) -> int:
         return int(text)
     except ValueError:
         raise InputError(f"{name} must be an integer or 'auto', got {text!r}") from None
+
+
+# ---------------------------------------------------------------------------------------------------- compare
+def run_compare(args: argparse.Namespace) -> int:
+    from dualex.analysis.compare import compare
+
+    def split(text: str | None) -> list[str] | None:
+        return [t.strip() for t in text.split(",")] if text else None
+
+    comp = compare(
+        args.runs,
+        labels=split(args.labels),
+        metrics=args.metric,
+        methods=split(args.methods),
+        by_class=not args.no_classes,
+        confidence=args.confidence,
+        n_boot=args.n_boot,
+        seed=args.seed,
+    )
+    if args.json:
+        print(comp.table.to_json(orient="records"))
+    else:
+        print(comp.to_markdown(classes=not args.no_classes))
+    if args.out:
+        paths = comp.save(args.out, metric=args.plot_metric)
+        print(f"written: {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------- finetune

@@ -124,7 +124,7 @@ def from_interaction_values(iv: Any, like: Explanation) -> Explanation:
             f"{int(like.players.numel())} caption tokens"
         )
     terms = explanation_terms(sur, n_i, like.players, like.n_tokens)
-    return replace(like, **terms, diagnostics=dict(like.diagnostics))
+    return replace(like, **terms, diagnostics=dict(like.diagnostics), stderr={})
 
 
 __all__ = [

@@ -15,16 +15,22 @@ Shapes used throughout:
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from dualex.errors import InputError
+from dualex.errors import InputError, UnsupportedModelError
 from dualex.images import ImageTransform
+from dualex.models.attention import AttentionBlock, Recording
 
 Side = Literal["text", "image"]
 SIDES: tuple[Side, Side] = ("text", "image")
@@ -187,6 +193,72 @@ class Scores:
     cosine: Tensor
 
 
+@dataclass(frozen=True)
+class PooledBlock:
+    """A tower's last block and head, evaluated for the one row its embedding reads.
+
+    A CLS-, EOS- or last-position-pooled tower's embedding depends on the last block's output at the
+    pooled row p only; the other rows enter through their keys and values. Adapters split the last
+    block + head into small pure maps so that tails (and `dualex.methods.ij`'s structured forward mode)
+    compute only that:
+
+        k, v = keys_values(h)                           per row: layer norm, key/value projections
+        q    = query(h[:, p])                           the pooled row's query (scale, q-norm folded in)
+        a    = softmax(q·kᵀ + mask) v                   one query row per head (`attend`)
+        e    = finish(h[:, p], a)                       out-projection, residual, MLP, final norm, projection
+
+    Attributes:
+        keys_values: ``h (R, T, W) -> (k, v)``, each ``(R, heads, T, d)``; row t of the outputs
+            depends on row t of ``h`` only.
+        query: ``h_p (R, W) -> q (R, heads, d)``, with the attention scale (and any query norm) applied.
+        finish: ``(h_p (R, W), a (R, heads, d)) -> (R, D)``: the rest of the block at the pooled row
+            (head scale, inner norm, out-projection, layer scales, residuals, MLP) and the tower's head.
+        index: ``(R,)`` long, the pooled row of each of the R hidden-state rows.
+        mask: Additive attention mask of the pooled query over the keys, ``(R or 1, T)``, or None.
+    """
+
+    keys_values: Callable[[Tensor], tuple[Tensor, Tensor]]
+    query: Callable[[Tensor], Tensor]
+    finish: Callable[[Tensor, Tensor], Tensor]
+    index: Tensor
+    mask: Tensor | None = None
+
+    @staticmethod
+    def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """One query per row and head: ``q`` ``(R, H, d)``, ``k``/``v`` ``(R, H, T, d)``, ``mask`` ``(R|1, T)``.
+
+        Returns:
+            ``(a, P)``: the attention output ``(R, H, d)`` and the attention weights ``(R, H, T)``.
+        """
+        logits = torch.matmul(k, q.unsqueeze(-1)).squeeze(-1)  # (R, H, T)
+        if mask is not None:
+            logits = logits + mask.unsqueeze(-2)
+        P = logits.softmax(dim=-1)
+        return torch.matmul(P.unsqueeze(-2), v).squeeze(-2), P
+
+    def pooled_rows(self, h: Tensor) -> Tensor:
+        """``h[r, index[r]]`` for each row: ``(R, T, W) -> (R, W)``."""
+        return h[torch.arange(h.shape[0], device=h.device), self.index.to(h.device)]
+
+    def __call__(self, h: Tensor) -> Tensor:
+        """The embeddings ``(R, D)`` from the hidden states ``h`` ``(R, T, W)`` entering the last block."""
+        hp = self.pooled_rows(h)
+        k, v = self.keys_values(h)
+        a, _ = self.attend(self.query(hp), k, v, self.mask)
+        return self.finish(hp, a)
+
+
+def pooled_mask(mask: Tensor | None, index: Tensor) -> Tensor | None:
+    """The pooled rows of an additive attention mask: ``(R|1, 1, T, T)`` and ``index`` ``(R,)`` -> ``(R, T)``."""
+    if mask is None:
+        return None
+    m = mask[:, 0]  # (R|1, T, T)
+    idx = index.to(m.device)
+    if m.shape[0] == 1:
+        return m[0, idx]
+    return m[torch.arange(m.shape[0], device=m.device), idx]
+
+
 def _as_index(rows: Tensor | list[int] | slice, n: int) -> Tensor:
     if isinstance(rows, slice):
         return torch.arange(n)[rows]
@@ -210,6 +282,9 @@ class DualEncoder(ABC):
     name: str = "model"
     family: str = "base"
     image_modality: Literal["image", "text"] = "image"
+    pooled_tails: bool = True
+    """Let `tail` run the last block for the pooled row only where the tower allows (`pooled_block`);
+    set False on an instance to run every row (the dense reference path, for comparisons)."""
 
     # ----------------------------------------------------------------- required by every adapter
     @property
@@ -272,6 +347,52 @@ class DualEncoder(ABC):
         """Additive bias of the score (SigLIP), 0.0 otherwise."""
         return 0.0
 
+    # ----------------------------------------------------------------- optional structure
+    def pooled_block(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
+        """The last block + head of ``side`` split for its pooled row, or None where every row counts.
+
+        Args:
+            side: Which tower.
+            inputs: Metadata of the rows (masks, pooling index); one row is broadcast to ``rows``.
+            rows: R, the number of hidden-state rows the block will be evaluated on.
+            dtype: Dtype of the hidden states (for the additive mask).
+
+        Returns:
+            A `PooledBlock` for CLS/EOS/last-position pooled towers; None (the default) for towers whose
+            embedding reads every row of the last block (mean pooling, attention-pooling heads).
+        """
+        return None
+
+    @contextlib.contextmanager
+    def dense_tails(self) -> Iterator[None]:
+        """Within the block, `tail` runs every row of every block (for hooks that record each layer's
+        module calls, and for comparisons with the pooled path)."""
+        had = "pooled_tails" in self.__dict__
+        before = self.pooled_tails
+        self.pooled_tails = False
+        try:
+            yield
+        finally:
+            if had:
+                self.pooled_tails = before
+            else:
+                del self.pooled_tails
+
+    def pooled_head(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
+        """The head of ``side`` (after the last block) as a `PooledBlock`, where it is one attention query.
+
+        For an attention-pooling head (SigLIP's MAP head) the query is a learned probe: ``query`` and
+        ``finish`` then do not depend on ``h_p`` and ``index`` is 0. Used by `dualex.methods.ij` for a
+        split at the head's input (``layer = n_layers``). None (the default) where the head is not that.
+        """
+        return None
+
+    def use_pooled_block(self, side: Side, inputs: SideInputs, hidden: Tensor, layer: int) -> PooledBlock | None:
+        """`pooled_block` for a `tail` from ``layer`` (an index), if pooled tails are on and a block remains."""
+        if not self.pooled_tails or layer >= self.n_layers(side):
+            return None
+        return self.pooled_block(side, inputs, hidden.shape[0], hidden.dtype)
+
     # ----------------------------------------------------------------- shared behaviour
     @property
     def device(self) -> torch.device:
@@ -300,7 +421,10 @@ class DualEncoder(ABC):
                 f"got {len(images_l)} images but {len(texts_l)} captions; explain pairs one-to-one "
                 "(repeat the image to explain several captions of it)"
             )
-        return Pair(self.prepare_text(texts_l).to(self.device), self.prepare_image(images_l).to(self.device))
+        image = self.prepare_image(images_l)
+        if isinstance(image, ImageInputs):
+            check_image_sizes(image)
+        return Pair(self.prepare_text(texts_l).to(self.device), image.to(self.device))
 
     def check_layer(self, side: Side, layer: int) -> int:
         """Validate a split layer; negative values count from the end. Returns the layer index."""
@@ -343,8 +467,115 @@ class DualEncoder(ABC):
     def n_players(self, side: Side, inputs: SideInputs, row: int = 0) -> int:
         return int(inputs.players(row).numel())
 
+    # ----------------------------------------------------------------- optional capabilities
+    # Methods that need more than scores and hidden states ask for it here; an adapter implements
+    # what its family supports, and the defaults raise `UnsupportedModelError` with a hint.
+
+    def with_module(self, module: torch.nn.Module) -> DualEncoder:
+        """The same adapter (tokenizer, pipeline, settings) over another module of the same architecture.
+
+        The default assumes the adapter keeps its module in ``self._module``; adapters that store it
+        elsewhere override this.
+        """
+        twin = copy.copy(self)
+        twin._module = module  # type: ignore[attr-defined]
+        return twin
+
+    def float32(self) -> DualEncoder:
+        """``self`` if the weights are float32 (or float64), else the same adapter over a float32 copy.
+
+        Methods that differentiate fp16/bf16 models (``fp32=True``) work on this copy; the original
+        model is untouched.
+        """
+        if self.dtype not in (torch.float16, torch.bfloat16):
+            return self
+        return self.with_module(copy.deepcopy(self.module).float())
+
+    def record_attention(self, side: Side, inputs: SideInputs) -> AbstractContextManager[Recording]:
+        """Record every attention layer of the ``side`` tower while it runs (see `dualex.models.attention`).
+
+        Use as ``with model.record_attention(side, inputs) as rec: model.tail(side, inputs, h, 0)``;
+        ``rec.blocks`` then holds one `AttentionSite` per block in forward order and ``rec.pool`` the
+        attention-pooling head, if the tower has one. Hooks are removed on exit.
+        """
+        raise self._no_attention()
+
+    def attention_blocks(self, side: Side) -> list[AttentionBlock]:
+        """The blocks of the ``side`` tower as pure functions (`AttentionBlock`), in order."""
+        raise self._no_attention()
+
+    def attention_mask(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
+        """The additive self-attention mask the ``side`` tower applies, ``(rows or 1, 1, T, T)``, or None.
+
+        ``inputs`` has one row (broadcast to ``rows``) or ``rows`` rows.
+        """
+        raise self._no_attention()
+
+    def project_tokens(self, side: Side, inputs: SideInputs, hidden: Tensor) -> Tensor:
+        """The tower's head applied to every position, ``(R, T, D)``, from final states ``(R, T, W)``.
+
+        For a tower that pools one token (CLIP's CLS or EOS), position t gets the embedding it would
+        have if it were the pooled token (final norm and projection). For SigLIP's attention-pooling
+        head, each position's value is taken through the head (value and output projections, then the
+        head's residual MLP): the dense features MaskCLIP defines for attention-pooled towers.
+        """
+        raise self._no_attention()
+
+    def pooled_position(self, side: Side, inputs: SideInputs, row: int = 0) -> int:
+        """The hidden position whose final state becomes the embedding (CLS, EOS, last token).
+
+        Raises:
+            UnsupportedModelError: the tower pools several positions (mean pooling) or pools with an
+                attention head (SigLIP's image tower; its probe is not a token).
+        """
+        raise UnsupportedModelError(f"dualex does not know which position the {side} tower of {self.name} pools")
+
+    @property
+    def contrastive_loss(self) -> Literal["softmax", "sigmoid"] | None:
+        """The loss the model was trained with (``"softmax"``: InfoNCE, ``"sigmoid"``: SigLIP), or None
+        where dualex cannot fine-tune this family."""
+        return None
+
+    def check_saveable(self, *, arch: str | None = None) -> None:
+        """Raise unless `save_pretrained` can write this model (checked before a long fine-tuning run)."""
+        raise UnsupportedModelError(f"dualex cannot save {self.family!r} models ({self.name})")
+
+    def save_pretrained(self, directory: str | Path, *, arch: str | None = None) -> str:
+        """Write the model where ``dualex.load`` reads it; returns the name to load it by.
+
+        Args:
+            directory: Output directory (created).
+            arch: Architecture name for families whose saved weights need it (open_clip).
+        """
+        raise UnsupportedModelError(f"dualex cannot save {self.family!r} models ({self.name})")
+
+    def _no_attention(self) -> UnsupportedModelError:
+        return UnsupportedModelError(
+            f"attention-based methods support transformers CLIP/SigLIP and open_clip ViT models; {self.name} "
+            f"is a {self.family!r} model. Use a gradient or perturbation method instead "
+            "(method='ig', 'rise', 'interaction_lime', 'fixlip')"
+        )
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, family={self.family!r})"
+
+
+def check_image_sizes(inputs: ImageInputs) -> None:
+    """Refuse original images smaller than one patch of the model (they would be upscaled from nothing).
+
+    Raises:
+        InputError: an image's height or width (original pixels) is below the patch size.
+    """
+    rows, cols = inputs.grid
+    for i, tf in enumerate(inputs.transforms):
+        ph, pw = tf.input_size[0] / rows, tf.input_size[1] / cols
+        h, w = tf.original_size
+        if h < ph or w < pw:
+            which = f"image {i}" if inputs.batch_size > 1 else "the image"
+            raise InputError(
+                f"{which} is {w}×{h} pixels (width × height), smaller than one {round(pw)}×{round(ph)} patch of the "
+                "model; there is nothing to explain at this size"
+            )
 
 
 def grid_of(n_patches: int) -> tuple[int, int]:

@@ -9,17 +9,26 @@ split at any block: ``hidden`` runs embeddings + blocks ``< layer``; ``tail`` ru
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from dualex.errors import InputError, ModelNotAvailableError
-from dualex.models.base import DualEncoder, ImageInputs, Side, SideInputs, TextInputs
-from dualex.models.parts import mask_image_patches, patch_tokens
+from dualex.models.attention import AttentionBlock, AttentionSite, Recording, additive_from, mha_site, split_heads
+from dualex.models.base import DualEncoder, ImageInputs, PooledBlock, Side, SideInputs, TextInputs, pooled_mask
+from dualex.models.parts import (
+    bos_filler_eos_reference,
+    image_reference,
+    mask_image_patches,
+    mask_text_players,
+    patch_tokens,
+)
 from dualex.models.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline
 from dualex.models.registry import register_loader, register_wrapper
 from dualex.models.tokenize import HFTokenizer, TokenizerLike
@@ -38,6 +47,10 @@ def register_hf(*model_types: str):
     return deco
 
 
+#: Seconds the hub gets to answer before a load by hub id gives up (no retries).
+HUB_TIMEOUT = 5.0
+
+
 def offline_hint(spec: str) -> str:
     return (
         f"model {spec!r} is not available on this machine. dualex does not download at run time when "
@@ -48,35 +61,120 @@ def offline_hint(spec: str) -> str:
 
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' loading progress bars and config warnings for the duration of a load."""
+    """Silence transformers' and huggingface_hub's progress bars, config warnings and retry messages."""
+    from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
+    hub_level = hub_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hub_logging.set_verbosity(logging.ERROR)
     hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
+        hub_logging.set_verbosity(hub_level)
         if bars:
             hf_logging.enable_progress_bar()
 
 
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) forbids network access."""
+    return any(
+        os.environ.get(v, "0").strip() not in ("0", "", "false", "False", "no")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+@contextlib.contextmanager
+def hub_offline_now() -> Iterator[None]:
+    """Forbid huggingface_hub any network access for the duration of the block (cache reads only).
+
+    For third-party code that loads from the hub on its own (open_clip's tokenizers), which would
+    otherwise wait and retry on an unreachable hub.
+    """
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def probe_hub(repo_id: str, timeout: float = HUB_TIMEOUT) -> str | None:
+    """Ask the hub about ``repo_id`` once, giving up after about ``timeout`` seconds.
+
+    Returns None if the hub answered that the model exists, else why not (no answer in time, no
+    connection, name lookup failed, HTTP status). Runs in a daemon thread, so that a name lookup or a
+    server that accepts connections but never answers cannot hold the caller longer than ``timeout``.
+    """
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    url = f"{constants.ENDPOINT}/api/models/{repo_id}"
+    result: list[str | None] = []
+
+    def ask() -> None:
+        try:
+            req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "dualex"})
+            with urllib.request.urlopen(req, timeout=timeout):
+                result.append(None)
+        except urllib.error.HTTPError as exc:
+            what = "no such model on the hub" if exc.code == 404 else "the hub refused access"
+            result.append(f"{what} (HTTP {exc.code} from {constants.ENDPOINT})")
+        except Exception as exc:
+            reason = getattr(exc, "reason", exc)
+            result.append(f"the hub at {constants.ENDPOINT} cannot be reached ({reason})")
+
+    t = threading.Thread(target=ask, name="dualex-hub-probe", daemon=True)
+    t.start()
+    t.join(timeout + 1.0)
+    if not result:
+        return f"the hub at {constants.ENDPOINT} did not answer within {timeout:.0f} s"
+    return result[0]
+
+
 def _from_pretrained(cls: Any, spec: str, **kw: Any) -> Any:
+    """``cls.from_pretrained`` for a local directory or a hub id, never hanging on the network.
+
+    A hub id is looked up in the local cache first; only if it is not there, and the environment
+    allows downloads, is the hub asked once (`probe_hub`, a few seconds at most, no retries) before
+    downloading. Every failure is a `ModelNotAvailableError` that says how to load a local directory.
+    """
     local = Path(spec).expanduser()
     if local.exists():
-        spec = str(local)
-    elif spec.startswith((".", "/", "~")):
+        try:
+            with quiet_transformers():
+                return cls.from_pretrained(str(local), local_files_only=True, **kw)
+        except (OSError, ValueError) as exc:
+            raise ModelNotAvailableError(f"cannot load a transformers model from {local}: {exc}") from None
+    if spec.startswith((".", "/", "~")):
         raise ModelNotAvailableError(f"local model directory not found: {spec}")
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     try:
         with quiet_transformers():
-            return cls.from_pretrained(spec, local_files_only=offline or local.exists(), **kw)
-    except (OSError, ValueError) as exc:
-        if local.exists():
-            raise ModelNotAvailableError(f"cannot load a transformers model from {spec}: {exc}") from None
+            return cls.from_pretrained(spec, local_files_only=True, **kw)
+    except (OSError, ValueError):
+        pass  # not in the local cache
+    if hub_offline():
         raise ModelNotAvailableError(offline_hint(spec)) from None
+    reason = probe_hub(spec)
+    if reason is not None:
+        raise ModelNotAvailableError(
+            f"model {spec!r} is not in the local cache and {reason}. Save it once where the hub is reachable "
+            "(model.save_pretrained(DIR), processor.save_pretrained(DIR)), copy DIR here and load it as 'hf:DIR'"
+        ) from None
+    try:
+        with quiet_transformers():
+            return cls.from_pretrained(spec, **kw)
+    except (OSError, ValueError) as exc:
+        raise ModelNotAvailableError(f"{offline_hint(spec)} (download failed: {exc})") from None
 
 
 TOKENIZER_FILES = (
@@ -130,6 +228,39 @@ def broadcast_rows(x: Tensor, R: int) -> Tensor:
     raise InputError(f"cannot broadcast a batch of {x.shape[0]} inputs to {R} hidden-state rows")
 
 
+def encoder_layer_pooled(
+    layer: Any, index: Tensor, mask: Tensor | None, head: Callable[[Tensor], Tensor]
+) -> PooledBlock:
+    """A transformers CLIP/SigLIP encoder layer (pre-norm, q/k/v/out projections, MLP) + ``head`` as a `PooledBlock`.
+
+    Args:
+        layer: A ``CLIPEncoderLayer`` or ``SiglipEncoderLayer`` (``layer_norm1``, ``self_attn`` with
+            ``q_proj``/``k_proj``/``v_proj``/``out_proj``/``scale``, ``layer_norm2``, ``mlp``).
+        index: ``(R,)`` pooled row of each hidden-state row.
+        mask: The layer's additive attention mask ``(R|1, 1, T, T)`` or None.
+        head: The tower after the block, on the pooled row: ``(R, W) -> (R, D)``.
+    """
+    attn: Any = layer.self_attn
+    n_heads, d = int(attn.num_heads), int(attn.head_dim)
+
+    def keys_values(h: Tensor) -> tuple[Tensor, Tensor]:
+        x = layer.layer_norm1(h)
+        shape = (*x.shape[:-1], n_heads, d)
+        k = attn.k_proj(x).reshape(shape).transpose(-2, -3)
+        v = attn.v_proj(x).reshape(shape).transpose(-2, -3)
+        return k, v
+
+    def query(hp: Tensor) -> Tensor:
+        q: Tensor = attn.q_proj(layer.layer_norm1(hp)) * attn.scale
+        return q.reshape(*q.shape[:-1], n_heads, d)
+
+    def finish(hp: Tensor, a: Tensor) -> Tensor:
+        y = hp + attn.out_proj(a.flatten(-2))
+        return head(y + layer.mlp(layer.layer_norm2(y)))
+
+    return PooledBlock(keys_values, query, finish, index, pooled_mask(mask, index))
+
+
 class HFDualEncoder(DualEncoder):
     """Shared parts of transformers adapters: tokenising, preprocessing, masking, references."""
 
@@ -141,14 +272,15 @@ class HFDualEncoder(DualEncoder):
         self,
         module: torch.nn.Module,
         *,
-        tokenizer: TokenizerLike,
+        tokenizer: TokenizerLike | None = None,
         pipeline: ImagePipeline | None = None,
         name: str = "hf",
     ) -> None:
         if tokenizer is None:
             raise InputError(
-                f"wrapping a {type(module).__name__} needs a tokenizer: pass tokenizer=AutoTokenizer... "
-                "(or any callable returning dualex.models.tokenize.Tokenized)"
+                f"wrapping a {type(module).__name__} needs its tokenizer: dualex.wrap(module, "
+                "tokenizer=transformers.AutoTokenizer.from_pretrained(ID_OR_DIR)), a dualex.models.tokenize "
+                "tokenizer, or any callable texts -> dualex.models.tokenize.Tokenized"
             )
         self._module = module.eval()
         for p in self._module.parameters():
@@ -221,30 +353,17 @@ class HFDualEncoder(DualEncoder):
 
     # ------------------------------------------------------------------ masking
     def mask(self, side: Side, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
-        keep = keep.to(torch.bool)
-        if keep.dim() == 1:
-            keep = keep[None]
-        K = keep.shape[0]
-        if side == "image":  # removed after the patch embedding, see `dualex.models.parts.mask_image_patches`
+        """Apply K coalitions ``keep`` ``(K, n_players)`` to row 0 (`dualex.models.parts`).
+
+        Image ``how``: ``"default"``/``"zeros"`` (patch set to 0 in normalised space) or ``"black"``.
+        Text ``how``: ``"default"``/``"attention"`` (attention mask multiplied by ``keep``: a token that
+        is already removed stays removed) or ``"pad"`` (removed ids become `filler_id`).
+        """
+        if side == "image":
             assert isinstance(inputs, ImageInputs)
             return mask_image_patches(inputs, keep, how, self.pipeline.black())
         assert isinstance(inputs, TextInputs)
-        players = inputs.players(0)
-        if keep.shape[1] != players.numel():
-            raise InputError(f"text coalitions need {players.numel()} columns, got {keep.shape[1]}")
-        out = inputs.select([0] * K)
-        if how in ("default", "attention"):
-            mask = out.mask.clone()
-            mask[:, players.to(mask.device)] = keep.to(mask.device).long()
-            out.mask = mask
-        elif how == "pad":
-            ids = out.ids.clone()
-            pad = self.filler_id()
-            ids[:, players.to(ids.device)] = torch.where(keep.to(ids.device), ids[:, players.to(ids.device)], pad)
-            out.ids = ids
-        else:
-            raise InputError(f"unknown text masking {how!r}; use 'attention' or 'pad'")
-        return out
+        return mask_text_players(inputs, keep, how, self.filler_id())
 
     # ------------------------------------------------------------------ references
     def filler_id(self) -> int:
@@ -253,41 +372,25 @@ class HFDualEncoder(DualEncoder):
     def reference(self, side: Side, inputs: SideInputs, kind: str = "default") -> SideInputs:
         if side == "image":
             assert isinstance(inputs, ImageInputs)
-            ref = inputs.select(list(range(inputs.batch_size)))
-            if kind in ("default", "zeros"):
-                ref.pixels = torch.zeros_like(inputs.pixels)
-            elif kind == "black":
-                ref.pixels = self.pipeline.black().to(inputs.pixels).expand_as(inputs.pixels).clone()
-            elif kind == "noise":
-                g = torch.Generator().manual_seed(0)
-                ref.pixels = torch.randn(inputs.pixels.shape, generator=g).to(inputs.pixels)
-            else:
-                raise InputError(f"unknown image reference {kind!r}; use 'zeros', 'black' or 'noise'")
-            return ref
+            return image_reference(inputs, kind, self.pipeline.black())
         assert isinstance(inputs, TextInputs)
         return self.text_reference(inputs, kind)
 
     def text_reference(self, inputs: TextInputs, kind: str) -> TextInputs:
-        """BOS + fillers + EOS (+ padding), same sequence length as ``inputs``."""
-        if kind not in ("default", "same_length"):
-            raise InputError(f"unknown text reference {kind!r}; use 'default' or 'same_length'")
-        ref = inputs.select(list(range(inputs.batch_size)))
-        ids = torch.full_like(inputs.ids, self.pad_id())
-        mask = torch.zeros_like(inputs.mask)
-        S = ids.shape[1]
-        eos_at = inputs.pool_index.clone() if kind == "same_length" else torch.full_like(inputs.pool_index, 2)
-        if int(eos_at.max()) >= S:
-            raise InputError("caption too short for the default text reference")
-        for b in range(ids.shape[0]):
-            e = int(eos_at[b])
-            ids[b, 0] = self.bos_id()
-            ids[b, 1:e] = self.filler_id()
-            ids[b, e] = self.eos_id()
-            mask[b, : e + 1] = 1
-        ref.ids, ref.mask = ids, mask
-        ref.pool_index = self.pool_index(ids, mask)
-        ref.special = torch.ones_like(inputs.special)
-        return ref
+        """BOS + fillers + EOS (+ padding), same sequence length as ``inputs``.
+
+        ``"same_length"`` puts EOS where the caption has its end-of-text token
+        (`dualex.models.parts.end_positions`).
+        """
+        return bos_filler_eos_reference(
+            inputs,
+            kind,
+            bos_id=self.bos_id(),
+            eos_id=self.eos_id(),
+            filler_id=self.filler_id(),
+            pad_id=self.pad_id(),
+            pool_index=self.pool_index,
+        )
 
     def bos_id(self) -> int:
         return int(self.text_config.bos_token_id)
@@ -298,6 +401,199 @@ class HFDualEncoder(DualEncoder):
     def pad_id(self) -> int:
         pad = self.text_config.pad_token_id
         return int(pad) if pad is not None else 0
+
+    # ------------------------------------------------------------------ attention internals
+    def _tower(self, side: Side) -> nn.Module:
+        return self._module.text_model if side == "text" else self._module.vision_model
+
+    def _pool_attention(self, side: Side) -> nn.MultiheadAttention | None:
+        """The image tower's attention-pooling ``nn.MultiheadAttention`` (SigLIP), else None."""
+        head = getattr(self._module.vision_model, "head", None) if side == "image" else None
+        attn = getattr(head, "attention", None)
+        return attn if isinstance(attn, nn.MultiheadAttention) else None
+
+    @contextlib.contextmanager
+    def record_attention(self, side: Side, inputs: SideInputs) -> Iterator[Recording]:
+        rec = Recording()
+        handles: list[Any] = []
+        stack = contextlib.ExitStack()
+        try:
+            # hooks must see every row of every block: no pooled last block while recording
+            stack.enter_context(self.dense_tails())
+            for layer in self._tower(side).encoder.layers:
+                handles.append(layer.self_attn.register_forward_hook(_self_attention_hook(rec), with_kwargs=True))
+            pool = self._pool_attention(side)
+            if pool is not None:
+                handles.append(pool.register_forward_hook(_pool_hook(rec), with_kwargs=True))
+            yield rec
+        finally:
+            for h in handles:
+                h.remove()
+            stack.close()
+
+    def attention_blocks(self, side: Side) -> list[AttentionBlock]:
+        return [HFBlock(layer) for layer in self._tower(side).encoder.layers]
+
+    def pooled_position(self, side: Side, inputs: SideInputs, row: int = 0) -> int:
+        if side == "image":
+            return 0  # CLS
+        assert isinstance(inputs, TextInputs)
+        return int(inputs.pool_index[row])
+
+    # ------------------------------------------------------------------ saving
+    def check_saveable(self, *, arch: str | None = None) -> None:
+        tok = getattr(self.tokenizer, "tok", None)
+        if not hasattr(tok, "save_pretrained"):
+            raise InputError(
+                f"{self.name} has no transformers tokenizer, so it cannot be saved in a form dualex.load "
+                "reads; load the model as 'hf:DIR' with its tokenizer files"
+            )
+
+    def save_pretrained(self, directory: str | Path, *, arch: str | None = None) -> str:
+        """``save_pretrained`` of the module and tokenizer plus a ``preprocessor_config.json``; ``hf:DIR``."""
+        self.check_saveable()
+        out = Path(directory).expanduser()
+        out.mkdir(parents=True, exist_ok=True)
+        self._module.save_pretrained(out)
+        self.tokenizer.tok.save_pretrained(out)  # type: ignore[attr-defined]
+        write_preprocessor_config(out, self.preprocessor_config())
+        return f"hf:{out}"
+
+    def preprocessor_config(self) -> dict[str, Any]:
+        """A ``preprocessor_config.json`` that reproduces the adapter's image pipeline."""
+        return pipeline_config(self.pipeline, "CLIPImageProcessor")
+
+
+class HFBlock(AttentionBlock):
+    """A transformers CLIP/SigLIP encoder layer (``layer_norm1``, ``self_attn``, ``layer_norm2``, ``mlp``)."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        self.layer = layer
+        self.attn = layer.self_attn
+        self.n_heads = int(self.attn.num_heads)
+
+    def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        y = self.layer.layer_norm1(x)
+        a = self.attn
+        return (
+            split_heads(a.q_proj(y), self.n_heads),
+            split_heads(a.k_proj(y), self.n_heads),
+            split_heads(a.v_proj(y), self.n_heads),
+        )
+
+    def logits(self, q: Tensor, k: Tensor) -> Tensor:
+        return torch.matmul(q, k.transpose(-1, -2)) * float(self.attn.scale)
+
+    def attention_branch(self, o: Tensor) -> Tensor:
+        R, H, T, d = o.shape
+        return self.attn.out_proj(o.transpose(1, 2).reshape(R, T, H * d))
+
+    def mlp_branch(self, x: Tensor) -> Tensor:
+        return self.layer.mlp(self.layer.layer_norm2(x))
+
+
+def _self_attention_hook(rec: Recording) -> Any:
+    """Forward hook of a transformers ``*Attention`` module: records its call as an `AttentionSite`."""
+
+    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        x = kwargs.get("hidden_states", args[0] if args else None)
+        mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+        out = output[0] if isinstance(output, tuple) else output
+        R = x.shape[0]
+        rec.blocks.append(
+            AttentionSite(
+                x_query=x.detach(),
+                x_key=x.detach(),
+                mask=additive_from(mask.detach() if mask is not None else None, R, module.num_heads),
+                output=out,
+                weights=(
+                    module.q_proj.weight,
+                    module.q_proj.bias,
+                    module.k_proj.weight,
+                    module.k_proj.bias,
+                    module.v_proj.weight,
+                    module.v_proj.bias,
+                ),
+                out_weight=module.out_proj.weight,
+                n_heads=int(module.num_heads),
+                scale=float(module.scale),
+            )
+        )
+
+    return hook
+
+
+def _pool_hook(rec: Recording) -> Any:
+    """Forward hook of an attention-pooling ``nn.MultiheadAttention`` (probe queries, token keys)."""
+
+    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        q, k = args[0], args[1]
+        mask = kwargs.get("attn_mask", args[5] if len(args) > 5 else None)
+        rec.pool = mha_site(module, q, k, mask, output[0])
+
+    return hook
+
+
+def pipeline_config(pipe: ImagePipeline, processor: str, **extra: Any) -> dict[str, Any]:
+    """A ``preprocessor_config.json`` dict that reproduces ``pipe`` (read back by `read_preprocessor_config`).
+
+    Args:
+        pipe: The adapter's image pipeline.
+        processor: ``image_processor_type`` written for a plain-resize pipeline (crop pipelines are
+            always ``CLIPImageProcessor``).
+        **extra: Further entries (e.g. SigLIP-2's ``max_num_patches``).
+    """
+    common = {
+        "do_convert_rgb": True,
+        "do_normalize": True,
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_resize": True,
+        "image_mean": list(pipe.mean),
+        "image_std": list(pipe.std),
+        "resample": int(pipe.resample),
+        **extra,
+    }
+    if pipe.mode == "resize":
+        h, w = (pipe.size, pipe.size) if isinstance(pipe.size, int) else pipe.size
+        return {
+            **common,
+            "image_processor_type": processor,
+            "do_center_crop": False,
+            "size": {"height": int(h), "width": int(w)},
+        }
+    short = pipe.size if isinstance(pipe.size, int) else min(pipe.size)
+    return {
+        **common,
+        "image_processor_type": "CLIPImageProcessor",
+        "do_center_crop": True,
+        "size": {"shortest_edge": int(short)},
+        "crop_size": {"height": int(pipe.crop[0]), "width": int(pipe.crop[1])},
+    }
+
+
+PREPROCESSOR_FILE = "preprocessor_config.json"
+
+
+def write_preprocessor_config(directory: Path, config: dict[str, Any]) -> None:
+    (directory / PREPROCESSOR_FILE).write_text(json.dumps(config, indent=2))
+
+
+def read_preprocessor_config(spec: str) -> dict[str, Any] | None:
+    """The saved ``preprocessor_config.json`` of a local directory or a cached hub model, if any."""
+    path = Path(spec).expanduser() / PREPROCESSOR_FILE
+    if not path.exists():
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(spec, PREPROCESSOR_FILE, local_files_only=True))
+        except Exception:
+            return None
+    try:
+        config: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return config
 
 
 @register_hf("clip")
@@ -318,6 +614,22 @@ class HFClip(HFDualEncoder):
         if not bool(hit.any(-1).all()):
             raise InputError("a caption has no end-of-text token after tokenisation; check the tokenizer")
         return hit.int().argmax(-1).long()
+
+    @property
+    def contrastive_loss(self) -> Literal["softmax", "sigmoid"] | None:
+        return "softmax"
+
+    def attention_mask(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
+        if side == "image":
+            return None
+        assert isinstance(inputs, TextInputs)
+        return additive_mask(broadcast_rows(inputs.mask, rows), causal=True, dtype=dtype)
+
+    def project_tokens(self, side: Side, inputs: SideInputs, hidden: Tensor) -> Tensor:
+        if side == "text":
+            tm = self._module.text_model
+            return self._module.text_projection(tm.final_layer_norm(hidden))
+        return self._module.visual_projection(self._module.vision_model.post_layernorm(hidden))
 
     def n_layers(self, side: Side) -> int:
         tower = self._module.text_model if side == "text" else self._module.vision_model
@@ -352,40 +664,55 @@ class HFClip(HFDualEncoder):
         cls = emb.class_embedding.expand(x.shape[0], 1, -1)
         return torch.cat([cls, x], dim=1) + emb.position_embedding(emb.position_ids)
 
+    def pooled_block(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
+        """Both towers read one row: the text tower its EOS position, the image tower its CLS token."""
+        if side == "text":
+            assert isinstance(inputs, TextInputs)
+            tm: Any = self._module.text_model
+            mask = additive_mask(broadcast_rows(inputs.mask, rows), causal=True, dtype=dtype)
+            idx = broadcast_rows(inputs.pool_index, rows)
+            proj: Any = self._module.text_projection
+            return encoder_layer_pooled(tm.encoder.layers[-1], idx, mask, lambda z: proj(tm.final_layer_norm(z)))
+        vm: Any = self._module.vision_model
+        vproj: Any = self._module.visual_projection
+        idx = torch.zeros(rows, dtype=torch.long, device=self.device)
+        return encoder_layer_pooled(vm.encoder.layers[-1], idx, None, lambda z: vproj(vm.post_layernorm(z)))
+
     def tail(self, side: Side, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
         layer = self.check_layer(side, layer)
         R = hidden.shape[0]
+        pooled = self.use_pooled_block(side, inputs, hidden, layer)
+        tower: Any = self._module.text_model if side == "text" else self._module.vision_model
+        blocks = tower.encoder.layers[layer:-1] if pooled is not None else tower.encoder.layers[layer:]
         if side == "text":
             assert isinstance(inputs, TextInputs)
             tm = self._module.text_model
             mask = additive_mask(broadcast_rows(inputs.mask, R), causal=True, dtype=hidden.dtype)
             h = hidden
-            for blk in tm.encoder.layers[layer:]:
+            for blk in blocks:
                 h = blk(h, mask)
+            if pooled is not None:
+                return pooled(h)
             h = tm.final_layer_norm(h)
             idx = broadcast_rows(inputs.pool_index, R).to(h.device)
-            pooled = h[torch.arange(R, device=h.device), idx]
-            return self._module.text_projection(pooled)
+            pooled_h = h[torch.arange(R, device=h.device), idx]
+            text_projection: Any = self._module.text_projection
+            out: Tensor = text_projection(pooled_h)
+            return out
         vm = self._module.vision_model
         h = hidden
-        for blk in vm.encoder.layers[layer:]:
+        for blk in blocks:
             h = blk(h, None)
+        if pooled is not None:
+            return pooled(h)
         return self._module.visual_projection(vm.post_layernorm(h[:, 0]))
 
 
 def pipeline_from_pretrained(spec: str, fallback: ImagePipeline) -> ImagePipeline:
     """Read size/crop/mean/std from a saved ``preprocessor_config.json`` if there is one."""
-    import json
-
-    path = Path(spec) / "preprocessor_config.json"
-    if not path.exists():
-        try:
-            from huggingface_hub import hf_hub_download
-
-            path = Path(hf_hub_download(spec, "preprocessor_config.json", local_files_only=True))
-        except Exception:
-            return fallback
-    cfg = json.loads(path.read_text())
+    cfg = read_preprocessor_config(spec)
+    if cfg is None:
+        return fallback
     mean = cfg.get("image_mean", fallback.mean)
     std = cfg.get("image_std", fallback.std)
     size = cfg.get("size", fallback.size)

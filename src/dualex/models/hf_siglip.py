@@ -23,23 +23,25 @@ The score is the model's own pre-sigmoid logit ``exp(t) · cos + b`` (never the 
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from PIL import Image
 from torch import Tensor
 
 from dualex.errors import InputError, UnsupportedModelError
-from dualex.models.base import DualEncoder, ImageInputs, Side, SideInputs, TextInputs
+from dualex.models.attention import mha_weights
+from dualex.models.base import DualEncoder, ImageInputs, PooledBlock, Side, SideInputs, TextInputs
 from dualex.models.hf import (
     HFDualEncoder,
     _from_pretrained,
     additive_mask,
     broadcast_rows,
+    encoder_layer_pooled,
     load_tokenizer,
+    pipeline_config,
+    read_preprocessor_config,
     register_hf,
 )
 from dualex.models.parts import masked_pixels, patch_tokens
@@ -73,22 +75,6 @@ def _bidirectional_mask(mask: Tensor | None, R: int, dtype: torch.dtype) -> Tens
     if mask is None or bool(mask.bool().all()):
         return None
     return additive_mask(broadcast_rows(mask, R), causal=False, dtype=dtype)
-
-
-def _preprocessor_config(spec: str) -> dict[str, Any] | None:
-    """The saved ``preprocessor_config.json`` of a local directory or a cached hub model, if any."""
-    path = Path(spec).expanduser() / "preprocessor_config.json"
-    if not path.exists():
-        try:
-            from huggingface_hub import hf_hub_download
-
-            path = Path(hf_hub_download(spec, "preprocessor_config.json", local_files_only=True))
-        except Exception:
-            return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _pil_resample(value: Any, default: int) -> int:
@@ -132,7 +118,7 @@ class SiglipBase(HFDualEncoder):
                 "the full SigLIP dual encoder (SiglipModel / Siglip2Model)"
             )
         self._text_filler = text_filler
-        super().__init__(module, tokenizer=tokenizer, pipeline=pipeline, name=name)  # type: ignore[arg-type]
+        super().__init__(module, tokenizer=tokenizer, pipeline=pipeline, name=name)
 
     # ------------------------------------------------------------------ construction helpers
     @property
@@ -246,14 +232,31 @@ class SiglipBase(HFDualEncoder):
             h = blk(h, mask)
         return h
 
+    def pooled_block(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
+        """The text tower reads its last position; the image tower's attention-pooling head reads every
+        row of the last block, so it has no pooled block (its structured case is a split at the head's
+        input, `pooled_head`; see the README, ij section, "Cost")."""
+        if side != "text":
+            return None
+        assert isinstance(inputs, TextInputs)
+        tm: Any = self._module.text_model
+        mask = _bidirectional_mask(inputs.mask, rows, dtype)
+        idx = broadcast_rows(inputs.pool_index, rows)
+        return encoder_layer_pooled(tm.encoder.layers[-1], idx, mask, lambda z: tm.head(tm.final_layer_norm(z)))
+
     def tail(self, side: Side, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
         layer = self.check_layer(side, layer)
         R = hidden.shape[0]
         h = hidden
         if side == "text":
             assert isinstance(inputs, TextInputs)
-            tm = self._module.text_model
+            tm: Any = self._module.text_model
             mask = _bidirectional_mask(inputs.mask, R, hidden.dtype)
+            pooled = self.use_pooled_block(side, inputs, hidden, layer)
+            if pooled is not None:
+                for blk in tm.encoder.layers[layer:-1]:
+                    h = blk(h, mask)
+                return pooled(h)
             for blk in tm.encoder.layers[layer:]:
                 h = blk(h, mask)
             h = tm.final_layer_norm(h)
@@ -268,9 +271,90 @@ class SiglipBase(HFDualEncoder):
         h = vm.post_layernorm(h)
         return self.pool_image(h, None if mask is None else broadcast_rows(keys, R))
 
+    def pooled_head(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
+        """The image tower's ``post_layernorm`` + MAP head: one probe query over every row of the last block."""
+        if side != "image":
+            return None
+        assert isinstance(inputs, ImageInputs)
+        vm: Any = self._module.vision_model
+        head: Any = vm.head
+        attn: Any = head.attention  # nn.MultiheadAttention, batch first
+        H = int(attn.num_heads)
+        d = int(attn.head_dim)
+        wq, wk, wv = attn.in_proj_weight.chunk(3, dim=0)
+        bq, bk, bv = attn.in_proj_bias.chunk(3)
+        probe_q = (torch.nn.functional.linear(head.probe.reshape(-1), wq, bq) * float(d) ** -0.5).reshape(H, d)
+
+        def keys_values(h: Tensor) -> tuple[Tensor, Tensor]:
+            x = vm.post_layernorm(h)
+            k = torch.nn.functional.linear(x, wk, bk)
+            v = torch.nn.functional.linear(x, wv, bv)
+            return (
+                k.reshape(*k.shape[:-1], H, d).transpose(-2, -3),
+                v.reshape(*v.shape[:-1], H, d).transpose(-2, -3),
+            )
+
+        def query(hp: Tensor) -> Tensor:
+            return probe_q.expand(*hp.shape[:-1], H, d)
+
+        def finish(hp: Tensor, a: Tensor) -> Tensor:
+            y = torch.nn.functional.linear(a.flatten(-2), attn.out_proj.weight, attn.out_proj.bias)
+            out: Tensor = y + head.mlp(head.layernorm(y))
+            return out
+
+        keys = self.image_attention(inputs)
+        mask = None
+        if keys is not None:
+            blocked = ~broadcast_rows(keys, rows).bool()
+            mask = torch.zeros(blocked.shape, dtype=dtype, device=blocked.device).masked_fill(
+                blocked, torch.finfo(dtype).min
+            )
+        idx = torch.zeros(rows, dtype=torch.long, device=self.device)
+        return PooledBlock(keys_values, query, finish, idx, mask)
+
     def pool_image(self, h: Tensor, keys: Tensor | None) -> Tensor:
         """The MAP head on post-norm states ``(R, T, W)`` -> embeddings ``(R, D)``."""
         return self._module.vision_model.head(h)
+
+    # ------------------------------------------------------------------ contract capabilities
+    @property
+    def contrastive_loss(self) -> Literal["softmax", "sigmoid"] | None:
+        return "sigmoid"
+
+    def attention_mask(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
+        if side == "text":
+            assert isinstance(inputs, TextInputs)
+            return _bidirectional_mask(inputs.mask, rows, dtype)
+        assert isinstance(inputs, ImageInputs)
+        return _bidirectional_mask(self.image_attention(inputs), rows, dtype)
+
+    def project_tokens(self, side: Side, inputs: SideInputs, hidden: Tensor) -> Tensor:
+        """Text: ``head(final_layer_norm(h))`` per position. Image: each position's value through the MAP head.
+
+        The head pools ``o = out_proj(Σ_t a_t v_t)`` and returns ``o + mlp(layernorm(o))``; position t's
+        dense feature replaces the attention-weighted sum by its own value ``v_t`` (MaskCLIP's reading of
+        an attention-pooling head, as for CLIP's ResNet towers).
+        """
+        if side == "text":
+            tm = self._module.text_model
+            return tm.head(tm.final_layer_norm(hidden))
+        vm = self._module.vision_model
+        head = vm.head
+        x = vm.post_layernorm(hidden)
+        _, _, _, _, vw, vb = mha_weights(head.attention)
+        o = head.attention.out_proj(torch.nn.functional.linear(x, vw, vb))
+        return o + head.mlp(head.layernorm(o))
+
+    def pooled_position(self, side: Side, inputs: SideInputs, row: int = 0) -> int:
+        if side == "image":
+            raise UnsupportedModelError(
+                f"the image tower of {self.name} has no CLS token: it pools with an attention head"
+            )
+        assert isinstance(inputs, TextInputs)
+        return int(inputs.pool_index[row])
+
+    def preprocessor_config(self) -> dict[str, Any]:
+        return pipeline_config(self.pipeline, "SiglipImageProcessor")
 
     # ------------------------------------------------------------------ masking
     def mask(self, side: Side, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
@@ -400,7 +484,7 @@ class HFSiglip(SiglipBase):
 
     @classmethod
     def options_from_preprocessor(cls, spec: str, module: torch.nn.Module) -> dict[str, Any]:
-        cfg = _preprocessor_config(spec)
+        cfg = read_preprocessor_config(spec)
         if cfg is None:
             return {}
         size = cfg.get("size") or {}
@@ -498,9 +582,17 @@ class HFSiglip2(SiglipBase):
     def pool_image(self, h: Tensor, keys: Tensor | None) -> Tensor:
         return self._module.vision_model.head(h, keys)
 
+    @property
+    def contrastive_loss(self) -> Literal["softmax", "sigmoid"] | None:
+        """None: dualex does not fine-tune NaFlex models (variable grids are not trained for)."""
+        return None
+
+    def preprocessor_config(self) -> dict[str, Any]:
+        return pipeline_config(self.pipeline, "Siglip2ImageProcessor", max_num_patches=self.grid_side**2)
+
     @classmethod
     def options_from_preprocessor(cls, spec: str, module: torch.nn.Module) -> dict[str, Any]:
-        cfg = _preprocessor_config(spec)
+        cfg = read_preprocessor_config(spec)
         if cfg is None:
             return {}
         out: dict[str, Any] = {}

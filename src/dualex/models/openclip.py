@@ -1,8 +1,9 @@
 """Adapter for open_clip ViT CLIP models: ``open_clip.CLIP`` and ``CustomTextCLIP`` with a native text tower.
 
-Names: ``openclip:ARCH`` (random initialisation, offline), ``openclip:ARCH@TAG`` (a pretrained tag whose
-checkpoint is already in the local cache) and ``openclip:ARCH@/path/to/open_clip_pytorch_model.bin``
-(a checkpoint file). dualex never downloads open_clip weights: an uncached tag raises
+Names: ``openclip:ARCH@TAG`` (a pretrained tag whose checkpoint is already in the local cache),
+``openclip:ARCH@/path/to/open_clip_pytorch_model.bin`` (a checkpoint file) and ``openclip:ARCH@random``
+(random initialisation, offline: only on this explicit request; ``openclip:ARCH`` and ``ARCH@`` name no
+weights and are refused). dualex never downloads open_clip weights: an uncached tag raises
 `ModelNotAvailableError` saying how to pass the file.
 
 How the towers run. The adapter re-implements both forwards from the towers' public submodules so that
@@ -39,12 +40,14 @@ ConvNeXt, RN50), attentional pooling (CoCa), Hugging Face text towers, CoCa's ap
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.util
 import os
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from PIL import Image
@@ -52,8 +55,9 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from dualex.errors import InputError, ModelNotAvailableError, UnsupportedModelError
-from dualex.models.base import DualEncoder, ImageInputs, Side, SideInputs, TextInputs
-from dualex.models.hf import additive_mask, broadcast_rows
+from dualex.models.attention import AttentionBlock, Recording, merge_heads, mha_site, mha_weights, split_heads
+from dualex.models.base import DualEncoder, ImageInputs, PooledBlock, Side, SideInputs, TextInputs, pooled_mask
+from dualex.models.hf import additive_mask, broadcast_rows, hub_offline_now
 from dualex.models.parts import (
     bos_filler_eos_reference,
     image_reference,
@@ -126,6 +130,69 @@ def _custom_attention(attn: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor
     if attn.head_scale is not None:
         out = out * attn.head_scale
     return attn.out_proj(attn.ln_inner(_merge(out)))
+
+
+def _qkv_weights(attn: Any) -> list[tuple[Tensor, Tensor | None]]:
+    """``[(W_q, b_q), (W_k, b_k), (W_v, b_v)]`` of an open_clip attention (fused or separate projections)."""
+    if getattr(attn, "_qkv_same_embed_dim", True):
+        ws = attn.in_proj_weight.chunk(3, dim=0)
+        bs = attn.in_proj_bias.chunk(3) if attn.in_proj_bias is not None else (None, None, None)
+    else:
+        ws = (attn.q_proj_weight, attn.k_proj_weight, attn.v_proj_weight)
+        bs = attn.in_proj_bias.chunk(3) if attn.in_proj_bias is not None else (None, None, None)
+    return list(zip(ws, bs, strict=True))
+
+
+def block_pooled(block: Any, index: Tensor, mask: Tensor | None, head: Callable[[Tensor], Tensor]) -> PooledBlock:
+    """An open_clip residual block (as `run_block` runs it) + ``head`` as a `PooledBlock`.
+
+    Args:
+        block: A ``ResidualAttentionBlock`` or ``CustomResidualAttentionBlock``.
+        index: ``(R,)`` pooled row of each hidden-state row.
+        mask: The block's additive attention mask ``(R|1, 1, T, T)`` or None.
+        head: The tower after the block, on the pooled row: ``(R, W) -> (R, D)``.
+    """
+    attn: Any = block.attn
+    H = int(attn.num_heads)
+    (wq, bq), (wk, bk), (wv, bv) = _qkv_weights(attn)
+    mha = isinstance(attn, nn.MultiheadAttention)
+    cosine = not mha and attn.logit_scale is not None
+
+    def split(t: Tensor) -> Tensor:
+        return t.reshape(*t.shape[:-1], H, t.shape[-1] // H)
+
+    def keys_values(h: Tensor) -> tuple[Tensor, Tensor]:
+        x = block.ln_1(h)
+        k = split(functional.linear(x, wk, bk)).transpose(-2, -3)  # (R, H, T, d)
+        v = split(functional.linear(x, wv, bv)).transpose(-2, -3)
+        if cosine:
+            k = functional.normalize(k, dim=-1)
+        elif not mha:
+            k = attn.ln_k(k)
+        return k, v
+
+    def query(hp: Tensor) -> Tensor:
+        q = split(functional.linear(block.ln_1(hp), wq, bq))  # (R, H, d)
+        if mha:
+            scaled: Tensor = q * float(attn.head_dim) ** -0.5
+            return scaled
+        if cosine:
+            scale = torch.clamp(attn.logit_scale, max=attn.logit_scale_max).exp()  # (H, 1, 1)
+            return functional.normalize(q, dim=-1) * scale.reshape(H, 1)
+        out: Tensor = attn.ln_q(q) * attn.scale
+        return out
+
+    def finish(hp: Tensor, a: Tensor) -> Tensor:
+        if mha:
+            out = functional.linear(a.flatten(-2), attn.out_proj.weight, attn.out_proj.bias)
+        else:
+            if attn.head_scale is not None:
+                a = a * attn.head_scale.reshape(H, 1)
+            out = block.ln_attn(attn.out_proj(attn.ln_inner(a.flatten(-2))))
+        y = hp + block.ls_1(out)
+        return head(y + block.ls_2(block.mlp(block.ln_2(y))))
+
+    return PooledBlock(keys_values, query, finish, index, pooled_mask(mask, index))
 
 
 def _check_blocks(blocks: nn.ModuleList, where: str) -> None:
@@ -353,6 +420,39 @@ class OpenClipEncoder(DualEncoder):
             h = run_block(blk, h, None)
         return h
 
+    def _text_head(self, pooled: Tensor) -> Tensor:
+        """``ln_final`` and ``text_projection`` on pooled rows ``(R, W)``."""
+        tower: Any = self.text_tower
+        out: Tensor = tower.ln_final(pooled)
+        proj = tower.text_projection
+        if proj is None:
+            return out
+        projected: Tensor = proj(out) if isinstance(proj, nn.Module) else out @ proj
+        return projected
+
+    def _image_head(self, pooled: Tensor) -> Tensor:
+        """``ln_post`` and ``proj`` on the CLS row ``(R, W)`` (for ``tok`` pooling the order of the two is moot)."""
+        visual: Any = self._module.visual
+        out: Tensor = visual.ln_post(pooled)
+        return out if visual.proj is None else out @ visual.proj
+
+    def pooled_block(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
+        """Text towers read one position (``text_pool_type``); image towers the CLS token (``tok``).
+
+        ``avg``-pooled image towers read every patch: None (dense tails).
+        """
+        if side == "text":
+            t = self._check_text(inputs)
+            mask = self._text_attention(t, rows, dtype)
+            idx = broadcast_rows(t.pool_index, rows)
+            tower: Any = self.text_tower
+            return block_pooled(tower.transformer.resblocks[-1], idx, mask, self._text_head)
+        visual: Any = self._module.visual
+        if visual.pool_type != "tok":
+            return None
+        idx = torch.zeros(rows, dtype=torch.long, device=self.device)
+        return block_pooled(visual.transformer.resblocks[-1], idx, None, self._image_head)
+
     def tail(self, side: Side, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
         layer = self.check_layer(side, layer)
         if hidden.dim() != 3:
@@ -360,21 +460,26 @@ class OpenClipEncoder(DualEncoder):
         R = hidden.shape[0]
         if side == "text":
             t = self._check_text(inputs)
-            tower = self.text_tower
+        pooled_blk = self.use_pooled_block(side, inputs, hidden, layer)
+        text_tower: Any = self.text_tower
+        visual_tower: Any = self._module.visual
+        tower = text_tower.transformer if side == "text" else visual_tower.transformer
+        blocks = tower.resblocks[layer:-1] if pooled_blk is not None else tower.resblocks[layer:]
+        if side == "text":
             mask = self._text_attention(t, R, hidden.dtype)
             h = hidden
-            for blk in tower.transformer.resblocks[layer:]:
+            for blk in blocks:
                 h = run_block(blk, h, mask)
+            if pooled_blk is not None:
+                return pooled_blk(h)
             idx = broadcast_rows(t.pool_index, R).to(h.device)
-            pooled = tower.ln_final(h[torch.arange(R, device=h.device), idx])
-            proj = tower.text_projection
-            if proj is None:
-                return pooled
-            return proj(pooled) if isinstance(proj, nn.Module) else pooled @ proj
+            return self._text_head(h[torch.arange(R, device=h.device), idx])
         visual = self._module.visual
         h = hidden
-        for blk in visual.transformer.resblocks[layer:]:
+        for blk in blocks:
             h = run_block(blk, h, None)
+        if pooled_blk is not None:
+            return pooled_blk(h)
         if visual.final_ln_after_pool:
             pooled = visual.ln_post(_global_pool(visual, h))
         else:
@@ -405,6 +510,157 @@ class OpenClipEncoder(DualEncoder):
             pad_id=CLIP_PAD,
             pool_index=self.pool_index,
         )
+
+    # ------------------------------------------------------------------ attention internals
+    def _blocks(self, side: Side) -> nn.ModuleList:
+        tower = self.text_tower.transformer if side == "text" else self._module.visual.transformer
+        return tower.resblocks
+
+    @contextlib.contextmanager
+    def record_attention(self, side: Side, inputs: SideInputs) -> Iterator[Recording]:
+        """Records blocks with ``nn.MultiheadAttention`` (hooks on ``ln_1`` and ``ls_1``); others raise."""
+        rec = Recording()
+        handles: list[Any] = []
+        stack = contextlib.ExitStack()
+        try:
+            # hooks must see every row of every block: no pooled last block while recording
+            stack.enter_context(self.dense_tails())
+            for i, blk in enumerate(self._blocks(side)):
+                attn = getattr(blk, "attn", None)
+                if not isinstance(attn, nn.MultiheadAttention):
+                    raise UnsupportedModelError(
+                        f"{side} block {i} of {self.name} does not use nn.MultiheadAttention; attention-based "
+                        "methods that record attention support standard open_clip ViT blocks only"
+                    )
+                handles.extend(self._site_hooks(blk, attn, side, inputs, rec))
+            yield rec
+        finally:
+            for h in handles:
+                h.remove()
+            stack.close()
+
+    def _site_hooks(
+        self, blk: nn.Module, attn: nn.MultiheadAttention, side: Side, inputs: SideInputs, rec: Recording
+    ) -> list[Any]:
+        state: dict[str, Tensor] = {}
+
+        def save_input(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
+            state["x"] = output
+
+        def save_output(module: nn.Module, args: tuple[Any, ...]) -> None:
+            x = state.pop("x")
+            mask = self.attention_mask(side, inputs, x.shape[0], x.dtype)
+            rec.blocks.append(mha_site(attn, x, x, mask, args[0]))
+
+        return [blk.ln_1.register_forward_hook(save_input), blk.ls_1.register_forward_pre_hook(save_output)]
+
+    def attention_blocks(self, side: Side) -> list[AttentionBlock]:
+        return [OpenClipBlock(blk) for blk in self._blocks(side)]
+
+    def attention_mask(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
+        if side == "image":
+            return None
+        return self._text_attention(self._check_text(inputs), rows, dtype)
+
+    def project_tokens(self, side: Side, inputs: SideInputs, hidden: Tensor) -> Tensor:
+        if side == "text":
+            tower = self.text_tower
+            h = tower.ln_final(hidden)
+            proj = tower.text_projection
+            if proj is None:
+                return h
+            return proj(h) if isinstance(proj, nn.Module) else h @ proj
+        visual = self._module.visual
+        h = visual.ln_post(hidden)
+        return h if visual.proj is None else h @ visual.proj
+
+    def pooled_position(self, side: Side, inputs: SideInputs, row: int = 0) -> int:
+        if side == "image":
+            if self._module.visual.pool_type != "tok":
+                raise UnsupportedModelError(
+                    f"the image tower of {self.name} average-pools its tokens; this method needs a CLS-pooled tower"
+                )
+            return 0
+        assert isinstance(inputs, TextInputs)
+        return int(inputs.pool_index[row])
+
+    # ------------------------------------------------------------------ training and saving
+    @property
+    def contrastive_loss(self) -> Literal["softmax", "sigmoid"] | None:
+        return "sigmoid" if getattr(self._module, "logit_bias", None) is not None else "softmax"
+
+    def architecture(self, arch: str | None = None) -> str:
+        """The open_clip architecture name (given, or from an ``openclip:ARCH[@...]`` model name)."""
+        if arch:
+            return arch
+        name = str(self.name)
+        if name.startswith("openclip:"):
+            return name.split(":", 1)[1].split("@", 1)[0]
+        raise InputError(
+            f"cannot tell the open_clip architecture of {name!r}, which is needed to load saved weights; "
+            "pass openclip_arch='ViT-B-32' (or load the model as 'openclip:ARCH@...')"
+        )
+
+    def check_saveable(self, *, arch: str | None = None) -> None:
+        self.architecture(arch)
+
+    def save_pretrained(self, directory: str | Path, *, arch: str | None = None) -> str:
+        """The state dict as ``DIR/open_clip_model.safetensors``; load it as ``openclip:ARCH@FILE``."""
+        from safetensors.torch import save_file
+
+        name = self.architecture(arch)
+        out = Path(directory).expanduser()
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().clone().contiguous() for k, v in self._module.state_dict().items()}
+        save_file(state, str(out / OPENCLIP_FILE))
+        return f"openclip:{name}@{out / OPENCLIP_FILE}"
+
+
+OPENCLIP_FILE = "open_clip_model.safetensors"
+
+
+class OpenClipBlock(AttentionBlock):
+    """An open_clip residual block (``ResidualAttentionBlock`` or ``CustomResidualAttentionBlock``)."""
+
+    def __init__(self, block: nn.Module) -> None:
+        self.block = block
+        self.attn = block.attn
+        self.n_heads = int(self.attn.num_heads)
+        self.mha = isinstance(self.attn, nn.MultiheadAttention)
+
+    def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        y = self.block.ln_1(x)
+        a, H = self.attn, self.n_heads
+        if self.mha:
+            qw, qb, kw, kb, vw, vb = mha_weights(a)
+            return (
+                split_heads(functional.linear(y, qw, qb), H),
+                split_heads(functional.linear(y, kw, kb), H),
+                split_heads(functional.linear(y, vw, vb), H),
+            )
+        q, k, v = (split_heads(t, H) for t in functional.linear(y, a.in_proj_weight, a.in_proj_bias).chunk(3, dim=-1))
+        if a.logit_scale is not None:
+            scale = torch.clamp(a.logit_scale, max=a.logit_scale_max).exp()
+            return functional.normalize(q, dim=-1) * scale, functional.normalize(k, dim=-1), v
+        return a.ln_q(q), a.ln_k(k), v
+
+    def logits(self, q: Tensor, k: Tensor) -> Tensor:
+        if self.mha:
+            scale = float(self.attn.head_dim) ** -0.5
+        else:
+            scale = 1.0 if self.attn.logit_scale is not None else float(self.attn.scale)
+        return torch.matmul(q * scale, k.transpose(-1, -2))
+
+    def attention_branch(self, o: Tensor) -> Tensor:
+        a = self.attn
+        if self.mha:
+            return self.block.ls_1(functional.linear(merge_heads(o), a.out_proj.weight, a.out_proj.bias))
+        if a.head_scale is not None:
+            o = o * a.head_scale
+        return self.block.ls_1(self.block.ln_attn(a.out_proj(a.ln_inner(merge_heads(o)))))
+
+    def mlp_branch(self, x: Tensor) -> Tensor:
+        return self.block.ls_2(self.block.mlp(self.block.ln_2(x)))
 
 
 def _global_pool(visual: nn.Module, h: Tensor) -> Tensor:
@@ -522,7 +778,8 @@ def _tokenizer_for(arch: str, module: nn.Module) -> Any:
     import open_clip
 
     try:
-        return open_clip.get_tokenizer(arch)
+        with hub_offline_now():  # a tokenizer on the hub is read from the cache only: never a hang
+            return open_clip.get_tokenizer(arch)
     except Exception as exc:  # an HF tokenizer that is not cached
         raise ModelNotAvailableError(
             f"the tokenizer of open_clip model {arch} is not available offline ({type(exc).__name__}); build "
@@ -532,24 +789,33 @@ def _tokenizer_for(arch: str, module: nn.Module) -> Any:
 
 @register_loader("openclip")
 def load_openclip(spec: str, *, device: torch.device, dtype: torch.dtype | None = None) -> DualEncoder:
-    """Load ``openclip:ARCH[@PRETRAINED]``; PRETRAINED is a cached tag or a checkpoint file.
+    """Load ``openclip:ARCH@PRETRAINED``: a cached tag, a checkpoint file, or ``random`` (random weights).
 
     Raises:
+        InputError: no or an empty PRETRAINED part (random weights only on request: ``@random``).
         ModelNotAvailableError: unknown architecture or tag, missing file, or weights not cached.
         UnsupportedModelError: the architecture has a tower the adapter does not support.
     """
     import open_clip
 
-    arch, _, pretrained = spec.partition("@")
-    arch, pretrained = arch.strip(), pretrained.strip() or None
+    arch, at, pretrained_raw = spec.partition("@")
+    arch, pretrained = arch.strip(), pretrained_raw.strip() or None
     known = open_clip.list_models()
     if arch not in known:
         close = difflib.get_close_matches(arch, known, n=4)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see open_clip.list_models()"
         raise ModelNotAvailableError(f"open_clip has no architecture {arch!r}{hint}")
+    if pretrained is None:
+        tags = open_clip.list_pretrained_tags_by_model(arch)
+        what = f"'openclip:{spec}' has an empty pretrained tag" if at else f"'openclip:{spec}' names no weights"
+        raise InputError(
+            f"{what}: use 'openclip:{arch}@TAG' (tags: {', '.join(tags) or 'none'}; the checkpoint must be in "
+            f"the local cache), 'openclip:{arch}@/path/to/open_clip_pytorch_model.bin', or "
+            f"'openclip:{arch}@random' for random weights"
+        )
     kw: dict[str, Any] = {}
     tag_cfg: dict[str, Any] = {}
-    if pretrained is None:
+    if pretrained == "random":
         checkpoint = None
     elif Path(pretrained).expanduser().is_file():
         checkpoint = str(Path(pretrained).expanduser())
