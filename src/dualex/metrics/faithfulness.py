@@ -12,8 +12,10 @@ sampled to build its explanation:
   text coalitions drawn i.i.d. from ``μ_p`` (``m_T = floor(sqrt(n_coalitions))``, ``m_I =
   n_coalitions // m_T``; `dualex.games.sampler.split_grid`), and all ``m_I · m_T`` combinations. Every
   combination is again a draw from ``μ_p`` (membership is independent per player), and all values come
-  from one matrix product of ``m_I + m_T`` embeddings (1000 coalitions: 32 × 31 = 992 cells from 63
-  tower passes instead of 1000 masked pairs).
+  from one matrix product of ``m_I + m_T`` embeddings. Cells sharing a coalition are correlated, so
+  the grid needs enough coalitions per side: ``dualex evaluate`` uses 100 × 100 (10,000 cells from at most
+  200 tower passes), whose means agree with 1000 independent coalitions (docs/evaluation.md); a 32 × 31
+  grid gave R² biased low for poorly fitting explanations.
 
 Then:
 
