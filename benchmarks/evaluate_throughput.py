@@ -50,10 +50,12 @@ def child(args: argparse.Namespace) -> None:
     if args.design:
         kw["faith_design"] = args.design
     metrics = MetricOptions(**kw)
+    methods = args.methods.split(",")
+    opts = {m: o for m, o in json.loads(args.method_options or "{}").items() if m in methods}
     with tempfile.TemporaryDirectory() as tmp:
         t1, c1 = time.perf_counter(), time.process_time()
-        evaluate(model, "shapes:", args.methods.split(","), Path(tmp) / "run",
-                 dataset_options={"n": args.items, "split": "heldout"}, metrics=metrics)  # fmt: skip
+        evaluate(model, "shapes:", methods, Path(tmp) / "run", dataset_options={"n": args.items, "split": "heldout"},
+                 metrics=metrics, method_options=opts)  # fmt: skip
         t_eval, c_eval = time.perf_counter() - t1, time.process_time() - c1
         df = read_run(Path(tmp) / "run")
     pair = df[df.level == "pair"]
@@ -74,12 +76,14 @@ def child(args: argparse.Namespace) -> None:
     }))  # fmt: skip
 
 
-def run_config(src: Path, methods: str, items: int, design: str | None) -> dict[str, Any]:
+def run_config(src: Path, methods: str, items: int, design: str | None, options: str | None) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # fmt: skip
     cmd = [sys.executable, __file__, "--child", "--methods", methods, "--items", str(items)]
     if design:
         cmd += ["--design", design]
+    if options:
+        cmd += ["--method-options", options]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
     if out.returncode != 0:
         raise RuntimeError(f"configuration failed ({src}, {methods}):\n{out.stderr[-3000:]}")
@@ -97,6 +101,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--design", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--method-options", default=None,
+                    help="JSON method options for this checkout only, e.g. '{\"fixlip\": {\"n_boot\": 0}}' to leave "
+                         "out work the base commit does not do")  # fmt: skip
     ap.add_argument("--methods", default="ij,fixlip,gradxinput,random")
     ap.add_argument("--items", type=int, default=4, help="held-out shapes scenes per configuration (default 4)")
     ap.add_argument("--repeats", type=int, default=2, help="repeats per configuration; the fastest is kept")
@@ -117,12 +124,14 @@ def main() -> None:
         for _ in range(args.repeats):
             for methods in groups:
                 for name, src, design in configs:
-                    r = run_config(src, methods, args.items, design)
+                    r = run_config(src, methods, args.items, design, None if name == "base" else args.method_options)
                     key = (methods, name)
                     if key not in best or r["evaluate_cpu_s"] < best[key]["evaluate_cpu_s"]:
                         best[key] = r
                     print(f"  {methods:28s} {name:18s} {r['total_s']:7.1f} s", file=sys.stderr, flush=True)
     load1 = os.getloadavg()
+    if args.method_options:
+        print(f"method options of this checkout: {args.method_options}")
     print(f"load average (1, 5, 15 min) before: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}; "
           f"after: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}; {os.cpu_count()} CPUs; "
           f"OMP_NUM_THREADS=1; {args.items} held-out scenes per run, fastest of {args.repeats}\n")  # fmt: skip
