@@ -56,6 +56,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ray-address", default=None, help="ray: cluster address (default: local or RAY_ADDRESS)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--internal-batch-size", type=int, default=64, help="masked pairs per forward pass (metrics)")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="items explained together by one call of each method (default 8; 1: item by item)")
     p.add_argument("--shard-size", type=int, default=16, help="(item, method) units per result shard")
     p.add_argument("--retry-errors", action="store_true", help="redo units that recorded an error")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -95,6 +97,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         engine=args.engine,
         device=args.device,
         internal_batch_size=args.internal_batch_size,
+        batch_size=args.batch_size,
         shard_size=args.shard_size,
         retry_errors=args.retry_errors,
         concurrency=args.concurrency,

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dualex.datasets.base import Dataset, open_dataset
+from dualex.datasets.base import Dataset, Item, open_dataset
 from dualex.errors import DualexError, InputError
 from dualex.evaluation.store import PAIR, RunStore, atomic_write_bytes
-from dualex.evaluation.work import WorkConfig, process_item
+from dualex.evaluation.work import WorkConfig, process_items
 from dualex.explanation import Explanation
 from dualex.models.registry import load
 from dualex.progress import bar
@@ -65,15 +65,17 @@ class EvalWorker:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {"rows": [], "path": [], "data": []}
+        files: dict[tuple[str, str], tuple[str, bytes]] = {}
+
+        def sink(method: str, iid: str, ex: Explanation) -> str:
+            rel = self.store.explanation_relpath(method, iid)
+            files[(iid, method)] = (rel, self._explanation_bytes(ex))
+            return rel
+
+        units: list[tuple[str, list[str], list[dict[str, Any]] | None]] = []
+        todo: list[tuple[Item, list[str]]] = []
         for index, item_id, methods_json in zip(batch["index"], batch["item_id"], batch["methods"], strict=True):
             methods = json.loads(str(methods_json))
-            files: dict[str, tuple[str, bytes]] = {}
-
-            def sink(method: str, iid: str, ex: Explanation, files: dict = files) -> str:
-                rel = self.store.explanation_relpath(method, iid)
-                files[method] = (rel, self._explanation_bytes(ex))
-                return rel
-
             item = self.items[int(index)] if 0 <= int(index) < len(self.items) else None
             if item is None or item.id != str(item_id):
                 msg = (f"load: the worker's copy of the dataset has no item {item_id!r} at index {index} "
@@ -83,12 +85,17 @@ class EvalWorker:
                      "dataset": self.cfg.dataset_kind, "error": msg, "error_type": "DatasetError"}
                     for m in methods
                 ]  # fmt: skip
+                units.append((str(item_id), methods, rows))
             else:
-                rows = process_item(self.model, item, methods, self.cfg, sink)
+                units.append((str(item_id), methods, None))
+                todo.append((item, methods))
+        done = iter(process_items(self.model, todo, self.cfg, sink))  # the batch's items explained together
+        for item_id, methods, known in units:
+            rows = known if known is not None else next(done)
             for r in rows:
                 r["worker"] = self.tag
             for m in methods:  # one output record per unit: its rows and its file travel together
-                rel, data = files.get(m, ("", b""))
+                rel, data = files.get((item_id, m), ("", b""))
                 out["rows"].append(json.dumps([r for r in rows if r["method"] == m]))
                 out["path"].append(rel)
                 out["data"].append(data)
@@ -107,7 +114,7 @@ def run_ray(
     concurrency: int | None = None,
     address: str | None = None,
     progress: bool | None = None,
-    items_per_batch: int = 1,
+    items_per_batch: int = 8,
 ) -> int:
     """Process ``work`` on Ray actors and write the results to ``store``. Returns units with errors.
 

@@ -59,6 +59,7 @@ def evaluate(
     engine: str = "local",
     device: str | None = None,
     internal_batch_size: int = 64,
+    batch_size: int = 8,
     shard_size: int = 16,
     flush_seconds: float = 60.0,
     retry_errors: bool = False,
@@ -85,6 +86,9 @@ def evaluate(
         engine: ``"local"`` (this process) or ``"ray"`` (Ray Data, one model replica per GPU actor).
         device: Where the model runs (default: CUDA if available).
         internal_batch_size: Masked pairs per forward pass in the metrics.
+        batch_size: Items explained together by one call of each method (1: item by item). Larger
+            batches amortise per-call overhead and fill a GPU; memory grows with it. Results do not
+            depend on it (up to float rounding): sampled methods (with a ``seed``) always run per item.
         shard_size: Units per shard (a shard is also written after ``flush_seconds``).
         flush_seconds: Longest time results wait in memory before being written (local engine).
         retry_errors: Redo units whose pair row recorded an error.
@@ -109,6 +113,8 @@ def evaluate(
     metrics = metrics or MetricOptions()
     if engine not in ("local", "ray"):
         raise InputError(f"engine must be 'local' or 'ray', got {engine!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if shard_size < 1:
         raise InputError(f"shard_size must be >= 1, got {shard_size}")
     if isinstance(model, DualEncoder):
@@ -148,9 +154,10 @@ def evaluate(
     store.acquire()
     try:
         return _evaluate_locked(store, model, model_spec, ds, methods, method_options, metrics, engine=engine,
-                                device=device, internal_batch_size=internal_batch_size, shard_size=shard_size,
-                                flush_seconds=flush_seconds, retry_errors=retry_errors, concurrency=concurrency,
-                                ray_address=ray_address, progress=progress, print_summary=print_summary)  # fmt: skip
+                                device=device, internal_batch_size=internal_batch_size, batch_size=batch_size,
+                                shard_size=shard_size, flush_seconds=flush_seconds, retry_errors=retry_errors,
+                                concurrency=concurrency, ray_address=ray_address, progress=progress,
+                                print_summary=print_summary)  # fmt: skip
     finally:
         store.release()
 
@@ -188,6 +195,7 @@ def _evaluate_locked(
     engine: str,
     device: str | None,
     internal_batch_size: int,
+    batch_size: int,
     shard_size: int,
     flush_seconds: float,
     retry_errors: bool,
@@ -223,12 +231,13 @@ def _evaluate_locked(
 
             enc = model if isinstance(model, DualEncoder) else load(model_spec, device=device)
             errors = run_local(store, enc, items, work, cfg, shard_size=shard_size, flush_seconds=flush_seconds,
-                               progress=progress)  # fmt: skip
+                               progress=progress, batch_size=batch_size)  # fmt: skip
         else:
             from dualex.evaluation.engine_ray import run_ray
 
             errors = run_ray(store, model_spec, ds, work, cfg, shard_size=shard_size, device=device,
-                             concurrency=concurrency, address=ray_address, progress=progress)  # fmt: skip
+                             concurrency=concurrency, address=ray_address, progress=progress,
+                             items_per_batch=batch_size)  # fmt: skip
     else:
         errors = 0
     text = write_summary(store)

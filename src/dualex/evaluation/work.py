@@ -13,7 +13,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from dualex.datasets.base import Item
@@ -172,6 +172,76 @@ def process_item(
         Rows in the shard schema: per method one pair row and one row per object of the item. Failures
         are recorded in the rows' ``error``/``error_type`` columns, never raised (except interrupts).
     """
+    return process_items(model, [(item, methods)], cfg, sink)[0]
+
+
+@dataclass
+class _Prepared:
+    """An item that loaded and prepared: its image, its own one-pair `Pair` and its metric game."""
+
+    item: Item
+    methods: list[str]
+    image: Any
+    pair: Pair
+    load_seconds: float
+    game: Any = None
+
+
+def process_items(
+    model: DualEncoder,
+    units: Sequence[tuple[Item, Sequence[str]]],
+    cfg: WorkConfig,
+    sink: ExplanationSink | None,
+) -> list[list[dict[str, Any]]]:
+    """Explain several items together (one method call per method on a batch) and score each.
+
+    Every item is loaded and prepared on its own, so one that fails yields its error rows and the others
+    go on. Per method, the items that need it are explained by one `explain_pair` call on a batch `Pair`
+    of all of them; if that call raises, each item is explained on its own, so one bad item still yields
+    exactly one error row. The batch's explanation time is divided evenly over its pairs (``seconds``).
+    Methods with a ``seed`` option (sampled methods, ``random``) draw per batch row, so they are always
+    explained item by item: an item's explanation never depends on the items batched with it. Metrics
+    run per item on the item's own `Pair` and one cached game per item.
+
+    Args:
+        model: The dual encoder.
+        units: ``(item, methods still to run for it)``, explained as one batch (the caller bounds its size).
+        cfg: Method and metric options.
+        sink: Saves an explanation and returns its run-relative path (None: do not save).
+
+    Returns:
+        Per unit, in order, its rows (as `process_item`).
+    """
+    out: list[list[dict[str, Any]]] = [[] for _ in units]
+    ready: dict[int, _Prepared] = {}
+    for u, (item, methods) in enumerate(units):
+        prepared = _prepare(model, item, list(methods), cfg)
+        if isinstance(prepared, list):
+            out[u] = prepared
+        else:
+            ready[u] = prepared
+    if not ready:
+        return out
+    batch_pair, batch_rows = _batch_pair(model, ready)
+    explained: dict[tuple[int, str], tuple[Explanation | BaseException, float]] = {}
+    order = list(dict.fromkeys(m for p in ready.values() for m in p.methods))
+    for method in order:
+        us = [u for u, p in ready.items() if method in p.methods]
+        explained.update(_explain_batch(model, method, cfg, ready, us, batch_pair, batch_rows))
+    for u, p in ready.items():
+        rows: list[dict[str, Any]] = []
+        for method in p.methods:
+            ex, seconds = explained[(u, method)]
+            new = _process_method(model, p.item, p.pair, method, cfg, sink, p.game, ex, seconds)
+            if new and "seconds" in new[0]:
+                new[0]["seconds_load"] = p.load_seconds / len(p.methods)  # the item's load + prepare, shared
+            rows.extend(new)
+        out[u] = rows
+    return out
+
+
+def _prepare(model: DualEncoder, item: Item, methods: list[str], cfg: WorkConfig) -> _Prepared | list[dict[str, Any]]:
+    """Load and prepare one item (and its metric game), or its error rows."""
     kind = cfg.dataset_kind
     if item.error is not None:
         return _pair_error_rows(item, methods, kind, f"load: {item.error}", "DatasetError")
@@ -197,13 +267,92 @@ def process_item(
                                    text_masking=mo.text_masking, image_masking=mo.image_masking)  # fmt: skip
         except Exception:
             game = None  # each metric then reports its own error
-    rows: list[dict[str, Any]] = []
-    for method in methods:
-        new = _process_method(model, item, pair, method, cfg, sink, game)
-        if new and "seconds" in new[0]:
-            new[0]["seconds_load"] = load_seconds / len(methods)  # the item's load + prepare, shared
-        rows.extend(new)
-    return rows
+    return _Prepared(item, methods, image, pair, load_seconds, game)
+
+
+def _batch_pair(model: DualEncoder, ready: dict[int, _Prepared]) -> tuple[Pair | None, dict[int, int]]:
+    """All prepared items as one batch `Pair` (None if one item, or if preparing them together fails).
+
+    The batch is prepared once for all methods (the captions padded to the longest); its preparation
+    time is shared evenly by the items' ``seconds_load``. Returns the pair and each unit's batch row.
+    """
+    if len(ready) < 2:
+        return None, {}
+    units = list(ready)
+    t0 = time.perf_counter()
+    try:
+        pair = model.prepare([ready[u].image for u in units], [ready[u].item.caption for u in units])
+    except Exception:
+        return None, {}
+    share = (time.perf_counter() - t0) / len(units)
+    for u in units:
+        ready[u].load_seconds += share
+    return pair, {u: b for b, u in enumerate(units)}
+
+
+def _explain_one(
+    model: DualEncoder, method: str, cfg: WorkConfig, pair: Pair
+) -> tuple[list[Explanation] | BaseException, float]:
+    from dualex.methods import explain_pair
+
+    t0 = time.perf_counter()
+    try:
+        exs = explain_pair(model, pair, method, **cfg.method_options.get(method, {}))
+    except Exception as exc:
+        _release_memory(exc)
+        return exc, time.perf_counter() - t0
+    return exs, time.perf_counter() - t0
+
+
+def _explain_batch(
+    model: DualEncoder,
+    method: str,
+    cfg: WorkConfig,
+    ready: dict[int, _Prepared],
+    units: list[int],
+    batch_pair: Pair | None,
+    batch_rows: dict[int, int],
+) -> dict[tuple[int, str], tuple[Explanation | BaseException, float]]:
+    """Explanations (or the error) and seconds per unit for ``method``: one batched call, else one per unit."""
+    from dualex.methods import get_method
+
+    out: dict[tuple[int, str], tuple[Explanation | BaseException, float]] = {}
+    if batch_pair is not None and len(units) > 1 and not _per_item(get_method(method).fn):
+        sub = batch_pair.select([batch_rows[u] for u in units])
+        exs, seconds = _explain_one(model, method, cfg, sub)
+        if isinstance(exs, list) and len(exs) == len(units):
+            for u, ex in zip(units, exs, strict=True):
+                out[(u, method)] = (_unpad(ex, int(ready[u].pair.text.ids.shape[1])),
+                                    seconds / len(units))
+            return out
+    for u in units:  # one item at a time (also the fallback when the batched call failed)
+        exs, seconds = _explain_one(model, method, cfg, ready[u].pair)
+        out[(u, method)] = (exs if isinstance(exs, BaseException) else exs[0], seconds)
+    return out
+
+
+def _unpad(ex: Explanation, n: int) -> Explanation:
+    """``ex`` cut to the first ``n`` caption positions (the item's own length; the rest is batch padding).
+
+    A batch pads every caption to the longest; the padding positions are special (no player, zero terms),
+    so cutting them gives the explanation of the item prepared on its own, as a one-item run saves it.
+    """
+    S = len(ex.tokens)
+    if n >= S or not bool(ex.special[n:].all()):
+        return ex
+    cut = {name: t[:n] for name in ("cross", "cross_prefix", "text_main") if (t := getattr(ex, name)) is not None}
+    if ex.text_pairs is not None:
+        cut["text_pairs"] = ex.text_pairs[:n, :n]
+    stderr = {k: (v[:n, :n] if k == "text_pairs" else v[:n] if k in cut else v) for k, v in ex.stderr.items()}
+    return replace(ex, **cut, tokens=ex.tokens[:n], special=ex.special[:n],
+                   token_offsets=ex.token_offsets[:n], stderr=stderr)  # fmt: skip
+
+
+def _per_item(fn: Callable[..., Any]) -> bool:
+    """Methods with a ``seed`` draw per batch row: explain them item by item (batch-independent results)."""
+    import inspect
+
+    return "seed" in inspect.signature(fn).parameters
 
 
 def _process_method(
@@ -213,19 +362,14 @@ def _process_method(
     method: str,
     cfg: WorkConfig,
     sink: ExplanationSink | None,
-    game: Any = None,
+    game: Any,
+    ex: Explanation | BaseException,
+    seconds: float,
 ) -> list[dict[str, Any]]:
-    from dualex.methods import explain_pair
-
     kind = cfg.dataset_kind
     base = _base_row(item, method, kind)
-    t0 = time.perf_counter()
-    try:
-        ex = explain_pair(model, pair, method, **cfg.method_options.get(method, {}))[0]
-    except Exception as exc:
-        _release_memory(exc)
-        return _pair_error_rows(item, [method], kind, *_error("explain", exc))
-    seconds = time.perf_counter() - t0
+    if isinstance(ex, BaseException):
+        return _pair_error_rows(item, [method], kind, *_error("explain", ex))
     pair_row: dict[str, Any] = {
         **base,
         "object": -1,

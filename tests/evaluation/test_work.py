@@ -1,0 +1,96 @@
+"""`process_items`: items explained in batches give the rows of item-by-item work; failures stay per item."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from dualex.datasets import open_dataset
+from dualex.evaluation.run import MetricOptions
+from dualex.evaluation.work import WorkConfig, process_item, process_items
+from dualex.explanation import Explanation
+from dualex.methods import _METHODS, explain_pair, register_method
+from dualex.models.base import DualEncoder, Pair
+
+FAST = MetricOptions(faith_coalitions=24, faith_grid=5)
+OPTS: dict[str, dict[str, Any]] = {"ij": {"n_steps": 2}, "gradxinput": {}, "random": {}}
+TIMING = ("seconds", "seconds_load", "seconds_save")
+
+
+def _rows_close(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> None:
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b, strict=True):
+        assert set(ra) == set(rb)
+        for key in ra:
+            if key.startswith("seconds"):
+                continue
+            va, vb = ra[key], rb[key]
+            if isinstance(va, float) and isinstance(vb, float):
+                assert (math.isnan(va) and math.isnan(vb)) or math.isclose(va, vb, rel_tol=1e-4, abs_tol=1e-5), key
+            elif isinstance(va, list) and va and isinstance(va[0], float):
+                assert all(math.isclose(x, y, rel_tol=1e-4, abs_tol=1e-5) for x, y in zip(va, vb, strict=True)), key
+            else:
+                assert va == vb, key
+
+
+def test_batched_items_give_the_rows_and_explanations_of_item_by_item_work(tiny_clip):
+    items = open_dataset("shapes:", n=4).items()  # captions of different lengths: the batch is padded
+    assert len({len(it.caption.split()) for it in items}) > 1
+    cfg = WorkConfig(list(OPTS), OPTS, FAST, 64, "shapes")
+    saved: dict[tuple[str, str, str], Explanation] = {}
+
+    def sink(tag: str) -> Callable[[str, str, Explanation], str]:
+        def save(method: str, item_id: str, ex: Explanation) -> str:
+            saved[(tag, method, item_id)] = ex
+            return f"{method}/{item_id}"
+
+        return save
+
+    batched = process_items(tiny_clip, [(it, list(OPTS)) for it in items], cfg, sink("batch"))
+    single = [process_item(tiny_clip, it, list(OPTS), cfg, sink("one")) for it in items]
+    for a, b in zip(batched, single, strict=True):
+        _rows_close(a, b)
+        assert all(r.get("error") is None for r in a if r["level"] == "pair")
+        assert all(r["seconds"] > 0 for r in a if r["level"] == "pair")
+    for (tag, method, item_id), ex in saved.items():
+        if tag == "batch":
+            one = saved[("one", method, item_id)]
+            assert ex.tokens == one.tokens and ex.token_offsets == one.token_offsets  # batch padding cut off
+            for name in ("text_main", "image_main", "cross"):
+                x, y = getattr(ex, name, None), getattr(one, name, None)
+                if x is not None:
+                    torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
+
+
+def test_a_failing_batch_falls_back_to_one_item_at_a_time(tiny_clip):
+    calls: list[int] = []
+
+    def picky(model: DualEncoder, pair: Pair) -> list[Explanation]:
+        calls.append(pair.batch_size)
+        if any("circle" in t for t in pair.text.texts):
+            raise ValueError("no circles here")
+        return explain_pair(model, pair, "gradxinput")
+
+    register_method("test-picky", order=2, summary="fails on circles")(picky)
+    try:
+        items = [it for it in open_dataset("shapes:", n=12).items()]
+        circles = [it for it in items if "circle" in it.caption][:1]
+        others = [it for it in items if "circle" not in it.caption][:3]
+        units = [(it, ["test-picky", "gradxinput"]) for it in [*others[:1], *circles, *others[1:]]]
+        cfg = WorkConfig(["test-picky", "gradxinput"], {}, MetricOptions(metrics="completeness"), 64, "shapes")
+        out = process_items(tiny_clip, units, cfg, None)
+    finally:
+        del _METHODS["test-picky"]
+    assert calls[0] == 4 and calls[1:] == [1, 1, 1, 1]  # one batched call, then one per item
+    for (item, _), rows in zip(units, out, strict=True):
+        pair_rows = {r["method"]: r for r in rows if r["level"] == "pair"}
+        assert set(pair_rows) == {"test-picky", "gradxinput"}
+        assert pair_rows["gradxinput"].get("error") is None
+        err = pair_rows["test-picky"].get("error")
+        if "circle" in item.caption:
+            assert err == "explain: no circles here"
+        else:
+            assert err is None and pair_rows["test-picky"]["seconds"] > 0
