@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import torch
 from torch import Tensor
@@ -208,8 +208,8 @@ class DualEncoder(ABC):
     """
 
     name: str = "model"
-    family: str = "base"
-    image_modality: Literal["image", "text"] = "image"
+    family: ClassVar[str] = "base"
+    image_modality: ClassVar[Literal["image", "text"]] = "image"
 
     # ----------------------------------------------------------------- required by every adapter
     @property
@@ -287,7 +287,7 @@ class DualEncoder(ABC):
         except StopIteration:  # pragma: no cover
             return torch.float32
 
-    def to(self, device: torch.device | str) -> DualEncoder:
+    def to(self, device: torch.device | str) -> Self:
         self.module.to(device)
         return self
 

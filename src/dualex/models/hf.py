@@ -9,10 +9,11 @@ split at any block: ``hidden`` runs embeddings + blocks ``< layer``; ``tail`` ru
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -23,13 +24,19 @@ from dualex.models.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline, patch_k
 from dualex.models.registry import register_loader, register_wrapper
 from dualex.models.tokenize import HFTokenizer, TokenizerLike
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 HF_FAMILIES: dict[str, type[HFDualEncoder]] = {}
 
 
-def register_hf(*model_types: str):
+_HF = TypeVar("_HF", bound="type[HFDualEncoder]")
+
+
+def register_hf(*model_types: str) -> Callable[[_HF], _HF]:
     """Class decorator: the adapter class for these ``config.model_type`` values."""
 
-    def deco(cls: type[HFDualEncoder]) -> type[HFDualEncoder]:
+    def deco(cls: _HF) -> _HF:
         for t in model_types:
             HF_FAMILIES[t] = cls
         return cls
@@ -52,14 +59,14 @@ def quiet_transformers() -> Iterator[None]:
 
     level = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity(logging.ERROR)
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # transformers leaves it unannotated
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
         if bars:
-            hf_logging.enable_progress_bar()
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]  # as above
 
 
 def _from_pretrained(cls: Any, spec: str, **kw: Any) -> Any:
@@ -132,7 +139,7 @@ def broadcast_rows(x: Tensor, R: int) -> Tensor:
 class HFDualEncoder(DualEncoder):
     """Shared parts of transformers adapters: tokenising, preprocessing, masking, references."""
 
-    family: ClassVar[str] = "hf"  # type: ignore[misc]
+    family: ClassVar[str] = "hf"
     causal_text: ClassVar[bool] = True
     n_prefix: ClassVar[int] = 1
 
@@ -140,7 +147,7 @@ class HFDualEncoder(DualEncoder):
         self,
         module: torch.nn.Module,
         *,
-        tokenizer: TokenizerLike,
+        tokenizer: TokenizerLike | PreTrainedTokenizerBase | None,
         pipeline: ImagePipeline | None = None,
         name: str = "hf",
     ) -> None:
@@ -149,7 +156,10 @@ class HFDualEncoder(DualEncoder):
                 f"wrapping a {type(module).__name__} needs a tokenizer: pass tokenizer=AutoTokenizer... "
                 "(or any callable returning dualex.models.tokenize.Tokenized)"
             )
-        self._module = module.eval()
+        # The towers are walked by attribute: torch types each submodule as `Tensor | Module` and
+        # transformers leaves the towers' submodules untyped,
+        # so the wrapped module is Any here (`module` returns it as a Module).
+        self._module: Any = module.eval()
         for p in self._module.parameters():
             p.requires_grad_(False)
         if not callable(tokenizer):
@@ -169,7 +179,7 @@ class HFDualEncoder(DualEncoder):
         return ImagePipeline(size=size, crop=(size, size), mean=CLIP_MEAN, std=CLIP_STD)
 
     @classmethod
-    def from_pretrained(cls, spec: str, *, device: torch.device, dtype: torch.dtype | None) -> HFDualEncoder:
+    def from_pretrained(cls, spec: str, *, device: torch.device, dtype: torch.dtype | None) -> Self:
         from transformers import AutoModel
 
         kw: dict[str, Any] = {"attn_implementation": "sdpa"}
@@ -183,7 +193,7 @@ class HFDualEncoder(DualEncoder):
 
     @property
     def module(self) -> torch.nn.Module:
-        return self._module
+        return cast(torch.nn.Module, self._module)
 
     @property
     def vision_config(self) -> Any:
@@ -229,7 +239,8 @@ class HFDualEncoder(DualEncoder):
             if keep.shape[1] != inputs.n_patches:
                 raise InputError(f"image coalitions need {inputs.n_patches} columns, got {keep.shape[1]}")
             one = inputs.select([0] * K)
-            pm = patch_keep_to_pixels(keep, inputs.grid, tuple(one.pixels.shape[-2:])).to(one.pixels)
+            H, W = one.pixels.shape[-2:]
+            pm = patch_keep_to_pixels(keep, inputs.grid, (H, W)).to(one.pixels)
             if how in ("default", "zeros", "mean"):
                 fill = torch.zeros_like(one.pixels)
             elif how == "black":
@@ -338,7 +349,7 @@ class HFClip(HFDualEncoder):
         if side == "text":
             assert isinstance(inputs, TextInputs)
             tm = self._module.text_model
-            h = tm.embeddings(input_ids=inputs.ids)
+            h: Tensor = tm.embeddings(input_ids=inputs.ids)
             mask = additive_mask(inputs.mask, causal=True, dtype=h.dtype)
             for blk in tm.encoder.layers[:layer]:
                 h = blk(h, mask)
@@ -363,12 +374,14 @@ class HFClip(HFDualEncoder):
             h = tm.final_layer_norm(h)
             idx = broadcast_rows(inputs.pool_index, R).to(h.device)
             pooled = h[torch.arange(R, device=h.device), idx]
-            return self._module.text_projection(pooled)
+            emb: Tensor = self._module.text_projection(pooled)
+            return emb
         vm = self._module.vision_model
         h = hidden
         for blk in vm.encoder.layers[layer:]:
             h = blk(h, None)
-        return self._module.visual_projection(vm.post_layernorm(h[:, 0]))
+        emb = self._module.visual_projection(vm.post_layernorm(h[:, 0]))
+        return emb
 
 
 def pipeline_from_pretrained(spec: str, fallback: ImagePipeline) -> ImagePipeline:

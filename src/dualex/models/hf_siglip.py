@@ -26,14 +26,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 from PIL import Image
 from torch import Tensor
 
 from dualex.errors import InputError, UnsupportedModelError
-from dualex.models.base import DualEncoder, ImageInputs, Side, SideInputs, TextInputs
+from dualex.models.base import ImageInputs, Side, SideInputs, TextInputs
 from dualex.models.hf import (
     HFDualEncoder,
     _from_pretrained,
@@ -85,9 +85,10 @@ def _preprocessor_config(spec: str) -> dict[str, Any] | None:
         except Exception:
             return None
     try:
-        return json.loads(path.read_text())
+        cfg: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return cfg
 
 
 def _pil_resample(value: Any, default: int) -> int:
@@ -131,7 +132,7 @@ class SiglipBase(HFDualEncoder):
                 "the full SigLIP dual encoder (SiglipModel / Siglip2Model)"
             )
         self._text_filler = text_filler
-        super().__init__(module, tokenizer=tokenizer, pipeline=pipeline, name=name)  # type: ignore[arg-type]
+        super().__init__(module, tokenizer=tokenizer, pipeline=pipeline, name=name)
 
     # ------------------------------------------------------------------ construction helpers
     @property
@@ -156,16 +157,18 @@ class SiglipBase(HFDualEncoder):
         hf = self._hf_tokenizer()
         if hf is not None and getattr(hf, "eos_token_id", None) is not None:
             return int(hf.eos_token_id)
-        if isinstance(getattr(self.tokenizer, "eos", None), int):
-            return int(self.tokenizer.eos)  # type: ignore[union-attr]
+        eos = getattr(self.tokenizer, "eos", None)
+        if isinstance(eos, int):
+            return int(eos)
         return int(self.text_config.eos_token_id)
 
     def pad_id(self) -> int:
         hf = self._hf_tokenizer()
         if hf is not None and getattr(hf, "pad_token_id", None) is not None:
             return int(hf.pad_token_id)
-        if isinstance(getattr(self.tokenizer, "pad", None), int):
-            return int(self.tokenizer.pad)  # type: ignore[union-attr]
+        pad_attr = getattr(self.tokenizer, "pad", None)
+        if isinstance(pad_attr, int):
+            return int(pad_attr)
         pad = self.text_config.pad_token_id
         return int(pad) if pad is not None else self.eos_id()
 
@@ -233,7 +236,7 @@ class SiglipBase(HFDualEncoder):
         if side == "text":
             assert isinstance(inputs, TextInputs)
             tm = self._module.text_model
-            h = tm.embeddings(input_ids=inputs.ids)
+            h: Tensor = tm.embeddings(input_ids=inputs.ids)
             mask = _bidirectional_mask(inputs.mask, h.shape[0], h.dtype)
             for blk in tm.encoder.layers[:layer]:
                 h = blk(h, mask)
@@ -257,7 +260,8 @@ class SiglipBase(HFDualEncoder):
                 h = blk(h, mask)
             h = tm.final_layer_norm(h)
             idx = broadcast_rows(inputs.pool_index, R).to(h.device)
-            return tm.head(h[torch.arange(R, device=h.device), idx])
+            emb: Tensor = tm.head(h[torch.arange(R, device=h.device), idx])
+            return emb
         assert isinstance(inputs, ImageInputs)
         vm = self._module.vision_model
         keys = self.image_attention(inputs)
@@ -265,11 +269,12 @@ class SiglipBase(HFDualEncoder):
         for blk in vm.encoder.layers[layer:]:
             h = blk(h, mask)
         h = vm.post_layernorm(h)
-        return self.pool_image(h, None if mask is None else broadcast_rows(keys, R))
+        return self.pool_image(h, None if mask is None or keys is None else broadcast_rows(keys, R))
 
     def pool_image(self, h: Tensor, keys: Tensor | None) -> Tensor:
         """The MAP head on post-norm states ``(R, T, W)`` -> embeddings ``(R, D)``."""
-        return self._module.vision_model.head(h)
+        emb: Tensor = self._module.vision_model.head(h)
+        return emb
 
     # ------------------------------------------------------------------ masking
     def mask(self, side: Side, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
@@ -356,7 +361,7 @@ class SiglipBase(HFDualEncoder):
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_pretrained(cls, spec: str, *, device: torch.device, dtype: torch.dtype | None) -> DualEncoder:
+    def from_pretrained(cls, spec: str, *, device: torch.device, dtype: torch.dtype | None) -> Self:
         from transformers import AutoModel
 
         tok = load_tokenizer(spec, cls.family)
@@ -392,7 +397,8 @@ class HFSiglip(SiglipBase):
         pixels = inputs.pixels.to(self.dtype)
         size = int(self.vision_config.image_size)
         resize = tuple(pixels.shape[-2:]) != (size, size)
-        return vm.embeddings(pixels, interpolate_pos_encoding=resize)
+        emb: Tensor = vm.embeddings(pixels, interpolate_pos_encoding=resize)
+        return emb
 
     @classmethod
     def options_from_preprocessor(cls, spec: str, module: torch.nn.Module) -> dict[str, Any]:
@@ -400,7 +406,8 @@ class HFSiglip(SiglipBase):
         if cfg is None:
             return {}
         size = cfg.get("size") or {}
-        default = int(module.config.vision_config.image_size)
+        config: Any = module.config  # the transformers model's config (torch types it as Tensor | Module)
+        default = int(config.vision_config.image_size)
         if isinstance(size, dict):
             hw = (int(size.get("height", default)), int(size.get("width", default)))
         elif isinstance(size, int):
@@ -413,7 +420,7 @@ class HFSiglip(SiglipBase):
             mean=tuple(cfg.get("image_mean", HALF)),
             std=tuple(cfg.get("image_std", HALF)),
             mode="resize",
-            resample=_pil_resample(cfg.get("resample"), Image.BICUBIC),
+            resample=_pil_resample(cfg.get("resample"), Image.Resampling.BICUBIC),
         )
         return {"pipeline": pipe}
 
@@ -437,7 +444,8 @@ class HFSiglip2(SiglipBase):
     family = "hf-siglip2"
 
     def __init__(self, module: torch.nn.Module, *, max_num_patches: int | None = None, **kw: Any) -> None:
-        n = int(max_num_patches if max_num_patches is not None else module.config.vision_config.num_patches)
+        config: Any = module.config  # the transformers model's config (torch types it as Tensor | Module)
+        n = int(max_num_patches if max_num_patches is not None else config.vision_config.num_patches)
         if n < 1:
             raise InputError(f"max_num_patches must be positive, got {n}")
         self.grid_side = math.isqrt(n)
@@ -446,7 +454,12 @@ class HFSiglip2(SiglipBase):
     def default_pipeline(self) -> ImagePipeline:
         side = self.grid_side * self.patch_size
         return ImagePipeline(
-            size=(side, side), crop=(side, side), mean=HALF, std=HALF, mode="resize", resample=Image.BILINEAR
+            size=(side, side),
+            crop=(side, side),
+            mean=HALF,
+            std=HALF,
+            mode="resize",
+            resample=Image.Resampling.BILINEAR,
         )
 
     def prepare_image(self, images: list[Any]) -> ImageInputs:
@@ -474,14 +487,16 @@ class HFSiglip2(SiglipBase):
 
     def embed_image(self, inputs: ImageInputs) -> Tensor:
         m = self.model_inputs(inputs)
-        return self._module.vision_model.embeddings(m["pixel_values"], m["spatial_shapes"].cpu())
+        emb: Tensor = self._module.vision_model.embeddings(m["pixel_values"], m["spatial_shapes"].cpu())
+        return emb
 
     def image_attention(self, inputs: ImageInputs) -> Tensor | None:
         mask = inputs.extra.get("pixel_attention_mask")
         return None if mask is None or bool(mask.bool().all()) else mask
 
     def pool_image(self, h: Tensor, keys: Tensor | None) -> Tensor:
-        return self._module.vision_model.head(h, keys)
+        emb: Tensor = self._module.vision_model.head(h, keys)
+        return emb
 
     @classmethod
     def options_from_preprocessor(cls, spec: str, module: torch.nn.Module) -> dict[str, Any]:
@@ -491,15 +506,16 @@ class HFSiglip2(SiglipBase):
         out: dict[str, Any] = {}
         if cfg.get("max_num_patches"):
             out["max_num_patches"] = int(cfg["max_num_patches"])
-        n = int(out.get("max_num_patches", module.config.vision_config.num_patches))
-        side = math.isqrt(n) * int(module.config.vision_config.patch_size)
+        config: Any = module.config  # the transformers model's config (torch types it as Tensor | Module)
+        n = int(out.get("max_num_patches", config.vision_config.num_patches))
+        side = math.isqrt(n) * int(config.vision_config.patch_size)
         out["pipeline"] = ImagePipeline(
             size=(side, side),
             crop=(side, side),
             mean=tuple(cfg.get("image_mean", HALF)),
             std=tuple(cfg.get("image_std", HALF)),
             mode="resize",
-            resample=_pil_resample(cfg.get("resample"), Image.BILINEAR),
+            resample=_pil_resample(cfg.get("resample"), Image.Resampling.BILINEAR),
         )
         return out
 

@@ -44,7 +44,7 @@ import importlib.util
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from PIL import Image
@@ -70,11 +70,16 @@ if importlib.util.find_spec("open_clip") is None:  # the loader stays unregister
 
 CLIP_BOS, CLIP_EOS, CLIP_FILLER, CLIP_PAD = 49406, 49407, 0, 0
 TEXT_POOLS = ("argmax", "eos", "first", "last")
-_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+}
 
 
 # ---------------------------------------------------------------------------------------------- blocks
-def run_block(block: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor:
+# open_clip ships no type information, so its blocks, towers and their attributes are `Any` here.
+def run_block(block: Any, x: Tensor, mask: Tensor | None) -> Tensor:
     """One open_clip residual block on batch-first states ``(R, T, W)`` with written-out attention.
 
     Args:
@@ -86,7 +91,8 @@ def run_block(block: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor:
         x = x + block.ls_1(_mha(block.attn, block.ln_1(x), mask))
     else:
         x = x + block.ls_1(block.ln_attn(_custom_attention(block.attn, block.ln_1(x), mask)))
-    return x + block.ls_2(block.mlp(block.ln_2(x)))
+    out: Tensor = x + block.ls_2(block.mlp(block.ln_2(x)))
+    return out
 
 
 def _heads(t: Tensor, n_heads: int) -> Tensor:
@@ -113,7 +119,7 @@ def _mha(attn: nn.MultiheadAttention, x: Tensor, mask: Tensor | None) -> Tensor:
     return functional.linear(_merge(out), attn.out_proj.weight, attn.out_proj.bias)
 
 
-def _custom_attention(attn: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor:
+def _custom_attention(attn: Any, x: Tensor, mask: Tensor | None) -> Tensor:
     """open_clip's ``Attention`` (qk-norm, scaled cosine, head scale, inner norm) with its own weights."""
     H = attn.num_heads
     q, k, v = (_heads(t, H) for t in functional.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
@@ -124,7 +130,8 @@ def _custom_attention(attn: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor
         out = softmax_attention(attn.ln_q(q), attn.ln_k(k), v, mask, attn.scale)
     if attn.head_scale is not None:
         out = out * attn.head_scale
-    return attn.out_proj(attn.ln_inner(_merge(out)))
+    projected: Tensor = attn.out_proj(attn.ln_inner(_merge(out)))
+    return projected
 
 
 def _check_blocks(blocks: nn.ModuleList, where: str) -> None:
@@ -163,7 +170,10 @@ class OpenClipEncoder(DualEncoder):
         name: str = "openclip",
     ) -> None:
         check_supported(module)
-        self._module = module.eval()
+        # The towers are walked by attribute: torch types each submodule as `Tensor | Module` and
+        # open_clip ships no type information,
+        # so the wrapped module is Any here (`module` returns it as a Module).
+        self._module: Any = module.eval()
         for p in self._module.parameters():
             p.requires_grad_(False)
         self.tokenizer: TokenizerLike = self._text_tokenizer(tokenizer)
@@ -173,10 +183,10 @@ class OpenClipEncoder(DualEncoder):
     # ------------------------------------------------------------------ structure
     @property
     def module(self) -> nn.Module:
-        return self._module
+        return cast(nn.Module, self._module)
 
     @property
-    def text_tower(self) -> nn.Module:
+    def text_tower(self) -> Any:
         """The module holding ``token_embedding``, ``transformer``, ``ln_final``, ``text_projection``."""
         text = getattr(self._module, "text", None)
         return self._module if text is None else text
@@ -184,7 +194,7 @@ class OpenClipEncoder(DualEncoder):
     @property
     def text_pool_type(self) -> str:
         text = getattr(self._module, "text", None)
-        return text.pool_type if text is not None else self._module.text_pool_type
+        return str(text.pool_type if text is not None else self._module.text_pool_type)
 
     @property
     def text_eos_id(self) -> int | None:
@@ -249,7 +259,7 @@ class OpenClipEncoder(DualEncoder):
             )
         if not callable(tokenizer):
             raise InputError("tokenizer must be callable (texts -> dualex.models.tokenize.Tokenized)")
-        return tokenizer
+        return cast(TokenizerLike, tokenizer)  # a user callable; the contract is texts -> Tokenized
 
     def bos_id(self) -> int:
         return int(getattr(self.tokenizer, "sot", getattr(self.tokenizer, "bos", CLIP_BOS)))
@@ -268,6 +278,7 @@ class OpenClipEncoder(DualEncoder):
         if pool == "argmax":
             return ids.argmax(-1).long()
         if pool == "eos":
+            assert self.text_eos_id is not None, "open_clip text towers pooled at EOS carry eos_id"
             hit = ids == self.text_eos_id
             if not bool(hit.any(-1).all()):
                 raise InputError(
@@ -335,16 +346,16 @@ class OpenClipEncoder(DualEncoder):
         if side == "text":
             t = self._check_text(inputs)
             tower = self.text_tower
-            cast = tower.transformer.get_cast_dtype()
+            cast_dtype = tower.transformer.get_cast_dtype()
             S = t.ids.shape[1]
-            h = tower.token_embedding(t.ids).to(cast) + tower.positional_embedding[:S].to(cast)
+            h: Tensor = tower.token_embedding(t.ids).to(cast_dtype) + tower.positional_embedding[:S].to(cast_dtype)
             mask = self._text_attention(t, t.batch_size, h.dtype)
             for blk in tower.transformer.resblocks[:layer]:
                 h = run_block(blk, h, mask)
             return h
         im = self._check_image(inputs)
         visual = self._module.visual
-        x = visual.conv1(im.pixels.to(self.dtype))  # (B, W, rows, cols)
+        x: Tensor = visual.conv1(im.pixels.to(self.dtype))  # (B, W, rows, cols)
         x = x.flatten(2).transpose(1, 2)
         cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         h = visual.ln_pre(torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype))
@@ -365,11 +376,12 @@ class OpenClipEncoder(DualEncoder):
             for blk in tower.transformer.resblocks[layer:]:
                 h = run_block(blk, h, mask)
             idx = broadcast_rows(t.pool_index, R).to(h.device)
-            pooled = tower.ln_final(h[torch.arange(R, device=h.device), idx])
+            pooled: Tensor = tower.ln_final(h[torch.arange(R, device=h.device), idx])
             proj = tower.text_projection
             if proj is None:
                 return pooled
-            return proj(pooled) if isinstance(proj, nn.Module) else pooled @ proj
+            emb: Tensor = proj(pooled) if isinstance(proj, nn.Module) else pooled @ proj
+            return emb
         visual = self._module.visual
         h = hidden
         for blk in visual.transformer.resblocks[layer:]:
@@ -406,7 +418,7 @@ class OpenClipEncoder(DualEncoder):
         )
 
 
-def _global_pool(visual: nn.Module, h: Tensor) -> Tensor:
+def _global_pool(visual: Any, h: Tensor) -> Tensor:
     return h[:, 1:].mean(dim=1) if visual.pool_type == "avg" else h[:, 0]
 
 
@@ -418,7 +430,7 @@ def check_supported(module: nn.Module) -> None:
     for attr in ("visual", "logit_scale"):
         if not hasattr(module, attr):
             raise UnsupportedModelError(f"{kind} is not an open_clip CLIP model (no .{attr})")
-    visual = module.visual
+    visual: Any = module.visual  # open_clip's tower, untyped
     if not isinstance(visual, VisionTransformer):
         raise UnsupportedModelError(
             f"the image tower of this {kind} is a {type(visual).__name__}; dualex's openclip adapter supports "
@@ -442,8 +454,9 @@ def check_supported(module: nn.Module) -> None:
     else:
         if not hasattr(module, "token_embedding"):
             raise UnsupportedModelError(f"{kind} has no text tower that dualex recognises")
-        pool = module.text_pool_type
-        blocks = module.transformer.resblocks
+        clip: Any = module  # open_clip's CLIP, untyped
+        pool = clip.text_pool_type
+        blocks = clip.transformer.resblocks
     if pool not in TEXT_POOLS:
         raise UnsupportedModelError(f"text pool type {pool!r} is not supported; one of {', '.join(TEXT_POOLS)}")
     _check_blocks(visual.transformer.resblocks, "image")
@@ -455,11 +468,12 @@ def pipeline_from_module(module: nn.Module) -> ImagePipeline:
     from open_clip import get_model_preprocess_cfg
 
     cfg = dict(get_model_preprocess_cfg(module))
-    size = cfg.get("size", module.visual.image_size)
+    visual: Any = module.visual  # open_clip's tower, untyped
+    size = cfg.get("size", visual.image_size)
     h, w = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
     mean = tuple(cfg.get("mean") or CLIP_MEAN)
     std = tuple(cfg.get("std") or CLIP_STD)
-    resample = _RESAMPLE.get(str(cfg.get("interpolation", "bicubic")), Image.BICUBIC)
+    resample = _RESAMPLE.get(str(cfg.get("interpolation", "bicubic")), Image.Resampling.BICUBIC)
     mode = cfg.get("resize_mode", "shortest")
     if mode == "squash":
         return ImagePipeline(size=(h, w), crop=(h, w), mean=mean, std=std, mode="resize", resample=resample)
@@ -511,7 +525,8 @@ def _create(arch: str, pretrained: str | None, **kw: Any) -> nn.Module:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            return open_clip.create_model(arch, pretrained=pretrained, device="cpu", **kw)
+            module: nn.Module = open_clip.create_model(arch, pretrained=pretrained, device="cpu", **kw)
+            return module
     except (RuntimeError, ValueError, KeyError, OSError) as exc:
         where = f" from {pretrained}" if pretrained else ""
         raise ModelNotAvailableError(f"cannot build open_clip model {arch}{where}: {exc}") from None
@@ -539,8 +554,8 @@ def load_openclip(spec: str, *, device: torch.device, dtype: torch.dtype | None 
     """
     import open_clip
 
-    arch, _, pretrained = spec.partition("@")
-    arch, pretrained = arch.strip(), pretrained.strip() or None
+    arch_part, _, tag = spec.partition("@")
+    arch, pretrained = arch_part.strip(), tag.strip() or None
     known = open_clip.list_models()
     if arch not in known:
         close = difflib.get_close_matches(arch, known, n=4)
@@ -548,6 +563,7 @@ def load_openclip(spec: str, *, device: torch.device, dtype: torch.dtype | None 
         raise ModelNotAvailableError(f"open_clip has no architecture {arch!r}{hint}")
     kw: dict[str, Any] = {}
     tag_cfg: dict[str, Any] = {}
+    checkpoint: str | None
     if pretrained is None:
         checkpoint = None
     elif Path(pretrained).expanduser().is_file():

@@ -6,7 +6,7 @@ and the semantics and document them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -16,7 +16,7 @@ from dualex.models.base import ImageInputs, TextInputs
 from dualex.models.preprocess import patch_keep_to_pixels
 
 
-def as_coalitions(keep: Tensor, n_players: int, side: str) -> Tensor:
+def as_coalitions(keep: Tensor | Sequence[bool] | Sequence[Sequence[bool]], n_players: int, side: str) -> Tensor:
     """``keep`` as a bool ``(K, n_players)`` matrix (a single ``(n_players,)`` row is allowed)."""
     if not isinstance(keep, Tensor):
         keep = torch.as_tensor(keep)
@@ -46,7 +46,8 @@ def mask_image_patches(inputs: ImageInputs, keep: Tensor, how: str, black: Tenso
     """
     keep = as_coalitions(keep, inputs.n_patches, "image")
     one = inputs.select([0] * keep.shape[0])
-    pm = patch_keep_to_pixels(keep.cpu(), inputs.grid, tuple(one.pixels.shape[-2:])).to(one.pixels)
+    H, W = one.pixels.shape[-2:]
+    pm = patch_keep_to_pixels(keep.cpu(), inputs.grid, (H, W)).to(one.pixels)
     if how in ("default", "zeros", "mean"):
         fill = torch.zeros_like(one.pixels)
     elif how == "black":
