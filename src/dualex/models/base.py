@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal, Self
 
@@ -291,7 +292,7 @@ class DualEncoder(ABC):
         self.module.to(device)
         return self
 
-    def prepare(self, images: Any, texts: str | list[str]) -> Pair:
+    def prepare(self, images: Any, texts: str | Sequence[str]) -> Pair:
         """Preprocess a batch of (image, caption) pairs. Single items are wrapped into lists."""
         images_l = list(images) if isinstance(images, (list, tuple)) else [images]
         texts_l = [texts] if isinstance(texts, str) else list(texts)

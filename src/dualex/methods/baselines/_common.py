@@ -17,5 +17,6 @@ def float_model(model: DualEncoder, fp32: bool) -> DualEncoder:
     if not fp32 or model.dtype not in (torch.float16, torch.bfloat16):
         return model
     twin = copy.copy(model)
+    # `_module` is every built-in adapter's field for its torch module; the contract has no setter.
     twin._module = copy.deepcopy(model.module).float()  # type: ignore[attr-defined]
     return twin

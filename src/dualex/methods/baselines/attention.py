@@ -23,15 +23,18 @@ Supported towers (others raise `UnsupportedModelError`):
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from dualex.errors import UnsupportedModelError
-from dualex.models.base import DualEncoder, Side, SideInputs, TextInputs
+from dualex.models.base import SIDES, DualEncoder, Side, SideInputs, TextInputs
+
+# ``(q_w, q_b, k_w, k_b, v_w, v_b)``: projection weights ``(H·d, W)`` and biases (None without bias).
+ProjectionWeights = tuple[Tensor, Tensor | None, Tensor, Tensor | None, Tensor, Tensor | None]
 
 
 @dataclass
@@ -53,7 +56,7 @@ class AttentionSite:
     x_key: Tensor
     mask: Tensor | None
     output: Tensor
-    weights: tuple[Tensor, Tensor | None, Tensor, Tensor | None, Tensor, Tensor | None]
+    weights: ProjectionWeights
     out_weight: Tensor
     n_heads: int
     scale: float
@@ -127,14 +130,17 @@ def _mask_from(mask: Tensor | None, R: int, H: int, Tq: int) -> Tensor | None:
     return mask
 
 
-def _hf_layers(model: DualEncoder, side: Side) -> list[nn.Module]:
-    tower = model.module.text_model if side == "text" else model.module.vision_model
+def _hf_layers(model: DualEncoder, side: Side) -> list[Any]:
+    """The encoder layers of a transformers CLIP/SigLIP tower (transformers leaves them untyped)."""
+    hf: Any = model.module
+    tower = hf.text_model if side == "text" else hf.vision_model
     return list(tower.encoder.layers)
 
 
 def _hf_hook(rec: Recording) -> Any:
-    def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        x = kwargs.get("hidden_states", args[0] if args else None)
+    # `module` is a transformers CLIPAttention/SiglipAttention, whose attributes are untyped.
+    def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        x: Tensor = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
         mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
         out = output[0] if isinstance(output, tuple) else output
         R, T, _ = x.shape
@@ -161,13 +167,18 @@ def _hf_hook(rec: Recording) -> Any:
     return hook
 
 
-def _mha_weights(attn: nn.MultiheadAttention) -> tuple[Tensor, ...]:
+def _mha_weights(attn: nn.MultiheadAttention) -> ProjectionWeights:
     if attn._qkv_same_embed_dim:
         qw, kw, vw = attn.in_proj_weight.chunk(3)
     else:
         qw, kw, vw = attn.q_proj_weight, attn.k_proj_weight, attn.v_proj_weight
-    if attn.in_proj_bias is not None:
-        qb, kb, vb = attn.in_proj_bias.chunk(3)
+    # torch annotates in_proj_bias as a Parameter; it is None for nn.MultiheadAttention(bias=False).
+    bias = cast("Tensor | None", attn.in_proj_bias)
+    qb: Tensor | None
+    kb: Tensor | None
+    vb: Tensor | None
+    if bias is not None:
+        qb, kb, vb = bias.chunk(3)
     else:
         qb = kb = vb = None
     return qw, qb, kw, kb, vw, vb
@@ -184,7 +195,7 @@ def _mha_site(attn: nn.MultiheadAttention, xq: Tensor, xk: Tensor, mask: Tensor 
         x_key=xk.detach(),
         mask=_mask_from(mask, xq.shape[0], H, xq.shape[1]),
         output=out,
-        weights=_mha_weights(attn),  # type: ignore[arg-type]
+        weights=_mha_weights(attn),
         out_weight=attn.out_proj.weight,
         n_heads=H,
         scale=float(attn.head_dim) ** -0.5,
@@ -192,7 +203,7 @@ def _mha_site(attn: nn.MultiheadAttention, xq: Tensor, xk: Tensor, mask: Tensor 
 
 
 def _pool_hook(rec: Recording) -> Any:
-    def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+    def hook(module: nn.MultiheadAttention, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         q, k = args[0], args[1]
         mask = kwargs.get("attn_mask", args[5] if len(args) > 5 else None)
         rec.pool = _mha_site(module, q, k, mask, output[0])
@@ -201,7 +212,11 @@ def _pool_hook(rec: Recording) -> Any:
 
 
 def _openclip_hooks(model: DualEncoder, side: Side, inputs: SideInputs, rec: Recording) -> list[Any]:
-    tower = model.text_tower.transformer if side == "text" else model.module.visual.transformer  # type: ignore[attr-defined]
+    from dualex.models.openclip import OpenClipEncoder
+
+    assert isinstance(model, OpenClipEncoder)  # family(model) == "openclip"
+    clip: Any = model.module  # open_clip ships no type information
+    tower = model.text_tower.transformer if side == "text" else clip.visual.transformer
     handles: list[Any] = []
     for i, blk in enumerate(tower.resblocks):
         attn = getattr(blk, "attn", None)
@@ -212,16 +227,22 @@ def _openclip_hooks(model: DualEncoder, side: Side, inputs: SideInputs, rec: Rec
             )
         state: dict[str, Tensor] = {}
 
-        def save_input(module: nn.Module, args: tuple, output: Tensor, state: dict = state) -> None:
+        def save_input(
+            module: nn.Module, args: tuple[Any, ...], output: Tensor, state: dict[str, Tensor] = state
+        ) -> None:
             state["x"] = output
 
         def save_output(
-            module: nn.Module, args: tuple, attn: nn.MultiheadAttention = attn, state: dict = state
+            module: nn.Module,
+            args: tuple[Any, ...],
+            attn: nn.MultiheadAttention = attn,
+            state: dict[str, Tensor] = state,
         ) -> None:
             x = state.pop("x")
             mask = None
             if side == "text":
-                mask = model._text_attention(inputs, x.shape[0], x.dtype)  # type: ignore[attr-defined]
+                assert isinstance(inputs, TextInputs)
+                mask = model._text_attention(inputs, x.shape[0], x.dtype)
             rec.blocks.append(_mha_site(attn, x, x, mask, args[0]))
 
         handles.append(blk.ln_1.register_forward_hook(save_input))
@@ -238,9 +259,10 @@ def family(model: DualEncoder) -> str:
     try:
         from dualex.models.openclip import OpenClipEncoder
     except ImportError:  # open_clip not installed or adapter absent
-        OpenClipEncoder = None
-    if OpenClipEncoder is not None and isinstance(model, OpenClipEncoder):
-        return "openclip"
+        pass
+    else:
+        if isinstance(model, OpenClipEncoder):
+            return "openclip"
     raise UnsupportedModelError(
         f"attention-based methods (GAME, Grad-ECLIP) support transformers CLIP/SigLIP and open_clip ViT models; "
         f"{model.name} is a {model.family!r} model. Use a gradient or perturbation method instead "
@@ -258,7 +280,8 @@ def record_attention(model: DualEncoder, side: Side, inputs: SideInputs) -> Iter
         if fam == "hf":
             for layer in _hf_layers(model, side):
                 handles.append(layer.self_attn.register_forward_hook(_hf_hook(rec), with_kwargs=True))
-            head = getattr(model.module.vision_model, "head", None) if side == "image" else None
+            hf: Any = model.module  # a transformers CLIP/SigLIP model, untyped submodules
+            head = getattr(hf.vision_model, "head", None) if side == "image" else None
             if head is not None and isinstance(getattr(head, "attention", None), nn.MultiheadAttention):
                 handles.append(head.attention.register_forward_hook(_pool_hook(rec), with_kwargs=True))
         else:
@@ -302,14 +325,14 @@ class RecordedPass:
         value: The explained similarity of the pair.
     """
 
-    recordings: dict[str, Recording]
-    grads: dict[str, list[Tensor]]
-    pool_grad: dict[str, Tensor | None]
+    recordings: dict[Side, Recording]
+    grads: dict[Side, list[Tensor]]
+    pool_grad: dict[Side, Tensor | None]
     value: float
 
 
 def recorded_pass(
-    model: DualEncoder, inputs: dict[str, SideInputs], sides: tuple[Side, ...], units: str
+    model: DualEncoder, inputs: Mapping[Side, SideInputs], sides: tuple[Side, ...], units: str
 ) -> RecordedPass:
     """Run both towers on one pair (recording attention on ``sides``) and differentiate the similarity.
 
@@ -321,19 +344,19 @@ def recorded_pass(
     """
     from dualex.methods.common import similarity
 
-    recs: dict[str, Recording] = {}
-    emb: dict[str, Tensor] = {}
-    for s in ("text", "image"):
+    recs: dict[Side, Recording] = {}
+    emb: dict[Side, Tensor] = {}
+    for s in SIDES:
         with torch.no_grad():
-            x0 = model.hidden(s, inputs[s], 0)  # type: ignore[arg-type]
+            x0 = model.hidden(s, inputs[s], 0)
         if s in sides:
             x0 = x0.detach().requires_grad_(True)
-            with torch.enable_grad(), record_attention(model, s, inputs[s]) as rec:  # type: ignore[arg-type]
-                emb[s] = model.tail(s, inputs[s], x0, 0)  # type: ignore[arg-type]
+            with torch.enable_grad(), record_attention(model, s, inputs[s]) as rec:
+                emb[s] = model.tail(s, inputs[s], x0, 0)
             recs[s] = rec
         else:
             with torch.no_grad():
-                emb[s] = model.tail(s, inputs[s], x0, 0)  # type: ignore[arg-type]
+                emb[s] = model.tail(s, inputs[s], x0, 0)
     with torch.enable_grad():
         f = similarity(model, emb["text"], emb["image"], units).sum()
         sites = [
@@ -342,8 +365,8 @@ def recorded_pass(
         if not sites:
             raise UnsupportedModelError(f"no attention layers were recorded in {model.name}")
         raw = torch.autograd.grad(f, [site.output for _, _, site in sites], allow_unused=True)
-    grads: dict[str, list[Tensor]] = {s: [] for s in sides}
-    pool: dict[str, Tensor | None] = {s: None for s in sides}
+    grads: dict[Side, list[Tensor]] = {s: [] for s in sides}
+    pool: dict[Side, Tensor | None] = {s: None for s in sides}
     for (s, i, site), g in zip(sites, raw, strict=True):
         g = torch.zeros_like(site.output) if g is None else g.detach()
         if i < len(recs[s].blocks):
