@@ -84,6 +84,8 @@ class ViewerServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        if isinstance(host, bytes):  # AF_UNIX-style addresses; an HTTP server has a str host
+            host = host.decode()
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
         if ":" in str(shown):
             shown = f"[{shown}]"
