@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import torch
 
@@ -65,6 +65,30 @@ def get_method(name: str) -> MethodInfo:
     if name not in _METHODS:
         raise InputError(f"unknown method {name!r}; available: {', '.join(sorted(_METHODS))}")
     return _METHODS[name]
+
+
+@overload
+def explain(
+    model: Any,
+    image: Any,
+    text: str,
+    method: str = "ij",
+    *,
+    device: str | torch.device | None = None,
+    **options: Any,
+) -> Explanation: ...
+
+
+@overload
+def explain(
+    model: Any,
+    image: Any,
+    text: Sequence[str],
+    method: str = "ij",
+    *,
+    device: str | torch.device | None = None,
+    **options: Any,
+) -> list[Explanation]: ...
 
 
 def explain(
