@@ -194,8 +194,8 @@ class JointGame:
             idx = todo[a : a + self.batch]
             chunk = uniq[idx]
             t = self.model.mask("text", self.pair.text, chunk[:, : self.n_text], how=self.text_masking)
-            i = self.model.mask("image", self.pair.image, chunk[:, self.n_text :], how=self.image_masking)
-            s = self.model.similarity(self.model.encode("image", i), self.model.encode("text", t)).score
+            im = self.model.mask("image", self.pair.image, chunk[:, self.n_text :], how=self.image_masking)
+            s = self.model.similarity(self.model.encode("image", im), self.model.encode("text", t)).score
             out[idx] = s.detach().double().cpu()
             self.calls += 1
             if self._cache is not None:
