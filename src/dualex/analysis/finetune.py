@@ -246,11 +246,16 @@ def _check_model(enc: DualEncoder, openclip_arch: str | None = None, *, saving: 
     if enc.family == "openclip":
         _openclip_arch(enc, openclip_arch)
         return
-    if not hasattr(getattr(enc, "tokenizer", None), "tok") or not hasattr(enc.tokenizer.tok, "save_pretrained"):
+    if not hasattr(_hf_tokenizer(enc), "save_pretrained"):
         raise InputError(
             f"{enc.name} has no transformers tokenizer, so the fine-tuned model could not be saved in a form "
             "dualex.load reads; load the model as 'hf:DIR' with its tokenizer files"
         )
+
+
+def _hf_tokenizer(enc: DualEncoder) -> Any:
+    """The transformers tokenizer an adapter wraps (``enc.tokenizer.tok``), or None."""
+    return getattr(getattr(enc, "tokenizer", None), "tok", None)
 
 
 def _openclip_arch(enc: DualEncoder, arch: str | None) -> str:
@@ -349,11 +354,12 @@ def finetune(
     """
     from dataclasses import replace
 
-    from dualex.methods import resolve_model
+    from dualex.models.registry import resolve_model
 
     cfg = replace(config or FinetuneConfig(), **overrides)
     if isinstance(cfg.betas, list):
-        cfg.betas = tuple(cfg.betas)  # type: ignore[assignment]
+        # JSON and CLI configurations give a list despite the annotation; the optimizer takes a tuple.
+        cfg.betas = tuple(cfg.betas)  # type: ignore[unreachable]
     cfg.check()
     enc = resolve_model(model, device=device)
     _check_model(enc, openclip_arch, saving=out_dir is not None)  # before training: fail early
@@ -396,7 +402,7 @@ def finetune(
                         e_img, e_txt = _embed(enc, batch)
                         loss = _loss(enc, e_img, e_txt)
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    torch.autograd.backward(loss)  # = loss.backward(), which torch leaves unannotated
                     if cfg.grad_clip:
                         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                     opt.step()
@@ -439,7 +445,10 @@ def _cap(batches: list[list[tuple[Any, str]]], n: int) -> list[list[tuple[Any, s
 
 def preprocessor_config(enc: DualEncoder) -> dict[str, Any]:
     """A ``preprocessor_config.json`` that reproduces the adapter's image pipeline."""
-    pipe = enc.pipeline  # type: ignore[attr-defined]
+    from dualex.models.hf import HFDualEncoder
+
+    assert isinstance(enc, HFDualEncoder), "only transformers models are saved with a preprocessor config"
+    pipe = enc.pipeline
     common = {
         "do_convert_rgb": True,
         "do_normalize": True,
@@ -491,8 +500,11 @@ def save_finetuned(
         save_file(state, str(out / OPENCLIP_FILE))
         name = f"openclip:{_openclip_arch(enc, openclip_arch)}@{out / OPENCLIP_FILE}"
     else:
+        from transformers import PreTrainedModel
+
+        assert isinstance(enc.module, PreTrainedModel), "_check_model admits transformers models only"
         enc.module.save_pretrained(out)
-        enc.tokenizer.tok.save_pretrained(out)  # type: ignore[attr-defined]
+        _hf_tokenizer(enc).save_pretrained(out)
         (out / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(enc), indent=2))
         name = f"hf:{out}"
     if result is not None:
