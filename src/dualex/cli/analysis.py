@@ -14,7 +14,7 @@ from dualex.errors import InputError
 ORDER = 20  # position of these subcommands in ``dualex --help``
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c = sub.add_parser(
         "classwise",
         help="pointing-game scores per object class of a run, with confidence intervals and a bar plot",

@@ -73,7 +73,7 @@ def measure(fn: Callable[[], Any], *, device: torch.device, repeat: int = 3, war
     return Measurement(statistics.median(times), times, int(peak), str(device))
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="time one explanation method on one model (time and peak memory)")
     p.add_argument("--model", default="shapes")
     p.add_argument("--method", default="ij")

@@ -9,7 +9,7 @@ from pathlib import Path
 ORDER = 30  # position of these subcommands in ``dualex --help``
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = sub.add_parser(
         "serve",
         help="browse explanations in a local web viewer",
