@@ -34,7 +34,7 @@ def worker(impl: str, arch: str, device: str, n_steps: int, repeat: int, out: Pa
     from dualex.methods import explain_pair
 
     torch.manual_seed(0)
-    model = dualex.load(f"openclip:{arch}", device=device)
+    model = dualex.load(f"openclip:{arch}@random", device=device)
     image = np.random.default_rng(0).integers(0, 256, (256, 320, 3), dtype=np.uint8)
     pair = model.prepare(image, CAPTION)
     L = model.n_layers("image") - 1

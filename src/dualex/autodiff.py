@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 
 import torch
+
+
+def _load_jvp_decompositions() -> None:
+    """Import torch's forward-mode decompositions once, without their ``torch.jit.script`` FutureWarning.
+
+    ``torch.func.jvp`` imports ``torch._decomp.decompositions_for_jvp`` on first use, which scripts a
+    few functions with the deprecated ``torch.jit.script`` and warns on every dualex run; the warning
+    is torch's own business, so it is silenced only for that import.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
+        with contextlib.suppress(ImportError):  # a torch without the module has nothing to silence
+            import torch._decomp.decompositions_for_jvp  # noqa: F401
 
 
 @contextlib.contextmanager
@@ -18,6 +32,7 @@ def math_attention() -> Iterator[None]:
     """
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    _load_jvp_decompositions()
     mha = getattr(torch.backends, "mha", None)
     prev = mha.get_fastpath_enabled() if mha is not None else None
     try:

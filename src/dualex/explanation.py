@@ -33,6 +33,8 @@ from dualex.images import ImageTransform
 from dualex.spans import Span, as_patch_mask, span_positions
 
 _TENSOR_FIELDS = ("cross", "cross_prefix", "text_pairs", "image_pairs", "text_main", "image_main", "special", "image")
+# Attribution terms: floating point and finite in every file `Explanation.load` accepts.
+_ATTRIBUTION_FIELDS = ("cross", "cross_prefix", "text_pairs", "image_pairs", "text_main", "image_main")
 FORMAT_VERSION = 1
 
 
@@ -134,11 +136,20 @@ class Explanation:
         return torch.nonzero(~self.special, as_tuple=False).flatten()
 
     def words(self) -> list[str]:
-        """Display form of each token (specials in angle brackets)."""
+        """Display form of each token: the caption text it covers (specials as the tokenizer spells them).
+
+        A token without a character span (files from older versions) is shown decoded from its
+        byte-level form where it has one (``"cafÃ©</w>"`` -> ``"café"``).
+        """
+        from dualex.bytelevel import display_token
+
         out = []
         for i, t in enumerate(self.tokens):
             o = self.token_offsets[i] if i < len(self.token_offsets) else None
-            out.append(self.text[o[0] : o[1]] if o is not None else t)
+            if o is not None:
+                out.append(self.text[o[0] : o[1]])
+            else:
+                out.append(t if bool(self.special[i]) else display_token(t))
         return out
 
     def span(self, span: Span, *, occurrence: int = 0) -> Tensor:
@@ -288,6 +299,7 @@ class Explanation:
     def save(self, path: str | Path) -> Path:
         """Write one ``.safetensors`` file: tensors plus JSON metadata in its header (no pickle).
 
+        The metadata carries a SHA-256 checksum of the tensors (`tensor_checksum`), checked by `load`.
         The file is written to a temporary name and renamed, so a crash never leaves half a file.
         """
         from safetensors.torch import save_file
@@ -299,13 +311,21 @@ class Explanation:
         tmp = path.with_name(path.name + ".tmp")
         tensors = self.tensors()
         tensors["special"] = tensors["special"].to(torch.uint8)
-        save_file(tensors, str(tmp), metadata={"dualex": json.dumps(_jsonable(self.to_metadata()))})
+        meta = self.to_metadata()
+        meta["checksum"] = tensor_checksum(tensors)
+        save_file(tensors, str(tmp), metadata={"dualex": json.dumps(_jsonable(meta))})
         tmp.replace(path)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> Explanation:
-        """Read a file written by `save`."""
+        """Read a file written by `save`, checking it.
+
+        Raises:
+            InputError: naming the file and the problem: missing or unreadable file, no or invalid
+                dualex metadata, an unknown format version, a missing field or one of the wrong type,
+                tensors that do not match the checksum or the token count, NaN or infinite values.
+        """
         from safetensors import safe_open
 
         path = Path(path)
@@ -319,16 +339,41 @@ class Explanation:
             raise InputError(f"{path} is not a dualex explanation file ({exc})") from None
         if meta_raw is None:
             raise InputError(f"{path} has no dualex metadata; was it written by Explanation.save?")
-        meta = json.loads(meta_raw)
-        return cls.from_parts(meta, tensors)
+        try:
+            meta = json.loads(meta_raw)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: its dualex metadata is not valid JSON ({exc})") from None
+        if not isinstance(meta, dict):
+            raise InputError(f"{path}: its dualex metadata is a JSON {type(meta).__name__}, not an object")
+        checksum = meta.pop("checksum", None)
+        if checksum is not None and checksum != tensor_checksum(tensors):
+            raise InputError(f"{path}: the tensors do not match the stored checksum; the file was damaged or edited")
+        try:
+            return cls.from_parts(meta, tensors)
+        except (InputError, ValueError, TypeError, KeyError) as exc:
+            raise InputError(f"{path}: {exc}") from None
 
     @classmethod
     def from_parts(cls, meta: dict[str, Any], tensors: dict[str, Tensor]) -> Explanation:
+        """An `Explanation` from stored metadata and tensors, checking their fields and types.
+
+        Raises:
+            InputError: wrong format or version, a missing field, a field of the wrong type, a token
+                count that does not match the tensors, NaN or infinite values.
+        """
         meta = dict(meta)
-        meta.pop("format", None)
+        meta.pop("checksum", None)
+        fmt = meta.pop("format", "dualex.explanation")
+        if fmt != "dualex.explanation":
+            raise InputError(f"format {fmt!r} is not a dualex explanation")
         version = meta.pop("version", FORMAT_VERSION)
-        if version > FORMAT_VERSION:
-            raise InputError(f"explanation format version {version} is newer than this dualex ({FORMAT_VERSION})")
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+            newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
+            hint = " (newer than this dualex: upgrade dualex)" if newer else ""
+            raise InputError(
+                f"unknown explanation format version {version!r}{hint}; this dualex reads {FORMAT_VERSION}"
+            )
+        _check_metadata(meta, tensors)
         if meta.get("image_transform") is not None:
             meta["image_transform"] = ImageTransform.from_dict(meta["image_transform"])
         for key in ("grid", "image_size"):
@@ -337,6 +382,8 @@ class Explanation:
         for key in ("token_offsets", "image_offsets"):
             if meta.get(key) is not None:
                 meta[key] = [tuple(o) if o is not None else None for o in meta[key]]
+        if isinstance(meta.get("diagnostics"), dict):  # non-finite values are stored as null
+            meta["diagnostics"] = {k: math.nan if v is None else float(v) for k, v in meta["diagnostics"].items()}
         kwargs = {**meta, **{k: v for k, v in tensors.items() if k in _TENSOR_FIELDS}}
         kwargs["special"] = kwargs["special"].bool()
         kwargs.setdefault("cross", None)  # first-order explanations store no cross tensor
@@ -370,6 +417,76 @@ class Explanation:
         if self.target is not None:
             parts.append(f"target={self.target:.4g}")
         return f"Explanation({', '.join(parts)})"
+
+
+def tensor_checksum(tensors: dict[str, Tensor]) -> str:
+    """``"sha256:<hex>"`` over the names, dtypes, shapes and bytes of ``tensors`` (in name order)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return "sha256:" + h.hexdigest()
+
+
+_NUMBER = (int, float)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, _NUMBER) and not isinstance(v, bool)
+
+
+def _check_metadata(meta: dict[str, Any], tensors: dict[str, Tensor]) -> None:
+    """Field presence and types of stored metadata; finite, floating attribution tensors."""
+    for key in ("tokens", "text", "grid", "score", "cosine", "method"):
+        if key not in meta:
+            raise InputError(f"the metadata has no {key!r} field")
+    if "special" not in tensors:
+        raise InputError("the file has no 'special' tensor")
+    tokens = meta["tokens"]
+    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+        raise InputError("'tokens' must be a list of strings")
+    for key in ("text", "method"):
+        if not isinstance(meta[key], str):
+            raise InputError(f"{key!r} must be a string, got {type(meta[key]).__name__}")
+    for key in ("model", "image_text"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise InputError(f"{key!r} must be a string, got {type(meta[key]).__name__}")
+    grid = meta["grid"]
+    if not (isinstance(grid, list) and len(grid) == 2 and all(isinstance(g, int) and g > 0 for g in grid)):
+        raise InputError(f"'grid' must be two positive integers, got {grid!r}")
+    for key in ("score", "cosine"):
+        if not _is_number(meta[key]):
+            raise InputError(f"{key!r} must be a number, got {meta[key]!r}")
+    for key in ("target", "baseline", "intercept"):
+        if meta.get(key) is not None and not _is_number(meta[key]):
+            raise InputError(f"{key!r} must be a number, got {meta[key]!r}")
+    for key in ("params", "diagnostics"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise InputError(f"{key!r} must be an object, got {type(meta[key]).__name__}")
+    if any(v is not None and not _is_number(v) for v in (meta.get("diagnostics") or {}).values()):
+        raise InputError("'diagnostics' must map names to numbers")
+    S = len(tokens)
+    if int(tensors["special"].numel()) != S:
+        raise InputError(f"{S} tokens but a 'special' tensor of {int(tensors['special'].numel())} entries")
+    for key, n in (("token_offsets", S), ("image_offsets", len(meta.get("image_tokens") or []))):
+        offs = meta.get(key)
+        if offs is None:
+            continue
+        if not isinstance(offs, list) or (offs and len(offs) != n):
+            raise InputError(f"{key!r} must list one character span per token ({n})")
+        if not all(o is None or (isinstance(o, list) and len(o) == 2 and all(isinstance(v, int) for v in o))
+                   for o in offs):  # fmt: skip
+            raise InputError(f"{key!r} entries must be [start, end] or null")
+    for name, t in tensors.items():
+        if name not in _ATTRIBUTION_FIELDS:
+            continue
+        if not t.is_floating_point():
+            raise InputError(f"tensor {name!r} must hold floating-point values, got {t.dtype}")
+        if not bool(torch.isfinite(t).all()):
+            raise InputError(f"tensor {name!r} holds NaN or infinite values")
 
 
 def _is_int_range(x: Any) -> bool:

@@ -3,6 +3,7 @@ image maps onto a model's input canvas (model-free, so explanations and spans ca
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,14 +15,111 @@ from PIL import Image, UnidentifiedImageError
 from dualex.errors import InputError
 
 
-def load_image(image: Any) -> Image.Image:
-    """Return an RGB PIL image from a path, PIL image, uint8/float array ``(H, W[, C])`` or tensor.
+def _pixel_limit() -> int:
+    return int(Image.MAX_IMAGE_PIXELS or 0)
+
+
+def _check_pixels(width: int, height: int, where: str) -> None:
+    limit = _pixel_limit()
+    if limit and width * height > limit:
+        raise InputError(
+            f"{where} is {width}×{height} = {width * height / 1e6:.0f} megapixels, more than the limit of "
+            f"{limit / 1e6:.0f} megapixels (PIL.Image.MAX_IMAGE_PIXELS, a guard against decompression bombs); "
+            "downscale it first, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+        )
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` from an image file's header, without PIL's decompression-bomb check."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(path) as im:
+            return im.size
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _array_to_uint8(arr: np.ndarray, where: str) -> np.ndarray:
+    """Pixel values of any numeric dtype -> uint8, scaled by the dtype's range; refuses what is ambiguous.
+
+    * ``uint8``: as is; ``uint16`` (16-bit files): divided by 257, so 65535 -> 255;
+    * other integers: values must lie in 0..255 (else refused: the range of the data is unknown);
+    * floats: values in [0, 1] are scaled by 255, values in [0, 255] with some above 1 are taken as is;
+      NaN, infinities, negative values or values above 255 are refused.
+    """
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if arr.dtype == np.uint16:
+        return np.round(arr.astype(np.float64) / 257.0).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.integer):
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > 255:
+            raise InputError(
+                f"{where} has {arr.dtype} values in [{lo}, {hi}]; dualex reads 8-bit (0..255) and 16-bit (uint16) "
+                "images: convert it to one of those"
+            )
+        return arr.astype(np.uint8)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise InputError(f"{where} has values of type {arr.dtype}; pass uint8, uint16 or float pixel values")
+    if not np.isfinite(arr).all():
+        raise InputError(f"{where} contains NaN or infinite values")
+    flo, fhi = float(arr.min()), float(arr.max())
+    if flo < 0 or fhi > 255:
+        raise InputError(
+            f"{where} has float values in [{flo:.4g}, {fhi:.4g}]; float images must lie in [0, 1] (or 0..255). "
+            "Undo any normalisation first: dualex normalises images as the model expects"
+        )
+    scale = 255.0 if fhi <= 1.0 else 1.0
+    return np.clip(arr.astype(np.float64) * scale, 0, 255).astype(np.uint8)
+
+
+def to_rgb(im: Image.Image, where: str = "the image") -> Image.Image:
+    """An RGB copy of a PIL image of any mode, with 16-bit and float modes scaled (not clipped) to 8 bits.
+
+    PIL's own ``convert("RGB")`` clips ``I;16``/``I``/``F`` values above 255, so a 16-bit greyscale
+    PNG would become almost white; here such modes go through `_array_to_uint8`.
 
     Raises:
-        InputError: the file is missing, unreadable or not an image, or the array has a bad shape.
+        InputError: a mode whose values cannot be read as intensities (e.g. 32-bit integers outside
+            0..65535, floats outside [0, 255]).
+    """
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(im)
+        if mode == "I":  # 32-bit integers: PIL's mode for 16-bit greyscale files in some formats
+            lo, hi = int(arr.min()), int(arr.max())
+            if lo < 0 or hi > 65535:
+                raise InputError(
+                    f"{where} is a 32-bit integer image with values in [{lo}, {hi}]; dualex reads 8- and 16-bit images"
+                )
+            arr = arr.astype(np.uint16)
+        elif mode.startswith("I;16"):
+            arr = arr.astype(np.uint16)
+        grey = _array_to_uint8(arr, where)
+        return Image.fromarray(np.repeat(grey[..., None], 3, axis=-1))
+    try:
+        return im.convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise InputError(f"cannot convert {where} (PIL mode {mode}) to RGB ({exc})") from None
+
+
+def load_image(image: Any) -> Image.Image:
+    """Return an RGB PIL image from a path, PIL image, array ``(H, W[, C])`` or tensor.
+
+    16-bit and float images are scaled to 8 bits (not clipped).
+
+    Raises:
+        InputError: the file is missing, unreadable, not an image or larger than PIL's decompression-bomb
+            limit, or the array has a bad shape or values whose range is not a known image range.
     """
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        _check_pixels(*image.size, "the image")
+        return to_rgb(image)
     if isinstance(image, (str, Path)):
         path = Path(image)
         if not path.exists():
@@ -29,10 +127,16 @@ def load_image(image: Any) -> Image.Image:
         if path.is_dir():
             raise InputError(f"expected an image file but got a directory: {path}")
         try:
-            with Image.open(path) as im:
-                im.load()
-                return im.convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    _check_pixels(*im.size, str(path))
+                    im.load()
+                    return to_rgb(im, str(path))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            _check_pixels(*_header_size(path), str(path))
+            raise InputError(f"{path} is too large to read safely ({exc})") from None
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
             raise InputError(f"cannot read {path} as an image ({exc.__class__.__name__}: {exc})") from None
     if hasattr(image, "detach") and hasattr(image, "cpu"):  # torch tensor, CHW or HWC
         arr = image.detach().cpu().numpy()
@@ -42,19 +146,16 @@ def load_image(image: Any) -> Image.Image:
     if isinstance(image, np.ndarray):
         arr = image
         if arr.ndim == 2:
-            arr = np.repeat(arr[..., None], 3, axis=-1)
+            arr = arr[..., None]
         if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
-            raise InputError(f"an image array must be (H, W), (H, W, 3) or (H, W, 4); got shape {arr.shape}")
+            raise InputError(f"an image array must be (H, W), (H, W, 3) or (H, W, 4); got shape {image.shape}")
         if arr.shape[0] < 2 or arr.shape[1] < 2:
-            raise InputError(f"image of shape {arr.shape} is too small")
-        if arr.dtype != np.uint8:
-            if not np.isfinite(arr).all():
-                raise InputError("image array contains NaN or infinite values")
-            scale = 255.0 if arr.max() <= 1.0 else 1.0
-            arr = np.clip(arr * scale, 0, 255).astype(np.uint8)
+            raise InputError(f"image of shape {image.shape} is too small")
+        _check_pixels(arr.shape[1], arr.shape[0], "the image array")
+        arr = _array_to_uint8(arr, "the image array")
         if arr.shape[-1] == 1:
             arr = np.repeat(arr, 3, axis=-1)
-        return Image.fromarray(arr[..., :3])
+        return Image.fromarray(np.ascontiguousarray(arr[..., :3]))
     raise InputError(
         f"cannot use an object of type {type(image).__name__} as an image; pass a file path, "
         "a PIL image, or an (H, W, 3) array"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +16,11 @@ from dualex.images import ImageTransform
 
 Span = str | tuple[int, int] | Sequence[int] | Tensor | None
 Box = tuple[float, float, float, float] | Sequence[float] | Tensor
+
+
+def _is_int(x: object) -> bool:
+    """True for a plain integer (a user's single token index), not a bool."""
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def span_positions(
@@ -57,7 +64,14 @@ def span_positions(
         m = matches[occurrence]
         pos = [i for i, o in enumerate(offsets) if o is not None and o[0] < m.end() and o[1] > m.start()]
         if not pos:
-            raise InputError(f"span {span!r} matches no caption token (was the caption truncated?)")
+            ends = [o[1] for o in offsets if o is not None]
+            if ends and m.start() >= max(ends):
+                raise InputError(
+                    f"span {span!r} lies in the part of the caption that does not fit the model's context "
+                    f"(its {S} token positions end at ...{text[max(0, max(ends) - 30) : max(ends)]!r}); "
+                    "shorten the caption"
+                )
+            raise InputError(f"span {span!r} occurs in the caption but no caption token covers it")
         return torch.tensor(pos, dtype=torch.long)
     if isinstance(span, Tensor) and span.dtype == torch.bool:
         if span.numel() != S:
@@ -68,6 +82,19 @@ def span_positions(
         if not 0 <= start < stop <= S:
             raise InputError(f"token range {span} is outside 0..{S} (the caption has {S} token positions)")
         return torch.arange(start, stop)
+    if not isinstance(span, Tensor) and hasattr(span, "tolist") and not isinstance(span, (str, bytes)):
+        span = torch.as_tensor(span)  # numpy arrays
+    if isinstance(span, Tensor):
+        if span.is_floating_point() or span.is_complex():
+            raise InputError(f"a tensor span must hold token indices (integers) or be a boolean mask, got {span.dtype}")
+    elif not isinstance(span, (list, tuple, range)) or not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in span
+    ):
+        raise InputError(
+            f"cannot use {type(span).__name__} {span!r:.40} as a caption span; give caption words (a string), "
+            "a (start, stop) token range, a list of token indices, or a boolean mask over the tokens"
+            + (f" (one token: [{span}])" if _is_int(span) else "")
+        )
     idx = torch.as_tensor(list(span) if not isinstance(span, Tensor) else span, dtype=torch.long).flatten()
     if idx.numel() == 0:
         raise InputError("empty list of token indices")
@@ -87,9 +114,21 @@ def box_patch_weights(
         transform: How the original image maps onto the model input.
         check: Raise if the box is outside the original image or empty.
     """
-    b = [float(v) for v in (box.tolist() if isinstance(box, Tensor) else box)]
+    values = box.flatten().tolist() if isinstance(box, Tensor) else box
+    if hasattr(values, "tolist") and not isinstance(values, (str, bytes)):  # numpy arrays
+        values = values.tolist()
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values
+    ):
+        raise InputError(
+            f"cannot use {type(box).__name__} {box!r:.40} as a box; give (x0, y0, x1, y1) as four numbers in "
+            "original-image pixels, a list of such boxes, or a boolean patch mask"
+        )
+    b = [float(v) for v in values]
     if len(b) != 4:
         raise InputError(f"a box is (x0, y0, x1, y1); got {len(b)} numbers")
+    if not all(math.isfinite(v) for v in b):
+        raise InputError(f"box {tuple(b)} has a coordinate that is not a finite number")
     x0, y0, x1, y1 = b
     H0, W0 = transform.original_size
     if check:

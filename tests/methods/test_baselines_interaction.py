@@ -75,7 +75,7 @@ def test_perturbations_and_kernel():
 
 
 def test_lime_shapes_determinism_and_specials(tiny_clip):
-    kw = {"method": "interaction_lime", "n_samples": 256}
+    kw = {"method": "interaction_lime", "budget": 256}
     a = dualex.explain(tiny_clip, random_image(1), CAPTION, **kw)
     b = dualex.explain(tiny_clip, random_image(1), CAPTION, **kw)
     c = dualex.explain(tiny_clip, random_image(1), CAPTION, seed=1, **kw)
@@ -90,7 +90,7 @@ def test_lime_shapes_determinism_and_specials(tiny_clip):
 
 
 def test_interaction_modes(tiny_clip):
-    ex = dualex.explain(tiny_clip, random_image(2), CAPTION, method="interaction_lime", n_samples=256)
+    ex = dualex.explain(tiny_clip, random_image(2), CAPTION, method="interaction_lime", budget=256)
     modes = interaction_modes(ex, k=20)
     sig = [m[0] for m in modes]
     assert sig == sorted(sig, reverse=True) and sig[0] == pytest.approx(ex.diagnostics["sigma_1"], rel=1e-5)
@@ -101,8 +101,8 @@ def test_interaction_modes(tiny_clip):
 
 def test_lime_bad_options(tiny_clip):
     img = random_image(1)
-    with pytest.raises(InputError, match="keep_prob"):
-        dualex.explain(tiny_clip, img, CAPTION, method="interaction_lime", keep_prob=1.0)
+    with pytest.raises(InputError, match="keep probability"):
+        dualex.explain(tiny_clip, img, CAPTION, method="interaction_lime", p=1.0)
     with pytest.raises(InputError, match="kernel_width"):
         dualex.explain(tiny_clip, img, CAPTION, method="interaction_lime", kernel_width=0.0)
 

@@ -16,11 +16,26 @@ FAST = {
     "grad_eclip": {},
     "game": {},
     "interaction_cam": {},
-    "interaction_lime": {"n_samples": 64},
+    "interaction_lime": {"budget": 64},
     "fixlip_si": {"budget": 32},
     "random": {},
+    "maskclip": {},
+    "clip_surgery": {},
+    "legrad": {},
+    "rollout": {},
+    "rise": {"budget": 16},
 }
-ORDERS = {"gradxinput": 1, "ig": 1, "grad_eclip": 1, "game": 1}
+ORDERS = {
+    "gradxinput": 1,
+    "ig": 1,
+    "grad_eclip": 1,
+    "game": 1,
+    "maskclip": 1,
+    "clip_surgery": 1,
+    "legrad": 1,
+    "rollout": 1,
+    "rise": 1,
+}
 
 
 def test_registered():

@@ -9,10 +9,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import dualex
 from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.images import ImageTransform
 from dualex.metrics import pointing_game, pointing_game_recognition, positive_energy
+from dualex.testing import random_image
 
 CAPTION = "red circle blue square"
 TOKENS = ["<bos>", "red", "circle", "blue", "square", "<eos>"]
@@ -165,3 +167,12 @@ def test_pgr_random_sign_noise_is_about_half():
         ex = make(torch.randn(6, 4, generator=g))
         vals.append(pointing_game_recognition(ex, ["red", "circle"], [0, 1], QUADS).pgr)
     assert sum(vals) / len(vals) == pytest.approx(0.5, abs=0.05)
+
+
+def test_image_only_first_order_explanations_have_no_box_to_span_score(tiny_clip):
+    ex = dualex.explain(tiny_clip, random_image(0), "a red dog on mat", method="grad_eclip", side="image")
+    r = pointing_game(ex, "dog", (0, 0, 16, 16))
+    assert math.isnan(r.energy_i2t) and math.isnan(r.hit_i2t) and 0.0 <= r.energy_t2i <= 1.0
+    both = pointing_game(dualex.explain(tiny_clip, random_image(0), "a red dog on mat", method="grad_eclip"),
+                         "dog", (0, 0, 16, 16))  # fmt: skip
+    assert not math.isnan(both.energy_i2t)

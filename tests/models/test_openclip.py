@@ -308,6 +308,9 @@ def test_load_errors_are_plain(monkeypatch):
         dualex.load("openclip:ViT-B-3")
     with pytest.raises(ModelNotAvailableError, match=r"known tags: .*openai"):
         dualex.load("openclip:ViT-B-32@no_such_tag")
+    for name in ("openclip:ViT-B-32", "openclip:ViT-B-32@", "openclip:ViT-B-32@ "):  # random only on request
+        with pytest.raises(InputError, match=r"names no weights|empty pretrained tag.*ViT-B-32@random"):
+            dualex.load(name)
     with pytest.raises(ModelNotAvailableError, match="checkpoint file not found"):
         dualex.load("openclip:ViT-B-32@/no/such/open_clip_pytorch_model.bin")
     monkeypatch.setattr(oc, "cached_checkpoint", lambda cfg: None)
@@ -328,8 +331,8 @@ def test_cached_checkpoint_looks_only_at_local_files(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_random_vit_b_32_loads_by_name():
-    model = dualex.load("openclip:ViT-B-32", device="cpu")
-    assert isinstance(model, oc.OpenClipEncoder) and model.name == "openclip:ViT-B-32"
+    model = dualex.load("openclip:ViT-B-32@random", device="cpu")
+    assert isinstance(model, oc.OpenClipEncoder) and model.name == "openclip:ViT-B-32@random"
     assert model.n_layers("image") == model.n_layers("text") == 12
     assert model.pipeline.crop == (224, 224) and model.image_size == (224, 224)
     pair = model.prepare(random_image(0), "a photo of a dog")

@@ -86,3 +86,13 @@ def test_metrics_file_reports_held_out_accuracy():
     for key in ("i2t_top1", "t2i_top1", "hard_colour", "hard_shape", "hard_both"):
         assert 0.0 <= r[key] <= 1.0
     assert m["training"]["config"]["seed"] == 0
+
+
+def test_written_preprocessor_config_reads_back_as_the_bundled_pipeline(tmp_path):
+    from dualex.models.hf import pipeline_from_pretrained
+    from dualex.models.preprocess import ImagePipeline
+    from dualex.models.shapes import write_preprocessor
+
+    write_preprocessor(tmp_path)
+    fallback = ImagePipeline(size=1, crop=(1, 1), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    assert pipeline_from_pretrained(str(tmp_path), fallback) == pipeline_from_pretrained(str(asset_dir()), fallback)

@@ -18,12 +18,13 @@ Other choices, stated so results can be reproduced:
   bfloat16 autocast on CUDA (``amp=True``).
 * Seeded: the shuffles, caption draws and the torch generator come from ``seed``.
 
-Saving. A transformers CLIP or SigLIP (``hf:`` models) is written with ``save_pretrained`` together
-with its tokenizer and a ``preprocessor_config.json``, so ``dualex.load("hf:OUT_DIR")`` reads it. An
-open_clip model (``openclip:ARCH...``) is written as ``OUT_DIR/open_clip_model.safetensors`` (its state
-dict), read back with ``dualex.load("openclip:ARCH@OUT_DIR/open_clip_model.safetensors")``; open_clip
-models with a logit bias (SigLIP) use the sigmoid loss. ``OUT_DIR/dualex_finetune.json`` records the
-settings, the losses and the name to load.
+Which models. Any adapter that names the loss its family was trained with
+(`DualEncoder.contrastive_loss`: transformers CLIP and SigLIP, open_clip; open_clip models with a logit
+bias use the sigmoid loss) and, to save, implements `DualEncoder.save_pretrained`: a transformers model
+is written with its tokenizer and a ``preprocessor_config.json`` (``dualex.load("hf:OUT_DIR")``), an
+open_clip model as ``OUT_DIR/open_clip_model.safetensors``
+(``dualex.load("openclip:ARCH@OUT_DIR/open_clip_model.safetensors")``). ``OUT_DIR/dualex_finetune.json``
+records the settings, the losses and the name to load.
 """
 
 from __future__ import annotations
@@ -43,9 +44,6 @@ from torch import Tensor
 from dualex.errors import InputError, UnsupportedModelError
 from dualex.models.base import DualEncoder
 from dualex.progress import bar
-
-SUPPORTED_FAMILIES = ("hf-clip", "hf-siglip", "openclip")
-OPENCLIP_FILE = "open_clip_model.safetensors"
 
 
 @dataclass
@@ -237,48 +235,17 @@ def _as_triples(pairs: Iterable[Any]) -> list[tuple[Any, str, str]]:
 
 # ---------------------------------------------------------------------------------------------------- training
 def _check_model(enc: DualEncoder, openclip_arch: str | None = None, *, saving: bool = True) -> None:
-    if enc.family not in SUPPORTED_FAMILIES:
+    if enc.contrastive_loss is None or enc.image_modality != "image":
         raise UnsupportedModelError(
-            f"dualex finetune supports {', '.join(SUPPORTED_FAMILIES)} models, not {enc.family!r} ({enc.name})"
+            "dualex finetune supports image-text models whose adapter names their training loss "
+            f"(transformers CLIP/SigLIP, open_clip), not {enc.family!r} ({enc.name})"
         )
-    if not saving:
-        return
-    if enc.family == "openclip":
-        _openclip_arch(enc, openclip_arch)
-        return
-    if not hasattr(_hf_tokenizer(enc), "save_pretrained"):
-        raise InputError(
-            f"{enc.name} has no transformers tokenizer, so the fine-tuned model could not be saved in a form "
-            "dualex.load reads; load the model as 'hf:DIR' with its tokenizer files"
-        )
-
-
-def _hf_tokenizer(enc: DualEncoder) -> Any:
-    """The transformers tokenizer an adapter wraps (``enc.tokenizer.tok``), or None."""
-    return getattr(getattr(enc, "tokenizer", None), "tok", None)
-
-
-def _openclip_arch(enc: DualEncoder, arch: str | None) -> str:
-    """The open_clip architecture name of a model (given, or from its ``openclip:ARCH[@...]`` name)."""
-    if arch:
-        return arch
-    name = str(enc.name)
-    if name.startswith("openclip:"):
-        return name.split(":", 1)[1].split("@", 1)[0]
-    raise InputError(
-        f"cannot tell the open_clip architecture of {name!r}, which is needed to load the fine-tuned weights; "
-        "pass openclip_arch='ViT-B-32' (or load the model as 'openclip:ARCH@...')"
-    )
-
-
-def _uses_sigmoid(enc: DualEncoder) -> bool:
-    if enc.family == "hf-siglip":
-        return True
-    return enc.family == "openclip" and getattr(enc.module, "logit_bias", None) is not None
+    if saving:
+        enc.check_saveable(arch=openclip_arch)
 
 
 def _loss(enc: DualEncoder, e_img: Tensor, e_txt: Tensor) -> Tensor:
-    if _uses_sigmoid(enc):
+    if enc.contrastive_loss == "sigmoid":
         return sigmoid_loss(e_img, e_txt, enc.logit_scale, enc.logit_bias)
     return infonce_loss(e_img, e_txt, enc.logit_scale)
 
@@ -443,40 +410,6 @@ def _cap(batches: list[list[tuple[Any, str]]], n: int) -> list[list[tuple[Any, s
     return out
 
 
-def preprocessor_config(enc: DualEncoder) -> dict[str, Any]:
-    """A ``preprocessor_config.json`` that reproduces the adapter's image pipeline."""
-    from dualex.models.hf import HFDualEncoder
-
-    assert isinstance(enc, HFDualEncoder), "only transformers models are saved with a preprocessor config"
-    pipe = enc.pipeline
-    common = {
-        "do_convert_rgb": True,
-        "do_normalize": True,
-        "do_rescale": True,
-        "rescale_factor": 1 / 255,
-        "do_resize": True,
-        "image_mean": list(pipe.mean),
-        "image_std": list(pipe.std),
-        "resample": int(pipe.resample),
-    }
-    if pipe.mode == "resize":
-        h, w = (pipe.size, pipe.size) if isinstance(pipe.size, int) else pipe.size
-        return {
-            **common,
-            "image_processor_type": "SiglipImageProcessor" if enc.family == "hf-siglip" else "CLIPImageProcessor",
-            "do_center_crop": False,
-            "size": {"height": int(h), "width": int(w)},
-        }
-    short = pipe.size if isinstance(pipe.size, int) else min(pipe.size)
-    return {
-        **common,
-        "image_processor_type": "CLIPImageProcessor",
-        "do_center_crop": True,
-        "size": {"shortest_edge": int(short)},
-        "crop_size": {"height": int(pipe.crop[0]), "width": int(pipe.crop[1])},
-    }
-
-
 def save_finetuned(
     enc: DualEncoder,
     out_dir: str | Path,
@@ -484,32 +417,15 @@ def save_finetuned(
     *,
     openclip_arch: str | None = None,
 ) -> str:
-    """Save a fine-tuned model where ``dualex.load`` reads it; returns the name to load it by.
+    """Save a fine-tuned model where ``dualex.load`` reads it (`DualEncoder.save_pretrained`); returns its name.
 
-    ``hf`` models: ``save_pretrained`` + tokenizer + ``preprocessor_config.json`` (load ``hf:OUT_DIR``).
-    open_clip models: the state dict as ``OUT_DIR/open_clip_model.safetensors`` (load
-    ``openclip:ARCH@OUT_DIR/open_clip_model.safetensors``).
+    ``result`` is written next to it as ``dualex_finetune.json`` (with the name to load).
     """
     _check_model(enc, openclip_arch)
-    out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    if enc.family == "openclip":
-        from safetensors.torch import save_file
-
-        state = {k: v.detach().cpu().clone().contiguous() for k, v in enc.module.state_dict().items()}
-        save_file(state, str(out / OPENCLIP_FILE))
-        name = f"openclip:{_openclip_arch(enc, openclip_arch)}@{out / OPENCLIP_FILE}"
-    else:
-        from transformers import PreTrainedModel
-
-        assert isinstance(enc.module, PreTrainedModel), "_check_model admits transformers models only"
-        enc.module.save_pretrained(out)
-        _hf_tokenizer(enc).save_pretrained(out)
-        (out / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(enc), indent=2))
-        name = f"hf:{out}"
+    name = enc.save_pretrained(out_dir, arch=openclip_arch)
     if result is not None:
         result.load_name = name
-        (out / "dualex_finetune.json").write_text(json.dumps(result.to_json_dict(), indent=2))
+        (Path(out_dir).expanduser() / "dualex_finetune.json").write_text(json.dumps(result.to_json_dict(), indent=2))
     return name
 
 
@@ -522,7 +438,6 @@ __all__ = [
     "finetune",
     "in_batch_recall",
     "infonce_loss",
-    "preprocessor_config",
     "save_finetuned",
     "sigmoid_loss",
 ]

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from dualex.errors import DualexError
 from dualex.plugins import import_submodules
@@ -32,20 +35,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_NUMBER_LIST = re.compile(r"^-?\d*\.?\d+([,\s]+-?\d*\.?\d+)*$")
+
+
+def _attach_negative_values(argv: list[str]) -> list[str]:
+    """``--box -10,-10,20,20`` -> ``--box=-10,-10,20,20`` (argparse would read the value as an option)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--box" and i + 1 < len(argv) and argv[i + 1].startswith("-") and _NUMBER_LIST.match(argv[i + 1]):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:  # fmt: skip
+    """Warnings as one line on stderr (``dualex: warning: ...``), without the source line."""
+    print(f"dualex: warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_negative_values(list(sys.argv[1:] if argv is None else argv)))
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
-    try:
-        return int(args.func(args) or 0)
-    except DualexError as exc:
-        print(f"dualex: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("dualex: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return int(args.func(args) or 0)
+        except DualexError as exc:
+            print(f"dualex: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("dualex: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

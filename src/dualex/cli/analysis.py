@@ -48,7 +48,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     m.add_argument("--disjoint", action="store_true", help="ignore patches that both boxes cover")
     m.add_argument("--hard-negatives", action="store_true", help="swap an object in the caption and explain")
     m.add_argument("--model", default=None, help="model for --hard-negatives (e.g. shapes, hf:DIR)")
-    m.add_argument("--dataset", default=None, help="KIND:PATH for --hard-negatives (shapes:N, coco:DIR, ...)")
+    m.add_argument("--dataset", default=None, help="KIND:PATH for --hard-negatives (coco:DIR, ...; shapes: generates "
+                   "scenes, -D n=N sets how many)")
     m.add_argument("--limit", type=int, default=50, help="items for --hard-negatives (default: 50)")
     m.add_argument("--dataset-option", "-D", action="append", default=[], type=parse_option, metavar="KEY=VALUE",
                    help="dataset reader option for --hard-negatives (e.g. -D n_objects=2 for shapes)")
@@ -151,9 +152,11 @@ def run_mismatch(args: argparse.Namespace) -> int:
 def _run_hard_negatives(args: argparse.Namespace) -> int:
     import dualex
     from dualex.analysis.mismatch import hard_negative_analysis, shapes_swapper
+    from dualex.methods import check_method_options
 
     if not args.model or not args.dataset:
         raise InputError("--hard-negatives needs --model NAME and --dataset KIND:PATH")
+    check_method_options(args.method or "ij", dict(args.option))  # before the model and data are loaded
     kind, items = load_items(args.dataset, limit=args.limit, **dict(args.dataset_option))
     categories = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
     swapper = shapes_swapper(args.swap) if kind == "shapes" and not categories else None

@@ -74,15 +74,24 @@ def measure(fn: Callable[[], Any], *, device: torch.device, repeat: int = 3, war
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("bench", help="time one explanation method on one model (time and peak memory)")
-    p.add_argument("--model", default="shapes")
-    p.add_argument("--method", default="ij")
-    p.add_argument("--caption", default="a red circle and a blue square")
-    p.add_argument("--image", default=None, help="image file (default: a random image)")
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--device", default=None)
-    p.add_argument("--option", "-O", action="append", default=[], help="method option KEY=VALUE (JSON value)")
-    p.add_argument("--json", action="store_true")
+    from dualex.cli.options import parse_option
+
+    p = sub.add_parser(
+        "bench",
+        help="time one explanation method on one model (time and peak memory)",
+        description="Explain one (image, caption) pair REPEAT times after one warm-up call and print the median "
+        "wall-clock time per explanation and the peak memory of a call (CUDA allocator peak on GPU, growth of "
+        "the resident set on CPU).",
+    )
+    p.add_argument("--model", default="shapes", help="model name, as for `dualex explain` (default: shapes)")
+    p.add_argument("--method", default="ij", help="explanation method (default: ij); see `dualex methods`")
+    p.add_argument("--caption", default="a red circle and a blue square", help="the caption to explain")
+    p.add_argument("--image", default=None, help="image file (default: a seeded random 224×224 image)")
+    p.add_argument("--repeat", type=int, default=3, help="measured calls (default: 3)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--option", "-O", action="append", default=[], type=parse_option, metavar="KEY=VALUE",
+                   help="method option KEY=VALUE (JSON values), e.g. -O n_steps=20")
+    p.add_argument("--json", action="store_true", help="print the measurement as JSON")
     p.set_defaults(func=run_bench)
 
 
@@ -90,14 +99,16 @@ def run_bench(args: argparse.Namespace) -> int:
     import numpy as np
 
     import dualex
-    from dualex.cli.options import parse_option
+    from dualex.errors import InputError
+    from dualex.methods import check_method_options, explain_pair
 
-    options = dict(parse_option(o) for o in args.option)
+    if args.repeat < 1:
+        raise InputError(f"--repeat must be at least 1, got {args.repeat}")
+    options = dict(args.option)
+    check_method_options(args.method, options)
     model = dualex.load(args.model, device=args.device)
     image = args.image if args.image else np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
     pair = model.prepare(image, args.caption)
-    from dualex.methods import explain_pair
-
     m = measure(lambda: explain_pair(model, pair, args.method, **options), device=model.device, repeat=args.repeat)
     if args.json:
         json.dump({"model": args.model, "method": args.method, **asdict(m)}, sys.stdout)

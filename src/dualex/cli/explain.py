@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dualex.cli.options import parse_option
+from dualex.errors import InputError
 
 if TYPE_CHECKING:
     from dualex.explanation import Explanation
+    from dualex.models.base import Pair
 
 ORDER = 0  # position of these subcommands in ``dualex --help``
 
@@ -36,8 +38,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("image", help="image file (for text-text bi-encoders: the second sentence)")
     p.add_argument("caption", help="the caption (quote it)")
-    p.add_argument("--model", default="shapes", help="model name: shapes | hf:ID_OR_DIR | openclip:ARCH[@PRETRAINED] "
-                   "| sentence:ID_OR_DIR (default: shapes)")
+    p.add_argument("--model", default="shapes", help="model name: shapes | hf:ID_OR_DIR "
+                   "| openclip:ARCH@TAG|FILE|random | sentence:ID_OR_DIR (default: shapes)")
     p.add_argument("--method", default="ij", help="explanation method (default: ij); see `dualex methods`")
     p.add_argument("--out", type=Path, help="figure path (.png, .svg or .pdf)")
     p.add_argument("--span", action="append", default=[], help="caption words to map onto the image (repeatable)")
@@ -52,33 +54,97 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--json", action="store_true", help="print the explanation as JSON on stdout")
     p.set_defaults(func=run_explain)
 
-    m = sub.add_parser("methods", help="list the explanation methods")
+    m = sub.add_parser(
+        "methods",
+        help="list the explanation methods",
+        description="List the explanation methods: name, order (1: per token/patch, 2: interactions), a one-line "
+        "summary and the cost per pair. With --options, also each method's options and their defaults "
+        "(pass them with `dualex explain -O KEY=VALUE` or `dualex evaluate -O METHOD.KEY=VALUE`).",
+    )
+    m.add_argument("--options", action="store_true", help="also list each method's options and defaults")
     m.set_defaults(func=run_methods)
 
 
 def run_methods(args: argparse.Namespace) -> int:
+    import inspect
+
     from dualex.methods import list_methods
 
     for name, info in list_methods().items():
         print(f"{name:<18} order {info.order}  {info.summary}" + (f"  [cost: {info.cost}]" if info.cost else ""))
+        if getattr(args, "options", False):
+            params = list(inspect.signature(info.fn).parameters.values())[2:]
+            opts = [f"{p.name}={p.default!r}" for p in params if p.default is not inspect.Parameter.empty]
+            print(f"{'':<18} options: {', '.join(opts) or 'none'}")
     return 0
+
+
+# CLI flags that are options of some methods only: flag -> option name.
+METHOD_FLAGS = {"--layer": "layer", "--n-steps": "n_steps"}
+
+
+def explain_options(
+    method: str, option_pairs: Sequence[tuple[str, object]], flags: dict[str, object]
+) -> dict[str, object]:
+    """The method's options from ``-O`` pairs and method-specific flags, checked against its signature.
+
+    Raises:
+        InputError: a flag the method does not take (naming the methods that do), an unknown option
+            or a value of the wrong type.
+    """
+    from dualex.methods import check_method_options, list_methods
+    from dualex.options import methods_with_option
+
+    options = dict(option_pairs)
+    for flag, value in flags.items():
+        if value is None:
+            continue
+        key = METHOD_FLAGS[flag]
+        fns = {name: info.fn for name, info in list_methods().items()}
+        takers = methods_with_option(key, fns)
+        if method in fns and method not in takers:
+            raise InputError(f"{flag} does not apply to method {method!r}; it is an option of {', '.join(takers)}")
+        options[key] = value
+    check_method_options(method, options)
+    return options
+
+
+def check_regions(pair: Pair, spans: Sequence[str], boxes: Sequence[tuple[float, float, float, float]]) -> None:
+    """Check ``--span`` words and ``--box`` boxes against the prepared caption and image (row 0).
+
+    Raises:
+        InputError: a span that names no caption token, a box outside the image.
+    """
+    from dualex.models.base import ImageInputs
+    from dualex.spans import box_patch_mask, span_positions
+
+    t = pair.text
+    for s in spans:
+        span_positions(s, text=t.texts[0], tokens=t.tokens[0], special=t.special[0].cpu(), offsets=t.offsets[0])
+    if isinstance(pair.image, ImageInputs):
+        for b in boxes:
+            box_patch_mask(b, grid=pair.image.grid, transform=pair.image.transforms[0])
 
 
 def run_explain(args: argparse.Namespace) -> int:
     import dualex
+    from dualex.methods import explain_pair
+    from dualex.writable import check_writable
 
-    options = dict(args.option)
-    if args.layer is not None:
-        options["layer"] = args.layer
-    if args.n_steps is not None:
-        options["n_steps"] = args.n_steps
+    # Everything a user can get wrong is checked before the model is loaded and the (slow) explanation.
+    options = explain_options(args.method, args.option, {"--layer": args.layer, "--n-steps": args.n_steps})
+    if args.out is not None:
+        from dualex.plotting import FIGURE_SUFFIXES
+
+        if args.out.suffix.lower() not in FIGURE_SUFFIXES:
+            raise InputError(f"--out must end in {', '.join(FIGURE_SUFFIXES)}; got {str(args.out)!r}")
+        check_writable(args.out, what="--out")
+    if args.save is not None:
+        check_writable(args.save, what="--save")
     model = dualex.load(args.model, device=args.device)
-    ex = dualex.explain(model, args.image, args.caption, method=args.method, **options)
-    assert isinstance(ex, dualex.Explanation)
-    for s in args.span:  # validate early: a clear error before any figure is drawn
-        ex.span(s)
-    for b in args.box:
-        ex.patches(b)
+    pair = model.prepare(args.image, args.caption)
+    check_regions(pair, args.span, args.box)
+    ex = explain_pair(model, pair, args.method, **options)[0]
     if args.save:
         path = ex.save(args.save)
         print(f"explanation saved to {path}", file=sys.stderr)

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from dualex.errors import InputError
 
@@ -126,8 +126,16 @@ class Dataset(ABC):
     """
 
     kind: str = "dataset"
+    #: The reader's option names (None: not declared, anything is accepted).
+    OPTIONS: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, path: str | Path | None, *, limit: int | None = None, **options: Any) -> None:
+        if self.OPTIONS is not None:
+            from dualex.options import unknown_option_message
+
+            for key in options:
+                if key not in self.OPTIONS:
+                    raise InputError(unknown_option_message(key, [*self.OPTIONS, "limit"], f"dataset {self.kind!r}"))
         self.path = Path(path) if path not in (None, "") else None
         if limit is not None and limit < 1:
             raise InputError(f"limit must be a positive number of items, got {limit}")

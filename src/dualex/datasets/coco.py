@@ -111,6 +111,8 @@ class CocoDataset(Dataset):
         captions, instances, images: Override the file/directory locations.
     """
 
+    OPTIONS = ("split", "captions_per_image", "synonyms", "captions", "instances", "images")
+
     def _files(self) -> tuple[Path, Path, Path, str]:
         o = self.options
         root = self.path

@@ -105,6 +105,8 @@ class Flickr30kEntities(Dataset):
         images: Override the image directory.
     """
 
+    OPTIONS = ("images", "split")
+
     def _read(self) -> Iterator[Item]:
         root = self.require_dir()
         sent_dir, ann_dir = root / "Sentences", root / "Annotations"

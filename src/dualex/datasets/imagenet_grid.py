@@ -56,6 +56,8 @@ class ImageNetGrid(Dataset):
         classes: Restrict to these folders/names.
     """
 
+    OPTIONS = ("classes", "cell", "k", "images_per_class", "split", "compositions", "seed", "n_compositions")
+
     def _read(self) -> Iterator[Item]:
         root = self.require_dir()
         o = self.options

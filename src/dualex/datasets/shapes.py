@@ -48,6 +48,8 @@ def scene_item(scene: Any, item_id: str, *, split: str | None, image: Any = None
 class ShapesScenes(Dataset):
     """Shapes scenes, generated or read from a directory (see module docstring)."""
 
+    OPTIONS = ("n", "seed", "split", "n_objects", "size")
+
     def _read(self) -> Iterator[Item]:
         from dualex.datasets.shapes_generator import ShapeScene, ShapesDataset
 

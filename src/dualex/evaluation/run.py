@@ -96,19 +96,16 @@ def evaluate(
     Returns:
         `RunResult`.
     """
-    from dualex.evaluation.summary import write_summary
-    from dualex.methods import get_method
-    from dualex.models.registry import load
+    from dualex.methods import check_method_options, get_method
 
     methods = list(dict.fromkeys(methods))
     if not methods:
         raise InputError("name at least one method, e.g. methods=['ij']")
     for m in methods:
         get_method(m)
-    method_options = {m: dict((method_options or {}).get(m, {})) for m in methods}
-    unknown = set(method_options) - set(methods)
-    if unknown:
-        raise InputError(f"options given for methods not in the run: {sorted(unknown)}")
+    method_options = {m: dict((method_options or {}).get(m, {})) for m in methods}  # others' are not used
+    for m in methods:  # every option checked before anything is loaded or written
+        check_method_options(m, method_options[m])
     metrics = metrics or MetricOptions()
     if engine not in ("local", "ray"):
         raise InputError(f"engine must be 'local' or 'ray', got {engine!r}")
@@ -139,7 +136,44 @@ def evaluate(
                 "the ray engine re-opens the dataset in every worker, so it needs one given as KIND:PATH "
                 f"({', '.join(dataset_kinds())}), not a {type(ds).__name__} object"
             )
+    from dualex.writable import check_writable
+
+    check_writable(out, what="run directory", directory=True)
     store = RunStore(out)
+    store.acquire()
+    try:
+        return _evaluate_locked(store, model, model_spec, ds, methods, method_options, metrics, engine=engine,
+                                device=device, internal_batch_size=internal_batch_size, shard_size=shard_size,
+                                flush_seconds=flush_seconds, retry_errors=retry_errors, concurrency=concurrency,
+                                ray_address=ray_address, progress=progress, print_summary=print_summary)  # fmt: skip
+    finally:
+        store.release()
+
+
+def _evaluate_locked(
+    store: RunStore,
+    model: str | DualEncoder,
+    model_spec: str,
+    ds: Dataset,
+    methods: list[str],
+    method_options: dict[str, dict[str, Any]],
+    metrics: MetricOptions,
+    *,
+    engine: str,
+    device: str | None,
+    internal_batch_size: int,
+    shard_size: int,
+    flush_seconds: float,
+    retry_errors: bool,
+    concurrency: int | None,
+    ray_address: str | None,
+    progress: bool | None,
+    print_summary: bool,
+) -> RunResult:
+    """`evaluate` after its checks, with the run directory's lock held."""
+    from dualex.evaluation.summary import write_summary
+    from dualex.models.registry import load
+
     store.open(
         {
             "model": model_spec,

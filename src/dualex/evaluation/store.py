@@ -4,6 +4,7 @@ Layout (see ``docs/run-format.md`` for the full contract)::
 
     RUN_DIR/
       manifest.json                      what was run: model, dataset, methods, options, dualex version
+      .lock                              held while a run writes here (PID, host, start time)
       shards/part-<ns>-<worker>-<rand>.parquet   result rows, written atomically (tmp + os.replace)
       explanations/<method>/<item>.safetensors   one `Explanation.save` file per (item, method)
       summary/overall.csv, per_class.csv, errors.csv, summary.md   tables (rewritten after every run)
@@ -34,6 +35,9 @@ from dualex.errors import InputError
 RUN_FORMAT = "dualex.run"
 RUN_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+LOCK = ".lock"
+# Error stages that mean the run directory could not be written (not the item's fault).
+IO_ERROR_STAGES = ("save:",)
 SHARD_DIR = "shards"
 EXPLANATION_DIR = "explanations"
 SUMMARY_DIR = "summary"
@@ -185,6 +189,53 @@ class RunStore:
     def explanation_path(self, method: str, item_id: str) -> Path:
         return self.root / self.explanation_relpath(method, item_id)
 
+    # ------------------------------------------------------------------ lock
+    @property
+    def lock_path(self) -> Path:
+        return self.root / LOCK
+
+    def acquire(self) -> None:
+        """Take the run directory's lock (``RUN_DIR/.lock``: holder's PID, host and start time).
+
+        A lock left by a process of this host that no longer runs (killed) is taken over.
+
+        Raises:
+            InputError: another run holds the lock (naming its PID and host), or the folder cannot be written.
+        """
+        import socket
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": now_iso()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._read_lock()
+                if holder.get("host") == me["host"] and not _pid_alive(holder.get("pid")):
+                    self.lock_path.unlink(missing_ok=True)  # stale: its process is gone
+                    continue
+                raise InputError(
+                    f"{self.root} is in use by another dualex evaluate (pid {holder.get('pid', '?')} on host "
+                    f"{holder.get('host', '?')}, since {holder.get('started', '?')}); wait for it to finish, or "
+                    f"delete {self.lock_path} if that process is gone"
+                ) from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            return
+        raise InputError(f"cannot take the lock {self.lock_path}; delete it if no run is using {self.root}")
+
+    def release(self) -> None:
+        """Give the lock back (only if this process holds it)."""
+        if self._read_lock().get("pid") == os.getpid():
+            self.lock_path.unlink(missing_ok=True)
+
+    def _read_lock(self) -> dict[str, Any]:
+        try:
+            d = json.loads(self.lock_path.read_text())
+            return d if isinstance(d, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
     # ------------------------------------------------------------------ manifest
     def exists(self) -> bool:
         return self.manifest_path.exists()
@@ -225,8 +276,8 @@ class RunStore:
             **{k: _plain(v) for k, v in manifest.items()},
         }
         if not self.exists():
-            if self.root.exists() and any(self.root.iterdir()):
-                stray = [p.name for p in self.root.iterdir()][:5]
+            if self.root.exists() and any(p.name != LOCK for p in self.root.iterdir()):
+                stray = [p.name for p in self.root.iterdir() if p.name != LOCK][:5]
                 raise InputError(
                     f"{self.root} exists and is not empty ({', '.join(stray)}...) but has no {MANIFEST}; "
                     "choose a new --out directory"
@@ -286,6 +337,15 @@ class RunStore:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        try:
+            return self._write_shard(rows, worker, pa, pq)
+        except OSError as exc:
+            raise InputError(
+                f"cannot write results to {self.shard_dir} ({exc.strerror or exc}); fix that and run the same "
+                "command again: recorded units are kept, the others are redone"
+            ) from None
+
+    def _write_shard(self, rows: Sequence[Mapping[str, Any]], worker: str, pa: Any, pq: Any) -> Path:
         recs = [normalise_row({**r, "worker": r.get("worker") or worker}) for r in rows]
         table = pa.Table.from_pylist(recs, schema=_schema())
         tag = re.sub(r"[^A-Za-z0-9]+", "", worker)[:16] or "w"
@@ -321,17 +381,22 @@ class RunStore:
     def done_keys(self, *, retry_errors: bool = False) -> set[tuple[str, str]]:
         """(item_id, method) units already recorded.
 
-        With ``retry_errors`` units whose newest record has a pair-level error are not counted as done.
+        Units whose newest pair row records an I/O error of the run directory (stage ``save``: the
+        explanation file could not be written) are never counted as done: they are not the item's
+        fault. With ``retry_errors`` units whose newest record has any pair-level error are not
+        counted as done either.
         """
-        latest: dict[tuple[str, str], bool] = {}  # unit -> failed?
+        latest: dict[tuple[str, str], str | None] = {}  # unit -> pair-level error of its newest shard
         for _, t in self.iter_tables(["item_id", "method", "level", "error"]):
             d = t.to_pydict()
-            failed: dict[tuple[str, str], bool] = {}
+            failed: dict[tuple[str, str], str | None] = {}
             for item, meth, level, err in zip(d["item_id"], d["method"], d["level"], d["error"], strict=True):
                 key = (item, meth)
-                failed[key] = failed.get(key, False) or (level == PAIR and err is not None)
+                failed.setdefault(key, None)
+                if level == PAIR and err is not None:
+                    failed[key] = err
             latest.update(failed)
-        return {k for k, bad in latest.items() if not (retry_errors and bad)}
+        return {k for k, err in latest.items() if not (err is not None and (retry_errors or is_io_error(err)))}
 
     def read_rows(self, columns: Sequence[str] | None = None) -> Any:
         """All result rows as a pandas DataFrame, each unit once (from its newest shard).
@@ -353,6 +418,23 @@ class RunStore:
         newest = df.groupby(["item_id", "method"], sort=False)["_shard"].transform("max")
         df = df[df["_shard"] == newest].drop(columns="_shard").reset_index(drop=True)
         return df
+
+
+def is_io_error(error: str) -> bool:
+    """Whether a row's ``error`` is a failure to write into the run directory (retried on every resume)."""
+    return error.startswith(IO_ERROR_STAGES)
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
 
 
 def read_run(run_dir: str | Path, columns: Sequence[str] | None = None) -> Any:

@@ -67,6 +67,20 @@ def get_method(name: str) -> MethodInfo:
     return _METHODS[name]
 
 
+def check_method_options(method: str, options: dict[str, Any]) -> MethodInfo:
+    """The method's `MethodInfo` after checking ``options`` against its signature.
+
+    Raises:
+        InputError: unknown method, unknown option (naming the valid ones, with hints for renamed
+            options), or an option value of the wrong type.
+    """
+    from dualex.options import check_options
+
+    info = get_method(method)
+    check_options(info.fn, options, what=f"method {method!r}")
+    return info
+
+
 @overload
 def explain(
     model: Any,
@@ -114,7 +128,14 @@ def explain(
     Returns:
         One `Explanation` for a single pair, or a list for lists of inputs.
     """
-    info = get_method(method)
+    info = check_method_options(method, options)
+    if not isinstance(text, str) and not (
+        isinstance(text, (list, tuple)) and text and all(isinstance(t, str) for t in text)
+    ):
+        raise InputError(
+            f"text must be a caption (a string) or a non-empty list of captions, got {type(text).__name__} "
+            f"{text!r:.60}"
+        )
     enc = resolve_model(model, device=device)
     single = isinstance(text, str)
     if single and isinstance(image, (list, tuple)) and enc.image_modality == "image":
@@ -126,7 +147,15 @@ def explain(
 
 def explain_pair(model: DualEncoder, pair: Pair, method: str = "ij", **options: Any) -> list[Explanation]:
     """Like `explain`, for an already prepared `Pair` batch."""
-    return get_method(method).fn(model, pair, **options)
+    return check_method_options(method, options).fn(model, pair, **options)
 
 
-__all__ = ["MethodInfo", "explain", "explain_pair", "get_method", "list_methods", "register_method"]
+__all__ = [
+    "MethodInfo",
+    "check_method_options",
+    "explain",
+    "explain_pair",
+    "get_method",
+    "list_methods",
+    "register_method",
+]

@@ -24,7 +24,6 @@ O(D·(S + P)) for the result plus one pass's activations.
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Literal
 
 import torch
@@ -40,14 +39,6 @@ from dualex.models.base import SIDES, DualEncoder, Pair, Side, SideInputs
 from dualex.progress import bar
 
 Mode = Literal["auto", "forward", "reverse"]
-
-
-def _float_copy(model: DualEncoder) -> DualEncoder:
-    """The same adapter over a float32 copy of its module (for fp16/bf16 models)."""
-    twin = copy.copy(model)
-    # `_module` is every built-in adapter's field for its torch module; the contract has no setter.
-    twin._module = copy.deepcopy(model.module).float()  # type: ignore[attr-defined]
-    return twin
 
 
 def _batched_jvp(f: Any, H: Tensor, tangents: Tensor) -> Tensor:
@@ -69,6 +60,57 @@ def _batched_jvp(f: Any, H: Tensor, tangents: Tensor) -> Tensor:
 
 def _default_chunk(device: torch.device) -> int:
     return 512 if device.type == "cuda" else 64
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on ``device`` (CUDA: the driver's free memory; CPU: ``MemAvailable``)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return None
+
+
+def path_bytes(n_steps: int, positions: int, width: int, itemsize: int = 4) -> int:
+    """A lower bound on the memory of one tower's integration, in bytes.
+
+    Every pass holds the N interpolated hidden states ``(N, T, W)``, a tangent (or cotangent result) of
+    the same size and the tail's activations for N rows, so three ``N·T·W`` tensors is a floor; the
+    chunking by ``internal_batch_size`` splits positions and dimensions, never the N steps.
+    """
+    return 3 * n_steps * positions * width * itemsize
+
+
+def check_memory(n_steps: int, shapes: dict[str, tuple[int, int]], device: torch.device, itemsize: int = 4) -> None:
+    """Refuse ``n_steps`` whose integration path alone cannot fit in the memory of ``device``.
+
+    Args:
+        n_steps: Quadrature nodes N.
+        shapes: Per tower, ``(positions T, width W)`` at the split layer.
+        device: Where the integration runs.
+        itemsize: Bytes per element.
+
+    Raises:
+        InputError: the estimate exceeds the free memory, naming both and the largest N that fits.
+    """
+    need = max(path_bytes(n_steps, t, w, itemsize) for t, w in shapes.values())
+    free = available_memory(device)
+    if free is None or need <= free:
+        return
+    per_step = need / n_steps
+    fits = int(free // per_step)
+    raise InputError(
+        f"n_steps={n_steps} needs at least {need / 2**30:,.1f} GiB on {device.type} (each pass holds all N "
+        f"interpolation steps of a tower: 3 × N × {max(t for t, _ in shapes.values())} positions × width "
+        f"× {itemsize} bytes), but only {free / 2**30:,.1f} GiB are free; use n_steps <= {max(fits, 1)} "
+        "(10 to 50 steps are usual)"
+    )
 
 
 def integrated_jacobian(
@@ -215,13 +257,15 @@ def explain_ij(
     bi = model.image_modality == "text"
     text_reference = text_reference or ("same_length" if bi else "default")
     image_reference = image_reference or ("same_length" if bi else "zeros")
-    work = _float_copy(model) if (fp32 and model.dtype in (torch.float16, torch.bfloat16)) else model
+    work = model.float32() if fp32 else model
     layers = {
         "text": work.check_layer("text", layer if text_layer is None else text_layer),
         "image": work.check_layer("image", layer if image_layer is None else image_layer),
     }
     refs = {"text": text_reference, "image": image_reference}
-    alphas, weights = alphas_and_weights(n_steps, quadrature)
+    alphas_and_weights(2, quadrature)  # the rule's name is checked before any model pass
+    if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 1:
+        raise InputError(f"n_steps must be a positive integer, got {n_steps!r}")
     dtype = torch.float32 if fp32 else work.dtype
     B = pair.batch_size
     states: dict[str, dict[str, Any]] = {}
@@ -240,6 +284,13 @@ def explain_ij(
                 "e_r": work.tail(side, ref, r, L).float(),
                 "e_path0": work.tail(side, inputs, r, L).float(),  # α = 0 end of the path as pooled
             }
+    check_memory(
+        n_steps,
+        {side: (int(st["x"].shape[1]), int(st["x"].shape[2])) for side, st in states.items()},
+        states["image"]["x"].device,
+        torch.finfo(dtype).bits // 8,
+    )
+    alphas, weights = alphas_and_weights(n_steps, quadrature)
     scale = work.logit_scale if units == "score" else 1.0
     D = states["text"]["e_x"].shape[-1]
     total_rows = 0

@@ -143,7 +143,8 @@ def pointing_game(ex: Explanation, span: Span | dict[str, Any], boxes: Any) -> P
 
     Returns:
         `PointingResult` (energies in [0, 1], hits 0/1, span–box interaction in score units; the
-        interaction is NaN for first-order explanations).
+        interaction is NaN for first-order explanations, and a direction is NaN when a first-order
+        explanation has no map of the side it needs, e.g. box → span for an image-only method).
     """
     pos = resolve_span(ex, span)
     box = ex.patches(boxes).flatten()
@@ -154,11 +155,15 @@ def pointing_game(ex: Explanation, span: Span | dict[str, Any], boxes: Any) -> P
     if not bool(players.any()):
         raise InputError("the caption has no player tokens")
     sb = float(ex.cross[pos][:, box].sum()) if ex.cross is not None else float("nan")
+    nan = float("nan")
+    first = ex.cross is None and ex.text_pairs is None and ex.image_pairs is None
+    t2i = not first or ex.image_main is not None  # a first-order method may explain one side only
+    i2t = not first or ex.text_main is not None
     return PointingResult(
-        energy_t2i=positive_energy(image_map, box),
-        hit_t2i=hit(image_map, box),
-        energy_i2t=positive_energy(token_scores, in_span, valid=players),
-        hit_i2t=hit(token_scores, in_span, valid=players),
+        energy_t2i=positive_energy(image_map, box) if t2i else nan,
+        hit_t2i=hit(image_map, box) if t2i else nan,
+        energy_i2t=positive_energy(token_scores, in_span, valid=players) if i2t else nan,
+        hit_i2t=hit(token_scores, in_span, valid=players) if i2t else nan,
         span_box=sb,
     )
 

@@ -15,17 +15,21 @@ Shapes used throughout:
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
 import torch
 from torch import Tensor
 
-from dualex.errors import InputError
+from dualex.errors import InputError, UnsupportedModelError
 from dualex.images import ImageTransform
+from dualex.models.attention import AttentionBlock, Recording
 
 Side = Literal["text", "image"]
 SIDES: tuple[Side, Side] = ("text", "image")
@@ -301,7 +305,10 @@ class DualEncoder(ABC):
                 f"got {len(images_l)} images but {len(texts_l)} captions; explain pairs one-to-one "
                 "(repeat the image to explain several captions of it)"
             )
-        return Pair(self.prepare_text(texts_l).to(self.device), self.prepare_image(images_l).to(self.device))
+        image = self.prepare_image(images_l)
+        if isinstance(image, ImageInputs):
+            check_image_sizes(image)
+        return Pair(self.prepare_text(texts_l).to(self.device), image.to(self.device))
 
     def check_layer(self, side: Side, layer: int) -> int:
         """Validate a split layer; negative values count from the end. Returns the layer index."""
@@ -344,8 +351,115 @@ class DualEncoder(ABC):
     def n_players(self, side: Side, inputs: SideInputs, row: int = 0) -> int:
         return int(inputs.players(row).numel())
 
+    # ----------------------------------------------------------------- optional capabilities
+    # Methods that need more than scores and hidden states ask for it here; an adapter implements
+    # what its family supports, and the defaults raise `UnsupportedModelError` with a hint.
+
+    def with_module(self, module: torch.nn.Module) -> DualEncoder:
+        """The same adapter (tokenizer, pipeline, settings) over another module of the same architecture.
+
+        The default assumes the adapter keeps its module in ``self._module``; adapters that store it
+        elsewhere override this.
+        """
+        twin = copy.copy(self)
+        twin._module = module  # type: ignore[attr-defined]  # declared by the adapters, not by this contract
+        return twin
+
+    def float32(self) -> DualEncoder:
+        """``self`` if the weights are float32 (or float64), else the same adapter over a float32 copy.
+
+        Methods that differentiate fp16/bf16 models (``fp32=True``) work on this copy; the original
+        model is untouched.
+        """
+        if self.dtype not in (torch.float16, torch.bfloat16):
+            return self
+        return self.with_module(copy.deepcopy(self.module).float())
+
+    def record_attention(self, side: Side, inputs: SideInputs) -> AbstractContextManager[Recording]:
+        """Record every attention layer of the ``side`` tower while it runs (see `dualex.models.attention`).
+
+        Use as ``with model.record_attention(side, inputs) as rec: model.tail(side, inputs, h, 0)``;
+        ``rec.blocks`` then holds one `AttentionSite` per block in forward order and ``rec.pool`` the
+        attention-pooling head, if the tower has one. Hooks are removed on exit.
+        """
+        raise self._no_attention()
+
+    def attention_blocks(self, side: Side) -> list[AttentionBlock]:
+        """The blocks of the ``side`` tower as pure functions (`AttentionBlock`), in order."""
+        raise self._no_attention()
+
+    def attention_mask(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
+        """The additive self-attention mask the ``side`` tower applies, ``(rows or 1, 1, T, T)``, or None.
+
+        ``inputs`` has one row (broadcast to ``rows``) or ``rows`` rows.
+        """
+        raise self._no_attention()
+
+    def project_tokens(self, side: Side, inputs: SideInputs, hidden: Tensor) -> Tensor:
+        """The tower's head applied to every position, ``(R, T, D)``, from final states ``(R, T, W)``.
+
+        For a tower that pools one token (CLIP's CLS or EOS), position t gets the embedding it would
+        have if it were the pooled token (final norm and projection). For SigLIP's attention-pooling
+        head, each position's value is taken through the head (value and output projections, then the
+        head's residual MLP): the dense features MaskCLIP defines for attention-pooled towers.
+        """
+        raise self._no_attention()
+
+    def pooled_position(self, side: Side, inputs: SideInputs, row: int = 0) -> int:
+        """The hidden position whose final state becomes the embedding (CLS, EOS, last token).
+
+        Raises:
+            UnsupportedModelError: the tower pools several positions (mean pooling) or pools with an
+                attention head (SigLIP's image tower; its probe is not a token).
+        """
+        raise UnsupportedModelError(f"dualex does not know which position the {side} tower of {self.name} pools")
+
+    @property
+    def contrastive_loss(self) -> Literal["softmax", "sigmoid"] | None:
+        """The loss the model was trained with (``"softmax"``: InfoNCE, ``"sigmoid"``: SigLIP), or None
+        where dualex cannot fine-tune this family."""
+        return None
+
+    def check_saveable(self, *, arch: str | None = None) -> None:
+        """Raise unless `save_pretrained` can write this model (checked before a long fine-tuning run)."""
+        raise UnsupportedModelError(f"dualex cannot save {self.family!r} models ({self.name})")
+
+    def save_pretrained(self, directory: str | Path, *, arch: str | None = None) -> str:
+        """Write the model where ``dualex.load`` reads it; returns the name to load it by.
+
+        Args:
+            directory: Output directory (created).
+            arch: Architecture name for families whose saved weights need it (open_clip).
+        """
+        raise UnsupportedModelError(f"dualex cannot save {self.family!r} models ({self.name})")
+
+    def _no_attention(self) -> UnsupportedModelError:
+        return UnsupportedModelError(
+            f"attention-based methods support transformers CLIP/SigLIP and open_clip ViT models; {self.name} "
+            f"is a {self.family!r} model. Use a gradient or perturbation method instead "
+            "(method='ig', 'rise', 'interaction_lime', 'fixlip')"
+        )
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, family={self.family!r})"
+
+
+def check_image_sizes(inputs: ImageInputs) -> None:
+    """Refuse original images smaller than one patch of the model (they would be upscaled from nothing).
+
+    Raises:
+        InputError: an image's height or width (original pixels) is below the patch size.
+    """
+    rows, cols = inputs.grid
+    for i, tf in enumerate(inputs.transforms):
+        ph, pw = tf.input_size[0] / rows, tf.input_size[1] / cols
+        h, w = tf.original_size
+        if h < ph or w < pw:
+            which = f"image {i}" if inputs.batch_size > 1 else "the image"
+            raise InputError(
+                f"{which} is {w}×{h} pixels (width × height), smaller than one {round(pw)}×{round(ph)} patch of the "
+                "model; there is nothing to explain at this size"
+            )
 
 
 def grid_of(n_patches: int) -> tuple[int, int]:

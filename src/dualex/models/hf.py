@@ -9,23 +9,26 @@ split at any block: ``hidden`` runs embeddings + blocks ``< layer``; ``tail`` ru
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeVar, cast
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from dualex.errors import InputError, ModelNotAvailableError
+from dualex.models.attention import AttentionBlock, AttentionSite, Recording, additive_from, mha_site, split_heads
 from dualex.models.base import DualEncoder, ImageInputs, Side, SideInputs, TextInputs
-from dualex.models.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline, patch_keep_to_pixels
+from dualex.models.parts import bos_filler_eos_reference, image_reference, mask_image_patches, mask_text_players
+from dualex.models.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline
 from dualex.models.registry import register_loader, register_wrapper
 from dualex.models.tokenize import HFTokenizer, TokenizerLike
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+    pass
 
 HF_FAMILIES: dict[str, type[HFDualEncoder]] = {}
 
@@ -44,6 +47,10 @@ def register_hf(*model_types: str) -> Callable[[_HF], _HF]:
     return deco
 
 
+#: Seconds the hub gets to answer before a load by hub id gives up (no retries).
+HUB_TIMEOUT = 5.0
+
+
 def offline_hint(spec: str) -> str:
     return (
         f"model {spec!r} is not available on this machine. dualex does not download at run time when "
@@ -54,35 +61,120 @@ def offline_hint(spec: str) -> str:
 
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' loading progress bars and config warnings for the duration of a load."""
+    """Silence transformers' and huggingface_hub's progress bars, config warnings and retry messages."""
+    from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
+    hub_level = hub_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity(logging.ERROR)
+    hub_logging.set_verbosity(logging.ERROR)
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # transformers leaves it unannotated
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
+        hub_logging.set_verbosity(hub_level)
         if bars:
             hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]  # as above
 
 
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) forbids network access."""
+    return any(
+        os.environ.get(v, "0").strip() not in ("0", "", "false", "False", "no")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+@contextlib.contextmanager
+def hub_offline_now() -> Iterator[None]:
+    """Forbid huggingface_hub any network access for the duration of the block (cache reads only).
+
+    For third-party code that loads from the hub on its own (open_clip's tokenizers), which would
+    otherwise wait and retry on an unreachable hub.
+    """
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def probe_hub(repo_id: str, timeout: float = HUB_TIMEOUT) -> str | None:
+    """Ask the hub about ``repo_id`` once, giving up after about ``timeout`` seconds.
+
+    Returns None if the hub answered that the model exists, else why not (no answer in time, no
+    connection, name lookup failed, HTTP status). Runs in a daemon thread, so that a name lookup or a
+    server that accepts connections but never answers cannot hold the caller longer than ``timeout``.
+    """
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    url = f"{constants.ENDPOINT}/api/models/{repo_id}"
+    result: list[str | None] = []
+
+    def ask() -> None:
+        try:
+            req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "dualex"})
+            with urllib.request.urlopen(req, timeout=timeout):
+                result.append(None)
+        except urllib.error.HTTPError as exc:
+            what = "no such model on the hub" if exc.code == 404 else "the hub refused access"
+            result.append(f"{what} (HTTP {exc.code} from {constants.ENDPOINT})")
+        except Exception as exc:
+            reason = getattr(exc, "reason", exc)
+            result.append(f"the hub at {constants.ENDPOINT} cannot be reached ({reason})")
+
+    t = threading.Thread(target=ask, name="dualex-hub-probe", daemon=True)
+    t.start()
+    t.join(timeout + 1.0)
+    if not result:
+        return f"the hub at {constants.ENDPOINT} did not answer within {timeout:.0f} s"
+    return result[0]
+
+
 def _from_pretrained(cls: Any, spec: str, **kw: Any) -> Any:
+    """``cls.from_pretrained`` for a local directory or a hub id, never hanging on the network.
+
+    A hub id is looked up in the local cache first; only if it is not there, and the environment
+    allows downloads, is the hub asked once (`probe_hub`, a few seconds at most, no retries) before
+    downloading. Every failure is a `ModelNotAvailableError` that says how to load a local directory.
+    """
     local = Path(spec).expanduser()
     if local.exists():
-        spec = str(local)
-    elif spec.startswith((".", "/", "~")):
+        try:
+            with quiet_transformers():
+                return cls.from_pretrained(str(local), local_files_only=True, **kw)
+        except (OSError, ValueError) as exc:
+            raise ModelNotAvailableError(f"cannot load a transformers model from {local}: {exc}") from None
+    if spec.startswith((".", "/", "~")):
         raise ModelNotAvailableError(f"local model directory not found: {spec}")
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     try:
         with quiet_transformers():
-            return cls.from_pretrained(spec, local_files_only=offline or local.exists(), **kw)
-    except (OSError, ValueError) as exc:
-        if local.exists():
-            raise ModelNotAvailableError(f"cannot load a transformers model from {spec}: {exc}") from None
+            return cls.from_pretrained(spec, local_files_only=True, **kw)
+    except (OSError, ValueError):
+        pass  # not in the local cache
+    if hub_offline():
         raise ModelNotAvailableError(offline_hint(spec)) from None
+    reason = probe_hub(spec)
+    if reason is not None:
+        raise ModelNotAvailableError(
+            f"model {spec!r} is not in the local cache and {reason}. Save it once where the hub is reachable "
+            "(model.save_pretrained(DIR), processor.save_pretrained(DIR)), copy DIR here and load it as 'hf:DIR'"
+        ) from None
+    try:
+        with quiet_transformers():
+            return cls.from_pretrained(spec, **kw)
+    except (OSError, ValueError) as exc:
+        raise ModelNotAvailableError(f"{offline_hint(spec)} (download failed: {exc})") from None
 
 
 TOKENIZER_FILES = (
@@ -147,14 +239,15 @@ class HFDualEncoder(DualEncoder):
         self,
         module: torch.nn.Module,
         *,
-        tokenizer: TokenizerLike | PreTrainedTokenizerBase | None,
+        tokenizer: TokenizerLike | None = None,
         pipeline: ImagePipeline | None = None,
         name: str = "hf",
     ) -> None:
         if tokenizer is None:
             raise InputError(
-                f"wrapping a {type(module).__name__} needs a tokenizer: pass tokenizer=AutoTokenizer... "
-                "(or any callable returning dualex.models.tokenize.Tokenized)"
+                f"wrapping a {type(module).__name__} needs its tokenizer: dualex.wrap(module, "
+                "tokenizer=transformers.AutoTokenizer.from_pretrained(ID_OR_DIR)), a dualex.models.tokenize "
+                "tokenizer, or any callable texts -> dualex.models.tokenize.Tokenized"
             )
         # The towers are walked by attribute: torch types each submodule as `Tensor | Module` and
         # transformers leaves the towers' submodules untyped,
@@ -230,42 +323,17 @@ class HFDualEncoder(DualEncoder):
 
     # ------------------------------------------------------------------ masking
     def mask(self, side: Side, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
-        keep = keep.to(torch.bool)
-        if keep.dim() == 1:
-            keep = keep[None]
-        K = keep.shape[0]
+        """Apply K coalitions ``keep`` ``(K, n_players)`` to row 0 (`dualex.models.parts`).
+
+        Image ``how``: ``"default"``/``"zeros"`` (patch set to 0 in normalised space) or ``"black"``.
+        Text ``how``: ``"default"``/``"attention"`` (attention mask multiplied by ``keep``: a token that
+        is already removed stays removed) or ``"pad"`` (removed ids become `filler_id`).
+        """
         if side == "image":
             assert isinstance(inputs, ImageInputs)
-            if keep.shape[1] != inputs.n_patches:
-                raise InputError(f"image coalitions need {inputs.n_patches} columns, got {keep.shape[1]}")
-            one = inputs.select([0] * K)
-            H, W = one.pixels.shape[-2:]
-            pm = patch_keep_to_pixels(keep, inputs.grid, (H, W)).to(one.pixels)
-            if how in ("default", "zeros", "mean"):
-                fill = torch.zeros_like(one.pixels)
-            elif how == "black":
-                fill = self.pipeline.black().to(one.pixels).expand_as(one.pixels)
-            else:
-                raise InputError(f"unknown image masking {how!r}; use 'zeros' or 'black'")
-            one.pixels = one.pixels * pm + fill * (1 - pm)
-            return one
+            return mask_image_patches(inputs, keep, how, self.pipeline.black())
         assert isinstance(inputs, TextInputs)
-        players = inputs.players(0)
-        if keep.shape[1] != players.numel():
-            raise InputError(f"text coalitions need {players.numel()} columns, got {keep.shape[1]}")
-        out = inputs.select([0] * K)
-        if how in ("default", "attention"):
-            mask = out.mask.clone()
-            mask[:, players.to(mask.device)] = keep.to(mask.device).long()
-            out.mask = mask
-        elif how == "pad":
-            ids = out.ids.clone()
-            pad = self.filler_id()
-            ids[:, players.to(ids.device)] = torch.where(keep.to(ids.device), ids[:, players.to(ids.device)], pad)
-            out.ids = ids
-        else:
-            raise InputError(f"unknown text masking {how!r}; use 'attention' or 'pad'")
-        return out
+        return mask_text_players(inputs, keep, how, self.filler_id())
 
     # ------------------------------------------------------------------ references
     def filler_id(self) -> int:
@@ -274,41 +342,25 @@ class HFDualEncoder(DualEncoder):
     def reference(self, side: Side, inputs: SideInputs, kind: str = "default") -> SideInputs:
         if side == "image":
             assert isinstance(inputs, ImageInputs)
-            ref = inputs.select(list(range(inputs.batch_size)))
-            if kind in ("default", "zeros"):
-                ref.pixels = torch.zeros_like(inputs.pixels)
-            elif kind == "black":
-                ref.pixels = self.pipeline.black().to(inputs.pixels).expand_as(inputs.pixels).clone()
-            elif kind == "noise":
-                g = torch.Generator().manual_seed(0)
-                ref.pixels = torch.randn(inputs.pixels.shape, generator=g).to(inputs.pixels)
-            else:
-                raise InputError(f"unknown image reference {kind!r}; use 'zeros', 'black' or 'noise'")
-            return ref
+            return image_reference(inputs, kind, self.pipeline.black())
         assert isinstance(inputs, TextInputs)
         return self.text_reference(inputs, kind)
 
     def text_reference(self, inputs: TextInputs, kind: str) -> TextInputs:
-        """BOS + fillers + EOS (+ padding), same sequence length as ``inputs``."""
-        if kind not in ("default", "same_length"):
-            raise InputError(f"unknown text reference {kind!r}; use 'default' or 'same_length'")
-        ref = inputs.select(list(range(inputs.batch_size)))
-        ids = torch.full_like(inputs.ids, self.pad_id())
-        mask = torch.zeros_like(inputs.mask)
-        S = ids.shape[1]
-        eos_at = inputs.pool_index.clone() if kind == "same_length" else torch.full_like(inputs.pool_index, 2)
-        if int(eos_at.max()) >= S:
-            raise InputError("caption too short for the default text reference")
-        for b in range(ids.shape[0]):
-            e = int(eos_at[b])
-            ids[b, 0] = self.bos_id()
-            ids[b, 1:e] = self.filler_id()
-            ids[b, e] = self.eos_id()
-            mask[b, : e + 1] = 1
-        ref.ids, ref.mask = ids, mask
-        ref.pool_index = self.pool_index(ids, mask)
-        ref.special = torch.ones_like(inputs.special)
-        return ref
+        """BOS + fillers + EOS (+ padding), same sequence length as ``inputs``.
+
+        ``"same_length"`` puts EOS where the caption has its end-of-text token
+        (`dualex.models.parts.end_positions`).
+        """
+        return bos_filler_eos_reference(
+            inputs,
+            kind,
+            bos_id=self.bos_id(),
+            eos_id=self.eos_id(),
+            filler_id=self.filler_id(),
+            pad_id=self.pad_id(),
+            pool_index=self.pool_index,
+        )
 
     def bos_id(self) -> int:
         return int(self.text_config.bos_token_id)
@@ -319,6 +371,203 @@ class HFDualEncoder(DualEncoder):
     def pad_id(self) -> int:
         pad = self.text_config.pad_token_id
         return int(pad) if pad is not None else 0
+
+    # ------------------------------------------------------------------ attention internals
+    def _tower(self, side: Side) -> Any:
+        """The transformers tower of ``side`` (untyped submodules: ``encoder.layers``, norms, head)."""
+        return self._module.text_model if side == "text" else self._module.vision_model
+
+    def _pool_attention(self, side: Side) -> nn.MultiheadAttention | None:
+        """The image tower's attention-pooling ``nn.MultiheadAttention`` (SigLIP), else None."""
+        head = getattr(self._module.vision_model, "head", None) if side == "image" else None
+        attn = getattr(head, "attention", None)
+        return attn if isinstance(attn, nn.MultiheadAttention) else None
+
+    @contextlib.contextmanager
+    def record_attention(self, side: Side, inputs: SideInputs) -> Iterator[Recording]:
+        rec = Recording()
+        handles: list[Any] = []
+        try:
+            for layer in self._tower(side).encoder.layers:
+                handles.append(layer.self_attn.register_forward_hook(_self_attention_hook(rec), with_kwargs=True))
+            pool = self._pool_attention(side)
+            if pool is not None:
+                handles.append(pool.register_forward_hook(_pool_hook(rec), with_kwargs=True))
+            yield rec
+        finally:
+            for h in handles:
+                h.remove()
+
+    def attention_blocks(self, side: Side) -> list[AttentionBlock]:
+        return [HFBlock(layer) for layer in self._tower(side).encoder.layers]
+
+    def pooled_position(self, side: Side, inputs: SideInputs, row: int = 0) -> int:
+        if side == "image":
+            return 0  # CLS
+        assert isinstance(inputs, TextInputs)
+        return int(inputs.pool_index[row])
+
+    # ------------------------------------------------------------------ saving
+    def check_saveable(self, *, arch: str | None = None) -> None:
+        tok = getattr(self.tokenizer, "tok", None)
+        if not hasattr(tok, "save_pretrained"):
+            raise InputError(
+                f"{self.name} has no transformers tokenizer, so it cannot be saved in a form dualex.load "
+                "reads; load the model as 'hf:DIR' with its tokenizer files"
+            )
+
+    def save_pretrained(self, directory: str | Path, *, arch: str | None = None) -> str:
+        """``save_pretrained`` of the module and tokenizer plus a ``preprocessor_config.json``; ``hf:DIR``."""
+        self.check_saveable()
+        out = Path(directory).expanduser()
+        out.mkdir(parents=True, exist_ok=True)
+        self._module.save_pretrained(out)
+        tok = getattr(self.tokenizer, "tok", None)
+        assert tok is not None  # check_saveable found its save_pretrained
+        tok.save_pretrained(out)
+        write_preprocessor_config(out, self.preprocessor_config())
+        return f"hf:{out}"
+
+    def preprocessor_config(self) -> dict[str, Any]:
+        """A ``preprocessor_config.json`` that reproduces the adapter's image pipeline."""
+        return pipeline_config(self.pipeline, "CLIPImageProcessor")
+
+
+class HFBlock(AttentionBlock):
+    """A transformers CLIP/SigLIP encoder layer (``layer_norm1``, ``self_attn``, ``layer_norm2``, ``mlp``)."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        # transformers leaves the layer's submodules untyped (torch types them as Tensor | Module).
+        attn: Any = layer.self_attn
+        self.layer: Any = layer
+        self.attn: Any = attn
+        self.n_heads = int(attn.num_heads)
+
+    def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        y = self.layer.layer_norm1(x)
+        a = self.attn
+        return (
+            split_heads(a.q_proj(y), self.n_heads),
+            split_heads(a.k_proj(y), self.n_heads),
+            split_heads(a.v_proj(y), self.n_heads),
+        )
+
+    def logits(self, q: Tensor, k: Tensor) -> Tensor:
+        return torch.matmul(q, k.transpose(-1, -2)) * float(self.attn.scale)
+
+    def attention_branch(self, o: Tensor) -> Tensor:
+        R, H, T, d = o.shape
+        out: Tensor = self.attn.out_proj(o.transpose(1, 2).reshape(R, T, H * d))
+        return out
+
+    def mlp_branch(self, x: Tensor) -> Tensor:
+        out: Tensor = self.layer.mlp(self.layer.layer_norm2(x))
+        return out
+
+
+def _self_attention_hook(rec: Recording) -> Any:
+    """Forward hook of a transformers ``*Attention`` module: records its call as an `AttentionSite`."""
+
+    # `module` is a transformers CLIPAttention/SiglipAttention, whose attributes are untyped.
+    def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        x: Tensor = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+        out = output[0] if isinstance(output, tuple) else output
+        R = x.shape[0]
+        rec.blocks.append(
+            AttentionSite(
+                x_query=x.detach(),
+                x_key=x.detach(),
+                mask=additive_from(mask.detach() if mask is not None else None, R, module.num_heads),
+                output=out,
+                weights=(
+                    module.q_proj.weight,
+                    module.q_proj.bias,
+                    module.k_proj.weight,
+                    module.k_proj.bias,
+                    module.v_proj.weight,
+                    module.v_proj.bias,
+                ),
+                out_weight=module.out_proj.weight,
+                n_heads=int(module.num_heads),
+                scale=float(module.scale),
+            )
+        )
+
+    return hook
+
+
+def _pool_hook(rec: Recording) -> Any:
+    """Forward hook of an attention-pooling ``nn.MultiheadAttention`` (probe queries, token keys)."""
+
+    def hook(module: nn.MultiheadAttention, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        q, k = args[0], args[1]
+        mask = kwargs.get("attn_mask", args[5] if len(args) > 5 else None)
+        rec.pool = mha_site(module, q, k, mask, output[0])
+
+    return hook
+
+
+def pipeline_config(pipe: ImagePipeline, processor: str, **extra: Any) -> dict[str, Any]:
+    """A ``preprocessor_config.json`` dict that reproduces ``pipe`` (read back by `read_preprocessor_config`).
+
+    Args:
+        pipe: The adapter's image pipeline.
+        processor: ``image_processor_type`` written for a plain-resize pipeline (crop pipelines are
+            always ``CLIPImageProcessor``).
+        **extra: Further entries (e.g. SigLIP-2's ``max_num_patches``).
+    """
+    common = {
+        "do_convert_rgb": True,
+        "do_normalize": True,
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_resize": True,
+        "image_mean": list(pipe.mean),
+        "image_std": list(pipe.std),
+        "resample": int(pipe.resample),
+        **extra,
+    }
+    if pipe.mode == "resize":
+        h, w = (pipe.size, pipe.size) if isinstance(pipe.size, int) else pipe.size
+        return {
+            **common,
+            "image_processor_type": processor,
+            "do_center_crop": False,
+            "size": {"height": int(h), "width": int(w)},
+        }
+    short = pipe.size if isinstance(pipe.size, int) else min(pipe.size)
+    return {
+        **common,
+        "image_processor_type": "CLIPImageProcessor",
+        "do_center_crop": True,
+        "size": {"shortest_edge": int(short)},
+        "crop_size": {"height": int(pipe.crop[0]), "width": int(pipe.crop[1])},
+    }
+
+
+PREPROCESSOR_FILE = "preprocessor_config.json"
+
+
+def write_preprocessor_config(directory: Path, config: dict[str, Any]) -> None:
+    (directory / PREPROCESSOR_FILE).write_text(json.dumps(config, indent=2))
+
+
+def read_preprocessor_config(spec: str) -> dict[str, Any] | None:
+    """The saved ``preprocessor_config.json`` of a local directory or a cached hub model, if any."""
+    path = Path(spec).expanduser() / PREPROCESSOR_FILE
+    if not path.exists():
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(spec, PREPROCESSOR_FILE, local_files_only=True))
+        except Exception:
+            return None
+    try:
+        config: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return config
 
 
 @register_hf("clip")
@@ -339,6 +588,24 @@ class HFClip(HFDualEncoder):
         if not bool(hit.any(-1).all()):
             raise InputError("a caption has no end-of-text token after tokenisation; check the tokenizer")
         return hit.int().argmax(-1).long()
+
+    @property
+    def contrastive_loss(self) -> Literal["softmax", "sigmoid"] | None:
+        return "softmax"
+
+    def attention_mask(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
+        if side == "image":
+            return None
+        assert isinstance(inputs, TextInputs)
+        return additive_mask(broadcast_rows(inputs.mask, rows), causal=True, dtype=dtype)
+
+    def project_tokens(self, side: Side, inputs: SideInputs, hidden: Tensor) -> Tensor:
+        if side == "text":
+            tm = self._module.text_model
+            text_tokens: Tensor = self._module.text_projection(tm.final_layer_norm(hidden))
+            return text_tokens
+        image_tokens: Tensor = self._module.visual_projection(self._module.vision_model.post_layernorm(hidden))
+        return image_tokens
 
     def n_layers(self, side: Side) -> int:
         tower = self._module.text_model if side == "text" else self._module.vision_model
@@ -386,17 +653,9 @@ class HFClip(HFDualEncoder):
 
 def pipeline_from_pretrained(spec: str, fallback: ImagePipeline) -> ImagePipeline:
     """Read size/crop/mean/std from a saved ``preprocessor_config.json`` if there is one."""
-    import json
-
-    path = Path(spec) / "preprocessor_config.json"
-    if not path.exists():
-        try:
-            from huggingface_hub import hf_hub_download
-
-            path = Path(hf_hub_download(spec, "preprocessor_config.json", local_files_only=True))
-        except Exception:
-            return fallback
-    cfg = json.loads(path.read_text())
+    cfg = read_preprocessor_config(spec)
+    if cfg is None:
+        return fallback
     mean = cfg.get("image_mean", fallback.mean)
     std = cfg.get("image_std", fallback.std)
     size = cfg.get("size", fallback.size)

@@ -23,16 +23,15 @@ The score is the model's own pre-sigmoid logit ``exp(t) · cos + b`` (never the 
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import torch
 from PIL import Image
 from torch import Tensor
 
 from dualex.errors import InputError, UnsupportedModelError
+from dualex.models.attention import mha_weights
 from dualex.models.base import ImageInputs, Side, SideInputs, TextInputs
 from dualex.models.hf import (
     HFDualEncoder,
@@ -40,6 +39,8 @@ from dualex.models.hf import (
     additive_mask,
     broadcast_rows,
     load_tokenizer,
+    pipeline_config,
+    read_preprocessor_config,
     register_hf,
 )
 from dualex.models.preprocess import HALF, ImagePipeline
@@ -72,23 +73,6 @@ def _bidirectional_mask(mask: Tensor | None, R: int, dtype: torch.dtype) -> Tens
     if mask is None or bool(mask.bool().all()):
         return None
     return additive_mask(broadcast_rows(mask, R), causal=False, dtype=dtype)
-
-
-def _preprocessor_config(spec: str) -> dict[str, Any] | None:
-    """The saved ``preprocessor_config.json`` of a local directory or a cached hub model, if any."""
-    path = Path(spec).expanduser() / "preprocessor_config.json"
-    if not path.exists():
-        try:
-            from huggingface_hub import hf_hub_download
-
-            path = Path(hf_hub_download(spec, "preprocessor_config.json", local_files_only=True))
-        except Exception:
-            return None
-    try:
-        cfg: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return cfg
 
 
 def _pil_resample(value: Any, default: int) -> int:
@@ -276,6 +260,48 @@ class SiglipBase(HFDualEncoder):
         emb: Tensor = self._module.vision_model.head(h)
         return emb
 
+    # ------------------------------------------------------------------ contract capabilities
+    @property
+    def contrastive_loss(self) -> Literal["softmax", "sigmoid"] | None:
+        return "sigmoid"
+
+    def attention_mask(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
+        if side == "text":
+            assert isinstance(inputs, TextInputs)
+            return _bidirectional_mask(inputs.mask, rows, dtype)
+        assert isinstance(inputs, ImageInputs)
+        return _bidirectional_mask(self.image_attention(inputs), rows, dtype)
+
+    def project_tokens(self, side: Side, inputs: SideInputs, hidden: Tensor) -> Tensor:
+        """Text: ``head(final_layer_norm(h))`` per position. Image: each position's value through the MAP head.
+
+        The head pools ``o = out_proj(Σ_t a_t v_t)`` and returns ``o + mlp(layernorm(o))``; position t's
+        dense feature replaces the attention-weighted sum by its own value ``v_t`` (MaskCLIP's reading of
+        an attention-pooling head, as for CLIP's ResNet towers).
+        """
+        if side == "text":
+            tm = self._module.text_model
+            text_tokens: Tensor = tm.head(tm.final_layer_norm(hidden))
+            return text_tokens
+        vm = self._module.vision_model
+        head = vm.head
+        x = vm.post_layernorm(hidden)
+        _, _, _, _, vw, vb = mha_weights(head.attention)
+        o = head.attention.out_proj(torch.nn.functional.linear(x, vw, vb))
+        image_tokens: Tensor = o + head.mlp(head.layernorm(o))
+        return image_tokens
+
+    def pooled_position(self, side: Side, inputs: SideInputs, row: int = 0) -> int:
+        if side == "image":
+            raise UnsupportedModelError(
+                f"the image tower of {self.name} has no CLS token: it pools with an attention head"
+            )
+        assert isinstance(inputs, TextInputs)
+        return int(inputs.pool_index[row])
+
+    def preprocessor_config(self) -> dict[str, Any]:
+        return pipeline_config(self.pipeline, "SiglipImageProcessor")
+
     # ------------------------------------------------------------------ masking
     def mask(self, side: Side, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
         """Apply K coalitions ``keep`` ``(K, n_players)`` to row 0 of ``inputs``.
@@ -402,7 +428,7 @@ class HFSiglip(SiglipBase):
 
     @classmethod
     def options_from_preprocessor(cls, spec: str, module: torch.nn.Module) -> dict[str, Any]:
-        cfg = _preprocessor_config(spec)
+        cfg = read_preprocessor_config(spec)
         if cfg is None:
             return {}
         size = cfg.get("size") or {}
@@ -498,9 +524,17 @@ class HFSiglip2(SiglipBase):
         emb: Tensor = self._module.vision_model.head(h, keys)
         return emb
 
+    @property
+    def contrastive_loss(self) -> Literal["softmax", "sigmoid"] | None:
+        """None: dualex does not fine-tune NaFlex models (variable grids are not trained for)."""
+        return None
+
+    def preprocessor_config(self) -> dict[str, Any]:
+        return pipeline_config(self.pipeline, "Siglip2ImageProcessor", max_num_patches=self.grid_side**2)
+
     @classmethod
     def options_from_preprocessor(cls, spec: str, module: torch.nn.Module) -> dict[str, Any]:
-        cfg = _preprocessor_config(spec)
+        cfg = read_preprocessor_config(spec)
         if cfg is None:
             return {}
         out: dict[str, Any] = {}

@@ -1,8 +1,9 @@
 """Adapter for open_clip ViT CLIP models: ``open_clip.CLIP`` and ``CustomTextCLIP`` with a native text tower.
 
-Names: ``openclip:ARCH`` (random initialisation, offline), ``openclip:ARCH@TAG`` (a pretrained tag whose
-checkpoint is already in the local cache) and ``openclip:ARCH@/path/to/open_clip_pytorch_model.bin``
-(a checkpoint file). dualex never downloads open_clip weights: an uncached tag raises
+Names: ``openclip:ARCH@TAG`` (a pretrained tag whose checkpoint is already in the local cache),
+``openclip:ARCH@/path/to/open_clip_pytorch_model.bin`` (a checkpoint file) and ``openclip:ARCH@random``
+(random initialisation, offline: only on this explicit request; ``openclip:ARCH`` and ``ARCH@`` name no
+weights and are refused). dualex never downloads open_clip weights: an uncached tag raises
 `ModelNotAvailableError` saying how to pass the file.
 
 How the towers run. The adapter re-implements both forwards from the towers' public submodules so that
@@ -39,12 +40,14 @@ ConvNeXt, RN50), attentional pooling (CoCa), Hugging Face text towers, CoCa's ap
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.util
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import torch
 from PIL import Image
@@ -52,8 +55,9 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from dualex.errors import InputError, ModelNotAvailableError, UnsupportedModelError
+from dualex.models.attention import AttentionBlock, Recording, merge_heads, mha_site, mha_weights, split_heads
 from dualex.models.base import DualEncoder, ImageInputs, Side, SideInputs, TextInputs
-from dualex.models.hf import additive_mask, broadcast_rows
+from dualex.models.hf import additive_mask, broadcast_rows, hub_offline_now
 from dualex.models.parts import (
     bos_filler_eos_reference,
     image_reference,
@@ -417,6 +421,163 @@ class OpenClipEncoder(DualEncoder):
             pool_index=self.pool_index,
         )
 
+    # ------------------------------------------------------------------ attention internals
+    def _blocks(self, side: Side) -> nn.ModuleList:
+        tower = self.text_tower.transformer if side == "text" else self._module.visual.transformer
+        blocks: nn.ModuleList = tower.resblocks
+        return blocks
+
+    @contextlib.contextmanager
+    def record_attention(self, side: Side, inputs: SideInputs) -> Iterator[Recording]:
+        """Records blocks with ``nn.MultiheadAttention`` (hooks on ``ln_1`` and ``ls_1``); others raise."""
+        rec = Recording()
+        handles: list[Any] = []
+        try:
+            for i, blk in enumerate(self._blocks(side)):
+                attn = getattr(blk, "attn", None)
+                if not isinstance(attn, nn.MultiheadAttention):
+                    raise UnsupportedModelError(
+                        f"{side} block {i} of {self.name} does not use nn.MultiheadAttention; attention-based "
+                        "methods that record attention support standard open_clip ViT blocks only"
+                    )
+                handles.extend(self._site_hooks(blk, attn, side, inputs, rec))
+            yield rec
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _site_hooks(
+        self, blk: Any, attn: nn.MultiheadAttention, side: Side, inputs: SideInputs, rec: Recording
+    ) -> list[Any]:
+        state: dict[str, Tensor] = {}
+
+        def save_input(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
+            state["x"] = output
+
+        def save_output(module: nn.Module, args: tuple[Any, ...]) -> None:
+            x = state.pop("x")
+            mask = self.attention_mask(side, inputs, x.shape[0], x.dtype)
+            rec.blocks.append(mha_site(attn, x, x, mask, args[0]))
+
+        return [blk.ln_1.register_forward_hook(save_input), blk.ls_1.register_forward_pre_hook(save_output)]
+
+    def attention_blocks(self, side: Side) -> list[AttentionBlock]:
+        return [OpenClipBlock(blk) for blk in self._blocks(side)]
+
+    def attention_mask(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
+        if side == "image":
+            return None
+        return self._text_attention(self._check_text(inputs), rows, dtype)
+
+    def project_tokens(self, side: Side, inputs: SideInputs, hidden: Tensor) -> Tensor:
+        if side == "text":
+            tower = self.text_tower
+            h: Tensor = tower.ln_final(hidden)
+            proj = tower.text_projection
+            if proj is None:
+                return h
+            tokens: Tensor = proj(h) if isinstance(proj, nn.Module) else h @ proj
+            return tokens
+        visual = self._module.visual
+        h = visual.ln_post(hidden)
+        return h if visual.proj is None else h @ visual.proj
+
+    def pooled_position(self, side: Side, inputs: SideInputs, row: int = 0) -> int:
+        if side == "image":
+            if self._module.visual.pool_type != "tok":
+                raise UnsupportedModelError(
+                    f"the image tower of {self.name} average-pools its tokens; this method needs a CLS-pooled tower"
+                )
+            return 0
+        assert isinstance(inputs, TextInputs)
+        return int(inputs.pool_index[row])
+
+    # ------------------------------------------------------------------ training and saving
+    @property
+    def contrastive_loss(self) -> Literal["softmax", "sigmoid"] | None:
+        return "sigmoid" if getattr(self._module, "logit_bias", None) is not None else "softmax"
+
+    def architecture(self, arch: str | None = None) -> str:
+        """The open_clip architecture name (given, or from an ``openclip:ARCH[@...]`` model name)."""
+        if arch:
+            return arch
+        name = str(self.name)
+        if name.startswith("openclip:"):
+            return name.split(":", 1)[1].split("@", 1)[0]
+        raise InputError(
+            f"cannot tell the open_clip architecture of {name!r}, which is needed to load saved weights; "
+            "pass openclip_arch='ViT-B-32' (or load the model as 'openclip:ARCH@...')"
+        )
+
+    def check_saveable(self, *, arch: str | None = None) -> None:
+        self.architecture(arch)
+
+    def save_pretrained(self, directory: str | Path, *, arch: str | None = None) -> str:
+        """The state dict as ``DIR/open_clip_model.safetensors``; load it as ``openclip:ARCH@FILE``."""
+        from safetensors.torch import save_file
+
+        name = self.architecture(arch)
+        out = Path(directory).expanduser()
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().clone().contiguous() for k, v in self._module.state_dict().items()}
+        save_file(state, str(out / OPENCLIP_FILE))
+        return f"openclip:{name}@{out / OPENCLIP_FILE}"
+
+
+OPENCLIP_FILE = "open_clip_model.safetensors"
+
+
+class OpenClipBlock(AttentionBlock):
+    """An open_clip residual block (``ResidualAttentionBlock`` or ``CustomResidualAttentionBlock``)."""
+
+    def __init__(self, block: nn.Module) -> None:
+        # open_clip ships no type information: the block's submodules are untyped here.
+        attn: Any = block.attn
+        self.block: Any = block
+        self.attn: Any = attn
+        self.n_heads = int(attn.num_heads)
+        self.mha = isinstance(self.attn, nn.MultiheadAttention)
+
+    def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        y = self.block.ln_1(x)
+        a, H = self.attn, self.n_heads
+        if self.mha:
+            qw, qb, kw, kb, vw, vb = mha_weights(a)
+            return (
+                split_heads(functional.linear(y, qw, qb), H),
+                split_heads(functional.linear(y, kw, kb), H),
+                split_heads(functional.linear(y, vw, vb), H),
+            )
+        q, k, v = (split_heads(t, H) for t in functional.linear(y, a.in_proj_weight, a.in_proj_bias).chunk(3, dim=-1))
+        if a.logit_scale is not None:
+            scale = torch.clamp(a.logit_scale, max=a.logit_scale_max).exp()
+            return functional.normalize(q, dim=-1) * scale, functional.normalize(k, dim=-1), v
+        q_normed: Tensor = a.ln_q(q)
+        k_normed: Tensor = a.ln_k(k)
+        return q_normed, k_normed, v
+
+    def logits(self, q: Tensor, k: Tensor) -> Tensor:
+        if self.mha:
+            scale = float(self.attn.head_dim) ** -0.5
+        else:
+            scale = 1.0 if self.attn.logit_scale is not None else float(self.attn.scale)
+        return torch.matmul(q * scale, k.transpose(-1, -2))
+
+    def attention_branch(self, o: Tensor) -> Tensor:
+        a = self.attn
+        out: Tensor
+        if self.mha:
+            out = self.block.ls_1(functional.linear(merge_heads(o), a.out_proj.weight, a.out_proj.bias))
+            return out
+        if a.head_scale is not None:
+            o = o * a.head_scale
+        out = self.block.ls_1(self.block.ln_attn(a.out_proj(a.ln_inner(merge_heads(o)))))
+        return out
+
+    def mlp_branch(self, x: Tensor) -> Tensor:
+        out: Tensor = self.block.ls_2(self.block.mlp(self.block.ln_2(x)))
+        return out
+
 
 def _global_pool(visual: Any, h: Tensor) -> Tensor:
     return h[:, 1:].mean(dim=1) if visual.pool_type == "avg" else h[:, 0]
@@ -536,7 +697,8 @@ def _tokenizer_for(arch: str, module: nn.Module) -> Any:
     import open_clip
 
     try:
-        return open_clip.get_tokenizer(arch)
+        with hub_offline_now():  # a tokenizer on the hub is read from the cache only: never a hang
+            return open_clip.get_tokenizer(arch)
     except Exception as exc:  # an HF tokenizer that is not cached
         raise ModelNotAvailableError(
             f"the tokenizer of open_clip model {arch} is not available offline ({type(exc).__name__}); build "
@@ -546,25 +708,33 @@ def _tokenizer_for(arch: str, module: nn.Module) -> Any:
 
 @register_loader("openclip")
 def load_openclip(spec: str, *, device: torch.device, dtype: torch.dtype | None = None) -> DualEncoder:
-    """Load ``openclip:ARCH[@PRETRAINED]``; PRETRAINED is a cached tag or a checkpoint file.
+    """Load ``openclip:ARCH@PRETRAINED``: a cached tag, a checkpoint file, or ``random`` (random weights).
 
     Raises:
+        InputError: no or an empty PRETRAINED part (random weights only on request: ``@random``).
         ModelNotAvailableError: unknown architecture or tag, missing file, or weights not cached.
         UnsupportedModelError: the architecture has a tower the adapter does not support.
     """
     import open_clip
 
-    arch_part, _, tag = spec.partition("@")
-    arch, pretrained = arch_part.strip(), tag.strip() or None
+    arch, at, pretrained_raw = spec.partition("@")
+    arch, pretrained = arch.strip(), pretrained_raw.strip() or None
     known = open_clip.list_models()
     if arch not in known:
         close = difflib.get_close_matches(arch, known, n=4)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see open_clip.list_models()"
         raise ModelNotAvailableError(f"open_clip has no architecture {arch!r}{hint}")
+    if pretrained is None:
+        tags = open_clip.list_pretrained_tags_by_model(arch)
+        what = f"'openclip:{spec}' has an empty pretrained tag" if at else f"'openclip:{spec}' names no weights"
+        raise InputError(
+            f"{what}: use 'openclip:{arch}@TAG' (tags: {', '.join(tags) or 'none'}; the checkpoint must be in "
+            f"the local cache), 'openclip:{arch}@/path/to/open_clip_pytorch_model.bin', or "
+            f"'openclip:{arch}@random' for random weights"
+        )
     kw: dict[str, Any] = {}
     tag_cfg: dict[str, Any] = {}
-    checkpoint: str | None
-    if pretrained is None:
+    if pretrained == "random":
         checkpoint = None
     elif Path(pretrained).expanduser().is_file():
         checkpoint = str(Path(pretrained).expanduser())

@@ -1,10 +1,10 @@
 """Model names -> adapters: `load`, `wrap` and `resolve_model`.
 
-Names: ``hf:<hub id or local dir>``, ``openclip:<arch>[@<pretrained>]``, ``sentence:<hub id or local dir>``,
-``shapes`` (the bundled model) and ``py:<module>:<function>`` (a factory returning a `DualEncoder`). A new
-family is one module in `dualex.models` that registers a loader for its prefix with `register_loader` and a
-wrapper for its module types with `register_wrapper`; the registry imports every module of the package on
-first use, so there is no list to edit.
+Names: ``hf:<hub id or local dir>``, ``openclip:<arch>@<pretrained|file|random>``,
+``sentence:<hub id or local dir>``, ``shapes`` (the bundled model) and ``py:<module>:<function>`` (a factory
+returning a `DualEncoder`). A new family is one module in `dualex.models` that registers a loader for its
+prefix with `register_loader` and a wrapper for its module types with `register_wrapper`; the registry
+imports every module of the package on first use, so there is no list to edit.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def load_factory(spec: str, *, device: str | torch.device | None = None) -> Dual
     if not isinstance(model, DualEncoder):
         raise InputError(f"model factory {'py:' + spec!r} returned {type(model).__name__}, not a dualex DualEncoder")
     if device is not None:
-        model.to(device)
+        model.to(check_device(device))
     return model
 
 
@@ -88,7 +88,7 @@ def load(name: str, *, device: str | torch.device | None = None, dtype: torch.dt
     """Load a dual encoder by name.
 
     Args:
-        name: ``"shapes"``, ``"hf:<hub id or dir>"``, ``"openclip:<arch>[@<pretrained>]"``,
+        name: ``"shapes"``, ``"hf:<hub id or dir>"``, ``"openclip:<arch>@<tag, file or random>"``,
             ``"sentence:<hub id or dir>"`` or ``"py:<module>:<function>"`` (see `load_factory`).
         device: Where to put the model (default: CUDA if available, else CPU; ``py:`` factories: as built).
         dtype: Parameter dtype (default: as stored).
@@ -118,7 +118,7 @@ def load(name: str, *, device: str | torch.device | None = None, dtype: torch.dt
         raise InputError(f"unknown model name {name!r}; use one of: {known}{hint}")
     if not spec:
         raise InputError(f"model name {name!r} is missing the part after '{prefix}:'")
-    dev = torch.device(device) if device is not None else default_device()
+    dev = check_device(device) if device is not None else default_device()
     model = _LOADERS[prefix](spec, device=dev, dtype=dtype)
     model.name = name
     return model
@@ -146,8 +146,40 @@ def wrap(module: Any, **kwargs: Any) -> DualEncoder:
     )
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """A usable `torch.device` for ``device``, or one plain `InputError` (unknown name, no such GPU).
+
+    Raises:
+        InputError: the name is not a device (``"bogus"``), or it names an accelerator this machine
+            does not have (``"cuda"`` without a GPU, ``"cuda:3"`` with two).
+    """
+    try:
+        dev = device if isinstance(device, torch.device) else torch.device(str(device).strip())
+    except (RuntimeError, ValueError):
+        raise InputError(f"unknown device {device!r}; use cpu, cuda or cuda:N (N = GPU index), or mps") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise InputError(f"device {str(device)!r}: no CUDA GPU is usable on this machine; use --device cpu")
+        if dev.index is not None and dev.index >= n:
+            raise InputError(f"device {str(device)!r}: this machine has {n} CUDA GPU(s), cuda:0..cuda:{n - 1}")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise InputError(f"device {str(device)!r}: Apple's MPS backend is not available here; use --device cpu")
+    elif dev.type != "cpu" and not getattr(getattr(torch, dev.type, None), "is_available", lambda: False)():
+        raise InputError(f"device {str(device)!r} is not available here; use cpu, cuda or cuda:N, or mps")
+    return dev
+
+
 def resolve_model(model: Any, *, device: str | torch.device | None = None) -> DualEncoder:
-    """A `DualEncoder` from a name (`load`), an adapter, or a raw module (`wrap`)."""
+    """A `DualEncoder` from a name (`load`), an adapter, or a raw module (`wrap`).
+
+    Raises:
+        InputError: ``device`` is unknown or not available here (see `check_device`).
+    """
+    if device is not None:
+        device = check_device(device)
     if isinstance(model, DualEncoder):
         return model if device is None else model.to(device)
     if isinstance(model, str):

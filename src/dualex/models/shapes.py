@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dualex.errors import ModelNotAvailableError
-from dualex.models.preprocess import CLIP_MEAN, CLIP_STD
+from dualex.models.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline
 from dualex.models.registry import register_alias
 
 BOS_ID, EOS_ID = 49406, 49407
@@ -112,19 +112,11 @@ def write_tokenizer(directory: str | Path, bpe_path: str | Path | None = None) -
 
 def write_preprocessor(directory: str | Path) -> None:
     """``preprocessor_config.json``: the 224-pixel CLIP pipeline (resize short side, centre crop, CLIP mean/std)."""
+    from dualex.models.hf import pipeline_config, write_preprocessor_config
+
     size = ARCH["image_size"]
-    config = {
-        "image_processor_type": "CLIPImageProcessor",
-        "do_resize": True,
-        "size": {"shortest_edge": size},
-        "do_center_crop": True,
-        "crop_size": {"height": size, "width": size},
-        "do_normalize": True,
-        "image_mean": list(CLIP_MEAN),
-        "image_std": list(CLIP_STD),
-        "resample": 3,
-    }
-    (Path(directory) / "preprocessor_config.json").write_text(json.dumps(config, indent=1) + "\n")
+    pipe = ImagePipeline(size=size, crop=(size, size), mean=CLIP_MEAN, std=CLIP_STD)
+    write_preprocessor_config(Path(directory), pipeline_config(pipe, "CLIPImageProcessor"))
 
 
 def build_model(seed: int = 0) -> Any:

@@ -8,6 +8,7 @@ Offsets let users name caption spans by words (``image_map("red circle")``).
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from dualex.bytelevel import piece_bytes
 from dualex.errors import InputError
 
 Offsets = list[tuple[int, int] | None]
@@ -47,27 +49,64 @@ def check_texts(texts: Sequence[str]) -> list[str]:
     return out
 
 
+def _lower_keep_length(text: str) -> str:
+    return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+
+
 def align_offsets(text: str, pieces: Sequence[str | None]) -> Offsets:
     """Character spans of token strings in ``text`` (case-insensitive, left to right).
 
     ``pieces`` are the visible forms of the tokens (markers such as ``</w>``, ``##`` or ``▁`` removed);
-    None marks special tokens. A piece that cannot be found gets None instead of a wrong span.
+    None marks special tokens. A piece is looked up as text first and then, for byte-level BPE
+    tokenizers (CLIP, GPT-2), as the UTF-8 bytes it encodes, so ``"Ã©"`` finds the ``é`` of the caption;
+    a token holding part of a character's bytes (emoji are often split) covers that whole character.
+    A piece that cannot be found gets None instead of a wrong span.
     """
-    low = text.lower()
+    low = _lower_keep_length(text)
+    data = low.encode("utf-8")
+    char_of: list[int] = []  # byte position -> character index
+    for i, ch in enumerate(low):
+        char_of.extend([i] * len(ch.encode("utf-8")))
     pos = 0
     out: Offsets = []
     for piece in pieces:
         if piece is None or not piece.strip():
             out.append(None)
             continue
-        p = piece.lower().strip()
-        j = low.find(p, pos)
-        if j < 0:
+        p = piece.strip()
+        candidates = [p.lower().encode("utf-8")]
+        raw = piece_bytes(p)
+        if raw is not None and raw.lower() != candidates[0]:
+            candidates.append(raw.lower())
+        for cand in candidates:
+            j = data.find(cand, pos)
+            if j >= 0:
+                out.append((char_of[j], char_of[j + len(cand) - 1] + 1))
+                pos = j + len(cand)
+                break
+        else:
             out.append(None)
-            continue
-        out.append((j, j + len(p)))
-        pos = j + len(p)
     return out
+
+
+def warn_truncated(text: str, offsets: Offsets, context: int) -> None:
+    """Warn (one line) that the words of ``text`` after its last token do not fit the model's context."""
+    ends = [o[1] for o in offsets if o is not None]
+    rest = text[max(ends) :] if ends else text
+    words = re.findall(r"\w+", rest)
+    if not words:
+        return
+    shown = " ".join(words[:6]) + (" ..." if len(words) > 6 else "")
+    warnings.warn(
+        f"caption {_short(text)!r} is longer than the model's {context}-token context: its last {len(words)} "
+        f"word(s) ({shown!r}) are cut off and get no attributions",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _short(text: str, n: int = 40) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def clean_piece(token: str) -> str:
@@ -98,9 +137,8 @@ class HFTokenizer:
     ) -> None:
         self.tok = tokenizer
         self.padding = padding
-        self.max_length = max_length or getattr(tokenizer, "model_max_length", 77)
-        if self.max_length is None or self.max_length > 100_000:
-            self.max_length = 512
+        length = max_length or getattr(tokenizer, "model_max_length", 77)
+        self.max_length: int = 512 if length is None or length > 100_000 else int(length)
         self.keep_pad_attention = keep_pad_attention
 
     def __call__(self, texts: Sequence[str]) -> Tokenized:
@@ -110,6 +148,7 @@ class HFTokenizer:
         ids = enc["input_ids"].long()
         mask = enc.get("attention_mask", torch.ones_like(ids)).long()
         special = enc["special_tokens_mask"].bool() | (mask == 0)
+        full = mask.sum(1) >= self.max_length
         if self.keep_pad_attention:
             mask = torch.ones_like(ids)
         tokens = [self.tok.convert_ids_to_tokens(row.tolist()) for row in ids]
@@ -117,6 +156,8 @@ class HFTokenizer:
         for b, text in enumerate(texts):
             pieces = [None if special[b, i] else clean_piece(t) for i, t in enumerate(tokens[b])]
             offsets.append(align_offsets(text, pieces))
+            if bool(full[b]):
+                warn_truncated(text, offsets[-1], self.max_length)
         return Tokenized(ids, mask, tokens, special, offsets)
 
 
@@ -156,6 +197,8 @@ class OpenClipTokenizer:
         for b, text in enumerate(texts):
             pieces = [None if special[b, i] else clean_piece(t) for i, t in enumerate(tokens[b])]
             offsets.append(align_offsets(text, pieces))
+            if int(eos_pos[b]) >= self.context_length - 1:
+                warn_truncated(text, offsets[-1], self.context_length)
         return Tokenized(ids, mask, tokens, special, offsets)
 
     def _decode(self, i: int) -> str:
@@ -203,7 +246,10 @@ class WordTokenizer:
         rows: list[list[int]] = []
         spans: list[list[tuple[int, int]]] = []
         for text in texts:
-            matches = list(re.finditer(r"[A-Za-z0-9]+", text))[: self.max_length - 2]
+            found = list(re.finditer(r"[A-Za-z0-9]+", text))
+            matches = found[: self.max_length - 2]
+            if len(found) > len(matches):
+                warn_truncated(text, [(m.start(), m.end()) for m in matches], self.max_length)
             if not matches:
                 raise InputError(f"caption {text!r} has no words")
             rows.append([self.bos, *(self.word_id(m.group().lower()) for m in matches), self.eos])

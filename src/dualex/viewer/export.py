@@ -76,8 +76,19 @@ def collect(source: str | Path, *, limit: int | None = 200) -> dict[str, Any]:
         print(f"dualex export: {len(entries)} explanation files; exporting the first {limit} (see --limit)",
               file=sys.stderr)
         entries = entries[:limit]
-    payloads = {e.file: load_payload(catalog.root, catalog.root / e.file) for e in entries}
-    return {"pairs": group_entries(entries), "explanations": payloads}
+    payloads = {}
+    kept = []
+    for e in entries:
+        try:
+            payloads[e.file] = load_payload(catalog.root, catalog.root / e.file)
+        except InputError as exc:  # one bad file does not sink the export
+            print(f"dualex export: warning: skipping {e.file}: {str(exc).replace(str(catalog.root), '.')}",
+                  file=sys.stderr)
+            continue
+        kept.append(e)
+    if not kept:
+        raise InputError(f"none of the {len(entries)} explanation file(s) under {src} could be read (see warnings)")
+    return {"pairs": group_entries(kept), "explanations": payloads}
 
 
 def export_html(source: str | Path, out: str | Path, *, limit: int | None = 200) -> Path:

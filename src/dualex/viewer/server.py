@@ -190,7 +190,10 @@ class ViewerHandler(BaseHTTPRequestHandler):
             return None
 
     def _explanation(self, query: str, *, head: bool) -> None:
-        files = parse_qs(query, keep_blank_values=True, max_num_fields=4).get("file", [])
+        try:
+            files = parse_qs(query, keep_blank_values=True, max_num_fields=4).get("file", [])
+        except ValueError:  # more fields than max_num_fields
+            return self._error(HTTPStatus.BAD_REQUEST, "too many query fields; give exactly one ?file=", head=head)
         if len(files) != 1:
             return self._error(HTTPStatus.BAD_REQUEST, "give exactly one ?file=", head=head)
         try:
@@ -205,6 +208,9 @@ class ViewerHandler(BaseHTTPRequestHandler):
         except InputError as exc:
             return self._error(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc).replace(str(self.server.root), "."),
                                head=head)
+        except Exception as exc:  # never an empty reply: the page shows the message
+            msg = f"cannot show {files[0]} ({type(exc).__name__}: {exc})".replace(str(self.server.root), ".")
+            return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, msg, head=head)
         return self._json(HTTPStatus.OK, data, head=head)
 
 

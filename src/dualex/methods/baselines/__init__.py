@@ -1,20 +1,41 @@
 """Baseline methods the papers compare against, each a ``method=`` of `dualex.explain`.
 
-First order: ``"gradxinput"``, ``"ig"`` (`gradients`), ``"grad_eclip"`` (`grad_eclip`), ``"game"``
-(`game`). Second order: ``"interaction_cam"`` (`interaction_cam`), ``"interaction_lime"``
-(`interaction_lime`), ``"fixlip_si"`` (`fixlip_si`). Sanity floor: ``"random"`` (`random`).
+First order, gradients: ``"gradxinput"``, ``"ig"`` (`gradients`). First order, attention:
+``"grad_eclip"`` (`grad_eclip`), ``"game"`` (`game`), ``"legrad"`` (`legrad`), ``"rollout"``
+(`rollout`). First order, dense features: ``"maskclip"`` (`maskclip`), ``"clip_surgery"``
+(`clip_surgery`). First order, perturbation: ``"rise"`` (`rise`). Second order: ``"interaction_cam"``
+(`interaction_cam`), ``"interaction_lime"`` (`interaction_lime`), ``"fixlip_si"`` (`fixlip_si`).
+Sanity floor: ``"random"`` (`random`).
 """
 
 from __future__ import annotations
 
 from dualex.methods.baselines import (
+    clip_surgery,
     fixlip_si,
     game,
     grad_eclip,
     gradients,
     interaction_cam,
     interaction_lime,
+    legrad,
+    maskclip,
     random,
+    rise,
+    rollout,
 )
 
-__all__ = ["fixlip_si", "game", "grad_eclip", "gradients", "interaction_cam", "interaction_lime", "random"]
+__all__ = [
+    "clip_surgery",
+    "fixlip_si",
+    "game",
+    "grad_eclip",
+    "gradients",
+    "interaction_cam",
+    "interaction_lime",
+    "legrad",
+    "maskclip",
+    "random",
+    "rise",
+    "rollout",
+]

@@ -30,7 +30,6 @@ from torch import Tensor
 
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.baselines._common import float_model
 from dualex.methods.baselines.attention import AttentionSite, query_position, recorded_pass
 from dualex.methods.common import (
     SideOption,
@@ -103,7 +102,7 @@ def explain_game(
     """
     check_units(units)
     sides = sides_of(side)
-    work = float_model(model, fp32)
+    work = model.float32() if fp32 else model
     starts = {s: work.check_layer(s, start_layer) for s in sides}
     scores = scores_of(model, pair)
     out: list[Explanation] = []

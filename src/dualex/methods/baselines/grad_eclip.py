@@ -36,7 +36,6 @@ from torch import Tensor
 from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.baselines._common import float_model
 from dualex.methods.baselines.attention import AttentionSite, query_position, recorded_pass
 from dualex.methods.common import (
     SideOption,
@@ -138,7 +137,7 @@ def explain_grad_eclip(
     if spatial not in ("loosened", "attention", "none"):
         raise InputError(f"spatial must be 'loosened', 'attention' or 'none', got {spatial!r}")
     sides = sides_of(side)
-    work = float_model(model, fp32)
+    work = model.float32() if fp32 else model
     scores = scores_of(model, pair)
     out: list[Explanation] = []
     with bar(pair.batch_size, "grad_eclip", progress) as pb:

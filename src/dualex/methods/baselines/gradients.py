@@ -40,7 +40,6 @@ from torch import Tensor
 from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.baselines._common import float_model
 from dualex.methods.common import (
     SideOption,
     Units,
@@ -173,7 +172,7 @@ def _explain_path(
     """Shared driver: ``multiplier`` is ``"delta"`` (x − r, with references), ``"input"`` (x) or ``"none"``."""
     check_units(units)
     moving = sides_of(side)
-    work = float_model(model, fp32)
+    work = model.float32() if fp32 else model
     layers = _layers(work, layer, text_layer, image_layer)
     kinds = reference_kinds(work, baselines) if multiplier == "delta" else {}
     chunk = positive_int("internal_batch_size", internal_batch_size or (256 if work.device.type == "cuda" else 16))

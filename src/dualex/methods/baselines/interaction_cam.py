@@ -35,7 +35,6 @@ from torch import Tensor
 
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.baselines._common import float_model
 from dualex.methods.common import (
     Units,
     check_units,
@@ -140,7 +139,7 @@ def explain_interaction_cam(
     """
     check_units(units)
     chunk = positive_int("internal_batch_size", internal_batch_size)
-    work = float_model(model, fp32)
+    work = model.float32() if fp32 else model
     scores = scores_of(model, pair)
     out: list[Explanation] = []
     with bar(pair.batch_size, "interaction_cam", progress) as pb:

@@ -9,7 +9,7 @@ singular vectors give pairs of jointly relevant parts (`interaction_modes`).
 dualex's version (written from that description):
 
 * Players: caption tokens (non-special positions) and image patches. Perturbations are binary keep
-  vectors ``z_T ∈ {0,1}^{n_T}``, ``z_I ∈ {0,1}^{n_I}``, each player kept with probability ``keep_prob``;
+  vectors ``z_T ∈ {0,1}^{n_T}``, ``z_I ∈ {0,1}^{n_I}``, each player kept with probability ``p``;
   a removed player is masked with the model's own ``mask`` (image: patch set to the dataset mean;
   text: attention mask 0).
 * Surrogate: ``f(z_T, z_I) ≈ [1, z_T]ᵀ Θ [1, z_I]`` with ``main_effects=True`` (default), i.e. an
@@ -204,10 +204,10 @@ def explain_interaction_lime(
     model: DualEncoder,
     pair: Pair,
     *,
-    n_samples: int = 4096,
-    n_text_samples: int | None = None,
-    n_image_samples: int | None = None,
-    keep_prob: float = 0.5,
+    budget: int = 4096,
+    m_text: int | None = None,
+    m_image: int | None = None,
+    p: float = 0.5,
     kernel_width: float | None = 0.25,
     alpha: float = 1.0,
     main_effects: bool = True,
@@ -226,11 +226,12 @@ def explain_interaction_lime(
     Args:
         model: The dual encoder (any adapter; only ``mask`` and the towers are used).
         pair: Prepared batch of B pairs.
-        n_samples: Number of scored (caption, image) perturbation pairs, split into
-            ``m_T × m_I`` by `split_samples` unless given explicitly.
-        n_text_samples: ``m_T``, caption perturbations (overrides the split).
-        n_image_samples: ``m_I``, image perturbations (overrides the split).
-        keep_prob: Probability that a player is kept in a perturbation.
+        budget: Number of scored (caption, image) perturbation pairs, split into
+            ``m_T × m_I`` by `split_samples` unless given explicitly (the sampling vocabulary of
+            FIxLIP: formerly ``n_samples``).
+        m_text: ``m_T``, caption perturbations (overrides the split; formerly ``n_text_samples``).
+        m_image: ``m_I``, image perturbations (overrides the split; formerly ``n_image_samples``).
+        p: Probability that a player is kept in a perturbation (formerly ``keep_prob``).
         kernel_width: LIME kernel width (0.25 is LIME's default for images); None weighs all samples
             equally.
         alpha: Ridge penalty (LIME: 1.0); 0 gives plain weighted least squares.
@@ -249,10 +250,10 @@ def explain_interaction_lime(
         ``n_text_samples`` and ``n_image_samples``.
     """
     check_units(units)
-    positive_int("n_samples", n_samples, minimum=4)
+    positive_int("budget", budget, minimum=4)
     chunk = positive_int("internal_batch_size", internal_batch_size)
-    if not 0.0 < float(keep_prob) < 1.0:
-        raise InputError(f"keep_prob must lie strictly between 0 and 1, got {keep_prob!r}")
+    if not 0.0 < float(p) < 1.0:
+        raise InputError(f"p (the keep probability) must lie strictly between 0 and 1, got {p!r}")
     if kernel_width is not None and not float(kernel_width) > 0:
         raise InputError(f"kernel_width must be positive or None, got {kernel_width!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -265,14 +266,14 @@ def explain_interaction_lime(
         n_t, n_i = int(t_pos.numel()), int(image.players(0).numel())
         if n_t == 0 or n_i == 0:
             raise InputError("InteractionLIME needs at least one caption token and one image patch")
-        m_t, m_i = split_samples(n_samples, n_t, n_i)
-        if n_text_samples is not None:
-            m_t = positive_int("n_text_samples", n_text_samples, minimum=2)
-        if n_image_samples is not None:
-            m_i = positive_int("n_image_samples", n_image_samples, minimum=2)
+        m_t, m_i = split_samples(budget, n_t, n_i)
+        if m_text is not None:
+            m_t = positive_int("m_text", m_text, minimum=2)
+        if m_image is not None:
+            m_i = positive_int("m_image", m_image, minimum=2)
         rng = np.random.default_rng(seed + b)
-        z_t = perturbations(n_t, m_t, keep_prob, rng)
-        z_i = perturbations(n_i, m_i, keep_prob, rng)
+        z_t = perturbations(n_t, m_t, p, rng)
+        z_i = perturbations(n_i, m_i, p, rng)
         dev = model.device
         with bar(z_t.shape[0] + z_i.shape[0], "interaction_lime", progress) as pb:
             e_t = _embed(model, "text", text, torch.from_numpy(z_t).to(dev), text_masking, chunk, pb)
@@ -304,8 +305,8 @@ def explain_interaction_lime(
                 b,
                 method="interaction_lime",
                 params={
-                    "n_samples": n_samples,
-                    "keep_prob": keep_prob,
+                    "budget": budget,
+                    "p": p,
                     "kernel_width": kernel_width,
                     "alpha": alpha,
                     "main_effects": main_effects,

@@ -50,6 +50,7 @@ def explain_random(
     order: int = 2,
     distribution: Distribution = "normal",
     scale: float = 1.0,
+    progress: bool | None = None,
 ) -> list[Explanation]:
     """Random attributions with the shapes of each pair's explanation.
 
@@ -60,6 +61,8 @@ def explain_random(
         order: 1: ``text_main`` and ``image_main`` only; 2: also ``cross`` (token × patch).
         distribution: ``"normal"`` (N(0, scale²)) or ``"uniform"`` (U(−scale, scale)).
         scale: Spread of the values.
+        progress: Accepted for the shared vocabulary of sampling methods; nothing here is slow
+            enough to show a bar.
 
     Returns:
         One `Explanation` per pair; special caption positions are zero; no target.
