@@ -3,7 +3,7 @@
 Layers, bottom to top (a module may import its own layer's modules and any lower layer's, never a higher one):
 
 0. core — errors, progress, autodiff, plugins, images (incl. `ImageTransform`), options (checking keyword
-   options against signatures), writable (output-path checks), bytelevel (byte-level BPE pieces);
+   options against signatures), writable (output-path checks), bytelevel (byte-level BPE pieces), threads;
 1. data and models — datasets (readers, shapes generator), models (adapters, tokenize, preprocess);
 2. explanation — explanation, spans, plotting (no model inside);
 3. games — the cooperative games, samplers, surrogates;
@@ -25,7 +25,9 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "dualex"
 
 LAYERS: dict[str, int] = {
-    **dict.fromkeys(("errors", "progress", "autodiff", "plugins", "images", "options", "writable", "bytelevel"), 0),
+    **dict.fromkeys(
+        ("errors", "progress", "autodiff", "plugins", "images", "options", "writable", "bytelevel", "threads"), 0
+    ),
     **dict.fromkeys(("datasets", "models"), 1),
     **dict.fromkeys(("explanation", "spans", "plotting"), 2),
     "games": 3,

@@ -11,12 +11,18 @@ Quick start::
 
 from __future__ import annotations
 
-from dualex.errors import DualexError, InputError, ModelNotAvailableError, UnsupportedModelError
-from dualex.explanation import Explanation
-from dualex.methods import explain, list_methods
-from dualex.models import DualEncoder, Pair, load, wrap
+from dualex.threads import apply_env, passive_wait_policy
+
+passive_wait_policy()  # before torch loads OpenMP: idle threads sleep instead of spinning (dualex.threads)
+
+from dualex.errors import DualexError, InputError, ModelNotAvailableError, UnsupportedModelError  # noqa: E402
+from dualex.explanation import Explanation  # noqa: E402
+from dualex.methods import explain, list_methods  # noqa: E402
+from dualex.models import DualEncoder, Pair, load, wrap  # noqa: E402
 
 __version__ = "0.1.0"
+
+apply_env()
 
 __all__ = [
     "DualEncoder",

@@ -9,6 +9,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import re
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 
 from dualex.errors import DualexError
 from dualex.plugins import import_submodules
+from dualex.threads import configure_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     for mod in sorted(modules, key=lambda m: getattr(m, "ORDER", 50)):
         if hasattr(mod, "add_parser"):
             mod.add_parser(sub)
+    threads_help = (
+        "torch CPU threads (default: $DUALEX_THREADS, else $OMP_NUM_THREADS, else the CPUs idle now: "
+        "usable CPUs minus the load average, at least 1)"
+    )
+    parser.add_argument("--threads", type=int, default=None, metavar="N", help=threads_help)
+    for subparser in sub.choices.values():  # also accepted after the subcommand
+        with contextlib.suppress(argparse.ArgumentError):  # unless the subcommand has its own --threads
+            subparser.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N", help=threads_help)
     return parser
 
 
@@ -68,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:
+            configure_threads(getattr(args, "threads", None))
             return int(args.func(args) or 0)
         except DualexError as exc:
             print(f"dualex: error: {exc}", file=sys.stderr)

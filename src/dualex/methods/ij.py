@@ -17,9 +17,27 @@ and materialises a (S·W)×(P·W) feature-pair matrix; here U and V are computed
   ``torch.func.vmap`` over the positions of a chunk shares the primal pass, chunks hold
   ``internal_batch_size`` (position, α) rows;
 * reverse mode: one VJP per (embedding dimension) over the N interpolation rows, batched over
-  dimensions with ``torch.func.vmap``.
-``mode="auto"`` takes whichever needs fewer rows (positions vs embedding dimensions). Memory is
-O(D·(S + P)) for the result plus one pass's activations.
+  dimensions with ``torch.func.vmap``;
+* structured mode (the default where the split is the last block of a CLS/EOS/last-position pooled
+  tower, `dualex.models.base.PooledBlock`): a tangent confined to position s changes only row s of the
+  last block's per-row maps (layer norm, key, value; the query too when s is the pooled row p), so
+
+    1. one JVP of the adapter's per-row key/value map over all N·T rows gives every (dk_s, dv_s),
+       and one JVP of its query map at row p gives dq_p;
+    2. the pooled query's attention output a = softmax(q·kᵀ + m) v then changes by the rank-one
+       da_s = P_s (q·dk_s (v_s − a) + dv_s) (plus, for s = p, the change of all logits by dq_p·kᵀ),
+       the product rule of one softmax row, written once for every architecture;
+    3. a JVP of the adapter's pooled-row remainder (out-projection, residual, MLP, final norm,
+       projection) with tangents (da_s, [s = p] δ_p), batched over positions with ``torch.func.vmap``.
+
+  Cost: about N forward passes of the last block instead of N·T, memory O(N·T·W). The same applies
+  to a split at the input of an attention-pooling head (SigLIP's image tower, `DualEncoder.pooled_head`),
+  whose query is a learned probe.
+  Deeper splits run the dense forward/reverse modes through `DualEncoder.tail`, whose last block is
+  pooled as well.
+``mode="auto"`` takes the structured mode where it applies, else ``"dense"``: whichever of forward and
+reverse needs fewer rows (positions vs embedding dimensions). Memory is O(D·(S + P)) for the result
+plus one pass's activations.
 """
 
 from __future__ import annotations
@@ -35,10 +53,11 @@ from dualex.explanation import Explanation
 from dualex.methods import register_method
 from dualex.methods.common import build_explanation
 from dualex.methods.quadrature import alphas_and_weights
-from dualex.models.base import SIDES, DualEncoder, Pair, Side, SideInputs
+from dualex.models.base import SIDES, DualEncoder, Pair, PooledBlock, Side, SideInputs
 from dualex.progress import bar
 
-Mode = Literal["auto", "forward", "reverse"]
+Mode = Literal["auto", "structured", "dense", "forward", "reverse"]
+MODES = ("auto", "structured", "dense", "forward", "reverse")
 
 
 def _batched_jvp(f: Any, H: Tensor, tangents: Tensor) -> Tensor:
@@ -113,6 +132,87 @@ def check_memory(n_steps: int, shapes: dict[str, tuple[int, int]], device: torch
     )
 
 
+def structured_block(
+    model: DualEncoder, side: Side, inputs: SideInputs, layer: int, rows: int, dtype: torch.dtype
+) -> PooledBlock | None:
+    """The `PooledBlock` the structured mode differentiates for a split at ``layer`` (an index), or None.
+
+    The last block of a tower pooled at one row (``layer = n_layers - 1``), or an attention-pooling head
+    (``layer = n_layers``, SigLIP's image tower).
+    """
+    n = model.n_layers(side)
+    if layer == n - 1:
+        return model.pooled_block(side, inputs, rows, dtype)
+    if layer == n:
+        return model.pooled_head(side, inputs, rows, dtype)
+    return None
+
+
+def structured_applies(model: DualEncoder, side: Side, inputs: SideInputs, layer: int) -> bool:
+    """Whether the structured mode covers a split at ``layer`` (an index), see `structured_block`."""
+    return structured_block(model, side, inputs, layer, 1, torch.float32) is not None
+
+
+def structured_jacobian(
+    block: PooledBlock,
+    H: Tensor,
+    delta: Tensor,
+    w: Tensor,
+    active: Tensor,
+    *,
+    rows: int,
+    progress: Any = None,
+) -> Tensor:
+    """``U`` ``(D, T)`` for a split at the input of a pooled last block (see the module docstring).
+
+    Args:
+        block: The tower's `PooledBlock` for ``N`` rows (one input broadcast).
+        H: Path points entering the last block, ``(N, T, W)``.
+        delta: ``x − r`` ``(T, W)``.
+        w: Quadrature weights ``(N,)``.
+        active: Positions with a non-zero ``delta`` row, ``(n,)`` long.
+        rows: Pooled-row evaluations per batched JVP (bounds memory).
+        progress: A tqdm bar to advance (optional).
+
+    Returns:
+        ``U[k, s] = Σ_n w_n ∂e_k/∂h_s(H_n) · δ_s``, float32.
+    """
+    N, T, W = H.shape
+    p = int(block.index[0])
+    tangent = delta.unsqueeze(0).expand(N, T, W).contiguous()
+    # 1. per-row maps: row s of the tangent output is the change caused by the tangent at position s alone
+    kv = torch.func.jvp(block.keys_values, (H,), (tangent,))
+    (k, v), (dk, dv) = kv[0], kv[1]  # (N, h, T, d) each
+    hp = H[:, p]
+    qq = torch.func.jvp(block.query, (hp,), (tangent[:, p],))
+    q, dq = qq[0], qq[1]  # (N, h, d)
+    # 2. the pooled query's attention output under a change of key/value row s (rank one per head)
+    a, P = PooledBlock.attend(q, k, v, block.mask)  # (N, h, d), (N, h, T)
+    dlogit = (dk * q.unsqueeze(-2)).sum(-1)  # (N, h, T): q·dk_s
+    da = P.unsqueeze(-1) * (dlogit.unsqueeze(-1) * (v - a.unsqueeze(-2)) + dv)  # (N, h, T, d)
+    dlq = torch.matmul(k, dq.unsqueeze(-1)).squeeze(-1)  # (N, h, T): dq·k_t, every logit when s = p
+    dP = P * (dlq - (P * dlq).sum(-1, keepdim=True))
+    da[:, :, p] = da[:, :, p] + torch.matmul(dP.unsqueeze(-2), v).squeeze(-2)
+    da = da.permute(2, 0, 1, 3)  # (T, N, h, d)
+    # 3. the pooled row's remainder, batched over positions
+    D = block.finish(hp[:1], a[:1]).shape[-1]
+    U = torch.zeros(D, T, dtype=torch.float32, device=H.device)
+
+    def jvp_finish(t_h: Tensor, t_a: Tensor) -> Tensor:
+        out: Tensor = torch.func.jvp(block.finish, (hp, a), (t_h, t_a))[1]
+        return out
+
+    per = max(1, rows // N)
+    for start in range(0, active.numel(), per):
+        pos = active[start : start + per]
+        t_h = (pos == p).to(H.dtype)[:, None, None] * tangent[:, p]  # (c, N, W): δ_p at s = p only
+        jv = torch.func.vmap(jvp_finish)(t_h, da[pos])  # (c, N, D)
+        U[:, pos] = torch.einsum("cnd,n->dc", jv.float(), w.float())
+        if progress is not None:
+            progress.update(pos.numel() * N)
+    return U
+
+
 def integrated_jacobian(
     model: DualEncoder,
     side: Side,
@@ -138,8 +238,11 @@ def integrated_jacobian(
         layer: Split layer.
         alphas: Quadrature nodes ``(N,)`` in [0, 1].
         weights: Quadrature weights ``(N,)`` summing to 1.
-        mode: ``"forward"`` (JVPs per position), ``"reverse"`` (VJPs per dimension) or ``"auto"``.
-        internal_batch_size: Rows (tail evaluations) per pass; bounds memory.
+        mode: ``"structured"`` (pooled last block, see the module docstring), ``"forward"`` (JVPs per
+            position through the tail), ``"reverse"`` (VJPs per dimension), ``"dense"`` (the fewer of
+            forward and reverse) or ``"auto"`` (structured where it applies, else dense).
+        internal_batch_size: Rows (tail evaluations; pooled-row evaluations in the structured mode)
+            per pass; bounds memory.
         progress: A tqdm bar to advance (optional).
 
     Returns:
@@ -159,13 +262,31 @@ def integrated_jacobian(
     with torch.no_grad():
         D = f(x).shape[-1]
     active = torch.nonzero(delta.abs().sum(-1) > 0, as_tuple=False).flatten()
-    if mode == "auto":
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {', '.join(repr(m) for m in MODES)}; got {mode!r}")
+    if mode in ("auto", "structured"):
+        if structured_applies(model, side, inputs, layer):
+            mode = "structured"
+        elif mode == "structured":
+            raise InputError(
+                f"mode='structured' needs a split at the last block (layer -1) of a tower pooled at one row, or "
+                f"at the input of an attention-pooling head; the {side} tower of {model.name} at layer {layer} "
+                "is neither: use mode='auto' or 'dense'"
+            )
+        else:
+            mode = "dense"
+    if mode == "dense":
         mode = "forward" if active.numel() <= D else "reverse"
     rows = internal_batch_size or _default_chunk(dev)
     U = torch.zeros(D, T, dtype=torch.float32, device=dev)
     if active.numel() == 0:
         return U
     with math_attention():
+        if mode == "structured":
+            block = structured_block(model, side, inputs, layer, N, x.dtype)
+            assert block is not None
+            structured_rows = internal_batch_size or 16 * _default_chunk(dev)
+            return structured_jacobian(block, H, delta, w, active, rows=structured_rows, progress=progress)
         if mode == "forward":
             per = max(1, rows // N)
             for start in range(0, active.numel(), per):
@@ -192,8 +313,6 @@ def integrated_jacobian(
                 U[ks] = (g.sum(1) * delta).sum(-1).float()
                 if progress is not None:
                     progress.update(kc * N)
-        else:
-            raise InputError(f"mode must be 'auto', 'forward' or 'reverse', got {mode!r}")
     return U
 
 
@@ -201,7 +320,7 @@ def integrated_jacobian(
     "ij",
     order=2,
     summary="integrated-Jacobian token × patch interactions (Möller et al., TMLR 2025)",
-    cost="min(positions, D) × n_steps tail passes per tower",
+    cost="≈ 3 forward passes at the last block of a pooled tower; else min(positions, D) × n_steps tail passes",
 )
 def explain_ij(
     model: DualEncoder,
@@ -240,7 +359,9 @@ def explain_ij(
             ``"noise"``; for bi-encoders the second sentence's text references. None: ``"zeros"``, or
             ``"same_length"`` for bi-encoders.
         units: ``"cosine"`` (the reference's default) or ``"score"`` (times the logit scale).
-        mode: ``"forward"``, ``"reverse"`` or ``"auto"`` (fewer passes).
+        mode: ``"auto"`` (structured where the split is the last block of a tower pooled at one row,
+            else dense), ``"structured"``, ``"dense"`` (today's path: the fewer of forward and reverse),
+            ``"forward"`` or ``"reverse"``; all give the same numbers to float rounding.
         internal_batch_size: Tail evaluations per pass (memory bound); default 64 on CPU, 512 on CUDA.
         fp32: Interpolate and differentiate fp16/bf16 models in float32 (a float copy of the model).
         progress: Show a progress bar (None: only on a terminal).

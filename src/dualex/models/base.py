@@ -15,10 +15,11 @@ Shapes used throughout:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -192,6 +193,72 @@ class Scores:
     cosine: Tensor
 
 
+@dataclass(frozen=True)
+class PooledBlock:
+    """A tower's last block and head, evaluated for the one row its embedding reads.
+
+    A CLS-, EOS- or last-position-pooled tower's embedding depends on the last block's output at the
+    pooled row p only; the other rows enter through their keys and values. Adapters split the last
+    block + head into small pure maps so that tails (and `dualex.methods.ij`'s structured forward mode)
+    compute only that:
+
+        k, v = keys_values(h)                           per row: layer norm, key/value projections
+        q    = query(h[:, p])                           the pooled row's query (scale, q-norm folded in)
+        a    = softmax(q·kᵀ + mask) v                   one query row per head (`attend`)
+        e    = finish(h[:, p], a)                       out-projection, residual, MLP, final norm, projection
+
+    Attributes:
+        keys_values: ``h (R, T, W) -> (k, v)``, each ``(R, heads, T, d)``; row t of the outputs
+            depends on row t of ``h`` only.
+        query: ``h_p (R, W) -> q (R, heads, d)``, with the attention scale (and any query norm) applied.
+        finish: ``(h_p (R, W), a (R, heads, d)) -> (R, D)``: the rest of the block at the pooled row
+            (head scale, inner norm, out-projection, layer scales, residuals, MLP) and the tower's head.
+        index: ``(R,)`` long, the pooled row of each of the R hidden-state rows.
+        mask: Additive attention mask of the pooled query over the keys, ``(R or 1, T)``, or None.
+    """
+
+    keys_values: Callable[[Tensor], tuple[Tensor, Tensor]]
+    query: Callable[[Tensor], Tensor]
+    finish: Callable[[Tensor, Tensor], Tensor]
+    index: Tensor
+    mask: Tensor | None = None
+
+    @staticmethod
+    def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """One query per row and head: ``q`` ``(R, H, d)``, ``k``/``v`` ``(R, H, T, d)``, ``mask`` ``(R|1, T)``.
+
+        Returns:
+            ``(a, P)``: the attention output ``(R, H, d)`` and the attention weights ``(R, H, T)``.
+        """
+        logits = torch.matmul(k, q.unsqueeze(-1)).squeeze(-1)  # (R, H, T)
+        if mask is not None:
+            logits = logits + mask.unsqueeze(-2)
+        P = logits.softmax(dim=-1)
+        return torch.matmul(P.unsqueeze(-2), v).squeeze(-2), P
+
+    def pooled_rows(self, h: Tensor) -> Tensor:
+        """``h[r, index[r]]`` for each row: ``(R, T, W) -> (R, W)``."""
+        return h[torch.arange(h.shape[0], device=h.device), self.index.to(h.device)]
+
+    def __call__(self, h: Tensor) -> Tensor:
+        """The embeddings ``(R, D)`` from the hidden states ``h`` ``(R, T, W)`` entering the last block."""
+        hp = self.pooled_rows(h)
+        k, v = self.keys_values(h)
+        a, _ = self.attend(self.query(hp), k, v, self.mask)
+        return self.finish(hp, a)
+
+
+def pooled_mask(mask: Tensor | None, index: Tensor) -> Tensor | None:
+    """The pooled rows of an additive attention mask: ``(R|1, 1, T, T)`` and ``index`` ``(R,)`` -> ``(R, T)``."""
+    if mask is None:
+        return None
+    m = mask[:, 0]  # (R|1, T, T)
+    idx = index.to(m.device)
+    if m.shape[0] == 1:
+        return m[0, idx]
+    return m[torch.arange(m.shape[0], device=m.device), idx]
+
+
 def _as_index(rows: Tensor | list[int] | slice, n: int) -> Tensor:
     if isinstance(rows, slice):
         return torch.arange(n)[rows]
@@ -215,6 +282,9 @@ class DualEncoder(ABC):
     name: str = "model"
     family: ClassVar[str] = "base"
     image_modality: ClassVar[Literal["image", "text"]] = "image"
+    pooled_tails: bool = True
+    """Let `tail` run the last block for the pooled row only where the tower allows (`pooled_block`);
+    set False on an instance to run every row (the dense reference path, for comparisons)."""
 
     # ----------------------------------------------------------------- required by every adapter
     @property
@@ -276,6 +346,52 @@ class DualEncoder(ABC):
     def logit_bias(self) -> float:
         """Additive bias of the score (SigLIP), 0.0 otherwise."""
         return 0.0
+
+    # ----------------------------------------------------------------- optional structure
+    def pooled_block(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
+        """The last block + head of ``side`` split for its pooled row, or None where every row counts.
+
+        Args:
+            side: Which tower.
+            inputs: Metadata of the rows (masks, pooling index); one row is broadcast to ``rows``.
+            rows: R, the number of hidden-state rows the block will be evaluated on.
+            dtype: Dtype of the hidden states (for the additive mask).
+
+        Returns:
+            A `PooledBlock` for CLS/EOS/last-position pooled towers; None (the default) for towers whose
+            embedding reads every row of the last block (mean pooling, attention-pooling heads).
+        """
+        return None
+
+    @contextlib.contextmanager
+    def dense_tails(self) -> Iterator[None]:
+        """Within the block, `tail` runs every row of every block (for hooks that record each layer's
+        module calls, and for comparisons with the pooled path)."""
+        had = "pooled_tails" in self.__dict__
+        before = self.pooled_tails
+        self.pooled_tails = False
+        try:
+            yield
+        finally:
+            if had:
+                self.pooled_tails = before
+            else:
+                del self.pooled_tails
+
+    def pooled_head(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
+        """The head of ``side`` (after the last block) as a `PooledBlock`, where it is one attention query.
+
+        For an attention-pooling head (SigLIP's MAP head) the query is a learned probe: ``query`` and
+        ``finish`` then do not depend on ``h_p`` and ``index`` is 0. Used by `dualex.methods.ij` for a
+        split at the head's input (``layer = n_layers``). None (the default) where the head is not that.
+        """
+        return None
+
+    def use_pooled_block(self, side: Side, inputs: SideInputs, hidden: Tensor, layer: int) -> PooledBlock | None:
+        """`pooled_block` for a `tail` from ``layer`` (an index), if pooled tails are on and a block remains."""
+        if not self.pooled_tails or layer >= self.n_layers(side):
+            return None
+        return self.pooled_block(side, inputs, hidden.shape[0], hidden.dtype)
 
     # ----------------------------------------------------------------- shared behaviour
     @property

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from dualex.errors import InputError, ModelNotAvailableError
 from dualex.models.attention import AttentionBlock, AttentionSite, Recording, additive_from, mha_site, split_heads
-from dualex.models.base import DualEncoder, ImageInputs, Side, SideInputs, TextInputs
+from dualex.models.base import DualEncoder, ImageInputs, PooledBlock, Side, SideInputs, TextInputs, pooled_mask
 from dualex.models.parts import bos_filler_eos_reference, image_reference, mask_image_patches, mask_text_players
 from dualex.models.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline
 from dualex.models.registry import register_loader, register_wrapper
@@ -228,6 +228,39 @@ def broadcast_rows(x: Tensor, R: int) -> Tensor:
     raise InputError(f"cannot broadcast a batch of {x.shape[0]} inputs to {R} hidden-state rows")
 
 
+def encoder_layer_pooled(
+    layer: Any, index: Tensor, mask: Tensor | None, head: Callable[[Tensor], Tensor]
+) -> PooledBlock:
+    """A transformers CLIP/SigLIP encoder layer (pre-norm, q/k/v/out projections, MLP) + ``head`` as a `PooledBlock`.
+
+    Args:
+        layer: A ``CLIPEncoderLayer`` or ``SiglipEncoderLayer`` (``layer_norm1``, ``self_attn`` with
+            ``q_proj``/``k_proj``/``v_proj``/``out_proj``/``scale``, ``layer_norm2``, ``mlp``).
+        index: ``(R,)`` pooled row of each hidden-state row.
+        mask: The layer's additive attention mask ``(R|1, 1, T, T)`` or None.
+        head: The tower after the block, on the pooled row: ``(R, W) -> (R, D)``.
+    """
+    attn: Any = layer.self_attn
+    n_heads, d = int(attn.num_heads), int(attn.head_dim)
+
+    def keys_values(h: Tensor) -> tuple[Tensor, Tensor]:
+        x = layer.layer_norm1(h)
+        shape = (*x.shape[:-1], n_heads, d)
+        k = attn.k_proj(x).reshape(shape).transpose(-2, -3)
+        v = attn.v_proj(x).reshape(shape).transpose(-2, -3)
+        return k, v
+
+    def query(hp: Tensor) -> Tensor:
+        q: Tensor = attn.q_proj(layer.layer_norm1(hp)) * attn.scale
+        return q.reshape(*q.shape[:-1], n_heads, d)
+
+    def finish(hp: Tensor, a: Tensor) -> Tensor:
+        y = hp + attn.out_proj(a.flatten(-2))
+        return head(y + layer.mlp(layer.layer_norm2(y)))
+
+    return PooledBlock(keys_values, query, finish, index, pooled_mask(mask, index))
+
+
 class HFDualEncoder(DualEncoder):
     """Shared parts of transformers adapters: tokenising, preprocessing, masking, references."""
 
@@ -387,7 +420,10 @@ class HFDualEncoder(DualEncoder):
     def record_attention(self, side: Side, inputs: SideInputs) -> Iterator[Recording]:
         rec = Recording()
         handles: list[Any] = []
+        stack = contextlib.ExitStack()
         try:
+            # hooks must see every row of every block: no pooled last block while recording
+            stack.enter_context(self.dense_tails())
             for layer in self._tower(side).encoder.layers:
                 handles.append(layer.self_attn.register_forward_hook(_self_attention_hook(rec), with_kwargs=True))
             pool = self._pool_attention(side)
@@ -397,6 +433,7 @@ class HFDualEncoder(DualEncoder):
         finally:
             for h in handles:
                 h.remove()
+            stack.close()
 
     def attention_blocks(self, side: Side) -> list[AttentionBlock]:
         return [HFBlock(layer) for layer in self._tower(side).encoder.layers]
@@ -628,26 +665,48 @@ class HFClip(HFDualEncoder):
             h = blk(h, None)
         return h
 
+    def pooled_block(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
+        """Both towers read one row: the text tower its EOS position, the image tower its CLS token."""
+        if side == "text":
+            assert isinstance(inputs, TextInputs)
+            tm: Any = self._module.text_model
+            mask = additive_mask(broadcast_rows(inputs.mask, rows), causal=True, dtype=dtype)
+            idx = broadcast_rows(inputs.pool_index, rows)
+            proj: Any = self._module.text_projection
+            return encoder_layer_pooled(tm.encoder.layers[-1], idx, mask, lambda z: proj(tm.final_layer_norm(z)))
+        vm: Any = self._module.vision_model
+        vproj: Any = self._module.visual_projection
+        idx = torch.zeros(rows, dtype=torch.long, device=self.device)
+        return encoder_layer_pooled(vm.encoder.layers[-1], idx, None, lambda z: vproj(vm.post_layernorm(z)))
+
     def tail(self, side: Side, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
         layer = self.check_layer(side, layer)
         R = hidden.shape[0]
+        pooled = self.use_pooled_block(side, inputs, hidden, layer)
+        tower: Any = self._module.text_model if side == "text" else self._module.vision_model
+        blocks = tower.encoder.layers[layer:-1] if pooled is not None else tower.encoder.layers[layer:]
         if side == "text":
             assert isinstance(inputs, TextInputs)
             tm = self._module.text_model
             mask = additive_mask(broadcast_rows(inputs.mask, R), causal=True, dtype=hidden.dtype)
             h = hidden
-            for blk in tm.encoder.layers[layer:]:
+            for blk in blocks:
                 h = blk(h, mask)
+            if pooled is not None:
+                return pooled(h)
             h = tm.final_layer_norm(h)
             idx = broadcast_rows(inputs.pool_index, R).to(h.device)
-            pooled = h[torch.arange(R, device=h.device), idx]
-            emb: Tensor = self._module.text_projection(pooled)
-            return emb
+            pooled_h = h[torch.arange(R, device=h.device), idx]
+            text_projection: Any = self._module.text_projection
+            out: Tensor = text_projection(pooled_h)
+            return out
         vm = self._module.vision_model
         h = hidden
-        for blk in vm.encoder.layers[layer:]:
+        for blk in blocks:
             h = blk(h, None)
-        emb = self._module.visual_projection(vm.post_layernorm(h[:, 0]))
+        if pooled is not None:
+            return pooled(h)
+        emb: Tensor = self._module.visual_projection(vm.post_layernorm(h[:, 0]))
         return emb
 
 

@@ -32,12 +32,13 @@ from torch import Tensor
 
 from dualex.errors import InputError, UnsupportedModelError
 from dualex.models.attention import mha_weights
-from dualex.models.base import ImageInputs, Side, SideInputs, TextInputs
+from dualex.models.base import ImageInputs, PooledBlock, Side, SideInputs, TextInputs
 from dualex.models.hf import (
     HFDualEncoder,
     _from_pretrained,
     additive_mask,
     broadcast_rows,
+    encoder_layer_pooled,
     load_tokenizer,
     pipeline_config,
     read_preprocessor_config,
@@ -232,14 +233,31 @@ class SiglipBase(HFDualEncoder):
             h = blk(h, mask)
         return h
 
+    def pooled_block(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
+        """The text tower reads its last position; the image tower's attention-pooling head reads every
+        row of the last block, so it has no pooled block (its structured case is a split at the head's
+        input, `pooled_head`; see the README, ij section, "Cost")."""
+        if side != "text":
+            return None
+        assert isinstance(inputs, TextInputs)
+        tm: Any = self._module.text_model
+        mask = _bidirectional_mask(inputs.mask, rows, dtype)
+        idx = broadcast_rows(inputs.pool_index, rows)
+        return encoder_layer_pooled(tm.encoder.layers[-1], idx, mask, lambda z: tm.head(tm.final_layer_norm(z)))
+
     def tail(self, side: Side, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
         layer = self.check_layer(side, layer)
         R = hidden.shape[0]
         h = hidden
         if side == "text":
             assert isinstance(inputs, TextInputs)
-            tm = self._module.text_model
+            tm: Any = self._module.text_model
             mask = _bidirectional_mask(inputs.mask, R, hidden.dtype)
+            pooled = self.use_pooled_block(side, inputs, hidden, layer)
+            if pooled is not None:
+                for blk in tm.encoder.layers[layer:-1]:
+                    h = blk(h, mask)
+                return pooled(h)
             for blk in tm.encoder.layers[layer:]:
                 h = blk(h, mask)
             h = tm.final_layer_norm(h)
@@ -254,6 +272,47 @@ class SiglipBase(HFDualEncoder):
             h = blk(h, mask)
         h = vm.post_layernorm(h)
         return self.pool_image(h, None if mask is None or keys is None else broadcast_rows(keys, R))
+
+    def pooled_head(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
+        """The image tower's ``post_layernorm`` + MAP head: one probe query over every row of the last block."""
+        if side != "image":
+            return None
+        assert isinstance(inputs, ImageInputs)
+        vm: Any = self._module.vision_model
+        head: Any = vm.head
+        attn: Any = head.attention  # nn.MultiheadAttention, batch first
+        H = int(attn.num_heads)
+        d = int(attn.head_dim)
+        wq, wk, wv = attn.in_proj_weight.chunk(3, dim=0)
+        bq, bk, bv = attn.in_proj_bias.chunk(3)
+        probe_q: Tensor = (torch.nn.functional.linear(head.probe.reshape(-1), wq, bq) * float(d) ** -0.5).reshape(H, d)
+
+        def keys_values(h: Tensor) -> tuple[Tensor, Tensor]:
+            x = vm.post_layernorm(h)
+            k = torch.nn.functional.linear(x, wk, bk)
+            v = torch.nn.functional.linear(x, wv, bv)
+            return (
+                k.reshape(*k.shape[:-1], H, d).transpose(-2, -3),
+                v.reshape(*v.shape[:-1], H, d).transpose(-2, -3),
+            )
+
+        def query(hp: Tensor) -> Tensor:
+            return probe_q.expand(*hp.shape[:-1], H, d)
+
+        def finish(hp: Tensor, a: Tensor) -> Tensor:
+            y = torch.nn.functional.linear(a.flatten(-2), attn.out_proj.weight, attn.out_proj.bias)
+            out: Tensor = y + head.mlp(head.layernorm(y))
+            return out
+
+        keys = self.image_attention(inputs)
+        mask = None
+        if keys is not None:
+            blocked = ~broadcast_rows(keys, rows).bool()
+            mask = torch.zeros(blocked.shape, dtype=dtype, device=blocked.device).masked_fill(
+                blocked, torch.finfo(dtype).min
+            )
+        idx = torch.zeros(rows, dtype=torch.long, device=self.device)
+        return PooledBlock(keys_values, query, finish, idx, mask)
 
     def pool_image(self, h: Tensor, keys: Tensor | None) -> Tensor:
         """The MAP head on post-norm states ``(R, T, W)`` -> embeddings ``(R, D)``."""

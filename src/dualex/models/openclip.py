@@ -45,7 +45,7 @@ import difflib
 import importlib.util
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -56,7 +56,7 @@ from torch.nn import functional
 
 from dualex.errors import InputError, ModelNotAvailableError, UnsupportedModelError
 from dualex.models.attention import AttentionBlock, Recording, merge_heads, mha_site, mha_weights, split_heads
-from dualex.models.base import DualEncoder, ImageInputs, Side, SideInputs, TextInputs
+from dualex.models.base import DualEncoder, ImageInputs, PooledBlock, Side, SideInputs, TextInputs, pooled_mask
 from dualex.models.hf import additive_mask, broadcast_rows, hub_offline_now
 from dualex.models.parts import (
     bos_filler_eos_reference,
@@ -136,6 +136,69 @@ def _custom_attention(attn: Any, x: Tensor, mask: Tensor | None) -> Tensor:
         out = out * attn.head_scale
     projected: Tensor = attn.out_proj(attn.ln_inner(_merge(out)))
     return projected
+
+
+def _qkv_weights(attn: Any) -> list[tuple[Tensor, Tensor | None]]:
+    """``[(W_q, b_q), (W_k, b_k), (W_v, b_v)]`` of an open_clip attention (fused or separate projections)."""
+    if getattr(attn, "_qkv_same_embed_dim", True):
+        ws = attn.in_proj_weight.chunk(3, dim=0)
+        bs = attn.in_proj_bias.chunk(3) if attn.in_proj_bias is not None else (None, None, None)
+    else:
+        ws = (attn.q_proj_weight, attn.k_proj_weight, attn.v_proj_weight)
+        bs = attn.in_proj_bias.chunk(3) if attn.in_proj_bias is not None else (None, None, None)
+    return list(zip(ws, bs, strict=True))
+
+
+def block_pooled(block: Any, index: Tensor, mask: Tensor | None, head: Callable[[Tensor], Tensor]) -> PooledBlock:
+    """An open_clip residual block (as `run_block` runs it) + ``head`` as a `PooledBlock`.
+
+    Args:
+        block: A ``ResidualAttentionBlock`` or ``CustomResidualAttentionBlock``.
+        index: ``(R,)`` pooled row of each hidden-state row.
+        mask: The block's additive attention mask ``(R|1, 1, T, T)`` or None.
+        head: The tower after the block, on the pooled row: ``(R, W) -> (R, D)``.
+    """
+    attn: Any = block.attn
+    H = int(attn.num_heads)
+    (wq, bq), (wk, bk), (wv, bv) = _qkv_weights(attn)
+    mha = isinstance(attn, nn.MultiheadAttention)
+    cosine = not mha and attn.logit_scale is not None
+
+    def split(t: Tensor) -> Tensor:
+        return t.reshape(*t.shape[:-1], H, t.shape[-1] // H)
+
+    def keys_values(h: Tensor) -> tuple[Tensor, Tensor]:
+        x = block.ln_1(h)
+        k = split(functional.linear(x, wk, bk)).transpose(-2, -3)  # (R, H, T, d)
+        v = split(functional.linear(x, wv, bv)).transpose(-2, -3)
+        if cosine:
+            k = functional.normalize(k, dim=-1)
+        elif not mha:
+            k = attn.ln_k(k)
+        return k, v
+
+    def query(hp: Tensor) -> Tensor:
+        q = split(functional.linear(block.ln_1(hp), wq, bq))  # (R, H, d)
+        if mha:
+            scaled: Tensor = q * float(attn.head_dim) ** -0.5
+            return scaled
+        if cosine:
+            scale = torch.clamp(attn.logit_scale, max=attn.logit_scale_max).exp()  # (H, 1, 1)
+            return functional.normalize(q, dim=-1) * scale.reshape(H, 1)
+        out: Tensor = attn.ln_q(q) * attn.scale
+        return out
+
+    def finish(hp: Tensor, a: Tensor) -> Tensor:
+        if mha:
+            out = functional.linear(a.flatten(-2), attn.out_proj.weight, attn.out_proj.bias)
+        else:
+            if attn.head_scale is not None:
+                a = a * attn.head_scale.reshape(H, 1)
+            out = block.ln_attn(attn.out_proj(attn.ln_inner(a.flatten(-2))))
+        y = hp + block.ls_1(out)
+        return head(y + block.ls_2(block.mlp(block.ln_2(y))))
+
+    return PooledBlock(keys_values, query, finish, index, pooled_mask(mask, index))
 
 
 def _check_blocks(blocks: nn.ModuleList, where: str) -> None:
@@ -367,6 +430,39 @@ class OpenClipEncoder(DualEncoder):
             h = run_block(blk, h, None)
         return h
 
+    def _text_head(self, pooled: Tensor) -> Tensor:
+        """``ln_final`` and ``text_projection`` on pooled rows ``(R, W)``."""
+        tower: Any = self.text_tower
+        out: Tensor = tower.ln_final(pooled)
+        proj = tower.text_projection
+        if proj is None:
+            return out
+        projected: Tensor = proj(out) if isinstance(proj, nn.Module) else out @ proj
+        return projected
+
+    def _image_head(self, pooled: Tensor) -> Tensor:
+        """``ln_post`` and ``proj`` on the CLS row ``(R, W)`` (for ``tok`` pooling the order of the two is moot)."""
+        visual: Any = self._module.visual
+        out: Tensor = visual.ln_post(pooled)
+        return out if visual.proj is None else out @ visual.proj
+
+    def pooled_block(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
+        """Text towers read one position (``text_pool_type``); image towers the CLS token (``tok``).
+
+        ``avg``-pooled image towers read every patch: None (dense tails).
+        """
+        if side == "text":
+            t = self._check_text(inputs)
+            mask = self._text_attention(t, rows, dtype)
+            idx = broadcast_rows(t.pool_index, rows)
+            tower: Any = self.text_tower
+            return block_pooled(tower.transformer.resblocks[-1], idx, mask, self._text_head)
+        visual: Any = self._module.visual
+        if visual.pool_type != "tok":
+            return None
+        idx = torch.zeros(rows, dtype=torch.long, device=self.device)
+        return block_pooled(visual.transformer.resblocks[-1], idx, None, self._image_head)
+
     def tail(self, side: Side, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
         layer = self.check_layer(side, layer)
         if hidden.dim() != 3:
@@ -374,22 +470,27 @@ class OpenClipEncoder(DualEncoder):
         R = hidden.shape[0]
         if side == "text":
             t = self._check_text(inputs)
-            tower = self.text_tower
+        pooled_blk = self.use_pooled_block(side, inputs, hidden, layer)
+        text_tower: Any = self.text_tower
+        visual_tower: Any = self._module.visual
+        tower = text_tower.transformer if side == "text" else visual_tower.transformer
+        blocks = tower.resblocks[layer:-1] if pooled_blk is not None else tower.resblocks[layer:]
+        if side == "text":
             mask = self._text_attention(t, R, hidden.dtype)
             h = hidden
-            for blk in tower.transformer.resblocks[layer:]:
+            for blk in blocks:
                 h = run_block(blk, h, mask)
+            if pooled_blk is not None:
+                return pooled_blk(h)
             idx = broadcast_rows(t.pool_index, R).to(h.device)
-            pooled: Tensor = tower.ln_final(h[torch.arange(R, device=h.device), idx])
-            proj = tower.text_projection
-            if proj is None:
-                return pooled
-            emb: Tensor = proj(pooled) if isinstance(proj, nn.Module) else pooled @ proj
-            return emb
+            return self._text_head(h[torch.arange(R, device=h.device), idx])
         visual = self._module.visual
         h = hidden
-        for blk in visual.transformer.resblocks[layer:]:
+        for blk in blocks:
             h = run_block(blk, h, None)
+        if pooled_blk is not None:
+            return pooled_blk(h)
+        pooled: Tensor
         if visual.final_ln_after_pool:
             pooled = visual.ln_post(_global_pool(visual, h))
         else:
@@ -432,7 +533,10 @@ class OpenClipEncoder(DualEncoder):
         """Records blocks with ``nn.MultiheadAttention`` (hooks on ``ln_1`` and ``ls_1``); others raise."""
         rec = Recording()
         handles: list[Any] = []
+        stack = contextlib.ExitStack()
         try:
+            # hooks must see every row of every block: no pooled last block while recording
+            stack.enter_context(self.dense_tails())
             for i, blk in enumerate(self._blocks(side)):
                 attn = getattr(blk, "attn", None)
                 if not isinstance(attn, nn.MultiheadAttention):
@@ -445,6 +549,7 @@ class OpenClipEncoder(DualEncoder):
         finally:
             for h in handles:
                 h.remove()
+            stack.close()
 
     def _site_hooks(
         self, blk: Any, attn: nn.MultiheadAttention, side: Side, inputs: SideInputs, rec: Recording
