@@ -285,3 +285,21 @@ def test_matrix_top_k_keeps_the_strongest_and_drops_specials():
         plot_matrix(ex, "image_pairs")
     with pytest.raises(InputError):
         plot_matrix(ex, "diagonal")
+
+
+def test_patches_whose_interval_covers_zero_are_hatched():
+    cross = _structured_cross()
+    cross[2, 1:] = 0.5  # "red" interacts clearly with every patch but the top-left one ...
+    se = torch.full_like(cross, 1e-3)
+    se[:, 0] = 10.0  # ... whose terms are all uncertain
+    ex = make_explanation(cross=cross, stderr={"cross": se})
+    red = ex.tokens.index("red")
+    assert ex.image_map_error("red").flatten()[0] == pytest.approx(10.0)
+    assert ex.image_map_error("red circle").flatten()[0] == pytest.approx(20.0)  # the bound sums the errors
+    assert ex.text_scores_error().shape == (ex.n_tokens,) and float(ex.text_scores_error()[red]) > 10.0
+    fig = plot_explanation(ex, spans=["red"])
+    hatched = [p for p in fig.axes[0].patches if isinstance(p, Rectangle) and p.get_hatch()]
+    assert len(hatched) == 1 and hatched[0].get_xy() == (0.0, 0.0)
+    plain = plot_explanation(make_explanation(cross=cross), spans=["red"])
+    assert not [p for p in plain.axes[0].patches if isinstance(p, Rectangle) and p.get_hatch()]
+    assert make_explanation(cross=cross).image_map_error("red") is None

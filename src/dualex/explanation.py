@@ -14,7 +14,11 @@ Attribution terms (all in ``units``, see ``params["units"]``):
     intercept            the constant of a surrogate model (FIxLIP's e_∅).
 ``target`` is the quantity the terms are meant to add up to (method-specific, e.g. exCLIP's
 four-term score difference); ``baseline = score - target`` is the part of the model's score that is
-attributed to no part.
+attributed to no part. `Explanation.decomposition` splits the similarity into the attributed total, the
+method's error and the unattributed rest (for ij: the three reference terms ``reference_terms``).
+
+Sampled methods (FIxLIP, FIxLIP (SI), InteractionLIME) also carry ``stderr``: a standard error for
+every estimated term, same shapes as the terms (`dualex.games.uncertainty`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ from dualex.spans import Span, as_patch_mask, span_positions
 _TENSOR_FIELDS = ("cross", "cross_prefix", "text_pairs", "image_pairs", "text_main", "image_main", "special", "image")
 # Attribution terms: floating point and finite in every file `Explanation.load` accepts.
 _ATTRIBUTION_FIELDS = ("cross", "cross_prefix", "text_pairs", "image_pairs", "text_main", "image_main")
+TERM_FIELDS = _ATTRIBUTION_FIELDS
+"""The attribution terms (tensors that add up to the attributed total)."""
+STDERR_PREFIX = "stderr."
+"""Key prefix of the standard-error tensors in a saved file (``stderr.cross`` ...)."""
 FORMAT_VERSION = 1
 
 
@@ -64,6 +72,13 @@ class Explanation:
         image_text: For text-text bi-encoders, the second sentence.
         image_offsets: Character spans of ``image_tokens``.
         diagnostics: Method-specific quality figures (e.g. ``r2`` of a surrogate fit, ``delta``).
+        stderr: Standard error of each estimated term, keyed by term field (``cross``,
+            ``text_main``, ...; same shape as the term), for sampled methods; empty otherwise. Summaries
+            (``se_total``, ``se_rel_top``, ``significant_share``, ``budget_hint``) are in ``diagnostics``.
+        reference_terms: The parts of the similarity that no interaction carries, in ``units``
+            (ij: ``text_x_image_reference`` = e_tᵀr_i/(‖e_t‖‖e_i‖), ``text_reference_x_image`` = r_tᵀe_i/…,
+            ``reference_x_reference`` = −r_tᵀr_i/…, and ``bias`` for ``units="score"``); see
+            `decomposition`. Empty where a method reports none.
     """
 
     cross: Tensor | None
@@ -92,6 +107,8 @@ class Explanation:
     image_text: str | None = None
     image_offsets: list[tuple[int, int] | None] | None = None
     diagnostics: dict[str, float] = field(default_factory=dict)
+    stderr: dict[str, Tensor] = field(default_factory=dict)
+    reference_terms: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.special = self.special.bool().cpu()
@@ -114,6 +131,17 @@ class Explanation:
                 setattr(self, name, t)
         if self.cross_prefix is not None:
             self.cross_prefix = self.cross_prefix.detach().float().cpu()
+        stderr = {}
+        for name, t in (self.stderr or {}).items():
+            ref = getattr(self, name, None) if name in TERM_FIELDS else None
+            if ref is None:
+                raise ValueError(f"stderr[{name!r}] has no matching attribution term")
+            t = t.detach().float().cpu()
+            if t.shape != ref.shape:
+                raise ValueError(f"stderr[{name!r}] must have shape {tuple(ref.shape)}, got {tuple(t.shape)}")
+            stderr[name] = t
+        self.stderr = stderr
+        self.reference_terms = {str(k): float(v) for k, v in (self.reference_terms or {}).items()}
         if not self.token_offsets:
             self.token_offsets = [None] * S
 
@@ -212,6 +240,32 @@ class Explanation:
         out = self.cross[:, cols].sum(1)
         return out.masked_fill(self.special, 0.0)
 
+    def image_map_error(self, span: Span = None, *, occurrence: int = 0) -> Tensor | None:
+        """Standard-error bound of `image_map`: ``Σ_{s∈span} stderr["cross"][s]``, ``(rows, cols)``.
+
+        The standard deviation of a sum is at most the sum of the standard deviations, so this bounds the
+        error of a span map (it is exact for a single token); ``inf`` where a term has no finite error.
+        None when the explanation has no standard errors.
+        """
+        if self.cross is None:
+            se = self.stderr.get("image_main")
+            return None if se is None or span is not None else se.reshape(self.grid)
+        se = self.stderr.get("cross")
+        if se is None:
+            return None
+        return se[self.span(span, occurrence=occurrence)].sum(0).reshape(self.grid)
+
+    def text_scores_error(self, box: Any = None) -> Tensor | None:
+        """Standard-error bound of `text_scores` (sum of the errors over the box's patches), ``(S,)``."""
+        if self.cross is None:
+            se = self.stderr.get("text_main")
+            return None if se is None or box is not None else se.masked_fill(self.special, 0.0)
+        se = self.stderr.get("cross")
+        if se is None:
+            return None
+        cols = slice(None) if box is None else self.patches(box).flatten()
+        return se[:, cols].sum(1).masked_fill(self.special, 0.0)
+
     def first_order(self, p: float | None = None) -> tuple[Tensor, Tensor]:
         """Per-part scores ``(text (S,), image (P,))``.
 
@@ -274,11 +328,38 @@ class Explanation:
         out.update({k: float(v) for k, v in self.diagnostics.items()})
         return out
 
+    def decomposition(self) -> dict[str, float]:
+        """The model's similarity (in ``units``) split into parts that add up to it exactly.
+
+        ``similarity = attributed − method_error + Σ reference_terms`` for methods that report reference
+        terms (ij: the interactions, minus the integration error, plus e_tᵀr_i, r_tᵀe_i and −r_tᵀr_i
+        over ‖e_t‖‖e_i‖, plus the bias in score units), else ``similarity = attributed − method_error +
+        baseline`` (FIxLIP: ``baseline`` = v(∅), ``method_error`` = surrogate total − (v(N) − v(∅))).
+
+        Returns:
+            ``similarity`` (cosine or score, as ``units``), ``attributed`` (Σ terms + intercept),
+            ``method_error`` (attributed − what the terms should add up to: integration or fit error;
+            0 when the method claims no target), the reference terms or ``baseline``, and ``residual``
+            (similarity − the sum of the parts; float rounding only).
+        """
+        cosine_units = self.units == "cosine"
+        similarity = self.cosine if cosine_units else self.score
+        attributed = self.total()
+        if self.reference_terms:
+            err = float(self.diagnostics.get("convergence_delta", 0.0))
+            parts = dict(self.reference_terms)
+        else:
+            err = attributed - self.target if self.target is not None else 0.0
+            parts = {"baseline": float(self.baseline)}
+        out = {"similarity": similarity, "attributed": attributed, "method_error": err, **parts}
+        out["residual"] = similarity - (attributed - err + sum(parts.values()))
+        return out
+
     # ------------------------------------------------------------------ persistence
     def to_metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"format": "dualex.explanation", "version": FORMAT_VERSION}
         for f in fields(self):
-            if f.name in _TENSOR_FIELDS:
+            if f.name in _TENSOR_FIELDS or f.name == "stderr":
                 continue
             v = getattr(self, f.name)
             if isinstance(v, ImageTransform):
@@ -294,6 +375,8 @@ class Explanation:
             v = getattr(self, name)
             if v is not None:
                 out[name] = v.contiguous().cpu()
+        for name, v in self.stderr.items():
+            out[STDERR_PREFIX + name] = v.contiguous().cpu()
         return out
 
     def save(self, path: str | Path) -> Path:
@@ -385,6 +468,7 @@ class Explanation:
         if isinstance(meta.get("diagnostics"), dict):  # non-finite values are stored as null
             meta["diagnostics"] = {k: math.nan if v is None else float(v) for k, v in meta["diagnostics"].items()}
         kwargs = {**meta, **{k: v for k, v in tensors.items() if k in _TENSOR_FIELDS}}
+        kwargs["stderr"] = {k[len(STDERR_PREFIX) :]: v for k, v in tensors.items() if k.startswith(STDERR_PREFIX)}
         kwargs["special"] = kwargs["special"].bool()
         kwargs.setdefault("cross", None)  # first-order explanations store no cross tensor
         known = {f.name for f in fields(cls)}
@@ -393,12 +477,17 @@ class Explanation:
     def to_json_dict(self, *, include_image: bool = False) -> dict[str, Any]:
         """A JSON-ready dict (lists of floats) for the CLI's ``--json`` and the viewer."""
         d: dict[str, Any] = _jsonable(self.to_metadata())
+        d["stderr"] = {}
         for name, t in self.tensors().items():
             if name == "image" and not include_image:
+                continue
+            if name.startswith(STDERR_PREFIX):
+                d["stderr"][name[len(STDERR_PREFIX) :]] = _jsonable(t.tolist())  # inf (not identified) -> null
                 continue
             d[name] = t.tolist()
         d["words"] = self.words()
         d["completeness"] = _jsonable(self.completeness())
+        d["decomposition"] = _jsonable(self.decomposition())
         return d
 
     # ------------------------------------------------------------------ plots
@@ -480,7 +569,15 @@ def _check_metadata(meta: dict[str, Any], tensors: dict[str, Tensor]) -> None:
         if not all(o is None or (isinstance(o, list) and len(o) == 2 and all(isinstance(v, int) for v in o))
                    for o in offs):  # fmt: skip
             raise InputError(f"{key!r} entries must be [start, end] or null")
+    if any(not _is_number(v) for v in (meta.get("reference_terms") or {}).values()):
+        raise InputError("'reference_terms' must map names to numbers")
     for name, t in tensors.items():
+        if name.startswith(STDERR_PREFIX):  # standard errors: ≥ 0, inf where a term is not identified
+            if name[len(STDERR_PREFIX) :] not in tensors or not t.is_floating_point():
+                raise InputError(f"tensor {name!r} must be floating point and belong to a stored term")
+            if bool(torch.isnan(t).any()) or bool((t < 0).any()):
+                raise InputError(f"tensor {name!r} holds NaN or negative standard errors")
+            continue
         if name not in _ATTRIBUTION_FIELDS:
             continue
         if not t.is_floating_point():

@@ -273,8 +273,12 @@ def draw_image_map(
     cmap: Colormap,
     alpha: float = 0.7,
     colorbar: bool = True,
+    uncertain: Any = None,
 ) -> None:
-    """The model-input image with ``grid_map`` (rows, cols) upsampled over it; a plain heatmap without image."""
+    """The model-input image with ``grid_map`` (rows, cols) upsampled over it; a plain heatmap without image.
+
+    ``uncertain`` (rows, cols) bool: patches whose 95 % interval covers 0, drawn hatched.
+    """
     H, W = _canvas_size(ex)
     gm = np.asarray(grid_map, dtype=np.float64).reshape(ex.grid)
     img = _as_image(ex.image)
@@ -283,6 +287,14 @@ def draw_image_map(
         ax.imshow(overlay_rgba(upsample(gm, (H, W)), vmax, cmap=cmap, alpha=alpha), extent=(0, W, H, 0))
     else:
         ax.imshow(gm, cmap=cmap, vmin=-vmax, vmax=vmax, extent=(0, W, H, 0), interpolation="nearest")
+    if uncertain is not None:
+        from matplotlib.patches import Rectangle
+
+        rows, cols = ex.grid
+        ph, pw = H / rows, W / cols
+        for r, c in zip(*np.nonzero(np.asarray(uncertain, dtype=bool).reshape(ex.grid)), strict=True):
+            ax.add_patch(Rectangle((c * pw, r * ph), pw, ph, fill=False, hatch="////", linewidth=0.0,
+                                   edgecolor=(0, 0, 0, 0.45)))  # fmt: skip
     ax.set_xlim(0, W)
     ax.set_ylim(H, 0)
     ax.set_xticks([])
@@ -386,7 +398,8 @@ def plot_explanation(
 
     * Per span (caption words, a token range, or token indices): the image map
       ``ex.image_map(span)`` (rows × cols, summed over the span's tokens) upsampled over the model-input
-      image, the span highlighted in the caption.
+      image, the span highlighted in the caption. With standard errors (sampled methods) patches whose
+      95 % interval covers 0 (``|value| ≤ 1.96 · ex.image_map_error(span)``) are hatched.
     * Per box (``(x0, y0, x1, y1)`` in original-image pixels, a list of boxes, or a patch mask): the box
       drawn on the image and the caption coloured by ``ex.text_scores(box)``.
     * With neither: the whole caption's image map and the caption coloured over the whole image.
@@ -499,7 +512,9 @@ def plot_explanation(
                 draw_colored_text(ax_top, top_words or [], vmax=lim, cmap=cm, fontsize=fontsize,
                                   title=f"second sentence | {label}   Σ {float(v.sum()):+.3g}")
             else:
-                draw_image_map(ax_top, ex, v, vmax=lim, cmap=cm, alpha=alpha)
+                err = ex.image_map_error(what) if (what is None or ex.cross is not None) else None
+                unc = None if err is None else np.abs(v) <= 1.959964 * err.numpy()
+                draw_image_map(ax_top, ex, v, vmax=lim, cmap=cm, alpha=alpha, uncertain=unc)
                 ax_top.set_title(f"{label}   Σ {float(v.sum()):+.3g}", fontsize=fontsize * 0.9)
             draw_colored_text(ax_bot, bottom_words, vmax=lim, cmap=cm, fontsize=fontsize, title="caption")
         else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -49,9 +51,14 @@ def test_registered():
 def test_save_load_round_trip(tiny_clip, tmp_path, name):
     ex = dualex.explain(tiny_clip, random_image(1), "a red dog on mat", method=name, **FAST[name])
     back = Explanation.load(ex.save(tmp_path / name))
-    assert back.method == name and back.params == ex.params and back.diagnostics == pytest.approx(ex.diagnostics)
+    assert back.method == name and back.params == ex.params and back.diagnostics == pytest.approx(
+        {k: v if math.isfinite(v) else math.nan for k, v in ex.diagnostics.items()}, nan_ok=True
+    )
     for field in ("cross", "cross_prefix", "text_main", "image_main", "text_pairs", "image_pairs"):
         a, b = getattr(ex, field), getattr(back, field)
         assert (a is None) == (b is None)
         if a is not None:
             assert torch.equal(a, b)
+    assert set(back.stderr) == set(ex.stderr)
+    for field, se in ex.stderr.items():
+        assert torch.equal(se, back.stderr[field])

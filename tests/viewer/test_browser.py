@@ -200,3 +200,72 @@ def test_text_text_explanation_colours_both_sentences(browser, tmp_path):
     r, _, b = words["blue"]
     assert b > r + 40  # "blue" × "mat" is negative
     page.close()
+
+
+OVERLAY_ALPHA = """(id) => {
+  const c = document.getElementById(id); const g = c.getContext('2d');
+  const x = Math.floor(0.5 * c.width / 4), y = Math.floor(0.5 * c.height / 4);
+  return g.getImageData(x, y, 1, 1).data[3];
+}"""
+HATCHED = """(id) => {  // dark, opaque pixels in the cell of the bottom-right patch (15) of a 4 x 4 grid
+  const c = document.getElementById(id); const g = c.getContext('2d');
+  const w = Math.floor(c.width / 4), h = Math.floor(c.height / 4);
+  const d = g.getImageData(3 * w, 3 * h, w, h).data; let n = 0;
+  for (let k = 0; k < d.length; k += 4) if (d[k + 3] > 100 && d[k] < 90 && d[k + 1] < 90 && d[k + 2] < 90) n++;
+  return n;
+}"""
+
+
+def test_compare_two_models_side_by_side_with_one_colour_scale(browser, tmp_path):
+    """Two runs (models) of the same item meet in one pair; compare mode draws both with one scale, and
+    terms whose interval covers 0 are hatched."""
+    import torch
+    from viewer_data import make_explanation, structured_cross
+
+    weak = make_explanation(model="base")
+    se = torch.full((10, 16), 1e-4)
+    se[:, 15] = 10.0  # the bottom-right patch: every interval covers 0
+    strong = make_explanation(model="tuned", method="ij", cross=2 * structured_cross(), stderr={"cross": se})
+    weak.save(tmp_path / "runs" / "base" / "explanations" / "ij" / "item0.safetensors")
+    other = strong.image.clone()
+    other[0, 0] = 0  # different model-input bytes: grouped by run item id, not by image hash
+    strong.image = other
+    strong.save(tmp_path / "runs" / "tuned" / "explanations" / "ij" / "item0.safetensors")
+    srv = make_server(tmp_path / "runs", "127.0.0.1", 0, quiet=True)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        page = browser.new_page(viewport={"width": 1500, "height": 800})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(srv.url)
+        page.wait_for_selector("body[data-ready]", timeout=10_000)
+        assert page.locator("#pair option").count() == 1 and page.is_visible("#compare-pick")
+        first = page.get_attribute("body", "data-ready")
+        assert first == "base/explanations/ij/item0.safetensors"
+        own_scale = page.evaluate(OVERLAY_ALPHA, "overlay")
+        page.select_option("#compare", "tuned/explanations/ij/item0.safetensors")
+        page.wait_for_selector("body[data-compared='tuned/explanations/ij/item0.safetensors']")
+        assert page.is_visible("#twin") and "shared" in page.text_content("#image-legend")
+        weak_alpha, strong_alpha = page.evaluate(OVERLAY_ALPHA, "overlay"), page.evaluate(OVERLAY_ALPHA, "overlay2")
+        assert strong_alpha > weak_alpha + 40 and own_scale > weak_alpha + 40  # one scale: the weaker map fades
+        # the same word colours up to the factor 2: 'red' is stronger on the right
+        words = "els => els.map(e => Number(e.dataset.value))"
+        v1 = page.eval_on_selector_all("#caption .tok", words)
+        v2 = page.eval_on_selector_all("#caption2 .tok", words)
+        assert v2 == pytest.approx([2 * v for v in v1], rel=1e-4, abs=1e-6)
+        # hatching: the second explanation's bottom-right patch (interval covers 0), not the first's
+        assert page.evaluate(HATCHED, "overlay2") > 20 and page.evaluate(HATCHED, "overlay") == 0
+        # caption over the whole image: every word's sum includes the uncertain patch
+        count = "els => els.length"
+        assert page.eval_on_selector_all("#caption2 .tok.uncertain", count) == 8
+        assert page.eval_on_selector_all("#caption .tok.uncertain", count) == 0
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "viewer_compare.png"), full_page=True)
+        page.select_option("#compare", "")
+        page.wait_for_selector("#twin", state="hidden")
+        assert not errors, errors
+        page.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()

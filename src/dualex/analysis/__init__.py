@@ -7,6 +7,8 @@
   (``dualex mismatch``).
 * `failure_modes`: features of failed objects, clustered and labelled (``dualex failures RUN_DIR``).
 * `finetune`: contrastive in-domain fine-tuning of a CLIP, saved for ``dualex.load`` (``dualex finetune``).
+* `compare`: runs of different models, methods or data matched unit by unit, with paired bootstrap
+  intervals and Wilcoxon tests per metric and class (``dualex compare RUN RUN ...``).
 
 Modules are imported on first use, so ``import dualex.analysis`` stays light.
 """
@@ -30,6 +32,10 @@ _EXPORTS = {
     "finetune": "dualex.analysis.finetune",
     "FinetuneConfig": "dualex.analysis.finetune",
     "coco_caption_pairs": "dualex.analysis.finetune",
+    "compare": "dualex.analysis.compare",
+    "Comparison": "dualex.analysis.compare",
+    "plot_comparison": "dualex.analysis.compare",
+    "paired_bootstrap": "dualex.analysis.compare",
 }
 
 

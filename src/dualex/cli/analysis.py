@@ -1,4 +1,4 @@
-"""Subcommands ``dualex classwise | mismatch | failures | finetune`` (the papers' analyses)."""
+"""Subcommands ``dualex classwise | mismatch | failures | finetune | compare`` (the papers' analyses)."""
 
 from __future__ import annotations
 
@@ -106,6 +106,29 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     t.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     t.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     t.set_defaults(func=run_finetune)
+
+    k = sub.add_parser(
+        "compare",
+        help="compare runs (models, methods, fine-tuned vs base) on their shared units, with paired tests",
+        description="Match two or more runs on their shared (item, method, object) units and report per "
+        "metric (and per object class) each run's mean, the mean paired difference against the first run "
+        "with a seeded paired-bootstrap interval, a Wilcoxon signed-rank test, and how many units matched or "
+        "were left out and why. Writes compare.csv, compare.md, units.csv, counts.json and compare.png.",
+    )
+    k.add_argument("runs", type=Path, nargs="+", help="run directories; the first is the reference")
+    k.add_argument("--out", type=Path, default=None, help="output directory (default: print the tables only)")
+    k.add_argument("--labels", default=None, help="comma-separated run labels (default: directory (model))")
+    k.add_argument("--metric", action="append", default=None,
+                   help="metric to compare (repeatable; default: every metric all runs have)")
+    k.add_argument("--methods", default=None,
+                   help="comma-separated method per run, to compare different methods on the same items")
+    k.add_argument("--plot-metric", default=None, help="metric of the figure (default: first with classes)")
+    k.add_argument("--no-classes", action="store_true", help="overall comparisons only")
+    k.add_argument("--confidence", type=float, default=0.95, help="interval coverage (default: 0.95)")
+    k.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default: 2000)")
+    k.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    k.add_argument("--json", action="store_true", help="print the table as JSON records")
+    k.set_defaults(func=run_compare)
 
 
 # ---------------------------------------------------------------------------------------------------- classwise
@@ -244,6 +267,33 @@ def _int(text: str, name: str) -> int:
         return int(text)
     except ValueError:
         raise InputError(f"{name} must be an integer or 'auto', got {text!r}") from None
+
+
+# ---------------------------------------------------------------------------------------------------- compare
+def run_compare(args: argparse.Namespace) -> int:
+    from dualex.analysis.compare import compare
+
+    def split(text: str | None) -> list[str] | None:
+        return [t.strip() for t in text.split(",")] if text else None
+
+    comp = compare(
+        args.runs,
+        labels=split(args.labels),
+        metrics=args.metric,
+        methods=split(args.methods),
+        by_class=not args.no_classes,
+        confidence=args.confidence,
+        n_boot=args.n_boot,
+        seed=args.seed,
+    )
+    if args.json:
+        print(comp.table.to_json(orient="records"))
+    else:
+        print(comp.to_markdown(classes=not args.no_classes))
+    if args.out:
+        paths = comp.save(args.out, metric=args.plot_metric)
+        print(f"written: {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------- finetune

@@ -52,6 +52,7 @@ from dualex.games.regression import (
     normalise_pairs,
 )
 from dualex.games.sampler import check_p, sample_banzhaf, split_budget
+from dualex.games.uncertainty import DEFAULT_BOOT, TermErrors, joint_errors, product_errors, term_diagnostics
 from dualex.methods import register_method
 from dualex.methods.common import build_explanation, scores_of
 from dualex.models.base import DualEncoder, Pair
@@ -277,7 +278,7 @@ def from_interaction_values(iv: Any, like: Explanation) -> Explanation:
             f"{int(like.players.numel())} caption tokens"
         )
     terms = explanation_terms(sur, n_i, like.players, like.n_tokens)
-    return replace(like, **terms, diagnostics=dict(like.diagnostics))
+    return replace(like, **terms, diagnostics=dict(like.diagnostics), stderr={})
 
 
 # ---------------------------------------------------------------------------------------------- faithfulness
@@ -342,6 +343,8 @@ def explain_fixlip(
     split: str = "auto",
     solver_device: str | torch.device | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    n_boot: int = DEFAULT_BOOT,
+    hint_target: float = 0.1,
 ) -> list[Explanation]:
     """FIxLIP explanations of each (caption, image) pair.
 
@@ -373,6 +376,10 @@ def explain_fixlip(
             as many coalitions as it has surrogate terms whenever the budget allows; see `choose_split`).
         solver_device: Where to solve the regression (default: the model's device).
         chunk_bytes: Size of the solver's temporary blocks.
+        n_boot: Bootstrap replicates per independently sampled coalition set for the standard errors
+            (`dualex.games.uncertainty`: each side of the grid is re-weighted and refitted ``n_boot``
+            times, the game values are reused); 0 skips them.
+        hint_target: Relative error of the top-10 interactions that ``diagnostics["budget_hint"]`` aims at.
 
     Returns:
         One `Explanation` per pair in score units: ``text_main`` ``(S,)``, ``image_main`` ``(P,)``,
@@ -380,7 +387,11 @@ def explain_fixlip(
         positions, zero for specials; None for pair kinds outside the basis), ``intercept`` = e_∅,
         ``target`` = v(N) − v(∅), ``baseline`` = v(∅), and ``diagnostics``: ``r2``, ``spearman``,
         ``pearson``, ``mse`` on the held-out coalitions, ``r2_train`` (weighted, in-sample),
-        ``n_values``, ``m_image``, ``m_text``, ``n_passes``, ``rank_deficient``, ``n_pairs``, timings.
+        ``n_values``, ``m_image``, ``m_text``, ``n_passes``, ``rank_deficient``, ``n_pairs``, timings;
+        with ``n_boot``: ``stderr`` for every term, and diagnostics ``se_total`` (of the attributed
+        total), ``se_median``, ``se_rel_top`` (median SE/|value| of the 10 largest pair terms),
+        ``significant_share`` (pair terms whose 95 % interval excludes 0), ``budget_hint`` (budget for
+        ``se_rel_top`` = ``hint_target``, projected from this fit), ``bootstrap_seconds``.
     """
     p = check_p(p)
     budget = _check_int("budget", budget, 4)
@@ -391,6 +402,11 @@ def explain_fixlip(
     m_image = _check_optional_int("m_image", m_image, 1)
     m_text = _check_optional_int("m_text", m_text, 1)
     seed = _check_int("seed", seed, 0)
+    n_boot = _check_int("n_boot", n_boot, 0)
+    if n_boot == 1:
+        raise InputError("n_boot must be 0 (no standard errors) or at least 2")
+    if not (isinstance(hint_target, (int, float)) and hint_target > 0):
+        raise InputError(f"hint_target must be a positive number, got {hint_target!r}")
     if split not in ("auto", "reference"):
         raise InputError(f"split must be 'auto' or 'reference', got {split!r}")
     if holdout and holdout < 4:
@@ -413,14 +429,30 @@ def explain_fixlip(
                 f"pair {row} has {game.n_text} caption tokens and {game.n_image} image players; FIxLIP needs "
                 "at least one of each"
             )
-        rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)]
-        sur, diag = _estimate(game, p, budget, estimator, pairs, rngs, m_image, m_text, solver_dev, chunk_bytes, split)
+        rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)]
+        sur, diag, errors = _estimate(
+            game, p, budget, estimator, pairs, rngs, m_image, m_text, solver_dev, chunk_bytes, split, n_boot
+        )
         if holdout:
             t0 = time.perf_counter()
             diag.update(_holdout(game, sur, p, holdout, estimator, rngs[3], diag["v_empty"]))
             diag["holdout_seconds"] = time.perf_counter() - t0
         diag["n_passes"] = float(game.n_passes)
         terms = explanation_terms(sur, game.n_image, game.text_positions, len(sub.text.tokens[0]))
+        stderr: dict[str, Tensor] = {}
+        if errors is not None:
+
+            def at(b: int, nI: int = game.n_image, nT: int = game.n_text) -> dict[str, int]:
+                if estimator == "agnostic":
+                    return {"joint": b}
+                return dict(zip(("image", "text"), choose_split(b, nI, nT, pairs, split), strict=True))
+
+            se_sur, extra = term_diagnostics(
+                sur, errors, at, target=hint_target, sizes={"image": game.n_image, "text": game.n_text}
+            )
+            se_terms = explanation_terms(se_sur, game.n_image, game.text_positions, len(sub.text.tokens[0]))
+            stderr = {k: v for k, v in se_terms.items() if isinstance(v, Tensor)}
+            diag.update(extra)
         v0, vN = diag["v_empty"], diag["v_full"]
         out.append(
             build_explanation(
@@ -440,12 +472,14 @@ def explain_fixlip(
                     "split": split,
                     "units": "score",
                     "index": "FBII" if p == 0.5 else "FWBII",
+                    "n_boot": n_boot,
                 },
                 score=float(scores[row]),
                 cosine=float(cosines[row]),
                 target=vN - v0,
                 baseline=v0,
                 diagnostics=diag,
+                stderr=stderr,
                 **terms,
             )
         )
@@ -464,7 +498,8 @@ def _estimate(
     device: torch.device,
     chunk_bytes: int,
     split: str,
-) -> tuple[Surrogate, dict[str, float]]:
+    n_boot: int = 0,
+) -> tuple[Surrogate, dict[str, float], TermErrors | None]:
     nI, nT = game.n_image, game.n_text
     t0 = time.perf_counter()
     v0, vN = game.empty_and_full()
@@ -489,10 +524,15 @@ def _estimate(
         phi = None
         if isinstance(pairs, (int, np.integer)) and not isinstance(pairs, bool):
             phi = fit_product_surrogate(*args, "none", device=device, chunk_bytes=chunk_bytes).main
-        sur = fit_product_surrogate(
-            *args, resolve_pairs(pairs, nI, nT, phi), device=device, chunk_bytes=chunk_bytes
-        )
+        basis = resolve_pairs(pairs, nI, nT, phi)
+        sur = fit_product_surrogate(*args, basis, device=device, chunk_bytes=chunk_bytes)
         diag.update(m_image=float(sI.m), m_text=float(sT.m), n_values=float(sI.m * sT.m))
+
+        def boot() -> TermErrors:  # run after the fit's timing
+            return product_errors(
+                sI.coalitions, sI.weights, sT.coalitions, sT.weights, V, basis, n_boot=n_boot, rng=rngs[4],
+                image_fixed=sI.n_enumerated, text_fixed=sT.n_enumerated, device=device, chunk_bytes=chunk_bytes,
+            )  # fmt: skip
     else:
         s = sample_banzhaf(nI + nT, budget, p, rngs[2])
         y = game(s.coalitions).to(device) - v0
@@ -501,10 +541,16 @@ def _estimate(
         phi = None
         if isinstance(pairs, (int, np.integer)) and not isinstance(pairs, bool):
             phi = fit_surrogate(s.coalitions, y, s.weights, "none", device=device, chunk_bytes=chunk_bytes).main
-        sur = fit_surrogate(
-            s.coalitions, y, s.weights, resolve_pairs(pairs, nI, nT, phi), device=device, chunk_bytes=chunk_bytes
-        )
+        basis = resolve_pairs(pairs, nI, nT, phi)
+        sur = fit_surrogate(s.coalitions, y, s.weights, basis, device=device, chunk_bytes=chunk_bytes)
         diag.update(n_values=float(s.m))
+
+        def boot() -> TermErrors:
+            return joint_errors(
+                s.coalitions, y, s.weights, basis, n_boot=n_boot, rng=rngs[4], n_fixed=s.n_enumerated,
+                device=device, chunk_bytes=chunk_bytes,
+            )  # fmt: skip
+
     _sync(device)
     t2 = time.perf_counter()
     diag.update(
@@ -514,7 +560,12 @@ def _estimate(
         rank_deficient=float(sur.info.get("rank_deficient", 0.0)),
         n_pairs=float(sur.pairs.shape[0]),
     )
-    return sur, diag
+    errors = None
+    if n_boot:
+        errors = boot()
+        _sync(device)
+        diag["bootstrap_seconds"] = time.perf_counter() - t2
+    return sur, diag, errors
 
 
 def _holdout(

@@ -50,8 +50,10 @@ from torch import Tensor
 from dualex.autodiff import math_attention
 from dualex.errors import InputError
 from dualex.explanation import Explanation
+from dualex.games.uncertainty import steps_hint
 from dualex.methods import register_method
 from dualex.methods.common import build_explanation
+from dualex.methods.decomposition import normaliser, similarity_terms
 from dualex.methods.quadrature import alphas_and_weights
 from dualex.models.base import SIDES, DualEncoder, Pair, PooledBlock, Side, SideInputs
 from dualex.progress import bar
@@ -338,6 +340,7 @@ def explain_ij(
     internal_batch_size: int | None = None,
     fp32: bool = True,
     progress: bool | None = None,
+    subtract_reference: bool = False,
 ) -> list[Explanation]:
     """Integrated-Jacobian interactions of each (caption, image) pair.
 
@@ -365,13 +368,21 @@ def explain_ij(
         internal_batch_size: Tail evaluations per pass (memory bound); default 64 on CPU, 512 on CUDA.
         fp32: Interpolate and differentiate fp16/bf16 models in float32 (a float copy of the model).
         progress: Show a progress bar (None: only on a terminal).
+        subtract_reference: xsbert's remedy (`dualex.methods.decomposition`): normalise by
+            ‖h(x_t) − r_t‖‖g(x_i) − r_i‖ (r: the embeddings where the paths start), so that the interactions
+            add up to cos(h(x_t) − r_t, g(x_i) − r_i), the similarity of the model that subtracts the
+            reference embeddings, instead of a reference-corrected part of the model's cosine.
 
     Returns:
         One `Explanation` per pair: ``cross`` ``(S, P)`` over all caption positions × image patches,
         ``cross_prefix`` for the image's CLS/prefix positions, ``target`` =
         (h(x_t) − h(r_t))ᵀ(g(x_i) − g(r_i)) / (‖h(x_t)‖‖g(x_i)‖) (× logit scale for ``units="score"``),
         and diagnostics ``path_target`` (what the sum converges to: differs from ``target`` only for a
-        text reference whose EOS is elsewhere) and ``convergence_delta`` (sum − path_target).
+        text reference whose EOS is elsewhere), ``convergence_delta`` (sum − path_target: the integration
+        error, ij's counterpart of a sampled method's standard errors), ``relative_delta`` (its share of
+        path_target) and ``n_steps_hint`` (steps for a 1 % relative error, Riemann rules; NaN otherwise);
+        ``reference_terms`` holds the rest of the similarity (`Explanation.decomposition`: interactions −
+        convergence_delta + reference terms = the model's cosine, or score in score units).
     """
     if units not in ("cosine", "score"):
         raise InputError(f"units must be 'cosine' or 'score', got {units!r}")
@@ -438,7 +449,8 @@ def explain_ij(
                     progress=pb,
                 )
             et, ei = states["text"]["e_x"][b], states["image"]["e_x"][b]
-            norm = float(et.norm() * ei.norm())
+            r0_t, r0_i = states["text"]["e_path0"][b], states["image"]["e_path0"][b]
+            norm = normaliser(et, ei, r0_t, r0_i, subtract_reference=subtract_reference)
             A = (U["text"].T @ U["image"]) * (scale / norm)  # (S, T_img)
             d_t = et - states["text"]["e_r"][b]
             d_i = ei - states["image"]["e_r"][b]
@@ -468,6 +480,7 @@ def explain_ij(
                     "image_reference": image_reference,
                     "units": units,
                     "mode": mode,
+                    "subtract_reference": subtract_reference,
                 },
                 score=score,
                 cosine=cos,
@@ -479,7 +492,18 @@ def explain_ij(
                     "path_target": path_target,
                     "convergence_delta": total - path_target,
                     "reference_delta": total - target,
+                    "relative_delta": abs(total - path_target) / max(abs(path_target), 1e-12),
+                    "n_steps_hint": steps_hint(total - path_target, path_target, n_steps, quadrature),
                 },
+                reference_terms=similarity_terms(
+                    et,
+                    ei,
+                    r0_t,
+                    r0_i,
+                    scale=scale,
+                    bias=work.logit_bias if units == "score" else 0.0,
+                    subtract_reference=subtract_reference,
+                ),
             )
             out.append(ex)
     return out

@@ -9,6 +9,9 @@ explain the same (image, caption) pair are grouped so the viewer can switch betw
 Two files show the same pair when their captions are equal and their images are byte-identical (a
 SHA-1 of the stored model-input image), or, for text-text bi-encoders, their second sentences are
 equal. Files that keep no image are grouped by caption and file name (the item id in a run directory).
+Files laid out as in a run directory (``explanations/<method>/<item>.safetensors``) with the same item
+id and caption are the same pair too, even when their model-input images differ: that is how the runs
+of two models (served from a directory that holds both) meet in one pair, to be compared side by side.
 
 `explanation_payload` turns one `Explanation` into the JSON the page draws from (numbers rounded to 6
 significant digits, the image as a PNG data URL); the HTML export inlines the same payloads.
@@ -47,6 +50,7 @@ class Entry:
     score: float | None
     label: str  # what identifies the image: file stem, or the second sentence
     key: str  # group key
+    item_key: str | None = None  # run-directory files: caption + item id (joins runs of different models)
 
 
 def iter_explanation_files(root: Path, *, max_files: int = MAX_FILES) -> Iterator[Path]:
@@ -98,6 +102,9 @@ def read_entry(root: Path, path: Path) -> Entry | None:
     else:
         label, identity = stem, "file:" + stem
     key = hashlib.sha1(json.dumps([identity, caption]).encode()).hexdigest()[:16]
+    item_key = None
+    if len(path.parts) >= 3 and path.parent.parent.name == "explanations":
+        item_key = hashlib.sha1(json.dumps(["item:" + stem, caption]).encode()).hexdigest()[:16]
     score = meta.get("score")
     return Entry(
         file=relative_name(root, path),
@@ -107,6 +114,7 @@ def read_entry(root: Path, path: Path) -> Entry | None:
         score=float(score) if isinstance(score, (int, float)) else None,
         label=label,
         key=key,
+        item_key=item_key,
     )
 
 
@@ -151,10 +159,27 @@ class Catalog:
 
 
 def group_entries(entries: list[Entry]) -> list[dict[str, Any]]:
-    """Group catalogue entries by pair; entries within a pair sorted by method, then model, then file."""
+    """Group catalogue entries by pair; entries within a pair sorted by method, then model, then file.
+
+    Entries sharing a ``key`` (same image bytes and caption) or an ``item_key`` (same run item and
+    caption) are one pair; the group takes the key of its first entry.
+    """
+    parent: dict[str, str] = {}
+
+    def find(k: str) -> str:
+        while parent.setdefault(k, k) != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for e in entries:
+        if e.item_key is not None:
+            a, b = find(e.key), find("item:" + e.item_key)
+            if a != b:
+                parent[b] = a
     groups: dict[str, dict[str, Any]] = {}
     for e in entries:
-        g = groups.setdefault(e.key, {"key": e.key, "caption": e.caption, "label": e.label, "entries": []})
+        g = groups.setdefault(find(e.key), {"key": e.key, "caption": e.caption, "label": e.label, "entries": []})
         g["entries"].append({"file": e.file, "method": e.method, "model": e.model, "score": e.score})
     for g in groups.values():
         g["entries"].sort(key=lambda d: (d["method"], d["model"], d["file"]))
@@ -199,7 +224,8 @@ def explanation_payload(ex: Explanation, file: str) -> dict[str, Any]:
     """What the page needs of one explanation, JSON-ready.
 
     Keys: ``file, method, model, text, words, special, offsets, grid, image_size, transform, score, cosine,
-    units, params, completeness, cross (S×P or null), text_main, image_main, image (data URL or null),
+    units, params, completeness, decomposition, cross (S×P or null), text_main, image_main, stderr
+    ({term: standard errors, null where infinite}, for sampled methods), image (data URL or null),
     image_tokens, image_text, image_offsets``.
     """
     tf = ex.image_transform
@@ -219,6 +245,8 @@ def explanation_payload(ex: Explanation, file: str) -> dict[str, Any]:
         "units": ex.units,
         "params": _finite(json.loads(json.dumps(ex.params, default=str))),
         "completeness": _finite(ex.completeness()),
+        "decomposition": _finite(ex.decomposition()),
+        "stderr": {k: _round(v) for k, v in ex.stderr.items() if k in ("cross", "text_main", "image_main")},
         "cross": _round(ex.cross) if ex.cross is not None else None,
         "text_main": _round(ex.text_main) if ex.text_main is not None else None,
         "image_main": _round(ex.image_main) if ex.image_main is not None else None,

@@ -31,6 +31,7 @@ from dualex.explanation import Explanation
 from dualex.games.game import DualEncoderGame, Game
 from dualex.games.regression import DEFAULT_CHUNK_BYTES, Surrogate, fit_surrogate
 from dualex.games.sampler import sample_shapley
+from dualex.games.uncertainty import DEFAULT_BOOT, TermErrors, joint_errors, term_diagnostics
 from dualex.methods import register_method
 from dualex.methods.common import build_explanation, positive_int, scores_of
 from dualex.methods.fixlip import explanation_terms, fit_quality, resolve_pairs
@@ -47,6 +48,8 @@ def faith_shap(
     anchor_weight: float = 1e6,
     device: torch.device | str | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    n_boot: int = 0,
+    errors: list[TermErrors] | None = None,
 ) -> tuple[Surrogate, dict[str, float]]:
     """Faith-Shap (order 2) surrogate of any game from Shapley-kernel samples (model-agnostic).
 
@@ -62,6 +65,9 @@ def faith_shap(
         anchor_weight: Regression weight of ∅ and N relative to a total mass of 1 for the others.
         device: Where to solve.
         chunk_bytes: Solver block size.
+        n_boot: Bootstrap replicates for standard errors (`dualex.games.uncertainty.joint_errors`;
+            drawn from ``rng`` after the sample); 0 skips them.
+        errors: A list that receives the `TermErrors` when ``n_boot`` > 0.
 
     Returns:
         The `Surrogate` of ``v(S) − v(∅)`` and diagnostics ``v_empty``, ``v_full``, ``n_values``,
@@ -90,6 +96,10 @@ def faith_shap(
         "rank_deficient": float(sur.info.get("rank_deficient", 0.0)),
         "n_pairs": float(sur.pairs.shape[0]),
     }
+    if n_boot and errors is not None:
+        errors.append(
+            joint_errors(s.coalitions, y - v0, s.weights, basis, n_boot=n_boot, rng=rng, n_fixed=s.n_enumerated, **kw)
+        )
     return sur, diag
 
 
@@ -119,6 +129,8 @@ def explain_fixlip_si(
     progress: bool | None = None,
     solver_device: str | torch.device | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    n_boot: int = DEFAULT_BOOT,
+    hint_target: float = 0.1,
 ) -> list[Explanation]:
     """FIxLIP (SI) explanation of each (caption, image) pair.
 
@@ -141,6 +153,9 @@ def explain_fixlip_si(
         progress: Progress bars.
         solver_device: Where to solve the regression (default: the model's device).
         chunk_bytes: Solver block size.
+        n_boot: Bootstrap replicates for ``stderr`` (as ``method="fixlip"``; the coalitions are one joint
+            sample); 0 skips them.
+        hint_target: Relative error of the top-10 interactions that ``diagnostics["budget_hint"]`` aims at.
 
     Returns:
         One `Explanation` per pair in score units with ``text_main``, ``image_main``, ``cross``,
@@ -150,6 +165,9 @@ def explain_fixlip_si(
     """
     positive_int("budget", budget, minimum=2)
     positive_int("holdout", holdout, minimum=0)
+    positive_int("n_boot", n_boot, minimum=0)
+    if n_boot == 1:
+        raise InputError("n_boot must be 0 (no standard errors) or at least 2")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     if holdout and holdout < 4:
@@ -175,6 +193,7 @@ def explain_fixlip_si(
             )
         rng_fit, rng_hold = (np.random.default_rng(s) for s in seeds[row].spawn(2))
         t0 = time.perf_counter()
+        errs: list[TermErrors] = []
         sur, diag = faith_shap(
             game,
             budget,
@@ -184,6 +203,8 @@ def explain_fixlip_si(
             anchor_weight=anchor_weight,
             device=solver_dev,
             chunk_bytes=chunk_bytes,
+            n_boot=n_boot,
+            errors=errs,
         )
         diag["fit_seconds"] = time.perf_counter() - t0
         if holdout:
@@ -193,6 +214,14 @@ def explain_fixlip_si(
             diag["holdout_values"] = float(h.m)
         diag["n_passes"] = float(game.n_passes)
         terms = explanation_terms(sur, game.n_image, game.text_positions, len(sub.text.tokens[0]))
+        stderr: dict[str, torch.Tensor] = {}
+        if errs:
+            se_sur, extra = term_diagnostics(
+                sur, errs[0], lambda b: {"joint": b}, target=hint_target, sizes={"joint": game.n_players}
+            )
+            se_terms = explanation_terms(se_sur, game.n_image, game.text_positions, len(sub.text.tokens[0]))
+            stderr = {k: v for k, v in se_terms.items() if isinstance(v, torch.Tensor)}
+            diag.update(extra)
         out.append(
             build_explanation(
                 model,
@@ -210,12 +239,14 @@ def explain_fixlip_si(
                     "units": "score",
                     "index": "FSII",
                     "p": 0.5,
+                    "n_boot": n_boot,
                 },
                 score=float(scores[row]),
                 cosine=float(cosines[row]),
                 target=diag["v_full"] - diag["v_empty"],
                 baseline=diag["v_empty"],
                 diagnostics=diag,
+                stderr=stderr,
                 **terms,
             )
         )

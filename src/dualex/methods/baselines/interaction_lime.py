@@ -39,6 +39,7 @@ from torch import Tensor
 
 from dualex.errors import InputError
 from dualex.explanation import Explanation
+from dualex.games.uncertainty import DEFAULT_BOOT, Source, bootstrap_terms, budget_hint, summarise
 from dualex.methods import register_method
 from dualex.methods.common import Units, build_explanation, check_units, positive_int, scores_of
 from dualex.models.base import DualEncoder, Pair, Side, SideInputs
@@ -163,6 +164,64 @@ def split_samples(n_samples: int, n_text: int, n_image: int) -> tuple[int, int]:
     return int(m_t), int(m_i)
 
 
+def _theta_errors(
+    z_t: np.ndarray,
+    z_i: np.ndarray,
+    y: np.ndarray,
+    w_t: np.ndarray,
+    w_i: np.ndarray,
+    theta: np.ndarray,
+    t_pos: Tensor,
+    n_tokens: int,
+    n_boot: int,
+    rng: np.random.Generator,
+    *,
+    alpha: float,
+    main_effects: bool,
+    target: float,
+) -> tuple[dict[str, Tensor], dict[str, float]]:
+    """Bootstrap standard errors of Θ as Explanation ``stderr`` tensors, and their diagnostics."""
+    base = {"text": w_t, "image": w_i}
+
+    def refit(w: Any) -> np.ndarray:
+        ww = {**base, **w}
+        return fit_bilinear(z_t, z_i, y, ww["text"], ww["image"], alpha=alpha, main_effects=main_effects).ravel()
+
+    extra = 1 if main_effects else 0
+    n_t, n_i = z_t.shape[1], z_i.shape[1]
+    sources = {
+        "text": Source(w_t, 1, n_t, n_t + extra if z_t.shape[0] > n_t + extra else 0),
+        "image": Source(w_i, 1, n_i, n_i + extra if z_i.shape[0] > n_i + extra else 0),
+    }
+    errs = bootstrap_terms(refit, sources, n_boot=n_boot, rng=rng)
+    se = errs.se.reshape(theta.shape)
+    W_se = se[1:, 1:] if main_effects else se
+    cross = torch.zeros(n_tokens, n_i)
+    cross[t_pos] = torch.from_numpy(W_se).float()
+    out = {"cross": cross}
+    if main_effects:
+        text_main = torch.zeros(n_tokens)
+        text_main[t_pos] = torch.from_numpy(se[1:, 0]).float()
+        out.update(text_main=text_main, image_main=torch.from_numpy(se[0, 1:]).float())
+    idx = np.zeros(theta.shape, dtype=bool)
+    if main_effects:
+        idx[1:, 1:] = True
+    else:
+        idx[:] = True
+    flat = np.nonzero(idx.ravel())[0]
+    diag = {"se_total": errs.se_total, "n_boot": float(n_boot), "coalitions_per_term": errs.info["coalitions_per_term"]}
+    diag.update(summarise(theta.ravel()[flat], errs.se[flat]))
+    diag["budget_hint"] = budget_hint(
+        theta.ravel(),
+        errs,
+        lambda b: dict(zip(("text", "image"), split_samples(b, n_t, n_i), strict=True)),
+        target=target,
+        index=flat,
+        sizes={"text": n_t, "image": n_i},
+    )
+    return out, diag
+
+
 def _embed(model: DualEncoder, side: Side, inputs: SideInputs, keep: Tensor, how: str, chunk: int, pb: Any) -> Tensor:
     """Embeddings ``(m, D)`` of row 0 of ``inputs`` under each coalition of ``keep`` ``(m, n)``."""
     parts = []
@@ -217,6 +276,8 @@ def explain_interaction_lime(
     seed: int = 0,
     internal_batch_size: int = 64,
     progress: bool | None = None,
+    n_boot: int = DEFAULT_BOOT,
+    hint_target: float = 0.1,
 ) -> list[Explanation]:
     """InteractionLIME explanation of each pair (see the module docstring).
 
@@ -242,6 +303,11 @@ def explain_interaction_lime(
         seed: Seed of the perturbations (row b uses ``seed + b``).
         internal_batch_size: Masked inputs per encoder pass.
         progress: Show a progress bar.
+        n_boot: Bootstrap replicates per side for ``stderr`` (`dualex.games.uncertainty`: the caption
+            and the image perturbations are re-weighted separately and Θ refitted; the unperturbed rows
+            stay fixed); 0 skips them.
+        hint_target: Relative error of the top-10 interactions that ``diagnostics["budget_hint"]``
+            (in ``budget`` units) aims at.
 
     Returns:
         One `Explanation` per pair with ``cross`` ``(S, P)``, ``text_main``, ``image_main`` (zero
@@ -252,6 +318,9 @@ def explain_interaction_lime(
     check_units(units)
     positive_int("budget", budget, minimum=4)
     chunk = positive_int("internal_batch_size", internal_batch_size)
+    positive_int("n_boot", n_boot, minimum=0)
+    if n_boot == 1:
+        raise InputError("n_boot must be 0 (no standard errors) or at least 2")
     if not 0.0 < float(p) < 1.0:
         raise InputError(f"p (the keep probability) must lie strictly between 0 and 1, got {p!r}")
     if kernel_width is not None and not float(kernel_width) > 0:
@@ -298,6 +367,24 @@ def explain_interaction_lime(
             intercept = float(theta[0, 0])
         own = float(scores[b]) if units == "score" else float(cosines[b])
         sigma = float(np.linalg.svd(W, compute_uv=False)[0]) if W.size else 0.0
+        stderr: dict[str, Tensor] = {}
+        extra: dict[str, float] = {}
+        if n_boot:
+            stderr, extra = _theta_errors(
+                z_t,
+                z_i,
+                y,
+                w_t,
+                w_i,
+                theta,
+                t_pos,
+                S,
+                n_boot,
+                np.random.default_rng([seed + b, 1]),
+                alpha=float(alpha),
+                main_effects=main_effects,
+                target=hint_target,
+            )
         out.append(
             build_explanation(
                 model,
@@ -314,6 +401,7 @@ def explain_interaction_lime(
                     "image_masking": image_masking,
                     "units": units,
                     "seed": seed,
+                    "n_boot": n_boot,
                 },
                 score=float(scores[b]),
                 cosine=float(cosines[b]),
@@ -328,7 +416,9 @@ def explain_interaction_lime(
                     "sigma_1": sigma,
                     "n_text_samples": float(z_t.shape[0]),
                     "n_image_samples": float(z_i.shape[0]),
+                    **extra,
                 },
+                stderr=stderr,
             )
         )
     return out

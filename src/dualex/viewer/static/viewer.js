@@ -51,6 +51,38 @@
     return out;
   }
 
+  // Standard-error bound of imageMap: Σ of the rows' errors (the SD of a sum is at most the sum of the SDs),
+  // exact for one token; Infinity where a term's error is unknown (stored as null); null without errors.
+  function imageMapError(ex, tokens) {
+    const se = ex.stderr || {};
+    const P = nPatches(ex);
+    const val = (v) => (v === null || v === undefined ? Infinity : v);
+    if (!ex.cross) return se.image_main ? se.image_main.map(val) : null;
+    if (!se.cross) return null;
+    const rows = tokens.size ? [...tokens] : players(ex);
+    const out = new Array(P).fill(0);
+    for (const s of rows) for (let p = 0; p < P; p++) out[p] += val(se.cross[s][p]);
+    return out;
+  }
+
+  function textScoresError(ex, patches) {
+    const se = ex.stderr || {};
+    const val = (v) => (v === null || v === undefined ? Infinity : v);
+    if (!ex.cross) return se.text_main ? se.text_main.map((v, i) => (ex.special[i] ? 0 : val(v))) : null;
+    if (!se.cross) return null;
+    const cols = patches || [...Array(nPatches(ex)).keys()];
+    return se.cross.map((row, i) => {
+      if (ex.special[i]) return 0;
+      let t = 0;
+      for (const p of cols) t += val(row[p]);
+      return t;
+    });
+  }
+
+  // Which values' 95 % intervals cover 0 (null without errors).
+  const Z95 = 1.959964;
+  const covers = (values, errors) => (errors ? values.map((v, i) => Math.abs(v) <= Z95 * errors[i]) : null);
+
   // Caption scores over a set of patches (all when null): sum of cross columns, specials 0, length S.
   function textScores(ex, patches) {
     if (!ex.cross) return ex.words.map((_, i) => (ex.special[i] || !ex.text_main ? 0 : ex.text_main[i] || 0));
@@ -142,6 +174,9 @@
     second: new Set(), // text-text: selected positions of the second sentence (empty: all)
     alpha: 0.7,
     image: null, // decoded HTMLImageElement of ex.image
+    ex2: null, // compare mode: a second explanation of the same pair, drawn with the same colour scale
+    file2: null,
+    image2: null,
   };
 
   function selectedPatches() {
@@ -151,7 +186,7 @@
   }
 
   // ------------------------------------------------------------------------------------------ words
-  function units(ex, values, vmax, { second = false, selected = new Set() } = {}) {
+  function units(ex, values, vmax, { second = false, selected = new Set(), uncertain = null, errors = null } = {}) {
     const words = second ? ex.image_tokens : ex.words;
     const offsets = (second ? ex.image_offsets : ex.offsets) || [];
     const text = second ? ex.image_text || "" : ex.text;
@@ -164,7 +199,10 @@
       const shown = off ? text.slice(off[0], off[1]) : w;
       const gap = out.length > 0 && (!off || prevEnd === null || off[0] > prevEnd);
       if (off) prevEnd = off[1];
-      out.push({ i, text: shown || w, value: values ? values[i] : null, gap, vmax, sel: selected.has(i) });
+      out.push({
+        i, text: shown || w, value: values ? values[i] : null, gap, vmax, sel: selected.has(i),
+        uncertain: !!(uncertain && uncertain[i]), error: errors ? errors[i] : null,
+      });
     });
     return out;
   }
@@ -173,7 +211,7 @@
     container.replaceChildren();
     for (const u of list) {
       const el = document.createElement("span");
-      el.className = "tok" + (u.gap ? " gap" : "") + (u.sel ? " sel" : "");
+      el.className = "tok" + (u.gap ? " gap" : "") + (u.sel ? " sel" : "") + (u.uncertain ? " uncertain" : "");
       el.textContent = u.text;
       el.dataset.i = String(u.i);
       if (interactive) {
@@ -185,7 +223,7 @@
         const [r, g, b] = colour(u.value, u.vmax);
         el.style.backgroundColor = `rgb(${r}, ${g}, ${b})`;
         el.style.color = (r + g + b) / 3 < 115 ? "#fff" : "#000";
-        el.title = `${u.text}: ${fmt(u.value)}`;
+        el.title = `${u.text}: ${fmt(u.value)}` + (u.error !== null ? ` ± ${fmt(Z95 * u.error, 3)} (95 %)` : "");
         el.dataset.value = String(u.value);
       }
       container.appendChild(el);
@@ -264,30 +302,30 @@
     });
   }
 
-  function drawBase() {
-    const c = $("image");
+  function drawBase(canvasId = "image", image = state.image) {
+    const c = $(canvasId);
     const g = c.getContext("2d");
     g.clearRect(0, 0, c.width, c.height);
-    if (!state.image) {
+    if (!image) {
       g.fillStyle = "#f0f0f0";
       g.fillRect(0, 0, c.width, c.height);
       return;
     }
-    g.imageSmoothingEnabled = c.width / state.image.naturalWidth <= 2;
-    g.drawImage(state.image, 0, 0, c.width, c.height);
+    g.imageSmoothingEnabled = c.width / image.naturalWidth <= 2;
+    g.drawImage(image, 0, 0, c.width, c.height);
   }
 
   // Bilinear upsampling with patch values at patch centres (as torch's align_corners=False).
-  function drawOverlay(map, vmax) {
-    const ex = state.ex;
-    const c = $("overlay");
+  // Patches whose interval covers 0 (``uncertain``, may be null) are hatched.
+  function drawOverlay(map, vmax, { canvasId = "overlay", ex = state.ex, image = state.image, uncertain = null } = {}) {
+    const c = $(canvasId);
     const g = c.getContext("2d");
     const [rows, cols] = ex.grid;
     const w = c.width;
     const h = c.height;
     const img = g.createImageData(w, h);
     const px = img.data;
-    const opaque = !state.image;
+    const opaque = !image;
     const axis = (n, cells) => {
       const out = [];
       for (let k = 0; k < n; k++) {
@@ -316,6 +354,31 @@
       }
     }
     g.putImageData(img, 0, 0);
+    if (!uncertain) return;
+    const cw = w / cols;
+    const chh = h / rows;
+    g.save();
+    g.strokeStyle = "rgba(0, 0, 0, 0.55)";
+    g.lineWidth = 1;
+    uncertain.forEach((u, p) => {
+      if (!u) return;
+      const x0 = (p % cols) * cw;
+      const y0 = Math.floor(p / cols) * chh;
+      g.beginPath();
+      g.rect(x0, y0, cw, chh);
+      g.clip();
+      g.beginPath();
+      for (let d = -chh; d < cw; d += 6) {
+        g.moveTo(x0 + d, y0 + chh);
+        g.lineTo(x0 + d + chh, y0);
+      }
+      g.stroke();
+      g.restore();
+      g.save();
+      g.strokeStyle = "rgba(0, 0, 0, 0.55)";
+      g.lineWidth = 1;
+    });
+    g.restore();
   }
 
   function drawBoxLayer(rubber) {
@@ -375,27 +438,74 @@
     return `box ${b.map((v) => Math.round(v)).join(",")}` + (o ? " (original pixels)" : " (input pixels)");
   }
 
+  // The second explanation (compare mode) is shown only when it has the same tokens and grid.
+  const twinActive = () => !!(state.ex2 && sameShape(state.ex, state.ex2));
+
   function render() {
     const ex = state.ex;
     if (!ex) return;
     const interactive = !!ex.cross;
-    // image side
+    const twin = twinActive() ? state.ex2 : null;
+    const shared = twin ? " (scale shared with the second explanation)" : "";
+    // image side: one colour scale for both explanations when comparing
     const map = imageMap(ex, state.tokens);
-    const mapMax = symmetricLimit(map);
+    const mapUnc = covers(map, imageMapError(ex, state.tokens));
+    const map2 = twin ? imageMap(twin, state.tokens) : null;
+    const mapMax = symmetricLimit(twin ? [...map, ...map2] : map);
     if (textText(ex)) {
-      renderWords($("second"), units(ex, map, mapMax, { second: true, selected: state.second }), { interactive });
+      renderWords($("second"), units(ex, map, mapMax, { second: true, selected: state.second, uncertain: mapUnc }),
+        { interactive });
     } else {
-      drawOverlay(map, mapMax);
+      drawOverlay(map, mapMax, { uncertain: mapUnc });
       drawBoxLayer(null);
     }
-    legend($("image-legend"), mapMax, `${textText(ex) ? "sentence" : "image"} map of ${spanLabel(ex)}, Σ ${fmt(sum(map))}`);
+    legend($("image-legend"), mapMax,
+      `${textText(ex) ? "sentence" : "image"} map of ${spanLabel(ex)}, Σ ${fmt(sum(map))}${shared}`);
     // caption side
     const patches = selectedPatches();
     const scores = textScores(ex, patches);
-    const scoreMax = symmetricLimit(scores.filter((_, i) => !ex.special[i]));
-    renderWords($("caption"), units(ex, scores, scoreMax, { selected: state.tokens }), { interactive });
-    legend($("caption-legend"), scoreMax, `caption over ${regionLabel(ex)}, Σ ${fmt(sum(scores))}`);
+    const scoreErr = textScoresError(ex, patches);
+    const scores2 = twin ? textScores(twin, patches) : null;
+    const pick = (v) => v.filter((_, i) => !ex.special[i]);
+    const scoreMax = symmetricLimit(twin ? [...pick(scores), ...pick(scores2)] : pick(scores));
+    renderWords($("caption"), units(ex, scores, scoreMax, {
+      selected: state.tokens, uncertain: covers(scores, scoreErr), errors: scoreErr,
+    }), { interactive });
+    legend($("caption-legend"), scoreMax, `caption over ${regionLabel(ex)}, Σ ${fmt(sum(scores))}${shared}`);
     renderStats(ex, map, scores);
+    renderTwin(twin, map2, mapMax, scores2, scoreMax);
+  }
+
+  function renderTwin(twin, map2, mapMax, scores2, scoreMax) {
+    const box = $("twin");
+    box.hidden = !state.ex2;
+    if (!state.ex2) return;
+    const ex2 = state.ex2;
+    $("twin-title").textContent = `${ex2.method} · ${ex2.model || "?"} — ${state.file2}`;
+    if (!twin) {
+      $("caption2").replaceChildren();
+      $("second2").hidden = true;
+      $("stage2").hidden = true;
+      $("twin-legend").textContent = "not comparable: the two explanations have different tokens or grids";
+      return;
+    }
+    const tt = textText(twin);
+    $("stage2").hidden = tt;
+    $("second2").hidden = !tt;
+    const mapUnc = covers(map2, imageMapError(twin, state.tokens));
+    if (tt) {
+      renderWords($("second2"), units(twin, map2, mapMax, { second: true, selected: state.second, uncertain: mapUnc }),
+        { interactive: false });
+    } else {
+      drawBase("image2", state.image2);
+      drawOverlay(map2, mapMax, { canvasId: "overlay2", ex: twin, image: state.image2, uncertain: mapUnc });
+    }
+    const err2 = textScoresError(twin, selectedPatches());
+    renderWords($("caption2"), units(twin, scores2, scoreMax, {
+      selected: state.tokens, uncertain: covers(scores2, err2), errors: err2,
+    }), { interactive: false });
+    $("twin-legend").textContent = `same colour scale as the first: map Σ ${fmt(sum(map2))}, caption Σ `
+      + `${fmt(sum(scores2))}; score ${fmt(twin.score)} (${twin.units} units), cosine ${fmt(twin.cosine)}`;
   }
 
   function renderStats(ex, map, scores) {
@@ -418,6 +528,12 @@
     for (const [k, v] of Object.entries(c)) {
       if (!["attributed", "target", "error", "relative_error", "score", "baseline"].includes(k)) rows.push([k, fmt(v)]);
     }
+    const d = ex.decomposition || {};
+    if (Object.keys(d).length) {
+      const parts = Object.entries(d).filter(([k]) => !["similarity", "residual"].includes(k))
+        .map(([k, v], i) => `${k === "method_error" ? "− " : i ? "+ " : ""}${k} ${fmt(v, 3)}`);
+      rows.push(["decomposition", `similarity ${fmt(d.similarity)} = ${parts.join(" ")}`]);
+    }
     rows.push(["span → image", `${spanLabel(ex)}: Σ ${fmt(sum(map))}`]);
     rows.push(["region → caption", `${regionLabel(ex)}: Σ ${fmt(sum(scores))}`]);
     for (const [k, v] of rows) {
@@ -437,6 +553,54 @@
   }
 
   // ------------------------------------------------------------------------------------------ loading
+  async function openCompare(file) {
+    if (!file) {
+      state.ex2 = null;
+      state.file2 = null;
+      state.image2 = null;
+      render();
+      document.body.dataset.compared = "";
+      return;
+    }
+    let ex2;
+    try {
+      ex2 = await source.explanation(file);
+    } catch (err) {
+      status(`could not load ${file}: ${err.message}`, true);
+      return;
+    }
+    state.ex2 = ex2;
+    state.file2 = file;
+    state.image2 = ex2.image ? await loadImage(ex2.image).catch(() => null) : null;
+    if (!textText(ex2)) {
+      const [H, W] = inputSize(ex2);
+      const k = Math.max(1, Math.round(STAGE_PX / Math.max(H, W)));
+      for (const id of ["image2", "overlay2"]) {
+        $(id).width = Math.round(W * k);
+        $(id).height = Math.round(H * k);
+      }
+      $("stage2").style.aspectRatio = `${W} / ${H}`;
+    }
+    render();
+    document.body.dataset.compared = file; // for tests and scripts
+  }
+
+  function fillCompare(pair) {
+    const sel = $("compare");
+    sel.replaceChildren();
+    const none = document.createElement("option");
+    none.value = "";
+    none.textContent = "(none)";
+    sel.appendChild(none);
+    for (const e of pair.entries) {
+      const o = document.createElement("option");
+      o.value = e.file;
+      o.textContent = `${e.method} · ${e.model || "?"} — ${e.file}`;
+      sel.appendChild(o);
+    }
+    $("compare-pick").hidden = pair.entries.length < 2;
+  }
+
   function sameShape(a, b) {
     return a && b && a.words.length === b.words.length && a.grid[0] === b.grid[0] && a.grid[1] === b.grid[1];
   }
@@ -468,7 +632,8 @@
       : tt
         ? "Click or drag over words of either sentence to see how they interact with the other one."
         : "Click or drag over caption words to map them onto the image. Draw a box on the image to colour "
-          + "the caption. Red: positive, blue: negative.";
+          + "the caption. Red: positive, blue: negative."
+          + (ex.stderr && Object.keys(ex.stderr).length ? " Hatched: the 95 % interval of the estimate covers 0." : "");
     if (!tt) {
       setupStage(ex);
       drawBase();
@@ -498,6 +663,9 @@
       b.addEventListener("click", () => openFile(e.file));
       box.appendChild(b);
     }
+    state.ex2 = null;
+    state.file2 = null;
+    fillCompare(pair);
     return openFile(pair.entries[0].file);
   }
 
@@ -558,6 +726,7 @@
     layer.addEventListener("pointercancel", () => { drag = null; drawBoxLayer(null); });
 
     $("pair").addEventListener("change", (e) => showPair(Number(e.target.value)));
+    $("compare").addEventListener("change", (e) => openCompare(e.target.value));
     try {
       state.pairs = await source.pairs();
     } catch (err) {
@@ -580,7 +749,7 @@
   }
 
   // exposed for scripts and tests: the numbers behind what is drawn
-  window.dualexViewer = { state, imageMap, textScores, boxPatches, colour };
+  window.dualexViewer = { state, imageMap, textScores, boxPatches, colour, imageMapError, openCompare };
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();
 })();
