@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeVar, cast
+from typing import Any, ClassVar, Literal, Self, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -26,9 +26,6 @@ from dualex.models.parts import bos_filler_eos_reference, image_reference, mask_
 from dualex.models.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline
 from dualex.models.registry import register_loader, register_wrapper
 from dualex.models.tokenize import HFTokenizer, TokenizerLike
-
-if TYPE_CHECKING:
-    pass
 
 HF_FAMILIES: dict[str, type[HFDualEncoder]] = {}
 
