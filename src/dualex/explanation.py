@@ -320,13 +320,26 @@ class Explanation:
             ``relative_error`` (|error| / |target|), ``score``, ``baseline``, and the method's
             diagnostics (e.g. ``r2`` for surrogate fits).
         """
-        attributed = self.total()
-        out: dict[str, float] = {"attributed": attributed, "score": self.score, "baseline": self.baseline}
+        core = self.completeness_terms()
+        out: dict[str, float] = {"attributed": core[0], "score": self.score, "baseline": self.baseline}
         if self.target is not None:
-            err = attributed - self.target
-            out.update(target=self.target, error=err, relative_error=abs(err) / max(abs(self.target), 1e-12))
+            out.update(target=core[1], error=core[2], relative_error=core[3])
         out.update({k: float(v) for k, v in self.diagnostics.items()})
         return out
+
+    def completeness_terms(self) -> tuple[float, float, float, float]:
+        """``(attributed, target, error, relative_error)`` (the last three NaN without a target).
+
+        The one place completeness is computed: ``error = attributed − target``, ``relative_error =
+        |error| / |target|`` (``|target|`` floored at 1e-12).
+        """
+        attributed = self.total()
+        if self.target is None:
+            nan = float("nan")
+            return attributed, nan, nan, nan
+        target = float(self.target)
+        err = attributed - target
+        return attributed, target, err, abs(err) / max(abs(target), 1e-12)
 
     def decomposition(self) -> dict[str, float]:
         """The model's similarity (in ``units``) split into parts that add up to it exactly.

@@ -16,7 +16,7 @@ from dualex.evaluation.work import WorkConfig, parse_metrics, process_item
 from dualex.explanation import Explanation
 from dualex.models.registry import load as load_model
 
-FAST = MetricOptions(faith_coalitions=24)
+FAST = MetricOptions(faith_coalitions=24, faith_grid=5)
 OPTS = {"ij": {"n_steps": 2}, "fixlip": {"budget": 64, "holdout": 0}, "gradxinput": {}, "random": {}}
 
 
@@ -35,6 +35,23 @@ class Handmade(Dataset):
         yield Item("bad-span", img, "two cats", [far])
 
 
+def test_faithfulness_design_option_and_old_runs(tmp_path: Path, tiny_clip):
+    assert MetricOptions().faith_design == "product" and MetricOptions().to_dict()["faith_design"] == "product"
+    assert "faith_design" not in MetricOptions(faith_design="independent").to_dict()  # as before the option
+    with pytest.raises(InputError, match="faith_design"):
+        MetricOptions(faith_design="grid")
+    with pytest.raises(InputError, match="faith_grid"):
+        MetricOptions(faith_grid=1)
+    out = tmp_path / "run"
+    old = MetricOptions(metrics=("faithfulness",), faith_coalitions=24, faith_design="independent")
+    evaluate(tiny_clip, "shapes:", ["random"], out, dataset_options={"n": 1}, metrics=old)
+    # resuming a run without the option (as written before it existed) keeps that run's design
+    more = MetricOptions(metrics=("faithfulness",), faith_coalitions=24, faith_grid=5)
+    res = evaluate(tiny_clip, "shapes:", ["random", "gradxinput"], out, dataset_options={"n": 1}, metrics=more)
+    rows = read_run(out)
+    assert res.units_run == 1 and rows.loc[rows.level == "pair", "faith_spearman"].notna().all()
+
+
 def test_shapes_run_rows_files_summary_and_resume(tmp_path: Path, tiny_clip):
     methods = ["ij", "fixlip", "gradxinput", "random"]
     out = tmp_path / "run"
@@ -47,6 +64,9 @@ def test_shapes_run_rows_files_summary_and_resume(tmp_path: Path, tiny_clip):
     assert pair["error"].isna().all(), pair["error"].dropna().tolist()
     assert pair["aid"].notna().all() and pair["faith_spearman"].notna().all() and pair["seconds"].gt(0).all()
     assert pair.loc[pair.method == "ij", "completeness_error"].notna().all()
+    stages = ["seconds_load", "seconds_save", "seconds_completeness", "seconds_insertion_deletion",
+              "seconds_faithfulness", "seconds_pointing"]  # fmt: skip
+    assert pair[stages].notna().all().all() and (pair[stages] >= 0).all().all()
     obj = df[df.level == "object"]
     assert set(obj["class_name"]) <= {"circle", "square", "triangle", "star", "cross"}
     n_objects = obj.groupby("method").size()
@@ -154,7 +174,7 @@ def test_bundled_shapes_model_on_shapes_scenes(tmp_path: Path):
         model = load_model("shapes", device="cpu")
     except ModelNotAvailableError:
         pytest.skip("the bundled shapes model is not in this checkout")
-    metrics = MetricOptions(metrics="pointing,faithfulness,completeness", faith_coalitions=24)
+    metrics = MetricOptions(metrics="pointing,faithfulness,completeness", faith_coalitions=24, faith_grid=5)
     res = evaluate(model, "shapes:", ["ij", "gradxinput"], tmp_path / "run", dataset_options={"n": 1},
                    method_options=OPTS, metrics=metrics)  # fmt: skip
     assert res.units_run == 2 and res.errors == 0

@@ -13,7 +13,7 @@ from dualex.errors import InputError
 from dualex.games.sampler import (
     banzhaf_kernel,
     sample_banzhaf,
-    sample_coalitions,
+    sample_kernel,
     sample_shapley,
     shapley_kernel,
     split_budget,
@@ -108,6 +108,21 @@ def test_invalid_budgets_and_kernels_are_rejected() -> None:
     with pytest.raises(InputError):
         split_budget(3, 4, 4)
     with pytest.raises(InputError):
-        sample_coalitions(3, 4, np.ones(3), rng)
+        sample_kernel(3, 4, np.ones(3), rng)
     with pytest.raises(InputError):
         sample_shapley(1, 4, rng)
+
+
+def test_draws_and_grid_splits():
+    from dualex.games.sampler import draw_distinct, draw_iid, split_grid
+
+    rng = np.random.default_rng(0)
+    z = draw_iid(30, 4000, 0.3, rng)
+    assert z.shape == (4000, 30) and z.dtype == bool and abs(z.mean() - 0.3) < 0.01
+    d = draw_distinct(30, 500, p=0.7, seed=1)
+    assert len({r.tobytes() for r in d}) == 500 and np.array_equal(d, draw_distinct(30, 500, p=0.7, seed=1))
+    assert split_grid(1000, 49, 8, shape="square") == (32, 31)
+    assert split_grid(1000, 49, 8) == (166, 6)  # the reference's shape: 6 = ceil(sqrt(1000) · 8 / 49)
+    assert split_grid(1000, 8, 49) == (6, 166)
+    with pytest.raises(InputError):
+        split_grid(1000, 49, 8, shape="round")

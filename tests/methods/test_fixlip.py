@@ -12,8 +12,9 @@ from dualex.games.exact import enumerate_coalitions, exact_fixlip, weighted_banz
 from dualex.games.game import DualEncoderGame
 from dualex.games.regression import fit_product_surrogate, fit_surrogate
 from dualex.games.sampler import sample_banzhaf
+from dualex.games.surrogate import explanation_terms, surrogate_of
 from dualex.methods import explain_pair
-from dualex.methods.fixlip import choose_split, explanation_terms, surrogate_of
+from dualex.methods.fixlip import choose_split
 from dualex.testing import random_image, tiny_hf_clip
 
 CAPTION = "red dog sits"  # 3 players between BOS and EOS
@@ -153,7 +154,7 @@ def test_save_load_and_shapiq_round_trip(small, tmp_path) -> None:
     assert back.intercept == pytest.approx(ex.intercept) and torch.equal(back.text_pairs, ex.text_pairs)
     assert back.completeness()["r2"] == pytest.approx(ex.completeness()["r2"])
     pytest.importorskip("shapiq")
-    from dualex.methods.fixlip import from_interaction_values, to_interaction_values
+    from dualex.games.shapiq_io import from_interaction_values, to_interaction_values
 
     iv = to_interaction_values(ex)
     assert iv.n_players == 7 and iv.index == "FBII"
@@ -170,7 +171,7 @@ def test_auto_split_gives_each_side_enough_coalitions_when_the_budget_allows() -
 
 
 def test_explanation_terms_place_caption_players() -> None:
-    from dualex.games.regression import Surrogate
+    from dualex.games.surrogate import Surrogate
 
     sur = Surrogate(
         0.1,
@@ -219,11 +220,22 @@ def test_other_adapters(factory: str) -> None:
 
 
 def test_metrics_read_the_same_surrogate(small) -> None:
-    """`dualex.metrics` (text players first) predicts what the fit predicts (patches first)."""
-    from dualex.metrics.game import surrogate
-
+    """The one reader of explanations predicts what the explanation's own fields say (patches first)."""
     model, pair = small
     ex = explain_pair(model, pair, "fixlip", budget=64, holdout=0)[0]
-    keep = torch.rand(50, 7, generator=torch.Generator().manual_seed(0)) < 0.5  # 3 tokens, then 4 patches
-    ours = surrogate_of(ex).predict(torch.cat([keep[:, 3:], keep[:, :3]], 1))
-    torch.testing.assert_close(surrogate(ex).value(keep), ours, atol=1e-5, rtol=0)
+    keep = torch.rand(50, 7, generator=torch.Generator().manual_seed(0)) < 0.5  # 4 patches, then 3 tokens
+    img, txt = keep[:, :4].double(), keep[:, 4:].double()
+    tp = ex.players
+    direct = (
+        ex.intercept
+        + img @ ex.image_main.double()
+        + txt @ ex.text_main.double()[tp]
+        + ((txt @ ex.cross.double()[tp]) * img).sum(1)
+        + ((img @ ex.image_pairs.double().triu(1)) * img).sum(1)
+        + ((txt @ ex.text_pairs.double()[tp][:, tp].triu(1)) * txt).sum(1)
+    )
+    torch.testing.assert_close(surrogate_of(ex).predict(keep), direct, atol=1e-5, rtol=0)
+    # the game the metrics measure is the game FIxLIP fits: v(N) - v(∅) is the explanation's target
+    game = DualEncoderGame(model, pair)
+    v0, vN = game.empty_and_full()
+    assert vN - v0 == pytest.approx(ex.target, abs=1e-6)

@@ -98,6 +98,10 @@ class ToyEncoder(DualEncoder):
         return 1.0
 
     def similarity(self, e_img: Tensor, e_txt: Tensor, *, all_pairs: bool = False) -> Scores:
+        if all_pairs:  # every image row with every text row, (M, K)
+            M, K = e_img.shape[0], e_txt.shape[0]
+            grid = self.similarity(e_img.repeat_interleave(K, 0), e_txt.repeat(M, 1)).score.reshape(M, K)
+            return Scores(score=grid, cosine=grid)
         k = torch.cat([e_txt, e_img], dim=1).double()
         v = self.intercept + k @ self.main + 0.5 * ((k @ self.pairs) * k).sum(1)
         return Scores(score=v, cosine=v)

@@ -12,9 +12,15 @@ from metrics_toy import ToyEncoder, additive, caption
 
 from dualex.errors import InputError
 from dualex.explanation import Explanation
-from dualex.metrics import completeness_error, p_faithfulness, sample_coalitions, surrogate
-from dualex.metrics.faithfulness import correlation_scores
-from dualex.metrics.game import JointGame
+from dualex.games.game import DualEncoderGame
+from dualex.games.sampler import draw_distinct
+from dualex.games.surrogate import fit_quality
+from dualex.games.surrogate import surrogate_of as surrogate
+from dualex.metrics import completeness_error, held_out_coalitions, p_faithfulness
+
+
+def sample_coalitions(n: int, m: int, *, p: float = 0.5, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(draw_distinct(n, m, p=p, seed=seed))
 
 
 def random_game(seed: int, *, n_text: int = 3, grid=(2, 2), intercept: float = 1.5) -> ToyEncoder:
@@ -58,6 +64,36 @@ def test_scaled_and_shifted_explanations():
     assert f.r2 == pytest.approx(expected_r2)
 
 
+def test_product_design_is_a_grid_of_mu_p_draws():
+    Z, shape = held_out_coalitions(40, 8, 1000, p=0.3, seed=5, design="product")
+    m_i, m_t = shape
+    assert (m_i, m_t) == (32, 31) and Z.shape == (m_i * m_t, 48)
+    cells = Z.reshape(m_i, m_t, 48)
+    assert bool((cells[:, :, :40] == cells[:, :1, :40]).all())  # image part constant along a row
+    assert bool((cells[:, :, 40:] == cells[:1, :, 40:]).all())  # text part constant along a column
+    assert float(Z.float().mean()) == pytest.approx(0.3, abs=0.03)
+    again, _ = held_out_coalitions(40, 8, 1000, p=0.3, seed=5, design="product")
+    assert torch.equal(Z, again)
+    with pytest.raises(InputError):
+        held_out_coalitions(40, 8, 1000, design="grid")
+
+
+@pytest.mark.parametrize("p", [0.5, 0.3])
+def test_product_design_scores_exact_and_imperfect_explanations(p: float):
+    model = random_game(7)
+    pair = model.prepare(None, caption(3))
+    game = DualEncoderGame(model, pair)
+    f = p_faithfulness(model, pair, model.explanation(pair), n_coalitions=100, p=p, design="product", game=game)
+    assert f.n_coalitions == 100  # 10 image x 10 text coalitions
+    assert f.spearman == pytest.approx(1.0) and f.r2 == pytest.approx(1.0)
+    passes = game.n_passes
+    assert passes <= 10 + 10 + 2  # one tower pass per side coalition, not one per pair
+    first = model.explanation(pair, pairs=torch.zeros_like(model.pairs))
+    g = p_faithfulness(model, pair, first, n_coalitions=100, p=p, design="product", game=game)
+    assert g.r2 < 0.99 and game.n_passes == passes  # the same coalitions: all from the cache
+    assert torch.equal(f.y, g.y)
+
+
 def test_first_order_explanation_of_interacting_game_is_imperfect():
     model = random_game(2)
     pair = model.prepare(None, caption(3))
@@ -68,12 +104,16 @@ def test_first_order_explanation_of_interacting_game_is_imperfect():
     assert p_faithfulness(exact, pair, first, n_coalitions=200).r2 == pytest.approx(1.0)
 
 
-def test_correlation_scores_known_values():
-    rho, r2, r = correlation_scores(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([1.0, 4.0, 9.0, 16.0]))
+def test_fit_quality_known_values():
+    q = fit_quality(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([1.0, 4.0, 9.0, 16.0]))
+    rho, r2, r = q["spearman"], q["r2"], q["pearson"]
     assert rho == pytest.approx(1.0) and r < 1.0
     assert r2 == pytest.approx(1 - (0 + 4 + 36 + 144) / 5.0)
-    rho, r2, _ = correlation_scores(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 3.0]))
+    assert q["mse"] == pytest.approx((0 + 4 + 36 + 144) / 4.0)
+    rho = fit_quality(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 3.0]))["spearman"]
     assert math.isnan(rho)
+    with pytest.raises(InputError):
+        fit_quality(torch.tensor([1.0]), torch.tensor([1.0]))
 
 
 def test_surrogate_folds_special_positions():
@@ -88,10 +128,10 @@ def test_surrogate_folds_special_positions():
     )  # fmt: skip
     s = surrogate(ex)
     assert s.n == 3 and s.n_text == 1 and s.order == 2
-    assert s.main.tolist() == pytest.approx([3.0, 1.0, 2.0])
+    assert s.main.tolist() == pytest.approx([1.0, 2.0, 3.0])  # patches first, then the caption player
     assert s.intercept == pytest.approx(0.25 + 4.0)
     full = torch.ones(1, 3, dtype=torch.bool)
-    assert float(s.value(full)[0]) == pytest.approx(ex.total())  # all present: the explanation's total
+    assert float(s.predict(full)[0]) == pytest.approx(ex.total())  # all present: the explanation's total
 
 
 @settings(max_examples=25, deadline=None)
@@ -100,9 +140,9 @@ def test_surrogate_of_exact_explanation_reproduces_game(seed):
     model = random_game(seed, n_text=2, grid=(1, 3))
     pair = model.prepare(None, caption(2))
     sur = surrogate(model.explanation(pair))
-    game = JointGame(model, pair)
+    game = DualEncoderGame(model, pair)
     keep = sample_coalitions(5, 20, seed=seed)
-    assert torch.allclose(sur.value(keep) + model.intercept, game(keep))
+    assert torch.allclose(sur.predict(keep) + model.intercept, game(keep))
 
 
 def test_mismatched_explanation_is_refused():
@@ -128,13 +168,13 @@ def test_completeness_known_error():
 def test_game_cache_spares_repeated_queries():
     model = random_game(5)
     pair = model.prepare(None, caption(3))
-    game = JointGame(model, pair, internal_batch_size=16)
+    game = DualEncoderGame(model, pair, internal_batch_size=16)
     ex = model.explanation(pair)
     a = p_faithfulness(model, pair, ex, n_coalitions=40, seed=2, game=game)
     calls = game.calls
     assert calls == 3  # 41 distinct coalitions in passes of 16
     b = p_faithfulness(model, pair, model.explanation(pair, main=-model.main), n_coalitions=40, seed=2, game=game)
     assert game.calls == calls and torch.equal(a.y, b.y)  # same coalitions: all values from the cache
-    fresh = JointGame(model, pair, cache=False)
+    fresh = DualEncoderGame(model, pair, cache=False)
     keep = sample_coalitions(7, 10, seed=0)
     assert torch.equal(fresh(keep), game(keep)) and fresh.calls == 1

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from metrics_toy import ToyEncoder, additive, caption
 
-from dualex.metrics import area, greedy_sets, insertion_deletion, ranking_sets, surrogate
-from dualex.metrics.game import Surrogate
+from dualex.games.surrogate import Surrogate
+from dualex.games.surrogate import surrogate_of as surrogate
+from dualex.metrics import area, greedy_sets, insertion_deletion, ranking_sets
 from dualex.metrics.perturbation import default_starts
 
 
@@ -80,7 +81,7 @@ def test_second_order_greedy_finds_interacting_pair():
         for s in itertools.combinations(range(n), k):
             keep = torch.zeros(1, n, dtype=torch.bool)
             keep[0, list(s)] = True
-            vals.append(float(surrogate(ex).value(keep)[0]))
+            vals.append(float(surrogate(ex).predict(keep)[0]))
         best.append((max(vals), min(vals)))
     total = best[n][0]
     assert c.raw_insertion.tolist() == pytest.approx([b[0] for b in best])
@@ -94,7 +95,7 @@ def test_second_order_greedy_finds_interacting_pair():
 @given(st.lists(st.floats(-3, 3, allow_nan=False), min_size=6, max_size=6))
 def test_greedy_is_exact_without_interactions(values):
     main = torch.tensor(values, dtype=torch.float64)
-    sur = Surrogate(0.0, main, torch.zeros(6, 6, dtype=torch.float64), 2, 1)
+    sur = Surrogate.from_matrix(main, torch.zeros(6, 6, dtype=torch.float64))
     mx, mn, vmx, vmn = greedy_sets(sur)
     srt = torch.sort(main, descending=True).values
     assert vmx.tolist() == pytest.approx([0.0, *torch.cumsum(srt, 0).tolist()])
@@ -109,21 +110,22 @@ def test_greedy_size_one_is_exact_and_values_match_sets(values):
     p = torch.tensor(values[5:], dtype=torch.float64).reshape(5, 5)
     p = torch.triu(p, 1)
     p = p + p.T
-    sur = Surrogate(0.0, main, p, 2, 2)
+    sur = Surrogate.from_matrix(main, p)
     mx, mn, vmx, vmn = greedy_sets(sur)
     assert vmx[1] == pytest.approx(float(main.max())) and vmn[1] == pytest.approx(float(main.min()))
-    assert sur.value(mx, intercept=False).tolist() == pytest.approx(vmx.tolist())
-    assert sur.value(mn, intercept=False).tolist() == pytest.approx(vmn.tolist())
+    assert sur.predict(mx, intercept=False).tolist() == pytest.approx(vmx.tolist())
+    assert sur.predict(mn, intercept=False).tolist() == pytest.approx(vmn.tolist())
 
 
 def test_default_starts_for_many_players():
     g = torch.Generator().manual_seed(0)
     n = 150
     main = torch.randn(n, generator=g, dtype=torch.float64)
-    sur = Surrogate(0.0, main, torch.zeros(n, n, dtype=torch.float64), 10, 2)
+    sur = Surrogate.from_matrix(main, torch.zeros(n, n, dtype=torch.float64))
     s = default_starts(sur)
     assert 19 * 3 <= s.numel() <= 114 and len(set(s.tolist())) == s.numel()
-    assert default_starts(Surrogate(0.0, torch.zeros(20, dtype=torch.float64), torch.zeros(20, 20), 5, 2)).numel() == 20
+    zero = Surrogate.from_matrix(torch.zeros(20, dtype=torch.float64), torch.zeros(20, 20))
+    assert default_starts(zero).numel() == 20
 
 
 def test_on_a_real_tiny_clip(tiny_clip):

@@ -12,6 +12,7 @@ from torch.func import jacrev, jvp
 import dualex
 from dualex.errors import InputError, ModelNotAvailableError, UnsupportedModelError
 from dualex.models import openclip as oc
+from dualex.models.parts import masked_pixels
 from dualex.testing import random_image, tiny_openclip
 
 open_clip = pytest.importorskip("open_clip")
@@ -155,12 +156,14 @@ def test_image_masking_zeroes_exactly_the_removed_patches(model, pair):
     keep = torch.ones(2, 16, dtype=torch.bool)
     keep[1, 5] = False  # row 1, column 1 of the 4x4 grid
     out = model.mask("image", pair.image, keep)
+    out = replace(out, pixels=masked_pixels(out))  # removals are applied after the patch embedding
     torch.testing.assert_close(out.pixels[0], pair.image.pixels[0])
     assert torch.all(out.pixels[1, :, 8:16, 8:16] == 0)
     rest = torch.ones(32, 32, dtype=torch.bool)
     rest[8:16, 8:16] = False
     torch.testing.assert_close(out.pixels[1][:, rest], pair.image.pixels[0][:, rest])
     black = model.mask("image", pair.image, keep, how="black")
+    black = replace(black, pixels=masked_pixels(black))
     torch.testing.assert_close(black.pixels[1, :, 8, 8], model.pipeline.black().flatten())
 
 

@@ -43,6 +43,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="comma-separated: pointing, insertion_deletion, faithfulness, completeness (default: all)")
     p.add_argument("--faith-coalitions", type=int, default=1000, help="held-out coalitions per pair (default 1000)")
     p.add_argument("--faith-p", type=float, default=0.5, help="keep probability of those coalitions (default 0.5)")
+    p.add_argument("--faith-design", default="product", choices=["product", "independent"],
+                   help="held-out coalitions: an image x text grid of draws (product, default) or the paper's "
+                        "distinct joint coalitions (independent)")
+    p.add_argument("--faith-grid", type=int, default=100,
+                   help="product design: coalitions per side (default 100: a 100 x 100 grid, 200 tower passes)")
     p.add_argument("--perturbation-order", default="auto", choices=["auto", "1", "2"],
                    help="insertion/deletion: greedy subsets for second-order explanations (auto) or ranking (1)")
     p.add_argument("--no-save-explanations", action="store_true", help="do not write .safetensors files")
@@ -76,7 +81,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         method_options[method][key] = value
     order = args.perturbation_order if args.perturbation_order == "auto" else int(args.perturbation_order)
     metrics = MetricOptions(metrics=args.metrics, faith_p=args.faith_p, faith_coalitions=args.faith_coalitions,
-                            perturbation_order=order, save_explanations=not args.no_save_explanations)  # fmt: skip
+                            faith_design=args.faith_design, faith_grid=args.faith_grid, perturbation_order=order,
+                            save_explanations=not args.no_save_explanations)  # fmt: skip
     res = evaluate(
         args.model,
         args.dataset,

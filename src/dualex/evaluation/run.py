@@ -140,6 +140,10 @@ def evaluate(
 
     check_writable(out, what="run directory", directory=True)
     store = RunStore(out)
+    if store.exists() and "faith_design" not in store.read_manifest().get("options", {}):
+        from dataclasses import replace as _replace
+
+        metrics = _replace(metrics, faith_design="independent")  # a run from before the option: its design
     store.acquire()
     try:
         return _evaluate_locked(store, model, model_spec, ds, methods, method_options, metrics, engine=engine,

@@ -67,7 +67,17 @@ PAIR_METRICS = (
     "completeness_rel_error",  # |error| / |target|
     "seconds",  # wall time of the explanation
 )
-METRIC_COLUMNS = OBJECT_METRICS + PAIR_METRICS
+# Wall time of each stage of a pair row (seconds; null when the stage did not run). Absent from shards
+# written before they existed (read back as null).
+TIMING_COLUMNS = (
+    "seconds_load",  # the item's image load + prepare, divided among the methods run for it together
+    "seconds_save",  # writing the explanation file
+    "seconds_completeness",
+    "seconds_insertion_deletion",  # includes the masked passes its sets needed (shared via the item's game)
+    "seconds_faithfulness",  # includes the masked passes of the held-out coalitions not yet cached
+    "seconds_pointing",
+)
+METRIC_COLUMNS = OBJECT_METRICS + PAIR_METRICS + TIMING_COLUMNS
 
 
 def _schema() -> Any:
@@ -364,10 +374,18 @@ class RunStore:
         return final
 
     def _read_shard(self, path: Path, columns: Sequence[str] | None) -> Any:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         try:
-            return pq.read_table(path, columns=list(columns) if columns else None)
+            if not columns:
+                return pq.read_table(path)
+            present = set(pq.read_schema(path).names)
+            table = pq.read_table(path, columns=[c for c in columns if c in present])
+            for c in columns:  # columns added to the format later: null in older shards
+                if c not in present:
+                    table = table.append_column(c, pa.nulls(table.num_rows, _schema().field(c).type))
+            return table
         except Exception as exc:  # a damaged shard: its units are redone
             warnings.warn(f"ignoring unreadable shard {path.name} ({exc}); its items will be recomputed", stacklevel=3)
             return None

@@ -40,7 +40,13 @@ class MetricOptions:
             interaction), ``insertion_deletion`` (curves + AID), ``faithfulness`` (p-faithfulness),
             ``completeness``.
         faith_p: Keep probability of the p-faithfulness coalitions.
-        faith_coalitions: Distinct held-out coalitions per pair (FIxLIP: 1000).
+        faith_coalitions: Held-out coalitions per pair (FIxLIP: 1000; the product design uses
+            ``m_I · m_T ≤ faith_coalitions``).
+        faith_design: ``"product"`` (default: ``faith_grid`` image × ``faith_grid`` text coalitions drawn
+            i.i.d. from μ_p, all combinations scored by one matrix product; agrees with the paper's design,
+            see docs/evaluation.md) or ``"independent"`` (the paper's ``faith_coalitions`` distinct joint
+            coalitions).
+        faith_grid: Coalitions per side of the product design (100: 10,000 cells from 200 tower passes).
         perturbation_order: ``"auto"`` (greedy subsets for second-order explanations), ``1`` or ``2``.
         text_masking, image_masking: How players are removed in the masking game.
         save_explanations: Write one ``.safetensors`` file per (item, method).
@@ -49,6 +55,8 @@ class MetricOptions:
     metrics: tuple[str, ...] = METRIC_GROUPS
     faith_p: float = 0.5
     faith_coalitions: int = 1000
+    faith_design: str = "product"
+    faith_grid: int = 100
     perturbation_order: int | str = "auto"
     text_masking: str = "default"
     image_masking: str = "default"
@@ -60,12 +68,18 @@ class MetricOptions:
             raise InputError(f"faith_p must lie strictly between 0 and 1, got {self.faith_p}")
         if self.faith_coalitions < 2:
             raise InputError(f"faith_coalitions must be at least 2, got {self.faith_coalitions}")
+        if self.faith_design not in ("product", "independent"):
+            raise InputError(f"faith_design must be 'product' or 'independent', got {self.faith_design!r}")
+        if isinstance(self.faith_grid, bool) or not isinstance(self.faith_grid, int) or self.faith_grid < 2:
+            raise InputError(f"faith_grid must be an integer ≥ 2, got {self.faith_grid!r}")
         if self.perturbation_order not in ("auto", 1, 2):
             raise InputError(f"perturbation_order must be 'auto', 1 or 2, got {self.perturbation_order!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["metrics"] = list(self.metrics)
+        if self.faith_design == "independent":  # runs from before the option used it and do not name it
+            del d["faith_design"], d["faith_grid"]
         return d
 
 
@@ -161,6 +175,7 @@ def process_item(
     kind = cfg.dataset_kind
     if item.error is not None:
         return _pair_error_rows(item, methods, kind, f"load: {item.error}", "DatasetError")
+    t0 = time.perf_counter()
     try:
         image = item.load_image()
     except Exception as exc:
@@ -171,19 +186,23 @@ def process_item(
         pair = model.prepare(image, item.caption)
     except Exception as exc:
         return _pair_error_rows(item, methods, kind, *_error("prepare", exc))
+    load_seconds = time.perf_counter() - t0
     game = None
     mo = cfg.metrics
     if {"insertion_deletion", "faithfulness"} & set(mo.metrics):
-        from dualex.metrics import JointGame
+        from dualex.games.game import DualEncoderGame
 
-        try:  # one cached game per item: methods share the seeded faithfulness coalitions
-            game = JointGame(model, pair, internal_batch_size=cfg.internal_batch_size, text_masking=mo.text_masking,
-                             image_masking=mo.image_masking)  # fmt: skip
+        try:  # one cached game per item: methods and metrics share its tower passes
+            game = DualEncoderGame(model, pair, internal_batch_size=cfg.internal_batch_size,
+                                   text_masking=mo.text_masking, image_masking=mo.image_masking)  # fmt: skip
         except Exception:
             game = None  # each metric then reports its own error
     rows: list[dict[str, Any]] = []
     for method in methods:
-        rows.extend(_process_method(model, item, pair, method, cfg, sink, game))
+        new = _process_method(model, item, pair, method, cfg, sink, game)
+        if new and "seconds" in new[0]:
+            new[0]["seconds_load"] = load_seconds / len(methods)  # the item's load + prepare, shared
+        rows.extend(new)
     return rows
 
 
@@ -219,18 +238,23 @@ def _process_method(
     }
     errors: list[tuple[str, str]] = []
     if sink is not None and cfg.metrics.save_explanations:
+        t = time.perf_counter()
         try:
             pair_row["explanation"] = sink(method, item.id, ex)
         except Exception as exc:
             errors.append(_error("save", exc))
+        pair_row["seconds_save"] = time.perf_counter() - t
     mo = cfg.metrics
     if "completeness" in mo.metrics:
         from dualex.metrics import completeness_error
 
+        t = time.perf_counter()
         pair_row.update(completeness_error(ex).as_dict())
+        pair_row["seconds_completeness"] = time.perf_counter() - t
     if "insertion_deletion" in mo.metrics:
         from dualex.metrics import insertion_deletion
 
+        t = time.perf_counter()
         try:
             c = insertion_deletion(model, pair, ex, order=mo.perturbation_order,
                                    internal_batch_size=cfg.internal_batch_size, text_masking=mo.text_masking,
@@ -241,23 +265,30 @@ def _process_method(
         except Exception as exc:
             _release_memory(exc)
             errors.append(_error("metric insertion_deletion", exc))
+        pair_row["seconds_insertion_deletion"] = time.perf_counter() - t
     if "faithfulness" in mo.metrics:
         from dualex.metrics import p_faithfulness
 
+        t = time.perf_counter()
         try:
-            f = p_faithfulness(model, pair, ex, p=mo.faith_p, n_coalitions=mo.faith_coalitions,
-                               seed=item_seed(item.id), internal_batch_size=cfg.internal_batch_size,
-                               text_masking=mo.text_masking, image_masking=mo.image_masking, game=game)  # fmt: skip
+            n = mo.faith_grid**2 if mo.faith_design == "product" else mo.faith_coalitions
+            f = p_faithfulness(model, pair, ex, p=mo.faith_p, n_coalitions=n,
+                               seed=item_seed(item.id), design=mo.faith_design,
+                               internal_batch_size=cfg.internal_batch_size, text_masking=mo.text_masking,
+                               image_masking=mo.image_masking, game=game)  # fmt: skip
             pair_row.update(f.as_dict())
         except Exception as exc:
             _release_memory(exc)
             errors.append(_error("metric faithfulness", exc))
+        pair_row["seconds_faithfulness"] = time.perf_counter() - t
     object_rows: list[dict[str, Any]] = []
     if "pointing" in mo.metrics:
+        t = time.perf_counter()
         object_rows, pgr, pgr_error = _object_rows(ex, item, base)
         pair_row["pgr"] = pgr
         if pgr_error is not None:
             errors.append(pgr_error)
+        pair_row["seconds_pointing"] = time.perf_counter() - t
     else:
         object_rows = [_object_base(base, k, obj) for k, obj in enumerate(item.objects)]
     if errors:

@@ -19,8 +19,9 @@ import torch
 from torch import Tensor
 
 from dualex.errors import InputError
-from dualex.games.regression import PairSpec, Surrogate, fit_surrogate
+from dualex.games.regression import PairSpec, fit_surrogate
 from dualex.games.sampler import check_p
+from dualex.games.surrogate import Surrogate
 
 MAX_EXACT_PLAYERS = 22
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,68 +45,13 @@ import torch
 from torch import Tensor
 
 from dualex.errors import InputError
+from dualex.games.surrogate import DEFAULT_CHUNK_BYTES, Surrogate, all_pairs, side_prediction
 
-DEFAULT_CHUNK_BYTES = 1 << 26  # 64 MiB per temporary block
 DEFAULT_RCOND = 1e-10
 PairSpec = str | Tensor | np.ndarray | Sequence[tuple[int, int]] | None
 
 
-# ---------------------------------------------------------------------------------------------- result
-@dataclass
-class Surrogate:
-    """A fitted 2-additive surrogate over n players (all tensors float64 / long on CPU).
-
-    Attributes:
-        intercept: e_∅.
-        main: ``(n,)`` main effects e_i.
-        pairs: ``(P, 2)`` long player pairs (i < j) that have a term.
-        pair_values: ``(P,)`` pair terms e_ij.
-        info: Fit diagnostics (``r2_train``, ``rank_deficient``, ``n_coalitions``, ...).
-    """
-
-    intercept: float
-    main: Tensor
-    pairs: Tensor
-    pair_values: Tensor
-    info: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def n_players(self) -> int:
-        return int(self.main.numel())
-
-    def pair_matrix(self) -> Tensor:
-        """Symmetric ``(n, n)`` matrix of pair terms (zero diagonal, zero for pairs not in the basis)."""
-        n = self.n_players
-        out = torch.zeros(n, n, dtype=torch.float64)
-        if self.pairs.numel():
-            out[self.pairs[:, 0], self.pairs[:, 1]] = self.pair_values
-            out[self.pairs[:, 1], self.pairs[:, 0]] = self.pair_values
-        return out
-
-    def first_order(self, p: float) -> Tensor:
-        """Weighted Banzhaf values of the surrogate, ``e_i + p · Σ_j e_ij``, ``(n,)`` (spec §1.5)."""
-        return self.main + p * self.pair_matrix().sum(1)
-
-    def predict(self, coalitions: Tensor | np.ndarray, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Tensor:
-        """Surrogate values of coalitions ``(K, n)`` bool, ``(K,)`` float64 (on CPU)."""
-        Z = torch.as_tensor(coalitions)
-        if Z.dim() != 2 or Z.shape[1] != self.n_players:
-            raise InputError(f"coalitions must have shape (K, {self.n_players}), got {tuple(Z.shape)}")
-        out = _side_prediction(Z.bool().cpu(), self.main, self.pairs, self.pair_values, chunk_bytes)
-        return out + self.intercept
-
-    def to(self, device: torch.device | str) -> Surrogate:
-        return Surrogate(
-            self.intercept, self.main.to(device), self.pairs.to(device), self.pair_values.to(device), self.info
-        )
-
-
 # ---------------------------------------------------------------------------------------------- pair sets
-def all_pairs(n: int) -> Tensor:
-    """All ``n(n−1)/2`` pairs, ``(P, 2)`` long, lexicographic."""
-    return torch.triu_indices(n, n, 1).T.contiguous().long() if n > 1 else torch.zeros(0, 2, dtype=torch.long)
-
-
 def cross_pairs(n_a: int, n_b: int) -> Tensor:
     """Pairs between players ``0..n_a−1`` and ``n_a..n_a+n_b−1``, ``(n_a·n_b, 2)``, a-major."""
     a = torch.arange(n_a).repeat_interleave(n_b)
@@ -523,10 +468,11 @@ def fit_product_surrogate(
             "solver_image": code[fi.solver],
             "solver_text": code[ft.solver],
         },
+        ni,
     )
     # weighted in-sample R² on the grid: prediction = c + p_I(a) + p_T(b) + z_I(a)ᵀ κ z_T(b)
-    pi = _side_prediction(Zi, main_i, Pi, fi.pair_values, chunk_bytes)
-    pt = _side_prediction(Zt, main_t, Pt, ft.pair_values, chunk_bytes)
+    pi = side_prediction(Zi, main_i, Pi, fi.pair_values, chunk_bytes)
+    pt = side_prediction(Zt, main_t, Pt, ft.pair_values, chunk_bytes)
     ZtT = Zt.to(torch.float64).T
     res = 0.0
     tot = 0.0
@@ -539,20 +485,8 @@ def fit_product_surrogate(
     return sur
 
 
-def _side_prediction(Z: Tensor, main: Tensor, pairs: Tensor, vals: Tensor, chunk_bytes: int) -> Tensor:
-    """``z·main + Σ_pairs e_ij z_i z_j`` per row of ``Z``, through the symmetric pair matrix (BLAS)."""
-    n = Z.shape[1]
-    E = torch.zeros(n, n, dtype=torch.float64, device=Z.device)
-    if pairs.numel():
-        E[pairs[:, 0], pairs[:, 1]] = vals
-    out = torch.empty(Z.shape[0], dtype=torch.float64, device=Z.device)
-    for sl in _chunks(Z.shape[0], chunk_bytes // (8 * max(1, 2 * n))):
-        z = Z[sl].to(torch.float64)
-        out[sl] = z @ main + ((z @ E) * z).sum(1)
-    return out
-
-
 __all__ = [
+    "DEFAULT_CHUNK_BYTES",
     "Surrogate",
     "all_pairs",
     "clique_pairs",

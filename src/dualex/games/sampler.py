@@ -1,4 +1,16 @@
-"""Coalition samplers with regression weights: the p-weighted (Banzhaf) law and the Shapley kernel.
+"""Coalition samplers: weighted samples for fits, and plain draws from μ_p for held-out evaluation.
+
+Vocabulary (one meaning per name):
+
+* ``sample_*`` return a `CoalitionSample`: *distinct* coalitions with regression weights, for fitting
+  (`sample_kernel` for any size kernel, `sample_banzhaf` for μ_p, `sample_shapley` for the Shapley kernel).
+* ``draw_*`` return plain bool matrices of coalitions drawn from μ_p (each player kept independently
+  with probability p), for evaluation: `draw_iid` (independent draws, repeats allowed; each row, and
+  each cell of a product of two such draws, is a draw from μ_p) and `draw_distinct` (distinct draws).
+* `split_budget` (fits) and `split_grid` (evaluation grids) split a number of game values into
+  ``m_image × m_text`` coalitions.
+
+The weighted samplers:
 
 A *kernel* gives the weight of one coalition as a function of its size, ``kernel[k]`` for
 ``k = 0..n``; the probability mass of size k is ``binom(n, k) * kernel[k]``. Sampling follows the
@@ -112,7 +124,7 @@ def _enumerate_size(n: int, k: int) -> np.ndarray:
     return out
 
 
-def sample_coalitions(
+def sample_kernel(
     n: int,
     budget: int,
     kernel: np.ndarray,
@@ -226,7 +238,7 @@ def sample_banzhaf(n: int, budget: int, p: float, rng: np.random.Generator) -> C
         p: Keep probability, in (0, 1).
         rng: NumPy random generator.
     """
-    return sample_coalitions(n, budget, banzhaf_kernel(n, p), rng)
+    return sample_kernel(n, budget, banzhaf_kernel(n, p), rng)
 
 
 def sample_shapley(n: int, budget: int, rng: np.random.Generator, *, anchor_weight: float = 1e6) -> CoalitionSample:
@@ -252,7 +264,7 @@ def sample_shapley(n: int, budget: int, rng: np.random.Generator, *, anchor_weig
     anchors = np.zeros((2, n), dtype=bool)
     anchors[1] = True
     rest = (
-        sample_coalitions(n, budget - 2, shapley_kernel(n), rng)
+        sample_kernel(n, budget - 2, shapley_kernel(n), rng)
         if budget > 2
         else CoalitionSample(np.zeros((0, n), dtype=bool), np.zeros(0), 0, 0)
     )
@@ -262,6 +274,60 @@ def sample_shapley(n: int, budget: int, rng: np.random.Generator, *, anchor_weig
         rest.n_draws,
         rest.n_enumerated + 2,
     )
+
+
+def draw_iid(n: int, m: int, p: float, rng: np.random.Generator) -> np.ndarray:
+    """``m`` independent draws from μ_p over ``n`` players, ``(m, n)`` bool (repeats allowed)."""
+    return rng.random((m, n)) < p
+
+
+def draw_distinct(n: int, m: int, *, p: float = 0.5, seed: int = 0) -> np.ndarray:
+    """Distinct coalitions drawn from μ_p, ``(K, n)`` bool, in order of first appearance.
+
+    Draws repeat until ``m`` distinct coalitions exist or ``50 · m`` draws were made (with very few
+    players fewer coalitions may result). Seeded by ``seed``.
+    """
+    if n < 1:
+        raise InputError("there are no players to form coalitions of")
+    check_p(p)
+    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 2:
+        raise InputError(f"the number of coalitions must be an integer ≥ 2, got {m!r}")
+    rng = np.random.default_rng(seed)
+    seen: dict[bytes, np.ndarray] = {}
+    drawn, limit = 0, 50 * int(m)
+    while len(seen) < m and drawn < limit:
+        batch = rng.random((max(64, 2 * (m - len(seen))), n)) < p
+        drawn += batch.shape[0]
+        for r in batch:
+            if len(seen) >= m:
+                break
+            seen.setdefault(np.packbits(r).tobytes(), r)
+    return np.stack(list(seen.values()))
+
+
+def split_grid(size: int, n_image: int, n_text: int, *, shape: str = "reference") -> tuple[int, int]:
+    """``(m_image, m_text)`` with ``m_image · m_text ≤ size`` for an evaluation grid of i.i.d. draws.
+
+    Args:
+        size: Number of grid cells wanted.
+        n_image, n_text: Numbers of players of each side.
+        shape: ``"reference"``: the reference's budget split (`split_budget`) without its 2^n caps
+            (draws may repeat): the side with fewer players gets ``max(4, ceil(sqrt(size) · n_small /
+            n_large))`` coalitions, the other the rest (FIxLIP's held-out diagnostics). ``"square"``:
+            ``floor(sqrt(size))`` text coalitions and the rest image coalitions, so that both sides'
+            effects are sampled equally often (the product design of p-faithfulness).
+    """
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise InputError(f"the grid size must be a positive integer, got {size!r}")
+    if shape == "square":
+        m_t = max(1, math.isqrt(int(size)))
+        return max(1, int(size) // m_t), m_t
+    if shape != "reference":
+        raise InputError(f"shape must be 'reference' or 'square', got {shape!r}")
+    small, large = sorted((n_image, n_text))
+    m_small = min(int(size), max(4, math.ceil(math.sqrt(size) * small / max(large, 1))))
+    m_large = max(1, int(size) // m_small)
+    return (m_large, m_small) if n_image >= n_text else (m_small, m_large)
 
 
 def split_budget(budget: int, n_image: int, n_text: int) -> tuple[int, int]:
@@ -285,9 +351,12 @@ __all__ = [
     "CoalitionSample",
     "banzhaf_kernel",
     "check_p",
+    "draw_distinct",
+    "draw_iid",
     "sample_banzhaf",
-    "sample_coalitions",
+    "sample_kernel",
     "sample_shapley",
     "shapley_kernel",
     "split_budget",
+    "split_grid",
 ]

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from dualex.errors import InputError
-from dualex.games.regression import Surrogate
+from dualex.explanation import Explanation
+from dualex.games.surrogate import Surrogate, explanation_terms, surrogate_of
 
 
 def _shapiq() -> Any:
@@ -103,4 +104,33 @@ def interaction_values_to_surrogate(iv: Any, *, empty_value: float | None = None
     return Surrogate(intercept, main, P[order], torch.tensor(pvals, dtype=torch.float64)[order])
 
 
-__all__ = ["index_for", "interaction_values_to_surrogate", "surrogate_to_interaction_values"]
+def to_interaction_values(ex: Explanation) -> Any:
+    """``shapiq.InteractionValues`` of an explanation (players: patches, then caption tokens)."""
+    budget = ex.diagnostics.get("n_values")
+    return surrogate_to_interaction_values(
+        surrogate_of(ex), p=float(ex.params.get("p", 0.5)), budget=int(budget) if budget else None
+    )
+
+
+def from_interaction_values(iv: Any, like: Explanation) -> Explanation:
+    """An `Explanation` with the terms of ``iv`` and the metadata (tokens, grid, scores) of ``like``."""
+    from dataclasses import replace
+
+    sur = interaction_values_to_surrogate(iv)
+    n_i = like.n_patches
+    if sur.n_players != n_i + int(like.players.numel()):
+        raise InputError(
+            f"the interaction values have {sur.n_players} players, the explanation {n_i} patches + "
+            f"{int(like.players.numel())} caption tokens"
+        )
+    terms = explanation_terms(sur, n_i, like.players, like.n_tokens)
+    return replace(like, **terms, diagnostics=dict(like.diagnostics), stderr={})
+
+
+__all__ = [
+    "from_interaction_values",
+    "index_for",
+    "interaction_values_to_surrogate",
+    "surrogate_to_interaction_values",
+    "to_interaction_values",
+]

@@ -4,9 +4,9 @@ Baniecki, Muschalik, Fumagalli, Hammer, Hüllermeier, Biecek, "Explaining Simila
 Vision–Language Encoders with Weighted Banzhaf Interactions", NeurIPS 2025 (arXiv:2508.05430);
 Reference code: github.com/hbaniecki/fixlip (MIT); none copied.
 
-The game (`dualex.games.game`): players are the image patches and the caption tokens without
-special tokens; a coalition masks the other players through the adapter; the value is the model's
-score. The explanation is the 2-additive surrogate
+The game (`dualex.games.game.DualEncoderGame`, the one the metrics measure): players are the image
+patches and the caption tokens without special tokens; a coalition masks the other players through
+the adapter; the value is the model's score. The explanation is the 2-additive surrogate
 
     v̂(S) = e_∅ + Σ_{i∈S} e_i + Σ_{{i,j}⊆S} e_ij
 
@@ -42,16 +42,14 @@ from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.games.game import DualEncoderGame
 from dualex.games.regression import (
-    DEFAULT_CHUNK_BYTES,
-    Surrogate,
-    all_pairs,
     clique_pairs,
     cross_pairs,
     fit_product_surrogate,
     fit_surrogate,
     normalise_pairs,
 )
-from dualex.games.sampler import check_p, sample_banzhaf, split_budget
+from dualex.games.sampler import check_p, draw_iid, sample_banzhaf, split_budget, split_grid
+from dualex.games.surrogate import DEFAULT_CHUNK_BYTES, Surrogate, all_pairs, explanation_terms, fit_quality
 from dualex.games.uncertainty import DEFAULT_BOOT, TermErrors, joint_errors, product_errors, term_diagnostics
 from dualex.methods import register_method
 from dualex.methods.common import build_explanation, scores_of
@@ -192,125 +190,6 @@ def choose_split(budget: int, n_image: int, n_text: int, pairs: Any = "all", spl
     return m_i, m_t
 
 
-# ---------------------------------------------------------------------------------------------- conversions
-def explanation_terms(sur: Surrogate, n_image: int, text_positions: Tensor, n_tokens: int) -> dict[str, Any]:
-    """Explanation fields from a joint surrogate (image players first).
-
-    Rows are all ``n_tokens`` caption positions (zero for non-players); a pair matrix is None when
-    the basis has no pair of that kind.
-    """
-    tp = text_positions.long().cpu()
-    main = sur.main.double()
-    text_main = torch.zeros(n_tokens, dtype=torch.float64)
-    text_main[tp] = main[n_image:]
-    M = sur.pair_matrix()
-    kinds = sur.pairs < n_image
-    has_img = bool(kinds.all(1).any())
-    has_txt = bool((~kinds).all(1).any())
-    has_cross = bool((kinds[:, 0] ^ kinds[:, 1]).any())
-    cross = text_pairs = image_pairs = None
-    if has_cross:
-        cross = torch.zeros(n_tokens, n_image, dtype=torch.float64)
-        cross[tp] = M[n_image:, :n_image]
-    if has_txt:
-        text_pairs = torch.zeros(n_tokens, n_tokens, dtype=torch.float64)
-        text_pairs[tp[:, None], tp[None, :]] = M[n_image:, n_image:]
-    if has_img:
-        image_pairs = M[:n_image, :n_image].clone()
-    return {
-        "text_main": text_main,
-        "image_main": main[:n_image].clone(),
-        "cross": cross,
-        "text_pairs": text_pairs,
-        "image_pairs": image_pairs,
-        "intercept": float(sur.intercept),
-    }
-
-
-def surrogate_of(ex: Explanation) -> Surrogate:
-    """The joint 2-additive surrogate an explanation holds (image players first, then caption players).
-
-    Every nonzero pair term becomes a pair of the surrogate; missing parts count as zero.
-    """
-    tp = ex.players
-    n_i, n_t = ex.n_patches, int(tp.numel())
-    n = n_i + n_t
-    main = torch.zeros(n, dtype=torch.float64)
-    if ex.image_main is not None:
-        main[:n_i] = ex.image_main.double()
-    if ex.text_main is not None:
-        main[n_i:] = ex.text_main.double()[tp]
-    M = torch.zeros(n, n, dtype=torch.float64)
-    if ex.image_pairs is not None:
-        M[:n_i, :n_i] = ex.image_pairs.double()
-    if ex.text_pairs is not None:
-        M[n_i:, n_i:] = ex.text_pairs.double()[tp][:, tp]
-    if ex.cross is not None:
-        M[n_i:, :n_i] = ex.cross.double()[tp]
-        M[:n_i, n_i:] = M[n_i:, :n_i].T
-    P = all_pairs(n)
-    vals = M[P[:, 0], P[:, 1]]
-    keep = vals != 0
-    return Surrogate(float(ex.intercept), main, P[keep], vals[keep])
-
-
-def to_interaction_values(ex: Explanation) -> Any:
-    """``shapiq.InteractionValues`` of a FIxLIP explanation (players: patches, then caption tokens)."""
-    from dualex.games.shapiq_io import surrogate_to_interaction_values
-
-    budget = ex.diagnostics.get("n_values")
-    return surrogate_to_interaction_values(
-        surrogate_of(ex), p=float(ex.params.get("p", 0.5)), budget=int(budget) if budget else None
-    )
-
-
-def from_interaction_values(iv: Any, like: Explanation) -> Explanation:
-    """An `Explanation` with the terms of ``iv`` and the metadata (tokens, grid, scores) of ``like``."""
-    from dataclasses import replace
-
-    from dualex.games.shapiq_io import interaction_values_to_surrogate
-
-    sur = interaction_values_to_surrogate(iv)
-    n_i = like.n_patches
-    if sur.n_players != n_i + int(like.players.numel()):
-        raise InputError(
-            f"the interaction values have {sur.n_players} players, the explanation {n_i} patches + "
-            f"{int(like.players.numel())} caption tokens"
-        )
-    terms = explanation_terms(sur, n_i, like.players, like.n_tokens)
-    return replace(like, **terms, diagnostics=dict(like.diagnostics), stderr={})
-
-
-# ---------------------------------------------------------------------------------------------- faithfulness
-def fit_quality(y: Tensor, pred: Tensor) -> dict[str, float]:
-    """Unweighted R², Spearman, Pearson and MSE of predictions on coalitions sampled from μ_p."""
-    from scipy.stats import pearsonr, spearmanr
-
-    a = y.double().cpu().numpy()
-    b = pred.double().cpu().numpy()
-    ss_tot = float(((a - a.mean()) ** 2).sum())
-    res = float(((a - b) ** 2).sum())
-    out = {"r2": 1.0 - res / ss_tot if ss_tot > 0 else float("nan"), "mse": res / max(a.size, 1)}
-    if a.size >= 2 and np.ptp(a) > 0 and np.ptp(b) > 0:
-        out["spearman"] = float(spearmanr(a, b).statistic)
-        out["pearson"] = float(pearsonr(a, b).statistic)
-    else:
-        out["spearman"] = out["pearson"] = float("nan")
-    return out
-
-
-def _grid_split(size: int, n_image: int, n_text: int) -> tuple[int, int]:
-    """Split ``size`` grid cells like the reference's budget split, without the 2^n caps."""
-    small, large = sorted((n_image, n_text))
-    m_small = min(size, max(4, math.ceil(math.sqrt(size) * small / large)))
-    m_large = max(1, size // m_small)
-    return (m_large, m_small) if n_image >= n_text else (m_small, m_large)
-
-
-def _iid(n: int, m: int, p: float, rng: np.random.Generator) -> np.ndarray:
-    return rng.random((m, n)) < p
-
-
 # ---------------------------------------------------------------------------------------------- method
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -421,7 +300,7 @@ def explain_fixlip(
             sub,
             image_masking=image_masking,
             text_masking=text_masking,
-            batch_size=internal_batch_size,
+            internal_batch_size=internal_batch_size,
             progress=progress,
         )
         if game.n_image < 1 or game.n_text < 1:
@@ -575,12 +454,12 @@ def _holdout(
     nI, nT = game.n_image, game.n_text
     if estimator == "crossmodal":
         # i.i.d. draws (not distinct ones), so that each grid cell is a draw from μ_p
-        hI, hT = _grid_split(size, nI, nT)
-        ZI, ZT = _iid(nI, hI, p, rng), _iid(nT, hT, p, rng)
+        hI, hT = split_grid(size, nI, nT)
+        ZI, ZT = draw_iid(nI, hI, p, rng), draw_iid(nT, hT, p, rng)
         y = (game.grid(ZI, ZT) - v0).flatten().cpu()
         Z = np.concatenate([np.repeat(ZI, hT, 0), np.tile(ZT, (hI, 1))], 1)
     else:
-        Z = _iid(nI + nT, size, p, rng)
+        Z = draw_iid(nI + nT, size, p, rng)
         y = (game(Z) - v0).cpu()
     q = fit_quality(y, sur.predict(torch.from_numpy(Z)))
     q["holdout_values"] = float(y.numel())
@@ -591,10 +470,5 @@ __all__ = [
     "choose_split",
     "clique_players",
     "explain_fixlip",
-    "explanation_terms",
-    "fit_quality",
-    "from_interaction_values",
     "resolve_pairs",
-    "surrogate_of",
-    "to_interaction_values",
 ]

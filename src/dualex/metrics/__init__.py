@@ -7,14 +7,14 @@
 * `p_faithfulness` — Spearman ρ and R² of the explanation's predictions on held-out coalitions.
 * `completeness_error` — attributed total versus the method's target.
 
-Exact definitions: the docstrings of the submodules.
+Exact definitions: the docstrings of the submodules. The game they measure, and the reading of an
+explanation as a surrogate of it, are those of `dualex.games` (the same FIxLIP fits).
 """
 
 from __future__ import annotations
 
 from dualex.metrics.completeness import CompletenessResult, completeness_error
-from dualex.metrics.faithfulness import FaithfulnessResult, p_faithfulness, sample_coalitions
-from dualex.metrics.game import JointGame, Surrogate, surrogate
+from dualex.metrics.faithfulness import FaithfulnessResult, held_out_coalitions, p_faithfulness
 from dualex.metrics.perturbation import PerturbationCurves, area, greedy_sets, insertion_deletion, ranking_sets
 from dualex.metrics.pointing import (
     PointingResult,
@@ -27,20 +27,17 @@ from dualex.metrics.pointing import (
 __all__ = [
     "CompletenessResult",
     "FaithfulnessResult",
-    "JointGame",
     "PerturbationCurves",
     "PointingResult",
     "RecognitionResult",
-    "Surrogate",
     "area",
     "completeness_error",
     "greedy_sets",
+    "held_out_coalitions",
     "insertion_deletion",
     "p_faithfulness",
     "pointing_game",
     "pointing_game_recognition",
     "positive_energy",
     "ranking_sets",
-    "sample_coalitions",
-    "surrogate",
 ]

@@ -4,7 +4,8 @@
 intercept; `Explanation.total`) and ``target`` the method's own claim (`Explanation.target`): for
 integrated Jacobians the four-term score difference of exCLIP, for FIxLIP ``v(N) − v(∅)``. The relative
 error is ``|error| / |target|``. Methods that claim no target (most first-order baselines) give NaN: their
-sums are not meant to match anything.
+sums are not meant to match anything. The numbers are computed in one place, `Explanation.completeness_terms`;
+this module gives them the metric's record type.
 """
 
 from __future__ import annotations
@@ -29,9 +30,4 @@ class CompletenessResult:
 
 def completeness_error(ex: Explanation) -> CompletenessResult:
     """Completeness error of one explanation (NaN error when the method states no target)."""
-    attributed = ex.total()
-    if ex.target is None:
-        nan = float("nan")
-        return CompletenessResult(attributed, nan, nan, nan)
-    err = attributed - float(ex.target)
-    return CompletenessResult(attributed, float(ex.target), err, abs(err) / max(abs(float(ex.target)), 1e-12))
+    return CompletenessResult(*ex.completeness_terms())

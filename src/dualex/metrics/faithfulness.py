@@ -1,16 +1,28 @@
 """p-faithfulness: how well an explanation predicts the masking game on held-out coalitions.
 
-Protocol of FIxLIP (arXiv:2508.05430):
+Protocol of FIxLIP (arXiv:2508.05430), in one of two designs of the held-out coalitions, both
+made of draws from ``μ_p`` (every player — caption player tokens and image patches — kept independently
+with probability ``p``; ``p = 0.5`` is uniform), seeded by ``seed`` and independent of whatever a method
+sampled to build its explanation:
 
-1. Draw ``n_coalitions`` *distinct* coalitions of the n players (caption player tokens and image
-   patches) from ``μ_p``: every player kept independently with probability ``p`` (the keep probability;
-   ``p = 0.5`` is uniform). Draws repeat until enough distinct coalitions exist (at most 50 ×
-   ``n_coalitions`` draws; with very few players fewer coalitions may result). Seeded by ``seed``.
-   These coalitions are independent of whatever a method sampled to build its explanation.
-2. Ground truth ``y(S) = v(S) − v(∅)`` from the joint masking game (`dualex.metrics.game.JointGame`).
-3. Prediction ``ŷ(S) = e_∅ + Σ_{i∈S} e_i + Σ_{{i,j}⊆S} e_ij`` (`dualex.metrics.game.surrogate`; first-order
-   explanations have no ``e_ij``; methods without an intercept have ``e_∅ = 0``).
-4. Unweighted over the drawn coalitions (they already follow ``μ_p``):
+* ``design="independent"`` (the paper's): ``n_coalitions`` *distinct* joint coalitions
+  (`dualex.games.sampler.draw_distinct`; at most 50 × ``n_coalitions`` draws, so with very few players
+  fewer may result). Each needs its own image and text tower pass.
+* ``design="product"`` (the estimator FIxLIP's own cross-modal fit uses): ``m_I`` image and ``m_T``
+  text coalitions drawn i.i.d. from ``μ_p`` (``m_T = floor(sqrt(n_coalitions))``, ``m_I =
+  n_coalitions // m_T``; `dualex.games.sampler.split_grid`), and all ``m_I · m_T`` combinations. Every
+  combination is again a draw from ``μ_p`` (membership is independent per player), and all values come
+  from one matrix product of ``m_I + m_T`` embeddings. Cells sharing a coalition are correlated, so
+  the grid needs enough coalitions per side: ``dualex evaluate`` uses 100 × 100 (10,000 cells from at most
+  200 tower passes), whose means agree with 1000 independent coalitions (docs/evaluation.md); a 32 × 31
+  grid gave R² biased low for poorly fitting explanations.
+
+Then:
+
+1. Ground truth ``y(S) = v(S) − v(∅)`` from the masking game (`dualex.games.game.DualEncoderGame`).
+2. Prediction ``ŷ(S) = e_∅ + Σ_{i∈S} e_i + Σ_{{i,j}⊆S} e_ij`` (`dualex.games.surrogate.surrogate_of`;
+   first-order explanations have no ``e_ij``; methods without an intercept have ``e_∅ = 0``).
+3. Unweighted over the coalitions (they already follow ``μ_p``; `dualex.games.surrogate.fit_quality`):
    Spearman ρ(y, ŷ) — the paper's "p-faithfulness correlation", invariant to the explanation's scale and
    offset, so comparable across all methods — and ``R² = 1 − Σ(y − ŷ)² / Σ(y − ȳ)²`` (sklearn's
    ``r2_score``), meaningful for methods whose terms are in score units with an intercept (game-theoretic
@@ -27,8 +39,12 @@ from torch import Tensor
 
 from dualex.errors import InputError
 from dualex.explanation import Explanation
-from dualex.metrics.game import JointGame, surrogate
+from dualex.games.game import DualEncoderGame
+from dualex.games.sampler import check_p, draw_distinct, draw_iid, split_grid
+from dualex.games.surrogate import fit_quality, surrogate_of
 from dualex.models.base import DualEncoder, Pair
+
+DESIGNS = ("independent", "product")
 
 
 @dataclass
@@ -57,43 +73,30 @@ class FaithfulnessResult:
         return {"faith_spearman": self.spearman, "faith_r2": self.r2}
 
 
-def sample_coalitions(n: int, n_coalitions: int, *, p: float = 0.5, seed: int = 0) -> Tensor:
-    """Distinct coalitions drawn from ``μ_p`` (each player kept with probability ``p``), ``(K, n)`` bool.
+def held_out_coalitions(
+    n_image: int, n_text: int, n_coalitions: int, *, p: float = 0.5, seed: int = 0, design: str = "independent"
+) -> tuple[Tensor, tuple[int, int] | None]:
+    """The held-out coalitions of `p_faithfulness`, ``(K, n_image + n_text)`` bool (image players first).
 
-    ``K = n_coalitions`` unless fewer distinct coalitions turn up within ``50 · n_coalitions`` draws.
+    Returns:
+        ``(Z, shape)``: for the product design ``shape = (m_I, m_T)`` and row ``a · m_T + b`` of ``Z``
+        combines image coalition ``a`` with text coalition ``b``; for the independent design ``shape`` is None.
     """
-    if n < 1:
-        raise InputError("there are no players to form coalitions of")
-    if not 0.0 < p < 1.0:
-        raise InputError(f"the keep probability p must lie strictly between 0 and 1, got {p}")
-    if n_coalitions < 2:
-        raise InputError(f"n_coalitions must be at least 2, got {n_coalitions}")
-    rng = np.random.default_rng(seed)
-    seen: dict[bytes, np.ndarray] = {}
-    drawn, limit = 0, 50 * n_coalitions
-    while len(seen) < n_coalitions and drawn < limit:
-        batch = rng.random((max(64, 2 * (n_coalitions - len(seen))), n)) < p
-        drawn += batch.shape[0]
-        for r in batch:
-            if len(seen) >= n_coalitions:
-                break
-            seen.setdefault(np.packbits(r).tobytes(), r)
-    return torch.from_numpy(np.stack(list(seen.values())))
-
-
-def correlation_scores(y: Tensor, y_hat: Tensor) -> tuple[float, float, float]:
-    """``(spearman, r2, pearson)`` of predictions ``y_hat`` for targets ``y`` (1-d, same length)."""
-    from scipy.stats import pearsonr, spearmanr
-
-    a = y.double().flatten().numpy()
-    b = y_hat.double().flatten().numpy()
-    if a.shape != b.shape or a.size < 2:
-        raise InputError("faithfulness needs at least two (target, prediction) pairs of equal length")
-    ss_tot = float(((a - a.mean()) ** 2).sum())
-    r2 = 1.0 - float(((a - b) ** 2).sum()) / ss_tot if ss_tot > 0 else float("nan")
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan"), r2, float("nan")
-    return float(spearmanr(a, b).statistic), r2, float(pearsonr(a, b).statistic)
+    check_p(p)
+    if design not in DESIGNS:
+        raise InputError(f"design must be one of {', '.join(DESIGNS)}, got {design!r}")
+    if isinstance(n_coalitions, bool) or not isinstance(n_coalitions, (int, np.integer)) or n_coalitions < 2:
+        raise InputError(f"n_coalitions must be an integer ≥ 2, got {n_coalitions!r}")
+    if design == "independent":
+        return torch.from_numpy(draw_distinct(n_image + n_text, int(n_coalitions), p=p, seed=seed)), None
+    if n_image < 1 or n_text < 1:
+        raise InputError("the product design needs at least one image and one caption player")
+    m_i, m_t = split_grid(int(n_coalitions), n_image, n_text, shape="square")
+    rng_i, rng_t = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    zi = torch.from_numpy(draw_iid(n_image, m_i, p, rng_i))
+    zt = torch.from_numpy(draw_iid(n_text, m_t, p, rng_t))
+    Z = torch.cat([zi.repeat_interleave(m_t, 0), zt.repeat(m_i, 1)], 1)
+    return Z, (m_i, m_t)
 
 
 def p_faithfulness(
@@ -104,12 +107,13 @@ def p_faithfulness(
     p: float = 0.5,
     n_coalitions: int = 1000,
     seed: int = 0,
+    design: str = "independent",
     order: int | str = "auto",
     row: int = 0,
     internal_batch_size: int = 64,
     text_masking: str = "default",
     image_masking: str = "default",
-    game: JointGame | None = None,
+    game: DualEncoderGame | None = None,
 ) -> FaithfulnessResult:
     """Spearman ρ and R² of an explanation's predictions on held-out coalitions drawn from ``μ_p``.
 
@@ -118,19 +122,23 @@ def p_faithfulness(
         pair: The prepared pair; row ``row`` is used.
         explanation: Its explanation.
         p: Keep probability of the evaluation coalitions (FIxLIP evaluates 0.3, 0.5, 0.7).
-        n_coalitions: Distinct evaluation coalitions (paper: 1000).
+        n_coalitions: Held-out coalitions (paper: 1000); the product design uses ``m_I · m_T ≤ n_coalitions``.
         seed: Seed of the coalition sampler (use a per-item seed for dataset runs).
+        design: ``"independent"`` (distinct joint coalitions, the paper's) or ``"product"`` (a grid of
+            i.i.d. image × text coalitions; see the module docstring).
         order: ``"auto"`` (all terms), or ``1`` to score the first-order conversion only.
         row: Row of ``pair``.
-        internal_batch_size: Masked pairs per forward pass.
+        internal_batch_size: Masked inputs per forward pass.
         text_masking, image_masking: How players are removed (`DualEncoder.mask`'s ``how``).
-        game: A `JointGame` of this pair to reuse (its cache spares repeated queries across explanations);
-            when given, ``row``, ``internal_batch_size`` and the masking arguments are taken from it.
+        game: A `DualEncoderGame` of this pair to reuse (its cache spares repeated queries across
+            explanations and metrics); when given, ``row``, ``internal_batch_size`` and the masking
+            arguments are taken from it.
 
     Returns:
-        `FaithfulnessResult`. Costs ``n_coalitions + 1`` masked forward passes.
+        `FaithfulnessResult`. Costs up to ``n_coalitions + 1`` masked pairs (independent design) or
+        ``m_I + m_T + 2`` tower passes (product design).
     """
-    game = game if game is not None else JointGame(
+    game = game if game is not None else DualEncoderGame(
         model,
         pair,
         row=row,
@@ -138,11 +146,16 @@ def p_faithfulness(
         text_masking=text_masking,
         image_masking=image_masking,
     )
-    sur = surrogate(explanation, order=order)
+    sur = surrogate_of(explanation, order=order)
     game.check(sur)
-    keep = sample_coalitions(game.n, n_coalitions, p=p, seed=seed)
-    values = game(torch.cat([torch.zeros(1, game.n, dtype=torch.bool), keep]))
-    y = values[1:] - values[0]
-    y_hat = sur.value(keep)
-    rho, r2, r = correlation_scores(y, y_hat)
-    return FaithfulnessResult(rho, r2, r, p, int(keep.shape[0]), y, y_hat)
+    Z, shape = held_out_coalitions(game.n_image, game.n_text, n_coalitions, p=p, seed=seed, design=design)
+    if shape is None:
+        values = game(torch.cat([torch.zeros(1, game.n_players, dtype=torch.bool), Z]))
+        y = values[1:] - values[0]
+    else:
+        m_t = shape[1]
+        grid = game.grid(Z[::m_t, : game.n_image], Z[:m_t, game.n_image :]).cpu()
+        y = (grid - game.empty()).flatten()
+    y_hat = sur.predict(Z)
+    q = fit_quality(y, y_hat)
+    return FaithfulnessResult(q["spearman"], q["r2"], q["pearson"], p, int(Z.shape[0]), y, y_hat)

@@ -1,14 +1,15 @@
 """Insertion/deletion curves and their area between (AID), for first- and second-order explanations.
 
 Protocol of FIxLIP (arXiv:2508.05430). Players are the caption's player tokens and the image
-patches together (n of them); ``v`` is the joint masking game of `dualex.metrics.game.JointGame`
-(the model's own score of the masked pair).
+patches together (n of them); ``v`` is the masking game of `dualex.games.game.DualEncoderGame`
+(the model's own score of the masked pair). The sets below are built over the players in caption-then-patch
+order (which decides ties, and the indices of ``starts``), then handed to the game in its own order.
 
 * **First order** (an explanation with main effects only, or ``order=1``): players are ranked by their
   first-order value ``a`` (`Explanation.first_order`; ties keep caption-then-patch order).
   Insertion after j steps keeps the j highest-ranked players; deletion after k steps removes them.
 * **Second order** (any interaction term): the explanation value of a set is
-  ``ê(S) = Σ_{i∈S} e_i + Σ_{{i,j}⊆S} e_ij`` (no intercept; terms folded as in `dualex.metrics.game`).
+  ``ê(S) = Σ_{i∈S} e_i + Σ_{{i,j}⊆S} e_ij`` (no intercept; terms folded as in `dualex.games.surrogate`).
   From every start player s two cliques are grown greedily, one adding the player with the largest
   gain ``e_j + Σ_{u∈C} e_uj`` (max), one the smallest (min), up to size n. For each size k the best
   clique of that size over all starts is kept: ``S_k^max`` (largest ê) and ``S_k^min`` (smallest ê).
@@ -35,7 +36,8 @@ from torch import Tensor
 
 from dualex.errors import InputError
 from dualex.explanation import Explanation
-from dualex.metrics.game import JointGame, Surrogate, surrogate
+from dualex.games.game import DualEncoderGame
+from dualex.games.surrogate import Surrogate, surrogate_of
 from dualex.models.base import DualEncoder, Pair
 
 EPS = 1e-9
@@ -114,7 +116,7 @@ def default_starts(sur: Surrogate, *, p: float = 0.5, max_starts_all: int = 100,
     if n <= max_starts_all:
         return torch.arange(n)
     chosen: set[int] = set()
-    phi = sur.main + p * sur.pairs.sum(1)
+    phi = sur.first_order(p)
     for vals in (phi, sur.main):
         k = min(per_group, n)
         chosen.update(torch.topk(vals, k).indices.tolist())
@@ -141,11 +143,12 @@ def greedy_sets(
     if starts is None:
         starts = default_starts(sur, p=p)
     starts = starts.long().flatten()
+    matrix = sur.pair_matrix()
     if starts.numel() == 0:
         raise InputError("the greedy search needs at least one start player")
     out = []
     for sign in (1.0, -1.0):
-        main, pairs = sign * sur.main, sign * sur.pairs
+        main, pairs = sign * sur.main, sign * matrix
         m = starts.numel()
         rows = torch.arange(m)
         members = torch.zeros(m, n, dtype=torch.bool)
@@ -179,7 +182,7 @@ def insertion_deletion(
     internal_batch_size: int = 64,
     text_masking: str = "default",
     image_masking: str = "default",
-    game: JointGame | None = None,
+    game: DualEncoderGame | None = None,
 ) -> PerturbationCurves:
     """Insertion/deletion curves and AID of an explanation of row ``row`` of ``pair``.
 
@@ -193,13 +196,15 @@ def insertion_deletion(
         row: Row of ``pair``.
         internal_batch_size: Masked pairs per forward pass.
         text_masking, image_masking: How players are removed (`DualEncoder.mask`'s ``how``).
-        game: A `JointGame` of this pair to reuse (its cache spares repeated queries across explanations);
-            when given, ``row``, ``internal_batch_size`` and the masking arguments are taken from it.
+        game: A `DualEncoderGame` of this pair to reuse (its cache spares repeated queries across
+            explanations and metrics); when given, ``row``, ``internal_batch_size`` and the masking
+            arguments are taken from it.
 
     Returns:
-        `PerturbationCurves`. Costs ``2(n+1)`` masked forward passes (fewer when sets repeat).
+        `PerturbationCurves`. Costs at most ``2(n+1)`` image and ``2(n+1)`` text tower passes; each
+        distinct side coalition is embedded once per game (ranking sets need about ``2(n_I + n_T + 2)``).
     """
-    game = game if game is not None else JointGame(
+    game = game if game is not None else DualEncoderGame(
         model,
         pair,
         row=row,
@@ -207,8 +212,16 @@ def insertion_deletion(
         text_masking=text_masking,
         image_masking=image_masking,
     )
-    sur = surrogate(explanation, order=1 if order == 1 else "auto")
-    game.check(sur)
+    joint = surrogate_of(explanation, order=1 if order == 1 else "auto")
+    game.check(joint)
+    n_i = game.n_image
+    n = joint.n_players
+    to_joint = torch.cat([torch.arange(n - n_i, n), torch.arange(n - n_i)])  # caption-first column -> game order
+    perm = torch.cat([torch.arange(n_i, n), torch.arange(n_i)])  # caption-first player -> game index
+    if joint.order == 1:
+        sur = Surrogate(0.0, joint.main[perm], joint.pairs, joint.pair_values)
+    else:
+        sur = Surrogate.from_matrix(joint.main[perm], joint.pair_matrix()[perm][:, perm])
     use_order = 1 if (order == 1 or sur.order == 1) else 2
     n_starts = 0
     if use_order == 1:
@@ -221,8 +234,7 @@ def insertion_deletion(
         max_sets, min_sets, _, _ = greedy_sets(sur, starts, p=p)
         insert = max_sets
         delete = min_sets.flip(0)  # deletion after k steps keeps the min clique of size n - k
-    n = sur.n
-    values = game(torch.cat([insert, delete]))
+    values = game(torch.cat([insert, delete])[:, to_joint])
     raw_ins, raw_del = values[: n + 1], values[n + 1 :]
     v_empty, v_full = float(raw_ins[0]), float(raw_ins[-1])
     ins, dele = normalise(raw_ins, v_empty, v_full), normalise(raw_del, v_empty, v_full)

@@ -22,7 +22,13 @@ from torch import Tensor, nn
 from dualex.errors import InputError, ModelNotAvailableError
 from dualex.models.attention import AttentionBlock, AttentionSite, Recording, additive_from, mha_site, split_heads
 from dualex.models.base import DualEncoder, ImageInputs, PooledBlock, Side, SideInputs, TextInputs, pooled_mask
-from dualex.models.parts import bos_filler_eos_reference, image_reference, mask_image_patches, mask_text_players
+from dualex.models.parts import (
+    bos_filler_eos_reference,
+    image_reference,
+    mask_image_patches,
+    mask_text_players,
+    patch_tokens,
+)
 from dualex.models.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline
 from dualex.models.registry import register_loader, register_wrapper
 from dualex.models.tokenize import HFTokenizer, TokenizerLike
@@ -657,10 +663,23 @@ class HFClip(HFDualEncoder):
             return h
         assert isinstance(inputs, ImageInputs)
         vm = self._module.vision_model
-        h = vm.pre_layrnorm(vm.embeddings(inputs.pixels.to(self.dtype)))
+        h = vm.pre_layrnorm(self.embed_image(inputs))
         for blk in vm.encoder.layers[:layer]:
             h = blk(h, None)
         return h
+
+    def embed_image(self, inputs: ImageInputs) -> Tensor:
+        """CLS + patch tokens + position embeddings ``(B, 1 + P, W)`` (``CLIPVisionEmbeddings``, with patch
+        removals applied after the patch embedding, `dualex.models.parts.patch_tokens`)."""
+        emb = self._module.vision_model.embeddings
+        size = int(self.vision_config.image_size)
+        if tuple(inputs.pixels.shape[-2:]) != (size, size):
+            raise InputError(f"{self.name} takes {size}×{size} images, got {tuple(inputs.pixels.shape[-2:])}")
+        dtype = emb.patch_embedding.weight.dtype
+        x = patch_tokens(inputs, lambda px: emb.patch_embedding(px.to(dtype)).flatten(2).transpose(1, 2))
+        cls = emb.class_embedding.expand(x.shape[0], 1, -1)
+        tokens: Tensor = torch.cat([cls, x], dim=1) + emb.position_embedding(emb.position_ids)
+        return tokens
 
     def pooled_block(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
         """Both towers read one row: the text tower its EOS position, the image tower its CLS token."""

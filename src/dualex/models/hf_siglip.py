@@ -44,6 +44,7 @@ from dualex.models.hf import (
     read_preprocessor_config,
     register_hf,
 )
+from dualex.models.parts import masked_pixels, patch_tokens
 from dualex.models.preprocess import HALF, ImagePipeline
 from dualex.models.tokenize import HFTokenizer, TokenizerLike
 
@@ -478,12 +479,17 @@ class HFSiglip(SiglipBase):
         return ImagePipeline(size=(size, size), crop=(size, size), mean=HALF, std=HALF, mode="resize")
 
     def embed_image(self, inputs: ImageInputs) -> Tensor:
-        vm = self._module.vision_model
-        pixels = inputs.pixels.to(self.dtype)
+        emb = self._module.vision_model.embeddings
+        dtype = emb.patch_embedding.weight.dtype
+        H, W = inputs.pixels.shape[-2:]
         size = int(self.vision_config.image_size)
-        resize = tuple(pixels.shape[-2:]) != (size, size)
-        emb: Tensor = vm.embeddings(pixels, interpolate_pos_encoding=resize)
-        return emb
+        x = patch_tokens(inputs, lambda px: emb.patch_embedding(px.to(dtype)).flatten(2).transpose(1, 2))
+        tokens: Tensor
+        if (size, size) != (H, W):
+            tokens = x + emb.interpolate_pos_encoding(x, H, W)
+        else:
+            tokens = x + emb.position_embedding(emb.position_ids)
+        return tokens
 
     @classmethod
     def options_from_preprocessor(cls, spec: str, module: torch.nn.Module) -> dict[str, Any]:
@@ -558,8 +564,8 @@ class HFSiglip2(SiglipBase):
         return inputs
 
     def model_inputs(self, inputs: ImageInputs) -> dict[str, Tensor]:
-        """The keyword arguments ``Siglip2Model.get_image_features`` takes for ``inputs``."""
-        pixels = patchify(inputs.pixels.to(self.dtype), self.patch_size)
+        """The keyword arguments ``Siglip2Model.get_image_features`` takes for ``inputs`` (removals applied)."""
+        pixels = patchify(masked_pixels(inputs).to(self.dtype), self.patch_size)
         B, N = pixels.shape[:2]
         rows, cols = inputs.grid
         shapes = inputs.extra.get("spatial_shapes")
@@ -571,9 +577,20 @@ class HFSiglip2(SiglipBase):
         return {"pixel_values": pixels, "pixel_attention_mask": mask, "spatial_shapes": shapes}
 
     def embed_image(self, inputs: ImageInputs) -> Tensor:
-        m = self.model_inputs(inputs)
-        emb: Tensor = self._module.vision_model.embeddings(m["pixel_values"], m["spatial_shapes"].cpu())
-        return emb
+        emb = self._module.vision_model.embeddings
+        dtype = emb.patch_embedding.weight.dtype
+        p = self.patch_size
+        x = patch_tokens(inputs, lambda px: emb.patch_embedding(patchify(px.to(self.dtype), p).to(dtype)))
+        shapes = inputs.extra.get("spatial_shapes")
+        if shapes is None:
+            rows, cols = inputs.grid
+            shapes = torch.tensor([[rows, cols]] * x.shape[0], dtype=torch.long)
+        if shapes.shape[0] > 1 and shapes.stride(0) == 0:  # one image's coalitions: one position table
+            shapes = shapes[:1]
+        size = emb.position_embedding_size
+        table = emb.position_embedding.weight.reshape(size, size, -1)
+        tokens: Tensor = x + emb.resize_positional_embeddings(table, shapes.cpu(), max_length=x.shape[1])
+        return tokens
 
     def image_attention(self, inputs: ImageInputs) -> Tensor | None:
         mask = inputs.extra.get("pixel_attention_mask")

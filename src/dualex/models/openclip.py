@@ -63,6 +63,7 @@ from dualex.models.parts import (
     image_reference,
     mask_image_patches,
     mask_text_players,
+    patch_tokens,
     softmax_attention,
 )
 from dualex.models.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline
@@ -422,8 +423,8 @@ class OpenClipEncoder(DualEncoder):
             return h
         im = self._check_image(inputs)
         visual = self._module.visual
-        x: Tensor = visual.conv1(im.pixels.to(self.dtype))  # (B, W, rows, cols)
-        x = x.flatten(2).transpose(1, 2)
+        # conv patch embedding (B, P, W), patch removals applied after it (`dualex.models.parts.patch_tokens`)
+        x = patch_tokens(im, lambda px: visual.conv1(px.to(self.dtype)).flatten(2).transpose(1, 2))
         cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         h = visual.ln_pre(torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype))
         for blk in visual.transformer.resblocks[:layer]:

@@ -1,4 +1,4 @@
-"""Pieces shared by adapters that are not transformers CLIP/SigLIP: masking, references, attention.
+"""Pieces shared by adapters: masking (patches removed after the patch embedding), references, attention.
 
 Pure tensor helpers; the adapters (`dualex.models.openclip`, `dualex.models.sentence`) choose the ids
 and the semantics and document them.
@@ -7,6 +7,7 @@ and the semantics and document them.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -31,8 +32,33 @@ def as_coalitions(keep: Tensor | Sequence[bool] | Sequence[Sequence[bool]], n_pl
     return keep
 
 
+PATCH_KEEP = "patch_keep"  # ImageInputs.extra key: (K, n_patches) bool, patches kept after the patch embedding
+PATCH_FILL = "patch_fill"  # ImageInputs.extra key: (K, 3) normalised colour that removed patches are filled with
+
+
+def fill_colour(how: str, black: Tensor) -> Tensor:
+    """The normalised colour ``(3,)`` a removed patch is filled with for masking ``how``.
+
+    Args:
+        how: ``"default"``/``"zeros"``/``"mean"`` (0 in normalised space = the dataset mean colour) or ``"black"``.
+        black: Black in normalised space, ``(3, 1, 1)`` or ``(3,)``.
+    """
+    if how in ("default", "zeros", "mean"):
+        return torch.zeros(3)
+    if how == "black":
+        return black.detach().float().flatten()[:3].cpu()
+    raise InputError(f"unknown image masking {how!r}; use 'zeros' or 'black'")
+
+
 def mask_image_patches(inputs: ImageInputs, keep: Tensor, how: str, black: Tensor) -> ImageInputs:
-    """K copies of row 0 with the patches where ``keep`` is False replaced.
+    """K copies of row 0 with the patches where ``keep`` is False removed (filled with one colour).
+
+    The removal is *recorded*, not applied to pixels: the K rows share row 0's pixels (an expanded view,
+    no per-coalition pixel tensor) and ``extra`` holds the coalitions (`PATCH_KEEP`) and the fill colour
+    (`PATCH_FILL`). Adapters apply them after the patch embedding (`patch_tokens`): with non-overlapping
+    patches, a patch filled with one colour embeds to the embedding of that colour's patch (for the
+    default fill, 0 in normalised space, the patch-embedding bias), so the result equals embedding the
+    masked pixels (`masked_pixels`) up to float rounding, at the cost of one patch embedding per input.
 
     Args:
         inputs: Image inputs; row 0 is masked.
@@ -45,17 +71,67 @@ def mask_image_patches(inputs: ImageInputs, keep: Tensor, how: str, black: Tenso
         `ImageInputs` with K rows.
     """
     keep = as_coalitions(keep, inputs.n_patches, "image")
-    one = inputs.select([0] * keep.shape[0])
-    H, W = one.pixels.shape[-2:]
-    pm = patch_keep_to_pixels(keep.cpu(), inputs.grid, (H, W)).to(one.pixels)
-    if how in ("default", "zeros", "mean"):
-        fill = torch.zeros_like(one.pixels)
-    elif how == "black":
-        fill = black.to(one.pixels).expand_as(one.pixels)
-    else:
-        raise InputError(f"unknown image masking {how!r}; use 'zeros' or 'black'")
-    one.pixels = one.pixels * pm + fill * (1 - pm)
-    return one
+    fill = fill_colour(how, black)
+    K = int(keep.shape[0])
+    px = inputs.pixels[:1]
+    return replace(
+        inputs,
+        pixels=px.expand(K, *px.shape[1:]),
+        transforms=[inputs.transforms[0]] * K,
+        display=[inputs.display[0]] * K,
+        extra={
+            **{k: v[:1].expand(K, *v.shape[1:]) for k, v in inputs.extra.items() if k not in (PATCH_KEEP, PATCH_FILL)},
+            PATCH_KEEP: keep.to(px.device),
+            PATCH_FILL: fill.to(device=px.device, dtype=px.dtype)[None].expand(K, 3),
+        },
+    )
+
+
+def masked_pixels(inputs: ImageInputs) -> Tensor:
+    """The pixels ``(B, 3, H, W)`` that recorded patch removals stand for (for plots and checks).
+
+    Patches are the ``grid`` cells of the input canvas; pixels outside the grid (when H or W is not a
+    multiple of the patch size) are left as they are.
+    """
+    keep = inputs.extra.get(PATCH_KEEP)
+    if keep is None:
+        return inputs.pixels
+    H, W = inputs.pixels.shape[-2:]
+    rows, cols = inputs.grid
+    ph, pw = H // rows, W // cols
+    pm = patch_keep_to_pixels(keep.cpu(), inputs.grid, (rows * ph, cols * pw)).to(inputs.pixels)
+    pm = torch.nn.functional.pad(pm, (0, W - cols * pw, 0, H - rows * ph), value=1.0)
+    fill = inputs.extra[PATCH_FILL].to(inputs.pixels)[:, :, None, None]
+    return torch.where(pm.bool(), inputs.pixels, fill.expand_as(inputs.pixels))
+
+
+def _one_row(x: Tensor) -> bool:
+    """True when all rows of ``x`` are one row expanded (stride 0 along the batch)."""
+    return x.shape[0] > 1 and x.stride(0) == 0
+
+
+def patch_tokens(inputs: ImageInputs, embed: Callable[[Tensor], Tensor]) -> Tensor:
+    """Patch tokens ``(B, n_patches, W)`` of ``inputs``, with recorded patch removals applied.
+
+    Args:
+        inputs: Image inputs, possibly masked by `mask_image_patches`.
+        embed: The tower's patch embedding: normalised pixels ``(R, 3, H, W)`` -> ``(R, n_patches, W)``
+            (before any class token or position embedding).
+
+    Returns:
+        ``embed(pixels)`` for plain inputs. For masked inputs, rows whose pixels are one shared row are
+        embedded once; each removed patch takes the embedding of a patch of the fill colour (one broadcast
+        selection, exact), which is what ``embed(masked_pixels(inputs))`` gives.
+    """
+    keep = inputs.extra.get(PATCH_KEEP)
+    px = inputs.pixels
+    if keep is None:
+        return embed(px)
+    tokens = embed(px[:1] if _one_row(px) else px)
+    fill = inputs.extra[PATCH_FILL].to(px)
+    fill = fill[:1] if _one_row(fill) else fill
+    fill_tokens = embed(fill[:, :, None, None].expand(fill.shape[0], 3, *px.shape[-2:]))
+    return torch.where(keep.to(tokens.device)[:, :, None], tokens, fill_tokens)
 
 
 def mask_text_players(inputs: TextInputs, keep: Tensor, how: str, filler_id: int) -> TextInputs:

@@ -29,12 +29,13 @@ import torch
 from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.games.game import DualEncoderGame, Game
-from dualex.games.regression import DEFAULT_CHUNK_BYTES, Surrogate, fit_surrogate
+from dualex.games.regression import fit_surrogate
 from dualex.games.sampler import sample_shapley
+from dualex.games.surrogate import DEFAULT_CHUNK_BYTES, Surrogate, explanation_terms, fit_quality
 from dualex.games.uncertainty import DEFAULT_BOOT, TermErrors, joint_errors, term_diagnostics
 from dualex.methods import register_method
 from dualex.methods.common import build_explanation, positive_int, scores_of
-from dualex.methods.fixlip import explanation_terms, fit_quality, resolve_pairs
+from dualex.methods.fixlip import resolve_pairs
 from dualex.models.base import DualEncoder, Pair
 
 
@@ -183,7 +184,7 @@ def explain_fixlip_si(
             sub,
             image_masking=image_masking,
             text_masking=text_masking,
-            batch_size=internal_batch_size,
+            internal_batch_size=internal_batch_size,
             progress=progress,
         )
         if game.n_image < 1 or game.n_text < 1:

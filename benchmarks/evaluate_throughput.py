@@ -1,0 +1,168 @@
+"""Throughput of `dualex evaluate`: pairs per hour with all metrics, this checkout against a base commit.
+
+Each configuration runs `dualex.evaluation.evaluate` on the bundled shapes model and held-out shapes
+scenes (all metrics, FIxLIP's settings: 1000 faithfulness coalitions, default method options) in a
+fresh subprocess, so that import and ``dualex.load`` are counted as a user feels them. The base commit
+(default: d733685, the landed main before issue 12) is exported with ``git archive`` and imported
+through ``PYTHONPATH`` in its subprocess; configurations alternate within each repeat, and the table
+keeps each one's repeat with the least CPU time in the evaluate call (the machine may be shared: wall
+times under load are reported too, CPU seconds are the steadier measure). Pairs per hour at dataset
+scale exclude start-up (torch, import, ``dualex.load``), which is reported separately. Stage shares come
+from the run's own timing columns (``seconds`` = explain, ``seconds_<stage>``; older runs have only ``seconds``);
+"other" is the rest of the evaluate call (dataset generation, shard and summary writing).
+
+    OMP_NUM_THREADS=1 python benchmarks/evaluate_throughput.py                  # 4 methods together
+    OMP_NUM_THREADS=1 python benchmarks/evaluate_throughput.py --per-method     # also each method alone
+    python benchmarks/evaluate_throughput.py --items 2 --repeats 1 --base HEAD  # quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("load", "save", "completeness", "insertion_deletion", "faithfulness", "pointing")
+
+
+def child(args: argparse.Namespace) -> None:
+    """Run one configuration and print its figures as JSON (runs inside the measured subprocess)."""
+    t0 = time.perf_counter()
+    import torch
+
+    torch.set_num_threads(1)
+    t_torch = time.perf_counter()
+    import dualex
+    from dualex.evaluation import read_run
+    from dualex.evaluation.run import MetricOptions, evaluate
+
+    t_import = time.perf_counter()
+    model = dualex.load("shapes", device="cpu")
+    t_load = time.perf_counter()
+    kw: dict[str, Any] = {}
+    if args.design:
+        kw["faith_design"] = args.design
+    metrics = MetricOptions(**kw)
+    methods = args.methods.split(",")
+    opts = {m: o for m, o in json.loads(args.method_options or "{}").items() if m in methods}
+    with tempfile.TemporaryDirectory() as tmp:
+        t1, c1 = time.perf_counter(), time.process_time()
+        evaluate(model, "shapes:", methods, Path(tmp) / "run", dataset_options={"n": args.items, "split": "heldout"},
+                 metrics=metrics, method_options=opts)  # fmt: skip
+        t_eval, c_eval = time.perf_counter() - t1, time.process_time() - c1
+        df = read_run(Path(tmp) / "run")
+    pair = df[df.level == "pair"]
+    stages = {"explain": float(pair["seconds"].sum())}
+    for s in STAGES:
+        col = f"seconds_{s}"
+        if col in pair.columns:
+            stages[s] = float(pair[col].fillna(0).sum())
+    errors = int(pair["error"].notna().sum())
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({
+        "cpu_s": ru.ru_utime + ru.ru_stime, "evaluate_cpu_s": c_eval,
+        "torch_s": t_torch - t0, "import_s": t_import - t_torch, "load_s": t_load - t_import, "evaluate_s": t_eval,
+        "total_s": time.perf_counter() - t0, "stages": stages, "pairs": len(pair), "errors": errors,
+        "faith_spearman_mean": float(pair["faith_spearman"].mean()), "aid_mean": float(pair["aid"].mean()),
+    }))  # fmt: skip
+
+
+def run_config(src: Path, methods: str, items: int, design: str | None, options: str | None) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # fmt: skip
+    cmd = [sys.executable, __file__, "--child", "--methods", methods, "--items", str(items)]
+    if design:
+        cmd += ["--design", design]
+    if options:
+        cmd += ["--method-options", options]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
+    if out.returncode != 0:
+        raise RuntimeError(f"configuration failed ({src}, {methods}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def export_base(commit: str, dest: Path) -> Path:
+    """``src/`` of ``commit`` under ``dest`` (git archive; no worktree bookkeeping)."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "src"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest / "src"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--design", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--method-options", default=None,
+                    help="JSON method options for this checkout only, e.g. '{\"fixlip\": {\"n_boot\": 0}}' to leave "
+                         "out work the base commit does not do")  # fmt: skip
+    ap.add_argument("--methods", default="ij,fixlip,gradxinput,random")
+    ap.add_argument("--items", type=int, default=4, help="held-out shapes scenes per configuration (default 4)")
+    ap.add_argument("--repeats", type=int, default=2, help="repeats per configuration; the fastest is kept")
+    ap.add_argument("--base", default="d733685", help="commit to compare against (default: landed main d733685)")
+    ap.add_argument("--per-method", action="store_true", help="also time each method alone")
+    ap.add_argument("--json", default=None, help="also write all measurements to this file")
+    args = ap.parse_args()
+    if args.child:
+        child(args)
+        return
+    load0 = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        base_src = export_base(args.base, Path(tmp))
+        configs = [("base", base_src, None), ("this, independent", ROOT / "src", "independent"),
+                   ("this, product", ROOT / "src", None)]  # fmt: skip
+        groups = [args.methods] + (args.methods.split(",") if args.per_method else [])
+        best: dict[tuple[str, str], dict[str, Any]] = {}
+        for _ in range(args.repeats):
+            for methods in groups:
+                for name, src, design in configs:
+                    r = run_config(src, methods, args.items, design, None if name == "base" else args.method_options)
+                    key = (methods, name)
+                    if key not in best or r["evaluate_cpu_s"] < best[key]["evaluate_cpu_s"]:
+                        best[key] = r
+                    print(f"  {methods:28s} {name:18s} {r['total_s']:7.1f} s", file=sys.stderr, flush=True)
+    load1 = os.getloadavg()
+    if args.method_options:
+        print(f"method options of this checkout: {args.method_options}")
+    print(f"load average (1, 5, 15 min) before: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}; "
+          f"after: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}; {os.cpu_count()} CPUs; "
+          f"OMP_NUM_THREADS=1; {args.items} held-out scenes per run, fastest of {args.repeats}\n")  # fmt: skip
+    print("Pairs per hour at dataset scale (start-up excluded) from the CPU seconds of the evaluate call, and "
+          "from its wall time; then the whole process (start-up included):\n")  # fmt: skip
+    print("| methods | version | pairs/h (CPU) | speed-up | pairs/h (wall) | speed-up | evaluate CPU s | "
+          "process CPU s | speed-up | torch s | import s | load s |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for methods in groups:
+        b = best[(methods, "base")]
+        for name, _, _ in configs:
+            r = best[(methods, name)]
+            pc, pw = 3600 * args.items / r["evaluate_cpu_s"], 3600 * args.items / r["evaluate_s"]
+            print(f"| {methods} | {name} | {pc:,.0f} | {b['evaluate_cpu_s'] / r['evaluate_cpu_s']:.2f}× | {pw:,.0f} | "
+                  f"{b['evaluate_s'] / r['evaluate_s']:.2f}× | {r['evaluate_cpu_s']:.1f} | {r['cpu_s']:.1f} | "
+                  f"{b['cpu_s'] / r['cpu_s']:.2f}× | {r['torch_s']:.2f} | {r['import_s']:.2f} | "
+                  f"{r['load_s']:.2f} |")  # fmt: skip
+    print("\nShare of the evaluate call per stage (from the run's timing columns):\n")
+    cols = ["explain", *STAGES, "other"]
+    print("| methods | version | " + " | ".join(cols) + " |")
+    print("|---|---|" + "---:|" * len(cols))
+    for methods in groups:
+        for name, _, _ in configs:
+            r = best[(methods, name)]
+            st = dict(r["stages"])
+            st["other"] = max(0.0, r["evaluate_s"] - sum(st.values()))  # stage columns are wall seconds
+            cells = [f"{100 * st[c] / r['evaluate_s']:.0f} %" if c in st else "–" for c in cols]
+            print(f"| {methods} | {name} | " + " | ".join(cells) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({f"{k[0]} | {k[1]}": v for k, v in best.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
