@@ -184,3 +184,35 @@ def test_bundled_shapes_model_on_shapes_scenes(tmp_path: Path):
     pair = df[df.level == "pair"].set_index("method")
     assert (pair["score"] > 0).all()  # the true caption of a held-out scene
     assert pair["faith_spearman"].notna().all()
+
+
+def test_runs_skip_standard_errors_unless_asked(tmp_path: Path, tiny_clip):
+    import json
+
+    fast = MetricOptions(metrics=("completeness",))
+    plain = tmp_path / "plain"
+    evaluate(tiny_clip, "shapes:", ["fixlip", "random"], plain, dataset_options={"n": 1},
+             method_options={"fixlip": {"budget": 64, "holdout": 0}}, metrics=fast)  # fmt: skip
+    manifest = json.loads((plain / "manifest.json").read_text())
+    assert manifest["method_options"]["fixlip"]["n_boot"] == 0
+    assert "n_boot" not in manifest["method_options"]["random"]  # only methods that have the option
+    row = read_run(plain).query("level == 'pair' and method == 'fixlip'").iloc[0]
+    assert not load_explanation(plain, row).stderr
+    # resuming with the same command keeps the recorded setting (no "different options" refusal)
+    again = evaluate(tiny_clip, "shapes:", ["fixlip"], plain, dataset_options={"n": 1},
+                     method_options={"fixlip": {"budget": 64, "holdout": 0}}, metrics=fast)  # fmt: skip
+    assert again.units_run == 0
+    asked = tmp_path / "asked"
+    evaluate(tiny_clip, "shapes:", ["fixlip"], asked, dataset_options={"n": 1},
+             method_options={"fixlip": {"budget": 64, "holdout": 0, "n_boot": 4}}, metrics=fast)  # fmt: skip
+    row = read_run(asked).query("level == 'pair'").iloc[0]
+    assert load_explanation(asked, row).stderr
+    # a run directory written before this default (no n_boot recorded) resumes with the method's default
+    old = tmp_path / "old"
+    evaluate(tiny_clip, "shapes:", ["random"], old, dataset_options={"n": 1}, metrics=fast)
+    m = json.loads((old / "manifest.json").read_text())
+    m["method_options"]["fixlip"] = {"budget": 64, "holdout": 0}
+    (old / "manifest.json").write_text(json.dumps(m))
+    evaluate(tiny_clip, "shapes:", ["fixlip"], old, dataset_options={"n": 1},
+             method_options={"fixlip": {"budget": 64, "holdout": 0}}, metrics=fast)  # fmt: skip
+    assert "n_boot" not in json.loads((old / "manifest.json").read_text())["method_options"]["fixlip"]

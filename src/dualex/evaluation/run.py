@@ -140,6 +140,7 @@ def evaluate(
 
     check_writable(out, what="run directory", directory=True)
     store = RunStore(out)
+    _standard_errors_off(store, methods, method_options)
     if store.exists() and "faith_design" not in store.read_manifest().get("options", {}):
         from dataclasses import replace as _replace
 
@@ -152,6 +153,27 @@ def evaluate(
                                 ray_address=ray_address, progress=progress, print_summary=print_summary)  # fmt: skip
     finally:
         store.release()
+
+
+def _standard_errors_off(store: RunStore, methods: list[str], method_options: dict[str, dict[str, Any]]) -> None:
+    """Sampled methods skip their bootstrap standard errors in a run unless ``n_boot`` is given.
+
+    The metrics never read standard errors, and the bootstrap refits cost up to as much as the
+    explanation itself, so a run sets ``n_boot=0`` (recorded in the manifest) for every method that
+    has the option and was not given it; ``-O fixlip.n_boot=32`` stores the errors with each
+    explanation. A run directory written before this default keeps the setting it ran with.
+    """
+    import inspect
+
+    from dualex.methods import get_method
+
+    old = store.read_manifest().get("method_options", {}) if store.exists() else {}
+    for m in methods:
+        if "n_boot" in method_options[m] or "n_boot" not in inspect.signature(get_method(m).fn).parameters:
+            continue
+        if m in old and "n_boot" not in old[m]:
+            continue  # resumed: the run so far used the method's own default
+        method_options[m]["n_boot"] = 0
 
 
 def _evaluate_locked(
