@@ -110,7 +110,9 @@ def test_cli_writes_tables_and_figure(two_runs, tmp_path, capsys):
     base, tuned, _ = two_runs
     out = tmp_path / "cmp"
     assert main(["compare", str(base), str(tuned), "--labels", "base,tuned", "--n-boot", "500", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert f"dualex serve {base} {tuned}" in captured.err  # the viewer shows both runs side by side
     assert "## tuned − base" in printed and "| ij | pg_energy_t2i | circle |" in printed
     for name in ("compare.csv", "compare.md", "units.csv", "counts.json", "compare.png"):
         assert (out / name).stat().st_size > 0

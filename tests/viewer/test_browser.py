@@ -269,3 +269,38 @@ def test_compare_two_models_side_by_side_with_one_colour_scale(browser, tmp_path
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_compare_across_two_served_roots(browser, tmp_path):
+    """`dualex serve A B` with runs in unrelated folders: their files of one item meet in one pair, the
+    method buttons name the roots, and compare mode draws both."""
+    from viewer_data import make_explanation, structured_cross
+
+    make_explanation().save(tmp_path / "x" / "run" / "explanations" / "ij" / "item0.safetensors")
+    make_explanation(cross=2 * structured_cross()).save(
+        tmp_path / "y" / "deep" / "run" / "explanations" / "ij" / "item0.safetensors")
+    srv = make_server([tmp_path / "x" / "run", tmp_path / "y" / "deep" / "run"], "127.0.0.1", 0, quiet=True)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        page = browser.new_page(viewport={"width": 1500, "height": 800})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(srv.url)
+        page.wait_for_selector("body[data-ready]", timeout=10_000)
+        # entries are sorted by method, model, then file: the root labels decide here
+        assert page.get_attribute("body", "data-ready") == "deep-run/explanations/ij/item0.safetensors"
+        assert page.eval_on_selector_all("#methods button", "els => els.map(e => e.textContent)") == [
+            "ij · deep-run", "ij · x-run"]
+        page.select_option("#compare", "x-run/explanations/ij/item0.safetensors")
+        page.wait_for_selector("body[data-compared='x-run/explanations/ij/item0.safetensors']")
+        assert page.is_visible("#twin")
+        words = "els => els.map(e => Number(e.dataset.value))"
+        v1 = page.eval_on_selector_all("#caption .tok", words)
+        v2 = page.eval_on_selector_all("#caption2 .tok", words)
+        assert v1 == pytest.approx([2 * v for v in v2], rel=1e-4, abs=1e-6)
+        assert not errors, errors
+        page.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -66,3 +66,32 @@ def test_cli_export_and_serve_are_wired(run_dir, tmp_path, capsys):
     assert "--html" in capsys.readouterr().err
     args = build_parser().parse_args(["serve", str(run_dir)])
     assert args.host == "127.0.0.1" and args.func.__name__ == "run_serve"
+
+
+def test_export_of_two_roots_joins_their_pairs(run_dir, tmp_path, capsys):
+    from viewer_data import scene
+
+    other = scene().clone()
+    other[0, 0] = 0
+    tuned = tmp_path / "elsewhere" / "tuned"
+    make_explanation(model="tuned", image=other).save(tuned / "explanations" / "ij" / "item0.safetensors")
+    page = export_html([run_dir, tuned], tmp_path / "two.html").read_text(encoding="utf-8")
+    data = _embedded(page)
+    assert sorted(data["explanations"]) == [
+        "run/explanations/fixlip/item0.safetensors",
+        "run/explanations/ij/item0.safetensors",
+        "run/explanations/ij/item1.safetensors",
+        "tuned/explanations/ij/item0.safetensors",
+    ]
+    assert all(data["explanations"][f]["file"] == f for f in data["explanations"])
+    joined = [p for p in data["pairs"] if len(p["entries"]) == 3]
+    assert len(joined) == 1 and {e["model"] for e in joined[0]["entries"]} == {"hand-made", "tuned"}
+    assert str(tmp_path) not in page  # no absolute path of either root is embedded
+    # the command line takes several paths too
+    out = tmp_path / "cli2.html"
+    assert main(["export", "--html", str(run_dir), str(tuned), "--out", str(out)]) == 0
+    assert sorted(_embedded(out.read_text(encoding="utf-8"))["explanations"]) == sorted(data["explanations"])
+    args = build_parser().parse_args(["serve", str(run_dir), str(tuned), "--port", "0"])
+    assert args.path == [run_dir, tuned] and args.port == 0
+    with pytest.raises(InputError, match="nothing to export"):
+        collect([run_dir, tmp_path / "missing"])

@@ -18,7 +18,7 @@ from viewer_data import CAPTION, make_explanation, scene, write_run
 
 from dualex.errors import InputError
 from dualex.explanation import Explanation
-from dualex.viewer.catalog import Catalog
+from dualex.viewer.catalog import Catalog, root_labels
 from dualex.viewer.paths import Forbidden, NotFound, resolve_under
 from dualex.viewer.server import make_server
 
@@ -231,3 +231,136 @@ def test_catalog_groups_by_image_bytes_not_by_name(tmp_path):
     groups = Catalog(Path(tmp_path)).groups()
     sizes = sorted(len(g["entries"]) for g in groups)
     assert sizes == [1, 2]
+
+
+# ------------------------------------------------------------------------------------------ several roots
+@pytest.fixture(scope="module")
+def two_roots(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """Two runs called ``run`` in unrelated folders (a0/run: base model, b0/run: tuned model), and a secret
+    file beside them; the tuned run links to the base run's file, to a folder above, and to itself."""
+    base = write_run(tmp_path_factory.mktemp("a") / "run")
+    tuned_dir = tmp_path_factory.mktemp("b") / "run"
+    other = scene().clone()
+    other[0, 0] = 0  # another model's input bytes: the pair is joined by run item id and caption
+    make_explanation(model="tuned", image=other).save(tuned_dir / "explanations" / "ij" / "item0.safetensors")
+    secret = tuned_dir.parent / "secret.safetensors"
+    make_explanation(caption="secret caption").save(secret)
+    os.symlink(base / "explanations" / "ij" / "item0.safetensors", tuned_dir / "into_base.safetensors")
+    os.symlink(secret, tuned_dir / "escape.safetensors")
+    os.symlink(tuned_dir.parent, tuned_dir / "outside_dir")
+    os.symlink(tuned_dir / "explanations" / "ij" / "item0.safetensors", tuned_dir / "inside_link.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(2)}, str(tuned_dir / "plain.safetensors"))
+    return base, tuned_dir, secret
+
+
+@pytest.fixture(scope="module")
+def served_two(two_roots):
+    base, tuned, _ = two_roots
+    srv = make_server([base, tuned], "127.0.0.1", 0, quiet=True)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_two_roots_join_pairs_under_labels(served_two):
+    status, _, data = request(served_two, "/api/pairs")
+    assert status == 200
+    body = json.loads(data)
+    assert body["roots"] == ["a0-run", "b0-run"]  # both are called "run": their parents tell them apart
+    by_caption = {p["caption"]: p for p in body["pairs"]}
+    assert set(by_caption) == {CAPTION, "two blue squares"}
+    item0 = by_caption[CAPTION]["entries"]
+    assert sorted(e["file"] for e in item0) == [
+        "a0-run/explanations/fixlip/item0.safetensors", "a0-run/explanations/ij/item0.safetensors",
+        "b0-run/explanations/ij/item0.safetensors", "b0-run/inside_link.safetensors"]
+    assert {e["root"] for e in item0} == {"a0-run", "b0-run"}
+    assert {e["model"] for e in item0 if e["root"] == "b0-run"} == {"tuned"}
+    item1 = by_caption["two blue squares"]["entries"]
+    assert [e["file"] for e in item1] == ["a0-run/explanations/ij/item1.safetensors"]
+
+
+def test_two_roots_serve_each_file_from_its_own_root(served_two, two_roots):
+    base, tuned, _ = two_roots
+    for name, path, model in (("a0-run/explanations/ij/item0.safetensors", base, "hand-made"),
+                              ("b0-run/explanations/ij/item0.safetensors", tuned, "tuned")):
+        status, _, data = request(served_two, "/api/explanation?file=" + name)
+        assert status == 200, data
+        d = json.loads(data)
+        assert d["file"] == name and d["model"] == model
+        ex = Explanation.load(path / "explanations" / "ij" / "item0.safetensors")
+        np.testing.assert_allclose(np.array(d["cross"]), ex.cross.numpy(), rtol=1e-5, atol=1e-7)
+    status, _, data = request(served_two, "/api/explanation?file=b0-run/inside_link.safetensors")
+    assert status == 200 and json.loads(data)["file"] == "b0-run/explanations/ij/item0.safetensors"
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("b0-run/into_base.safetensors", 403),  # a link into the OTHER served root is still outside its own
+        ("b0-run/../a0-run/explanations/ij/item0.safetensors", 403),
+        ("b0-run/%2e%2e/secret.safetensors", 403),
+        ("b0-run/escape.safetensors", 403),
+        ("b0-run/outside_dir/secret.safetensors", 403),
+        ("../secret.safetensors", 403),
+        ("%2fetc%2fpasswd", 403),
+        ("a0-run%5c..%5csecret.safetensors", 403),
+        ("c0-run/explanations/ij/item0.safetensors", 404),  # unknown label
+        ("explanations/ij/item0.safetensors", 404),  # a single root's name means nothing here
+        ("a0-run", 404),
+        ("a0-run/", 404),
+        ("b0-run/.hidden.safetensors", 404),
+        ("b0-run/missing.safetensors", 404),
+    ],
+)
+def test_two_roots_refusals(served_two, path, expected):
+    status, _, data = request(served_two, "/api/explanation?file=" + path)
+    assert status == expected, (path, data)
+    assert b"secret caption" not in data
+
+
+def test_two_roots_errors_do_not_leak_absolute_paths(served_two, two_roots):
+    status, _, data = request(served_two, "/api/explanation?file=b0-run/plain.safetensors")
+    assert status == 422
+    message = json.loads(data)["error"]
+    assert str(two_roots[1]) not in message and str(two_roots[1].parent) not in message
+
+
+def test_several_sources_file_and_folder_and_duplicates(two_roots):
+    base, tuned, _ = two_roots
+    one_file = tuned / "explanations" / "ij" / "item0.safetensors"
+    srv = make_server([base, one_file, base], "127.0.0.1", 0, quiet=True)  # the repeated root is dropped
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        body = json.loads(request(srv, "/api/pairs")[2])
+        assert body["roots"] == ["run", "item0"]  # a file is labelled by its stem
+        files = sorted(e["file"] for p in body["pairs"] for e in p["entries"])
+        assert "item0/item0.safetensors" in files and len(files) == 4
+        assert request(srv, "/api/explanation?file=item0/item0.safetensors")[0] == 200
+        # the single-file root serves that file only, even though its folder holds links
+        assert request(srv, "/api/explanation?file=item0/../inside_link.safetensors")[0] == 403
+        make_explanation(method="other").save(one_file.parent / "item9.safetensors")
+        try:
+            assert request(srv, "/api/explanation?file=item0/item9.safetensors")[0] == 404
+        finally:
+            (one_file.parent / "item9.safetensors").unlink()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    same = make_server([base, base], "127.0.0.1", 0, quiet=True)  # one root after all: today's names
+    try:
+        assert same.sources.single and same.catalog.groups()[0]["entries"][0]["file"].startswith("explanations/")
+    finally:
+        same.server_close()
+    with pytest.raises(InputError, match="nothing to serve"):
+        make_server([base, base.parent / "missing"], port=0)
+
+
+def test_root_labels():
+    assert root_labels([Path("/p/base"), Path("/q/tuned")]) == ["base", "tuned"]
+    assert root_labels([Path("/x/run"), Path("/y/run"), Path("/z/other")]) == ["x-run", "y-run", "other"]
+    assert root_labels([Path("/x/out/run"), Path("/y/out/run")]) == ["x-out-run", "y-out-run"]
+    assert root_labels([Path("/a/run"), Path("/a/run.safetensors")]) == ["a-run", "a-run-2"]
+    assert root_labels([Path("/x/my run"), Path("/x/.hidden"), Path("/r/ü")]) == ["my_run", "hidden", "_"]

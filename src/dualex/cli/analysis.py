@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -293,6 +294,7 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.out:
         paths = comp.save(args.out, metric=args.plot_metric)
         print(f"written: {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+        print(f"side by side in the viewer: {shlex.join(['dualex', 'serve', *map(str, args.runs)])}", file=sys.stderr)
     return 0
 
 

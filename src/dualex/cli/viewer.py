@@ -14,9 +14,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "serve",
         help="browse explanations in a local web viewer",
         description="Serve the explanation files (*.safetensors from `dualex explain --save` or a "
-        "`dualex evaluate` run) under PATH to a browser. Read-only: no uploads.",
+        "`dualex evaluate` run) under PATH to a browser. Read-only: no uploads. With several PATHs (e.g. "
+        "two runs to compare, anywhere on disk), file names are prefixed by a short label per PATH and "
+        "explanations of the same pair from different PATHs are shown together (compare mode).",
     )
-    s.add_argument("path", type=Path, help="a run directory, a folder of explanation files, or one file")
+    s.add_argument("path", type=Path, nargs="+",
+                   help="run directories, folders of explanation files, or single files")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only)")
     s.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
@@ -26,9 +29,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     e = sub.add_parser(
         "export",
         help="write a self-contained, offline HTML viewer",
-        description="Write one HTML file with the viewer and the explanations at PATH inlined (no network needed).",
+        description="Write one HTML file with the viewer and the explanations at PATH inlined (no network "
+        "needed). Several PATHs are joined as in `dualex serve`.",
     )
-    e.add_argument("path", type=Path, help="a run directory, a folder of explanation files, or one file")
+    e.add_argument("path", type=Path, nargs="+",
+                   help="run directories, folders of explanation files, or single files")
     e.add_argument("--html", action="store_true", help="export the interactive HTML viewer (the only format)")
     e.add_argument("--out", type=Path, required=True, help="output file (.html)")
     e.add_argument("--limit", type=int, default=200,

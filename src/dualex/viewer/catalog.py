@@ -13,6 +13,12 @@ Files laid out as in a run directory (``explanations/<method>/<item>.safetensors
 id and caption are the same pair too, even when their model-input images differ: that is how the runs
 of two models (served from a directory that holds both) meet in one pair, to be compared side by side.
 
+Several roots (``dualex serve RUN_A RUN_B``, possibly in unrelated places) are served together by
+`Sources`: each root gets a short unique label (its directory name, or a file's stem, lengthened by its
+parent folders or numbered when two are equal) that prefixes its file names (``label/relative/path``),
+so files of the same pair under different roots meet in one group exactly as runs under one parent do.
+With one root, names carry no label (``relative/path``).
+
 `explanation_payload` turns one `Explanation` into the JSON the page draws from (numbers rounded to 6
 significant digits, the image as a PNG data URL); the HTML export inlines the same payloads.
 """
@@ -24,9 +30,10 @@ import hashlib
 import io
 import json
 import os
+import re
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +41,7 @@ import numpy as np
 
 from dualex.errors import InputError
 from dualex.explanation import Explanation
-from dualex.viewer.paths import EXPLANATION_SUFFIX, relative_name
+from dualex.viewer.paths import EXPLANATION_SUFFIX, NotFound, check_name, relative_name, resolve_under
 
 MAX_FILES = 20_000
 
@@ -51,6 +58,7 @@ class Entry:
     label: str  # what identifies the image: file stem, or the second sentence
     key: str  # group key
     item_key: str | None = None  # run-directory files: caption + item id (joins runs of different models)
+    root: str = ""  # label of the root the file lies under ("" when a single root is served)
 
 
 def iter_explanation_files(root: Path, *, max_files: int = MAX_FILES) -> Iterator[Path]:
@@ -180,10 +188,176 @@ def group_entries(entries: list[Entry]) -> list[dict[str, Any]]:
     groups: dict[str, dict[str, Any]] = {}
     for e in entries:
         g = groups.setdefault(find(e.key), {"key": e.key, "caption": e.caption, "label": e.label, "entries": []})
-        g["entries"].append({"file": e.file, "method": e.method, "model": e.model, "score": e.score})
+        row: dict[str, Any] = {"file": e.file, "method": e.method, "model": e.model, "score": e.score}
+        if e.root:
+            row["root"] = e.root
+        g["entries"].append(row)
     for g in groups.values():
         g["entries"].sort(key=lambda d: (d["method"], d["model"], d["file"]))
     return sorted(groups.values(), key=lambda g: (g["label"], g["caption"]))
+
+
+# ------------------------------------------------------------------------------------------------ roots
+_LABEL_CHARS = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def _clean_label(name: str) -> str:
+    return _LABEL_CHARS.sub("_", name).lstrip(".") or "root"
+
+
+def root_labels(paths: Sequence[Path]) -> list[str]:
+    """Short unique labels for resolved paths: the last component (a file's stem), prefixed by parent
+    folders (``a-out``, ``b-out``) while two are equal, then numbered (``out-2``) if still equal.
+
+    Labels hold only ``A-Z a-z 0-9 . _ + -``, never start with ``.`` and never contain ``/``.
+    """
+    def parts(p: Path) -> list[str]:
+        names = [p.stem if p.suffix == EXPLANATION_SUFFIX else p.name, *(q.name for q in p.parents)]
+        return [_clean_label(n) for n in names if n]
+
+    chains = [parts(p) for p in paths]
+    depth = [1] * len(paths)
+    labels = ["-".join(reversed(c[:1])) for c in chains]
+    for _ in range(max((len(c) for c in chains), default=1)):
+        changed = False
+        for i, lab in enumerate(labels):
+            if labels.count(lab) > 1 and depth[i] < len(chains[i]):
+                depth[i] += 1
+                changed = True
+        labels = ["-".join(reversed(c[:d])) for c, d in zip(chains, depth, strict=True)]
+        if not changed:
+            break
+    seen: set[str] = set()
+    out = []
+    for lab in labels:
+        unique, n = lab, 1
+        while unique in seen:
+            n += 1
+            unique = f"{lab}-{n}"
+        seen.add(unique)
+        out.append(unique)
+    return out
+
+
+@dataclass(frozen=True)
+class Root:
+    """One served root: a directory (``only`` None) or a single file ``only`` in directory ``path``."""
+
+    label: str  # prefix of its file names; "" when it is the only root
+    path: Path  # resolved directory
+    only: Path | None = None  # resolved file, when one file was given
+
+
+class Sources:
+    """The roots a viewer serves or exports (one or several), their catalogues, and name resolution.
+
+    A file is named ``label/relative/path`` (``relative/path`` when there is one root); `resolve` maps a
+    client-supplied name back to a file under the root its label names, and nowhere else.
+    """
+
+    def __init__(self, roots: Sequence[Root], *, max_files: int = MAX_FILES) -> None:
+        if not roots:
+            raise InputError("give at least one run directory, folder or explanation file")
+        self.roots = list(roots)
+        self.by_label = {r.label: r for r in self.roots}
+        self.catalogs = {r.label: Catalog(r.path, only=r.only, max_files=max_files) for r in self.roots}
+
+    @classmethod
+    def open(cls, sources: str | Path | Sequence[str | Path], *, verb: str = "serve") -> Sources:
+        """The roots for user-given paths (directories or ``.safetensors`` files; duplicates dropped).
+
+        Raises:
+            InputError: A path does not exist, or is a file that is not ``.safetensors``.
+        """
+        items = [sources] if isinstance(sources, (str, Path)) else list(sources)
+        given: list[tuple[Path, Path | None]] = []
+        for item in items:
+            src = Path(item).expanduser()
+            if not src.exists():
+                raise InputError(
+                    f"nothing to {verb} at {src}: give a run directory or an explanation .safetensors file")
+            if src.is_file():
+                if src.suffix != EXPLANATION_SUFFIX:
+                    raise InputError(f"{src} is not an explanation file (.safetensors written by Explanation.save)")
+                pair: tuple[Path, Path | None] = (src.resolve().parent, src.resolve())
+            else:
+                pair = (src.resolve(), None)
+            if pair not in given:
+                given.append(pair)
+        if len(given) == 1:
+            return cls([Root("", given[0][0], given[0][1])])
+        labels = root_labels([only if only is not None else path for path, only in given])
+        return cls([Root(lab, path, only) for lab, (path, only) in zip(labels, given, strict=True)])
+
+    @property
+    def single(self) -> bool:
+        return len(self.roots) == 1
+
+    def describe(self) -> str:
+        """The roots for a terminal message (absolute paths: for the user, never sent to a client)."""
+        if self.single:
+            r = self.roots[0]
+            return str(r.only or r.path)
+        return ", ".join(f"{r.label} ({r.only or r.path})" for r in self.roots)
+
+    def public_name(self, root: Root, path: Path) -> str:
+        """The client-side name of ``path`` (lying under ``root``)."""
+        rel = relative_name(root.path, path)
+        return f"{root.label}/{rel}" if root.label else rel
+
+    def entries(self) -> list[Entry]:
+        """The catalogue entries of every root, file names labelled."""
+        out: list[Entry] = []
+        for r in self.roots:
+            for e in self.catalogs[r.label].entries():
+                out.append(replace(e, file=f"{r.label}/{e.file}", root=r.label) if r.label else e)
+        return out
+
+    def groups(self) -> list[dict[str, Any]]:
+        """The pairs of all roots together (see `group_entries`)."""
+        return group_entries(self.entries())
+
+    def resolve(self, name: str) -> tuple[Root, Path]:
+        """The root and resolved file a client-supplied ``name`` denotes.
+
+        Raises:
+            Forbidden: The name is absolute, climbs with ``..`` or leads out of its root (links included).
+
+            NotFound: Unknown label, or nothing servable there (including files other than a single-file root's).
+        """
+        if self.single:
+            root, rest = self.roots[0], name
+        else:
+            check_name(name)
+            label, _, rest = name.partition("/")
+            found = self.by_label.get(label)
+            if found is None or not rest:
+                raise NotFound(name)
+            root = found
+        path = resolve_under(root.path, rest)
+        if root.only is not None and path != root.only:
+            raise NotFound(name)
+        return root, path
+
+    def scrub(self, message: str) -> str:
+        """``message`` with every root's absolute path replaced by ``.`` (one root) or its label."""
+        for r in sorted(self.roots, key=lambda r: len(str(r.path)), reverse=True):
+            message = message.replace(str(r.path), r.label or ".")
+        return message
+
+    def load(self, root: Root, path: Path) -> dict[str, Any]:
+        """The payload of ``path`` (already resolved under ``root``), its ``file`` the public name."""
+        data = load_payload(root.path, path)
+        data["file"] = self.public_name(root, path)
+        return data
+
+    def load_entry(self, entry: Entry) -> dict[str, Any]:
+        """The payload of a catalogue entry (listed by `entries`, so already checked to lie under its root)."""
+        root = self.by_label[entry.root]
+        rel = entry.file[len(root.label) + 1:] if root.label else entry.file
+        data = load_payload(root.path, root.path / rel)
+        data["file"] = entry.file
+        return data
 
 
 # ------------------------------------------------------------------------------------------------ payloads

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from dualex.errors import InputError
-from dualex.viewer.catalog import Catalog, group_entries, load_payload
+from dualex.viewer.catalog import Sources, group_entries
 from dualex.viewer.server import static_text
 
 EXPORT_CSP = (
@@ -51,27 +52,24 @@ def render_page(data: dict[str, Any]) -> str:
     return html.replace(_STYLE_TAG, head).replace(_SCRIPT_TAG, body)
 
 
-def collect(source: str | Path, *, limit: int | None = 200) -> dict[str, Any]:
-    """Pairs and payloads of the explanation files at ``source`` (one file or a directory, recursively).
+def collect(source: str | Path | Sequence[str | Path], *, limit: int | None = 200) -> dict[str, Any]:
+    """Pairs and payloads of the explanation files at ``source`` (files, or directories recursively).
 
     Args:
-        source: An explanation ``.safetensors`` file or a directory holding some.
+        source: An explanation ``.safetensors`` file or a directory holding some, or several of them
+            (their file names are then prefixed by each root's label, as in ``dualex serve A B``).
 
         limit: At most this many files (the first ones in sorted order); None for all.
 
     Raises:
         InputError: Nothing to export.
     """
-    src = Path(source).expanduser()
-    if not src.exists():
-        raise InputError(f"nothing to export at {src}: give a run directory or an explanation .safetensors file")
-    if src.is_file():
-        catalog = Catalog(src.resolve().parent, only=src.resolve())
-    else:
-        catalog = Catalog(src.resolve())
-    entries = catalog.entries()
+    sources = Sources.open(source, verb="export")
+    where = (str(Path(source).expanduser()) if isinstance(source, (str, Path))
+             else ", ".join(str(Path(s).expanduser()) for s in source))
+    entries = sources.entries()
     if not entries:
-        raise InputError(f"no dualex explanation files (*.safetensors written by Explanation.save) under {src}")
+        raise InputError(f"no dualex explanation files (*.safetensors written by Explanation.save) under {where}")
     if limit is not None and len(entries) > limit:
         print(f"dualex export: {len(entries)} explanation files; exporting the first {limit} (see --limit)",
               file=sys.stderr)
@@ -80,19 +78,18 @@ def collect(source: str | Path, *, limit: int | None = 200) -> dict[str, Any]:
     kept = []
     for e in entries:
         try:
-            payloads[e.file] = load_payload(catalog.root, catalog.root / e.file)
+            payloads[e.file] = sources.load_entry(e)
         except InputError as exc:  # one bad file does not sink the export
-            print(f"dualex export: warning: skipping {e.file}: {str(exc).replace(str(catalog.root), '.')}",
-                  file=sys.stderr)
+            print(f"dualex export: warning: skipping {e.file}: {sources.scrub(str(exc))}", file=sys.stderr)
             continue
         kept.append(e)
     if not kept:
-        raise InputError(f"none of the {len(entries)} explanation file(s) under {src} could be read (see warnings)")
+        raise InputError(f"none of the {len(entries)} explanation file(s) under {where} could be read (see warnings)")
     return {"pairs": group_entries(kept), "explanations": payloads}
 
 
-def export_html(source: str | Path, out: str | Path, *, limit: int | None = 200) -> Path:
-    """Write the self-contained viewer page for ``source`` to ``out`` (``.html``); returns the path."""
+def export_html(source: str | Path | Sequence[str | Path], out: str | Path, *, limit: int | None = 200) -> Path:
+    """Write the self-contained viewer page for ``source`` (one root or several) to ``out`` (``.html``)."""
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise InputError(f"the HTML export needs an .html file name, got {str(out)!r}")

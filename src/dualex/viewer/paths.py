@@ -38,13 +38,7 @@ def resolve_under(root: Path, name: str) -> Path:
 
         NotFound: Nothing servable is there.
     """
-    if not name or "\x00" in name or "\\" in name:
-        raise Forbidden("bad file name")
-    if name.startswith("/") or _DRIVE.match(name):
-        raise Forbidden("absolute paths are not served")
-    parts = PurePosixPath(name).parts
-    if any(p == ".." for p in parts):
-        raise Forbidden("'..' is not allowed in file names")
+    parts = check_name(name)
     candidate = root.joinpath(*parts)
     try:
         resolved = candidate.resolve(strict=True)
@@ -58,6 +52,22 @@ def resolve_under(root: Path, name: str) -> Path:
     if any(p.startswith(".") for p in parts) or resolved.suffix != EXPLANATION_SUFFIX or not resolved.is_file():
         raise NotFound(name)
     return resolved
+
+
+def check_name(name: str) -> tuple[str, ...]:
+    """The parts of a client-supplied relative name, after the checks that need no file system.
+
+    Raises:
+        Forbidden: ``name`` is empty, absolute, climbs with ``..``, or holds a NUL byte or a backslash.
+    """
+    if not name or "\x00" in name or "\\" in name:
+        raise Forbidden("bad file name")
+    if name.startswith("/") or _DRIVE.match(name):
+        raise Forbidden("absolute paths are not served")
+    parts = PurePosixPath(name).parts
+    if any(p == ".." for p in parts):
+        raise Forbidden("'..' is not allowed in file names")
+    return parts
 
 
 def _inside(path: Path, root: Path) -> bool:

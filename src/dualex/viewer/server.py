@@ -1,16 +1,20 @@
-"""The local viewer: a small standard-library HTTP server over a directory of explanation files.
+"""The local viewer: a small standard-library HTTP server over directories of explanation files.
 
 Routes (GET and HEAD only)::
 
     /                          the page (static/index.html)
     /static/viewer.js|.css     its script and style (a fixed list; nothing else is served from disk)
     /api/pairs                 the catalogue: pairs of (image, caption), each with its explanation files
-    /api/explanation?file=F    one explanation as JSON (F: path relative to the served directory)
+    /api/explanation?file=F    one explanation as JSON (F: path relative to the served directory;
+                               with several roots, ``label/path`` relative to the root ``label`` names)
 
 Safety: the server binds to 127.0.0.1 unless told otherwise, and then answers only requests whose
 ``Host`` header names the loopback address (a DNS-rebinding guard). File names from the client go
-through `dualex.viewer.paths.resolve_under` (403 outside the root, including via ``..``, absolute paths,
-percent-encoded dots and symbolic links; 404 for anything that is not an explanation file). There are no
+through `dualex.viewer.catalog.Sources.resolve` and `dualex.viewer.paths.resolve_under` (403 outside the
+root, including via ``..``, absolute paths, percent-encoded dots and symbolic links; 404 for an unknown
+root label and for anything that is not an explanation file; with several roots each file must lie under
+the root its label names). Error messages name roots by label (``.`` for a single root), never by their
+absolute path. There are no
 uploads: POST, PUT, PATCH and DELETE get 405 without their body being read, and a GET with a body over
 `MAX_BODY` bytes is refused with 413. Responses carry a Content-Security-Policy that allows no
 third-party origin.
@@ -23,6 +27,7 @@ import socket
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -31,8 +36,8 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from dualex.errors import InputError
-from dualex.viewer.catalog import Catalog, load_payload
-from dualex.viewer.paths import Forbidden, NotFound, resolve_under
+from dualex.viewer.catalog import Root, Sources
+from dualex.viewer.paths import Forbidden, NotFound
 
 STATIC_FILES = {"viewer.js": "text/javascript; charset=utf-8", "viewer.css": "text/css; charset=utf-8"}
 MAX_BODY = 1024  # bytes a GET/HEAD may carry (nothing is uploaded)
@@ -50,32 +55,24 @@ def static_text(name: str) -> str:
 
 
 class ViewerServer(ThreadingHTTPServer):
-    """HTTP server holding the catalogue of one directory (or one file)."""
+    """HTTP server holding the catalogue of one or several roots (directories or single files)."""
 
     daemon_threads = True
 
     def __init__(
             self,
-            source: str | Path,
+            source: str | Path | Sequence[str | Path],
             host: str = "127.0.0.1",
             port: int = 8765,
             *,
             quiet: bool = False,
     ) -> None:
-        src = Path(source).expanduser()
-        if not src.exists():
-            raise InputError(f"nothing to serve at {src}: give a run directory or an explanation .safetensors file")
-        if src.is_file():
-            if src.suffix != ".safetensors":
-                raise InputError(f"{src} is not an explanation file (.safetensors written by Explanation.save)")
-            self.root = src.resolve().parent
-            self.catalog = Catalog(self.root, only=src.resolve())
-        else:
-            self.root = src.resolve()
-            self.catalog = Catalog(self.root)
+        self.sources = Sources.open(source, verb="serve")
+        self.catalog = self.sources  # `groups()` of every root
+        self.root = self.sources.roots[0].path  # the (first) served directory
         self.quiet = quiet
         self.loopback_only = host.strip("[]") in LOOPBACK
-        self._payloads: OrderedDict[tuple[str, int, int], dict[str, Any]] = OrderedDict()
+        self._payloads: OrderedDict[tuple[str, str, int, int], dict[str, Any]] = OrderedDict()
         self._payload_lock = threading.Lock()
         if ":" in host.strip("[]"):
             self.address_family = socket.AF_INET6
@@ -91,15 +88,15 @@ class ViewerServer(ThreadingHTTPServer):
             shown = f"[{shown}]"
         return f"http://{shown}:{port}/"
 
-    def payload(self, path: Path) -> dict[str, Any]:
-        """The JSON of one explanation file, cached (32 files) by path, size and modification time."""
+    def payload(self, root: Root, path: Path) -> dict[str, Any]:
+        """The JSON of one explanation file, cached (32 files) by root, path, size and modification time."""
         st = path.stat()
-        key = (str(path), st.st_size, st.st_mtime_ns)
+        key = (root.label, str(path), st.st_size, st.st_mtime_ns)
         with self._payload_lock:
             if key in self._payloads:
                 self._payloads.move_to_end(key)
                 return self._payloads[key]
-        data = load_payload(self.root, path)
+        data = self.sources.load(root, path)
         with self._payload_lock:
             self._payloads[key] = data
             while len(self._payloads) > 32:
@@ -181,13 +178,19 @@ class ViewerHandler(BaseHTTPRequestHandler):
                     return self._error(HTTPStatus.NOT_FOUND, "no such file", head=head)
                 return self._send(HTTPStatus.OK, static_text(name).encode(), STATIC_FILES[name], head=head)
             if path == "/api/pairs":
-                return self._json(HTTPStatus.OK, {"root": self.server.root.name, "pairs": self.server.catalog.groups()},
-                                  head=head)
+                return self._json(HTTPStatus.OK, self._pairs(), head=head)
             if path == "/api/explanation":
                 return self._explanation(query, head=head)
             return self._error(HTTPStatus.NOT_FOUND, "no such page", head=head)
         except (BrokenPipeError, ConnectionResetError):
             return None
+
+    def _pairs(self) -> dict[str, Any]:
+        sources = self.server.sources
+        if sources.single:
+            return {"root": self.server.root.name, "pairs": sources.groups()}
+        labels = [r.label for r in sources.roots]
+        return {"root": " + ".join(labels), "roots": labels, "pairs": sources.groups()}
 
     def _explanation(self, query: str, *, head: bool) -> None:
         try:
@@ -197,38 +200,40 @@ class ViewerHandler(BaseHTTPRequestHandler):
         if len(files) != 1:
             return self._error(HTTPStatus.BAD_REQUEST, "give exactly one ?file=", head=head)
         try:
-            path = resolve_under(self.server.root, files[0])
-            if self.server.catalog.only is not None and path != self.server.catalog.only:
-                raise NotFound(files[0])
-            data = self.server.payload(path)
+            root, path = self.server.sources.resolve(files[0])
+            data = self.server.payload(root, path)
         except Forbidden as exc:
             return self._error(HTTPStatus.FORBIDDEN, str(exc), head=head)
         except NotFound:
             return self._error(HTTPStatus.NOT_FOUND, "no such explanation file", head=head)
         except InputError as exc:
-            return self._error(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc).replace(str(self.server.root), "."),
-                               head=head)
+            return self._error(HTTPStatus.UNPROCESSABLE_ENTITY, self.server.sources.scrub(str(exc)), head=head)
         except Exception as exc:  # never an empty reply: the page shows the message
-            msg = f"cannot show {files[0]} ({type(exc).__name__}: {exc})".replace(str(self.server.root), ".")
+            msg = self.server.sources.scrub(f"cannot show {files[0]} ({type(exc).__name__}: {exc})")
             return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, msg, head=head)
         return self._json(HTTPStatus.OK, data, head=head)
 
 
-def make_server(source: str | Path, host: str = "127.0.0.1", port: int = 8765, *, quiet: bool = False) -> ViewerServer:
+def make_server(source: str | Path | Sequence[str | Path], host: str = "127.0.0.1", port: int = 8765, *,
+                quiet: bool = False) -> ViewerServer:
     """A ready `ViewerServer` (port 0 picks a free port); call ``serve_forever`` on it, ``shutdown`` to stop.
 
+    ``source`` is one root or several (run directories, folders of explanation files, single files); with
+    several, file names are prefixed by each root's label (see `dualex.viewer.catalog.Sources`).
+
     Raises:
-        InputError: ``source`` is neither a directory nor an explanation file.
+        InputError: A root is neither a directory nor an explanation file.
         OSError: The port is taken.
     """
     return ViewerServer(source, host, port, quiet=quiet)
 
 
-def serve(source: str | Path, host: str = "127.0.0.1", port: int = 8765, *, open_browser: bool = False) -> None:
-    """Serve ``source`` until interrupted (Ctrl-C)."""
+def serve(source: str | Path | Sequence[str | Path], host: str = "127.0.0.1", port: int = 8765, *,
+          open_browser: bool = False) -> None:
+    """Serve ``source`` (one root or several) until interrupted (Ctrl-C)."""
     server = make_server(source, host, port)
     n = len(server.catalog.groups())
-    print(f"dualex viewer: {n} pair(s) under {server.root}", file=sys.stderr)
+    print(f"dualex viewer: {n} pair(s) under {server.sources.describe()}", file=sys.stderr)
     if host.strip("[]") not in LOOPBACK:
         print(f"dualex viewer: warning: listening on {host}, reachable from other machines", file=sys.stderr)
     print(f"dualex viewer: open {server.url}  (Ctrl-C stops)", file=sys.stderr)

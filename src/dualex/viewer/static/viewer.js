@@ -652,13 +652,17 @@
     const box = $("methods");
     box.replaceChildren();
     const models = new Set(pair.entries.map((e) => e.model));
+    const shown = (e) => (models.size > 1 ? `${e.method} · ${e.model}` : e.method);
+    const names = pair.entries.map(shown);
     for (const e of pair.entries) {
       const b = document.createElement("button");
       b.type = "button";
       b.setAttribute("role", "radio");
       b.dataset.file = e.file;
       b.dataset.method = e.method;
-      b.textContent = models.size > 1 ? `${e.method} · ${e.model}` : e.method;
+      const name = shown(e);
+      // several roots (dualex serve A B): the root's label tells apart what would read the same
+      b.textContent = e.root && names.filter((n) => n === name).length > 1 ? `${name} · ${e.root}` : name;
       b.title = e.file;
       b.addEventListener("click", () => openFile(e.file));
       box.appendChild(b);
