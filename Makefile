@@ -32,6 +32,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy  # strict on src/dualex: [tool.mypy] in pyproject.toml
 
 clean:
 	rm -rf $(VENV) out

@@ -489,7 +489,7 @@ class Explanation:
 
     def to_json_dict(self, *, include_image: bool = False) -> dict[str, Any]:
         """A JSON-ready dict (lists of floats) for the CLI's ``--json`` and the viewer."""
-        d = _jsonable(self.to_metadata())
+        d: dict[str, Any] = _jsonable(self.to_metadata())
         d["stderr"] = {}
         for name, t in self.tensors().items():
             if name == "image" and not include_image:

@@ -4,6 +4,7 @@ image maps onto a model's input canvas (model-free, so explanations and spans ca
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,15 @@ def load_image(image: Any) -> Image.Image:
         f"cannot use an object of type {type(image).__name__} as an image; pass a file path, "
         "a PIL image, or an (H, W, 3) array"
     )
+
+
+FloatBox = tuple[float, float, float, float]
+
+
+def float_box(values: Iterable[float]) -> FloatBox:
+    """``(x0, y0, x1, y1)`` as floats from any four numbers (a list, tuple or array row)."""
+    x0, y0, x1, y1 = (float(v) for v in values)
+    return x0, y0, x1, y1
 
 
 @dataclass

@@ -30,6 +30,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter
 
 from dualex.errors import InputError
+from dualex.images import float_box
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -68,7 +69,7 @@ def overlay_rgba(values: np.ndarray, vmax: float, *, cmap: Colormap, alpha: floa
 
     Zero is fully transparent, so the photo shows where nothing is attributed.
     """
-    rgba = cmap(Normalize(-vmax, vmax)(values))
+    rgba: np.ndarray = cmap(Normalize(-vmax, vmax)(values))
     rgba[..., 3] = alpha * np.clip(np.abs(values) / vmax, 0.0, 1.0) ** 0.75
     return rgba
 
@@ -169,7 +170,7 @@ def _text_width_pt(s: str, fontsize: float, bold: bool = False) -> float:
     if _MEASURE is None:
         from matplotlib.backends.backend_agg import RendererAgg
 
-        _MEASURE = RendererAgg(8, 8, 72)
+        _MEASURE = RendererAgg(8, 8, 72)  # type: ignore[no-untyped-call]  # matplotlib leaves __init__ unannotated
     prop = FontProperties(size=fontsize, weight="bold" if bold else "normal")
     w, _, _ = _MEASURE.get_text_width_height_descent(s, prop, ismath=False)
     return float(w)
@@ -215,6 +216,7 @@ def draw_colored_text(
     """
     ax.set_axis_off()
     fig = ax.figure
+    assert isinstance(fig, Figure), "text rows are drawn on axes of a top-level Figure"
     bbox = ax.get_position()
     width_pt = bbox.width * fig.get_figwidth() * 72.0
     height_pt = bbox.height * fig.get_figheight() * 72.0
@@ -338,7 +340,7 @@ def draw_region(ax: Axes, ex: Explanation, region: Any) -> None:
         sy = H / ex.image_transform.input_size[0]
         for b in boxes:
             vals = b.tolist() if isinstance(b, torch.Tensor) else list(b)
-            x0, y0, x1, y1 = ex.image_transform.box_to_input(tuple(float(v) for v in vals))
+            x0, y0, x1, y1 = ex.image_transform.box_to_input(float_box(vals))
             xy, w, h = (x0 * sx, y0 * sy), (x1 - x0) * sx, (y1 - y0) * sy
             for lw, col in ((3.0, "white"), (1.5, "black")):  # a white halo keeps the frame visible on dark photos
                 ax.add_patch(Rectangle(xy, w, h, fill=False, edgecolor=col, linewidth=lw))

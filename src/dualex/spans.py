@@ -18,6 +18,11 @@ Span = str | tuple[int, int] | Sequence[int] | Tensor | None
 Box = tuple[float, float, float, float] | Sequence[float] | Tensor
 
 
+def _is_int(x: object) -> bool:
+    """True for a plain integer (a user's single token index), not a bool."""
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 def span_positions(
     span: Span,
     *,
@@ -88,7 +93,7 @@ def span_positions(
         raise InputError(
             f"cannot use {type(span).__name__} {span!r:.40} as a caption span; give caption words (a string), "
             "a (start, stop) token range, a list of token indices, or a boolean mask over the tokens"
-            + (f" (one token: [{span}])" if isinstance(span, int) and not isinstance(span, bool) else "")
+            + (f" (one token: [{span}])" if _is_int(span) else "")
         )
     idx = torch.as_tensor(list(span) if not isinstance(span, Tensor) else span, dtype=torch.long).flatten()
     if idx.numel() == 0:

@@ -55,7 +55,7 @@ def tiny_hf_clip(seed: int = 0, *, image_size: int = 32, patch_size: int = 8, la
         },
         projection_dim=16,
     )
-    module = CLIPModel(cfg).eval()
+    module = CLIPModel(cfg).train(False)  # = .eval(), which transformers leaves unannotated
     pipe = ImagePipeline(size=image_size, crop=(image_size, image_size), mean=CLIP_MEAN, std=CLIP_STD)
     return HFClip(module, tokenizer=tiny_word_tokenizer(), pipeline=pipe, name="tiny-hf-clip")
 
@@ -114,7 +114,8 @@ def tiny_hf_tokenizer(*, pad_is_eos: bool = True, max_length: int = 16) -> Any:
     backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    return PreTrainedTokenizerFast(
+    # transformers leaves the fast tokenizer's __init__ unannotated.
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=backend,
         eos_token="</s>",
         pad_token="</s>" if pad_is_eos else "<pad>",
@@ -148,8 +149,10 @@ def _tiny_siglip_configs(layers: int, pad_id: int) -> tuple[dict[str, Any], dict
 def _set_score(module: torch.nn.Module, scale: float, bias: float) -> None:
     """SigLIP initialises exp(t) = 1 and b = 0; give the tiny models a visible scale and bias."""
     with torch.no_grad():
-        module.logit_scale.fill_(math.log(scale))
-        module.logit_bias.fill_(bias)
+        logit_scale, logit_bias = module.logit_scale, module.logit_bias
+        assert isinstance(logit_scale, torch.Tensor) and isinstance(logit_bias, torch.Tensor)  # parameters
+        logit_scale.fill_(math.log(scale))
+        logit_bias.fill_(bias)
 
 
 def tiny_hf_siglip(seed: int = 0, *, image_size: int = 32, layers: int = 2) -> DualEncoder:
@@ -165,7 +168,7 @@ def tiny_hf_siglip(seed: int = 0, *, image_size: int = 32, layers: int = 2) -> D
     torch.manual_seed(seed)
     text, vision = _tiny_siglip_configs(layers, TINY_EOS)
     config = SiglipConfig(text_config=text, vision_config={**vision, "image_size": image_size})
-    module = SiglipModel(config).eval()
+    module = SiglipModel(config).train(False)  # = .eval()
     _set_score(module, 10.0, -2.5)
     tok = NoBosWordTokenizer(eos_id=TINY_EOS, pad_id=TINY_EOS, max_length=16)
     return HFSiglip(module, tokenizer=tok, name="tiny-hf-siglip")
@@ -183,7 +186,8 @@ def tiny_hf_siglip2(seed: int = 0, *, max_num_patches: int = 16, layers: int = 2
 
     torch.manual_seed(seed)
     text, vision = _tiny_siglip_configs(layers, TINY_PAD)
-    module = Siglip2Model(Siglip2Config(text_config=text, vision_config={**vision, "num_patches": 16})).eval()
+    config2 = Siglip2Config(text_config=text, vision_config={**vision, "num_patches": 16})
+    module = Siglip2Model(config2).train(False)  # = .eval()
     _set_score(module, 10.0, -2.5)
     tok = NoBosWordTokenizer(eos_id=TINY_EOS, pad_id=TINY_PAD, max_length=16)
     return HFSiglip2(module, tokenizer=tok, max_num_patches=max_num_patches, name="tiny-hf-siglip2")
@@ -244,7 +248,7 @@ def tiny_sentence(seed: int = 0, *, layers: int = 2, pooling: str = "mean", norm
         max_position_embeddings=64,
         pad_token_id=0,
     )
-    module = BertModel(cfg, add_pooling_layer=False).eval()
+    module = BertModel(cfg, add_pooling_layer=False).train(False)  # type: ignore[no-untyped-call]  # untyped __init__
     return SentenceEncoder(module, tokenizer=tok, pooling=pooling, normalize=normalize, name="tiny-sentence")
 
 

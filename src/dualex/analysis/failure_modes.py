@@ -175,7 +175,8 @@ def object_features(
     files = {
         r.item_id: r.explanation for r in df[(df["level"] == "pair") & df["explanation"].notna()].itertuples()
     }
-    records, skipped = [], []
+    records: list[dict[str, Any]] = []
+    skipped: list[tuple[str, int, str]] = []
     groups = list(good.groupby("item_id", sort=True))
     with bar(len(groups), f"features ({method})", progress) as pbar:
         for item, g in groups:
@@ -283,7 +284,8 @@ class FailureModes:
         d["features"] = list(FEATURES)
         d["n_skipped"] = len(self.skipped)
         d["skipped"] = [list(s) for s in self.skipped[:100]]
-        return _finite(d)
+        out: dict[str, Any] = _finite(d)
+        return out
 
     def to_markdown(self) -> str:
         lines = [
@@ -315,7 +317,9 @@ class FailureModes:
         return "\n".join(lines) + "\n"
 
 
-def label_cluster(z: dict[str, float], *, threshold: float = DOMINANT_Z, top: int = 2) -> tuple[str, str, list]:
+def label_cluster(
+    z: dict[str, float], *, threshold: float = DOMINANT_Z, top: int = 2
+) -> tuple[str, str, list[tuple[str, float]]]:
     """Label, category and dominant features from a cluster's mean z-scores (pure function).
 
     Dominant features are those at least ``threshold`` standard deviations from the average object in a
@@ -429,7 +433,9 @@ def failure_modes(
     std = X_all.std(0)
     std_safe = np.where(std > 1e-12, std, 1.0)
     criterion = f"{metric} < {threshold:g}"
-    base = {"method": method, "criterion": criterion, "n_objects": len(feats), "n_failed": int(failed_mask.sum())}
+    base: dict[str, Any] = {
+        "method": method, "criterion": criterion, "n_objects": len(feats), "n_failed": int(failed_mask.sum())
+    }
     fm, fs = dict(zip(FEATURES, mean.tolist(), strict=True)), dict(zip(FEATURES, std.tolist(), strict=True))
     if not failed_mask.any():
         return FailureModes(**base, k=0, silhouette={}, clusters=[], feature_mean=fm, feature_std=fs,
@@ -480,7 +486,7 @@ def _is_frame(x: Any) -> bool:
 def _default_method(df: pd.DataFrame) -> str:
     methods = list(dict.fromkeys(df["method"]))
     if len(methods) == 1:
-        return methods[0]
+        return str(methods[0])
     with_maps = df[(df["level"] == "object") & df["pg_energy_t2i"].notna()]["method"]
     if not with_maps.empty:
         return str(with_maps.iloc[0])

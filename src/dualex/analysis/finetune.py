@@ -321,11 +321,12 @@ def finetune(
     """
     from dataclasses import replace
 
-    from dualex.methods import resolve_model
+    from dualex.models.registry import resolve_model
 
     cfg = replace(config or FinetuneConfig(), **overrides)
     if isinstance(cfg.betas, list):
-        cfg.betas = tuple(cfg.betas)  # type: ignore[assignment]
+        # JSON and CLI configurations give a list despite the annotation; the optimizer takes a tuple.
+        cfg.betas = tuple(cfg.betas)  # type: ignore[unreachable]
     cfg.check()
     enc = resolve_model(model, device=device)
     _check_model(enc, openclip_arch, saving=out_dir is not None)  # before training: fail early
@@ -368,7 +369,7 @@ def finetune(
                         e_img, e_txt = _embed(enc, batch)
                         loss = _loss(enc, e_img, e_txt)
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    torch.autograd.backward(loss)  # = loss.backward(), which torch leaves unannotated
                     if cfg.grad_clip:
                         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                     opt.step()

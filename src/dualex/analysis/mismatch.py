@@ -38,6 +38,7 @@ from dualex.analysis.common import (
     span_box_sum,
 )
 from dualex.errors import DualexError, InputError
+from dualex.images import float_box
 from dualex.progress import bar
 
 if TYPE_CHECKING:
@@ -319,7 +320,7 @@ def as_item(item: Any, index: int = 0) -> Item:
     if hasattr(item, "spans") and hasattr(item, "plan") and hasattr(item, "objects"):  # a ShapeScene
         objs = [
             ItemObject(item.objects[s.object].shape, item.caption[s.start : s.end], s.start, s.end,
-                       [tuple(float(v) for v in item.objects[s.object].box)])
+                       [float_box(item.objects[s.object].box)])
             for s in item.spans
         ]  # fmt: skip
         ident = f"shapes-{item.seed}" if getattr(item, "seed", None) is not None else f"shapes-{index}"
@@ -443,6 +444,12 @@ def _word_change(obj: int, old: str, new: str, offset: int) -> Change:
     return Change(obj, offset + s, offset + e, " ".join(a[lo : hi + 1]), new[s:e])
 
 
+def _int_box(values: Iterable[float]) -> tuple[int, int, int, int]:
+    """A pixel box ``(x0, y0, x1, y1)`` rounded to integers."""
+    x0, y0, x1, y1 = (round(v) for v in values)
+    return x0, y0, x1, y1
+
+
 def _scene_of(item: Item) -> Any:
     """The generator scene behind a shapes item: the item's own `ShapeScene`, or one rebuilt from a
     `dualex.datasets` shapes item (classes = shapes, ``meta`` colours, sizes and relation), with the
@@ -462,8 +469,7 @@ def _scene_of(item: Item) -> Any:
     import numpy as np
 
     objects = [
-        gen.ShapeObject(o.class_name, str(c), str(sz), tuple(round(v) for v in o.boxes[0]),
-                        np.zeros((1, 1), dtype=bool))
+        gen.ShapeObject(o.class_name, str(c), str(sz), _int_box(o.boxes[0]), np.zeros((1, 1), dtype=bool))
         for o, c, sz in zip(item.objects, colours, sizes, strict=True)
     ]  # fmt: skip
     spans = [gen.CaptionSpan(o.start, o.end, k) for k, o in enumerate(item.objects)]
@@ -585,7 +591,8 @@ def hard_negative_analysis(
 
     enc = resolve_model(model)
     dataset_kind = dataset_kind or getattr(items, "kind", None)
-    all_items, skipped = [], []
+    all_items: list[Item] = []
+    skipped: list[tuple[str, int, str]] = []
     for i, raw in enumerate(items):
         if limit is not None and len(all_items) >= limit:
             break

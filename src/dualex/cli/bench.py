@@ -73,7 +73,7 @@ def measure(fn: Callable[[], Any], *, device: torch.device, repeat: int = 3, war
     return Measurement(statistics.median(times), times, int(peak), str(device))
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from dualex.cli.options import parse_option
 
     p = sub.add_parser(

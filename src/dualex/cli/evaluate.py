@@ -20,7 +20,7 @@ def _method_option(text: str) -> tuple[str, str, Any]:
     return method, opt, value
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "evaluate",
         help="run explanation methods over a dataset and score them (resumable)",

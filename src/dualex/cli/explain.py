@@ -30,7 +30,7 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
     return x0, y0, x1, y1
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "explain",
         help="explain one (image, caption) pair and write a figure",
@@ -165,7 +165,7 @@ def run_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary(ex: Explanation, spans: Sequence[str] = (), boxes: Sequence[tuple] = ()) -> str:
+def summary(ex: Explanation, spans: Sequence[str] = (), boxes: Sequence[tuple[float, ...]] = ()) -> str:
     """A short human-readable report of an explanation."""
     lines = [f"model {ex.model}  method {ex.method}  score {ex.score:.4f}  cosine {ex.cosine:.4f}  ({ex.units} units)"]
     c = ex.completeness()

@@ -146,11 +146,11 @@ class CocoDataset(Dataset):
         if not isinstance(caps, dict) or "annotations" not in caps:
             raise InputError(f"{cap_path} is not a COCO captions file (no 'annotations' list)")
         images = {im.get("id"): im for im in caps.get("images", []) if isinstance(im, dict)}
-        by_image: dict[Any, list[dict]] = defaultdict(list)
+        by_image: dict[Any, list[dict[str, Any]]] = defaultdict(list)
         for a in caps["annotations"]:
             by_image[a.get("image_id") if isinstance(a, dict) else None].append(a)
         cats: dict[Any, str] = {}
-        boxes: dict[Any, list[dict]] = defaultdict(list)
+        boxes: dict[Any, list[dict[str, Any]]] = defaultdict(list)
         if inst is not None:
             cats = {c["id"]: c["name"] for c in inst.get("categories", []) if "id" in c and "name" in c}
             for a in inst.get("annotations", []):
@@ -212,8 +212,8 @@ class CocoDataset(Dataset):
                 )
 
     @staticmethod
-    def _objects(caption: str, anns: list[dict], cats: dict[Any, str], synonyms: bool) -> list[GroundTruth]:
-        per_cat: dict[str, list] = defaultdict(list)
+    def _objects(caption: str, anns: list[dict[str, Any]], cats: dict[Any, str], synonyms: bool) -> list[GroundTruth]:
+        per_cat: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
         for a in anns:
             name = cats.get(a.get("category_id"))
             if name is None:

@@ -127,7 +127,9 @@ class ImageNetGrid(Dataset):
 def _caption(
     names: Sequence[str], regions: Sequence[tuple[float, float, float, float]]
 ) -> tuple[str, list[GroundTruth]]:
-    parts, objects, pos = [], [], 0
+    parts: list[str] = []
+    objects: list[GroundTruth] = []
+    pos = 0
     for cell, name in enumerate(names):
         if parts:
             pos += 1

@@ -17,6 +17,7 @@ from typing import Any
 
 from dualex.datasets.base import Dataset, GroundTruth, Item, register_reader
 from dualex.errors import InputError
+from dualex.images import float_box
 
 
 def scene_item(scene: Any, item_id: str, *, split: str | None, image: Any = None) -> Item:
@@ -25,7 +26,7 @@ def scene_item(scene: Any, item_id: str, *, split: str | None, image: Any = None
     for s in scene.spans:
         obj = scene.objects[s.object]
         objects.append(
-            GroundTruth(obj.shape, [tuple(float(v) for v in obj.box)], scene.caption[s.start : s.end], s.start, s.end)
+            GroundTruth(obj.shape, [float_box(obj.box)], scene.caption[s.start : s.end], s.start, s.end)
         )
     meta = {
         "colours": [scene.objects[s.object].colour for s in scene.spans],

@@ -235,22 +235,22 @@ def shape_mask(shape: str, cx: float, cy: float, extent: float, size: tuple[int,
 def _local_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
     """Shape test on offsets from the centre: ``dx`` ``(1, w)`` and ``dy`` ``(h, 1)`` -> bool ``(h, w)``."""
     if shape == "circle":
-        return dx**2 + dy**2 <= r**2
+        return np.asarray(dx**2 + dy**2 <= r**2)
     if shape == "square":
         s = 0.86 * r  # about the circle's area, so that size words mean the same for every shape
-        return (np.abs(dx) <= s) & (np.abs(dy) <= s)
+        return np.asarray((np.abs(dx) <= s) & (np.abs(dy) <= s))
     if shape == "triangle":  # pointing up, apex at the top
         top, bottom = -r, 0.8 * r
         t = (dy - top) / (bottom - top)
-        return (dy >= top) & (dy <= bottom) & (np.abs(dx) <= t * r)
+        return np.asarray((dy >= top) & (dy <= bottom) & (np.abs(dx) <= t * r))
     if shape == "cross":
         arm = 0.34 * r
-        return ((np.abs(dx) <= arm) & (np.abs(dy) <= r)) | ((np.abs(dy) <= arm) & (np.abs(dx) <= r))
+        return np.asarray(((np.abs(dx) <= arm) & (np.abs(dy) <= r)) | ((np.abs(dy) <= arm) & (np.abs(dx) <= r)))
     if shape == "star":
         angles = -np.pi / 2 + np.arange(10) * np.pi / 5
         radii = np.where(np.arange(10) % 2 == 0, r, 0.45 * r)
         x, y = np.broadcast_arrays(dx, dy)
-        return _inside_polygon(x, y, radii * np.cos(angles), radii * np.sin(angles))
+        return np.asarray(_inside_polygon(x, y, radii * np.cos(angles), radii * np.sin(angles)))
     raise InputError(f"unknown shape {shape!r}; choose from {', '.join(SHAPES)}")
 
 

@@ -12,6 +12,7 @@ can be resumed by either engine.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Sequence
@@ -133,8 +134,8 @@ def run_ray(
     except ImportError:
         raise InputError("the ray engine needs Ray Data: pip install 'dualex[ray]'") from None
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
-    gpus = int(ray.cluster_resources().get("GPU", 0))
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    gpus = int(ray.cluster_resources().get("GPU", 0))  # type: ignore[no-untyped-call]  # ray leaves it unannotated
     use_gpu = gpus > 0 and (device is None or str(device).startswith("cuda"))
     n_actors = concurrency or (gpus if use_gpu else 1)
     if n_actors < 1:

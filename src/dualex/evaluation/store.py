@@ -254,7 +254,7 @@ class RunStore:
         if not self.manifest_path.exists():
             raise InputError(f"{self.root} is not a dualex run directory (no {MANIFEST})")
         try:
-            m = json.loads(self.manifest_path.read_text())
+            m: dict[str, Any] = json.loads(self.manifest_path.read_text())
         except json.JSONDecodeError as exc:
             raise InputError(f"{self.manifest_path} is not valid JSON ({exc})") from None
         if m.get("format") != RUN_FORMAT:

@@ -425,7 +425,7 @@ def _process_method(
             _release_memory(exc)
             errors.append(_error("metric faithfulness", exc))
         pair_row["seconds_faithfulness"] = time.perf_counter() - t
-    object_rows = []
+    object_rows: list[dict[str, Any]] = []
     if "pointing" in mo.metrics:
         t = time.perf_counter()
         object_rows, pgr, pgr_error = _object_rows(ex, item, base)
@@ -472,14 +472,14 @@ def _object_rows(
         except Exception as exc:
             row["error"], row["error_type"] = _error("metric pointing", exc)
         rows.append(row)
-    named = [(k, o) for k, o in enumerate(item.objects) if o.cell is not None and o.span is not None]
+    named = [(k, o.span, o.cell) for k, o in enumerate(item.objects) if o.cell is not None and o.span is not None]
     if not item.regions or not named:
         return rows, None, None
     try:
-        res = pointing_game_recognition(ex, [o.span for _, o in named], [o.cell for _, o in named], item.regions)
+        res = pointing_game_recognition(ex, [s for _, s, _ in named], [c for _, _, c in named], item.regions)
     except Exception as exc:
         return rows, None, _error("metric pgr", exc)
-    for (k, _), v in zip(named, res.per_object, strict=True):
+    for (k, _, _), v in zip(named, res.per_object, strict=True):
         rows[k]["pgr"] = _finite(v)
     return rows, _finite(res.pgr), None
 

@@ -61,7 +61,7 @@ def cross_pairs(n_a: int, n_b: int) -> Tensor:
 
 def clique_pairs(players: Sequence[int] | Tensor) -> Tensor:
     """All pairs among ``players`` (sorted), ``(k(k−1)/2, 2)``."""
-    p = torch.as_tensor(list(players) if not isinstance(players, Tensor) else players).long().unique()
+    p: Tensor = torch.unique(torch.as_tensor(list(players) if not isinstance(players, Tensor) else players).long())
     return p[all_pairs(int(p.numel()))] if p.numel() > 1 else torch.zeros(0, 2, dtype=torch.long)
 
 
@@ -253,7 +253,8 @@ def _fit_side(Z: Tensor, w: Tensor, y: Tensor, pairs: Tensor, *, chunk_bytes: in
 
     def residual_rows(sl: slice, cols: slice = slice(None)) -> Tensor:
         z = Z[sl].to(f64)
-        return z[:, ii[cols]] * z[:, jj[cols]] - c0[cols] - (z - mu) @ C[:, cols]
+        rows: Tensor = z[:, ii[cols]] * z[:, jj[cols]] - c0[cols] - (z - mu) @ C[:, cols]
+        return rows
 
     if m >= P:  # primal: |P| × |P| Gram of the residual pair features
         solver = "primal"

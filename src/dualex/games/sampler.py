@@ -71,7 +71,8 @@ class CoalitionSample:
 
 def _log_binom(n: int, k: np.ndarray | int) -> np.ndarray:
     k = np.asarray(k, dtype=np.float64)
-    return math.lgamma(n + 1) - np.vectorize(math.lgamma)(k + 1) - np.vectorize(math.lgamma)(n - k + 1)
+    out: np.ndarray = math.lgamma(n + 1) - np.vectorize(math.lgamma)(k + 1) - np.vectorize(math.lgamma)(n - k + 1)
+    return out
 
 
 def banzhaf_kernel(n: int, p: float) -> np.ndarray:
@@ -99,8 +100,9 @@ def shapley_kernel(n: int) -> np.ndarray:
     inner = k[1:-1]
     log_w = math.log(n - 1) - _log_binom(n, inner) - np.log(inner) - np.log(n - inner)
     out[1:-1] = np.exp(log_w)
-    mass = np.exp(_log_binom(n, inner) + log_w).sum()
-    return out / mass
+    mass = float(np.exp(_log_binom(n, inner) + log_w).sum())
+    weights: np.ndarray = out / mass
+    return weights
 
 
 def check_p(p: float) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import torch
 
@@ -79,6 +79,30 @@ def check_method_options(method: str, options: dict[str, Any]) -> MethodInfo:
     info = get_method(method)
     check_options(info.fn, options, what=f"method {method!r}")
     return info
+
+
+@overload
+def explain(
+    model: Any,
+    image: Any,
+    text: str,
+    method: str = "ij",
+    *,
+    device: str | torch.device | None = None,
+    **options: Any,
+) -> Explanation: ...
+
+
+@overload
+def explain(
+    model: Any,
+    image: Any,
+    text: Sequence[str],
+    method: str = "ij",
+    *,
+    device: str | torch.device | None = None,
+    **options: Any,
+) -> list[Explanation]: ...
 
 
 def explain(

@@ -60,9 +60,11 @@ PAIR_SETS = ("all", "crossmodal", "none")
 
 
 # ---------------------------------------------------------------------------------------------- options
-def _check_int(name: str, value: Any, minimum: int, *, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
+def _check_optional_int(name: str, value: Any, minimum: int) -> int | None:
+    return None if value is None else _check_int(name, value, minimum)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
         raise InputError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
     return int(value)
@@ -276,8 +278,8 @@ def explain_fixlip(
         raise InputError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
     _check_pairs(pairs)
     holdout = _check_int("holdout", holdout, 0)
-    m_image = _check_int("m_image", m_image, 1, allow_none=True)
-    m_text = _check_int("m_text", m_text, 1, allow_none=True)
+    m_image = _check_optional_int("m_image", m_image, 1)
+    m_text = _check_optional_int("m_text", m_text, 1)
     seed = _check_int("seed", seed, 0)
     n_boot = _check_int("n_boot", n_boot, 0)
     if n_boot == 1:
@@ -381,7 +383,6 @@ def _estimate(
     t0 = time.perf_counter()
     v0, vN = game.empty_and_full()
     diag: dict[str, float] = {"v_empty": v0, "v_full": vN}
-    kw = {"device": device, "chunk_bytes": chunk_bytes}
     if estimator == "crossmodal":
         if m_image is None and m_text is None:
             mI, mT = choose_split(budget, nI, nT, pairs, split)
@@ -390,7 +391,8 @@ def _estimate(
         elif m_image is not None:
             mI, mT = m_image, max(1, budget // m_image)
         else:
-            mT = int(m_text)  # type: ignore[arg-type]
+            assert m_text is not None  # the other three cases are handled above
+            mT = m_text
             mI = max(1, budget // mT)
         sI = sample_banzhaf(nI, mI, p, rngs[0])
         sT = sample_banzhaf(nT, mT, p, rngs[1])
@@ -400,9 +402,9 @@ def _estimate(
         args = (sI.coalitions, sI.weights, sT.coalitions, sT.weights, V)
         phi = None
         if isinstance(pairs, (int, np.integer)) and not isinstance(pairs, bool):
-            phi = fit_product_surrogate(*args, "none", **kw).main
+            phi = fit_product_surrogate(*args, "none", device=device, chunk_bytes=chunk_bytes).main
         basis = resolve_pairs(pairs, nI, nT, phi)
-        sur = fit_product_surrogate(*args, basis, **kw)
+        sur = fit_product_surrogate(*args, basis, device=device, chunk_bytes=chunk_bytes)
         diag.update(m_image=float(sI.m), m_text=float(sT.m), n_values=float(sI.m * sT.m))
 
         def boot() -> TermErrors:  # run after the fit's timing
@@ -417,9 +419,9 @@ def _estimate(
         t1 = time.perf_counter()
         phi = None
         if isinstance(pairs, (int, np.integer)) and not isinstance(pairs, bool):
-            phi = fit_surrogate(s.coalitions, y, s.weights, "none", **kw).main
+            phi = fit_surrogate(s.coalitions, y, s.weights, "none", device=device, chunk_bytes=chunk_bytes).main
         basis = resolve_pairs(pairs, nI, nT, phi)
-        sur = fit_surrogate(s.coalitions, y, s.weights, basis, **kw)
+        sur = fit_surrogate(s.coalitions, y, s.weights, basis, device=device, chunk_bytes=chunk_bytes)
         diag.update(n_values=float(s.m))
 
         def boot() -> TermErrors:

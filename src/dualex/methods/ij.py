@@ -55,7 +55,7 @@ from dualex.methods import register_method
 from dualex.methods.common import build_explanation
 from dualex.methods.decomposition import normaliser, similarity_terms
 from dualex.methods.quadrature import alphas_and_weights
-from dualex.models.base import DualEncoder, Pair, PooledBlock, Side, SideInputs
+from dualex.models.base import SIDES, DualEncoder, Pair, PooledBlock, Side, SideInputs
 from dualex.progress import bar
 
 Mode = Literal["auto", "structured", "dense", "forward", "reverse"]
@@ -71,10 +71,11 @@ def _batched_jvp(f: Any, H: Tensor, tangents: Tensor) -> Tensor:
     """
     c, N, T, W = tangents.shape
     try:
-        return torch.func.vmap(lambda t: torch.func.jvp(f, (H,), (t,))[1])(tangents)
+        batched: Tensor = torch.func.vmap(lambda t: torch.func.jvp(f, (H,), (t,))[1])(tangents)
+        return batched
     except RuntimeError:
         primal = H.unsqueeze(0).expand(c, N, T, W).reshape(c * N, T, W)
-        _, jv = torch.func.jvp(f, (primal,), (tangents.reshape(c * N, T, W),))
+        jv: Tensor = torch.func.jvp(f, (primal,), (tangents.reshape(c * N, T, W),))[1]
         return jv.reshape(c, N, -1)
 
 
@@ -301,7 +302,7 @@ def integrated_jacobian(
                     progress.update(c * N)
         elif mode == "reverse":
             per = max(1, rows // N)
-            out, vjp_fn = torch.func.vjp(f, H)
+            out, vjp_fn = torch.func.vjp(f, H)[:2]  # (output, vjp_fn) without has_aux
             for start in range(0, D, per):
                 ks = torch.arange(start, min(start + per, D), device=dev)
                 kc = ks.numel()
@@ -401,7 +402,7 @@ def explain_ij(
     B = pair.batch_size
     states: dict[str, dict[str, Any]] = {}
     with torch.no_grad():
-        for side in ("text", "image"):
+        for side in SIDES:
             inputs = pair.side(side)
             ref = work.reference(side, inputs, refs[side])
             L = layers[side]
@@ -425,18 +426,18 @@ def explain_ij(
     scale = work.logit_scale if units == "score" else 1.0
     D = states["text"]["e_x"].shape[-1]
     total_rows = 0
-    for side in ("text", "image"):
+    for side in SIDES:
         T = states[side]["x"].shape[1]
         total_rows += B * min(T, D) * n_steps
     out: list[Explanation] = []
     with bar(total_rows, "integrated Jacobians", progress) as pb:
         for b in range(B):
             U: dict[str, Tensor] = {}
-            for side in ("text", "image"):
+            for side in SIDES:
                 st = states[side]
                 U[side] = integrated_jacobian(
                     work,
-                    side,  # type: ignore[arg-type]
+                    side,
                     st["inputs"].select([b]),
                     st["x"][b : b + 1],
                     st["r"][b : b + 1],

@@ -36,6 +36,6 @@ def alphas_and_weights(n_steps: int, rule: str = "riemann_right") -> tuple[Tenso
         w[0] = w[-1] = 0.5 / (N - 1)
         return a, w
     if rule in ("gausslegendre", "gauss_legendre", "gauss"):
-        x, w = np.polynomial.legendre.leggauss(N)
-        return torch.from_numpy((x + 1) / 2), torch.from_numpy(w / 2)
+        nodes, gl_weights = np.polynomial.legendre.leggauss(N)
+        return torch.from_numpy((nodes + 1) / 2), torch.from_numpy(gl_weights / 2)
     raise InputError(f"unknown quadrature {rule!r}; use one of {', '.join(RULES)}")

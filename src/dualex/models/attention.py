@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -130,8 +131,10 @@ def mha_weights(
         qw, kw, vw = attn.in_proj_weight.chunk(3)
     else:
         qw, kw, vw = attn.q_proj_weight, attn.k_proj_weight, attn.v_proj_weight
-    if attn.in_proj_bias is not None:
-        qb, kb, vb = attn.in_proj_bias.chunk(3)
+    # torch annotates in_proj_bias as a Parameter; it is None for nn.MultiheadAttention(bias=False).
+    bias = cast("Tensor | None", attn.in_proj_bias)
+    if bias is not None:
+        qb, kb, vb = bias.chunk(3)
         return qw, qb, kw, kb, vw, vb
     return qw, None, kw, None, vw, None
 

@@ -19,11 +19,11 @@ import contextlib
 import copy
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import torch
 from torch import Tensor
@@ -280,8 +280,8 @@ class DualEncoder(ABC):
     """
 
     name: str = "model"
-    family: str = "base"
-    image_modality: Literal["image", "text"] = "image"
+    family: ClassVar[str] = "base"
+    image_modality: ClassVar[Literal["image", "text"]] = "image"
     pooled_tails: bool = True
     """Let `tail` run the last block for the pooled row only where the tower allows (`pooled_block`);
     set False on an instance to run every row (the dense reference path, for comparisons)."""
@@ -408,11 +408,11 @@ class DualEncoder(ABC):
         except StopIteration:  # pragma: no cover
             return torch.float32
 
-    def to(self, device: torch.device | str) -> DualEncoder:
+    def to(self, device: torch.device | str) -> Self:
         self.module.to(device)
         return self
 
-    def prepare(self, images: Any, texts: str | list[str]) -> Pair:
+    def prepare(self, images: Any, texts: str | Sequence[str]) -> Pair:
         """Preprocess a batch of (image, caption) pairs. Single items are wrapped into lists."""
         images_l = list(images) if isinstance(images, (list, tuple)) else [images]
         texts_l = [texts] if isinstance(texts, str) else list(texts)
@@ -478,7 +478,7 @@ class DualEncoder(ABC):
         elsewhere override this.
         """
         twin = copy.copy(self)
-        twin._module = module  # type: ignore[attr-defined]
+        twin._module = module  # type: ignore[attr-defined]  # declared by the adapters, not by this contract
         return twin
 
     def float32(self) -> DualEncoder:

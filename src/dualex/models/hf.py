@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -36,10 +36,13 @@ from dualex.models.tokenize import HFTokenizer, TokenizerLike
 HF_FAMILIES: dict[str, type[HFDualEncoder]] = {}
 
 
-def register_hf(*model_types: str):
+_HF = TypeVar("_HF", bound="type[HFDualEncoder]")
+
+
+def register_hf(*model_types: str) -> Callable[[_HF], _HF]:
     """Class decorator: the adapter class for these ``config.model_type`` values."""
 
-    def deco(cls: type[HFDualEncoder]) -> type[HFDualEncoder]:
+    def deco(cls: _HF) -> _HF:
         for t in model_types:
             HF_FAMILIES[t] = cls
         return cls
@@ -68,16 +71,16 @@ def quiet_transformers() -> Iterator[None]:
     level = hf_logging.get_verbosity()
     hub_level = hub_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
+    hf_logging.set_verbosity(logging.ERROR)
     hub_logging.set_verbosity(logging.ERROR)
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # transformers leaves it unannotated
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
         hub_logging.set_verbosity(hub_level)
         if bars:
-            hf_logging.enable_progress_bar()
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]  # as above
 
 
 def hub_offline() -> bool:
@@ -264,7 +267,7 @@ def encoder_layer_pooled(
 class HFDualEncoder(DualEncoder):
     """Shared parts of transformers adapters: tokenising, preprocessing, masking, references."""
 
-    family: ClassVar[str] = "hf"  # type: ignore[misc]
+    family: ClassVar[str] = "hf"
     causal_text: ClassVar[bool] = True
     n_prefix: ClassVar[int] = 1
 
@@ -282,7 +285,10 @@ class HFDualEncoder(DualEncoder):
                 "tokenizer=transformers.AutoTokenizer.from_pretrained(ID_OR_DIR)), a dualex.models.tokenize "
                 "tokenizer, or any callable texts -> dualex.models.tokenize.Tokenized"
             )
-        self._module = module.eval()
+        # The towers are walked by attribute: torch types each submodule as `Tensor | Module` and
+        # transformers leaves the towers' submodules untyped,
+        # so the wrapped module is Any here (`module` returns it as a Module).
+        self._module: Any = module.eval()
         for p in self._module.parameters():
             p.requires_grad_(False)
         if not callable(tokenizer):
@@ -302,7 +308,7 @@ class HFDualEncoder(DualEncoder):
         return ImagePipeline(size=size, crop=(size, size), mean=CLIP_MEAN, std=CLIP_STD)
 
     @classmethod
-    def from_pretrained(cls, spec: str, *, device: torch.device, dtype: torch.dtype | None) -> HFDualEncoder:
+    def from_pretrained(cls, spec: str, *, device: torch.device, dtype: torch.dtype | None) -> Self:
         from transformers import AutoModel
 
         kw: dict[str, Any] = {"attn_implementation": "sdpa"}
@@ -316,7 +322,7 @@ class HFDualEncoder(DualEncoder):
 
     @property
     def module(self) -> torch.nn.Module:
-        return self._module
+        return cast(torch.nn.Module, self._module)
 
     @property
     def vision_config(self) -> Any:
@@ -403,7 +409,8 @@ class HFDualEncoder(DualEncoder):
         return int(pad) if pad is not None else 0
 
     # ------------------------------------------------------------------ attention internals
-    def _tower(self, side: Side) -> nn.Module:
+    def _tower(self, side: Side) -> Any:
+        """The transformers tower of ``side`` (untyped submodules: ``encoder.layers``, norms, head)."""
         return self._module.text_model if side == "text" else self._module.vision_model
 
     def _pool_attention(self, side: Side) -> nn.MultiheadAttention | None:
@@ -455,7 +462,9 @@ class HFDualEncoder(DualEncoder):
         out = Path(directory).expanduser()
         out.mkdir(parents=True, exist_ok=True)
         self._module.save_pretrained(out)
-        self.tokenizer.tok.save_pretrained(out)  # type: ignore[attr-defined]
+        tok = getattr(self.tokenizer, "tok", None)
+        assert tok is not None  # check_saveable found its save_pretrained
+        tok.save_pretrained(out)
         write_preprocessor_config(out, self.preprocessor_config())
         return f"hf:{out}"
 
@@ -468,9 +477,11 @@ class HFBlock(AttentionBlock):
     """A transformers CLIP/SigLIP encoder layer (``layer_norm1``, ``self_attn``, ``layer_norm2``, ``mlp``)."""
 
     def __init__(self, layer: nn.Module) -> None:
-        self.layer = layer
-        self.attn = layer.self_attn
-        self.n_heads = int(self.attn.num_heads)
+        # transformers leaves the layer's submodules untyped (torch types them as Tensor | Module).
+        attn: Any = layer.self_attn
+        self.layer: Any = layer
+        self.attn: Any = attn
+        self.n_heads = int(attn.num_heads)
 
     def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         y = self.layer.layer_norm1(x)
@@ -486,17 +497,20 @@ class HFBlock(AttentionBlock):
 
     def attention_branch(self, o: Tensor) -> Tensor:
         R, H, T, d = o.shape
-        return self.attn.out_proj(o.transpose(1, 2).reshape(R, T, H * d))
+        out: Tensor = self.attn.out_proj(o.transpose(1, 2).reshape(R, T, H * d))
+        return out
 
     def mlp_branch(self, x: Tensor) -> Tensor:
-        return self.layer.mlp(self.layer.layer_norm2(x))
+        out: Tensor = self.layer.mlp(self.layer.layer_norm2(x))
+        return out
 
 
 def _self_attention_hook(rec: Recording) -> Any:
     """Forward hook of a transformers ``*Attention`` module: records its call as an `AttentionSite`."""
 
-    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-        x = kwargs.get("hidden_states", args[0] if args else None)
+    # `module` is a transformers CLIPAttention/SiglipAttention, whose attributes are untyped.
+    def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        x: Tensor = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
         mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
         out = output[0] if isinstance(output, tuple) else output
         R = x.shape[0]
@@ -526,7 +540,7 @@ def _self_attention_hook(rec: Recording) -> Any:
 def _pool_hook(rec: Recording) -> Any:
     """Forward hook of an attention-pooling ``nn.MultiheadAttention`` (probe queries, token keys)."""
 
-    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+    def hook(module: nn.MultiheadAttention, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         q, k = args[0], args[1]
         mask = kwargs.get("attn_mask", args[5] if len(args) > 5 else None)
         rec.pool = mha_site(module, q, k, mask, output[0])
@@ -628,8 +642,10 @@ class HFClip(HFDualEncoder):
     def project_tokens(self, side: Side, inputs: SideInputs, hidden: Tensor) -> Tensor:
         if side == "text":
             tm = self._module.text_model
-            return self._module.text_projection(tm.final_layer_norm(hidden))
-        return self._module.visual_projection(self._module.vision_model.post_layernorm(hidden))
+            text_tokens: Tensor = self._module.text_projection(tm.final_layer_norm(hidden))
+            return text_tokens
+        image_tokens: Tensor = self._module.visual_projection(self._module.vision_model.post_layernorm(hidden))
+        return image_tokens
 
     def n_layers(self, side: Side) -> int:
         tower = self._module.text_model if side == "text" else self._module.vision_model
@@ -640,7 +656,7 @@ class HFClip(HFDualEncoder):
         if side == "text":
             assert isinstance(inputs, TextInputs)
             tm = self._module.text_model
-            h = tm.embeddings(input_ids=inputs.ids)
+            h: Tensor = tm.embeddings(input_ids=inputs.ids)
             mask = additive_mask(inputs.mask, causal=True, dtype=h.dtype)
             for blk in tm.encoder.layers[:layer]:
                 h = blk(h, mask)
@@ -662,7 +678,8 @@ class HFClip(HFDualEncoder):
         dtype = emb.patch_embedding.weight.dtype
         x = patch_tokens(inputs, lambda px: emb.patch_embedding(px.to(dtype)).flatten(2).transpose(1, 2))
         cls = emb.class_embedding.expand(x.shape[0], 1, -1)
-        return torch.cat([cls, x], dim=1) + emb.position_embedding(emb.position_ids)
+        tokens: Tensor = torch.cat([cls, x], dim=1) + emb.position_embedding(emb.position_ids)
+        return tokens
 
     def pooled_block(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
         """Both towers read one row: the text tower its EOS position, the image tower its CLS token."""
@@ -705,7 +722,8 @@ class HFClip(HFDualEncoder):
             h = blk(h, None)
         if pooled is not None:
             return pooled(h)
-        return self._module.visual_projection(vm.post_layernorm(h[:, 0]))
+        emb: Tensor = self._module.visual_projection(vm.post_layernorm(h[:, 0]))
+        return emb
 
 
 def pipeline_from_pretrained(spec: str, fallback: ImagePipeline) -> ImagePipeline:

@@ -24,7 +24,7 @@ The score is the model's own pre-sigmoid logit ``exp(t) · cos + b`` (never the 
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import torch
 from PIL import Image
@@ -32,7 +32,7 @@ from torch import Tensor
 
 from dualex.errors import InputError, UnsupportedModelError
 from dualex.models.attention import mha_weights
-from dualex.models.base import DualEncoder, ImageInputs, PooledBlock, Side, SideInputs, TextInputs
+from dualex.models.base import ImageInputs, PooledBlock, Side, SideInputs, TextInputs
 from dualex.models.hf import (
     HFDualEncoder,
     _from_pretrained,
@@ -143,16 +143,18 @@ class SiglipBase(HFDualEncoder):
         hf = self._hf_tokenizer()
         if hf is not None and getattr(hf, "eos_token_id", None) is not None:
             return int(hf.eos_token_id)
-        if isinstance(getattr(self.tokenizer, "eos", None), int):
-            return int(self.tokenizer.eos)  # type: ignore[union-attr]
+        eos = getattr(self.tokenizer, "eos", None)
+        if isinstance(eos, int):
+            return int(eos)
         return int(self.text_config.eos_token_id)
 
     def pad_id(self) -> int:
         hf = self._hf_tokenizer()
         if hf is not None and getattr(hf, "pad_token_id", None) is not None:
             return int(hf.pad_token_id)
-        if isinstance(getattr(self.tokenizer, "pad", None), int):
-            return int(self.tokenizer.pad)  # type: ignore[union-attr]
+        pad_attr = getattr(self.tokenizer, "pad", None)
+        if isinstance(pad_attr, int):
+            return int(pad_attr)
         pad = self.text_config.pad_token_id
         return int(pad) if pad is not None else self.eos_id()
 
@@ -220,7 +222,7 @@ class SiglipBase(HFDualEncoder):
         if side == "text":
             assert isinstance(inputs, TextInputs)
             tm = self._module.text_model
-            h = tm.embeddings(input_ids=inputs.ids)
+            h: Tensor = tm.embeddings(input_ids=inputs.ids)
             mask = _bidirectional_mask(inputs.mask, h.shape[0], h.dtype)
             for blk in tm.encoder.layers[:layer]:
                 h = blk(h, mask)
@@ -261,7 +263,8 @@ class SiglipBase(HFDualEncoder):
                 h = blk(h, mask)
             h = tm.final_layer_norm(h)
             idx = broadcast_rows(inputs.pool_index, R).to(h.device)
-            return tm.head(h[torch.arange(R, device=h.device), idx])
+            emb: Tensor = tm.head(h[torch.arange(R, device=h.device), idx])
+            return emb
         assert isinstance(inputs, ImageInputs)
         vm = self._module.vision_model
         keys = self.image_attention(inputs)
@@ -269,7 +272,7 @@ class SiglipBase(HFDualEncoder):
         for blk in vm.encoder.layers[layer:]:
             h = blk(h, mask)
         h = vm.post_layernorm(h)
-        return self.pool_image(h, None if mask is None else broadcast_rows(keys, R))
+        return self.pool_image(h, None if mask is None or keys is None else broadcast_rows(keys, R))
 
     def pooled_head(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
         """The image tower's ``post_layernorm`` + MAP head: one probe query over every row of the last block."""
@@ -283,7 +286,7 @@ class SiglipBase(HFDualEncoder):
         d = int(attn.head_dim)
         wq, wk, wv = attn.in_proj_weight.chunk(3, dim=0)
         bq, bk, bv = attn.in_proj_bias.chunk(3)
-        probe_q = (torch.nn.functional.linear(head.probe.reshape(-1), wq, bq) * float(d) ** -0.5).reshape(H, d)
+        probe_q: Tensor = (torch.nn.functional.linear(head.probe.reshape(-1), wq, bq) * float(d) ** -0.5).reshape(H, d)
 
         def keys_values(h: Tensor) -> tuple[Tensor, Tensor]:
             x = vm.post_layernorm(h)
@@ -314,7 +317,8 @@ class SiglipBase(HFDualEncoder):
 
     def pool_image(self, h: Tensor, keys: Tensor | None) -> Tensor:
         """The MAP head on post-norm states ``(R, T, W)`` -> embeddings ``(R, D)``."""
-        return self._module.vision_model.head(h)
+        emb: Tensor = self._module.vision_model.head(h)
+        return emb
 
     # ------------------------------------------------------------------ contract capabilities
     @property
@@ -337,13 +341,15 @@ class SiglipBase(HFDualEncoder):
         """
         if side == "text":
             tm = self._module.text_model
-            return tm.head(tm.final_layer_norm(hidden))
+            text_tokens: Tensor = tm.head(tm.final_layer_norm(hidden))
+            return text_tokens
         vm = self._module.vision_model
         head = vm.head
         x = vm.post_layernorm(hidden)
         _, _, _, _, vw, vb = mha_weights(head.attention)
         o = head.attention.out_proj(torch.nn.functional.linear(x, vw, vb))
-        return o + head.mlp(head.layernorm(o))
+        image_tokens: Tensor = o + head.mlp(head.layernorm(o))
+        return image_tokens
 
     def pooled_position(self, side: Side, inputs: SideInputs, row: int = 0) -> int:
         if side == "image":
@@ -441,7 +447,7 @@ class SiglipBase(HFDualEncoder):
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_pretrained(cls, spec: str, *, device: torch.device, dtype: torch.dtype | None) -> DualEncoder:
+    def from_pretrained(cls, spec: str, *, device: torch.device, dtype: torch.dtype | None) -> Self:
         from transformers import AutoModel
 
         tok = load_tokenizer(spec, cls.family)
@@ -478,9 +484,12 @@ class HFSiglip(SiglipBase):
         H, W = inputs.pixels.shape[-2:]
         size = int(self.vision_config.image_size)
         x = patch_tokens(inputs, lambda px: emb.patch_embedding(px.to(dtype)).flatten(2).transpose(1, 2))
+        tokens: Tensor
         if (size, size) != (H, W):
-            return x + emb.interpolate_pos_encoding(x, H, W)
-        return x + emb.position_embedding(emb.position_ids)
+            tokens = x + emb.interpolate_pos_encoding(x, H, W)
+        else:
+            tokens = x + emb.position_embedding(emb.position_ids)
+        return tokens
 
     @classmethod
     def options_from_preprocessor(cls, spec: str, module: torch.nn.Module) -> dict[str, Any]:
@@ -488,7 +497,8 @@ class HFSiglip(SiglipBase):
         if cfg is None:
             return {}
         size = cfg.get("size") or {}
-        default = int(module.config.vision_config.image_size)
+        config: Any = module.config  # the transformers model's config (torch types it as Tensor | Module)
+        default = int(config.vision_config.image_size)
         if isinstance(size, dict):
             hw = (int(size.get("height", default)), int(size.get("width", default)))
         elif isinstance(size, int):
@@ -501,7 +511,7 @@ class HFSiglip(SiglipBase):
             mean=tuple(cfg.get("image_mean", HALF)),
             std=tuple(cfg.get("image_std", HALF)),
             mode="resize",
-            resample=_pil_resample(cfg.get("resample"), Image.BICUBIC),
+            resample=_pil_resample(cfg.get("resample"), Image.Resampling.BICUBIC),
         )
         return {"pipeline": pipe}
 
@@ -525,7 +535,8 @@ class HFSiglip2(SiglipBase):
     family = "hf-siglip2"
 
     def __init__(self, module: torch.nn.Module, *, max_num_patches: int | None = None, **kw: Any) -> None:
-        n = int(max_num_patches if max_num_patches is not None else module.config.vision_config.num_patches)
+        config: Any = module.config  # the transformers model's config (torch types it as Tensor | Module)
+        n = int(max_num_patches if max_num_patches is not None else config.vision_config.num_patches)
         if n < 1:
             raise InputError(f"max_num_patches must be positive, got {n}")
         self.grid_side = math.isqrt(n)
@@ -534,7 +545,12 @@ class HFSiglip2(SiglipBase):
     def default_pipeline(self) -> ImagePipeline:
         side = self.grid_side * self.patch_size
         return ImagePipeline(
-            size=(side, side), crop=(side, side), mean=HALF, std=HALF, mode="resize", resample=Image.BILINEAR
+            size=(side, side),
+            crop=(side, side),
+            mean=HALF,
+            std=HALF,
+            mode="resize",
+            resample=Image.Resampling.BILINEAR,
         )
 
     def prepare_image(self, images: list[Any]) -> ImageInputs:
@@ -573,14 +589,16 @@ class HFSiglip2(SiglipBase):
             shapes = shapes[:1]
         size = emb.position_embedding_size
         table = emb.position_embedding.weight.reshape(size, size, -1)
-        return x + emb.resize_positional_embeddings(table, shapes.cpu(), max_length=x.shape[1])
+        tokens: Tensor = x + emb.resize_positional_embeddings(table, shapes.cpu(), max_length=x.shape[1])
+        return tokens
 
     def image_attention(self, inputs: ImageInputs) -> Tensor | None:
         mask = inputs.extra.get("pixel_attention_mask")
         return None if mask is None or bool(mask.bool().all()) else mask
 
     def pool_image(self, h: Tensor, keys: Tensor | None) -> Tensor:
-        return self._module.vision_model.head(h, keys)
+        emb: Tensor = self._module.vision_model.head(h, keys)
+        return emb
 
     @property
     def contrastive_loss(self) -> Literal["softmax", "sigmoid"] | None:
@@ -598,15 +616,16 @@ class HFSiglip2(SiglipBase):
         out: dict[str, Any] = {}
         if cfg.get("max_num_patches"):
             out["max_num_patches"] = int(cfg["max_num_patches"])
-        n = int(out.get("max_num_patches", module.config.vision_config.num_patches))
-        side = math.isqrt(n) * int(module.config.vision_config.patch_size)
+        config: Any = module.config  # the transformers model's config (torch types it as Tensor | Module)
+        n = int(out.get("max_num_patches", config.vision_config.num_patches))
+        side = math.isqrt(n) * int(config.vision_config.patch_size)
         out["pipeline"] = ImagePipeline(
             size=(side, side),
             crop=(side, side),
             mean=tuple(cfg.get("image_mean", HALF)),
             std=tuple(cfg.get("image_std", HALF)),
             mode="resize",
-            resample=_pil_resample(cfg.get("resample"), Image.BILINEAR),
+            resample=_pil_resample(cfg.get("resample"), Image.Resampling.BILINEAR),
         )
         return out
 

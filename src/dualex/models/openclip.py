@@ -47,7 +47,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from PIL import Image
@@ -75,11 +75,16 @@ if importlib.util.find_spec("open_clip") is None:  # the loader stays unregister
 
 CLIP_BOS, CLIP_EOS, CLIP_FILLER, CLIP_PAD = 49406, 49407, 0, 0
 TEXT_POOLS = ("argmax", "eos", "first", "last")
-_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+}
 
 
 # ---------------------------------------------------------------------------------------------- blocks
-def run_block(block: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor:
+# open_clip ships no type information, so its blocks, towers and their attributes are `Any` here.
+def run_block(block: Any, x: Tensor, mask: Tensor | None) -> Tensor:
     """One open_clip residual block on batch-first states ``(R, T, W)`` with written-out attention.
 
     Args:
@@ -91,7 +96,8 @@ def run_block(block: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor:
         x = x + block.ls_1(_mha(block.attn, block.ln_1(x), mask))
     else:
         x = x + block.ls_1(block.ln_attn(_custom_attention(block.attn, block.ln_1(x), mask)))
-    return x + block.ls_2(block.mlp(block.ln_2(x)))
+    out: Tensor = x + block.ls_2(block.mlp(block.ln_2(x)))
+    return out
 
 
 def _heads(t: Tensor, n_heads: int) -> Tensor:
@@ -118,7 +124,7 @@ def _mha(attn: nn.MultiheadAttention, x: Tensor, mask: Tensor | None) -> Tensor:
     return functional.linear(_merge(out), attn.out_proj.weight, attn.out_proj.bias)
 
 
-def _custom_attention(attn: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor:
+def _custom_attention(attn: Any, x: Tensor, mask: Tensor | None) -> Tensor:
     """open_clip's ``Attention`` (qk-norm, scaled cosine, head scale, inner norm) with its own weights."""
     H = attn.num_heads
     q, k, v = (_heads(t, H) for t in functional.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
@@ -129,7 +135,8 @@ def _custom_attention(attn: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor
         out = softmax_attention(attn.ln_q(q), attn.ln_k(k), v, mask, attn.scale)
     if attn.head_scale is not None:
         out = out * attn.head_scale
-    return attn.out_proj(attn.ln_inner(_merge(out)))
+    projected: Tensor = attn.out_proj(attn.ln_inner(_merge(out)))
+    return projected
 
 
 def _qkv_weights(attn: Any) -> list[tuple[Tensor, Tensor | None]]:
@@ -231,7 +238,10 @@ class OpenClipEncoder(DualEncoder):
         name: str = "openclip",
     ) -> None:
         check_supported(module)
-        self._module = module.eval()
+        # The towers are walked by attribute: torch types each submodule as `Tensor | Module` and
+        # open_clip ships no type information,
+        # so the wrapped module is Any here (`module` returns it as a Module).
+        self._module: Any = module.eval()
         for p in self._module.parameters():
             p.requires_grad_(False)
         self.tokenizer: TokenizerLike = self._text_tokenizer(tokenizer)
@@ -241,10 +251,10 @@ class OpenClipEncoder(DualEncoder):
     # ------------------------------------------------------------------ structure
     @property
     def module(self) -> nn.Module:
-        return self._module
+        return cast(nn.Module, self._module)
 
     @property
-    def text_tower(self) -> nn.Module:
+    def text_tower(self) -> Any:
         """The module holding ``token_embedding``, ``transformer``, ``ln_final``, ``text_projection``."""
         text = getattr(self._module, "text", None)
         return self._module if text is None else text
@@ -252,7 +262,7 @@ class OpenClipEncoder(DualEncoder):
     @property
     def text_pool_type(self) -> str:
         text = getattr(self._module, "text", None)
-        return text.pool_type if text is not None else self._module.text_pool_type
+        return str(text.pool_type if text is not None else self._module.text_pool_type)
 
     @property
     def text_eos_id(self) -> int | None:
@@ -317,7 +327,7 @@ class OpenClipEncoder(DualEncoder):
             )
         if not callable(tokenizer):
             raise InputError("tokenizer must be callable (texts -> dualex.models.tokenize.Tokenized)")
-        return tokenizer
+        return cast(TokenizerLike, tokenizer)  # a user callable; the contract is texts -> Tokenized
 
     def bos_id(self) -> int:
         return int(getattr(self.tokenizer, "sot", getattr(self.tokenizer, "bos", CLIP_BOS)))
@@ -336,6 +346,7 @@ class OpenClipEncoder(DualEncoder):
         if pool == "argmax":
             return ids.argmax(-1).long()
         if pool == "eos":
+            assert self.text_eos_id is not None, "open_clip text towers pooled at EOS carry eos_id"
             hit = ids == self.text_eos_id
             if not bool(hit.any(-1).all()):
                 raise InputError(
@@ -403,9 +414,9 @@ class OpenClipEncoder(DualEncoder):
         if side == "text":
             t = self._check_text(inputs)
             tower = self.text_tower
-            cast = tower.transformer.get_cast_dtype()
+            cast_dtype = tower.transformer.get_cast_dtype()
             S = t.ids.shape[1]
-            h = tower.token_embedding(t.ids).to(cast) + tower.positional_embedding[:S].to(cast)
+            h: Tensor = tower.token_embedding(t.ids).to(cast_dtype) + tower.positional_embedding[:S].to(cast_dtype)
             mask = self._text_attention(t, t.batch_size, h.dtype)
             for blk in tower.transformer.resblocks[:layer]:
                 h = run_block(blk, h, mask)
@@ -480,6 +491,7 @@ class OpenClipEncoder(DualEncoder):
             h = run_block(blk, h, None)
         if pooled_blk is not None:
             return pooled_blk(h)
+        pooled: Tensor
         if visual.final_ln_after_pool:
             pooled = visual.ln_post(_global_pool(visual, h))
         else:
@@ -514,7 +526,8 @@ class OpenClipEncoder(DualEncoder):
     # ------------------------------------------------------------------ attention internals
     def _blocks(self, side: Side) -> nn.ModuleList:
         tower = self.text_tower.transformer if side == "text" else self._module.visual.transformer
-        return tower.resblocks
+        blocks: nn.ModuleList = tower.resblocks
+        return blocks
 
     @contextlib.contextmanager
     def record_attention(self, side: Side, inputs: SideInputs) -> Iterator[Recording]:
@@ -540,7 +553,7 @@ class OpenClipEncoder(DualEncoder):
             stack.close()
 
     def _site_hooks(
-        self, blk: nn.Module, attn: nn.MultiheadAttention, side: Side, inputs: SideInputs, rec: Recording
+        self, blk: Any, attn: nn.MultiheadAttention, side: Side, inputs: SideInputs, rec: Recording
     ) -> list[Any]:
         state: dict[str, Tensor] = {}
 
@@ -565,11 +578,12 @@ class OpenClipEncoder(DualEncoder):
     def project_tokens(self, side: Side, inputs: SideInputs, hidden: Tensor) -> Tensor:
         if side == "text":
             tower = self.text_tower
-            h = tower.ln_final(hidden)
+            h: Tensor = tower.ln_final(hidden)
             proj = tower.text_projection
             if proj is None:
                 return h
-            return proj(h) if isinstance(proj, nn.Module) else h @ proj
+            tokens: Tensor = proj(h) if isinstance(proj, nn.Module) else h @ proj
+            return tokens
         visual = self._module.visual
         h = visual.ln_post(hidden)
         return h if visual.proj is None else h @ visual.proj
@@ -623,9 +637,11 @@ class OpenClipBlock(AttentionBlock):
     """An open_clip residual block (``ResidualAttentionBlock`` or ``CustomResidualAttentionBlock``)."""
 
     def __init__(self, block: nn.Module) -> None:
-        self.block = block
-        self.attn = block.attn
-        self.n_heads = int(self.attn.num_heads)
+        # open_clip ships no type information: the block's submodules are untyped here.
+        attn: Any = block.attn
+        self.block: Any = block
+        self.attn: Any = attn
+        self.n_heads = int(attn.num_heads)
         self.mha = isinstance(self.attn, nn.MultiheadAttention)
 
     def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -642,7 +658,9 @@ class OpenClipBlock(AttentionBlock):
         if a.logit_scale is not None:
             scale = torch.clamp(a.logit_scale, max=a.logit_scale_max).exp()
             return functional.normalize(q, dim=-1) * scale, functional.normalize(k, dim=-1), v
-        return a.ln_q(q), a.ln_k(k), v
+        q_normed: Tensor = a.ln_q(q)
+        k_normed: Tensor = a.ln_k(k)
+        return q_normed, k_normed, v
 
     def logits(self, q: Tensor, k: Tensor) -> Tensor:
         if self.mha:
@@ -653,17 +671,21 @@ class OpenClipBlock(AttentionBlock):
 
     def attention_branch(self, o: Tensor) -> Tensor:
         a = self.attn
+        out: Tensor
         if self.mha:
-            return self.block.ls_1(functional.linear(merge_heads(o), a.out_proj.weight, a.out_proj.bias))
+            out = self.block.ls_1(functional.linear(merge_heads(o), a.out_proj.weight, a.out_proj.bias))
+            return out
         if a.head_scale is not None:
             o = o * a.head_scale
-        return self.block.ls_1(self.block.ln_attn(a.out_proj(a.ln_inner(merge_heads(o)))))
+        out = self.block.ls_1(self.block.ln_attn(a.out_proj(a.ln_inner(merge_heads(o)))))
+        return out
 
     def mlp_branch(self, x: Tensor) -> Tensor:
-        return self.block.ls_2(self.block.mlp(self.block.ln_2(x)))
+        out: Tensor = self.block.ls_2(self.block.mlp(self.block.ln_2(x)))
+        return out
 
 
-def _global_pool(visual: nn.Module, h: Tensor) -> Tensor:
+def _global_pool(visual: Any, h: Tensor) -> Tensor:
     return h[:, 1:].mean(dim=1) if visual.pool_type == "avg" else h[:, 0]
 
 
@@ -675,7 +697,7 @@ def check_supported(module: nn.Module) -> None:
     for attr in ("visual", "logit_scale"):
         if not hasattr(module, attr):
             raise UnsupportedModelError(f"{kind} is not an open_clip CLIP model (no .{attr})")
-    visual = module.visual
+    visual: Any = module.visual  # open_clip's tower, untyped
     if not isinstance(visual, VisionTransformer):
         raise UnsupportedModelError(
             f"the image tower of this {kind} is a {type(visual).__name__}; dualex's openclip adapter supports "
@@ -699,8 +721,9 @@ def check_supported(module: nn.Module) -> None:
     else:
         if not hasattr(module, "token_embedding"):
             raise UnsupportedModelError(f"{kind} has no text tower that dualex recognises")
-        pool = module.text_pool_type
-        blocks = module.transformer.resblocks
+        clip: Any = module  # open_clip's CLIP, untyped
+        pool = clip.text_pool_type
+        blocks = clip.transformer.resblocks
     if pool not in TEXT_POOLS:
         raise UnsupportedModelError(f"text pool type {pool!r} is not supported; one of {', '.join(TEXT_POOLS)}")
     _check_blocks(visual.transformer.resblocks, "image")
@@ -712,11 +735,12 @@ def pipeline_from_module(module: nn.Module) -> ImagePipeline:
     from open_clip import get_model_preprocess_cfg
 
     cfg = dict(get_model_preprocess_cfg(module))
-    size = cfg.get("size", module.visual.image_size)
+    visual: Any = module.visual  # open_clip's tower, untyped
+    size = cfg.get("size", visual.image_size)
     h, w = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
     mean = tuple(cfg.get("mean") or CLIP_MEAN)
     std = tuple(cfg.get("std") or CLIP_STD)
-    resample = _RESAMPLE.get(str(cfg.get("interpolation", "bicubic")), Image.BICUBIC)
+    resample = _RESAMPLE.get(str(cfg.get("interpolation", "bicubic")), Image.Resampling.BICUBIC)
     mode = cfg.get("resize_mode", "shortest")
     if mode == "squash":
         return ImagePipeline(size=(h, w), crop=(h, w), mean=mean, std=std, mode="resize", resample=resample)
@@ -768,7 +792,8 @@ def _create(arch: str, pretrained: str | None, **kw: Any) -> nn.Module:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            return open_clip.create_model(arch, pretrained=pretrained, device="cpu", **kw)
+            module: nn.Module = open_clip.create_model(arch, pretrained=pretrained, device="cpu", **kw)
+            return module
     except (RuntimeError, ValueError, KeyError, OSError) as exc:
         where = f" from {pretrained}" if pretrained else ""
         raise ModelNotAvailableError(f"cannot build open_clip model {arch}{where}: {exc}") from None

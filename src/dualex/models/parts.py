@@ -6,7 +6,7 @@ and the semantics and document them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
@@ -17,7 +17,7 @@ from dualex.models.base import ImageInputs, TextInputs
 from dualex.models.preprocess import patch_keep_to_pixels
 
 
-def as_coalitions(keep: Tensor, n_players: int, side: str) -> Tensor:
+def as_coalitions(keep: Tensor | Sequence[bool] | Sequence[Sequence[bool]], n_players: int, side: str) -> Tensor:
     """``keep`` as a bool ``(K, n_players)`` matrix (a single ``(n_players,)`` row is allowed)."""
     if not isinstance(keep, Tensor):
         keep = torch.as_tensor(keep)

@@ -40,7 +40,7 @@ class ImagePipeline:
     mean: Sequence[float] = CLIP_MEAN
     std: Sequence[float] = CLIP_STD
     mode: Literal["resize_center_crop", "resize"] = "resize_center_crop"
-    resample: int = Image.BICUBIC
+    resample: int = Image.Resampling.BICUBIC
 
     def __call__(self, images: Sequence[Any]) -> tuple[Tensor, list[ImageTransform], list[Tensor]]:
         """Returns normalised pixels ``(B, 3, H, W)``, transforms and uint8 ``(H, W, 3)`` displays."""

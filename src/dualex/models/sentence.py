@@ -33,7 +33,7 @@ import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -133,7 +133,8 @@ def _use_eager_attention(encoder: nn.Module) -> None:
             return
     except (ValueError, NotImplementedError):  # pragma: no cover - every BERT-style model has eager
         pass
-    encoder.config._attn_implementation = "eager"
+    config: Any = encoder.config  # a transformers PretrainedConfig (torch types it as Tensor | Module)
+    config._attn_implementation = "eager"
 
 
 class SentenceEncoder(DualEncoder):
@@ -167,7 +168,10 @@ class SentenceEncoder(DualEncoder):
         stack = module if isinstance(module, SentenceStack) else SentenceStack(module, dense)
         check_encoder(stack.encoder)
         _use_eager_attention(stack.encoder)
-        self._module = stack.eval()
+        # The towers are walked by attribute: torch types each submodule as `Tensor | Module` and
+        # transformers leaves the encoder's submodules untyped,
+        # so the wrapped module is Any here (`module` returns it as a Module).
+        self._module: Any = stack.eval()
         for p in self._module.parameters():
             p.requires_grad_(False)
         if tokenizer is None:
@@ -187,10 +191,11 @@ class SentenceEncoder(DualEncoder):
     # ------------------------------------------------------------------ structure
     @property
     def module(self) -> nn.Module:
-        return self._module
+        return cast(nn.Module, self._module)
 
     @property
-    def encoder(self) -> nn.Module:
+    def encoder(self) -> Any:
+        """The transformers encoder (embeddings, ``encoder.layer`` blocks), walked by attribute."""
         return self._module.encoder
 
     @property
@@ -224,10 +229,10 @@ class SentenceEncoder(DualEncoder):
         return mask.long().cumsum(-1).argmax(-1).long()
 
     def prepare_text(self, texts: list[str]) -> TextInputs:
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
                 raise InputError(
-                    f"{self.name} is a text-text bi-encoder: input {i} must be a sentence, got {type(t).__name__}"
+                    f"{self.name} is a text-text bi-encoder: input {i} must be a sentence, got {type(text).__name__}"
                 )
         t = self.tokenizer(texts)
         return TextInputs.from_tokenized(t, texts, self.pool_index(t.ids, t.mask))
@@ -245,7 +250,7 @@ class SentenceEncoder(DualEncoder):
     def hidden(self, side: Side, inputs: SideInputs, layer: int) -> Tensor:
         layer = self.check_layer(side, layer)
         t = self._check(inputs)
-        h = self.encoder.embeddings(input_ids=t.ids, token_type_ids=t.extra.get("token_type_ids"))
+        h: Tensor = self.encoder.embeddings(input_ids=t.ids, token_type_ids=t.extra.get("token_type_ids"))
         mask = additive_mask(t.mask, causal=False, dtype=h.dtype)
         for blk in self.encoder.encoder.layer[:layer]:
             h = _run_layer(blk, h, mask)
@@ -263,7 +268,8 @@ class SentenceEncoder(DualEncoder):
         for blk in self.encoder.encoder.layer[layer:]:
             h = _run_layer(blk, h, mask)
         pooled = pool_tokens(h, keys, self.pooling, broadcast_rows(t.pool_index, R))
-        return self._module.dense(pooled)
+        emb: Tensor = self._module.dense(pooled)
+        return emb
 
     def embed(self, texts: str | list[str]) -> Tensor:
         """sentence-transformers embeddings ``(B, D)`` (normalised if the pipeline normalises)."""
@@ -297,7 +303,7 @@ class SentenceEncoder(DualEncoder):
 
 
 def _run_layer(block: nn.Module, h: Tensor, mask: Tensor) -> Tensor:
-    out = block(h, attention_mask=mask)
+    out: Tensor | tuple[Tensor, ...] = block(h, attention_mask=mask)
     return out[0] if isinstance(out, tuple) else out
 
 

@@ -75,11 +75,12 @@ def clip_bpe(bpe_path: str | Path | None = None) -> tuple[dict[str, int], list[t
         bpe_path = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
     with gzip.open(bpe_path) as f:
         lines = f.read().decode("utf-8").split("\n")
-    merges = [tuple(line.split()) for line in lines[1 : N_MERGES + 1]]
+    pairs = [line.split() for line in lines[1 : N_MERGES + 1]]
+    merges = [(p[0], p[1]) for p in pairs]
     byte_chars = list(_bytes_to_unicode().values())
     tokens = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
-    return {t: i for i, t in enumerate(tokens)}, merges  # type: ignore[return-value]
+    return {t: i for i, t in enumerate(tokens)}, merges
 
 
 def build_tokenizer(bpe_path: str | Path | None = None, *, max_length: int = ARCH["context"]) -> Any:
@@ -87,7 +88,8 @@ def build_tokenizer(bpe_path: str | Path | None = None, *, max_length: int = ARC
     from transformers import CLIPTokenizer
 
     vocab, merges = clip_bpe(bpe_path)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+    # transformers annotates `merges` as list[str]; the tokenizers BPE it feeds takes (left, right) pairs.
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)  # type: ignore[arg-type]
 
 
 def write_tokenizer(directory: str | Path, bpe_path: str | Path | None = None) -> None:

@@ -176,7 +176,7 @@ class OpenClipTokenizer:
         self.context_length = context_length
         self.trim = trim
         inner = getattr(tokenizer, "tokenizer", tokenizer)
-        self._decoder = getattr(inner, "decoder", None) or getattr(tokenizer, "decoder", None)
+        self._decoder: dict[int, str] | None = getattr(inner, "decoder", None) or getattr(tokenizer, "decoder", None)
         self.sot = getattr(tokenizer, "sot_token_id", None) or 49406
         self.eot = getattr(tokenizer, "eot_token_id", None) or 49407
 
@@ -243,7 +243,8 @@ class WordTokenizer:
 
     def __call__(self, texts: Sequence[str]) -> Tokenized:
         texts = check_texts(texts)
-        rows, offs = [], []
+        rows: list[list[int]] = []
+        spans: list[list[tuple[int, int]]] = []
         for text in texts:
             found = list(re.finditer(r"[A-Za-z0-9]+", text))
             matches = found[: self.max_length - 2]
@@ -252,20 +253,21 @@ class WordTokenizer:
             if not matches:
                 raise InputError(f"caption {text!r} has no words")
             rows.append([self.bos, *(self.word_id(m.group().lower()) for m in matches), self.eos])
-            offs.append([None, *((m.start(), m.end()) for m in matches), None])
+            spans.append([(m.start(), m.end()) for m in matches])
         S = self.max_length if self.pad_to_max else max(len(r) for r in rows)
         ids = torch.full((len(rows), S), self.pad, dtype=torch.long)
         mask = torch.zeros((len(rows), S), dtype=torch.long)
         special = torch.ones((len(rows), S), dtype=torch.bool)
         tokens, offsets = [], []
-        for b, (r, o) in enumerate(zip(rows, offs, strict=True)):
+        for b, (r, sp) in enumerate(zip(rows, spans, strict=True)):
             ids[b, : len(r)] = torch.tensor(r)
             mask[b, : len(r)] = 1
             special[b, 1 : len(r) - 1] = False
             text = texts[b]
-            toks = ["<bos>", *(text[s:e].lower() for s, e in o[1:-1]), "<eos>"]  # type: ignore[misc]
+            toks = ["<bos>", *(text[s:e].lower() for s, e in sp), "<eos>"]
             tokens.append(toks + ["<pad>"] * (S - len(r)))
-            offsets.append(o + [None] * (S - len(r)))
+            row_offsets: list[tuple[int, int] | None] = [None, *sp, None]
+            offsets.append(row_offsets + [None] * (S - len(r)))
         return Tokenized(ids, mask, tokens, special, offsets)
 
 

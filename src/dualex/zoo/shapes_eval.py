@@ -41,7 +41,7 @@ def embed(
         for i in range(0, len(images), batch_size):
             chunk = model.prepare_image(list(images[i : i + batch_size])).to(model.device)
             img.append(model.encode("image", chunk).float().cpu())
-            pb.update(len(chunk.pixels))
+            pb.update(chunk.batch_size)
         for i in range(0, len(texts), batch_size):
             chunk_t = model.prepare_text(list(texts[i : i + batch_size])).to(model.device)
             txt.append(model.encode("text", chunk_t).float().cpu())

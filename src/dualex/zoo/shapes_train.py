@@ -139,7 +139,7 @@ def make_batch(step: int, cfg: TrainConfig) -> tuple[list[np.ndarray], list[str]
     return images, true + negative
 
 
-class Batches(torch.utils.data.Dataset):
+class Batches(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
     """Training batches by step index, tokenised: ``(pixels (B, 3, H, W), ids (2B, S), mask (2B, S))``."""
 
     def __init__(self, cfg: TrainConfig) -> None:
@@ -180,6 +180,9 @@ class CompactEmbedding(torch.nn.Module):
         full: The model's ``nn.Embedding``.
         ids: Token ids the captions can contain.
     """
+
+    ids: torch.Tensor  # buffers, registered in __init__
+    lookup: torch.Tensor
 
     def __init__(self, full: torch.nn.Embedding, ids: Sequence[int]) -> None:
         super().__init__()
@@ -248,7 +251,7 @@ def train(cfg: TrainConfig, *, log: Any = print) -> tuple[Any, dict[str, Any]]:
         ce = torch.nn.functional.cross_entropy
         loss = 0.5 * (ce(logits_img, labels) + ce(logits_txt, labels))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        torch.autograd.backward(loss)  # = loss.backward(), which torch leaves unannotated
         torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
         opt.step()
         with torch.no_grad():

@@ -53,9 +53,9 @@ class RecordedPass:
         value: The explained similarity of the pair.
     """
 
-    recordings: dict[str, Recording]
-    grads: dict[str, list[Tensor]]
-    pool_grad: dict[str, Tensor | None]
+    recordings: dict[Side, Recording]
+    grads: dict[Side, list[Tensor]]
+    pool_grad: dict[Side, Tensor | None]
     value: float
 
 
@@ -72,8 +72,8 @@ def recorded_pass(
     """
     from dualex.methods.common import similarity
 
-    recs: dict[str, Recording] = {}
-    emb: dict[str, Tensor] = {}
+    recs: dict[Side, Recording] = {}
+    emb: dict[Side, Tensor] = {}
     for s in SIDES:
         with torch.no_grad():
             x0 = model.hidden(s, inputs[s], 0)
@@ -93,8 +93,8 @@ def recorded_pass(
         if not sites:
             raise UnsupportedModelError(f"no attention layers were recorded in {model.name}")
         raw = torch.autograd.grad(f, [site.output for _, _, site in sites], allow_unused=True)
-    grads: dict[str, list[Tensor]] = {s: [] for s in sides}
-    pool: dict[str, Tensor | None] = {s: None for s in sides}
+    grads: dict[Side, list[Tensor]] = {s: [] for s in sides}
+    pool: dict[Side, Tensor | None] = {s: None for s in sides}
     for (s, i, site), g in zip(sites, raw, strict=True):
         g = torch.zeros_like(site.output) if g is None else g.detach()
         if i < len(recs[s].blocks):

@@ -117,8 +117,9 @@ def explain_game(
                 R = rollout(rec.blocks, run.grads[s], starts[s])
                 q = query_position(work, s, inputs[s], rec)
                 if q < 0:
-                    assert rec.pool is not None and run.pool_grad[s] is not None
-                    rel = (head_mean_relevance(rec.pool, run.pool_grad[s])[0] @ R).cpu()
+                    pool_grad = run.pool_grad[s]
+                    assert rec.pool is not None and pool_grad is not None
+                    rel = (head_mean_relevance(rec.pool, pool_grad)[0] @ R).cpu()
                 else:
                     rel = R[q].cpu()
                 diag[f"{s}_start_layer"] = float(starts[s])

@@ -76,7 +76,7 @@ def reference_kinds(model: DualEncoder, baselines: str | Mapping[str, str] | Non
     )
 
 
-def _layers(model: DualEncoder, layer: int, text_layer: int | None, image_layer: int | None) -> dict[str, int]:
+def _layers(model: DualEncoder, layer: int, text_layer: int | None, image_layer: int | None) -> dict[Side, int]:
     return {
         "text": model.check_layer("text", layer if text_layer is None else text_layer),
         "image": model.check_layer("image", layer if image_layer is None else image_layer),
@@ -85,19 +85,19 @@ def _layers(model: DualEncoder, layer: int, text_layer: int | None, image_layer:
 
 def path_attributions(
     model: DualEncoder,
-    inputs: Mapping[str, SideInputs],
-    x: Mapping[str, Tensor],
-    r: Mapping[str, Tensor],
-    layers: Mapping[str, int],
+    inputs: Mapping[Side, SideInputs],
+    x: Mapping[Side, Tensor],
+    r: Mapping[Side, Tensor],
+    layers: Mapping[Side, int],
     moving: tuple[Side, ...],
     alphas: Tensor,
     weights: Tensor,
     units: str,
     *,
-    multiply_by: Mapping[str, Tensor] | None = None,
+    multiply_by: Mapping[Side, Tensor] | None = None,
     internal_batch_size: int = 32,
     progress: Any = None,
-) -> dict[str, Tensor]:
+) -> dict[Side, Tensor]:
     """Per-position path attributions of one pair's similarity.
 
     The sides in ``moving`` follow ``r + α (x − r)`` together; the others stay at ``x``. For each
@@ -121,7 +121,7 @@ def path_attributions(
     Returns:
         ``{side: (T,) float32}`` for the moving sides, on the model's device.
     """
-    fixed = {}
+    fixed: dict[Side, Tensor] = {}
     with torch.no_grad():
         for s in SIDES:
             if s not in moving:
@@ -143,7 +143,7 @@ def path_attributions(
             acc[s] += g.float().sum(0)
         if progress is not None:
             progress.update(a.numel())
-    out = {}
+    out: dict[Side, Tensor] = {}
     for s in moving:
         m = (x[s] - r[s]) if multiply_by is None else multiply_by[s]
         out[s] = (acc[s] * m[0].float()).sum(-1)

@@ -52,7 +52,8 @@ def lime_kernel(z: np.ndarray, kernel_width: float | None) -> np.ndarray:
         return np.ones(z.shape[0])
     n = max(z.shape[1], 1)
     d = 1.0 - np.sqrt(z.sum(1) / n)
-    return np.exp(-(d**2) / kernel_width**2)
+    weights: np.ndarray = np.exp(-(d**2) / kernel_width**2)
+    return weights
 
 
 def fit_bilinear(
@@ -114,7 +115,8 @@ def fit_bilinear(
         keep_i = sv_i > 1e-12 * max(float(sv_i.max(initial=0.0)), 1e-300)
         keep = keep_t[:, None] & keep_i[None, :]
         scale = np.where(keep, 1.0 / np.where(keep, prod, 1.0), 0.0)
-    return vt.T @ (core * scale) @ vi
+    solution: np.ndarray = vt.T @ (core * scale) @ vi
+    return solution
 
 
 def weighted_r2(y: np.ndarray, pred: np.ndarray, w: np.ndarray) -> float:
