@@ -133,3 +133,21 @@ def test_bad_options(tiny_clip):
         dualex.explain(tiny_clip, img, CAPTION, method="ig", n_steps=0)
     with pytest.raises(InputError, match="image reference"):
         dualex.explain(tiny_clip, img, CAPTION, method="ig", baselines={"image": "purple"})
+
+
+@pytest.mark.parametrize(("side", "multiply"), [("both", True), ("text", False), ("image", True)])
+def test_gradxinput_batch_equals_pair_by_pair(tiny_clip, side, multiply):
+    from dualex.methods import explain_pair
+
+    captions = [CAPTION, "a cat", "two small blue birds sit on a long fence"]  # padded to the longest
+    pair = tiny_clip.prepare([random_image(k) for k in range(3)], captions)
+    kw = {"method": "gradxinput", "side": side, "multiply_by_inputs": multiply, "layer": 1}
+    batch = explain_pair(tiny_clip, pair, internal_batch_size=2, **kw)  # two passes: 2 pairs, then 1
+    for b, ex in enumerate(batch):
+        one = explain_pair(tiny_clip, pair.select([b]), **kw)[0]
+        for name in ("text_main", "image_main"):
+            x, y = getattr(ex, name), getattr(one, name)
+            assert (x is None) == (y is None)
+            if x is not None:
+                torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+        assert ex.diagnostics == pytest.approx(one.diagnostics, rel=1e-5, abs=1e-6)

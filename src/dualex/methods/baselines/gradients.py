@@ -150,6 +150,50 @@ def path_attributions(
     return out
 
 
+def _first_order_rows(
+    model: DualEncoder,
+    pair: Pair,
+    layers: Mapping[Side, int],
+    moving: tuple[Side, ...],
+    weight: float,
+    units: str,
+    multiplier: str,
+    dtype: torch.dtype,
+    chunk: int,
+    progress: Any = None,
+) -> list[dict[Side, Tensor]]:
+    """Gradient × input (or the plain gradient) of every pair of a batch, ``chunk`` pairs per pass.
+
+    Pairs are independent rows of the towers, so the gradient of the summed similarities with respect
+    to each row's hidden states is that row's own gradient: the result equals `path_attributions` with
+    one path point at ``x`` per pair (up to float rounding of the batched products).
+
+    Returns:
+        Per pair, ``{side: (T,) float32}`` for the moving sides, on the model's device.
+    """
+    out: list[dict[Side, Tensor]] = []
+    for start in range(0, pair.batch_size, chunk):
+        idx = list(range(start, min(start + chunk, pair.batch_size)))
+        inputs = {s: pair.side(s).select(idx) for s in SIDES}
+        with torch.no_grad():
+            x = {s: model.hidden(s, inputs[s], layers[s]).to(dtype) for s in SIDES}
+            emb = {s: model.tail(s, inputs[s], x[s], layers[s]) for s in SIDES if s not in moving}
+        with torch.enable_grad():
+            h = {s: x[s].clone().requires_grad_(True) for s in moving}
+            emb.update({s: model.tail(s, inputs[s], h[s], layers[s]) for s in moving})
+            f = similarity(model, emb["text"], emb["image"], units)
+            w = torch.full_like(f, weight)
+            grads = torch.autograd.grad((f * w).sum(), [h[s] for s in moving])
+        attr = {}
+        for s, g in zip(moving, grads, strict=True):
+            m = x[s] if multiplier == "input" else torch.ones_like(x[s])
+            attr[s] = (g.float() * m.float()).sum(-1)
+        out.extend({s: attr[s][k] for s in moving} for k in range(len(idx)))
+        if progress is not None:
+            progress.update(len(idx))
+    return out
+
+
 def _explain_path(
     model: DualEncoder,
     pair: Pair,
@@ -179,32 +223,42 @@ def _explain_path(
     dtype = torch.float32 if fp32 else work.dtype
     scores, cosines = scores_of(model, pair)
     out: list[Explanation] = []
+    # One path point and no references (gradient × input): all pairs of the batch share each pass.
+    batched = alphas.numel() == 1 and not kinds and pair.batch_size > 1
     with bar(pair.batch_size * alphas.numel(), f"{method} attributions", progress) as pb:
+        rows = (
+            _first_order_rows(work, pair, layers, moving, float(weights[0]), units, multiplier, dtype, chunk, pb)
+            if batched
+            else []
+        )
         for b in range(pair.batch_size):
             inputs = {s: pair.side(s).select([b]) for s in SIDES}
             refs = {s: work.reference(s, inputs[s], kinds[s]) for s in moving} if kinds else {}
-            with torch.no_grad():
-                x = {s: work.hidden(s, inputs[s], layers[s]).to(dtype) for s in SIDES}
-                r = {**x, **{s: work.hidden(s, refs[s], layers[s]).to(dtype) for s in refs}}
-            mult = None
-            if multiplier == "input":
-                mult = {s: x[s] for s in moving}
-            elif multiplier == "none":
-                mult = {s: torch.ones_like(x[s]) for s in moving}
-            attr = path_attributions(
-                work,
-                inputs,
-                x,
-                r,
-                layers,
-                moving,
-                alphas,
-                weights,
-                units,
-                multiply_by=mult,
-                internal_batch_size=chunk,
-                progress=pb,
-            )
+            if batched:
+                attr = rows[b]
+            else:
+                with torch.no_grad():
+                    x = {s: work.hidden(s, inputs[s], layers[s]).to(dtype) for s in SIDES}
+                    r = {**x, **{s: work.hidden(s, refs[s], layers[s]).to(dtype) for s in refs}}
+                mult = None
+                if multiplier == "input":
+                    mult = {s: x[s] for s in moving}
+                elif multiplier == "none":
+                    mult = {s: torch.ones_like(x[s]) for s in moving}
+                attr = path_attributions(
+                    work,
+                    inputs,
+                    x,
+                    r,
+                    layers,
+                    moving,
+                    alphas,
+                    weights,
+                    units,
+                    multiply_by=mult,
+                    internal_batch_size=chunk,
+                    progress=pb,
+                )
             terms: dict[str, Any] = {}
             diag: dict[str, float] = {}
             total = 0.0
@@ -354,6 +408,7 @@ def explain_gradxinput(
     multiply_by_inputs: bool = True,
     units: Units = "cosine",
     fp32: bool = True,
+    internal_batch_size: int | None = None,
     progress: bool | None = None,
 ) -> list[Explanation]:
     """Gradient × input of each pair's similarity with respect to hidden states.
@@ -375,6 +430,8 @@ def explain_gradxinput(
             ``multiply_by_inputs=False``; ``baselines`` is then ignored).
         units: ``"cosine"`` or ``"score"``.
         fp32: Differentiate fp16/bf16 models in float32.
+        internal_batch_size: Pairs per forward+backward pass without ``baselines`` (memory bound;
+            default 16 on CPU, 256 on CUDA); with ``baselines`` pairs run one by one.
         progress: Show a progress bar.
 
     Returns:
@@ -400,7 +457,7 @@ def explain_gradxinput(
         baselines=baselines,
         multiplier=multiplier,
         units=units,
-        internal_batch_size=1,
+        internal_batch_size=internal_batch_size,
         fp32=fp32,
         progress=progress,
         params={"multiply_by_inputs": multiply_by_inputs},

@@ -30,7 +30,7 @@ import torch
 
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.common import row_explanation, scores_of, side_terms
+from dualex.methods.common import positive_int, row_explanation, scores_of, side_terms
 from dualex.models.base import DualEncoder, Pair, SideInputs
 from dualex.progress import bar
 
@@ -61,6 +61,7 @@ def explain_maskclip(
     pair: Pair,
     *,
     fp32: bool = True,
+    internal_batch_size: int | None = None,
     progress: bool | None = None,
 ) -> list[Explanation]:
     """MaskCLIP maps of each pair's image patches.
@@ -71,6 +72,7 @@ def explain_maskclip(
         model: A transformers CLIP/SigLIP/SigLIP-2 or open_clip ViT model.
         pair: Prepared batch of B pairs.
         fp32: Run fp16/bf16 models in float32.
+        internal_batch_size: Pairs per forward pass (memory bound; default 16 on CPU, 256 on CUDA).
         progress: Show a progress bar.
 
     Returns:
@@ -81,18 +83,21 @@ def explain_maskclip(
         UnsupportedModelError: the model exposes no attention internals (text-text bi-encoders).
     """
     work = model.float32() if fp32 else model
+    chunk = positive_int("internal_batch_size", internal_batch_size or (256 if work.device.type == "cuda" else 16))
     scores = scores_of(model, pair)
     out: list[Explanation] = []
     with bar(pair.batch_size, "maskclip", progress) as pb, torch.no_grad():
-        for b in range(pair.batch_size):
-            image = pair.image.select([b])
-            e_text = torch.nn.functional.normalize(work.encode("text", pair.text.select([b])).float(), dim=-1)
-            dense = torch.nn.functional.normalize(value_path_features(work, image).float(), dim=-1)
-            terms, diag = side_terms("image", (dense[0] @ e_text[0]).cpu(), pair.image, b)
-            out.append(
-                row_explanation(
-                    model, pair, b, scores, method="maskclip", params={}, cross=None, diagnostics=diag, **terms
+        for start in range(0, pair.batch_size, chunk):  # pairs are independent rows: one pass per chunk
+            rows = list(range(start, min(start + chunk, pair.batch_size)))
+            e_text = torch.nn.functional.normalize(work.encode("text", pair.text.select(rows)).float(), dim=-1)
+            dense = torch.nn.functional.normalize(value_path_features(work, pair.image.select(rows)).float(), dim=-1)
+            maps = torch.einsum("rpd,rd->rp", dense, e_text).cpu()
+            for k, b in enumerate(rows):
+                terms, diag = side_terms("image", maps[k], pair.image, b)
+                out.append(
+                    row_explanation(
+                        model, pair, b, scores, method="maskclip", params={}, cross=None, diagnostics=diag, **terms
+                    )
                 )
-            )
-            pb.update(1)
+            pb.update(len(rows))
     return out
