@@ -14,6 +14,10 @@ from the run's own timing columns (``seconds`` = explain, ``seconds_<stage>``; o
     OMP_NUM_THREADS=1 python benchmarks/evaluate_throughput.py                  # 4 methods together
     OMP_NUM_THREADS=1 python benchmarks/evaluate_throughput.py --per-method     # also each method alone
     python benchmarks/evaluate_throughput.py --items 2 --repeats 1 --base HEAD  # quick check
+    OMP_NUM_THREADS=1 python benchmarks/evaluate_throughput.py --batch-sizes 1,8 --items 8  # batching
+
+With ``--batch-sizes`` the configurations are this checkout at each ``evaluate(batch_size=...)`` (no base
+commit); speed-ups are against the first size, and "explain pairs/h" counts the explanation stage alone.
 """
 
 from __future__ import annotations
@@ -50,12 +54,16 @@ def child(args: argparse.Namespace) -> None:
     if args.design:
         kw["faith_design"] = args.design
     metrics = MetricOptions(**kw)
+    if args.batch_size:
+        kw_eval: dict[str, Any] = {"batch_size": args.batch_size}
+    else:
+        kw_eval = {}
     methods = args.methods.split(",")
     opts = {m: o for m, o in json.loads(args.method_options or "{}").items() if m in methods}
     with tempfile.TemporaryDirectory() as tmp:
         t1, c1 = time.perf_counter(), time.process_time()
         evaluate(model, "shapes:", methods, Path(tmp) / "run", dataset_options={"n": args.items, "split": "heldout"},
-                 metrics=metrics, method_options=opts)  # fmt: skip
+                 metrics=metrics, method_options=opts, **kw_eval)  # fmt: skip
         t_eval, c_eval = time.perf_counter() - t1, time.process_time() - c1
         df = read_run(Path(tmp) / "run")
     pair = df[df.level == "pair"]
@@ -76,7 +84,9 @@ def child(args: argparse.Namespace) -> None:
     }))  # fmt: skip
 
 
-def run_config(src: Path, methods: str, items: int, design: str | None, options: str | None) -> dict[str, Any]:
+def run_config(
+    src: Path, methods: str, items: int, design: str | None, options: str | None, batch_size: int | None = None
+) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # fmt: skip
     cmd = [sys.executable, __file__, "--child", "--methods", methods, "--items", str(items)]
@@ -84,6 +94,8 @@ def run_config(src: Path, methods: str, items: int, design: str | None, options:
         cmd += ["--design", design]
     if options:
         cmd += ["--method-options", options]
+    if batch_size:
+        cmd += ["--batch-size", str(batch_size)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
     if out.returncode != 0:
         raise RuntimeError(f"configuration failed ({src}, {methods}):\n{out.stderr[-3000:]}")
@@ -109,6 +121,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="repeats per configuration; the fastest is kept")
     ap.add_argument("--base", default="d733685", help="commit to compare against (default: landed main d733685)")
     ap.add_argument("--per-method", action="store_true", help="also time each method alone")
+    ap.add_argument("--batch-sizes", default=None,
+                    help="compare evaluate(batch_size=...) of this checkout instead, e.g. 1,8")  # fmt: skip
+    ap.add_argument("--batch-size", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--json", default=None, help="also write all measurements to this file")
     args = ap.parse_args()
     if args.child:
@@ -116,15 +131,21 @@ def main() -> None:
         return
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        base_src = export_base(args.base, Path(tmp))
-        configs = [("base", base_src, None), ("this, independent", ROOT / "src", "independent"),
-                   ("this, product", ROOT / "src", None)]  # fmt: skip
+        configs: list[tuple[str, Path, str | None, int | None]]
+        if args.batch_sizes:
+            sizes = [int(b) for b in args.batch_sizes.split(",")]
+            configs = [(f"batch size {b}", ROOT / "src", None, b) for b in sizes]
+        else:
+            base_src = export_base(args.base, Path(tmp))
+            configs = [("base", base_src, None, None), ("this, independent", ROOT / "src", "independent", None),
+                       ("this, product", ROOT / "src", None, None)]  # fmt: skip
         groups = [args.methods] + (args.methods.split(",") if args.per_method else [])
         best: dict[tuple[str, str], dict[str, Any]] = {}
         for _ in range(args.repeats):
             for methods in groups:
-                for name, src, design in configs:
-                    r = run_config(src, methods, args.items, design, None if name == "base" else args.method_options)
+                for name, src, design, bs in configs:
+                    opts = None if name == "base" else args.method_options
+                    r = run_config(src, methods, args.items, design, opts, bs)
                     key = (methods, name)
                     if key not in best or r["evaluate_cpu_s"] < best[key]["evaluate_cpu_s"]:
                         best[key] = r
@@ -137,16 +158,20 @@ def main() -> None:
           f"OMP_NUM_THREADS=1; {args.items} held-out scenes per run, fastest of {args.repeats}\n")  # fmt: skip
     print("Pairs per hour at dataset scale (start-up excluded) from the CPU seconds of the evaluate call, and "
           "from its wall time; then the whole process (start-up included):\n")  # fmt: skip
-    print("| methods | version | pairs/h (CPU) | speed-up | pairs/h (wall) | speed-up | evaluate CPU s | "
-          "process CPU s | speed-up | torch s | import s | load s |")  # fmt: skip
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| methods | version | pairs/h (CPU) | speed-up | pairs/h (wall) | speed-up | explain pairs/h | speed-up | "
+          "evaluate CPU s | process CPU s | speed-up | torch s | import s | load s |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for methods in groups:
-        b = best[(methods, "base")]
-        for name, _, _ in configs:
+        b = best[(methods, configs[0][0])]
+        for name, _, _, _ in configs:
             r = best[(methods, name)]
             pc, pw = 3600 * args.items / r["evaluate_cpu_s"], 3600 * args.items / r["evaluate_s"]
+            n_pairs = r["pairs"] or 1  # explain stage: pairs of all methods per explanation second
+            px = 3600 * n_pairs / max(r["stages"]["explain"], 1e-9)
+            bx = 3600 * (b["pairs"] or 1) / max(b["stages"]["explain"], 1e-9)
             print(f"| {methods} | {name} | {pc:,.0f} | {b['evaluate_cpu_s'] / r['evaluate_cpu_s']:.2f}× | {pw:,.0f} | "
-                  f"{b['evaluate_s'] / r['evaluate_s']:.2f}× | {r['evaluate_cpu_s']:.1f} | {r['cpu_s']:.1f} | "
+                  f"{b['evaluate_s'] / r['evaluate_s']:.2f}× | {px:,.0f} | {px / bx:.2f}× | "
+                  f"{r['evaluate_cpu_s']:.1f} | {r['cpu_s']:.1f} | "
                   f"{b['cpu_s'] / r['cpu_s']:.2f}× | {r['torch_s']:.2f} | {r['import_s']:.2f} | "
                   f"{r['load_s']:.2f} |")  # fmt: skip
     print("\nShare of the evaluate call per stage (from the run's timing columns):\n")
@@ -154,7 +179,7 @@ def main() -> None:
     print("| methods | version | " + " | ".join(cols) + " |")
     print("|---|---|" + "---:|" * len(cols))
     for methods in groups:
-        for name, _, _ in configs:
+        for name, _, _, _ in configs:
             r = best[(methods, name)]
             st = dict(r["stages"])
             st["other"] = max(0.0, r["evaluate_s"] - sum(st.values()))  # stage columns are wall seconds
