@@ -6,10 +6,12 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import torch
 
 from dualex.datasets import open_dataset
-from dualex.evaluation.run import MetricOptions
+from dualex.errors import InputError
+from dualex.evaluation.run import MetricOptions, evaluate
 from dualex.evaluation.work import WorkConfig, process_item, process_items
 from dualex.explanation import Explanation
 from dualex.methods import _METHODS, explain_pair, register_method
@@ -94,3 +96,10 @@ def test_a_failing_batch_falls_back_to_one_item_at_a_time(tiny_clip):
             assert err == "explain: no circles here"
         else:
             assert err is None and pair_rows["test-picky"]["seconds"] > 0
+
+
+def test_batch_size_is_validated(tmp_path, tiny_clip):
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(InputError, match="batch_size"):
+            evaluate(tiny_clip, "shapes:", ["random"], tmp_path / "r", batch_size=bad)
+    assert not (tmp_path / "r").exists()
