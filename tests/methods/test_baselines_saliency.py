@@ -207,14 +207,19 @@ def test_new_methods_run_in_evaluate(tmp_path, tiny_clip):
 
 
 @pytest.mark.parametrize(("method", "opts"), [("maskclip", {}), ("clip_surgery", {}),
-                                              ("clip_surgery", {"redundant": "none", "depth": 1})])  # fmt: skip
-def test_batch_equals_pair_by_pair(tiny_clip, method, opts):
+                                              ("clip_surgery", {"redundant": "none", "depth": 1}), ("rollout", {}),
+                                              ("rollout", {"side": "text", "head_fusion": "max"})])  # fmt: skip
+def test_batch_equals_pair_by_pair(model, method, opts):
     from dualex.methods import explain_pair
 
     captions = ["a red dog runs home", "a cat", "two small blue birds sit on a long fence"]
-    pair = tiny_clip.prepare([random_image(k) for k in range(3)], captions)
-    batch = explain_pair(tiny_clip, pair, method, internal_batch_size=2, **opts)  # passes of 2 pairs, then 1
+    pair = model.prepare([random_image(k) for k in range(3)], captions)
+    batch = explain_pair(model, pair, method, internal_batch_size=2, **opts)  # passes of 2 pairs, then 1
     for b, ex in enumerate(batch):
-        one = explain_pair(tiny_clip, pair.select([b]), method, **opts)[0]
-        torch.testing.assert_close(ex.image_main, one.image_main, rtol=1e-5, atol=1e-6)
+        one = explain_pair(model, pair.select([b]), method, **opts)[0]
+        for name in ("text_main", "image_main"):
+            x, y = getattr(ex, name), getattr(one, name)
+            assert (x is None) == (y is None)
+            if x is not None:
+                torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
         assert ex.diagnostics == pytest.approx(one.diagnostics, rel=1e-5, abs=1e-6)

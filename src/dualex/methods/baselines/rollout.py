@@ -30,7 +30,7 @@ from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.methods import register_method
 from dualex.methods.baselines.attention import query_position
-from dualex.methods.common import SideOption, row_explanation, scores_of, side_terms, sides_of
+from dualex.methods.common import SideOption, positive_int, row_explanation, scores_of, side_terms, sides_of
 from dualex.models.base import SIDES, DualEncoder, Pair
 from dualex.progress import bar
 
@@ -85,6 +85,7 @@ def explain_rollout(
     side: SideOption = "both",
     head_fusion: HeadFusion = "mean",
     start_layer: int = 0,
+    internal_batch_size: int | None = None,
     progress: bool | None = None,
 ) -> list[Explanation]:
     """Attention rollout of each pair's image patches and/or caption tokens.
@@ -97,6 +98,8 @@ def explain_rollout(
         side: ``"both"``, ``"text"`` or ``"image"``.
         head_fusion: ``"mean"`` (the paper), ``"max"`` or ``"min"`` over heads.
         start_layer: First block included (0 = all; negative counts from the end).
+        internal_batch_size: Pairs per recorded forward pass (memory bound: the attention of every
+            block is kept; default 16 on CPU, 256 on CUDA).
         progress: Show a progress bar.
 
     Returns:
@@ -112,32 +115,39 @@ def explain_rollout(
     for s in sides:
         if starts[s] >= model.n_layers(s):
             raise InputError(f"start_layer must name a block of the {s} tower, got {start_layer}")
+    chunk = positive_int("internal_batch_size", internal_batch_size or (256 if model.device.type == "cuda" else 16))
     scores = scores_of(model, pair)
     out: list[Explanation] = []
     with bar(pair.batch_size, "rollout", progress) as pb, torch.no_grad():
-        for b in range(pair.batch_size):
-            inputs = {s: pair.side(s).select([b]) for s in SIDES}
-            terms: dict[str, Any] = {}
-            diag: dict[str, float] = {}
+        for start in range(0, pair.batch_size, chunk):  # pairs are independent rows: one pass per chunk
+            rows = list(range(start, min(start + chunk, pair.batch_size)))
+            inputs = {s: pair.side(s).select(rows) for s in SIDES}
+            rels: dict[str, list[Tensor]] = {}
             for s in sides:
                 with model.record_attention(s, inputs[s]) as rec:
                     model.encode(s, inputs[s])
-                R = rollout_matrix([site.probs()[0] for site in rec.blocks[starts[s] :]], head_fusion)
-                q = query_position(model, s, inputs[s], rec)
-                if q < 0:
-                    assert rec.pool is not None
-                    rel = fuse_heads(rec.pool.probs()[0], head_fusion)[0] @ R
-                else:
-                    rel = R[q]
-                diag[f"{s}_start_layer"] = float(starts[s])
-                t, d = side_terms(s, rel.cpu(), pair.image, b)
-                terms.update(t)
-                diag.update(d)
-            params = {"side": side, "head_fusion": head_fusion, "start_layer": start_layer}
-            out.append(
-                row_explanation(
-                    model, pair, b, scores, method="rollout", params=params, cross=None, diagnostics=diag, **terms
+                rels[s] = []
+                for k in range(len(rows)):
+                    R = rollout_matrix([site.probs()[k] for site in rec.blocks[starts[s] :]], head_fusion)
+                    q = query_position(model, s, inputs[s], rec, k)
+                    if q < 0:
+                        assert rec.pool is not None
+                        rels[s].append(fuse_heads(rec.pool.probs()[k], head_fusion)[0] @ R)
+                    else:
+                        rels[s].append(R[q])
+            for k, b in enumerate(rows):
+                terms: dict[str, Any] = {}
+                diag: dict[str, float] = {}
+                for s in sides:
+                    diag[f"{s}_start_layer"] = float(starts[s])
+                    t, d = side_terms(s, rels[s][k].cpu(), pair.image, b)
+                    terms.update(t)
+                    diag.update(d)
+                params = {"side": side, "head_fusion": head_fusion, "start_layer": start_layer}
+                out.append(
+                    row_explanation(
+                        model, pair, b, scores, method="rollout", params=params, cross=None, diagnostics=diag, **terms
+                    )
                 )
-            )
-            pb.update(1)
+            pb.update(len(rows))
     return out
