@@ -135,16 +135,19 @@ def test_bad_options(tiny_clip):
         dualex.explain(tiny_clip, img, CAPTION, method="ig", baselines={"image": "purple"})
 
 
-@pytest.mark.parametrize(("side", "multiply"), [("both", True), ("text", False), ("image", True)])
-def test_gradxinput_batch_equals_pair_by_pair(tiny_clip, side, multiply):
+@pytest.mark.parametrize(("side", "multiply", "which"),
+                         [("both", True, "clip"), ("text", False, "clip"), ("image", True, "clip"),
+                          ("both", True, "siglip")])  # fmt: skip
+def test_gradxinput_batch_equals_pair_by_pair(request, side, multiply, which):
     from dualex.methods import explain_pair
 
+    enc = request.getfixturevalue("tiny_clip" if which == "clip" else "siglip")
     captions = [CAPTION, "a cat", "two small blue birds sit on a long fence"]  # padded to the longest
-    pair = tiny_clip.prepare([random_image(k) for k in range(3)], captions)
+    pair = enc.prepare([random_image(k) for k in range(3)], captions)
     kw = {"method": "gradxinput", "side": side, "multiply_by_inputs": multiply, "layer": 1}
-    batch = explain_pair(tiny_clip, pair, internal_batch_size=2, **kw)  # two passes: 2 pairs, then 1
+    batch = explain_pair(enc, pair, internal_batch_size=2, **kw)  # two passes: 2 pairs, then 1
     for b, ex in enumerate(batch):
-        one = explain_pair(tiny_clip, pair.select([b]), **kw)[0]
+        one = explain_pair(enc, pair.select([b]), **kw)[0]
         for name in ("text_main", "image_main"):
             x, y = getattr(ex, name), getattr(one, name)
             assert (x is None) == (y is None)
