@@ -154,3 +154,31 @@ def test_gradxinput_batch_equals_pair_by_pair(request, side, multiply, which):
             if x is not None:
                 torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
         assert ex.diagnostics == pytest.approx(one.diagnostics, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("method", "opts"),
+    [
+        ("ig", {"n_steps": 4, "internal_batch_size": 8}),  # 2 pairs per pass, then 1
+        ("ig", {"n_steps": 3, "side": "image", "baselines": "zeros", "internal_batch_size": 3, "units": "score"}),
+        ("gradxinput", {"baselines": "default", "internal_batch_size": 2}),
+    ],
+)
+def test_path_methods_batch_equals_pair_by_pair(tiny_clip, method, opts):
+    from dualex.methods import explain_pair
+
+    captions = [CAPTION, "a cat", "two small blue birds sit on a long fence"]
+    pair = tiny_clip.prepare([random_image(k) for k in range(3)], captions)
+    batch = explain_pair(tiny_clip, pair, method, layer=1, **opts)
+    for b, ex in enumerate(batch):
+        one = explain_pair(tiny_clip, pair.select([b]), method, layer=1, **opts)[0]
+        for name in ("text_main", "image_main"):
+            x, y = getattr(ex, name), getattr(one, name)
+            assert (x is None) == (y is None)
+            if x is not None:
+                torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+        if one.target is None:
+            assert ex.target is None
+        else:
+            assert ex.target == pytest.approx(one.target, rel=1e-6, abs=1e-7)
+        assert ex.diagnostics == pytest.approx(one.diagnostics, rel=1e-5, abs=1e-6)

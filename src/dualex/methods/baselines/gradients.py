@@ -150,47 +150,71 @@ def path_attributions(
     return out
 
 
-def _first_order_rows(
+def _batched_path_rows(
     model: DualEncoder,
     pair: Pair,
     layers: Mapping[Side, int],
     moving: tuple[Side, ...],
-    weight: float,
+    alphas: Tensor,
+    weights: Tensor,
     units: str,
     multiplier: str,
+    kinds: Mapping[str, str],
     dtype: torch.dtype,
     chunk: int,
     progress: Any = None,
 ) -> list[dict[Side, Tensor]]:
-    """Gradient × input (or the plain gradient) of every pair of a batch, ``chunk`` pairs per pass.
+    """`path_attributions` of every pair of a batch, several pairs per pass.
 
-    Pairs are independent rows of the towers, so the gradient of the summed similarities with respect
-    to each row's hidden states is that row's own gradient: the result equals `path_attributions` with
-    one path point at ``x`` per pair (up to float rounding of the batched products).
+    Each pass holds ``chunk // N`` pairs with their N path points (at least one pair). Pairs are
+    independent rows of the towers, so the gradient of the summed, weighted similarities with respect to
+    each row's hidden states is that row's own gradient: the result equals `path_attributions` per pair
+    (up to float rounding of the batched products).
 
     Returns:
         Per pair, ``{side: (T,) float32}`` for the moving sides, on the model's device.
     """
+    N = alphas.numel()
+    per_pass = max(1, chunk // N)
     out: list[dict[Side, Tensor]] = []
-    for start in range(0, pair.batch_size, chunk):
-        idx = list(range(start, min(start + chunk, pair.batch_size)))
+    for start in range(0, pair.batch_size, per_pass):
+        idx = list(range(start, min(start + per_pass, pair.batch_size)))
+        m = len(idx)
         inputs = {s: pair.side(s).select(idx) for s in SIDES}
         with torch.no_grad():
             x = {s: model.hidden(s, inputs[s], layers[s]).to(dtype) for s in SIDES}
-            emb = {s: model.tail(s, inputs[s], x[s], layers[s]) for s in SIDES if s not in moving}
+            r = dict(x)
+            if kinds:
+                r.update({s: model.hidden(s, model.reference(s, inputs[s], kinds[s]), layers[s]).to(dtype)
+                          for s in moving})  # fmt: skip
+            fixed = {s: model.tail(s, inputs[s], x[s], layers[s]).repeat_interleave(N, 0) for s in SIDES
+                     if s not in moving}  # fmt: skip
+        rep = [i for i in range(m) for _ in range(N)]  # pair-major: N path points of pair 0, then pair 1 ...
+        dev = x[moving[0]].device
+        a = alphas.to(dev).repeat(m)
+        w = weights.to(dev).repeat(m)
         with torch.enable_grad():
-            h = {s: x[s].clone().requires_grad_(True) for s in moving}
-            emb.update({s: model.tail(s, inputs[s], h[s], layers[s]) for s in moving})
+            h = {
+                s: (r[s][rep] + a[:, None, None].to(x[s].dtype) * (x[s][rep] - r[s][rep])).requires_grad_(True)
+                for s in moving
+            }
+            emb = {s: model.tail(s, inputs[s].select(rep), h[s], layers[s]) for s in moving}
+            emb.update(fixed)
             f = similarity(model, emb["text"], emb["image"], units)
-            w = torch.full_like(f, weight)
-            grads = torch.autograd.grad((f * w).sum(), [h[s] for s in moving])
-        attr = {}
+            grads = torch.autograd.grad((f * w.to(f.dtype)).sum(), [h[s] for s in moving])
+        attr: dict[Side, Tensor] = {}
         for s, g in zip(moving, grads, strict=True):
-            m = x[s] if multiplier == "input" else torch.ones_like(x[s])
-            attr[s] = (g.float() * m.float()).sum(-1)
-        out.extend({s: attr[s][k] for s in moving} for k in range(len(idx)))
+            acc = g.float().reshape(m, N, *g.shape[1:]).sum(1)
+            if multiplier == "input":
+                mult = x[s]
+            elif multiplier == "none":
+                mult = torch.ones_like(x[s])
+            else:
+                mult = x[s] - r[s]
+            attr[s] = (acc * mult.float()).sum(-1)
+        out.extend({s: attr[s][k] for s in moving} for k in range(m))
         if progress is not None:
-            progress.update(len(idx))
+            progress.update(m * N)
     return out
 
 
@@ -223,23 +247,24 @@ def _explain_path(
     dtype = torch.float32 if fp32 else work.dtype
     scores, cosines = scores_of(model, pair)
     out: list[Explanation] = []
-    # One path point and no references (gradient × input): all pairs of the batch share each pass.
-    batched = alphas.numel() == 1 and not kinds and pair.batch_size > 1
+    # Several pairs per pass where all N path points of a pair fit in one (``chunk`` path points).
+    batched = pair.batch_size > 1 and alphas.numel() <= chunk
     with bar(pair.batch_size * alphas.numel(), f"{method} attributions", progress) as pb:
         rows = (
-            _first_order_rows(work, pair, layers, moving, float(weights[0]), units, multiplier, dtype, chunk, pb)
+            _batched_path_rows(work, pair, layers, moving, alphas, weights, units, multiplier, kinds, dtype, chunk, pb)
             if batched
             else []
         )
         for b in range(pair.batch_size):
             inputs = {s: pair.side(s).select([b]) for s in SIDES}
             refs = {s: work.reference(s, inputs[s], kinds[s]) for s in moving} if kinds else {}
-            if batched:
-                attr = rows[b]
-            else:
+            if refs or not batched:
                 with torch.no_grad():
                     x = {s: work.hidden(s, inputs[s], layers[s]).to(dtype) for s in SIDES}
                     r = {**x, **{s: work.hidden(s, refs[s], layers[s]).to(dtype) for s in refs}}
+            if batched:
+                attr = rows[b]
+            else:
                 mult = None
                 if multiplier == "input":
                     mult = {s: x[s] for s in moving}
@@ -357,7 +382,8 @@ def explain_ig(
         baselines: Reference kind(s) for `DualEncoder.reference`: None (text ``"same_length"``, image
             ``"zeros"``), one kind for both sides, or ``{"text": ..., "image": ...}``.
         units: ``"cosine"`` or ``"score"`` (the model's own logit, ``logit_scale · cos + bias``).
-        internal_batch_size: Path points per pass (memory bound); default 16 on CPU, 256 on CUDA.
+        internal_batch_size: Path points per pass (memory bound); default 16 on CPU, 256 on CUDA. When
+            ``n_steps`` fits, ``internal_batch_size // n_steps`` pairs of the batch share each pass.
         fp32: Differentiate fp16/bf16 models in float32 (a float copy of the model).
         progress: Show a progress bar (None: only on a terminal).
 
@@ -430,8 +456,8 @@ def explain_gradxinput(
             ``multiply_by_inputs=False``; ``baselines`` is then ignored).
         units: ``"cosine"`` or ``"score"``.
         fp32: Differentiate fp16/bf16 models in float32.
-        internal_batch_size: Pairs per forward+backward pass without ``baselines`` (memory bound;
-            default 16 on CPU, 256 on CUDA); with ``baselines`` pairs run one by one.
+        internal_batch_size: Pairs per forward+backward pass (memory bound; default 16 on CPU, 256 on
+            CUDA).
         progress: Show a progress bar.
 
     Returns:
