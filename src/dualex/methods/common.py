@@ -3,6 +3,7 @@ building an `Explanation` from a prepared pair row."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
@@ -37,6 +38,17 @@ def positive_int(name: str, value: object, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InputError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
     return value
+
+
+def rows_per_pass(internal_batch_size: object, device: torch.device, *, cpu: int = 16, gpu: int = 256) -> int:
+    """``internal_batch_size`` checked, or the default rows per pass on ``device`` (``gpu`` on CUDA, else ``cpu``)."""
+    return positive_int("internal_batch_size", internal_batch_size or (gpu if device.type == "cuda" else cpu))
+
+
+def row_chunks(n: int, size: int) -> Iterator[list[int]]:
+    """Row indices ``0..n-1`` in consecutive lists of at most ``size`` (one pass each)."""
+    for start in range(0, n, size):
+        yield list(range(start, min(start + size, n)))
 
 
 def similarity(model: DualEncoder, e_text: Tensor, e_image: Tensor, units: str) -> Tensor:

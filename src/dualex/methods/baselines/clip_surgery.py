@@ -44,7 +44,7 @@ from torch import Tensor
 from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.common import positive_int, row_explanation, scores_of, side_terms
+from dualex.methods.common import row_chunks, row_explanation, rows_per_pass, scores_of, side_terms
 from dualex.models.base import DualEncoder, Pair, SideInputs
 from dualex.progress import bar
 
@@ -117,12 +117,11 @@ def explain_clip_surgery(
     d = max(L // 2, 1) if depth is None else depth
     if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= L:
         raise InputError(f"depth must be an integer in 1..{L} (blocks of the image tower), got {depth!r}")
-    chunk = positive_int("internal_batch_size", internal_batch_size or (256 if work.device.type == "cuda" else 16))
+    chunk = rows_per_pass(internal_batch_size, work.device)
     scores = scores_of(model, pair)
     out: list[Explanation] = []
     with bar(pair.batch_size, "clip_surgery", progress) as pb, torch.no_grad():
-        for start in range(0, pair.batch_size, chunk):  # pairs are independent rows: one pass per chunk
-            rows = list(range(start, min(start + chunk, pair.batch_size)))
+        for rows in row_chunks(pair.batch_size, chunk):  # pairs are independent rows: one pass per chunk
             text = pair.text.select(rows)
             e_text = torch.nn.functional.normalize(work.encode("text", text).float(), dim=-1)
             target = e_text

@@ -45,7 +45,8 @@ from dualex.methods.common import (
     Units,
     build_explanation,
     check_units,
-    positive_int,
+    row_chunks,
+    rows_per_pass,
     scores_of,
     sides_of,
     similarity,
@@ -177,8 +178,7 @@ def _batched_path_rows(
     N = alphas.numel()
     per_pass = max(1, chunk // N)
     out: list[dict[Side, Tensor]] = []
-    for start in range(0, pair.batch_size, per_pass):
-        idx = list(range(start, min(start + per_pass, pair.batch_size)))
+    for idx in row_chunks(pair.batch_size, per_pass):
         m = len(idx)
         inputs = {s: pair.side(s).select(idx) for s in SIDES}
         with torch.no_grad():
@@ -243,7 +243,7 @@ def _explain_path(
     work = model.float32() if fp32 else model
     layers = _layers(work, layer, text_layer, image_layer)
     kinds = reference_kinds(work, baselines) if multiplier == "delta" else {}
-    chunk = positive_int("internal_batch_size", internal_batch_size or (256 if work.device.type == "cuda" else 16))
+    chunk = rows_per_pass(internal_batch_size, work.device)
     dtype = torch.float32 if fp32 else work.dtype
     scores, cosines = scores_of(model, pair)
     out: list[Explanation] = []

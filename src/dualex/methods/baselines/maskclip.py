@@ -30,7 +30,7 @@ import torch
 
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.common import positive_int, row_explanation, scores_of, side_terms
+from dualex.methods.common import row_chunks, row_explanation, rows_per_pass, scores_of, side_terms
 from dualex.models.base import DualEncoder, Pair, SideInputs
 from dualex.progress import bar
 
@@ -83,12 +83,11 @@ def explain_maskclip(
         UnsupportedModelError: the model exposes no attention internals (text-text bi-encoders).
     """
     work = model.float32() if fp32 else model
-    chunk = positive_int("internal_batch_size", internal_batch_size or (256 if work.device.type == "cuda" else 16))
+    chunk = rows_per_pass(internal_batch_size, work.device)
     scores = scores_of(model, pair)
     out: list[Explanation] = []
     with bar(pair.batch_size, "maskclip", progress) as pb, torch.no_grad():
-        for start in range(0, pair.batch_size, chunk):  # pairs are independent rows: one pass per chunk
-            rows = list(range(start, min(start + chunk, pair.batch_size)))
+        for rows in row_chunks(pair.batch_size, chunk):  # pairs are independent rows: one pass per chunk
             e_text = torch.nn.functional.normalize(work.encode("text", pair.text.select(rows)).float(), dim=-1)
             dense = torch.nn.functional.normalize(value_path_features(work, pair.image.select(rows)).float(), dim=-1)
             maps = torch.einsum("rpd,rd->rp", dense, e_text).cpu()

@@ -44,6 +44,7 @@ from dualex.methods.common import (
     check_units,
     positive_int,
     row_explanation,
+    rows_per_pass,
     scores_of,
     sides_of,
     similarity,
@@ -175,7 +176,7 @@ def explain_rise(
         cell = positive_int("cell", cell)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InputError(f"seed must be an integer, got {seed!r}")
-    chunk = positive_int("internal_batch_size", internal_batch_size or (256 if model.device.type == "cuda" else 64))
+    chunk = rows_per_pass(internal_batch_size, model.device, cpu=64)
     scores = scores_of(model, pair)
     out: list[Explanation] = []
     with bar(pair.batch_size * budget * len(sides), "rise masks", progress) as pb, torch.no_grad():

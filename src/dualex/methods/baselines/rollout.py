@@ -30,7 +30,15 @@ from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.methods import register_method
 from dualex.methods.baselines.attention import query_position
-from dualex.methods.common import SideOption, positive_int, row_explanation, scores_of, side_terms, sides_of
+from dualex.methods.common import (
+    SideOption,
+    row_chunks,
+    row_explanation,
+    rows_per_pass,
+    scores_of,
+    side_terms,
+    sides_of,
+)
 from dualex.models.base import SIDES, DualEncoder, Pair
 from dualex.progress import bar
 
@@ -115,12 +123,11 @@ def explain_rollout(
     for s in sides:
         if starts[s] >= model.n_layers(s):
             raise InputError(f"start_layer must name a block of the {s} tower, got {start_layer}")
-    chunk = positive_int("internal_batch_size", internal_batch_size or (256 if model.device.type == "cuda" else 16))
+    chunk = rows_per_pass(internal_batch_size, model.device)
     scores = scores_of(model, pair)
     out: list[Explanation] = []
     with bar(pair.batch_size, "rollout", progress) as pb, torch.no_grad():
-        for start in range(0, pair.batch_size, chunk):  # pairs are independent rows: one pass per chunk
-            rows = list(range(start, min(start + chunk, pair.batch_size)))
+        for rows in row_chunks(pair.batch_size, chunk):  # pairs are independent rows: one pass per chunk
             inputs = {s: pair.side(s).select(rows) for s in SIDES}
             rels: dict[str, list[Tensor]] = {}
             for s in sides:
