@@ -496,7 +496,31 @@ class DualEncoder(ABC):
 
         Use as ``with model.record_attention(side, inputs) as rec: model.tail(side, inputs, h, 0)``;
         ``rec.blocks`` then holds one `AttentionSite` per block in forward order and ``rec.pool`` the
-        attention-pooling head, if the tower has one. Hooks are removed on exit.
+        attention-pooling head, if the tower has one. Tails run densely meanwhile (the hooks must see
+        every row of every block, not a pooled last block); hooks are removed on exit.
+
+        Raises:
+            UnsupportedModelError: at the call, for an adapter that exposes no attention internals.
+        """
+        if type(self).attention_hooks is DualEncoder.attention_hooks:
+            raise self._no_attention()
+        return self._recording(side, inputs)
+
+    @contextlib.contextmanager
+    def _recording(self, side: Side, inputs: SideInputs) -> Iterator[Recording]:
+        rec = Recording()
+        with self.dense_tails():
+            handles = self.attention_hooks(side, inputs, rec)
+            try:
+                yield rec
+            finally:
+                for h in handles:
+                    h.remove()
+
+    def attention_hooks(self, side: Side, inputs: SideInputs, rec: Recording) -> list[Any]:
+        """Register the forward hooks that fill ``rec`` for `record_attention`; returns their handles.
+
+        Adapters that expose attention implement this; a check that can fail comes before the first hook.
         """
         raise self._no_attention()
 

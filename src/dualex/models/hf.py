@@ -419,24 +419,15 @@ class HFDualEncoder(DualEncoder):
         attn = getattr(head, "attention", None)
         return attn if isinstance(attn, nn.MultiheadAttention) else None
 
-    @contextlib.contextmanager
-    def record_attention(self, side: Side, inputs: SideInputs) -> Iterator[Recording]:
-        rec = Recording()
-        handles: list[Any] = []
-        stack = contextlib.ExitStack()
-        try:
-            # hooks must see every row of every block: no pooled last block while recording
-            stack.enter_context(self.dense_tails())
-            for layer in self._tower(side).encoder.layers:
-                handles.append(layer.self_attn.register_forward_hook(_self_attention_hook(rec), with_kwargs=True))
-            pool = self._pool_attention(side)
-            if pool is not None:
-                handles.append(pool.register_forward_hook(_pool_hook(rec), with_kwargs=True))
-            yield rec
-        finally:
-            for h in handles:
-                h.remove()
-            stack.close()
+    def attention_hooks(self, side: Side, inputs: SideInputs, rec: Recording) -> list[Any]:
+        handles = [
+            layer.self_attn.register_forward_hook(_self_attention_hook(rec), with_kwargs=True)
+            for layer in self._tower(side).encoder.layers
+        ]
+        pool = self._pool_attention(side)
+        if pool is not None:
+            handles.append(pool.register_forward_hook(_pool_hook(rec), with_kwargs=True))
+        return handles
 
     def attention_blocks(self, side: Side) -> list[AttentionBlock]:
         return [HFBlock(layer) for layer in self._tower(side).encoder.layers]

@@ -40,12 +40,11 @@ ConvNeXt, RN50), attentional pooling (CoCa), Hugging Face text towers, CoCa's ap
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import importlib.util
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -529,28 +528,16 @@ class OpenClipEncoder(DualEncoder):
         blocks: nn.ModuleList = tower.resblocks
         return blocks
 
-    @contextlib.contextmanager
-    def record_attention(self, side: Side, inputs: SideInputs) -> Iterator[Recording]:
+    def attention_hooks(self, side: Side, inputs: SideInputs, rec: Recording) -> list[Any]:
         """Records blocks with ``nn.MultiheadAttention`` (hooks on ``ln_1`` and ``ls_1``); others raise."""
-        rec = Recording()
-        handles: list[Any] = []
-        stack = contextlib.ExitStack()
-        try:
-            # hooks must see every row of every block: no pooled last block while recording
-            stack.enter_context(self.dense_tails())
-            for i, blk in enumerate(self._blocks(side)):
-                attn = getattr(blk, "attn", None)
-                if not isinstance(attn, nn.MultiheadAttention):
-                    raise UnsupportedModelError(
-                        f"{side} block {i} of {self.name} does not use nn.MultiheadAttention; attention-based "
-                        "methods that record attention support standard open_clip ViT blocks only"
-                    )
-                handles.extend(self._site_hooks(blk, attn, side, inputs, rec))
-            yield rec
-        finally:
-            for h in handles:
-                h.remove()
-            stack.close()
+        blocks: list[Any] = list(self._blocks(side))  # open_clip blocks are untyped
+        for i, blk in enumerate(blocks):  # before the first hook, so that nothing is left registered
+            if not isinstance(getattr(blk, "attn", None), nn.MultiheadAttention):
+                raise UnsupportedModelError(
+                    f"{side} block {i} of {self.name} does not use nn.MultiheadAttention; attention-based "
+                    "methods that record attention support standard open_clip ViT blocks only"
+                )
+        return [h for blk in blocks for h in self._site_hooks(blk, blk.attn, side, inputs, rec)]
 
     def _site_hooks(
         self, blk: Any, attn: nn.MultiheadAttention, side: Side, inputs: SideInputs, rec: Recording
