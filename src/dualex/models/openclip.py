@@ -431,7 +431,7 @@ class OpenClipEncoder(DualEncoder):
         return h
 
     def _text_head(self, pooled: Tensor) -> Tensor:
-        """``ln_final`` and ``text_projection`` on pooled rows ``(R, W)``."""
+        """``ln_final`` and ``text_projection`` on pooled rows ``(R, W)`` (or any ``(..., W)``)."""
         tower: Any = self.text_tower
         out: Tensor = tower.ln_final(pooled)
         proj = tower.text_projection
@@ -441,7 +441,8 @@ class OpenClipEncoder(DualEncoder):
         return projected
 
     def _image_head(self, pooled: Tensor) -> Tensor:
-        """``ln_post`` and ``proj`` on the CLS row ``(R, W)`` (for ``tok`` pooling the order of the two is moot)."""
+        """``ln_post`` and ``proj`` on the CLS row ``(R, W)`` or any ``(..., W)`` (for ``tok`` pooling the order of
+        the two is moot)."""
         visual: Any = self._module.visual
         out: Tensor = visual.ln_post(pooled)
         return out if visual.proj is None else out @ visual.proj
@@ -563,17 +564,8 @@ class OpenClipEncoder(DualEncoder):
         return self._text_attention(self._check_text(inputs), rows, dtype)
 
     def project_tokens(self, side: Side, inputs: SideInputs, hidden: Tensor) -> Tensor:
-        if side == "text":
-            tower = self.text_tower
-            h: Tensor = tower.ln_final(hidden)
-            proj = tower.text_projection
-            if proj is None:
-                return h
-            tokens: Tensor = proj(h) if isinstance(proj, nn.Module) else h @ proj
-            return tokens
-        visual = self._module.visual
-        h = visual.ln_post(hidden)
-        return h if visual.proj is None else h @ visual.proj
+        # the pooled-row heads act on the last dimension, so they apply to every position alike
+        return self._text_head(hidden) if side == "text" else self._image_head(hidden)
 
     def pooled_position(self, side: Side, inputs: SideInputs, row: int = 0) -> int:
         if side == "image":
