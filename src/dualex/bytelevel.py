@@ -11,8 +11,9 @@ import functools
 
 
 @functools.lru_cache(maxsize=1)
-def _byte_decoder() -> dict[str, int]:
-    """The inverse of byte-level BPE's byte -> printable character table (GPT-2, CLIP)."""
+def byte_encoder() -> dict[int, str]:
+    """Byte-level BPE's byte -> printable character table (GPT-2, CLIP), in vocabulary order: the bytes
+    that print as themselves first, then the others mapped to U+0100 onwards. Read-only (cached)."""
     keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     chars = list(keep)
     n = 0
@@ -21,7 +22,13 @@ def _byte_decoder() -> dict[str, int]:
             keep.append(b)
             chars.append(256 + n)
             n += 1
-    return {chr(c): b for b, c in zip(keep, chars, strict=True)}
+    return {b: chr(c) for b, c in zip(keep, chars, strict=True)}
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """The inverse of `byte_encoder`."""
+    return {c: b for b, c in byte_encoder().items()}
 
 
 def piece_bytes(piece: str) -> bytes | None:

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from dualex.bytelevel import byte_encoder
 from dualex.errors import ModelNotAvailableError
 from dualex.models.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline
 from dualex.models.registry import register_alias
@@ -42,19 +43,6 @@ def asset_dir() -> Path:
 register_alias("shapes", f"hf:{asset_dir()}")
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible map from bytes to printable unicode characters."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
-    chars = list(keep)
-    extra = 0
-    for b in range(256):
-        if b not in keep:
-            keep.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(keep, (chr(c) for c in chars), strict=True))
-
-
 def clip_bpe(bpe_path: str | Path | None = None) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """CLIP's vocabulary (49,408 entries) and merge list from its gzipped BPE file.
 
@@ -77,7 +65,7 @@ def clip_bpe(bpe_path: str | Path | None = None) -> tuple[dict[str, int], list[t
         lines = f.read().decode("utf-8").split("\n")
     pairs = [line.split() for line in lines[1 : N_MERGES + 1]]
     merges = [(p[0], p[1]) for p in pairs]
-    byte_chars = list(_bytes_to_unicode().values())
+    byte_chars = list(byte_encoder().values())
     tokens = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     return {t: i for i, t in enumerate(tokens)}, merges
