@@ -8,6 +8,7 @@ export from a file with all network requests refused. Leaves ``test-artifacts/vi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -50,14 +51,32 @@ def browser():
         b.close()
 
 
+@contextlib.contextmanager
+def serving(roots):
+    """The viewer's server on a free local port, in a background thread, for the block's duration."""
+    srv = make_server(roots, "127.0.0.1", 0, quiet=True)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def open_viewer(browser, url: str, width: int, height: int):
+    """A new page at ``url``, ready to use, and the list its page errors are collected in."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    page.wait_for_selector("body[data-ready]", timeout=10_000)
+    return page, errors
+
+
 @pytest.fixture
 def server(run_dir):
-    srv = make_server(run_dir, "127.0.0.1", 0, quiet=True)
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with serving(run_dir) as srv:
+        yield srv
 
 
 # JS snippets: the overlay's pixel at each patch centre, the caption's word colours, the caption's values
@@ -84,11 +103,7 @@ def _centre(page, selector: str) -> tuple[float, float]:
 
 
 def test_span_box_and_method_switch_in_chromium(browser, server, run_dir):
-    page = browser.new_page(viewport={"width": 1100, "height": 760})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(server.url)
-    page.wait_for_selector("body[data-ready]", timeout=10_000)
+    page, errors = open_viewer(browser, server.url, 1100, 760)
     first = page.get_attribute("body", "data-ready")
     assert first == "explanations/fixlip/item0.safetensors"  # methods of a pair are sorted by name
     page.click("#methods button[data-method='ij']")
@@ -231,15 +246,8 @@ def test_compare_two_models_side_by_side_with_one_colour_scale(browser, tmp_path
     other[0, 0] = 0  # different model-input bytes: grouped by run item id, not by image hash
     strong.image = other
     strong.save(tmp_path / "runs" / "tuned" / "explanations" / "ij" / "item0.safetensors")
-    srv = make_server(tmp_path / "runs", "127.0.0.1", 0, quiet=True)
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    try:
-        page = browser.new_page(viewport={"width": 1500, "height": 800})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(srv.url)
-        page.wait_for_selector("body[data-ready]", timeout=10_000)
+    with serving(tmp_path / "runs") as srv:
+        page, errors = open_viewer(browser, srv.url, 1500, 800)
         assert page.locator("#pair option").count() == 1 and page.is_visible("#compare-pick")
         first = page.get_attribute("body", "data-ready")
         assert first == "base/explanations/ij/item0.safetensors"
@@ -266,9 +274,6 @@ def test_compare_two_models_side_by_side_with_one_colour_scale(browser, tmp_path
         page.wait_for_selector("#twin", state="hidden")
         assert not errors, errors
         page.close()
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def test_compare_across_two_served_roots(browser, tmp_path):
@@ -279,15 +284,8 @@ def test_compare_across_two_served_roots(browser, tmp_path):
     make_explanation().save(tmp_path / "x" / "run" / "explanations" / "ij" / "item0.safetensors")
     make_explanation(cross=2 * structured_cross()).save(
         tmp_path / "y" / "deep" / "run" / "explanations" / "ij" / "item0.safetensors")
-    srv = make_server([tmp_path / "x" / "run", tmp_path / "y" / "deep" / "run"], "127.0.0.1", 0, quiet=True)
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    try:
-        page = browser.new_page(viewport={"width": 1500, "height": 800})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(srv.url)
-        page.wait_for_selector("body[data-ready]", timeout=10_000)
+    with serving([tmp_path / "x" / "run", tmp_path / "y" / "deep" / "run"]) as srv:
+        page, errors = open_viewer(browser, srv.url, 1500, 800)
         # entries are sorted by method, model, then file: the root labels decide here
         assert page.get_attribute("body", "data-ready") == "deep-run/explanations/ij/item0.safetensors"
         assert page.eval_on_selector_all("#methods button", "els => els.map(e => e.textContent)") == [
@@ -301,6 +299,3 @@ def test_compare_across_two_served_roots(browser, tmp_path):
         assert v1 == pytest.approx([2 * v for v in v2], rel=1e-4, abs=1e-6)
         assert not errors, errors
         page.close()
-    finally:
-        srv.shutdown()
-        srv.server_close()
