@@ -19,8 +19,7 @@ from unittest import mock
 import torch
 from torch import nn
 
-from dualex.testing import TINY_EOS, TINY_VOCAB
-
+TINY_VOCAB, TINY_EOS = 99, 98  # the tiny word tokenizers' vocabulary (`dualex.testing`): ids < 99, EOS 98
 TINY_IMAGE = 32
 """Image side of the tiny transformer towers (patch 8: a 4 × 4 grid)."""
 TINY_CNN_IMAGE = 64
@@ -44,7 +43,12 @@ def _tiny_timm_factory(timm_name: str) -> tuple[Callable[..., nn.Module], int]:
         return named(layers=(1, 1, 1, 1), embed_dims=(16, 32, 64, 64)), TINY_CNN_IMAGE
     if module == "swin_transformer":
         return named(
-            img_size=TINY_CNN_IMAGE, patch_size=4, window_size=2, embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2)
+            img_size=TINY_CNN_IMAGE,
+            patch_size=4,
+            window_size=2,
+            embed_dim=8,
+            depths=(1, 1, 1, 1),
+            num_heads=(1, 1, 2, 2),
         ), TINY_CNN_IMAGE
     if module in ("eva", "vision_transformer", "vision_transformer_relpos"):
         return named(**vit), TINY_IMAGE
@@ -62,7 +66,8 @@ def _tiny_timm_factory(timm_name: str) -> tuple[Callable[..., nn.Module], int]:
         def vitamin(**kw: Any) -> nn.Module:
             args = {"embed_dim": 32, "depth": 2, "num_heads": 4, "mlp_layer": GeGluMlp, "mlp_ratio": 2.0}
             args.update(class_token=False, global_pool="avg", embed_cfg=cfg, img_size=TINY_CNN_IMAGE)
-            return _create_vitamin("vitamin_small_224", **{**args, **kw})
+            built: nn.Module = _create_vitamin("vitamin_small_224", **{**args, **kw})  # type: ignore[no-untyped-call]
+            return built
 
         return vitamin, TINY_CNN_IMAGE
     if module == "vision_transformer_hybrid":
@@ -71,9 +76,10 @@ def _tiny_timm_factory(timm_name: str) -> tuple[Callable[..., nn.Module], int]:
         def hybrid(**kw: Any) -> nn.Module:
             stem = ConvStem(channels=(8, 8, 32), stride=(4, 2, 2), kernel_size=(4, 2, 2), padding=0, act_layer=nn.GELU)
             args = {"embed_dim": 32, "depth": 2, "num_heads": 4, "no_embed_class": True, "img_size": TINY_CNN_IMAGE}
-            return _create_vision_transformer_hybrid(
+            built: nn.Module = _create_vision_transformer_hybrid(  # type: ignore[no-untyped-call]
                 "vit_base_mci_224", backbone=stem, embed_args={"proj": False}, **{**args, **kw}
             )
+            return built
 
         return hybrid, TINY_CNN_IMAGE
     raise ValueError(f"no tiny configuration for timm model {timm_name} ({module})")
@@ -118,18 +124,13 @@ def tiny_vision_cfg(vision_cfg: dict[str, Any]) -> tuple[dict[str, Any], Callabl
     return cfg, None
 
 
-def tiny_hf_text_dir(hf_model_name: str, directory: str | Path) -> str:
-    """A tiny transformers config (and a word tokenizer) shaped like ``hf_model_name``, saved to ``directory``."""
-    from transformers import AutoTokenizer
-
-    from dualex.testing import tiny_hf_tokenizer
-
+def tiny_hf_text_dir(hf_model_name: str, directory: str | Path, tokenizer: Any = None) -> str:
+    """A tiny transformers config shaped like ``hf_model_name`` (and ``tokenizer``, if given) saved to ``directory``."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     tiny_hf_encoder_config(hf_model_name).save_pretrained(out)
-    tok = tiny_hf_tokenizer(pad_is_eos=False)
-    tok.save_pretrained(out)
-    AutoTokenizer.from_pretrained(out)  # readable offline
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
     return str(out)
 
 
@@ -138,7 +139,12 @@ def tiny_hf_encoder_config(name: str) -> Any:
     import transformers
 
     n = name.lower()
-    small = {"vocab_size": TINY_VOCAB, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4}
+    small: dict[str, Any] = {
+        "vocab_size": TINY_VOCAB,
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 4,
+    }
     small.update(intermediate_size=37, max_position_embeddings=40, pad_token_id=0)
     if "xlm-roberta" in n:
         return transformers.XLMRobertaConfig(**small)
@@ -157,7 +163,9 @@ def tiny_hf_encoder_config(name: str) -> Any:
     return transformers.BertConfig(**small)
 
 
-def tiny_openclip(arch: str, seed: int = 0, *, workdir: str | Path | None = None) -> nn.Module:
+def tiny_openclip_arch(
+    arch: str, seed: int = 0, *, workdir: str | Path | None = None, tokenizer: Any = None
+) -> nn.Module:
     """open_clip's ``arch`` shrunk: its own model class, heads and pooling at tiny widths, random weights.
 
     Args:
@@ -165,6 +173,7 @@ def tiny_openclip(arch: str, seed: int = 0, *, workdir: str | Path | None = None
         seed: Seed of the random initialisation.
         workdir: Where a tiny Hugging Face text model's config is written (HF text towers); a temporary
             directory by default.
+        tokenizer: A transformers tokenizer saved next to that config (HF text towers).
     """
     import open_clip
     from open_clip.coca_model import CoCa
@@ -176,7 +185,7 @@ def tiny_openclip(arch: str, seed: int = 0, *, workdir: str | Path | None = None
     hf_dir = None
     if cfg["text_cfg"].get("hf_model_name"):
         base = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="dualex-tiny-"))
-        hf_dir = tiny_hf_text_dir(cfg["text_cfg"]["hf_model_name"], base / "text")
+        hf_dir = tiny_hf_text_dir(cfg["text_cfg"]["hf_model_name"], base / "text", tokenizer)
     text_cfg = tiny_text_cfg(cfg["text_cfg"], hf_dir)
     vision_cfg, factory = tiny_vision_cfg(cfg["vision_cfg"])
     kw: dict[str, Any] = {"embed_dim": 16, "vision_cfg": vision_cfg, "text_cfg": text_cfg}

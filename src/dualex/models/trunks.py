@@ -44,12 +44,12 @@ def unfused(module: nn.Module) -> Iterator[None]:
     """
     saved = [(m, m.fused_attn) for m in module.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
     for m, _ in saved:
-        m.fused_attn = False
+        setattr(m, "fused_attn", False)  # noqa: B010  # timm's flag, untyped on nn.Module
     try:
         yield
     finally:
         for m, flag in saved:
-            m.fused_attn = flag
+            setattr(m, "fused_attn", flag)  # noqa: B010
 
 
 @dataclass(frozen=True)
@@ -254,7 +254,8 @@ class TimmViTTrunk(Trunk):
         if self.kind == "VisionTransformerRelPos":
             if t.cls_token is not None:
                 x = torch.cat((t.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
-            return x
+            tokens: Tensor = x
+            return tokens
         x = t._pos_embed(x)
         x = t.patch_drop(x)
         out = t.norm_pre(x)
@@ -294,7 +295,8 @@ class TimmStageTrunk(Trunk):
             raise UnsupportedModelError(f"timm {self.kind} is not a staged trunk dualex splits")
         if self.kind == "FastVit" and getattr(trunk, "fork_feat", False):
             raise UnsupportedModelError("FastViT built with fork_feat=True gives feature maps, not an embedding")
-        self._stages = list(trunk.layers if self.kind == "SwinTransformer" else trunk.stages)
+        stages: Any = trunk.layers if self.kind == "SwinTransformer" else trunk.stages
+        self._stages = list(stages)
         self._head = _head_after(trunk, post)
 
     @property
