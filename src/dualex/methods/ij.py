@@ -52,7 +52,7 @@ from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.games.uncertainty import steps_hint
 from dualex.methods import register_method
-from dualex.methods.common import build_explanation
+from dualex.methods.common import build_explanation, layer_pair
 from dualex.methods.decomposition import normaliser, similarity_terms
 from dualex.methods.quadrature import alphas_and_weights
 from dualex.methods.shared import distinct_rows
@@ -435,6 +435,7 @@ def explain_ij(
         total_rows += states[side]["x"].shape[0] * min(T, D) * n_steps
     out: list[Explanation] = []
     jacobians: dict[str, dict[int, Tensor]] = {side: {} for side in SIDES}  # per side, per distinct input
+    parts = layer_pair(work, pair, {"text": layers["text"], "image": layers["image"]})  # a CNN stage's grid
     with bar(total_rows, "integrated Jacobians", progress) as pb:
         for b in range(B):
             U: dict[str, Tensor] = {}
@@ -466,7 +467,7 @@ def explain_ij(
             p_t = et - r0_t
             p_i = ei - r0_i
             path_target = float(p_t @ p_i) * scale / norm
-            cols = pair.image.players(b).to(A.device)
+            cols = parts.image.players(b).to(A.device)
             other = torch.ones(A.shape[1], dtype=torch.bool, device=A.device)
             other[cols] = False
             cos = float(torch.nn.functional.cosine_similarity(et, ei, dim=0))
@@ -475,7 +476,7 @@ def explain_ij(
             total = float(A.double().sum())
             ex = build_explanation(
                 model,
-                pair,
+                parts,
                 b,
                 method="ij",
                 params={
