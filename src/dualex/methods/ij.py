@@ -52,7 +52,7 @@ from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.games.uncertainty import steps_hint
 from dualex.methods import register_method
-from dualex.methods.common import build_explanation
+from dualex.methods.common import build_explanation, layer_pair
 from dualex.methods.decomposition import normaliser, similarity_terms
 from dualex.methods.quadrature import alphas_and_weights
 from dualex.models.base import SIDES, DualEncoder, Pair, PooledBlock, Side, SideInputs
@@ -433,6 +433,7 @@ def explain_ij(
         T = states[side]["x"].shape[1]
         total_rows += B * min(T, D) * n_steps
     out: list[Explanation] = []
+    parts = layer_pair(work, pair, {"text": layers["text"], "image": layers["image"]})  # a CNN stage's grid
     with bar(total_rows, "integrated Jacobians", progress) as pb:
         for b in range(B):
             U: dict[str, Tensor] = {}
@@ -461,8 +462,7 @@ def explain_ij(
             p_t = et - states["text"]["e_path0"][b]
             p_i = ei - states["image"]["e_path0"][b]
             path_target = float(p_t @ p_i) * scale / norm
-            img_inputs = states["image"]["inputs"]
-            cols = img_inputs.players(b).to(A.device)
+            cols = parts.image.players(b).to(A.device)
             other = torch.ones(A.shape[1], dtype=torch.bool, device=A.device)
             other[cols] = False
             cos = float(torch.nn.functional.cosine_similarity(et, ei, dim=0))
@@ -471,7 +471,7 @@ def explain_ij(
             total = float(A.double().sum())
             ex = build_explanation(
                 model,
-                pair,
+                parts,
                 b,
                 method="ij",
                 params={
