@@ -186,8 +186,11 @@ def structured_jacobian(
     # 1. per-row maps: row s of the tangent output is the change caused by the tangent at position s alone
     kv = torch.func.jvp(block.keys_values, (H,), (tangent,))
     (k, v), (dk, dv) = kv[0], kv[1]  # (N, h, T, d) each
-    hp = H[:, p]
-    qq = torch.func.jvp(block.query, (hp,), (tangent[:, p],))
+    # copies, not views of H: forward AD gives a view's base a materialised zero tangent, which under the
+    # vmap below would be a (chunk, N, T, W) buffer filled per call
+    hp = H[:, p].clone()
+    tp = tangent[:, p].clone()
+    qq = torch.func.jvp(block.query, (hp,), (tp,))
     q, dq = qq[0], qq[1]  # (N, h, d)
     # 2. the pooled query's attention output under a change of key/value row s (rank one per head)
     a, P = PooledBlock.attend(q, k, v, block.mask)  # (N, h, d), (N, h, T)
@@ -208,7 +211,7 @@ def structured_jacobian(
     per = max(1, rows // N)
     for start in range(0, active.numel(), per):
         pos = active[start : start + per]
-        t_h = (pos == p).to(H.dtype)[:, None, None] * tangent[:, p]  # (c, N, W): δ_p at s = p only
+        t_h = (pos == p).to(H.dtype)[:, None, None] * tp  # (c, N, W): δ_p at s = p only
         jv = torch.func.vmap(jvp_finish)(t_h, da[pos])  # (c, N, D)
         U[:, pos] = torch.einsum("cnd,n->dc", jv.float(), w.float())
         if progress is not None:
