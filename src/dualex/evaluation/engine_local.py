@@ -58,7 +58,7 @@ def run_local(
     counts = UnitCounts()
     total = None if dataset.streaming else len(dataset.items()) * len(methods)
     step = max(1, min(batch_size, shard_size))
-    with bar(total, "evaluate", progress, unit="unit") as pbar:
+    with bar(total, "evaluate", progress, unit="unit", lines=True) as pbar:
         for part, n in dataset.plan():
             scan = PartScan(itertools.islice(dataset.read_part(part), n),
                             methods, done_in(store, shards_of(index, part), retry_errors=retry_errors))  # fmt: skip

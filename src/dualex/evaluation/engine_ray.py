@@ -393,7 +393,7 @@ def run_ray(
     )
     counts = UnitCounts()
     desc = f"evaluate (ray, {n_actors} actor{'s' * (n_actors > 1)})"
-    with bar(None, desc, progress, unit="unit") as pbar:
+    with bar(None, desc, progress, unit="unit", lines=True) as pbar:
         try:
             for batch in pipeline.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
                 part_counts = UnitCounts(seen=int(batch["seen"].sum()), skipped=int(batch["skipped"].sum()),
