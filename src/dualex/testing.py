@@ -281,7 +281,7 @@ def tiny_openclip_family(arch: str, seed: int = 0) -> DualEncoder:
     """open_clip's ``arch`` shrunk (`dualex.tiny.tiny_openclip_arch`) and wrapped, with a local tokenizer:
     the SigLIP-shaped `tiny_hf_tokenizer` where the real one is on the hub, else the word tokenizer padded
     to the context length."""
-    import dualex
+    from dualex.models.registry import wrap
     from dualex.tiny import tiny_openclip_arch
 
     module = tiny_openclip_arch(arch, seed)
@@ -290,7 +290,7 @@ def tiny_openclip_family(arch: str, seed: int = 0) -> DualEncoder:
     tok = tiny_hf_tokenizer() if hub else tiny_word_tokenizer(pad_to_max=True)
     if not hub and getattr(text, "cls_emb", None) is None:
         tok = tiny_word_tokenizer(pad_to_max=True, max_length=int(text.positional_embedding.shape[0]))
-    return dualex.wrap(module, tokenizer=tok, name=f"tiny-openclip:{arch}")
+    return wrap(module, tokenizer=tok, name=f"tiny-openclip:{arch}")
 
 
 TINY_FAMILIES: dict[str, Callable[[], DualEncoder]] = {
