@@ -62,7 +62,7 @@ def reference_kinds(model: DualEncoder, baselines: str | Mapping[str, str] | Non
     None gives ``{"text": "same_length", "image": "zeros"}`` (``"same_length"`` for a text "image"
     side of a bi-encoder); a string applies to both sides; a mapping overrides per side.
     """
-    default = {"text": "same_length", "image": "same_length" if model.image_modality == "text" else "zeros"}
+    default = {"text": "same_length", "image": "same_length" if model.tower("image").modality == "text" else "zeros"}
     if baselines is None:
         return default
     if isinstance(baselines, str):
@@ -79,8 +79,8 @@ def reference_kinds(model: DualEncoder, baselines: str | Mapping[str, str] | Non
 
 def _layers(model: DualEncoder, layer: int, text_layer: int | None, image_layer: int | None) -> dict[Side, int]:
     return {
-        "text": model.check_layer("text", layer if text_layer is None else text_layer),
-        "image": model.check_layer("image", layer if image_layer is None else image_layer),
+        "text": model.tower("text").check_layer(layer if text_layer is None else text_layer),
+        "image": model.tower("image").check_layer(layer if image_layer is None else image_layer),
     }
 
 
@@ -126,7 +126,7 @@ def path_attributions(
     with torch.no_grad():
         for s in SIDES:
             if s not in moving:
-                fixed[s] = model.tail(s, inputs[s], x[s], layers[s])
+                fixed[s] = model.tower(s).tail(inputs[s], x[s], layers[s])
     acc = {s: torch.zeros_like(x[s][0], dtype=torch.float32) for s in moving}
     dev = x[moving[0]].device
     a_all = alphas.to(dev)
@@ -136,7 +136,7 @@ def path_attributions(
         w = w_all[start : start + internal_batch_size]
         h = {s: (r[s] + a[:, None, None].to(x[s].dtype) * (x[s] - r[s])).requires_grad_(True) for s in moving}
         with torch.enable_grad():
-            emb = {s: model.tail(s, inputs[s], h[s], layers[s]) for s in moving}
+            emb = {s: model.tower(s).tail(inputs[s], h[s], layers[s]) for s in moving}
             emb.update(fixed)
             f = similarity(model, emb["text"], emb["image"], units)
             grads = torch.autograd.grad((f * w.to(f.dtype)).sum(), [h[s] for s in moving])
@@ -182,12 +182,12 @@ def _batched_path_rows(
         m = len(idx)
         inputs = {s: pair.side(s).select(idx) for s in SIDES}
         with torch.no_grad():
-            x = {s: model.hidden(s, inputs[s], layers[s]).to(dtype) for s in SIDES}
+            x = {s: model.tower(s).hidden(inputs[s], layers[s]).to(dtype) for s in SIDES}
             r = dict(x)
             if kinds:
-                r.update({s: model.hidden(s, model.reference(s, inputs[s], kinds[s]), layers[s]).to(dtype)
+                r.update({s: model.tower(s).hidden(model.tower(s).reference(inputs[s], kinds[s]), layers[s]).to(dtype)
                           for s in moving})  # fmt: skip
-            fixed = {s: model.tail(s, inputs[s], x[s], layers[s]).repeat_interleave(N, 0) for s in SIDES
+            fixed = {s: model.tower(s).tail(inputs[s], x[s], layers[s]).repeat_interleave(N, 0) for s in SIDES
                      if s not in moving}  # fmt: skip
         rep = [i for i in range(m) for _ in range(N)]  # pair-major: N path points of pair 0, then pair 1 ...
         dev = x[moving[0]].device
@@ -198,7 +198,7 @@ def _batched_path_rows(
                 s: (r[s][rep] + a[:, None, None].to(x[s].dtype) * (x[s][rep] - r[s][rep])).requires_grad_(True)
                 for s in moving
             }
-            emb = {s: model.tail(s, inputs[s].select(rep), h[s], layers[s]) for s in moving}
+            emb = {s: model.tower(s).tail(inputs[s].select(rep), h[s], layers[s]) for s in moving}
             emb.update(fixed)
             f = similarity(model, emb["text"], emb["image"], units)
             grads = torch.autograd.grad((f * w.to(f.dtype)).sum(), [h[s] for s in moving])
@@ -257,11 +257,11 @@ def _explain_path(
         )
         for b in range(pair.batch_size):
             inputs = {s: pair.side(s).select([b]) for s in SIDES}
-            refs = {s: work.reference(s, inputs[s], kinds[s]) for s in moving} if kinds else {}
+            refs = {s: work.tower(s).reference(inputs[s], kinds[s]) for s in moving} if kinds else {}
             if refs or not batched:
                 with torch.no_grad():
-                    x = {s: work.hidden(s, inputs[s], layers[s]).to(dtype) for s in SIDES}
-                    r = {**x, **{s: work.hidden(s, refs[s], layers[s]).to(dtype) for s in refs}}
+                    x = {s: work.tower(s).hidden(inputs[s], layers[s]).to(dtype) for s in SIDES}
+                    r = {**x, **{s: work.tower(s).hidden(refs[s], layers[s]).to(dtype) for s in refs}}
             if batched:
                 attr = rows[b]
             else:
@@ -302,9 +302,9 @@ def _explain_path(
             baseline = 0.0
             if refs:
                 with torch.no_grad():
-                    e_x = {s: work.tail(s, inputs[s], x[s], layers[s]) for s in SIDES}
-                    e_path = {**e_x, **{s: work.tail(s, inputs[s], r[s], layers[s]) for s in moving}}
-                    e_ref = {**e_x, **{s: work.tail(s, refs[s], r[s], layers[s]) for s in moving}}
+                    e_x = {s: work.tower(s).tail(inputs[s], x[s], layers[s]) for s in SIDES}
+                    e_path = {**e_x, **{s: work.tower(s).tail(inputs[s], r[s], layers[s]) for s in moving}}
+                    e_ref = {**e_x, **{s: work.tower(s).tail(refs[s], r[s], layers[s]) for s in moving}}
                     f_x = float(similarity(work, e_x["text"], e_x["image"], units)[0])
                     f_path = float(similarity(work, e_path["text"], e_path["image"], units)[0])
                     f_ref = float(similarity(work, e_ref["text"], e_ref["image"], units)[0])
