@@ -172,6 +172,15 @@ class Tower(ABC):
             )
         return idx
 
+    def parts_at(self, inputs: SideInputs, layer: int) -> SideInputs:
+        """``inputs`` re-described for the hidden positions at ``layer`` (their grid and prefix).
+
+        The default returns ``inputs``: for transformer towers the hidden positions are the same parts at
+        every layer. Staged towers (CNN, Swin: `dualex.models.trunk_tower`) return a copy whose grid is
+        that stage's feature map, so that methods splitting at ``layer`` read players and maps from it.
+        """
+        return inputs
+
     def n_players(self, inputs: SideInputs, row: int = 0) -> int:
         """Number of parts of row ``row`` that are players."""
         return int(inputs.players(row).numel())
