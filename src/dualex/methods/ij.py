@@ -55,6 +55,7 @@ from dualex.methods import register_method
 from dualex.methods.common import build_explanation, layer_pair
 from dualex.methods.decomposition import normaliser, similarity_terms
 from dualex.methods.quadrature import alphas_and_weights
+from dualex.methods.reference_cache import reference_hidden
 from dualex.models.base import SIDES, DualEncoder, Pair, PooledBlock, Side, SideInputs
 from dualex.progress import bar
 
@@ -410,7 +411,7 @@ def explain_ij(
             ref = work.reference(side, inputs, refs[side])
             L = layers[side]
             x = work.hidden(side, inputs, L).to(dtype)
-            r = work.hidden(side, ref, L).to(dtype)
+            r = reference_hidden(work.tower(side), ref, L).to(dtype)  # once per model and reference
             states[side] = {
                 "inputs": inputs,
                 "x": x,
