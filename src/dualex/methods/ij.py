@@ -357,8 +357,9 @@ def explain_ij(
         text_layer: Override ``layer`` for the text tower.
         image_layer: Override ``layer`` for the image tower.
         n_steps: Number of quadrature nodes N.
-        quadrature: Quadrature rule (captum's ``method``): ``"riemann_right"`` (α = k/N, k = 1..N, as the reference) or
-            ``"gausslegendre"`` (and the other rules of `alphas_and_weights`).
+        quadrature: Quadrature rule (captum's ``method`` names): ``"riemann_right"`` (α = k/N, k = 1..N, as the
+            reference) or ``"gausslegendre"`` (and the other rules of `alphas_and_weights`; its
+            ``"riemann_trapezoid"`` is the exact trapezoid rule, N/(N − 1) times captum's).
         text_reference: ``"default"`` (BOS, one filler, EOS, padding: exCLIP's) or ``"same_length"``
             (BOS, fillers, EOS at the caption's EOS: the path ends at the reference, so completeness
             converges to the four-term identity). None: ``"default"`` for image-text models,
