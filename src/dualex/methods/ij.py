@@ -55,6 +55,7 @@ from dualex.methods import register_method
 from dualex.methods.common import build_explanation, layer_pair
 from dualex.methods.decomposition import normaliser, similarity_terms
 from dualex.methods.quadrature import alphas_and_weights
+from dualex.methods.reference_cache import reference_hidden
 from dualex.methods.shared import distinct_rows
 from dualex.models.base import SIDES, DualEncoder, Pair, PooledBlock, Side, SideInputs
 from dualex.progress import bar
@@ -414,7 +415,7 @@ def explain_ij(
             ref = work.tower(side).reference(inputs, refs[side])
             L = layers[side]
             x = work.tower(side).hidden(inputs, L).to(dtype)
-            r = work.tower(side).hidden(ref, L).to(dtype)
+            r = reference_hidden(work.tower(side), ref, L).to(dtype)  # once per model and reference
             states[side] = {
                 "row": row_of,
                 "inputs": inputs,
