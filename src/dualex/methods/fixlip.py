@@ -51,6 +51,7 @@ from dualex.games.surrogate import DEFAULT_CHUNK_BYTES, explanation_terms
 from dualex.games.uncertainty import DEFAULT_BOOT
 from dualex.methods import register_method
 from dualex.methods.common import build_explanation, scores_of
+from dualex.methods.shared import GameCaches
 from dualex.models.base import DualEncoder, Pair
 
 
@@ -160,10 +161,12 @@ def explain_fixlip(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed must be an integer ≥ 0, got {seed!r}")
     seed = int(seed)
-    games = [
-        _game(model, pair, row, image_masking, text_masking, internal_batch_size, progress)
-        for row in range(pair.batch_size)
-    ]
+    caches = GameCaches(pair)  # rows repeating a side's input share its coalition embeddings
+    games = []
+    for row in range(pair.batch_size):
+        game = _game(model, pair, row, image_masking, text_masking, internal_batch_size, progress)
+        caches.attach(game, row)
+        games.append(game)
     for g in games:  # refuse an impossible budget before any tower pass
         approx.check(budget, g.n_image, g.n_text)
     if approx.device is None:

@@ -52,9 +52,11 @@ from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.games.uncertainty import steps_hint
 from dualex.methods import register_method
-from dualex.methods.common import build_explanation
+from dualex.methods.common import build_explanation, layer_pair
 from dualex.methods.decomposition import normaliser, similarity_terms
 from dualex.methods.quadrature import alphas_and_weights
+from dualex.methods.reference_cache import reference_hidden
+from dualex.methods.shared import distinct_rows
 from dualex.models.base import SIDES, DualEncoder, Pair, PooledBlock, Side, SideInputs
 from dualex.progress import bar
 
@@ -185,8 +187,11 @@ def structured_jacobian(
     # 1. per-row maps: row s of the tangent output is the change caused by the tangent at position s alone
     kv = torch.func.jvp(block.keys_values, (H,), (tangent,))
     (k, v), (dk, dv) = kv[0], kv[1]  # (N, h, T, d) each
-    hp = H[:, p]
-    qq = torch.func.jvp(block.query, (hp,), (tangent[:, p],))
+    # copies, not views of H: forward AD gives a view's base a materialised zero tangent, which under the
+    # vmap below would be a (chunk, N, T, W) buffer filled per call
+    hp = H[:, p].clone()
+    tp = tangent[:, p].clone()
+    qq = torch.func.jvp(block.query, (hp,), (tp,))
     q, dq = qq[0], qq[1]  # (N, h, d)
     # 2. the pooled query's attention output under a change of key/value row s (rank one per head)
     a, P = PooledBlock.attend(q, k, v, block.mask)  # (N, h, d), (N, h, T)
@@ -207,7 +212,7 @@ def structured_jacobian(
     per = max(1, rows // N)
     for start in range(0, active.numel(), per):
         pos = active[start : start + per]
-        t_h = (pos == p).to(H.dtype)[:, None, None] * tangent[:, p]  # (c, N, W): δ_p at s = p only
+        t_h = (pos == p).to(H.dtype)[:, None, None] * tp  # (c, N, W): δ_p at s = p only
         jv = torch.func.vmap(jvp_finish)(t_h, da[pos])  # (c, N, D)
         U[:, pos] = torch.einsum("cnd,n->dc", jv.float(), w.float())
         if progress is not None:
@@ -352,8 +357,9 @@ def explain_ij(
         text_layer: Override ``layer`` for the text tower.
         image_layer: Override ``layer`` for the image tower.
         n_steps: Number of quadrature nodes N.
-        quadrature: Quadrature rule (captum's ``method``): ``"riemann_right"`` (α = k/N, k = 1..N, as the reference) or
-            ``"gausslegendre"`` (and the other rules of `alphas_and_weights`).
+        quadrature: Quadrature rule (captum's ``method`` names): ``"riemann_right"`` (α = k/N, k = 1..N, as the
+            reference) or ``"gausslegendre"`` (and the other rules of `alphas_and_weights`; its
+            ``"riemann_trapezoid"`` is the exact trapezoid rule, N/(N − 1) times captum's).
         text_reference: ``"default"`` (BOS, one filler, EOS, padding: exCLIP's) or ``"same_length"``
             (BOS, fillers, EOS at the caption's EOS: the path ends at the reference, so completeness
             converges to the four-term identity). None: ``"default"`` for image-text models,
@@ -403,12 +409,15 @@ def explain_ij(
     states: dict[str, dict[str, Any]] = {}
     with torch.no_grad():
         for side in SIDES:
-            inputs = pair.side(side)
+            # rows repeating one input (one image against K captions) share its states and U (methods.shared)
+            row_of, distinct = distinct_rows(pair.side(side))
+            inputs = pair.side(side).select(distinct)
             ref = work.reference(side, inputs, refs[side])
             L = layers[side]
             x = work.hidden(side, inputs, L).to(dtype)
-            r = work.hidden(side, ref, L).to(dtype)
+            r = reference_hidden(work.tower(side), ref, L).to(dtype)  # once per model and reference
             states[side] = {
+                "row": row_of,
                 "inputs": inputs,
                 "x": x,
                 "r": r,
@@ -428,38 +437,42 @@ def explain_ij(
     total_rows = 0
     for side in SIDES:
         T = states[side]["x"].shape[1]
-        total_rows += B * min(T, D) * n_steps
+        total_rows += states[side]["x"].shape[0] * min(T, D) * n_steps
     out: list[Explanation] = []
+    jacobians: dict[str, dict[int, Tensor]] = {side: {} for side in SIDES}  # per side, per distinct input
+    parts = layer_pair(work, pair, {"text": layers["text"], "image": layers["image"]})  # a CNN stage's grid
     with bar(total_rows, "integrated Jacobians", progress) as pb:
         for b in range(B):
             U: dict[str, Tensor] = {}
+            k = {side: states[side]["row"][b] for side in SIDES}
             for side in SIDES:
                 st = states[side]
-                U[side] = integrated_jacobian(
-                    work,
-                    side,
-                    st["inputs"].select([b]),
-                    st["x"][b : b + 1],
-                    st["r"][b : b + 1],
-                    layers[side],
-                    alphas,
-                    weights,
-                    mode=mode,
-                    internal_batch_size=internal_batch_size,
-                    progress=pb,
-                )
-            et, ei = states["text"]["e_x"][b], states["image"]["e_x"][b]
-            r0_t, r0_i = states["text"]["e_path0"][b], states["image"]["e_path0"][b]
+                if k[side] not in jacobians[side]:
+                    jacobians[side][k[side]] = integrated_jacobian(
+                        work,
+                        side,
+                        st["inputs"].select([k[side]]),
+                        st["x"][k[side] : k[side] + 1],
+                        st["r"][k[side] : k[side] + 1],
+                        layers[side],
+                        alphas,
+                        weights,
+                        mode=mode,
+                        internal_batch_size=internal_batch_size,
+                        progress=pb,
+                    )
+                U[side] = jacobians[side][k[side]]
+            et, ei = states["text"]["e_x"][k["text"]], states["image"]["e_x"][k["image"]]
+            r0_t, r0_i = states["text"]["e_path0"][k["text"]], states["image"]["e_path0"][k["image"]]
             norm = normaliser(et, ei, r0_t, r0_i, subtract_reference=subtract_reference)
             A = (U["text"].T @ U["image"]) * (scale / norm)  # (S, T_img)
-            d_t = et - states["text"]["e_r"][b]
-            d_i = ei - states["image"]["e_r"][b]
+            d_t = et - states["text"]["e_r"][k["text"]]
+            d_i = ei - states["image"]["e_r"][k["image"]]
             target = float(d_t @ d_i) * scale / norm
-            p_t = et - states["text"]["e_path0"][b]
-            p_i = ei - states["image"]["e_path0"][b]
+            p_t = et - r0_t
+            p_i = ei - r0_i
             path_target = float(p_t @ p_i) * scale / norm
-            img_inputs = states["image"]["inputs"]
-            cols = img_inputs.players(b).to(A.device)
+            cols = parts.image.players(b).to(A.device)
             other = torch.ones(A.shape[1], dtype=torch.bool, device=A.device)
             other[cols] = False
             cos = float(torch.nn.functional.cosine_similarity(et, ei, dim=0))
@@ -468,7 +481,7 @@ def explain_ij(
             total = float(A.double().sum())
             ex = build_explanation(
                 model,
-                pair,
+                parts,
                 b,
                 method="ij",
                 params={

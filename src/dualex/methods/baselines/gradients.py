@@ -21,8 +21,19 @@ embedding output), attributed per position by summing over the hidden width, as 
 
 Outputs: ``text_main`` ``(S,)`` over all caption positions (special tokens included and flagged) and
 ``image_main`` ``(P,)`` over the patches. The image's CLS/prefix positions are players of neither
-side; their attribution is kept in ``diagnostics["image_prefix"]`` (exactly 0 at layer 0 of a
-CLIP-style tower, whose CLS embedding does not depend on the pixels).
+side; their attribution is kept in ``diagnostics["image_prefix"]``. With a reference (``ig``, or
+``gradxinput`` with ``baselines``) it is exactly 0 at layer 0 of a CLIP-style tower: the CLS embedding
+does not depend on the pixels, so x − r is 0 there. Plain gradient × input (``baselines=None``)
+multiplies by x itself and gives the CLS position a share (0.0044 cosine units on a random ViT-B/32).
+
+Peer conventions (checked against captum 0.9 on a random ViT-B/32): ``ig`` equals captum's
+``LayerIntegratedGradients`` to 1e-7 with ``quadrature="gausslegendre"`` or ``"riemann_right"``, and
+``gradxinput`` equals ``LayerGradientXActivation``; ``quadrature="riemann_trapezoid"`` is the exact
+trapezoid rule (weights summing to 1), N/(N − 1) times captum's, whose weights sum to (N − 1)/N
+(`dualex.methods.quadrature.alphas_and_weights`). ``multiply_by_inputs=False`` returns the plain gradient
+summed over the hidden width, which is identically 0 wherever the hidden states enter a LayerNorm (every
+block of a pre-LN transformer: adding a constant to all width entries of a position changes nothing
+downstream), so on such towers those maps are float noise; `explain_gradxinput` then warns.
 
 Conditional maps: both methods explain the pair's score as a whole and define no per-token image
 map, so ``cross`` is None and ``image_map(span)`` raises. For a span-conditional first-order map
@@ -32,6 +43,7 @@ explain the pair (image, span text) instead; for true token × patch terms use `
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import torch
@@ -45,6 +57,7 @@ from dualex.methods.common import (
     Units,
     build_explanation,
     check_units,
+    layer_pair,
     row_chunks,
     rows_per_pass,
     scores_of,
@@ -52,6 +65,7 @@ from dualex.methods.common import (
     similarity,
 )
 from dualex.methods.quadrature import alphas_and_weights
+from dualex.methods.shared import SideMemo, distinct_rows
 from dualex.models.base import SIDES, DualEncoder, Pair, Side, SideInputs
 from dualex.progress import bar
 
@@ -181,14 +195,20 @@ def _batched_path_rows(
     for idx in row_chunks(pair.batch_size, per_pass):
         m = len(idx)
         inputs = {s: pair.side(s).select(idx) for s in SIDES}
-        with torch.no_grad():
-            x = {s: model.hidden(s, inputs[s], layers[s]).to(dtype) for s in SIDES}
-            r = dict(x)
-            if kinds:
-                r.update({s: model.hidden(s, model.reference(s, inputs[s], kinds[s]), layers[s]).to(dtype)
-                          for s in moving})  # fmt: skip
-            fixed = {s: model.tail(s, inputs[s], x[s], layers[s]).repeat_interleave(N, 0) for s in SIDES
-                     if s not in moving}  # fmt: skip
+        x: dict[Side, Tensor] = {}
+        r: dict[Side, Tensor] = {}
+        fixed: dict[Side, Tensor] = {}
+        with torch.no_grad():  # rows repeating a side's input run its forward once (methods.shared)
+            for s in SIDES:
+                first, distinct = distinct_rows(inputs[s])
+                one = inputs[s].select(distinct)
+                spread = torch.tensor(first, device=model.device)
+                x_one = model.hidden(s, one, layers[s]).to(dtype)
+                x[s] = r[s] = x_one[spread]
+                if s in moving and kinds:
+                    r[s] = model.hidden(s, model.reference(s, one, kinds[s]), layers[s]).to(dtype)[spread]
+                if s not in moving:
+                    fixed[s] = model.tail(s, one, x_one, layers[s])[spread].repeat_interleave(N, 0)
         rep = [i for i in range(m) for _ in range(N)]  # pair-major: N path points of pair 0, then pair 1 ...
         dev = x[moving[0]].device
         a = alphas.to(dev).repeat(m)
@@ -242,6 +262,7 @@ def _explain_path(
     moving = sides_of(side)
     work = model.float32() if fp32 else model
     layers = _layers(work, layer, text_layer, image_layer)
+    parts = layer_pair(work, pair, layers)  # the parts at the split layers (a CNN stage's feature map)
     kinds = reference_kinds(work, baselines) if multiplier == "delta" else {}
     chunk = rows_per_pass(internal_batch_size, work.device)
     dtype = torch.float32 if fp32 else work.dtype
@@ -255,13 +276,16 @@ def _explain_path(
             if batched
             else []
         )
+        memo = SideMemo(pair)  # per side, once per distinct input
         for b in range(pair.batch_size):
             inputs = {s: pair.side(s).select([b]) for s in SIDES}
-            refs = {s: work.reference(s, inputs[s], kinds[s]) for s in moving} if kinds else {}
+            refs = {s: memo.get(s, b, "ref", partial(work.reference, s, inputs[s], kinds[s])) for s in moving} \
+                if kinds else {}  # fmt: skip
             if refs or not batched:
                 with torch.no_grad():
-                    x = {s: work.hidden(s, inputs[s], layers[s]).to(dtype) for s in SIDES}
-                    r = {**x, **{s: work.hidden(s, refs[s], layers[s]).to(dtype) for s in refs}}
+                    x = {s: memo.get(s, b, "x", partial(work.hidden, s, inputs[s], layers[s])).to(dtype) for s in SIDES}
+                    r = {**x, **{s: memo.get(s, b, "r", partial(work.hidden, s, refs[s], layers[s])).to(dtype)
+                                 for s in refs}}  # fmt: skip
             if batched:
                 attr = rows[b]
             else:
@@ -292,7 +316,7 @@ def _explain_path(
                 total += float(attr["text"].double().sum())
             if "image" in attr:
                 a_img = attr["image"].cpu()
-                cols = pair.image.players(b)
+                cols = parts.image.players(b)
                 terms["image_main"] = a_img[cols]
                 prefix = torch.ones(a_img.shape[0], dtype=torch.bool)
                 prefix[cols] = False
@@ -302,9 +326,11 @@ def _explain_path(
             baseline = 0.0
             if refs:
                 with torch.no_grad():
-                    e_x = {s: work.tail(s, inputs[s], x[s], layers[s]) for s in SIDES}
-                    e_path = {**e_x, **{s: work.tail(s, inputs[s], r[s], layers[s]) for s in moving}}
-                    e_ref = {**e_x, **{s: work.tail(s, refs[s], r[s], layers[s]) for s in moving}}
+                    e_x = {s: memo.get(s, b, "e_x", partial(work.tail, s, inputs[s], x[s], layers[s])) for s in SIDES}
+                    e_path = {**e_x, **{s: memo.get(s, b, "e_path", partial(work.tail, s, inputs[s], r[s], layers[s]))
+                                        for s in moving}}  # fmt: skip
+                    e_ref = {**e_x, **{s: memo.get(s, b, "e_ref", partial(work.tail, s, refs[s], r[s], layers[s]))
+                                       for s in moving}}  # fmt: skip
                     f_x = float(similarity(work, e_x["text"], e_x["image"], units)[0])
                     f_path = float(similarity(work, e_path["text"], e_path["image"], units)[0])
                     f_ref = float(similarity(work, e_ref["text"], e_ref["image"], units)[0])
@@ -325,7 +351,7 @@ def _explain_path(
             out.append(
                 build_explanation(
                     model,
-                    pair,
+                    parts,
                     b,
                     method=method,
                     params=row_params,
@@ -377,8 +403,10 @@ def explain_ig(
         text_layer: Override ``layer`` for the text tower.
         image_layer: Override ``layer`` for the image tower.
         n_steps: Number of quadrature nodes.
-        quadrature: Rule of `dualex.methods.quadrature.alphas_and_weights` (captum's ``method``):
-            ``"gausslegendre"`` (captum's default), ``"riemann_right"``, ``"riemann_trapezoid"``, ...
+        quadrature: Rule of `dualex.methods.quadrature.alphas_and_weights` (captum's ``method`` names):
+            ``"gausslegendre"`` (captum's default), ``"riemann_right"``, ``"riemann_trapezoid"``, ...;
+            all but ``"riemann_trapezoid"`` give captum's numbers, which is the exact trapezoid rule
+            here and N/(N − 1) times captum's (its weights sum to (N − 1)/N).
         baselines: Reference kind(s) for `DualEncoder.reference`: None (text ``"same_length"``, image
             ``"zeros"``), one kind for both sides, or ``{"text": ..., "image": ...}``.
         units: ``"cosine"`` or ``"score"`` (the model's own logit, ``logit_scale · cos + bias``).
@@ -453,7 +481,9 @@ def explain_gradxinput(
             gradient × input); a reference kind (or per-side mapping, as for ``"ig"``) multiplies by
             ``x − r`` instead, which is integrated gradients with one right-Riemann step.
         multiply_by_inputs: False returns the plain gradient summed over the hidden width (captum's
-            ``multiply_by_inputs=False``; ``baselines`` is then ignored).
+            ``multiply_by_inputs=False``; ``baselines`` is then ignored). Behind a LayerNorm (every
+            pre-LN transformer block) that sum is identically 0, so the maps are float noise: a
+            ``UserWarning`` says so when every value is below 1e-5 (× max(1, |score|)).
         units: ``"cosine"`` or ``"score"``.
         fp32: Differentiate fp16/bf16 models in float32.
         internal_batch_size: Pairs per forward+backward pass (memory bound; default 16 on CPU, 256 on
@@ -470,7 +500,7 @@ def explain_gradxinput(
         multiplier, baselines = "none", None
     else:
         multiplier = "input" if baselines is None else "delta"
-    return _explain_path(
+    out = _explain_path(
         model,
         pair,
         method="gradxinput",
@@ -488,3 +518,26 @@ def explain_gradxinput(
         progress=progress,
         params={"multiply_by_inputs": multiply_by_inputs},
     )
+    if not multiply_by_inputs:
+        _warn_if_gradient_sums_vanish(out)
+    return out
+
+
+def _warn_if_gradient_sums_vanish(out: list[Explanation]) -> None:
+    """Warn when plain-gradient maps summed over the width are all float noise (a LayerNorm follows)."""
+    import warnings
+
+    largest = max(
+        (float(t.abs().max()) for ex in out for t in (ex.text_main, ex.image_main) if t is not None and t.numel()),
+        default=0.0,
+    )
+    scale = max([1.0, *(abs(ex.score) for ex in out)])
+    if largest <= 1e-5 * scale:
+        warnings.warn(
+            f"gradxinput with multiply_by_inputs=False: every value is below {1e-5 * scale:.1g} (largest "
+            f"{largest:.1g}); the plain gradient summed over the hidden width is identically 0 where the hidden "
+            "states enter a LayerNorm (every pre-LN transformer block), so these maps are float noise. Use "
+            "multiply_by_inputs=True (gradient x input) or method='ig'",
+            UserWarning,
+            stacklevel=4,  # the caller of dualex.explain
+        )
