@@ -50,6 +50,9 @@ class EvalWorker:
     ) -> None:
         import torch
 
+        from dualex.plugins import load_plugins
+
+        load_plugins(cfg.plugins)  # the run's plugins (model loaders, methods, metrics, readers), as on the driver
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = load(model_spec, device=device)

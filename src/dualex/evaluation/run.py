@@ -67,6 +67,7 @@ def evaluate(
     ray_address: str | None = None,
     progress: bool | None = None,
     print_summary: bool = False,
+    plugins: str | Sequence[str] | None = None,
 ) -> RunResult:
     """Run explanation methods over a dataset, score them, and keep everything in a run directory.
 
@@ -96,12 +97,16 @@ def evaluate(
         ray_address: Address of an existing Ray cluster (default: the current session, or a local one).
         progress: Show a progress bar (default: on a terminal only).
         print_summary: Print the summary tables at the end.
+        plugins: Plugin modules to import first (`dualex.plugins.load_plugins`; also ``$DUALEX_PLUGINS``);
+            workers import the same ones.
 
     Returns:
         `RunResult`.
     """
     from dualex.methods import check_method_options, get_method
+    from dualex.plugins import load_plugins
 
+    load_plugins(plugins)
     methods = list(dict.fromkeys(methods))
     if not methods:
         raise InputError("name at least one method, e.g. methods=['ij']")
@@ -224,7 +229,9 @@ def _evaluate_locked(
     work = pending_work(items, methods, done)
     total = len(items) * len(methods)
     n_todo = sum(len(m) for _, m in work)
-    cfg = WorkConfig(methods, method_options, metrics, internal_batch_size, ds.kind)
+    from dualex.plugins import plugin_modules
+
+    cfg = WorkConfig(methods, method_options, metrics, internal_batch_size, ds.kind, plugin_modules())
     if work:
         if engine == "local":
             from dualex.evaluation.engine_local import run_local
