@@ -31,8 +31,8 @@ def open_method(model: Any, pair: Any, **kw: Any) -> None:
 
 
 @pytest.mark.parametrize("options", [
-    {}, {"budget": 4}, {"budget": np.int64(4)}, {"p": 1}, {"p": 0.25}, {"units": "score"}, {"layer": None},
-    {"layer": -1}, {"progress": False}, {"device": object()},
+    {}, {"budget": 4}, {"budget": np.int64(4)}, {"p": np.float32(0.5)}, {"p": 0.25}, {"units": "score"},
+    {"layer": None}, {"layer": -1}, {"progress": False}, {"device": object()},
 ])  # fmt: skip
 def test_accepted(options):
     check_options(method, options, what="method 'm'")
@@ -78,3 +78,33 @@ def test_sampling_methods_share_one_vocabulary():
     for name in ("fixlip", "interaction_lime"):
         assert {"budget", "p", "seed", "progress", "internal_batch_size"} <= set(option_names(fns[name]) or ())
     assert "progress" in (option_names(fns["random"]) or ())
+
+
+@pytest.mark.parametrize(("options", "pattern"), [
+    ({"p": 1.5}, r"option p of method 'fixlip' must be a keep probability strictly between 0 and 1, got 1\.5"),
+    ({"p": 0}, r"strictly between 0 and 1, got 0"),
+    ({"budget": 0}, r"option budget of method 'fixlip' must be a positive integer, got 0"),
+    ({"budget": -8}, r"must be a positive integer, got -8"),
+    ({"n_boot": 1}, r"option n_boot of method 'fixlip' must be 0 \(no standard errors\) or at least 2"),
+    ({"internal_batch_size": 0}, r"internal_batch_size .* must be a positive integer"),
+])  # fmt: skip
+def test_values_out_of_range_refused_before_the_model_loads(options, pattern, monkeypatch):
+    import dualex
+    import dualex.methods as methods_mod
+
+    def never(*_a, **_kw):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(methods_mod, "resolve_model", never)
+    with pytest.raises(InputError, match=pattern):
+        dualex.explain("openclip:ViT-L-14@random", "scene.png", "a caption", method="fixlip", **options)
+
+
+def test_ranges_hold_for_every_method_that_takes_the_option():
+    fns = {name: info.fn for name, info in list_methods().items()}
+    for name in methods_with_option("n_steps", fns):
+        with pytest.raises(InputError, match="positive integer"):
+            check_options(fns[name], {"n_steps": 0}, what=f"method {name!r}")
+        check_options(fns[name], {"n_steps": 1}, what=f"method {name!r}")
+    for name in methods_with_option("p", fns):
+        check_options(fns[name], {"p": 0.3}, what=f"method {name!r}")

@@ -303,3 +303,16 @@ def test_patches_whose_interval_covers_zero_are_hatched():
     plain = plot_explanation(make_explanation(cross=cross), spans=["red"])
     assert not [p for p in plain.axes[0].patches if isinstance(p, Rectangle) and p.get_hatch()]
     assert make_explanation(cross=cross).image_map_error("red") is None
+
+
+def test_spans_and_boxes_each_take_their_own_row():
+    """The demo's layout (docs/figures/shapes_ij.png): three phrases over three boxes, 3 × 2, no empty slot."""
+    ex = make_explanation()
+    fig = plot_explanation(ex, spans=["red", "blue", "square"], boxes=[(0, 0, 20, 20), (20, 20, 40, 40),
+                                                                      (0, 20, 20, 40)])  # fmt: skip
+    images = fig.axes[0::2]  # per panel: image, caption
+    xs = sorted({round(a.get_position().x0, 4) for a in images})
+    ys = sorted({round(a.get_position().y0, 4) for a in images})
+    assert len(xs) == 3 and len(ys) == 2
+    assert [round(a.get_position().x0, 4) for a in images[3:]] == xs  # boxes start at the first column
+    assert fig.get_size_inches()[0] < 4 * 3.0  # three columns wide, not four

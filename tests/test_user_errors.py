@@ -394,6 +394,32 @@ def test_bad_explanation_files(case, saved, tmp_path):
 def test_good_file_still_loads(saved):
     ex = Explanation.load(saved[0])
     assert ex.method == "random" and saved[1]["checksum"].startswith("sha256:")
+    assert saved[1]["metadata_checksum"].startswith("sha256:")
+
+
+@pytest.mark.parametrize("edit", [{"text": "a small blue square"}, {"score": 99.0}, {"params": {"seed": 3}}])
+def test_edited_header_is_refused(edit, saved, tmp_path):
+    _, meta, tensors = saved
+    path = _write(tmp_path / "edited.safetensors", {**meta, **edit}, tensors)
+    with pytest.raises(InputError, match=r"metadata .* does not match its stored checksum") as info:
+        Explanation.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_file_from_before_the_metadata_checksum_loads(saved, tmp_path):
+    _, meta, tensors = saved
+    old = {k: v for k, v in meta.items() if k != "metadata_checksum"}  # as dualex 0.2 wrote them
+    ex = Explanation.load(_write(tmp_path / "old.safetensors", old, tensors))
+    assert ex.text == meta["text"] and ex.score == meta["score"]
+
+
+def test_saved_file_mode_like_any_new_file(saved, tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(saved[0].stat().st_mode) == 0o666 & ~umask
 
 
 def test_viewer_and_export_with_bad_files(saved, tmp_path, capsys):

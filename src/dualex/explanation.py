@@ -44,6 +44,8 @@ TERM_FIELDS = _ATTRIBUTION_FIELDS
 STDERR_PREFIX = "stderr."
 """Key prefix of the standard-error tensors in a saved file (``stderr.cross`` ...)."""
 FORMAT_VERSION = 1
+METADATA_CHECKSUM = "metadata_checksum"
+"""Key of the metadata's own checksum in a saved file (files from before 0.3 have none)."""
 
 
 @dataclass
@@ -395,8 +397,11 @@ class Explanation:
     def save(self, path: str | Path) -> Path:
         """Write one ``.safetensors`` file: tensors plus JSON metadata in its header (no pickle).
 
-        The metadata carries a SHA-256 checksum of the tensors (`tensor_checksum`), checked by `load`.
-        The file is written to a temporary name and renamed, so a crash never leaves half a file.
+        The metadata carries two SHA-256 checksums, both checked by `load`: ``checksum`` over the tensors
+        (`tensor_checksum`) and ``metadata_checksum`` over the metadata itself (caption, tokens, score,
+        params, ...; `metadata_checksum`), so an edited header is refused like a damaged tensor. The file
+        is written to a temporary name and renamed, so a crash never leaves half a file; it gets the
+        permissions of any new file (``0o666`` less the umask, ``0o644`` usually), like the figures.
         """
         from safetensors.torch import save_file
 
@@ -407,9 +412,11 @@ class Explanation:
         tmp = path.with_name(path.name + ".tmp")
         tensors = self.tensors()
         tensors["special"] = tensors["special"].to(torch.uint8)
-        meta = self.to_metadata()
+        meta = _jsonable(self.to_metadata())
+        meta[METADATA_CHECKSUM] = metadata_checksum(meta)
         meta["checksum"] = tensor_checksum(tensors)
-        save_file(tensors, str(tmp), metadata={"dualex": json.dumps(_jsonable(meta))})
+        save_file(tensors, str(tmp), metadata={"dualex": json.dumps(meta)})
+        _make_readable(tmp)
         tmp.replace(path)
         return path
 
@@ -444,10 +451,18 @@ class Explanation:
         checksum = meta.pop("checksum", None)
         if checksum is not None and checksum != tensor_checksum(tensors):
             raise InputError(f"{path}: the tensors do not match the stored checksum; the file was damaged or edited")
+        meta_sum = meta.pop(METADATA_CHECKSUM, None)
         try:
-            return cls.from_parts(meta, tensors)
+            ex = cls.from_parts(meta, tensors)
         except (InputError, ValueError, TypeError, KeyError) as exc:
             raise InputError(f"{path}: {exc}") from None
+        # Files written before dualex 0.3 carry no metadata checksum: they load with their tensors checked.
+        if meta_sum is not None and meta_sum != metadata_checksum(meta):
+            raise InputError(
+                f"{path}: the metadata (caption, tokens, score, ...) does not match its stored checksum; "
+                "the file's header was damaged or edited"
+            )
+        return ex
 
     @classmethod
     def from_parts(cls, meta: dict[str, Any], tensors: dict[str, Tensor]) -> Explanation:
@@ -459,6 +474,7 @@ class Explanation:
         """
         meta = dict(meta)
         meta.pop("checksum", None)
+        meta.pop(METADATA_CHECKSUM, None)
         fmt = meta.pop("format", "dualex.explanation")
         if fmt != "dualex.explanation":
             raise InputError(f"format {fmt!r} is not a dualex explanation")
@@ -519,6 +535,36 @@ class Explanation:
         if self.target is not None:
             parts.append(f"target={self.target:.4g}")
         return f"Explanation({', '.join(parts)})"
+
+
+def metadata_checksum(meta: dict[str, Any]) -> str:
+    """``"sha256:<hex>"`` over the JSON metadata of a file (keys sorted; the checksum keys left out).
+
+    ``meta`` is the metadata as stored (after `_jsonable`, or as `json.loads` reads it back): Python's
+    JSON writes every float so that it reads back exactly, so the checksum of the stored and the
+    reloaded dict agree.
+    """
+    import hashlib
+
+    plain = {k: v for k, v in meta.items() if k not in ("checksum", METADATA_CHECKSUM)}
+    text = json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _make_readable(path: Path) -> None:
+    """Give a file the permissions of an ordinary new file (``0o666`` less the umask)."""
+    import os
+    import re
+
+    try:  # Linux names the umask in /proc; reading it there leaves the process's umask alone
+        found = re.search(r"^Umask:\s*([0-7]+)", Path("/proc/self/status").read_text(), re.MULTILINE)
+        umask = int(found.group(1), 8) if found else None
+    except OSError:
+        umask = None
+    if umask is None:
+        umask = os.umask(0o022)
+        os.umask(umask)
+    path.chmod(0o666 & ~umask)
 
 
 def tensor_checksum(tensors: dict[str, Tensor]) -> str:

@@ -107,6 +107,21 @@ def _checkable(hint: Any) -> bool:
     return hint in (bool, int, float, str, type(None))
 
 
+def _positive(v: Any) -> bool:
+    return bool(v >= 1)
+
+
+#: Ranges of the shared vocabulary, checked with the types (before a model is loaded): name ->
+#: (test, what the value must be).
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "p": (lambda v: bool(0 < v < 1), "a keep probability strictly between 0 and 1"),
+    "budget": (_positive, "a positive integer"),
+    "n_steps": (_positive, "a positive integer"),
+    "internal_batch_size": (_positive, "a positive integer"),
+    "n_boot": (lambda v: bool(v == 0 or v >= 2), "0 (no standard errors) or at least 2"),
+}
+
+
 def unknown_option_message(key: str, valid: Iterable[str], what: str) -> str:
     """``"<what> has no option 'x'; did you mean ...? valid options: ..."`` (with renamed-option hints)."""
     valid = sorted(valid)
@@ -135,8 +150,9 @@ def check_options(
         skip: Leading positional parameters that are not options (``model, pair`` for methods).
 
     Raises:
-        InputError: an unknown option (with close matches and the valid ones), or a value whose type
-            does not match the annotation (integers, numbers, booleans, strings, literal choices).
+        InputError: an unknown option (with close matches and the valid ones), a value whose type
+            does not match the annotation (integers, numbers, booleans, strings, literal choices), or
+            a value of the shared vocabulary out of its range (`RANGES`: ``p``, ``budget``, ...).
     """
     named, var_kw = _signature(fn, skip)
     hints = _hints(fn)
@@ -146,11 +162,15 @@ def check_options(
                 continue
             raise InputError(unknown_option_message(key, named, what))
         hint = hints.get(key)
-        if hint is None or not _checkable(hint) or _matches(value, hint):
-            continue
-        raise InputError(
-            f"option {key} of {what} must be {_describe(hint)}, got {value!r} ({type(value).__name__})"
-        )
+        if hint is not None and _checkable(hint) and not _matches(value, hint):
+            raise InputError(
+                f"option {key} of {what} must be {_describe(hint)}, got {value!r} ({type(value).__name__})"
+            )
+        rule = RANGES.get(key)
+        if rule is not None and _matches(value, float):  # a real number, not a bool
+            ok, must = rule
+            if not ok(value):
+                raise InputError(f"option {key} of {what} must be {must}, got {value!r}")
 
 
 def methods_with_option(option: str, methods: Mapping[str, Callable[..., Any]], *, skip: int = 2) -> list[str]:

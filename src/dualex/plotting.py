@@ -420,7 +420,8 @@ def plot_explanation(
 
         panel_size: Width of one panel, inches.
 
-        ncols: Panels per row (default: up to 4).
+        ncols: Panels per row (default: up to 4, and with both spans and boxes the boxes start a new
+            row: the demo's three phrases over its three boxes, 3 × 2).
 
         fontsize: Caption font size, points.
 
@@ -460,8 +461,15 @@ def plot_explanation(
         limits = [max(limits)] * len(limits)
 
     n = len(panels)
-    nc = ncols or min(n, 4)
-    nr = math.ceil(n / nc)
+    if ncols is None and spans and boxes:  # spans on their row(s), boxes starting a row of their own
+        nc = min(max(len(spans), len(boxes)), 4)
+        span_rows = math.ceil(len(spans) / nc)
+        places = [divmod(k, nc) for k in range(len(spans))]
+        places += [(span_rows + r, c) for r, c in (divmod(k, nc) for k in range(len(boxes)))]
+    else:
+        nc = ncols or min(n, 4)
+        places = [divmod(k, nc) for k in range(n)]
+    nr = max(r for r, _ in places) + 1
     width_in = panel_size
     # words per panel: top (text-text: second sentence) and bottom (caption)
     bottoms, tops = [], []
@@ -499,7 +507,7 @@ def plot_explanation(
     for k, ((kind, what, v, _hl), lim, top_words, bottom_words) in enumerate(
         zip(data, limits, tops, bottoms, strict=True)
     ):
-        r, c = divmod(k, nc)
+        r, c = places[k]
         x0 = 0.2 + c * (width_in + gap_w)
         y0 = head + r * (top_h + bottom_h + 0.15 + gap_h)
         ax_top = fig.add_axes((frac_x(x0), frac_y(y0 + top_h), frac_x(width_in), top_h / fig_h))

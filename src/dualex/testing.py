@@ -6,7 +6,7 @@ Shipped inside the package (as captum does) so that downstream projects can reus
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -193,11 +193,19 @@ def tiny_hf_siglip2(seed: int = 0, *, max_num_patches: int = 16, layers: int = 2
     return HFSiglip2(module, tokenizer=tok, max_num_patches=max_num_patches, name="tiny-hf-siglip2")
 
 
-def tiny_openclip(seed: int = 0, *, layers: int = 2, context_length: int = 24, **text_cfg: Any) -> DualEncoder:
+def tiny_openclip(
+    seed: int = 0,
+    *,
+    layers: int = 2,
+    context_length: int = 24,
+    vision_cfg: dict[str, Any] | None = None,
+    **text_cfg: Any,
+) -> DualEncoder:
     """A random ``open_clip.CLIP`` (width 32, ``layers`` blocks per tower, 32 px images, 8 px patches).
 
     It uses the real CLIP BPE tokenizer (open_clip's ``SimpleTokenizer``, vocabulary 49408, bundled with
-    open_clip) at ``context_length``. Extra keywords go to ``CLIPTextCfg`` (e.g. ``pool_type="eos"``).
+    open_clip) at ``context_length``. Extra keywords go to ``CLIPTextCfg`` (e.g. ``pool_type="eos"``);
+    ``vision_cfg`` to ``CLIPVisionCfg`` (e.g. ``{"pool_type": "avg"}``, ``{"qk_norm": True}``).
     """
     from open_clip import CLIP, SimpleTokenizer
     from open_clip.model import CLIPTextCfg, CLIPVisionCfg
@@ -205,7 +213,9 @@ def tiny_openclip(seed: int = 0, *, layers: int = 2, context_length: int = 24, *
     from dualex.models.openclip import OpenClipEncoder
 
     torch.manual_seed(seed)
-    vision = CLIPVisionCfg(layers=layers, width=32, head_width=8, mlp_ratio=2.0, patch_size=8, image_size=32)
+    vision = CLIPVisionCfg(
+        layers=layers, width=32, head_width=8, mlp_ratio=2.0, patch_size=8, image_size=32, **(vision_cfg or {})
+    )
     text_kw: dict[str, Any] = {"eos_id": 49407, **text_cfg}
     text = CLIPTextCfg(context_length=context_length, width=32, heads=4, layers=layers, mlp_ratio=2.0, **text_kw)
     module = CLIP(16, vision, text).eval()
@@ -252,9 +262,31 @@ def tiny_sentence(seed: int = 0, *, layers: int = 2, pooling: str = "mean", norm
     return SentenceEncoder(module, tokenizer=tok, pooling=pooling, normalize=normalize, name="tiny-sentence")
 
 
+TINY_FAMILIES: dict[str, Callable[[], DualEncoder]] = {
+    "hf-clip": tiny_hf_clip,
+    "hf-siglip": tiny_hf_siglip,
+    "hf-siglip2": tiny_hf_siglip2,
+    "openclip": tiny_openclip,
+    "openclip-avg": lambda: tiny_openclip(seed=3, vision_cfg={"pool_type": "avg"}),
+    "openclip-qknorm": lambda: tiny_openclip(
+        seed=2, qk_norm=True, scale_heads=True, vision_cfg={"qk_norm": True, "scale_heads": True}
+    ),
+    "sentence": tiny_sentence,
+}
+"""One tiny random model per family and variant (name -> factory), for tests parametrised over families."""
+
+
+def tiny_pair_inputs(model: DualEncoder) -> tuple[list[Any], list[str]]:
+    """Two raw (second side, caption) pairs suited to ``model``'s second tower (images, or sentences)."""
+    if model.tower("image").modality == "text":
+        return ["a man is eating food", "the girl is carrying a baby"], ["a dog plays", "a red cat"]
+    return [random_image(1), random_image(2)], ["a red dog", "two blue cats sit on a mat"]
+
+
 __all__: list[Any] = [
     "HALF",
     "SENTENCE_WORDS",
+    "TINY_FAMILIES",
     "TINY_WORDS",
     "NoBosWordTokenizer",
     "random_image",
@@ -263,6 +295,7 @@ __all__: list[Any] = [
     "tiny_hf_siglip2",
     "tiny_hf_tokenizer",
     "tiny_openclip",
+    "tiny_pair_inputs",
     "tiny_sentence",
     "tiny_sentence_tokenizer",
     "tiny_word_tokenizer",

@@ -74,3 +74,28 @@ def test_summary_command_and_errors(tmp_path: Path, capsys):
     assert "not in --methods" in capsys.readouterr().err
     assert main([*args[:-1], "--dataset", "pascal:/x", "--out", str(tmp_path / "r2")]) == 2
     assert "unknown dataset kind" in capsys.readouterr().err
+
+
+def test_run_directory_turning_read_only_gives_one_plain_line(tmp_path: Path, capsys, monkeypatch):
+    import errno
+
+    from dualex.evaluation import store as store_mod
+
+    out = tmp_path / "run"
+    real_unlink = Path.unlink
+
+    def read_only(self, *_args):  # the manifest was written; then the mount turned read-only
+        raise OSError(errno.EROFS, "Read-only file system", str(self.shard_dir))
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        if self.name == ".lock":  # what a read-only mount does to the lock at release
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(store_mod.RunStore, "_write_shard", read_only)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    code = main([*ARGS[:6], "n=1", *ARGS[7:], "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "Traceback" not in err and "cannot write results" in err
+    assert len(err.strip().splitlines()) == 1, err

@@ -95,3 +95,22 @@ def test_export_of_two_roots_joins_their_pairs(run_dir, tmp_path, capsys):
     assert args.path == [run_dir, tuned] and args.port == 0
     with pytest.raises(InputError, match="nothing to export"):
         collect([run_dir, tmp_path / "missing"])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "checksum"])
+def test_export_cli_warns_and_fails_on_an_unreadable_file(damage, tmp_path, capsys):
+    src = tmp_path / "src"
+    good = make_explanation().save(src / "good.safetensors")
+    bad = make_explanation(caption="a blue square").save(src / "bad.safetensors")
+    data = bytearray(bad.read_bytes())
+    if damage == "truncated":
+        bad.write_bytes(bytes(data[: len(data) // 2]))
+    else:
+        data[-5] ^= 0x10
+        bad.write_bytes(bytes(data))
+    assert main(["export", "--html", str(src), "--out", str(tmp_path / "page.html")]) != 0
+    err = capsys.readouterr().err
+    assert "warning: skipping bad.safetensors" in err and "1 file(s) could not be read" in err
+    assert "Traceback" not in err
+    page = _embedded((tmp_path / "page.html").read_text(encoding="utf-8"))
+    assert sorted(page["explanations"]) == [good.name]

@@ -59,6 +59,11 @@ def run_export(args: argparse.Namespace) -> int:
 
     if not args.html:
         raise InputError("choose an export format: --html")
-    out = export_html(args.path, args.out, limit=args.limit or None)
+    skipped: list[str] = []
+    out = export_html(args.path, args.out, limit=args.limit or None, skipped=skipped)
     print(f"viewer written to {out} ({out.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
+    if skipped:
+        print(f"dualex export: error: {len(skipped)} file(s) could not be read and are not in the page "
+              "(see the warnings above)", file=sys.stderr)
+        return 1
     return 0

@@ -42,7 +42,7 @@ def run_local(
     units = errors = 0
     last = time.monotonic()
     total = sum(len(m) for _, m in work)
-    with bar(total, "evaluate", progress, unit="unit") as pbar:
+    with bar(total, "evaluate", progress, unit="unit", lines=True) as pbar:
         try:
             step = max(1, min(batch_size, shard_size))
             for start in range(0, len(work), step):

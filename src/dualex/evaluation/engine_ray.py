@@ -166,7 +166,8 @@ def run_ray(
     )
     errors = 0
     total = sum(len(m) for _, m in work)
-    with bar(total, f"evaluate (ray, {n_actors} actor{'s' * (n_actors > 1)})", progress, unit="unit") as pbar:
+    with bar(total, f"evaluate (ray, {n_actors} actor{'s' * (n_actors > 1)})", progress, unit="unit",
+             lines=True) as pbar:
         try:
             for batch in results.iter_batches(batch_size=shard_size, batch_format="pandas", prefetch_batches=1):
                 rows: list[dict[str, Any]] = []

@@ -18,6 +18,7 @@ wins; `read_rows` returns each unit once.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -277,9 +278,15 @@ class RunStore:
         raise InputError(f"cannot take the lock {self.lock_path}; delete it if no run is using {self.root}")
 
     def release(self) -> None:
-        """Give the lock back (only if this process holds it)."""
+        """Give the lock back (only if this process holds it).
+
+        A lock that cannot be removed (the folder became read-only) is left: it names this process, so
+        the next run on this host takes it over once this process has ended. Never raises, so the error
+        that stopped a run is the one the user sees.
+        """
         if self._read_lock().get("pid") == os.getpid():
-            self.lock_path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.lock_path.unlink(missing_ok=True)
 
     def _read_lock(self) -> dict[str, Any]:
         try:

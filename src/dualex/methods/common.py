@@ -3,7 +3,7 @@ building an `Explanation` from a prepared pair row."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import torch
@@ -67,6 +67,20 @@ def similarity(model: DualEncoder, e_text: Tensor, e_image: Tensor, units: str) 
     if units == "score":
         return cos * model.logit_scale + model.logit_bias
     return cos
+
+
+def layer_pair(model: DualEncoder, pair: Pair, layers: Mapping[Side, int]) -> Pair:
+    """``pair`` with each side re-described for its hidden positions at ``layers[side]`` (`Tower.parts_at`).
+
+    The same pair for transformer towers; for staged towers (CNNs) the image side gets that stage's
+    feature-map grid, so that ``players`` and the explanation's grid match the hidden states split there.
+    """
+    text = model.tower("text").parts_at(pair.text, layers["text"])
+    image = model.tower("image").parts_at(pair.image, layers["image"])
+    if text is pair.text and image is pair.image:
+        return pair
+    assert isinstance(text, TextInputs)
+    return Pair(text, image)
 
 
 def scores_of(model: DualEncoder, pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:

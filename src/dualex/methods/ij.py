@@ -52,7 +52,7 @@ from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.games.uncertainty import steps_hint
 from dualex.methods import register_method
-from dualex.methods.common import build_explanation
+from dualex.methods.common import build_explanation, layer_pair
 from dualex.methods.decomposition import normaliser, similarity_terms
 from dualex.methods.quadrature import alphas_and_weights
 from dualex.models.base import SIDES, DualEncoder, Pair, PooledBlock, Side, SideInputs
@@ -185,8 +185,11 @@ def structured_jacobian(
     # 1. per-row maps: row s of the tangent output is the change caused by the tangent at position s alone
     kv = torch.func.jvp(block.keys_values, (H,), (tangent,))
     (k, v), (dk, dv) = kv[0], kv[1]  # (N, h, T, d) each
-    hp = H[:, p]
-    qq = torch.func.jvp(block.query, (hp,), (tangent[:, p],))
+    # copies, not views of H: forward AD gives a view's base a materialised zero tangent, which under the
+    # vmap below would be a (chunk, N, T, W) buffer filled per call
+    hp = H[:, p].clone()
+    tp = tangent[:, p].clone()
+    qq = torch.func.jvp(block.query, (hp,), (tp,))
     q, dq = qq[0], qq[1]  # (N, h, d)
     # 2. the pooled query's attention output under a change of key/value row s (rank one per head)
     a, P = PooledBlock.attend(q, k, v, block.mask)  # (N, h, d), (N, h, T)
@@ -207,7 +210,7 @@ def structured_jacobian(
     per = max(1, rows // N)
     for start in range(0, active.numel(), per):
         pos = active[start : start + per]
-        t_h = (pos == p).to(H.dtype)[:, None, None] * tangent[:, p]  # (c, N, W): δ_p at s = p only
+        t_h = (pos == p).to(H.dtype)[:, None, None] * tp  # (c, N, W): δ_p at s = p only
         jv = torch.func.vmap(jvp_finish)(t_h, da[pos])  # (c, N, D)
         U[:, pos] = torch.einsum("cnd,n->dc", jv.float(), w.float())
         if progress is not None:
@@ -430,6 +433,7 @@ def explain_ij(
         T = states[side]["x"].shape[1]
         total_rows += B * min(T, D) * n_steps
     out: list[Explanation] = []
+    parts = layer_pair(work, pair, {"text": layers["text"], "image": layers["image"]})  # a CNN stage's grid
     with bar(total_rows, "integrated Jacobians", progress) as pb:
         for b in range(B):
             U: dict[str, Tensor] = {}
@@ -458,8 +462,7 @@ def explain_ij(
             p_t = et - states["text"]["e_path0"][b]
             p_i = ei - states["image"]["e_path0"][b]
             path_target = float(p_t @ p_i) * scale / norm
-            img_inputs = states["image"]["inputs"]
-            cols = img_inputs.players(b).to(A.device)
+            cols = parts.image.players(b).to(A.device)
             other = torch.ones(A.shape[1], dtype=torch.bool, device=A.device)
             other[cols] = False
             cos = float(torch.nn.functional.cosine_similarity(et, ei, dim=0))
@@ -468,7 +471,7 @@ def explain_ij(
             total = float(A.double().sum())
             ex = build_explanation(
                 model,
-                pair,
+                parts,
                 b,
                 method="ij",
                 params={

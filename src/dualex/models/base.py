@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 import torch
 from torch import Tensor
@@ -31,6 +31,9 @@ from torch import Tensor
 from dualex.errors import InputError, UnsupportedModelError
 from dualex.images import ImageTransform
 from dualex.models.attention import AttentionBlock, Recording
+
+if TYPE_CHECKING:
+    from dualex.models.tower import Tower
 
 Side = Literal["text", "image"]
 SIDES: tuple[Side, Side] = ("text", "image")
@@ -292,50 +295,56 @@ class DualEncoder(ABC):
     def module(self) -> torch.nn.Module:
         """The wrapped torch module."""
 
-    @abstractmethod
+    # ----------------------------------------------------------------- the two towers
+    def set_towers(self, text: Tower, image: Tower) -> None:
+        """Install the towers of the two sides (the first input's, the second input's)."""
+        self._towers: dict[Side, Tower] = {"text": text, "image": image}
+
+    def tower(self, side: Side) -> Tower:
+        """The `Tower` of ``side`` (``"text"``: the first input, ``"image"``: the second)."""
+        towers: dict[Side, Tower] | None = self.__dict__.get("_towers")
+        if towers is None:  # an adapter still written against the side-keyed methods below
+            from dualex.models.tower import SideTower
+
+            towers = {s: SideTower(self, s) for s in SIDES}
+            self._towers = towers
+        return towers[side]
+
+    @property
+    def towers(self) -> tuple[Tower, Tower]:
+        """``(tower("text"), tower("image"))``."""
+        return self.tower("text"), self.tower("image")
+
+    # Side-keyed methods (being replaced by the towers): each delegates to ``tower(side)``.
     def prepare_text(self, texts: list[str]) -> TextInputs:
         """Tokenise captions as the model's own pipeline does (padding as the model was trained)."""
+        out = self.tower("text").prepare(texts)
+        assert isinstance(out, TextInputs)
+        return out
 
-    @abstractmethod
     def prepare_image(self, images: list[Any]) -> SideInputs:
         """Preprocess images (PIL images, paths, uint8 arrays; texts for bi-encoders)."""
+        return self.tower("image").prepare(images)
 
-    @abstractmethod
     def n_layers(self, side: Side) -> int:
-        """Number of transformer blocks of the tower on ``side``."""
+        """Number of layers of the tower on ``side``."""
+        return self.tower(side).n_layers
 
-    @abstractmethod
     def hidden(self, side: Side, inputs: SideInputs, layer: int) -> Tensor:
-        """Hidden states entering block ``layer`` (0 = after the embeddings), ``(B, T, W)``.
+        """`Tower.hidden` of ``side``."""
+        return self.tower(side).hidden(inputs, layer)
 
-        ``layer == n_layers(side)`` gives the output of the last block (before final norm/pooling).
-        """
-
-    @abstractmethod
     def tail(self, side: Side, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
-        """Run blocks ``layer..`` and the head on ``hidden`` ``(R, T, W)``: unnormalised embeddings ``(R, D)``.
+        """`Tower.tail` of ``side``."""
+        return self.tower(side).tail(inputs, hidden, layer)
 
-        A pure function of ``hidden``: ``inputs`` provides only metadata (masks, pooling index). If
-        ``inputs`` has one row it is broadcast to all R rows; otherwise R must equal its batch size.
-        Safe under ``torch.func.jvp``/``vjp`` (no in-place ops on ``hidden``, no data-dependent hooks).
-        """
-
-    @abstractmethod
     def mask(self, side: Side, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
-        """Apply coalitions to one input row: ``keep`` is ``(K, n_players)`` bool -> K masked rows.
+        """`Tower.mask` of ``side``."""
+        return self.tower(side).mask(inputs, keep, how=how)
 
-        Image default: masked patches are set to 0 in normalised pixel space (the dataset mean colour).
-        Text default: masked tokens get attention mask 0 (ids unchanged).
-        """
-
-    @abstractmethod
     def reference(self, side: Side, inputs: SideInputs, kind: str = "default") -> SideInputs:
-        """Reference (baseline) inputs for path methods, same batch size as ``inputs``.
-
-        Text kinds: ``"default"`` (BOS, one filler token, EOS, padding: the exCLIP reference) and
-        ``"same_length"`` (BOS, fillers up to the caption's EOS, EOS: the path ends at the reference).
-        Image kinds: ``"zeros"`` (= ``"default"``, zeros after normalisation), ``"black"``, ``"noise"``.
-        """
+        """`Tower.reference` of ``side``."""
+        return self.tower(side).reference(inputs, kind)
 
     @property
     @abstractmethod
@@ -479,7 +488,14 @@ class DualEncoder(ABC):
         """
         twin = copy.copy(self)
         twin._module = module  # type: ignore[attr-defined]  # declared by the adapters, not by this contract
+        twin.rebind_towers()
         return twin
+
+    def rebind_towers(self) -> None:
+        """Point copies of the towers at ``self`` (after `copy.copy` of an adapter)."""
+        towers: dict[Side, Tower] | None = self.__dict__.get("_towers")
+        if towers is not None:
+            self._towers = {s: t.rebind(self) for s, t in towers.items()}
 
     def float32(self) -> DualEncoder:
         """``self`` if the weights are float32 (or float64), else the same adapter over a float32 copy.

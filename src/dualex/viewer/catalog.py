@@ -84,22 +84,29 @@ def iter_explanation_files(root: Path, *, max_files: int = MAX_FILES) -> Iterato
 
 
 def read_entry(root: Path, path: Path) -> Entry | None:
-    """Header facts of one file, or None if it is not a dualex explanation."""
+    """Header facts of one file, or None if it is not a readable dualex explanation."""
+    return read_entry_checked(root, path)[0]
+
+
+def read_entry_checked(root: Path, path: Path) -> tuple[Entry | None, str | None]:
+    """``(entry, None)`` for a dualex explanation, ``(None, None)`` for another safetensors file (model
+    weights, say), ``(None, reason)`` for a file that cannot be read as safetensors at all (truncated,
+    damaged, unreadable)."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="numpy") as f:
             raw = (f.metadata() or {}).get("dualex")
             if raw is None:
-                return None
+                return None, None
             meta = json.loads(raw)
             image_hash = None
             if "image" in f.keys():  # noqa: SIM118 - safe_open has no __contains__
                 image_hash = hashlib.sha1(np.ascontiguousarray(f.get_tensor("image")).tobytes()).hexdigest()
-    except Exception:  # any unreadable file is simply not listed
-        return None
-    if meta.get("format") != "dualex.explanation":
-        return None
+    except Exception as exc:  # not listed; `Catalog.unreadable` names it
+        return None, f"not a readable safetensors file ({str(exc).strip() or type(exc).__name__})"
+    if not isinstance(meta, dict) or meta.get("format") != "dualex.explanation":
+        return None, None
     caption = str(meta.get("text", ""))
     second = meta.get("image_text")
     stem = path.stem
@@ -123,7 +130,7 @@ def read_entry(root: Path, path: Path) -> Entry | None:
         label=label,
         key=key,
         item_key=item_key,
-    )
+    ), None
 
 
 class Catalog:
@@ -136,7 +143,8 @@ class Catalog:
         self.root = root.resolve()
         self.only = only.resolve() if only is not None else None
         self.max_files = max_files
-        self._cache: dict[str, tuple[tuple[int, int], Entry | None]] = {}
+        self._cache: dict[str, tuple[tuple[int, int], Entry | None, str | None]] = {}
+        self._unreadable: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def entries(self) -> list[Entry]:
@@ -145,6 +153,7 @@ class Catalog:
         else:
             files = list(iter_explanation_files(self.root, max_files=self.max_files))
         out = []
+        unreadable = {}
         with self._lock:
             for p in files:
                 try:
@@ -155,11 +164,19 @@ class Catalog:
                 name = str(p)
                 hit = self._cache.get(name)
                 if hit is None or hit[0] != sig:
-                    hit = (sig, read_entry(self.root, p))
+                    hit = (sig, *read_entry_checked(self.root, p))
                     self._cache[name] = hit
                 if hit[1] is not None:
                     out.append(hit[1])
+                elif hit[2] is not None:
+                    unreadable[relative_name(self.root, p)] = hit[2]
+            self._unreadable = unreadable
         return out
+
+    def unreadable(self) -> dict[str, str]:
+        """Files the last `entries` call found but could not read (relative name -> reason)."""
+        with self._lock:
+            return dict(self._unreadable)
 
     def groups(self) -> list[dict[str, Any]]:
         """The pairs: ``[{key, caption, label, entries: [{file, method, model, score}]}]``, sorted."""
@@ -311,6 +328,14 @@ class Sources:
         for r in self.roots:
             for e in self.catalogs[r.label].entries():
                 out.append(replace(e, file=f"{r.label}/{e.file}", root=r.label) if r.label else e)
+        return out
+
+    def unreadable(self) -> dict[str, str]:
+        """Files the last `entries` call found under the roots but could not read (public name -> reason)."""
+        out: dict[str, str] = {}
+        for r in self.roots:
+            for name, why in self.catalogs[r.label].unreadable().items():
+                out[f"{r.label}/{name}" if r.label else name] = why
         return out
 
     def groups(self) -> list[dict[str, Any]]:

@@ -52,14 +52,24 @@ def render_page(data: dict[str, Any]) -> str:
     return html.replace(_STYLE_TAG, head).replace(_SCRIPT_TAG, body)
 
 
-def collect(source: str | Path | Sequence[str | Path], *, limit: int | None = 200) -> dict[str, Any]:
+def collect(
+        source: str | Path | Sequence[str | Path],
+        *,
+        limit: int | None = 200,
+        skipped: list[str] | None = None,
+) -> dict[str, Any]:
     """Pairs and payloads of the explanation files at ``source`` (files, or directories recursively).
+
+    A file that cannot be read (truncated, damaged, failing its checks) is left out with one warning
+    line on stderr naming it and why, and its name is appended to ``skipped``.
 
     Args:
         source: An explanation ``.safetensors`` file or a directory holding some, or several of them
             (their file names are then prefixed by each root's label, as in ``dualex serve A B``).
 
         limit: At most this many files (the first ones in sorted order); None for all.
+
+        skipped: If given, receives the names of the files left out.
 
     Raises:
         InputError: Nothing to export.
@@ -68,6 +78,10 @@ def collect(source: str | Path | Sequence[str | Path], *, limit: int | None = 20
     where = (str(Path(source).expanduser()) if isinstance(source, (str, Path))
              else ", ".join(str(Path(s).expanduser()) for s in source))
     entries = sources.entries()
+    left_out = skipped if skipped is not None else []
+    for name, why in sources.unreadable().items():
+        print(f"dualex export: warning: skipping {name}: {sources.scrub(why)}", file=sys.stderr)
+        left_out.append(name)
     if not entries:
         raise InputError(f"no dualex explanation files (*.safetensors written by Explanation.save) under {where}")
     if limit is not None and len(entries) > limit:
@@ -81,6 +95,7 @@ def collect(source: str | Path | Sequence[str | Path], *, limit: int | None = 20
             payloads[e.file] = sources.load_entry(e)
         except InputError as exc:  # one bad file does not sink the export
             print(f"dualex export: warning: skipping {e.file}: {sources.scrub(str(exc))}", file=sys.stderr)
+            left_out.append(e.file)
             continue
         kept.append(e)
     if not kept:
@@ -88,12 +103,22 @@ def collect(source: str | Path | Sequence[str | Path], *, limit: int | None = 20
     return {"pairs": group_entries(kept), "explanations": payloads}
 
 
-def export_html(source: str | Path | Sequence[str | Path], out: str | Path, *, limit: int | None = 200) -> Path:
-    """Write the self-contained viewer page for ``source`` (one root or several) to ``out`` (``.html``)."""
+def export_html(
+        source: str | Path | Sequence[str | Path],
+        out: str | Path,
+        *,
+        limit: int | None = 200,
+        skipped: list[str] | None = None,
+) -> Path:
+    """Write the self-contained viewer page for ``source`` (one root or several) to ``out`` (``.html``).
+
+    Unreadable files are left out with a warning and appended to ``skipped`` (see `collect`); ``dualex
+    export`` then exits non-zero.
+    """
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise InputError(f"the HTML export needs an .html file name, got {str(out)!r}")
-    page = render_page(collect(source, limit=limit))
+    page = render_page(collect(source, limit=limit, skipped=skipped))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")

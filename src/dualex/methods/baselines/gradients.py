@@ -45,6 +45,7 @@ from dualex.methods.common import (
     Units,
     build_explanation,
     check_units,
+    layer_pair,
     row_chunks,
     rows_per_pass,
     scores_of,
@@ -242,6 +243,7 @@ def _explain_path(
     moving = sides_of(side)
     work = model.float32() if fp32 else model
     layers = _layers(work, layer, text_layer, image_layer)
+    parts = layer_pair(work, pair, layers)  # the parts at the split layers (a CNN stage's feature map)
     kinds = reference_kinds(work, baselines) if multiplier == "delta" else {}
     chunk = rows_per_pass(internal_batch_size, work.device)
     dtype = torch.float32 if fp32 else work.dtype
@@ -292,7 +294,7 @@ def _explain_path(
                 total += float(attr["text"].double().sum())
             if "image" in attr:
                 a_img = attr["image"].cpu()
-                cols = pair.image.players(b)
+                cols = parts.image.players(b)
                 terms["image_main"] = a_img[cols]
                 prefix = torch.ones(a_img.shape[0], dtype=torch.bool)
                 prefix[cols] = False
@@ -325,7 +327,7 @@ def _explain_path(
             out.append(
                 build_explanation(
                     model,
-                    pair,
+                    parts,
                     b,
                     method=method,
                     params=row_params,
