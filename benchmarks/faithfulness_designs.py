@@ -44,10 +44,9 @@ def main() -> None:
     torch.set_num_threads(1)
     import dualex
     from dualex.datasets.base import open_dataset
-    from dualex.metrics import item_seed
     from dualex.games.game import DualEncoderGame
     from dualex.methods import explain_pair
-    from dualex.metrics import p_faithfulness
+    from dualex.metrics import item_seed, p_faithfulness
 
     model = dualex.load("shapes", device="cpu")
     methods = args.methods.split(",")

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from dualex.errors import InputError
-
 from dualex.plugins import import_submodules
 
 

@@ -128,7 +128,7 @@ def _plain(x: Any) -> Any:
 
 @pytest.mark.slow
 def test_registered_metrics_give_the_values_of_the_hand_written_ladder(tmp_path):
-    """The bundled shapes model run of `GOLDEN` was written before the metric registry (metrics hard-wired in work.py)."""
+    """The bundled shapes model run of `GOLDEN` was written before the metric registry (a hand-written ladder)."""
     out = tmp_path / "run"
     evaluate("shapes", "shapes:", ["ij", "fixlip", "gradxinput", "random"], out, dataset_options={"n": 2},
              method_options={"ij": {"n_steps": 2}, "fixlip": {"budget": 64}}, metrics=MetricOptions(faith_grid=5),

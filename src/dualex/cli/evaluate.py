@@ -90,7 +90,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     metric_options: dict[str, dict[str, Any]] = {}
     for metric, key, value in args.metric_option:
         metric_options.setdefault(metric, {})[key] = value
-    metrics = MetricOptions(metrics=args.metrics, metric_options=metric_options, faith_p=args.faith_p, faith_coalitions=args.faith_coalitions,
+    metrics = MetricOptions(metrics=args.metrics, metric_options=metric_options, faith_p=args.faith_p,
+                            faith_coalitions=args.faith_coalitions,
                             faith_design=args.faith_design, faith_grid=args.faith_grid, perturbation_order=order,
                             save_explanations=not args.no_save_explanations)  # fmt: skip
     res = evaluate(
