@@ -9,8 +9,9 @@ Layers, bottom to top (a module may import its own layer's modules and any lower
 3. games — the cooperative games, samplers, surrogates;
 4. methods — the explanation methods;
 5. metrics — scoring explanations;
-6. applications — evaluation, analysis, zoo (training the bundled model), testing, tiny (tiny models of every family);
-7. interfaces — cli, viewer, demo, ``__main__`` and the ``dualex`` facade.
+6. decisions — contrasts, zero-shot decisions, rankings (explanations of score differences);
+7. applications — evaluation, analysis, zoo (training the bundled model), testing, tiny (tiny models of every family);
+8. interfaces — cli, viewer, demo, ``__main__`` and the ``dualex`` facade.
 
 Every import counts, including those inside functions; only ``if TYPE_CHECKING:`` blocks are left out.
 """
@@ -33,8 +34,9 @@ LAYERS: dict[str, int] = {
     "games": 3,
     "methods": 4,
     "metrics": 5,
-    **dict.fromkeys(("evaluation", "analysis", "zoo", "testing", "tiny"), 6),
-    **dict.fromkeys(("cli", "viewer", "demo", "__main__", ""), 7),
+    "decisions": 6,
+    **dict.fromkeys(("evaluation", "analysis", "zoo", "testing", "tiny"), 7),
+    **dict.fromkeys(("cli", "viewer", "demo", "__main__", ""), 8),
 }
 # Lower layers may read these names of the root package (plain constants, no import of the facade's modules).
 ROOT_CONSTANTS = {"__version__"}

@@ -142,8 +142,11 @@ def test_seed_and_batches(small) -> None:
     both = dualex.explain(
         model, [random_image(1), random_image(2)], [CAPTION, "a cat"], method="fixlip", budget=48, seed=3, holdout=0
     )
-    assert len(both) == 2 and both[1].n_tokens == 5 and both[1].players.numel() == 2  # padded to 5 positions
+    alone = dualex.explain(model, random_image(2), "a cat", method="fixlip", budget=48, seed=3, holdout=0)
+    # the batch pads "a cat" to 5 positions; explain cuts the padding: the shapes of the pair alone
+    assert len(both) == 2 and both[1].n_tokens == alone.n_tokens == 4 and both[1].players.numel() == 2
     assert (both[1].cross[both[1].special] == 0).all()
+    torch.testing.assert_close(both[1].cross, alone.cross, atol=1e-5, rtol=0)
     torch.testing.assert_close(both[0].cross, a.cross, atol=1e-5, rtol=0)
 
 

@@ -125,6 +125,15 @@ class DualEncoderGame:
     def n_side(self, side: Side) -> int:
         return self.n_image if side == "image" else self.n_text
 
+    def share_embeddings(self, side: Side, store: dict[bytes, Tensor]) -> None:
+        """Use ``store`` as this game's cache of ``side`` coalition embeddings (keyed by coalition).
+
+        Games of pairs that share one side's input (and masking) may share its store, so each of its
+        coalitions goes through the tower once for all of them (`dualex.methods.shared.GameCaches`).
+        """
+        if self.cached:
+            self._emb[side] = store
+
     def side_inputs(self, side: Side) -> SideInputs:
         return self.pair.side(side)
 

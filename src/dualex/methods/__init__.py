@@ -129,13 +129,17 @@ def explain(
         model: A `DualEncoder`, a model name for `dualex.load`, or a supported module (`dualex.wrap`).
         image: An image (path, PIL image, array) or a list of them; for text-text bi-encoders, a
             sentence or a list of sentences.
-        text: A caption or a list of captions, paired one-to-one with ``image``.
+        text: A caption or a list of captions, paired one-to-one with ``image``; with one image and a
+            list of K captions, the image is explained against each caption and its side's work (ij's
+            integrated Jacobian, FIxLIP's coalition embeddings, a gradient method's forward) is done
+            once (`dualex.methods.shared`).
         method: A name from `list_methods` (``"ij"``, ``"fixlip"``, baselines).
         device: Move the model there first.
         **options: Options of the method (see its docstring), e.g. ``layer=-1, n_steps=10``.
 
     Returns:
-        One `Explanation` for a single pair, or a list for lists of inputs.
+        One `Explanation` for a single pair, or a list for lists of inputs, each with the shapes of its
+        pair explained alone (no batch padding positions).
     """
     info = check_method_options(method, options)
     if not isinstance(text, str) and not (
@@ -145,13 +149,19 @@ def explain(
             f"text must be a caption (a string) or a non-empty list of captions, got {type(text).__name__} "
             f"{text!r:.60}"
         )
+    from dualex.methods.shared import prepare_pairs, unpad_all
+
     enc = resolve_model(model, device=device)
     single = isinstance(text, str)
     if single and isinstance(image, (list, tuple)) and enc.image_modality == "image":
         raise InputError("got a list of images but a single caption; pass one caption per image")
-    pair = enc.prepare(image, text)
-    out = info.fn(enc, pair, **options)
-    return out[0] if single else out
+    if single:
+        pair = enc.prepare(image, text)
+        return info.fn(enc, pair, **options)[0]
+    texts = list(text)
+    images = list(image) if isinstance(image, (list, tuple)) else [image] * len(texts)  # one image, K captions
+    pair = prepare_pairs(enc, images, texts)
+    return unpad_all(enc, info.fn(enc, pair, **options), pair)
 
 
 def explain_pair(model: DualEncoder, pair: Pair, method: str = "ij", **options: Any) -> list[Explanation]:

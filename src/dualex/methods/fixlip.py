@@ -53,6 +53,7 @@ from dualex.games.surrogate import DEFAULT_CHUNK_BYTES, Surrogate, all_pairs, ex
 from dualex.games.uncertainty import DEFAULT_BOOT, TermErrors, joint_errors, product_errors, term_diagnostics
 from dualex.methods import register_method
 from dualex.methods.common import build_explanation, scores_of
+from dualex.methods.shared import GameCaches
 from dualex.models.base import DualEncoder, Pair
 
 ESTIMATORS = ("crossmodal", "agnostic")
@@ -292,6 +293,7 @@ def explain_fixlip(
         raise InputError(f"holdout must be 0 (off) or at least 4, got {holdout}")
     solver_dev = torch.device(solver_device) if solver_device is not None else model.device
     scores, cosines = scores_of(model, pair)
+    caches = GameCaches(pair)  # rows repeating a side's input share its coalition embeddings
     out = []
     for row in range(pair.batch_size):
         sub = pair.select([row])
@@ -303,6 +305,7 @@ def explain_fixlip(
             internal_batch_size=internal_batch_size,
             progress=progress,
         )
+        caches.attach(game, row)
         if game.n_image < 1 or game.n_text < 1:
             raise InputError(
                 f"pair {row} has {game.n_text} caption tokens and {game.n_image} image players; FIxLIP needs "

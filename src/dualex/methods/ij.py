@@ -55,6 +55,7 @@ from dualex.methods import register_method
 from dualex.methods.common import build_explanation, layer_pair
 from dualex.methods.decomposition import normaliser, similarity_terms
 from dualex.methods.quadrature import alphas_and_weights
+from dualex.methods.shared import distinct_rows
 from dualex.models.base import SIDES, DualEncoder, Pair, PooledBlock, Side, SideInputs
 from dualex.progress import bar
 
@@ -406,12 +407,15 @@ def explain_ij(
     states: dict[str, dict[str, Any]] = {}
     with torch.no_grad():
         for side in SIDES:
-            inputs = pair.side(side)
+            # rows repeating one input (one image against K captions) share its states and U (methods.shared)
+            row_of, distinct = distinct_rows(pair.side(side))
+            inputs = pair.side(side).select(distinct)
             ref = work.reference(side, inputs, refs[side])
             L = layers[side]
             x = work.hidden(side, inputs, L).to(dtype)
             r = work.hidden(side, ref, L).to(dtype)
             states[side] = {
+                "row": row_of,
                 "inputs": inputs,
                 "x": x,
                 "r": r,
@@ -431,36 +435,40 @@ def explain_ij(
     total_rows = 0
     for side in SIDES:
         T = states[side]["x"].shape[1]
-        total_rows += B * min(T, D) * n_steps
+        total_rows += states[side]["x"].shape[0] * min(T, D) * n_steps
     out: list[Explanation] = []
+    jacobians: dict[str, dict[int, Tensor]] = {side: {} for side in SIDES}  # per side, per distinct input
     parts = layer_pair(work, pair, {"text": layers["text"], "image": layers["image"]})  # a CNN stage's grid
     with bar(total_rows, "integrated Jacobians", progress) as pb:
         for b in range(B):
             U: dict[str, Tensor] = {}
+            k = {side: states[side]["row"][b] for side in SIDES}
             for side in SIDES:
                 st = states[side]
-                U[side] = integrated_jacobian(
-                    work,
-                    side,
-                    st["inputs"].select([b]),
-                    st["x"][b : b + 1],
-                    st["r"][b : b + 1],
-                    layers[side],
-                    alphas,
-                    weights,
-                    mode=mode,
-                    internal_batch_size=internal_batch_size,
-                    progress=pb,
-                )
-            et, ei = states["text"]["e_x"][b], states["image"]["e_x"][b]
-            r0_t, r0_i = states["text"]["e_path0"][b], states["image"]["e_path0"][b]
+                if k[side] not in jacobians[side]:
+                    jacobians[side][k[side]] = integrated_jacobian(
+                        work,
+                        side,
+                        st["inputs"].select([k[side]]),
+                        st["x"][k[side] : k[side] + 1],
+                        st["r"][k[side] : k[side] + 1],
+                        layers[side],
+                        alphas,
+                        weights,
+                        mode=mode,
+                        internal_batch_size=internal_batch_size,
+                        progress=pb,
+                    )
+                U[side] = jacobians[side][k[side]]
+            et, ei = states["text"]["e_x"][k["text"]], states["image"]["e_x"][k["image"]]
+            r0_t, r0_i = states["text"]["e_path0"][k["text"]], states["image"]["e_path0"][k["image"]]
             norm = normaliser(et, ei, r0_t, r0_i, subtract_reference=subtract_reference)
             A = (U["text"].T @ U["image"]) * (scale / norm)  # (S, T_img)
-            d_t = et - states["text"]["e_r"][b]
-            d_i = ei - states["image"]["e_r"][b]
+            d_t = et - states["text"]["e_r"][k["text"]]
+            d_i = ei - states["image"]["e_r"][k["image"]]
             target = float(d_t @ d_i) * scale / norm
-            p_t = et - states["text"]["e_path0"][b]
-            p_i = ei - states["image"]["e_path0"][b]
+            p_t = et - r0_t
+            p_i = ei - r0_i
             path_target = float(p_t @ p_i) * scale / norm
             cols = parts.image.players(b).to(A.device)
             other = torch.ones(A.shape[1], dtype=torch.bool, device=A.device)

@@ -32,6 +32,7 @@ explain the pair (image, span text) instead; for true token × patch terms use `
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import torch
@@ -53,6 +54,7 @@ from dualex.methods.common import (
     similarity,
 )
 from dualex.methods.quadrature import alphas_and_weights
+from dualex.methods.shared import SideMemo, distinct_rows
 from dualex.models.base import SIDES, DualEncoder, Pair, Side, SideInputs
 from dualex.progress import bar
 
@@ -182,14 +184,20 @@ def _batched_path_rows(
     for idx in row_chunks(pair.batch_size, per_pass):
         m = len(idx)
         inputs = {s: pair.side(s).select(idx) for s in SIDES}
-        with torch.no_grad():
-            x = {s: model.hidden(s, inputs[s], layers[s]).to(dtype) for s in SIDES}
-            r = dict(x)
-            if kinds:
-                r.update({s: model.hidden(s, model.reference(s, inputs[s], kinds[s]), layers[s]).to(dtype)
-                          for s in moving})  # fmt: skip
-            fixed = {s: model.tail(s, inputs[s], x[s], layers[s]).repeat_interleave(N, 0) for s in SIDES
-                     if s not in moving}  # fmt: skip
+        x: dict[Side, Tensor] = {}
+        r: dict[Side, Tensor] = {}
+        fixed: dict[Side, Tensor] = {}
+        with torch.no_grad():  # rows repeating a side's input run its forward once (methods.shared)
+            for s in SIDES:
+                first, distinct = distinct_rows(inputs[s])
+                one = inputs[s].select(distinct)
+                spread = torch.tensor(first, device=model.device)
+                x_one = model.hidden(s, one, layers[s]).to(dtype)
+                x[s] = r[s] = x_one[spread]
+                if s in moving and kinds:
+                    r[s] = model.hidden(s, model.reference(s, one, kinds[s]), layers[s]).to(dtype)[spread]
+                if s not in moving:
+                    fixed[s] = model.tail(s, one, x_one, layers[s])[spread].repeat_interleave(N, 0)
         rep = [i for i in range(m) for _ in range(N)]  # pair-major: N path points of pair 0, then pair 1 ...
         dev = x[moving[0]].device
         a = alphas.to(dev).repeat(m)
@@ -257,13 +265,16 @@ def _explain_path(
             if batched
             else []
         )
+        memo = SideMemo(pair)  # per side, once per distinct input
         for b in range(pair.batch_size):
             inputs = {s: pair.side(s).select([b]) for s in SIDES}
-            refs = {s: work.reference(s, inputs[s], kinds[s]) for s in moving} if kinds else {}
+            refs = {s: memo.get(s, b, "ref", partial(work.reference, s, inputs[s], kinds[s])) for s in moving} \
+                if kinds else {}  # fmt: skip
             if refs or not batched:
                 with torch.no_grad():
-                    x = {s: work.hidden(s, inputs[s], layers[s]).to(dtype) for s in SIDES}
-                    r = {**x, **{s: work.hidden(s, refs[s], layers[s]).to(dtype) for s in refs}}
+                    x = {s: memo.get(s, b, "x", partial(work.hidden, s, inputs[s], layers[s])).to(dtype) for s in SIDES}
+                    r = {**x, **{s: memo.get(s, b, "r", partial(work.hidden, s, refs[s], layers[s])).to(dtype)
+                                 for s in refs}}  # fmt: skip
             if batched:
                 attr = rows[b]
             else:
@@ -304,9 +315,11 @@ def _explain_path(
             baseline = 0.0
             if refs:
                 with torch.no_grad():
-                    e_x = {s: work.tail(s, inputs[s], x[s], layers[s]) for s in SIDES}
-                    e_path = {**e_x, **{s: work.tail(s, inputs[s], r[s], layers[s]) for s in moving}}
-                    e_ref = {**e_x, **{s: work.tail(s, refs[s], r[s], layers[s]) for s in moving}}
+                    e_x = {s: memo.get(s, b, "e_x", partial(work.tail, s, inputs[s], x[s], layers[s])) for s in SIDES}
+                    e_path = {**e_x, **{s: memo.get(s, b, "e_path", partial(work.tail, s, inputs[s], r[s], layers[s]))
+                                        for s in moving}}  # fmt: skip
+                    e_ref = {**e_x, **{s: memo.get(s, b, "e_ref", partial(work.tail, s, refs[s], r[s], layers[s]))
+                                       for s in moving}}  # fmt: skip
                     f_x = float(similarity(work, e_x["text"], e_x["image"], units)[0])
                     f_path = float(similarity(work, e_path["text"], e_path["image"], units)[0])
                     f_ref = float(similarity(work, e_ref["text"], e_ref["image"], units)[0])
