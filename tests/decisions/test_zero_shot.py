@@ -108,3 +108,10 @@ def test_plain_errors(tiny_clip):
         dualex.zero_shot(tiny_clip, img, CLASSES, versus="fish")
     with pytest.raises(InputError, match=r"did you mean 'n_steps'"):
         dualex.zero_shot(tiny_clip, img, CLASSES, n_stepz=3)
+
+
+def test_notebook_display(tiny_clip):
+    d = dualex.zero_shot(tiny_clip, random_image(0), CLASSES, ["a {}"], n_steps=2)
+    page = d._repr_html_()
+    assert '<img src="data:image/png;base64,' in page
+    assert f"<td>{d.predicted}</td>" in page and "score (probability)" in page

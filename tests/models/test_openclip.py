@@ -289,8 +289,11 @@ def test_bad_layers_and_inputs(model, pair):
 
 
 def test_unsupported_towers():
-    with pytest.raises(UnsupportedModelError, match="attentional pooling"):
-        dualex.wrap(open_clip.CLIP(16, _vision(attentional_pool=True, attn_pooler_heads=2), _text()))
+    from dualex.models.openclip_towers import OpenClipTowers
+
+    # an attentional pooler (CoCa's) goes to the towers adapter; an unknown pool type is refused
+    pooled = dualex.wrap(open_clip.CLIP(16, _vision(attentional_pool=True, attn_pooler_heads=2), _text()))
+    assert isinstance(pooled, OpenClipTowers)
     with pytest.raises(UnsupportedModelError, match="pool type"):
         dualex.wrap(open_clip.CLIP(16, _vision(), _text(pool_type="none")))
 

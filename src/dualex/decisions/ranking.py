@@ -64,6 +64,18 @@ class Ranking:
         la, lb = (self.labels[int(self.order[r])] for r in (first, second))
         return Contrast(self.explanations[first], self.explanations[second], labels=(la, lb), x_side=self.query_side)
 
+    def _repr_html_(self) -> str:
+        """Notebook display: the first result's explanation figure beside the ranked list (top 10)."""
+        from dualex.decisions.contrast import _html_with_figure
+        from dualex.plotting import html_table
+
+        rows: list[tuple[str, Any]] = [("query", self.query), ("items", len(self.labels)), ("explained", self.k)]
+        rows += [(f"{r + 1}. {label}", score) for r, (_, label, score) in enumerate(self.top(10))]
+        table = html_table(rows, caption="Ranking")
+        if not self.explanations:
+            return table
+        return _html_with_figure(lambda: self.explanations[0].plot(title=f"first: {self.top(1)[0][1]}"), table)
+
     def __repr__(self) -> str:
         best = self.top(1)
         head = f", first={best[0][1]!r}" if best else ""

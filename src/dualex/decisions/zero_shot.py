@@ -87,6 +87,18 @@ class Decision:
         kwargs.setdefault("title", f"why {self.predicted!r} rather than {self.versus!r}")
         return self.contrast.plot(**kwargs)
 
+    def _repr_html_(self) -> str:
+        """Notebook display: `plot` beside the classes by score (score, probability)."""
+        from dualex.decisions.contrast import _html_with_figure
+        from dualex.plotting import html_table
+
+        probs = self.probabilities()
+        rows: list[tuple[str, Any]] = [("predicted", self.predicted), ("versus", self.versus),
+                                       ("method", self.contrast.method)]  # fmt: skip
+        rows += [(f"{self.classes[i]}: score (probability)", f"{float(self.scores[i]):.4g} ({float(probs[i]):.3f})")
+                 for i in self.ranking[:10]]  # fmt: skip
+        return _html_with_figure(self.plot, html_table(rows, caption="Zero-shot decision"))
+
     def __repr__(self) -> str:
         return (
             f"Decision(predicted={self.predicted!r}, versus={self.versus!r}, classes={len(self.classes)}, "

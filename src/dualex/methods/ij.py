@@ -55,6 +55,7 @@ from dualex.methods import register_method
 from dualex.methods.common import build_explanation, layer_pair
 from dualex.methods.decomposition import normaliser, similarity_terms
 from dualex.methods.quadrature import alphas_and_weights
+from dualex.methods.reference_cache import reference_hidden
 from dualex.methods.shared import distinct_rows
 from dualex.models.base import SIDES, DualEncoder, Pair, PooledBlock, Side, SideInputs
 from dualex.progress import bar
@@ -356,8 +357,9 @@ def explain_ij(
         text_layer: Override ``layer`` for the text tower.
         image_layer: Override ``layer`` for the image tower.
         n_steps: Number of quadrature nodes N.
-        quadrature: Quadrature rule (captum's ``method``): ``"riemann_right"`` (α = k/N, k = 1..N, as the reference) or
-            ``"gausslegendre"`` (and the other rules of `alphas_and_weights`).
+        quadrature: Quadrature rule (captum's ``method`` names): ``"riemann_right"`` (α = k/N, k = 1..N, as the
+            reference) or ``"gausslegendre"`` (and the other rules of `alphas_and_weights`; its
+            ``"riemann_trapezoid"`` is the exact trapezoid rule, N/(N − 1) times captum's).
         text_reference: ``"default"`` (BOS, one filler, EOS, padding: exCLIP's) or ``"same_length"``
             (BOS, fillers, EOS at the caption's EOS: the path ends at the reference, so completeness
             converges to the four-term identity). None: ``"default"`` for image-text models,
@@ -413,7 +415,7 @@ def explain_ij(
             ref = work.reference(side, inputs, refs[side])
             L = layers[side]
             x = work.hidden(side, inputs, L).to(dtype)
-            r = work.hidden(side, ref, L).to(dtype)
+            r = reference_hidden(work.tower(side), ref, L).to(dtype)  # once per model and reference
             states[side] = {
                 "row": row_of,
                 "inputs": inputs,

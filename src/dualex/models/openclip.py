@@ -66,7 +66,7 @@ from dualex.models.parts import (
     softmax_attention,
 )
 from dualex.models.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline
-from dualex.models.registry import register_loader, register_wrapper
+from dualex.models.registry import register_loader, register_wrapper, wrap
 from dualex.models.tokenize import HFTokenizer, OpenClipTokenizer, TokenizerLike, WordTokenizer
 
 if importlib.util.find_spec("open_clip") is None:  # the loader stays unregistered; load() says so
@@ -668,6 +668,16 @@ def _global_pool(visual: Any, h: Tensor) -> Tensor:
     return h[:, 1:].mean(dim=1) if visual.pool_type == "avg" else h[:, 0]
 
 
+def plain_vit(module: Any) -> bool:
+    """True for open_clip models with a plain ViT image tower (no attentional pooler) and no CoCa text CLS."""
+    from open_clip.transformer import VisionTransformer
+
+    visual = getattr(module, "visual", None)
+    text = getattr(module, "text", None)
+    coca_text = text is not None and getattr(text, "cls_emb", None) is not None
+    return isinstance(visual, VisionTransformer) and visual.attn_pool is None and not coca_text
+
+
 def check_supported(module: nn.Module) -> None:
     """Raise `UnsupportedModelError` unless ``module`` is an open_clip ViT CLIP with a native text tower."""
     from open_clip.transformer import TextTransformer, VisionTransformer
@@ -778,7 +788,7 @@ def _create(arch: str, pretrained: str | None, **kw: Any) -> nn.Module:
         raise ModelNotAvailableError(f"cannot build open_clip model {arch}{where}: {exc}") from None
 
 
-def _tokenizer_for(arch: str, module: nn.Module) -> Any:
+def _tokenizer_for(arch: str) -> Any:
     import open_clip
 
     try:
@@ -786,14 +796,19 @@ def _tokenizer_for(arch: str, module: nn.Module) -> Any:
             return open_clip.get_tokenizer(arch)
     except Exception as exc:  # an HF tokenizer that is not cached
         raise ModelNotAvailableError(
-            f"the tokenizer of open_clip model {arch} is not available offline ({type(exc).__name__}); build "
-            "the model yourself and pass a tokenizer: dualex.wrap(model, tokenizer=...)"
+            f"the tokenizer of open_clip model {arch} is not available offline ({type(exc).__name__}); pass a "
+            f"local one: dualex.load('openclip:{arch}@...', tokenizer=tok) or dualex.wrap(model, tokenizer=tok)"
         ) from None
 
 
 @register_loader("openclip")
-def load_openclip(spec: str, *, device: torch.device, dtype: torch.dtype | None = None) -> DualEncoder:
+def load_openclip(
+    spec: str, *, device: torch.device, dtype: torch.dtype | None = None, tokenizer: Any = None
+) -> DualEncoder:
     """Load ``openclip:ARCH@PRETRAINED``: a cached tag, a checkpoint file, or ``random`` (random weights).
+
+    ``tokenizer`` replaces the architecture's own (needed where that lives on the hub: SigLIP, CLIPA,
+    worldwide, HF text towers). Timm, ResNet and CoCa towers go to `dualex.models.openclip_towers`.
 
     Raises:
         InputError: no or an empty PRETRAINED part (random weights only on request: ``@random``).
@@ -839,6 +854,7 @@ def load_openclip(spec: str, *, device: torch.device, dtype: torch.dtype | None 
             f"open_clip model {arch} has no pretrained tag {pretrained!r} (known tags: {listed}); "
             f"or pass a checkpoint file: 'openclip:{arch}@/path/to/open_clip_pytorch_model.bin'"
         )
+    tok = tokenizer if tokenizer is not None else _tokenizer_for(arch)  # before the build: a missing one fails fast
     module = _create(arch, checkpoint, **kw)
     if tag_cfg:
         from open_clip import get_model_preprocess_cfg, set_model_preprocess_cfg
@@ -850,7 +866,9 @@ def load_openclip(spec: str, *, device: torch.device, dtype: torch.dtype | None 
         set_model_preprocess_cfg(module, pp)
     if dtype is not None:
         module = module.to(dtype)
-    model = OpenClipEncoder(module, tokenizer=_tokenizer_for(arch, module), name=f"openclip:{spec}")
+    if not plain_vit(module):  # timm, ResNet and CoCa towers: dualex.models.openclip_towers
+        return wrap(module, tokenizer=tok, name=f"openclip:{spec}").to(device)
+    model = OpenClipEncoder(module, tokenizer=tok, name=f"openclip:{spec}")
     return model.to(device)
 
 
@@ -861,9 +879,7 @@ def wrap_openclip(module: Any, **kw: Any) -> DualEncoder | None:
         return None
     import open_clip
 
-    if isinstance(module, open_clip.CoCa):
-        raise UnsupportedModelError("open_clip CoCa models are not supported (attentional pooling, CLS text token)")
-    if not isinstance(module, (open_clip.CLIP, open_clip.CustomTextCLIP)):
-        return None
+    if not isinstance(module, (open_clip.CLIP, open_clip.CustomTextCLIP)) or not plain_vit(module):
+        return None  # CoCa, timm and ResNet towers: dualex.models.openclip_towers
     name = kw.pop("name", f"openclip:{type(module).__name__}")
     return OpenClipEncoder(module, name=name, **kw)

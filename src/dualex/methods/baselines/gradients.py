@@ -21,8 +21,19 @@ embedding output), attributed per position by summing over the hidden width, as 
 
 Outputs: ``text_main`` ``(S,)`` over all caption positions (special tokens included and flagged) and
 ``image_main`` ``(P,)`` over the patches. The image's CLS/prefix positions are players of neither
-side; their attribution is kept in ``diagnostics["image_prefix"]`` (exactly 0 at layer 0 of a
-CLIP-style tower, whose CLS embedding does not depend on the pixels).
+side; their attribution is kept in ``diagnostics["image_prefix"]``. With a reference (``ig``, or
+``gradxinput`` with ``baselines``) it is exactly 0 at layer 0 of a CLIP-style tower: the CLS embedding
+does not depend on the pixels, so x − r is 0 there. Plain gradient × input (``baselines=None``)
+multiplies by x itself and gives the CLS position a share (0.0044 cosine units on a random ViT-B/32).
+
+Peer conventions (checked against captum 0.9 on a random ViT-B/32): ``ig`` equals captum's
+``LayerIntegratedGradients`` to 1e-7 with ``quadrature="gausslegendre"`` or ``"riemann_right"``, and
+``gradxinput`` equals ``LayerGradientXActivation``; ``quadrature="riemann_trapezoid"`` is the exact
+trapezoid rule (weights summing to 1), N/(N − 1) times captum's, whose weights sum to (N − 1)/N
+(`dualex.methods.quadrature.alphas_and_weights`). ``multiply_by_inputs=False`` returns the plain gradient
+summed over the hidden width, which is identically 0 wherever the hidden states enter a LayerNorm (every
+block of a pre-LN transformer: adding a constant to all width entries of a position changes nothing
+downstream), so on such towers those maps are float noise; `explain_gradxinput` then warns.
 
 Conditional maps: both methods explain the pair's score as a whole and define no per-token image
 map, so ``cross`` is None and ``image_map(span)`` raises. For a span-conditional first-order map
@@ -392,8 +403,10 @@ def explain_ig(
         text_layer: Override ``layer`` for the text tower.
         image_layer: Override ``layer`` for the image tower.
         n_steps: Number of quadrature nodes.
-        quadrature: Rule of `dualex.methods.quadrature.alphas_and_weights` (captum's ``method``):
-            ``"gausslegendre"`` (captum's default), ``"riemann_right"``, ``"riemann_trapezoid"``, ...
+        quadrature: Rule of `dualex.methods.quadrature.alphas_and_weights` (captum's ``method`` names):
+            ``"gausslegendre"`` (captum's default), ``"riemann_right"``, ``"riemann_trapezoid"``, ...;
+            all but ``"riemann_trapezoid"`` give captum's numbers, which is the exact trapezoid rule
+            here and N/(N − 1) times captum's (its weights sum to (N − 1)/N).
         baselines: Reference kind(s) for `DualEncoder.reference`: None (text ``"same_length"``, image
             ``"zeros"``), one kind for both sides, or ``{"text": ..., "image": ...}``.
         units: ``"cosine"`` or ``"score"`` (the model's own logit, ``logit_scale · cos + bias``).
@@ -468,7 +481,9 @@ def explain_gradxinput(
             gradient × input); a reference kind (or per-side mapping, as for ``"ig"``) multiplies by
             ``x − r`` instead, which is integrated gradients with one right-Riemann step.
         multiply_by_inputs: False returns the plain gradient summed over the hidden width (captum's
-            ``multiply_by_inputs=False``; ``baselines`` is then ignored).
+            ``multiply_by_inputs=False``; ``baselines`` is then ignored). Behind a LayerNorm (every
+            pre-LN transformer block) that sum is identically 0, so the maps are float noise: a
+            ``UserWarning`` says so when every value is below 1e-5 (× max(1, |score|)).
         units: ``"cosine"`` or ``"score"``.
         fp32: Differentiate fp16/bf16 models in float32.
         internal_batch_size: Pairs per forward+backward pass (memory bound; default 16 on CPU, 256 on
@@ -485,7 +500,7 @@ def explain_gradxinput(
         multiplier, baselines = "none", None
     else:
         multiplier = "input" if baselines is None else "delta"
-    return _explain_path(
+    out = _explain_path(
         model,
         pair,
         method="gradxinput",
@@ -503,3 +518,26 @@ def explain_gradxinput(
         progress=progress,
         params={"multiply_by_inputs": multiply_by_inputs},
     )
+    if not multiply_by_inputs:
+        _warn_if_gradient_sums_vanish(out)
+    return out
+
+
+def _warn_if_gradient_sums_vanish(out: list[Explanation]) -> None:
+    """Warn when plain-gradient maps summed over the width are all float noise (a LayerNorm follows)."""
+    import warnings
+
+    largest = max(
+        (float(t.abs().max()) for ex in out for t in (ex.text_main, ex.image_main) if t is not None and t.numel()),
+        default=0.0,
+    )
+    scale = max([1.0, *(abs(ex.score) for ex in out)])
+    if largest <= 1e-5 * scale:
+        warnings.warn(
+            f"gradxinput with multiply_by_inputs=False: every value is below {1e-5 * scale:.1g} (largest "
+            f"{largest:.1g}); the plain gradient summed over the hidden width is identically 0 where the hidden "
+            "states enter a LayerNorm (every pre-LN transformer block), so these maps are float noise. Use "
+            "multiply_by_inputs=True (gradient x input) or method='ig'",
+            UserWarning,
+            stacklevel=4,  # the caller of dualex.explain
+        )
