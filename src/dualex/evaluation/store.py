@@ -68,6 +68,7 @@ def _base_fields() -> list[tuple[str, Any]]:
         ("boxes", pa.list_(pa.list_(pa.float32()))),
         ("n_tokens", pa.int32()),
         ("n_patches", pa.int32()),
+        ("units", pa.string()),  # of the explanation's terms (cosine or score); null before 0.3
         ("score", pa.float64()),  # the model's own score of the pair
         ("cosine", pa.float64()),
         ("seconds", pa.float64()),  # wall time of the explanation
@@ -83,8 +84,8 @@ def _base_fields() -> list[tuple[str, Any]]:
 #: The columns every shard has, in order. Metric columns follow, named by what the metrics return.
 BASE_COLUMNS: tuple[str, ...] = (
     "item_id", "method", "object", "level", "dataset", "split", "image_id", "caption", "class_name", "phrase",
-    "span_start", "span_end", "boxes", "n_tokens", "n_patches", "score", "cosine", "seconds", "seconds_load",
-    "seconds_save", "explanation", "error", "error_type", "worker",
+    "span_start", "span_end", "boxes", "n_tokens", "n_patches", "units", "score", "cosine", "seconds",
+    "seconds_load", "seconds_save", "explanation", "error", "error_type", "worker",
 )  # fmt: skip
 #: Base columns that are measurements (averaged by the summary and `dualex compare` like metric columns).
 MEASURED_COLUMNS = ("score", "cosine", "seconds")

@@ -4,7 +4,10 @@ Means over rows without error, NaN where a metric does not apply. Every numeric 
 of the rows is summarised (`dualex.evaluation.store.value_columns`: each metric's columns, plus score,
 cosine and seconds), under its own name: a column with values on pair rows (AID, faithfulness,
 completeness, time, pooled PGR) is averaged over items, one with values only on object rows (pointing
-games) over objects. Written to ``summary/`` as CSV plus ``summary.md`` (the text `dualex summary` prints).
+games) over objects. Metrics may define ratio columns of two means (``pge_over_area`` = mean energy /
+mean ``box_area``: how many times the uniform map's energy). Summaries of runs before 0.3 named some
+columns differently; `read_summary_table` reads either. Written to ``summary/`` as CSV plus
+``summary.md`` (the text `dualex summary` prints).
 """
 
 from __future__ import annotations
@@ -22,6 +25,37 @@ def _by_objects_columns() -> list[str]:
     from dualex.metrics.base import METRICS
 
     return [c for e in METRICS.entries() for c in e.value.by_objects]
+
+
+def _ratio_columns() -> dict[str, tuple[str, str]]:
+    """Summary columns that registered metrics define as a ratio of two column means."""
+    from dualex.metrics.base import METRICS
+
+    return {name: pair for e in METRICS.entries() for name, pair in e.value.ratios.items()}
+
+
+#: Summary columns of runs written before dualex 0.3 -> their names now (the rows' names).
+RENAMED = {"pg_acc_t2i": "pg_hit_t2i", "pg_acc_i2t": "pg_hit_i2t", "insertion": "insertion_auc",
+           "deletion": "deletion_auc", "compl_rel_err": "completeness_rel_error"}  # fmt: skip
+
+
+def _add_ratios(table: Any) -> Any:
+    """Each ratio column a metric defines (``pge_over_area`` = mean ``pg_energy_t2i`` / mean ``box_area``),
+    placed right after its denominator; NaN where the denominator is not positive."""
+    for name, (num, den) in _ratio_columns().items():
+        if num in table and den in table and name not in table:
+            d = table[den].astype(float)
+            table.insert(list(table.columns).index(den) + 1, name, table[num].astype(float) / d.where(d > 0))
+    return table
+
+
+def read_summary_table(path: str | Path) -> Any:
+    """A summary CSV (``summary/overall.csv`` or ``per_class.csv``) of any dualex version, as a DataFrame
+    with today's column names (``pg_acc_*``, ``insertion``, ``deletion``, ``compl_rel_err`` of runs before
+    0.3 read as ``pg_hit_*``, ``insertion_auc``, ``deletion_auc``, ``completeness_rel_error``)."""
+    import pandas as pd
+
+    return pd.read_csv(path).rename(columns=RENAMED)
 
 
 def tables(df: Any) -> dict[str, Any]:
@@ -58,14 +92,14 @@ def tables(df: Any) -> dict[str, Any]:
         for col in pair_cols:
             r[col] = float(p_ok[col].astype(float).mean()) if len(p_ok) else math.nan
         rows.append(r)
-    overall = pd.DataFrame(rows)
+    overall = _add_ratios(pd.DataFrame(rows))
     out["overall"] = overall.dropna(axis=1, how="all")
     o_ok = obj[obj["error"].isna()]
     class_cols = [c for c in obj_cols + pair_cols if o_ok[c].notna().any()] if len(o_ok) else []
     if class_cols:
         agg = {c: (c, "mean") for c in class_cols}
         per_class = o_ok.groupby(["class_name", "method"], sort=True).agg(objects=("item_id", "size"), **agg)
-        out["per_class"] = per_class.reset_index().dropna(axis=1, how="all")
+        out["per_class"] = _add_ratios(per_class.reset_index()).dropna(axis=1, how="all")
     else:
         out["per_class"] = pd.DataFrame()
     out["by_objects"] = {}

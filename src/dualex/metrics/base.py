@@ -64,6 +64,7 @@ class MetricInfo:
         default: Run when ``--metrics`` is not given (the built-in metrics).
         by_objects: Pair-level columns the summary also breaks down by the item's number of objects.
         columns: A short description of each column it writes (listings and summary headings).
+        ratios: Summary columns defined as mean(numerator column) / mean(denominator column).
     """
 
     name: str
@@ -74,6 +75,7 @@ class MetricInfo:
     default: bool = False
     by_objects: tuple[str, ...] = ()
     columns: Mapping[str, str] = field(default_factory=dict)
+    ratios: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -104,6 +106,7 @@ def register_metric(
     default: bool = False,
     by_objects: Sequence[str] = (),
     columns: Mapping[str, str] | None = None,
+    ratios: Mapping[str, tuple[str, str]] | None = None,
     override: bool = False,
 ) -> Callable[[MetricFn], MetricFn]:
     """Register a metric for ``dualex evaluate --metrics NAME`` (see the module docstring).
@@ -116,6 +119,7 @@ def register_metric(
         default: Run it when no ``--metrics`` are given (dualex's own metrics).
         by_objects: Pair-level columns the summary also tabulates by number of named objects (PGR).
         columns: A short description of each column the metric writes (shown by ``dualex metrics``).
+        ratios: Summary columns ``{name: (numerator, denominator)}``: the ratio of the two columns' means.
         override: Replace a metric of the same name (else a second registration is an error).
 
     Raises:
@@ -132,7 +136,8 @@ def register_metric(
 
     def deco(fn: MetricFn) -> MetricFn:
         text = first_line(fn.__doc__) if summary is None else summary
-        info = MetricInfo(name, fn, level, tuple(needs), text, default, tuple(by_objects), dict(columns or {}))
+        info = MetricInfo(name, fn, level, tuple(needs), text, default, tuple(by_objects), dict(columns or {}),
+                          dict(ratios or {}))
         METRICS.add(name, info, summary=text, override=override, module=fn.__module__, level=level,
                     needs=",".join(needs))  # fmt: skip
         return fn
