@@ -48,7 +48,7 @@ PAIR_METRICS = (
     "score",
     "cosine",
 )
-OBJECT_METRICS = ("pg_energy_t2i", "pg_hit_t2i", "pg_energy_i2t", "pg_hit_i2t", "pgr", "span_box")
+OBJECT_METRICS = ("pg_energy_t2i", "box_area", "pg_hit_t2i", "pg_energy_i2t", "pg_hit_i2t", "pgr", "span_box")
 KEY = ("item_id", "method", "object")
 TABLE_COLUMNS = (
     "reference", "run", "method", "level", "metric", "class_name", "n", "n_items", "n_null", "mean_reference",
