@@ -353,8 +353,8 @@ def _unpad(ex: Explanation, n: int) -> Explanation:
     if ex.text_pairs is not None:
         cut["text_pairs"] = ex.text_pairs[:n, :n]
     stderr = {k: (v[:n, :n] if k == "text_pairs" else v[:n] if k in cut else v) for k, v in ex.stderr.items()}
-    return replace(ex, **cut, tokens=ex.tokens[:n], special=ex.special[:n],
-                   token_offsets=ex.token_offsets[:n], stderr=stderr)  # fmt: skip
+    return replace(ex, **cut, tokens=ex.tokens[:n], special=ex.special[:n], token_offsets=ex.token_offsets[:n],
+                   stderr=stderr, pieces=ex.pieces[:n] if ex.pieces is not None else None)  # fmt: skip
 
 
 def _per_item(fn: Callable[..., Any]) -> bool:

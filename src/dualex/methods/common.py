@@ -126,11 +126,17 @@ def build_explanation(
             image_text=img.texts[row],
             image_offsets=[img.offsets[row][i] for i in pos.tolist()],
         )
+    from dualex.bytelevel import display_tokens
+
+    special = t.special[row].cpu()
+    pieces = list(t.tokens[row])
+    offsets = list(t.offsets[row])
     return Explanation(
-        tokens=list(t.tokens[row]),
-        special=t.special[row].cpu(),
+        tokens=display_tokens(pieces, text=t.texts[row], offsets=offsets, special=special.bool().tolist()),
+        pieces=pieces,
+        special=special,
         text=t.texts[row],
-        token_offsets=list(t.offsets[row]),
+        token_offsets=offsets,
         score=float(score),
         cosine=float(cosine),
         method=method,
