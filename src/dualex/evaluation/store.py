@@ -125,8 +125,8 @@ COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 
 
-PART_KEY = b"dualex.part"
-UNITS_KEY = b"dualex.units"
+PART_KEY = b"dualex:part"
+UNITS_KEY = b"dualex:units"
 
 
 def part_tag(part: str) -> str:
