@@ -54,7 +54,8 @@ OBJECT_METRICS = (
     "pg_energy_i2t",  # image box -> caption span: positive energy of the box's token scores on the span
     "pg_hit_i2t",  # image box -> caption span: 1.0 if the argmax player token lies in the span
     "pgr",  # pointing game recognition (image grids): correct / (correct + wrong) mass; pooled on the pair row
-    "span_box",  # Σ cross[span, box]: the interaction between the span and its own box (score units)
+    "span_box",  # Σ cross[span, box]: the interaction between the span and its own box (the explanation's units)
+    "box_area",  # share of the patch grid inside the box: the energy a uniform map gets (null before 0.3)
 )
 PAIR_METRICS = (
     "score",  # the model's own score of the pair
@@ -63,7 +64,7 @@ PAIR_METRICS = (
     "deletion_auc",  # area under the normalised MIF (delete most important first) curve
     "aid",  # insertion_auc - deletion_auc (area between the curves)
     "faith_spearman",  # Spearman ρ between v(S) - v(∅) and the explanation's prediction, held-out S
-    "faith_r2",  # R² of the same
+    "faith_r2",  # R² of the same, in the game's (score) units: cosine-unit predictions scaled by the logit scale
     "completeness_error",  # attributed total - target (method-specific target)
     "completeness_rel_error",  # |error| / |target|
     "seconds",  # wall time of the explanation
@@ -100,6 +101,7 @@ def _schema() -> Any:
         ("boxes", pa.list_(pa.list_(pa.float32()))),
         ("n_tokens", pa.int32()),
         ("n_patches", pa.int32()),
+        ("units", pa.string()),
     ]
     cols += [(m, pa.float64()) for m in METRIC_COLUMNS]
     cols += [
@@ -120,7 +122,7 @@ def shard_schema() -> Any:
 
 COLUMNS: tuple[str, ...] = (
     "item_id", "method", "object", "level", "dataset", "split", "image_id", "caption", "class_name", "phrase",
-    "span_start", "span_end", "boxes", "n_tokens", "n_patches", *METRIC_COLUMNS,
+    "span_start", "span_end", "boxes", "n_tokens", "n_patches", "units", *METRIC_COLUMNS,
     "insertion_curve", "deletion_curve", "explanation", "error", "error_type", "worker",
 )  # fmt: skip
 

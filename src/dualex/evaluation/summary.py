@@ -2,7 +2,10 @@
 
 Means over rows without error, NaN where a metric does not apply. Pair-level metrics (AID, faithfulness,
 completeness, time, pooled PGR) are averaged over items; object-level metrics (pointing games) over
-objects. Written to ``summary/`` as CSV plus ``summary.md`` (the text `dualex summary` prints).
+objects. Beside the span → box energy stand ``box_area`` (mean share of the grid inside the boxes: the
+energy of a uniform map) and ``pge_over_area`` (mean energy / mean box area: how many times the uniform
+map's energy). Hit rates are ``pg_hit_*`` like the rows (``pg_acc_*`` before 0.3; `read_summary_table`
+reads either). Written to ``summary/`` as CSV plus ``summary.md`` (the text `dualex summary` prints).
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from dualex.evaluation.store import OBJECT, PAIR, RunStore, atomic_write_text
 # (column in the table, source column, level)
 OVERALL = (
     ("pg_energy_t2i", "pg_energy_t2i", OBJECT),
-    ("pg_acc_t2i", "pg_hit_t2i", OBJECT),
+    ("box_area", "box_area", OBJECT),
+    ("pg_hit_t2i", "pg_hit_t2i", OBJECT),
     ("pg_energy_i2t", "pg_energy_i2t", OBJECT),
-    ("pg_acc_i2t", "pg_hit_i2t", OBJECT),
+    ("pg_hit_i2t", "pg_hit_i2t", OBJECT),
     ("pgr", "pgr", PAIR),
     ("aid", "aid", PAIR),
     ("insertion", "insertion_auc", PAIR),
@@ -31,11 +35,33 @@ OVERALL = (
 )
 PER_CLASS = (
     ("pg_energy_t2i", "pg_energy_t2i"),
-    ("pg_acc_t2i", "pg_hit_t2i"),
+    ("box_area", "box_area"),
+    ("pg_hit_t2i", "pg_hit_t2i"),
     ("pg_energy_i2t", "pg_energy_i2t"),
-    ("pg_acc_i2t", "pg_hit_i2t"),
+    ("pg_hit_i2t", "pg_hit_i2t"),
     ("span_box", "span_box"),
 )
+RENAMED = {"pg_acc_t2i": "pg_hit_t2i", "pg_acc_i2t": "pg_hit_i2t"}
+"""Summary columns of runs written before dualex 0.3 -> their names now (the rows' names)."""
+
+
+def _add_lift(table: Any) -> Any:
+    """``pge_over_area`` = mean ``pg_energy_t2i`` / mean ``box_area`` (how many times a uniform map's energy),
+    placed right after ``box_area``; NaN where either is missing."""
+    if "pg_energy_t2i" not in table or "box_area" not in table:
+        return table
+    area = table["box_area"].astype(float)
+    lift = table["pg_energy_t2i"].astype(float) / area.where(area > 0)
+    table.insert(list(table.columns).index("box_area") + 1, "pge_over_area", lift)
+    return table
+
+
+def read_summary_table(path: str | Path) -> Any:
+    """A summary CSV (``summary/overall.csv`` or ``per_class.csv``) of any dualex version, as a DataFrame
+    with today's column names (``pg_acc_*`` of runs before 0.3 read as ``pg_hit_*``)."""
+    import pandas as pd
+
+    return pd.read_csv(path).rename(columns=RENAMED)
 
 
 def tables(df: Any) -> dict[str, Any]:
@@ -67,13 +93,13 @@ def tables(df: Any) -> dict[str, Any]:
             part = part[part["error"].isna()]
             r[name] = float(part[src].astype(float).mean()) if src in part and len(part) else math.nan
         rows.append(r)
-    overall = pd.DataFrame(rows)
+    overall = _add_lift(pd.DataFrame(rows))
     out["overall"] = overall.dropna(axis=1, how="all")
     o_ok = obj[obj["error"].isna()]
     if len(o_ok):
         agg = {name: (src, "mean") for name, src in PER_CLASS if src in o_ok}
         per_class = o_ok.groupby(["class_name", "method"], sort=True).agg(objects=("item_id", "size"), **agg)
-        out["per_class"] = per_class.reset_index().dropna(axis=1, how="all")
+        out["per_class"] = _add_lift(per_class.reset_index()).dropna(axis=1, how="all")
     else:
         out["per_class"] = pd.DataFrame()
     if "pgr" in pair and pair["pgr"].notna().any():

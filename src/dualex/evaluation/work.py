@@ -379,6 +379,7 @@ def _process_method(
         "seconds": seconds,
         "n_tokens": int(ex.players.numel()),
         "n_patches": ex.n_patches,
+        "units": ex.units,  # of the explanation's terms, completeness and span_box (faithfulness: the game's)
     }
     errors: list[tuple[str, str]] = []
     if sink is not None and cfg.metrics.save_explanations:

@@ -10,7 +10,11 @@ Definitions (exCLIP, arXiv:2408.14153; FIxLIP, arXiv:2508.05430), all on one `Ex
   * energy ``= Σ_{p∈B} M⁺_p / Σ_p M⁺_p`` with ``M⁺ = max(M, 0)`` (positive-part energy, Score-CAM's
     energy pointing game for signed maps); 0 when the map has no positive mass;
   * hit ``= 1`` if ``argmax_p M_p ∈ B`` (first maximum in row-major order), else 0. The mean of hits over
-    objects is the pointing-game accuracy.
+    objects is the pointing-game accuracy (the ``pg_hit_*`` columns).
+  * box area ``= |B| / P``, the share of the grid's patches in the box: the energy a uniform (or
+    random, on average) map gets, so the baseline to read every energy against. A map that puts all
+    its positive mass on the box gets energy 1, i.e. ``1 / box_area`` times the uniform map; run
+    summaries report ``pge_over_area`` = mean energy / mean box area.
 
 * **Box → span (``i2t``).** Token scores ``m = Σ_{p∈B} cross[:, p]`` (``Explanation.text_scores``);
   special tokens (BOS, EOS, CLS, SEP, padding) are excluded from both numerator and denominator and
@@ -22,8 +26,8 @@ Definitions (exCLIP, arXiv:2408.14153; FIxLIP, arXiv:2508.05430), all on one `Ex
   maps (`Explanation.first_order`) are used for every span and every box, as FIxLIP does for its
   first-order baselines.
 
-* **Span–box interaction** ``Σ_{s∈span, p∈B} cross[s, p]`` (score units): how much the span and its own
-  box add to the score together (negative: the model sees a mismatch).
+* **Span–box interaction** ``Σ_{s∈span, p∈B} cross[s, p]`` (the explanation's units): how much the span
+  and its own box add to the score together (negative: the model sees a mismatch).
 
 * **Pointing game recognition (PGR)** on image grids (FIxLIP Table 1). The image is a grid of cells (one
   class per cell); the caption names some of the classes. A cell's patches are those lying *entirely*
@@ -61,6 +65,8 @@ class PointingResult:
     energy_i2t: float
     hit_i2t: float
     span_box: float
+    box_area: float = float("nan")
+    """Share of the patch grid inside the box (the energy of a uniform map), in [0, 1]."""
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -69,6 +75,7 @@ class PointingResult:
             "pg_energy_i2t": self.energy_i2t,
             "pg_hit_i2t": self.hit_i2t,
             "span_box": self.span_box,
+            "box_area": self.box_area,
         }
 
 
@@ -142,7 +149,8 @@ def pointing_game(ex: Explanation, span: Span | dict[str, Any], boxes: Any) -> P
         boxes: ``(x0, y0, x1, y1)`` in original-image pixels, a list of boxes (union), or a patch mask.
 
     Returns:
-        `PointingResult` (energies in [0, 1], hits 0/1, span–box interaction in score units; the
+        `PointingResult` (energies in [0, 1], hits 0/1, the box's share of the grid ``box_area`` (the
+        energy of a uniform map), span–box interaction in the explanation's units; the
         interaction is NaN for first-order explanations, and a direction is NaN when a first-order
         explanation has no map of the side it needs, e.g. box → span for an image-only method).
     """
@@ -165,6 +173,7 @@ def pointing_game(ex: Explanation, span: Span | dict[str, Any], boxes: Any) -> P
         energy_i2t=positive_energy(token_scores, in_span, valid=players) if i2t else nan,
         hit_i2t=hit(token_scores, in_span, valid=players) if i2t else nan,
         span_box=sb,
+        box_area=float(box.sum()) / max(int(box.numel()), 1),
     )
 
 
