@@ -258,7 +258,8 @@ def test_huge_budget_is_exact_on_a_small_game_and_refused_at_once_on_a_large_one
     def boom(*args, **kwargs):
         raise AssertionError("no tower pass before the budget is checked")
 
-    monkeypatch.setattr(shapes, "encode", boom)
+    for side in ("text", "image"):
+        monkeypatch.setattr(shapes.tower(side), "encode", boom)
     for estimator in ("crossmodal", "agnostic"):
         with pytest.raises(InputError, match=r"budget 1,000,000,000,000"):
             dualex.explain(shapes, str(sample_image_path()), "a large purple star", method="fixlip", budget=10**12,
