@@ -127,7 +127,7 @@ class Contrast:
                 "x is a caption and a, b are different images, so there is no common patch map; use "
                 "text_scores() for the caption, or .a.image_map() and .b.image_map()"
             )
-        return _all_rows(self.a) - _all_rows(self.b)
+        return all_rows_map(self.a) - all_rows_map(self.b)
 
     def text_scores(self) -> Tensor:
         """Per-token difference when x is a caption: Σ_p a.cross[:, p] − Σ_p b.cross[:, p], ``(S,)``.
@@ -243,7 +243,7 @@ class Contrast:
         )
 
 
-def _all_rows(ex: Explanation) -> Tensor:
+def all_rows_map(ex: Explanation) -> Tensor:
     """Σ over every caption row of ``cross`` as a patch map (``image_main`` for first-order methods)."""
     if ex.cross is None:
         return ex.image_map()
@@ -296,4 +296,4 @@ def contrast(
     return Contrast(ex_a, ex_b, labels=(str(names[0]), str(names[1])), x_side=side)
 
 
-__all__ = ["Contrast", "contrast", "guess_side", "label_of", "looks_like_image"]
+__all__ = ["Contrast", "all_rows_map", "contrast", "guess_side", "label_of", "looks_like_image"]
