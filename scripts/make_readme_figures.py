@@ -5,7 +5,11 @@ Explains the bundled shapes demo scene with the bundled shapes model (``dualex.l
 
 * ``docs/figures/shapes_ij.png``        the paper-style panel: each object phrase's image map, and the
                                         caption coloured by each object's box;
-* ``docs/figures/shapes_ij_matrix.png`` the token × patch matrix.
+* ``docs/figures/shapes_ij_matrix.png`` the token × patch matrix;
+* ``docs/figures/shapes_ij_pairs.png``  the 12 strongest token × patch pairs as links (`Explanation.plot_pairs`);
+* ``docs/figures/shapes_ij_notebook.png`` what ``ex`` shows in a notebook (`Explanation._repr_html_`: the
+                                        default figure beside `Explanation.key_numbers`), drawn with
+                                        matplotlib from the same figure and numbers.
 
 If the bundled model (or its demo scene) is not in this checkout yet, the script says so and, unless
 ``--strict`` is given, draws the same figures from a tiny *random* CLIP on a generated shapes scene, so
@@ -57,6 +61,39 @@ def to_palette(path: Path, colours: int = 256) -> None:
     rgb.quantize(colours, method=Image.Quantize.FASTOCTREE).save(path, optimize=True)
 
 
+def notebook_view(ex: Any) -> Any:
+    """The notebook display of ``ex`` as one matplotlib figure: its default figure beside its key numbers."""
+    import io
+
+    import numpy as np
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    buf = io.BytesIO()
+    ex.plot(title=False).savefig(buf, format="png", dpi=100, bbox_inches="tight", pad_inches=0.05)  # as figure_html
+    buf.seek(0)
+    picture = np.asarray(Image.open(buf).convert("RGB"))
+    rows = [(k, v if not isinstance(v, str) or len(v) <= 34 else v[:33] + "…") for k, v in ex.key_numbers()]
+    fig = Figure(figsize=(10.5, 4.2))
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.0, 0.0, 0.5, 1.0))
+    ax.imshow(picture)
+    ax.set_axis_off()
+    tab = fig.add_axes((0.52, 0.02, 0.47, 0.96))
+    tab.set_axis_off()
+    cells = [[k, f"{v:.4g}" if isinstance(v, float) else str(v)] for k, v in rows]
+    table = tab.table(cellText=cells, loc="upper left", cellLoc="left", colWidths=[0.55, 0.45])
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    for (_r, c), cell in table.get_celld().items():
+        cell.set_edgecolor("#dddddd")
+        if c == 0:
+            cell.get_text().set_fontweight("bold")
+    return fig
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("docs/figures"), help="output folder (default: docs/figures)")
@@ -94,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     written = [
         save_figure(panel, out / f"shapes_{args.method}.png", dpi=args.dpi),
         save_figure(plot_matrix(ex, "cross"), out / f"shapes_{args.method}_matrix.png", dpi=args.dpi),
+        save_figure(ex.plot_pairs(k=12), out / f"shapes_{args.method}_pairs.png", dpi=args.dpi),
+        save_figure(notebook_view(ex), out / f"shapes_{args.method}_notebook.png", dpi=args.dpi),
     ]
     if not args.full_colour:
         for w in written:

@@ -316,3 +316,44 @@ def test_spans_and_boxes_each_take_their_own_row():
     assert len(xs) == 3 and len(ys) == 2
     assert [round(a.get_position().x0, 4) for a in images[3:]] == xs  # boxes start at the first column
     assert fig.get_size_inches()[0] < 4 * 3.0  # three columns wide, not four
+
+
+def _links(fig):
+    return [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_gid() == "pair"]
+
+
+def test_plot_pairs_links_the_strongest_pairs_with_their_sign():
+    cross = torch.zeros(10, 16)
+    cross[2, 0] = 1.0  # "red" x top-left patch: positive, strongest
+    cross[7, 15] = -0.8  # "blue" x bottom-right patch: negative
+    cross[3, 5] = 0.3
+    cross[0, 3] = 5.0  # BOS is not a player: never drawn
+    ex = make_explanation(cross=cross)
+    links = _links(ex.plot_pairs(k=2))
+    assert len(links) == 2
+    red, blue = links
+    assert red.get_xydata()[1].tolist() == pytest.approx([4.0, 4.0])  # centre of patch 0 (8-pixel patches)
+    assert blue.get_xydata()[1].tolist() == pytest.approx([28.0, 28.0])  # centre of patch 15
+    r_rgb, b_rgb = red.get_color(), blue.get_color()
+    assert r_rgb[0] > r_rgb[2] and b_rgb[2] > b_rgb[0]  # red raises, blue lowers
+    assert red.get_linewidth() > blue.get_linewidth()
+    assert len(_links(ex.plot_pairs(k=500))) == 8 * 16  # at most every player pair
+
+
+def test_plot_pairs_refuses_first_order_and_bad_k():
+    ex = make_explanation(cross=None, text_main=torch.ones(10), image_main=torch.ones(16))
+    with pytest.raises(InputError, match="no token × patch interactions"):
+        ex.plot_pairs(k=3)
+    with pytest.raises(InputError, match="k must be a positive integer"):
+        make_explanation().plot_pairs(k=0)
+
+
+def test_notebook_display_has_an_inline_figure_and_the_key_numbers():
+    cross = torch.zeros(10, 16)
+    cross[2, 0] = 1.0
+    page = make_explanation(cross=cross)._repr_html_()
+    assert '<img src="data:image/png;base64,' in page
+    for text in ("method", "score", "0.31", "cosine", "target", "&#x27;red&#x27; × patch (row 0, col 0)"):
+        assert text in page
+    first_order = make_explanation(cross=None, text_main=torch.ones(10), image_main=torch.ones(16))
+    assert "<img" in first_order._repr_html_()

@@ -61,7 +61,8 @@ def test_evaluate_reports_progress_to_a_log(monkeypatch, capsys, tmp_path):
     monkeypatch.delenv("DUALEX_PROGRESS", raising=False)
     monkeypatch.setenv("DUALEX_PROGRESS_INTERVAL", "0")
     args = ["evaluate", "--model", "py:dualex.testing:tiny_hf_clip", "--dataset", "shapes:", "-D", "n=2",
-            "--methods", "random", "--metrics", "completeness", "--out", str(tmp_path / "run")]  # fmt: skip
+            "--methods", "random", "--metrics", "completeness", "--batch-size", "1", "--shard-size", "1",
+            "--out", str(tmp_path / "run")]  # fmt: skip
     assert main(args) == 0
     err = capsys.readouterr().err
     assert "evaluate: 1/2 unit (50%)" in err and "evaluate: 2/2 unit (100%)" in err

@@ -530,6 +530,57 @@ class Explanation:
 
         return plot_explanation(self, spans=spans, boxes=boxes, **kwargs)
 
+    def plot_pairs(self, k: int = 10, **kwargs: Any) -> Any:
+        """The ``k`` strongest token × patch interactions as sign-coloured links from caption words to image
+        patches (red raises the similarity, blue lowers it). Returns a matplotlib ``Figure``; see
+        `dualex.plotting.plot_pairs` for options."""
+        from dualex.plotting import plot_pairs
+
+        return plot_pairs(self, k, **kwargs)
+
+    def key_numbers(self, *, top: int = 5) -> list[tuple[str, Any]]:
+        """``(name, value)`` rows a reader checks first: pair, score, units, completeness, strongest pairs.
+
+        The notebook display (`_repr_html_`) shows them beside the figure.
+        """
+        rows: list[tuple[str, Any]] = [("method", self.method)]
+        if self.model:
+            rows.append(("model", self.model))
+        rows.append(("caption", self.text))
+        if self.image_text is not None:
+            rows.append(("second sentence", self.image_text))
+        rows += [("score", self.score), ("cosine", self.cosine), ("units", self.units),
+                 ("tokens × patches", f"{self.n_tokens} × {self.n_patches} (grid {self.grid[0]}×{self.grid[1]})")]
+        c = self.completeness()
+        rows.append(("attributed (Σ terms)", c["attributed"]))
+        if self.target is not None:
+            rows += [("target", c["target"]), ("completeness error", c["error"])]
+        for key in ("se_rel_top", "r2", "relative_delta"):
+            if key in self.diagnostics:
+                rows.append((key, float(self.diagnostics[key])))
+        if self.cross is not None:
+            from dualex.plotting import top_pairs
+
+            words, cols = self.words(), self.grid[1]
+            for s, p, v in top_pairs(self, top):
+                where = (self.image_tokens[p] if self.image_tokens is not None and p < len(self.image_tokens)
+                         else f"patch (row {p // cols}, col {p % cols})")
+                rows.append((f"{words[s].strip()!r} × {where}", v))
+        return rows
+
+    def _repr_html_(self) -> str:
+        """Notebook display: the default figure (whole-caption image map, caption coloured over the whole
+        image) beside the key numbers (`key_numbers`)."""
+        from dualex.plotting import figure_html, html_table
+
+        try:
+            figure = figure_html(self.plot(title=False), dpi=72)
+        except Exception as exc:  # a figure that cannot be drawn must not hide the numbers
+            figure = f"<p>(no figure: {type(exc).__name__}: {exc})</p>"
+        table = html_table(self.key_numbers(), caption=f"Explanation ({self.method})")
+        return (f"<div style='display:flex;gap:1em;align-items:flex-start'><div>{figure}</div>"
+                f"<div>{table}</div></div>")
+
     def __repr__(self) -> str:
         parts = [f"method={self.method!r}", f"tokens={self.n_tokens}", f"grid={self.grid}", f"score={self.score:.4g}"]
         if self.target is not None:

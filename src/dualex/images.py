@@ -109,7 +109,7 @@ def to_rgb(im: Image.Image, where: str = "the image") -> Image.Image:
 
 
 def load_image(image: Any) -> Image.Image:
-    """Return an RGB PIL image from a path, PIL image, array ``(H, W[, C])`` or tensor.
+    """Return an RGB PIL image from a path, PIL image, encoded bytes, array ``(H, W[, C])`` or tensor.
 
     16-bit and float images are scaled to 8 bits (not clipped).
 
@@ -138,6 +138,8 @@ def load_image(image: Any) -> Image.Image:
             raise InputError(f"{path} is too large to read safely ({exc})") from None
         except (UnidentifiedImageError, OSError, SyntaxError) as exc:
             raise InputError(f"cannot read {path} as an image ({exc.__class__.__name__}: {exc})") from None
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode_image(bytes(image))
     if hasattr(image, "detach") and hasattr(image, "cpu"):  # torch tensor, CHW or HWC
         arr = image.detach().cpu().numpy()
         if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
@@ -160,6 +162,30 @@ def load_image(image: Any) -> Image.Image:
         f"cannot use an object of type {type(image).__name__} as an image; pass a file path, "
         "a PIL image, or an (H, W, 3) array"
     )
+
+
+def decode_image(data: bytes, where: str = "the image bytes") -> Image.Image:
+    """An RGB PIL image from an encoded image file's bytes (JPEG, PNG, WebP, ... as PIL reads them).
+
+    The same checks as `load_image` for files: PIL's decompression-bomb limit, 16-bit and float modes
+    scaled to 8 bits.
+
+    Raises:
+        InputError: the bytes are not an image PIL can read, or the image is larger than the limit.
+    """
+    import io
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                _check_pixels(*im.size, where)
+                im.load()
+                return to_rgb(im, where)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(f"{where} is too large to read safely ({exc})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise InputError(f"cannot read {where} as an image ({exc.__class__.__name__}: {exc})") from None
 
 
 FloatBox = tuple[float, float, float, float]

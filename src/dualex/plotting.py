@@ -3,6 +3,8 @@
 * `plot_explanation` — the paper-style panel: per caption span an image heatmap, per image box a
   coloured caption (Möller et al., TMLR 2025, Fig. 1 reads the interaction tensor this way).
 * `plot_matrix` — the token × patch matrix (or an intra-modal matrix) with readable labels.
+* `plot_pairs` — the k strongest token × patch interactions as sign-coloured links from words to patches.
+* `figure_html` — a figure as an inline ``<img>`` (PNG, base64) for notebook displays (``_repr_html_``).
 * `save_figure` — PNG, SVG or PDF by file suffix.
 
 Figures are built on an Agg canvas directly (no pyplot), so nothing needs a display and the user's
@@ -689,6 +691,145 @@ def plot_matrices(ex: Explanation, top_k: int | None = None, **kwargs: Any) -> d
 
 
 # ---------------------------------------------------------------------------------------------- saving
+# ---------------------------------------------------------------------------------------------- top pairs
+def top_pairs(ex: Explanation, k: int) -> list[tuple[int, int, float]]:
+    """The ``k`` token × patch interactions of largest magnitude: ``[(token, patch, value)]``, strongest first.
+
+    Special positions (BOS, EOS, padding) are never chosen; ties keep row-major order.
+
+    Raises:
+        InputError: the method gives no token × patch interactions, or ``k`` is not a positive integer.
+    """
+    if ex.cross is None:
+        raise InputError(f"method {ex.method!r} gives no token × patch interactions, so no top pairs")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InputError(f"k must be a positive integer, got {k!r}")
+    mag = ex.cross.abs().masked_fill(ex.special[:, None], -1.0).flatten()
+    n = min(k, int((mag >= 0).sum()))
+    order = torch.argsort(-mag, stable=True)[:n]
+    P = ex.n_patches
+    return [(int(i) // P, int(i) % P, float(ex.cross.flatten()[i])) for i in order]
+
+
+def plot_pairs(
+    ex: Explanation,
+    k: int = 10,
+    *,
+    cmap: str | Colormap = DEFAULT_CMAP,
+    panel_size: float = 4.0,
+    fontsize: float = 10.0,
+    max_words: int = 40,
+    title: str | bool = True,
+) -> Figure:
+    """The ``k`` strongest token × patch interactions as links from caption words to image regions.
+
+    The caption's words are listed top to bottom on the left, the model-input image is on the right
+    (for text-text bi-encoders: the second sentence's words), and each of the ``k`` interactions of
+    largest ``|cross[s, p]|`` is a line from word ``s`` to the centre of patch ``p``: red where the pair
+    raises the similarity, blue where it lowers it, wider and more opaque the stronger it is (width ∝
+    ``|value| / max |value|`` over the ``k``). Linked patches are outlined.
+
+    Args:
+        ex: The explanation (needs ``cross``).
+
+        k: How many interactions (fewer if the explanation has fewer).
+
+        cmap: A diverging colour map; the sign colours are its ends.
+
+        panel_size: Height of the figure's drawing area, inches.
+
+        fontsize: Word font size, points.
+
+        max_words: With more caption players than this, only the linked words are listed.
+
+        title: Figure title; True for the default, False for none.
+
+    Returns:
+        A matplotlib ``Figure``; its links are the ``Line2D`` artists with gid ``"pair"``, strongest first.
+
+    Raises:
+        InputError: no ``cross`` term, or a bad ``k``.
+    """
+    from matplotlib.lines import Line2D
+
+    pairs = top_pairs(ex, k)
+    cm = colormaps[cmap] if isinstance(cmap, str) else cmap
+    words = ex.words()
+    players = [int(i) for i in ex.players]
+    linked = sorted({s for s, _, _ in pairs})
+    shown = players if len(players) <= max_words else linked
+    text_text = _is_text_text(ex)
+    H, W = _canvas_size(ex) if not text_text else (float(panel_size * 72), float(panel_size * 72))
+    fig = Figure(figsize=(panel_size * 1.5, panel_size + (0.5 if title else 0.1)))
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.02, 0.02, 0.96, panel_size / (panel_size + (0.5 if title else 0.1)) - 0.03))
+    left = -0.5 * W
+    step = H / max(len(shown), 1)
+    y_word = {s: (i + 0.5) * step for i, s in enumerate(shown)}
+    for s in shown:
+        ax.text(-0.06 * W, y_word[s], words[s], ha="right", va="center", fontsize=fontsize,
+                fontweight="bold" if s in linked else "normal")
+    rows, cols = ex.grid
+    if text_text:
+        second = ex.image_tokens or []
+        step_b = H / max(len(second), 1)
+        centres = {p: (0.12 * W, (p + 0.5) * step_b) for p in range(ex.n_patches)}
+        for p, t in enumerate(second):
+            ax.text(0.15 * W, centres[p][1], t, ha="left", va="center", fontsize=fontsize)
+        right = W
+    else:
+        draw_plain_image(ax, ex)
+        ph, pw = H / rows, W / cols
+        centres = {p: ((p % cols + 0.5) * pw, (p // cols + 0.5) * ph) for p in range(ex.n_patches)}
+        for p in sorted({p for _, p, _ in pairs}):
+            x, y = centres[p]
+            ax.add_patch(Rectangle((x - pw / 2, y - ph / 2), pw, ph, fill=False, edgecolor="black", linewidth=0.8))
+        right = W
+    vmax = max((abs(v) for _, _, v in pairs), default=1.0) or 1.0
+    for s, p, v in pairs:
+        strength = abs(v) / vmax
+        colour = cm(0.92 if v > 0 else 0.08)
+        x1, y1 = centres[p]
+        ax.add_line(Line2D([-0.04 * W, x1], [y_word[s], y1], color=colour, linewidth=0.8 + 3.2 * strength,
+                           alpha=0.35 + 0.6 * strength, gid="pair", solid_capstyle="round"))
+        ax.plot([x1], [y1], "o", color=colour, markersize=3.5, alpha=0.9)
+    ax.set_xlim(left, right)
+    ax.set_ylim(H, 0)
+    ax.set_axis_off()
+    if title:
+        head = (f"{len(pairs)} strongest token × patch interactions · {ex.method}" if title is True else str(title))
+        fig.suptitle(head + ("  (red raises the score, blue lowers it)" if title is True else ""),
+                     fontsize=fontsize, y=0.99, va="top")
+    return fig
+
+
+def figure_html(fig: Figure, *, dpi: int = 80, width: int | None = None) -> str:
+    """``fig`` as an ``<img>`` element with the PNG inlined (base64), for ``_repr_html_``."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.05)
+    style = f' style="max-width:{width}px"' if width else ' style="max-width:100%"'
+    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"{style}/>'
+
+
+def html_table(rows: Sequence[tuple[str, Any]], *, caption: str | None = None) -> str:
+    """A two-column HTML table of ``(name, value)`` rows (values escaped; floats to 4 significant digits)."""
+    import html
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return html.escape(str(v))
+
+    head = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{cell(v)}</td></tr>" for k, v in rows)
+    return f"<table>{head}{body}</table>"
+
+
 def save_figure(fig: Figure, path: str | Path, *, dpi: int = 150) -> Path:
     """Write ``fig`` as PNG, SVG or PDF, chosen by the suffix of ``path`` (parent folders are created).
 

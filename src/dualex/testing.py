@@ -5,6 +5,7 @@ Shipped inside the package (as captum does) so that downstream projects can reus
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -262,6 +263,36 @@ def tiny_sentence(seed: int = 0, *, layers: int = 2, pooling: str = "mean", norm
     return SentenceEncoder(module, tokenizer=tok, pooling=pooling, normalize=normalize, name="tiny-sentence")
 
 
+OPENCLIP_FAMILY_ARCHS = (
+    "RN50",  # ModifiedResNet, attention pool
+    "convnext_base",  # timm ConvNeXt
+    "EVA02-B-16",  # timm Eva with RoPE
+    "PE-Core-B-16",  # timm Eva with an attention-pool head
+    "MobileCLIP2-S0",  # timm FastViT MCi
+    "swin_base_patch4_window7_224",  # timm Swin
+    "ViT-B-16-SigLIP",  # timm ViT (map head), a tokenizer from the hub
+    "ViTamin-B",  # timm ViT over an MBConv stem
+    "coca_ViT-B-32",  # CoCa: attentional pooler, appended text CLS
+)
+"""One open_clip architecture per tower family `dualex.models.openclip_towers` runs."""
+
+
+def tiny_openclip_family(arch: str, seed: int = 0) -> DualEncoder:
+    """open_clip's ``arch`` shrunk (`dualex.tiny.tiny_openclip_arch`) and wrapped, with a local tokenizer:
+    the SigLIP-shaped `tiny_hf_tokenizer` where the real one is on the hub, else the word tokenizer padded
+    to the context length."""
+    from dualex.models.registry import wrap
+    from dualex.tiny import tiny_openclip_arch
+
+    module = tiny_openclip_arch(arch, seed)
+    text: Any = getattr(module, "text", module)
+    hub = "SigLIP" in arch or "CLIPA" in arch or "worldwide" in arch
+    tok = tiny_hf_tokenizer() if hub else tiny_word_tokenizer(pad_to_max=True)
+    if not hub and getattr(text, "cls_emb", None) is None:
+        tok = tiny_word_tokenizer(pad_to_max=True, max_length=int(text.positional_embedding.shape[0]))
+    return wrap(module, tokenizer=tok, name=f"tiny-openclip:{arch}")
+
+
 TINY_FAMILIES: dict[str, Callable[[], DualEncoder]] = {
     "hf-clip": tiny_hf_clip,
     "hf-siglip": tiny_hf_siglip,
@@ -272,6 +303,7 @@ TINY_FAMILIES: dict[str, Callable[[], DualEncoder]] = {
         seed=2, qk_norm=True, scale_heads=True, vision_cfg={"qk_norm": True, "scale_heads": True}
     ),
     "sentence": tiny_sentence,
+    **{f"openclip:{arch}": functools.partial(tiny_openclip_family, arch, seed=1) for arch in OPENCLIP_FAMILY_ARCHS},
 }
 """One tiny random model per family and variant (name -> factory), for tests parametrised over families."""
 
@@ -285,6 +317,7 @@ def tiny_pair_inputs(model: DualEncoder) -> tuple[list[Any], list[str]]:
 
 __all__: list[Any] = [
     "HALF",
+    "OPENCLIP_FAMILY_ARCHS",
     "SENTENCE_WORDS",
     "TINY_FAMILIES",
     "TINY_WORDS",
@@ -295,6 +328,7 @@ __all__: list[Any] = [
     "tiny_hf_siglip2",
     "tiny_hf_tokenizer",
     "tiny_openclip",
+    "tiny_openclip_family",
     "tiny_pair_inputs",
     "tiny_sentence",
     "tiny_sentence_tokenizer",

@@ -188,7 +188,9 @@ def tiny_openclip_arch(
         hf_dir = tiny_hf_text_dir(cfg["text_cfg"]["hf_model_name"], base / "text", tokenizer)
     text_cfg = tiny_text_cfg(cfg["text_cfg"], hf_dir)
     vision_cfg, factory = tiny_vision_cfg(cfg["vision_cfg"])
-    kw: dict[str, Any] = {"embed_dim": 16, "vision_cfg": vision_cfg, "text_cfg": text_cfg}
+    # towers without a projection (timm_proj "none": SigLIP's) embed at their own width, 32
+    embed_dim = 32 if str(vision_cfg.get("timm_proj")).lower() == "none" else 16
+    kw: dict[str, Any] = {"embed_dim": embed_dim, "vision_cfg": vision_cfg, "text_cfg": text_cfg}
     if cfg.get("quick_gelu"):
         kw["quick_gelu"] = True
     if cfg.get("init_logit_bias") is not None:
@@ -203,4 +205,18 @@ def tiny_openclip_arch(
             module = CustomTextCLIP(**kw)
         else:
             module = CLIP(**kw)
-    return module.eval()
+    return jitter(module, seed).eval()
+
+
+def jitter(module: nn.Module, seed: int, scale: float = 0.02) -> nn.Module:
+    """Add seeded noise ``scale · N(0, 1)`` to every parameter (in place; returns ``module``).
+
+    Libraries initialise biases and layer scales to 0 (or 1e-6): at random init a constant image then
+    embeds to exactly 0 (ConvNeXt) and whole blocks are the identity, which no trained model is. The noise
+    makes every part of a tiny model matter.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
+    return module

@@ -141,3 +141,12 @@ def test_runs_without_shared_units_give_an_empty_table_and_say_why(run_writer):
     assert comp.table.empty and comp.counts["matched"] == 0
     assert comp.counts["missing in a"] + comp.counts["missing in b"] == comp.counts["units"]
     assert "Matched units: 0" in comp.to_markdown()
+
+
+def test_notebook_display_shows_the_figure_and_the_overall_rows(two_runs):
+    base, tuned, _ = two_runs
+    comp = compare([base, tuned], labels=["base", "tuned"], metrics=["pg_energy_t2i"], n_boot=200)
+    page = comp._repr_html_()
+    assert '<img src="data:image/png;base64,' in page
+    assert "reference: base" in page and "pg_energy_t2i" in page and "<table" in page
+    assert "(all)" not in page  # only overall rows, so no class column

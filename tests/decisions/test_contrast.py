@@ -108,3 +108,11 @@ def test_plain_errors(tiny_clip):
     b = dualex.explain(tiny_clip, img, "a cat", method="gradxinput")
     with pytest.raises(InputError, match="one method"):
         dualex.Contrast(a, b)
+
+
+def test_notebook_display(tiny_clip):
+    con = dualex.contrast(tiny_clip, random_image(0), "a red dog", "a small blue cat", n_steps=2,
+                          labels=("dog", "cat"))  # fmt: skip
+    page = con._repr_html_()
+    assert '<img src="data:image/png;base64,' in page
+    assert "s(x, dog)" in page and "difference: similarity" in page and f"{con.difference:.4g}" in page

@@ -54,3 +54,10 @@ def test_captions_file_and_errors(tiny_clip, tmp_path):
         dualex.explain_ranking(tiny_clip, random_image(1), [])
     with pytest.raises(InputError, match="must hold strings"):
         dualex.explain_ranking(tiny_clip, random_image(1), [random_image(2)])
+
+
+def test_notebook_display(tiny_clip):
+    r = dualex.explain_ranking(tiny_clip, random_image(0), GALLERY, k=2, n_steps=2)
+    page = r._repr_html_()
+    assert '<img src="data:image/png;base64,' in page and f"1. {r.top(1)[0][1]}" in page
+    assert "<img" not in dualex.explain_ranking(tiny_clip, random_image(0), GALLERY, k=0)._repr_html_()

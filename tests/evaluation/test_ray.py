@@ -9,7 +9,9 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from dualex.evaluation import load_explanation, read_run  # noqa: E402
+from dualex.evaluation.resume import done_in  # noqa: E402
 from dualex.evaluation.run import MetricOptions, evaluate  # noqa: E402
+from dualex.evaluation.store import RunStore  # noqa: E402
 
 MODEL = "py:dualex.testing:tiny_hf_clip"
 METRICS = MetricOptions(metrics="pointing,insertion_deletion,completeness")
@@ -41,6 +43,7 @@ def test_ray_engine_writes_the_same_run_directory(tmp_path: Path, local_ray):
     assert rnd.loc[rnd.level == "pair", "aid"].notna().all()
     for _, row in rnd[rnd.level == "pair"].iterrows():
         assert load_explanation(out, row).method == "random"
-    assert len(list((out / "shards").glob("part-*-ray-*.parquet"))) == 2  # 3 units in shards of 2
+    ray_shards = list((out / "shards").glob("part-*-ray*.parquet"))  # written by the workers themselves
+    assert len(ray_shards) >= 2 and all(len(done_in(RunStore(out), [p.name])) <= 2 for p in ray_shards)
     assert evaluate(MODEL, "shapes:", ["ij", "random"], out, dataset_options={"n": 3}, method_options=opts,
                     metrics=METRICS, engine="ray").units_run == 0  # fmt: skip

@@ -91,6 +91,7 @@ def test_gradxinput_is_one_step_ig(tiny_clip, baselines):
     assert g.target is None
 
 
+@pytest.mark.filterwarnings("ignore:gradxinput with multiply_by_inputs=False")  # the vanishing sums: tested below
 def test_gradxinput_matches_autograd(tiny_clip):
     """Plain gradient × input at layer 0 of the image tower, checked against a direct autograd call."""
     pair = tiny_clip.prepare(random_image(6), CAPTION)
@@ -99,10 +100,10 @@ def test_gradxinput_matches_autograd(tiny_clip):
         tiny_clip, random_image(6), CAPTION, method="gradxinput", side="image", multiply_by_inputs=False
     )
     with torch.no_grad():
-        e_t = tiny_clip.encode("text", pair.text)
-        x = tiny_clip.hidden("image", pair.image, 0)
+        e_t = tiny_clip.tower("text").encode(pair.text)
+        x = tiny_clip.tower("image").hidden(pair.image, 0)
     x = x.clone().requires_grad_(True)
-    f = torch.nn.functional.cosine_similarity(tiny_clip.tail("image", pair.image, x, 0), e_t).sum()
+    f = torch.nn.functional.cosine_similarity(tiny_clip.tower("image").tail(pair.image, x, 0), e_t).sum()
     (g,) = torch.autograd.grad(f, x)
     torch.testing.assert_close(ex.image_main, (g * x).sum(-1)[0, 1:].detach(), rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(grad_only.image_main, g.sum(-1)[0, 1:], rtol=1e-4, atol=1e-7)
@@ -138,6 +139,7 @@ def test_bad_options(tiny_clip):
 @pytest.mark.parametrize(("side", "multiply", "which"),
                          [("both", True, "clip"), ("text", False, "clip"), ("image", True, "clip"),
                           ("both", True, "siglip")])  # fmt: skip
+@pytest.mark.filterwarnings("ignore:gradxinput with multiply_by_inputs=False")  # the vanishing sums: tested below
 def test_gradxinput_batch_equals_pair_by_pair(request, side, multiply, which):
     from dualex.methods import explain_pair
 
@@ -182,3 +184,35 @@ def test_path_methods_batch_equals_pair_by_pair(tiny_clip, method, opts):
         else:
             assert ex.target == pytest.approx(one.target, rel=1e-6, abs=1e-7)
         assert ex.diagnostics == pytest.approx(one.diagnostics, rel=1e-5, abs=1e-6)
+
+
+def test_plain_gradient_summed_over_the_width_vanishes_behind_layernorm_and_warns(tiny_clip):
+    with pytest.warns(UserWarning, match="identically 0 where the hidden states enter a LayerNorm"):
+        ex = dualex.explain(tiny_clip, random_image(3), CAPTION, method="gradxinput", multiply_by_inputs=False)
+    assert float(ex.image_main.abs().max()) < 1e-5 and float(ex.text_main.abs().max()) < 1e-5
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dualex.explain(tiny_clip, random_image(3), CAPTION, method="gradxinput")  # the default: no warning
+
+
+def test_cls_share_is_zero_at_layer_0_only_with_a_reference(tiny_clip):
+    img = random_image(4)
+    with_ref = dualex.explain(tiny_clip, img, CAPTION, method="gradxinput", side="image", baselines="zeros")
+    plain = dualex.explain(tiny_clip, img, CAPTION, method="gradxinput", side="image")
+    assert with_ref.diagnostics["image_prefix"] == 0.0
+    assert abs(plain.diagnostics["image_prefix"]) > 1e-6
+
+
+def test_trapezoid_is_the_exact_rule_and_captums_times_n_minus_1_over_n():
+    from dualex.methods.quadrature import alphas_and_weights
+
+    n = 16
+    a, w = alphas_and_weights(n, "riemann_trapezoid")
+    assert float(w.sum()) == pytest.approx(1.0, abs=1e-15)
+    assert float((w * a**2).sum()) == pytest.approx(1 / 3 + 1 / (6 * (n - 1) ** 2), abs=1e-12)  # trapezoid error
+    captum = torch.full((n,), 1.0 / n, dtype=torch.float64)  # captum 0.9: steps of 1/n, ends halved
+    captum[0] = captum[-1] = 0.5 / n
+    assert torch.allclose(w, captum * n / (n - 1))
+    assert "(N − 1)/N" in (alphas_and_weights.__doc__ or "")

@@ -215,7 +215,7 @@ def test_other_adapters(factory: str) -> None:
     import dualex.testing
 
     model = getattr(dualex.testing, factory)()
-    image = "two people walk a dog" if model.image_modality == "text" else random_image(0)
+    image = "two people walk a dog" if model.tower("image").modality == "text" else random_image(0)
     ex = dualex.explain(model, image, "a dog", method="fixlip", budget=64, holdout=16)
     P = ex.n_patches
     assert ex.cross.shape == (ex.n_tokens, P) and np.isfinite(ex.completeness()["r2_train"])

@@ -89,8 +89,8 @@ def own_image(model, pixels: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("layer", [0, 1, 2, -1])
 def test_tail_of_hidden_equals_own_embeddings(model, pair, layer):
     with torch.no_grad():
-        e_txt = model.tail("text", pair.text, model.hidden("text", pair.text, layer), layer)
-        e_img = model.tail("image", pair.image, model.hidden("image", pair.image, layer), layer)
+        e_txt = model.tower("text").tail(pair.text, model.tower("text").hidden(pair.text, layer), layer)
+        e_img = model.tower("image").tail(pair.image, model.tower("image").hidden(pair.image, layer), layer)
     torch.testing.assert_close(e_txt, own_text(model, pair.text.ids), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(e_img, own_image(model, pair.image.pixels), atol=1e-5, rtol=1e-5)
 
@@ -99,10 +99,10 @@ def test_tail_of_hidden_equals_own_embeddings(model, pair, layer):
 def test_variants_match_own_embeddings_and_logits(kind):
     model = _variant(kind)
     pair = model.prepare([random_image(2), random_image(3)], CAPTIONS)
-    for layer in range(model.n_layers("text") + 1):
+    for layer in range(model.tower("text").n_layers + 1):
         with torch.no_grad():
-            e_txt = model.tail("text", pair.text, model.hidden("text", pair.text, layer), layer)
-            e_img = model.tail("image", pair.image, model.hidden("image", pair.image, layer), layer)
+            e_txt = model.tower("text").tail(pair.text, model.tower("text").hidden(pair.text, layer), layer)
+            e_img = model.tower("image").tail(pair.image, model.tower("image").hidden(pair.image, layer), layer)
         torch.testing.assert_close(e_txt, own_text(model, pair.text.ids), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(e_img, own_image(model, pair.image.pixels), atol=1e-5, rtol=1e-5)
     with torch.no_grad():
@@ -130,13 +130,13 @@ def test_inputs_structure(model, pair):
     assert t.players(1).tolist() == [1, 2, 3, 4, 5, 6]  # the "!" (id 0) before EOT is a word
     assert t.tokens[1][6] == "!</w>" and t.offsets[1][6] == (17, 18)
     assert i.n_prefix == 1 and i.grid == (4, 4) and tuple(i.pixels.shape) == (2, 3, 32, 32)
-    assert model.hidden("image", i, 1).shape == (2, 17, 32)
-    assert model.n_layers("text") == model.n_layers("image") == 2
+    assert model.tower("image").hidden(i, 1).shape == (2, 17, 32)
+    assert model.tower("text").n_layers == model.tower("image").n_layers == 2
 
 
 def test_untrimmed_for_towers_that_see_padding():
     model = _variant("custom-text")
-    t = model.prepare_text(CAPTIONS)
+    t = model.tower("text").prepare(CAPTIONS)
     assert t.ids.shape[1] == CTX and t.pool_index.tolist() == [CTX - 1, CTX - 1]
 
 
@@ -155,14 +155,14 @@ def test_pipeline_follows_preprocess_cfg():
 def test_image_masking_zeroes_exactly_the_removed_patches(model, pair):
     keep = torch.ones(2, 16, dtype=torch.bool)
     keep[1, 5] = False  # row 1, column 1 of the 4x4 grid
-    out = model.mask("image", pair.image, keep)
+    out = model.tower("image").mask(pair.image, keep)
     out = replace(out, pixels=masked_pixels(out))  # removals are applied after the patch embedding
     torch.testing.assert_close(out.pixels[0], pair.image.pixels[0])
     assert torch.all(out.pixels[1, :, 8:16, 8:16] == 0)
     rest = torch.ones(32, 32, dtype=torch.bool)
     rest[8:16, 8:16] = False
     torch.testing.assert_close(out.pixels[1][:, rest], pair.image.pixels[0][:, rest])
-    black = model.mask("image", pair.image, keep, how="black")
+    black = model.tower("image").mask(pair.image, keep, how="black")
     black = replace(black, pixels=masked_pixels(black))
     torch.testing.assert_close(black.pixels[1, :, 8, 8], model.pipeline.black().flatten())
 
@@ -185,10 +185,10 @@ def test_text_attention_masking_hides_the_token(model, pair):
     keep = torch.ones(3, 6, dtype=torch.bool)
     keep[1, 2] = False  # "on" at position 3
     keep[2, [0, 5]] = False  # "two" and "!"
-    out = model.mask("text", one, keep)
+    out = model.tower("text").mask(one, keep)
     assert out.mask[1].tolist() == [1, 1, 1, 0, 1, 1, 1, 1] and torch.equal(out.ids, one.ids.expand(3, -1))
     with torch.no_grad():
-        e = model.encode("text", out)
+        e = model.tower("text").encode(out)
     torch.testing.assert_close(e[0], own_text(model, one.ids)[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(e[1], _own_text_blocking(model, one.ids, [3])[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(e[2], _own_text_blocking(model, one.ids, [1, 6])[0], atol=1e-5, rtol=1e-5)
@@ -196,47 +196,47 @@ def test_text_attention_masking_hides_the_token(model, pair):
 
 def test_text_pad_masking_is_the_filler_sequence(model, pair):
     one = pair.text.select([0])
-    out = model.mask("text", one, torch.tensor([[True, False, True]]), how="pad")
+    out = model.tower("text").mask(one, torch.tensor([[True, False, True]]), how="pad")
     assert out.ids[0].tolist()[:5] == [49406, 320, 0, 1929, 49407] and torch.equal(out.mask, one.mask)
     with torch.no_grad():
-        e = model.encode("text", out)
+        e = model.tower("text").encode(out)
     torch.testing.assert_close(e, own_text(model, out.ids), atol=1e-5, rtol=1e-5)
 
 
 def test_bad_coalitions_and_masking_kinds(model, pair):
     with pytest.raises(InputError, match="3\\)"):
-        model.mask("text", pair.text, torch.ones(2, 4, dtype=torch.bool))
+        model.tower("text").mask(pair.text, torch.ones(2, 4, dtype=torch.bool))
     with pytest.raises(InputError, match="16"):
-        model.mask("image", pair.image, torch.ones(2, 9, dtype=torch.bool))
+        model.tower("image").mask(pair.image, torch.ones(2, 9, dtype=torch.bool))
     with pytest.raises(InputError, match="masking"):
-        model.mask("text", pair.text, torch.ones(1, 3, dtype=torch.bool), how="blur")
+        model.tower("text").mask(pair.text, torch.ones(1, 3, dtype=torch.bool), how="blur")
 
 
 # ------------------------------------------------------------------------------------------ references
 def test_text_references(model, pair):
-    ref = model.reference("text", pair.text, "default")
+    ref = model.tower("text").reference(pair.text, "default")
     S = pair.text.ids.shape[1]
     assert ref.ids[0].tolist() == [49406, 0, 49407] + [0] * (S - 3)
     assert ref.mask[0].tolist() == [1, 1, 1] + [0] * (S - 3)
     assert ref.pool_index.tolist() == [2, 2] and bool(ref.special.all())
-    same = model.reference("text", pair.text, "same_length")
+    same = model.tower("text").reference(pair.text, "same_length")
     assert same.ids[0].tolist() == [49406, 0, 0, 0, 49407, 0, 0, 0]
     assert same.ids[1].tolist() == [49406, 0, 0, 0, 0, 0, 0, 49407]
     assert same.pool_index.tolist() == pair.text.pool_index.tolist()
     with torch.no_grad():
-        torch.testing.assert_close(model.encode("text", same), own_text(model, same.ids), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model.tower("text").encode(same), own_text(model, same.ids), atol=1e-5, rtol=1e-5)
     with pytest.raises(InputError, match="reference"):
-        model.reference("text", pair.text, "zeros")
+        model.tower("text").reference(pair.text, "zeros")
 
 
 def test_image_references(model, pair):
-    assert torch.all(model.reference("image", pair.image, "zeros").pixels == 0)
-    black = model.reference("image", pair.image, "black").pixels
+    assert torch.all(model.tower("image").reference(pair.image, "zeros").pixels == 0)
+    black = model.tower("image").reference(pair.image, "black").pixels
     torch.testing.assert_close(black[1, :, 3, 3], model.pipeline.black().flatten())
-    noise = model.reference("image", pair.image, "noise").pixels
+    noise = model.tower("image").reference(pair.image, "noise").pixels
     assert noise.shape == pair.image.pixels.shape and noise.std() > 0.5
     with pytest.raises(InputError, match="reference"):
-        model.reference("image", pair.image, "blur")
+        model.tower("image").reference(pair.image, "blur")
 
 
 # ------------------------------------------------------------------------------------------ autodiff
@@ -248,13 +248,13 @@ def test_jvp_through_tail_matches_finite_differences(kind, side):
     pair = model.prepare([random_image(4)], ["a red dog on a mat"])
     inputs = pair.side(side)
     if side == "text":  # a removed word exercises the extra key mask too
-        inputs = model.mask("text", inputs, torch.tensor([[True, False, True, True, True, True]]))
-    x = model.hidden(side, inputs, 1)
+        inputs = model.tower("text").mask(inputs, torch.tensor([[True, False, True, True, True, True]]))
+    x = model.tower(side).hidden(inputs, 1)
     assert x.dtype == torch.float64
     tangent = torch.randn_like(x)
 
     def f(h):
-        return model.tail(side, inputs, h, 1)
+        return model.tower(side).tail(inputs, h, 1)
 
     value, forward = jvp(f, (x,), (tangent,))  # no context manager: the tail writes attention out
     eps = 1e-6
@@ -267,9 +267,9 @@ def test_jvp_through_tail_matches_finite_differences(kind, side):
 
 def test_tail_broadcasts_one_input_row(model, pair):
     one = pair.text.select([0])
-    x = model.hidden("text", one, 1).expand(3, -1, -1)
+    x = model.tower("text").hidden(one, 1).expand(3, -1, -1)
     with torch.no_grad():
-        e = model.tail("text", one, x, 1)
+        e = model.tower("text").tail(one, x, 1)
     assert e.shape == (3, 16) and torch.allclose(e[0], e[2])
 
 
@@ -277,11 +277,11 @@ def test_tail_broadcasts_one_input_row(model, pair):
 def test_bad_layers_and_inputs(model, pair):
     for layer in (3, -3, 1.5, True):
         with pytest.raises(InputError, match="layer"):
-            model.hidden("text", pair.text, layer)
+            model.tower("text").hidden(pair.text, layer)
     with pytest.raises(InputError, match="32, 32"):
-        model.hidden("image", replace(pair.image, pixels=torch.zeros(2, 3, 40, 40)), 0)
+        model.tower("image").hidden(replace(pair.image, pixels=torch.zeros(2, 3, 40, 40)), 0)
     with pytest.raises(InputError, match="TextInputs"):
-        model.hidden("text", pair.image, 0)
+        model.tower("text").hidden(pair.image, 0)
     with pytest.raises(InputError, match="empty"):
         model.prepare(random_image(0), "   ")
     with pytest.raises(InputError):
@@ -289,8 +289,11 @@ def test_bad_layers_and_inputs(model, pair):
 
 
 def test_unsupported_towers():
-    with pytest.raises(UnsupportedModelError, match="attentional pooling"):
-        dualex.wrap(open_clip.CLIP(16, _vision(attentional_pool=True, attn_pooler_heads=2), _text()))
+    from dualex.models.openclip_towers import OpenClipTowers
+
+    # an attentional pooler (CoCa's) goes to the towers adapter; an unknown pool type is refused
+    pooled = dualex.wrap(open_clip.CLIP(16, _vision(attentional_pool=True, attn_pooler_heads=2), _text()))
+    assert isinstance(pooled, OpenClipTowers)
     with pytest.raises(UnsupportedModelError, match="pool type"):
         dualex.wrap(open_clip.CLIP(16, _vision(), _text(pool_type="none")))
 
@@ -300,7 +303,7 @@ def test_wrap_defaults_to_the_clip_bpe_tokenizer():
     module = open_clip.CLIP(16, _vision(), _text())
     model = dualex.wrap(module)
     assert isinstance(model, oc.OpenClipEncoder) and model.name == "openclip:CLIP"
-    t = model.prepare_text(["a photo of a cat"])
+    t = model.tower("text").prepare(["a photo of a cat"])
     assert t.ids[0].tolist() == [49406, 320, 1125, 539, 320, 2368, 49407]
     assert t.tokens[0][5] == "cat</w>"
 
@@ -336,10 +339,10 @@ def test_cached_checkpoint_looks_only_at_local_files(tmp_path, monkeypatch):
 def test_random_vit_b_32_loads_by_name():
     model = dualex.load("openclip:ViT-B-32@random", device="cpu")
     assert isinstance(model, oc.OpenClipEncoder) and model.name == "openclip:ViT-B-32@random"
-    assert model.n_layers("image") == model.n_layers("text") == 12
+    assert model.tower("image").n_layers == model.tower("text").n_layers == 12
     assert model.pipeline.crop == (224, 224) and model.image_size == (224, 224)
     pair = model.prepare(random_image(0), "a photo of a dog")
     assert pair.image.grid == (7, 7) and pair.text.ids.shape[1] == 7
     with torch.no_grad():
-        e = model.tail("text", pair.text, model.hidden("text", pair.text, 11), 11)
+        e = model.tower("text").tail(pair.text, model.tower("text").hidden(pair.text, 11), 11)
     torch.testing.assert_close(e, own_text(model, pair.text.ids), atol=1e-5, rtol=1e-4)

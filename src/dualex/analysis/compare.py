@@ -101,6 +101,27 @@ class Comparison:
                 )
         return "\n".join(lines) + "\n"
 
+    def _repr_html_(self) -> str:
+        """Notebook display: the paired-differences figure (`plot_comparison`) above the overall rows
+        (class ``(all)``) of the table, and the matched-unit counts."""
+        import html
+
+        from dualex.plotting import figure_html
+
+        parts = [f"<p><b>Comparison</b>: {html.escape(', '.join(self.labels))} (reference: "
+                 f"{html.escape(self.labels[0])}); matched units {self.counts.get('matched', 0)} of "
+                 f"{self.counts.get('units', 0)}</p>"]
+        if not self.table.empty:
+            try:
+                parts.append(figure_html(plot_comparison(self), dpi=72))
+            except Exception as exc:  # the numbers still show
+                parts.append(f"<p>(no figure: {html.escape(f'{type(exc).__name__}: {exc}')})</p>")
+            cols = ["run", "method", "metric", "n", "mean_reference", "mean_run", "difference", "ci_low", "ci_high",
+                    "wilcoxon_p"]  # fmt: skip
+            overall = self.table[self.table["class_name"] == ALL][cols]
+            parts.append(overall.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–"))
+        return "\n".join(parts)
+
     def save(self, out_dir: str | Path, *, figure: bool = True, metric: str | None = None) -> dict[str, Path]:
         """Write ``compare.csv``, ``compare.md``, ``units.csv``, ``counts.json`` and ``compare.png``."""
         import json

@@ -30,8 +30,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--model", required=True, help="model name (shapes | hf:ID_OR_DIR | openclip:... | sentence:...) "
                    "or py:module:function returning a DualEncoder")  # fmt: skip
-    p.add_argument("--dataset", required=True, help="KIND:PATH with KIND coco | flickr30k | imagenet-grid | shapes "
-                   "(shapes: without a path generates scenes)")  # fmt: skip
+    p.add_argument("--dataset", required=True, help="KIND:PATH with KIND coco | flickr30k | imagenet-grid | shapes | "
+                   "webdataset | parquet (shapes: without a path generates scenes; webdataset: DIR, "
+                   "DIR/{00000..00127}.tar or a URL)")  # fmt: skip
     p.add_argument("--methods", required=True, help="comma-separated methods, e.g. ij,fixlip,gradxinput,random")
     p.add_argument("--out", required=True, type=Path, help="run directory (created, or resumed if it exists)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N items")
@@ -53,7 +54,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--no-save-explanations", action="store_true", help="do not write .safetensors files")
     p.add_argument("--engine", default="local", choices=["local", "ray"], help="local (default) or ray (Ray Data)")
     p.add_argument("--concurrency", type=int, default=None, help="ray: actors (default: one per GPU, 1 on CPU)")
-    p.add_argument("--ray-address", default=None, help="ray: cluster address (default: local or RAY_ADDRESS)")
+    p.add_argument("--ray-address", default=None,
+                   help="ray: cluster address (default: $RAY_ADDRESS, else a new local Ray instance)")
+    p.add_argument("--num-gpus-per-worker", type=float, default=1.0,
+                   help="ray: GPUs per model actor (default 1; e.g. 0.25 packs four small models on a GPU)")
+    p.add_argument("--max-retries", type=int, default=3,
+                   help="ray: retries of a lost worker's or node's work before the run stops (default 3)")
+    p.add_argument("--dtype", default=None, help="model dtype: float32, bfloat16 (bf16), float16 (fp16)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--internal-batch-size", type=int, default=64, help="masked pairs per forward pass (metrics)")
     p.add_argument("--batch-size", type=int, default=8,
@@ -102,6 +109,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         retry_errors=args.retry_errors,
         concurrency=args.concurrency,
         ray_address=args.ray_address,
+        num_gpus_per_worker=args.num_gpus_per_worker,
+        max_retries=args.max_retries,
+        dtype=args.dtype,
         progress=False if args.no_progress else None,
     )
     print(res.summary)

@@ -82,12 +82,30 @@ class Composite:
 
 
 @dataclass
+class EncodedImage:
+    """An image still in its file encoding (a WebDataset member, a Parquet bytes cell), decoded when loaded.
+
+    Attributes:
+        data: The encoded file (JPEG, PNG, WebP, ...).
+        name: Where it came from, for error messages (``"00003.tar:KEY.jpg"``).
+    """
+
+    data: bytes
+    name: str = "the image bytes"
+
+    def load(self) -> Any:
+        from dualex.images import decode_image
+
+        return decode_image(self.data, self.name)
+
+
+@dataclass
 class Item:
     """One (image, caption) pair with its ground truth.
 
     Attributes:
         id: Unique within the dataset (e.g. ``"<image id>-<caption id>"``); keys results in a run.
-        image: A file path, a PIL image, a uint8 array ``(H, W, 3)``, or a `Composite`.
+        image: A file path, a PIL image, a uint8 array ``(H, W, 3)``, a `Composite` or an `EncodedImage`.
         caption: The caption.
         objects: Ground-truth objects (may be empty: only pair-level metrics then).
         split: Dataset split (``"val2017"``, ``"test"``, ...).
@@ -111,13 +129,21 @@ class Item:
         """The image as an RGB PIL image (raises `InputError` for missing or unreadable files)."""
         from dualex.images import load_image
 
-        if isinstance(self.image, Composite):
+        if isinstance(self.image, (Composite, EncodedImage)):
             return self.image.load()
         return load_image(self.image)
 
 
+ALL_PARTS = "all"
+
+
 class Dataset(ABC):
     """A reader: lists `Item`s of one dataset on disk, in a fixed order.
+
+    A dataset is read in *parts* (`parts`, `read_part`): a list reader has one part (``"all"``, its
+    cached item list); a streaming reader (``webdataset``, ``parquet``) has one part per shard or row
+    group, read lazily, so that no component holds the item list (engines read parts one by one or in
+    parallel; results are tagged with their part so that resuming reads only that part's shards).
 
     Args:
         path: Where the dataset lives (reader-specific layout; see each reader).
@@ -128,6 +154,8 @@ class Dataset(ABC):
     kind: str = "dataset"
     #: The reader's option names (None: not declared, anything is accepted).
     OPTIONS: ClassVar[tuple[str, ...] | None] = None
+    #: Whether the reader streams its parts (never builds the item list unless `items` is called).
+    streaming: ClassVar[bool] = False
 
     def __init__(self, path: str | Path | None, *, limit: int | None = None, **options: Any) -> None:
         if self.OPTIONS is not None:
@@ -151,7 +179,7 @@ class Dataset(ABC):
         """All items (cached after the first call), at most ``limit``."""
         if self._items is None:
             out: list[Item] = []
-            for it in self._read():
+            for it in self._read() if not self.streaming else self.iter_items():
                 out.append(it)
                 if self.limit is not None and len(out) >= self.limit:
                     break
@@ -176,12 +204,57 @@ class Dataset(ABC):
             "options": {"limit": self.limit, **self.options},
         }
 
+    # ------------------------------------------------------------------ parts
+    def parts(self) -> list[str]:
+        """The dataset's parts in reading order (names stable across runs; a list reader: ``["all"]``)."""
+        return [ALL_PARTS]
+
+    def read_part(self, part: str) -> Iterator[Item]:
+        """The items of one part, in order (a list reader: its cached `items`)."""
+        if part != ALL_PARTS:
+            raise InputError(f"the {self.kind} dataset has one part, {ALL_PARTS!r}, not {part!r}")
+        return iter(self.items())
+
+    def plan(self) -> list[tuple[str, int | None]]:
+        """``(part, most items to read from it or None)`` for every part to read, honouring ``limit``.
+
+        Without a limit, every part, unbounded, without reading anything. With one, parts are counted
+        in order until the limit is reached (a streaming reader reads only those parts' headers).
+        """
+        if not self.streaming or self.limit is None:
+            return [(p, None) for p in self.parts()]
+        out: list[tuple[str, int | None]] = []
+        left = self.limit
+        for p in self.parts():
+            n = sum(1 for _ in self.read_part(p))
+            out.append((p, min(n, left)))
+            left -= min(n, left)
+            if left <= 0:
+                break
+        return out
+
+    def iter_items(self) -> Iterator[Item]:
+        """Every item, part after part, honouring ``limit`` (lazily for a streaming reader)."""
+        if not self.streaming:
+            yield from self.items()
+            return
+        for part, n in self.plan():
+            yield from _head(self.read_part(part), n)
+
     def require_dir(self) -> Path:
         if self.path is None:
             raise InputError(f"the {self.kind} reader needs a path: --dataset {self.kind}:PATH")
         if not self.path.is_dir():
             raise InputError(f"{self.kind} dataset directory not found: {self.path}")
         return self.path
+
+
+def _head(items: Iterator[Item], n: int | None) -> Iterator[Item]:
+    """The first ``n`` items (all when ``n`` is None)."""
+    for k, it in enumerate(items):
+        if n is not None and k >= n:
+            return
+        yield it
 
 
 def find_phrase(caption: str, words: str, *, start: int = 0) -> tuple[int, int] | None:

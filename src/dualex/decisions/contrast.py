@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from dualex.decisions.maps import all_rows_map
 from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.models.base import Side
@@ -174,6 +175,16 @@ class Contrast:
 
         return plot_contrast(self, **kwargs)
 
+    def _repr_html_(self) -> str:
+        """Notebook display: `plot` beside the difference and its exact decomposition."""
+        from dualex.plotting import html_table
+
+        sa, sb = self.similarities
+        rows: list[tuple[str, Any]] = [("method", self.method), ("units", self.units), (f"s(x, {self.labels[0]})", sa),
+                                       (f"s(x, {self.labels[1]})", sb)]  # fmt: skip
+        rows += [(f"difference: {k}", v) for k, v in self.decomposition().items()]
+        return _html_with_figure(self.plot, html_table(rows, caption="Contrast"))
+
     # ------------------------------------------------------------------ persistence
     def to_metadata(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": 1, "labels": list(self.labels), "x_side": self.x_side}
@@ -243,13 +254,6 @@ class Contrast:
         )
 
 
-def all_rows_map(ex: Explanation) -> Tensor:
-    """Σ over every caption row of ``cross`` as a patch map (``image_main`` for first-order methods)."""
-    if ex.cross is None:
-        return ex.image_map()
-    return ex.cross.sum(0).reshape(ex.grid)
-
-
 def contrast(
     model: Any,
     x: Any,
@@ -297,3 +301,16 @@ def contrast(
 
 
 __all__ = ["Contrast", "all_rows_map", "contrast", "guess_side", "label_of", "looks_like_image"]
+
+
+def _html_with_figure(draw: Any, table: str) -> str:
+    """``draw()``'s figure (inline PNG) beside ``table``; a figure that cannot be drawn leaves the table."""
+    import html
+
+    from dualex.plotting import figure_html
+
+    try:
+        figure = figure_html(draw(), dpi=72)
+    except Exception as exc:  # the numbers still show
+        figure = f"<p>(no figure: {html.escape(f'{type(exc).__name__}: {exc}')})</p>"
+    return f"<div style='display:flex;gap:1em;align-items:flex-start'><div>{figure}</div><div>{table}</div></div>"

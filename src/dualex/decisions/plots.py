@@ -9,7 +9,7 @@ from matplotlib import colormaps
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 
-from dualex.decisions.contrast import all_rows_map
+from dualex.decisions.maps import all_rows_map
 from dualex.plotting import (
     DEFAULT_CMAP,
     _canvas_size,
@@ -48,7 +48,8 @@ def plot_contrast(
     x an image: the difference map ``con.image_map()`` over the image, then a's and b's image maps (Σ over
     all their caption rows, so that the first panel is the second minus the third) with their captions
     coloured over the whole image (one colour range for a and b, so they compare). x a caption: the
-    caption coloured by ``con.text_scores()``, then each image with its map and the caption coloured by it. Red is positive (for A), blue negative (for B).
+    caption coloured by ``con.text_scores()``, then each image with its map and the caption coloured by
+    it. Red is positive (for A), blue negative (for B).
 
     Args:
         con: The contrast.

@@ -64,6 +64,18 @@ class Ranking:
         la, lb = (self.labels[int(self.order[r])] for r in (first, second))
         return Contrast(self.explanations[first], self.explanations[second], labels=(la, lb), x_side=self.query_side)
 
+    def _repr_html_(self) -> str:
+        """Notebook display: the first result's explanation figure beside the ranked list (top 10)."""
+        from dualex.decisions.contrast import _html_with_figure
+        from dualex.plotting import html_table
+
+        rows: list[tuple[str, Any]] = [("query", self.query), ("items", len(self.labels)), ("explained", self.k)]
+        rows += [(f"{r + 1}. {label}", score) for r, (_, label, score) in enumerate(self.top(10))]
+        table = html_table(rows, caption="Ranking")
+        if not self.explanations:
+            return table
+        return _html_with_figure(lambda: self.explanations[0].plot(title=f"first: {self.top(1)[0][1]}"), table)
+
     def __repr__(self) -> str:
         best = self.top(1)
         head = f", first={best[0][1]!r}" if best else ""
@@ -159,14 +171,14 @@ def explain_ranking(
         raise InputError("an image query ranks captions: the gallery must hold strings")
 
     def prepared(side_: Side, values: list[Any]) -> Any:
-        return (enc.prepare_text(values) if side_ == "text" else enc.prepare_image(values)).to(enc.device)
+        return enc.tower(side_).prepare(values).to(enc.device)
 
     with torch.no_grad():
-        e_q = enc.encode(side, prepared(side, [_load(query)])).float()
+        e_q = enc.tower(side).encode(prepared(side, [_load(query)])).float()
         chunks = []
         for s in range(0, len(items), batch_size):
             chunk = [_load(v) for v in items[s : s + batch_size]]
-            chunks.append(enc.encode(item_side, prepared(item_side, chunk)).float())
+            chunks.append(enc.tower(item_side).encode(prepared(item_side, chunk)).float())
         e_g = torch.cat(chunks)
     scores = enc.similarity(e_g, e_q.expand_as(e_g)).score.cpu()  # the score is symmetric in its two sides
     order = torch.sort(scores, descending=True, stable=True).indices

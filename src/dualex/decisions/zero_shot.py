@@ -87,6 +87,18 @@ class Decision:
         kwargs.setdefault("title", f"why {self.predicted!r} rather than {self.versus!r}")
         return self.contrast.plot(**kwargs)
 
+    def _repr_html_(self) -> str:
+        """Notebook display: `plot` beside the classes by score (score, probability)."""
+        from dualex.decisions.contrast import _html_with_figure
+        from dualex.plotting import html_table
+
+        probs = self.probabilities()
+        rows: list[tuple[str, Any]] = [("predicted", self.predicted), ("versus", self.versus),
+                                       ("method", self.contrast.method)]  # fmt: skip
+        rows += [(f"{self.classes[i]}: score (probability)", f"{float(self.scores[i]):.4g} ({float(probs[i]):.3f})")
+                 for i in self.ranking[:10]]  # fmt: skip
+        return _html_with_figure(self.plot, html_table(rows, caption="Zero-shot decision"))
+
     def __repr__(self) -> str:
         return (
             f"Decision(predicted={self.predicted!r}, versus={self.versus!r}, classes={len(self.classes)}, "
@@ -143,9 +155,10 @@ def zero_shot(
     J = len(templates)
     texts = prompts(classes, templates)
     with torch.no_grad():
-        e_img = enc.encode("image", enc.prepare_image([image]).to(enc.device)).float()
-        chunks = [enc.prepare_text(texts[s : s + batch_size]).to(enc.device) for s in range(0, len(texts), batch_size)]
-        e_txt = torch.cat([enc.encode("text", t).float() for t in chunks]).reshape(len(classes), J, -1)
+        e_img = enc.tower("image").encode(enc.tower("image").prepare([image]).to(enc.device)).float()
+        text = enc.tower("text")
+        chunks = [text.prepare(texts[s : s + batch_size]).to(enc.device) for s in range(0, len(texts), batch_size)]
+        e_txt = torch.cat([enc.tower("text").encode(t).float() for t in chunks]).reshape(len(classes), J, -1)
     cls_emb = torch.stack([class_embedding(e) for e in e_txt])  # (C, D)
     cosines = (torch.nn.functional.normalize(e_img, dim=-1) @ cls_emb.T)[0].cpu()
     scores = cosines * enc.logit_scale + enc.logit_bias

@@ -1,31 +1,226 @@
-"""The Ray engine: the same work as the local engine, spread over a Ray cluster with Ray Data.
+"""The Ray engine: the local engine's work as a Ray Data pipeline whose workers write the results.
 
-The pending units become a Ray dataset of ``(item index, methods)`` records. ``map_batches`` runs them
-through `EvalWorker`, a callable class: each actor loads one model replica (``num_gpus=1`` per actor
-when the cluster has GPUs, CPU actors otherwise) and re-opens the dataset from its description, so only
-indices travel. Workers return, per unit, its rows (JSON) and its explanation file (bytes). The driver
-streams the results and writes explanation files and shards into the run directory itself, with the
-same atomic writes as the local engine — so the run directory needs no shared file system and a run
-can be resumed by either engine.
+Pipeline (one Ray dataset, streamed):
+
+1. **read** (CPU tasks, one per dataset part: a WebDataset shard, a Parquet row group, or the single
+   part of a list reader): each task re-opens the dataset from its description, reads the footers of
+   its part's result shards (`dualex.evaluation.resume`), and emits a record per item with units still
+   to run (its caption, ground truth as JSON, and its image as encoded bytes, a path or pixels), then
+   one count record for the part;
+2. **decode** (CPU tasks): images become RGB pixels, ahead of the model stage;
+3. **model** (`EvalWorker` actors, one model replica each: ``num_gpus_per_worker`` GPUs per actor when
+   the cluster has GPUs, CPU actors otherwise): explains and scores a batch of items with the same
+   `process_items` as the local engine, writes the explanation files and one atomic Parquet shard per
+   part of the batch into the run directory (a file system every node mounts), and returns only counts.
+
+The driver lists the dataset's parts and the result shard names, and keeps the manifest, the progress
+and the summary; no item, row or explanation passes through it. A lost worker or node is survived by
+Ray's task retries and actor restarts (``max_retries``): a retried batch rewrites its units in a new
+shard, and the newest shard of a unit wins when results are read, so nothing is lost or counted twice.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import logging
 import os
-import tempfile
-from collections.abc import Sequence
-from pathlib import Path
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from dualex.datasets.base import Dataset, Item, open_dataset
+from dualex.datasets.base import Composite, Dataset, EncodedImage, Item, open_dataset
+from dualex.datasets.records import item_annotations, item_from_annotations
 from dualex.errors import DualexError, InputError
-from dualex.evaluation.store import PAIR, RunStore, atomic_write_bytes
+from dualex.evaluation.precision import parse_dtype
+from dualex.evaluation.resume import PartScan, UnitCounts, done_in, shard_index, shards_of
+from dualex.evaluation.store import PAIR, RunStore
 from dualex.evaluation.work import WorkConfig, process_items
 from dualex.explanation import Explanation
 from dualex.models.registry import load
 from dualex.progress import bar
+
+#: CPUs a read or decode task reserves, and a CPU model actor: on a node of one CPU, one model actor
+#: and the read/decode stage share it (Ray's CPU counts are reservations, not limits).
+READ_CPUS = 0.25
+CPU_ACTOR_CPUS = 0.75
+
+
+@dataclass
+class RayOptions:
+    """How the Ray engine uses the cluster.
+
+    Attributes:
+        address: Cluster address (None: ``RAY_ADDRESS``, else a new local Ray instance).
+        concurrency: Model actors (default: one per ``num_gpus_per_worker`` GPUs, or 1 without GPUs).
+        num_gpus_per_worker: GPUs reserved per model actor (fractions pack small models).
+        max_retries: Retries of a lost task and restarts of a lost actor before the run stops.
+        device: Model device (default: the actor's GPU when the cluster has GPUs, else CPU).
+        dtype: Model dtype name (`dualex.evaluation.run.DTYPES`), None: as stored.
+        connect_timeout: Seconds to wait for a cluster to accept the connection.
+        plugins: Modules every worker imports first (they register models, methods, readers).
+    """
+
+    address: str | None = None
+    concurrency: int | None = None
+    num_gpus_per_worker: float = 1.0
+    max_retries: int = 3
+    device: str | None = None
+    dtype: str | None = None
+    connect_timeout: float = 30.0
+    plugins: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------- connecting
+def _probe(address: str, timeout: float, where: str) -> None:
+    """Refuse, in one line, an ``host:port`` address where nothing accepts a connection."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise InputError(f"the Ray address {address!r} ({where}) is not HOST:PORT, 'auto' or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"no Ray cluster answers at {address} ({where}: {exc.strerror or exc}); start one (`ray start --head`), "
+            "fix the address, or unset RAY_ADDRESS to run on a new local Ray instance"
+        ) from None
+
+
+def connect(address: str | None = None, *, timeout: float = 30.0) -> str:
+    """Join the Ray cluster at ``address`` (or ``RAY_ADDRESS``), or start a local Ray instance.
+
+    Without an address a new local instance is started (``address="local"``): a cluster address left in
+    Ray's temporary directory by a cluster that died without ``ray stop`` is never tried. An address
+    where nothing answers is refused within a few seconds; one that accepts connections but does not
+    complete Ray's handshake within ``timeout`` seconds is refused too.
+
+    Returns:
+        What was joined (``"local"``, the address, or ``"running"`` for an initialised session).
+
+    Raises:
+        InputError: Ray is not installed, or the cluster does not answer.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise InputError("the ray engine needs Ray Data: pip install 'dualex[ray]'") from None
+    if ray.is_initialized():
+        return "running"
+    kw: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
+    where = "--ray-address" if address else "RAY_ADDRESS"
+    addr = (address or os.environ.get("RAY_ADDRESS") or "").strip()
+    if not addr or addr == "local":
+        ray.init(address="local", **kw)
+        return "local"
+    if addr == "auto":
+        try:
+            from ray._private.utils import read_ray_address
+
+            found = read_ray_address(None)
+        except Exception:
+            found = None
+        if not found:
+            raise InputError(f"{where}=auto, but no Ray cluster was started on this machine (`ray start --head`)")
+        addr, where = found, f"{where}=auto, found in Ray's temporary directory"
+    if not addr.startswith("ray://"):
+        _probe(addr, min(5.0, timeout), where)
+    done = threading.Event()
+    failed: list[BaseException] = []
+
+    def watchdog() -> None:
+        if not done.wait(timeout):
+            print(f"dualex: the Ray cluster at {addr} ({where}) did not accept the connection within {timeout:.0f} s; "
+                  "check that it runs and that this machine can reach it", flush=True)  # fmt: skip
+            os._exit(2)  # ray.init cannot be interrupted from another thread
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    try:
+        ray.init(address=addr, **kw)
+    except Exception as exc:
+        failed.append(exc)
+    finally:
+        done.set()
+    if failed:
+        first = [ln for ln in str(failed[0]).strip().splitlines() if ln.strip()]
+        raise InputError(f"cannot join the Ray cluster at {addr} ({where}): {first[0] if first else failed[0]}")
+    return addr
+
+
+# ----------------------------------------------------------------------------------------- records
+_FIELDS = ("kind", "part", "item_id", "methods", "caption", "ann", "image_format", "image", "image_ref",
+           "skipped", "seen")  # fmt: skip
+
+
+def _record(**values: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"kind": "item", "part": "", "item_id": "", "methods": "[]", "caption": "", "ann": "{}",
+                            "image_format": "none", "image": b"", "image_ref": "", "skipped": 0, "seen": 0}  # fmt: skip
+    base.update(values)
+    return base
+
+
+def item_record(item: Item, part: str, methods: Sequence[str]) -> dict[str, Any]:
+    """One item as a flat record (strings, bytes and ints only) for Ray Data."""
+    img = item.image
+    image: tuple[str, bytes, str]
+    if img is None:
+        image = ("none", b"", "")
+    elif isinstance(img, EncodedImage):
+        image = ("encoded", img.data, img.name)
+    elif isinstance(img, str | os.PathLike):
+        image = ("path", b"", str(img))
+    elif isinstance(img, Composite):
+        image = ("composite", b"", json.dumps({"paths": img.paths, "rows": img.rows, "cols": img.cols,
+                                                "cell": list(img.cell)}))  # fmt: skip
+    else:
+        image = _pixels(item)
+    return _record(part=part, item_id=item.id, methods=json.dumps(list(methods)), caption=item.caption or "",
+                   ann=json.dumps(item_annotations(item)), image_format=image[0], image=image[1],
+                   image_ref=image[2])  # fmt: skip
+
+
+def _pixels(item: Item) -> tuple[str, bytes, str]:
+    import numpy as np
+
+    arr = np.ascontiguousarray(np.asarray(item.load_image(), dtype=np.uint8))
+    return "pixels", arr.tobytes(), ",".join(str(s) for s in arr.shape)
+
+
+def record_image(rec: dict[str, Any]) -> Any:
+    """The image of a record as an `Item` takes it (pixels as a uint8 array ``(H, W, 3)``)."""
+    fmt, data, ref = rec["image_format"], rec["image"], rec["image_ref"]
+    if fmt == "encoded":
+        return EncodedImage(bytes(data), ref)
+    if fmt == "path":
+        return ref
+    if fmt == "composite":
+        d = json.loads(ref)
+        return Composite(list(d["paths"]), int(d["rows"]), int(d["cols"]), (int(d["cell"][0]), int(d["cell"][1])))
+    if fmt == "pixels":
+        import numpy as np
+
+        shape = tuple(int(s) for s in ref.split(","))
+        return np.frombuffer(bytes(data), dtype=np.uint8).reshape(shape)
+    return None
+
+
+def record_item(rec: dict[str, Any]) -> Item:
+    """The `Item` of an item record (as the reader built it, its image possibly decoded)."""
+    ann = json.loads(rec["ann"])
+    item = item_from_annotations(str(rec["item_id"]), record_image(rec), str(rec["caption"]), ann, str(rec["item_id"]))
+    return item
+
+
+# ----------------------------------------------------------------------------------------- stages
+def _worker_setup(plugins: Sequence[str]) -> None:
+    """Import the run's plugin modules in a Ray worker (they register models, methods, metrics, readers)."""
+    import importlib
+
+    for name in plugins:
+        importlib.import_module(name)
 
 
 def _reopen(desc: dict[str, Any]) -> Dataset:
@@ -34,148 +229,178 @@ def _reopen(desc: dict[str, Any]) -> Dataset:
     return open_dataset(f"{desc['kind']}:{path}", **opts)
 
 
+def read_part(
+    row: dict[str, Any], *, dataset: dict[str, Any], methods: list[str], store_root: str, retry_errors: bool,
+    plugins: list[str],
+) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """Read stage: the pending items of one part as records, then the part's count record."""
+    _worker_setup(plugins)
+    ds = _reopen(dataset)
+    part, limit = str(row["part"]), int(row["limit"])
+    done = done_in(RunStore(store_root), json.loads(row["shards"]), retry_errors=retry_errors)
+    scan = PartScan(itertools.islice(ds.read_part(part), None if limit < 0 else limit), methods, done)
+    for item, todo in scan:
+        yield item_record(item, part, todo)
+    yield _record(kind="count", part=part, skipped=scan.skipped, seen=scan.seen)
+
+
+def decode_batch(batch: Any) -> Any:
+    """Decode stage: encoded images, paths and grids become pixels (a failure is left for the model stage,
+    which then records the same error row as the local engine)."""
+    fmts, images, refs = list(batch["image_format"]), list(batch["image"]), list(batch["image_ref"])
+    for k, fmt in enumerate(fmts):
+        if batch["kind"].iloc[k] != "item" or fmt not in ("encoded", "path", "composite"):
+            continue
+        rec = {"image_format": fmt, "image": images[k], "image_ref": refs[k]}
+        try:
+            fmts[k], images[k], refs[k] = _pixels(Item("", record_image(rec), ""))
+        except Exception:
+            continue
+    out = batch.copy()
+    out["image_format"], out["image"], out["image_ref"] = fmts, images, refs
+    return out
+
+
 class EvalWorker:
-    """One model replica on one actor: processes batches of units into rows and explanation bytes.
+    """Model stage: one model replica on one actor; explains batches and writes their results itself.
 
     Args:
         model_spec: Model name for `dualex.load` (or ``py:module:function``).
-        dataset: `Dataset.describe` output, to re-open the same dataset.
         cfg: Method and metric options.
-        store_root: The run directory (only to name explanation files; workers never write there).
+        store_root: The run directory (a path every node of the cluster reaches).
         device: Model device (default: the actor's GPU if it has one, else CPU).
+        dtype: Model dtype name, or None.
+        plugins: Modules to import first.
     """
 
     def __init__(
-        self, model_spec: str, dataset: dict[str, Any], cfg: WorkConfig, store_root: str, device: str | None = None
-    ) -> None:
+        self, model_spec: str, cfg: WorkConfig, store_root: str, device: str | None = None,
+        dtype: str | None = None, plugins: Sequence[str] = (),
+    ) -> None:  # fmt: skip
         import torch
 
+        _worker_setup(plugins)
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = load(model_spec, device=device)
-        self.items = _reopen(dataset).items()
+        self.model = load(model_spec, device=device, dtype=parse_dtype(dtype))
         self.cfg = cfg
         self.store = RunStore(store_root)
-        self.tag = f"ray-{os.getpid()}"
-        self._tmp = tempfile.mkdtemp(prefix="dualex-ray-")
+        self.tag = f"ray-{socket.gethostname()[:8]}-{os.getpid()}"
 
-    def _explanation_bytes(self, ex: Explanation) -> bytes:
-        path = Path(self._tmp) / "ex.safetensors"
-        ex.save(path)
-        return path.read_bytes()
+    def _sink(self, method: str, item_id: str, ex: Explanation) -> str:
+        ex.save(self.store.explanation_path(method, item_id))
+        return self.store.explanation_relpath(method, item_id)
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {"rows": [], "path": [], "data": []}
-        files: dict[tuple[str, str], tuple[str, bytes]] = {}
-
-        def sink(method: str, iid: str, ex: Explanation) -> str:
-            rel = self.store.explanation_relpath(method, iid)
-            files[(iid, method)] = (rel, self._explanation_bytes(ex))
-            return rel
-
-        units: list[tuple[str, list[str], list[dict[str, Any]] | None]] = []
-        todo: list[tuple[Item, list[str]]] = []
-        for index, item_id, methods_json in zip(batch["index"], batch["item_id"], batch["methods"], strict=True):
-            methods = json.loads(str(methods_json))
-            item = self.items[int(index)] if 0 <= int(index) < len(self.items) else None
-            if item is None or item.id != str(item_id):
-                msg = (f"load: the worker's copy of the dataset has no item {item_id!r} at index {index} "
-                       "(is the dataset the same on every node?)")  # fmt: skip
-                rows = [
-                    {"item_id": str(item_id), "method": m, "object": -1, "level": PAIR,
-                     "dataset": self.cfg.dataset_kind, "error": msg, "error_type": "DatasetError"}
-                    for m in methods
-                ]  # fmt: skip
-                units.append((str(item_id), methods, rows))
-            else:
-                units.append((str(item_id), methods, None))
-                todo.append((item, methods))
-        done = iter(process_items(self.model, todo, self.cfg, sink))  # the batch's items explained together
-        for item_id, methods, known in units:
-            rows = known if known is not None else next(done)
-            for r in rows:
-                r["worker"] = self.tag
-            for m in methods:  # one output record per unit: its rows and its file travel together
-                rel, data = files.get((item_id, m), ("", b""))
-                out["rows"].append(json.dumps([r for r in rows if r["method"] == m]))
-                out["path"].append(rel)
-                out["data"].append(data)
+    def __call__(self, batch: Any) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {"units": [], "errors": [], "skipped": [], "seen": []}
+        units: list[tuple[str, Item, list[str]]] = []
+        for rec in batch.to_dict("records"):
+            if rec["kind"] == "count":
+                counts = {"units": 0, "errors": 0, "skipped": int(rec["skipped"]), "seen": int(rec["seen"])}
+                for key, v in counts.items():
+                    out[key].append(v)
+                continue
+            units.append((str(rec["part"]), record_item(rec), json.loads(str(rec["methods"]))))
+        if units:
+            results = process_items(self.model, [(it, m) for _, it, m in units], self.cfg, self._sink)
+            by_part: dict[str, list[dict[str, Any]]] = {}
+            n = errors = 0
+            for (part, _, methods), rows in zip(units, results, strict=True):
+                for r in rows:
+                    r["worker"] = self.tag
+                by_part.setdefault(part, []).extend(rows)
+                n += len(methods)
+                errors += sum(1 for r in rows if r.get("level") == PAIR and r.get("error"))
+            for part, rows in by_part.items():  # a unit's rows are in one shard; one shard per part
+                self.store.write_shard(rows, worker=self.tag, part=part)
+            for key, v in (("units", n), ("errors", errors), ("skipped", 0), ("seen", 0)):
+                out[key].append(v)
         return out
 
 
+# ----------------------------------------------------------------------------------------- driver
 def run_ray(
     store: RunStore,
     model_spec: str,
     dataset: Dataset,
-    work: Sequence[tuple[int, list[str]]],
+    methods: Sequence[str],
     cfg: WorkConfig,
+    opts: RayOptions | None = None,
     *,
     shard_size: int = 16,
-    device: str | None = None,
-    concurrency: int | None = None,
-    address: str | None = None,
+    batch_size: int = 8,
     progress: bool | None = None,
-    items_per_batch: int = 8,
-) -> int:
-    """Process ``work`` on Ray actors and write the results to ``store``. Returns units with errors.
+    retry_errors: bool = False,
+) -> UnitCounts:
+    """Run every pending unit of ``dataset`` on a Ray cluster; workers write into ``store``.
 
-    Uses the running Ray session if there is one, else ``ray.init(address)`` (``None``: ``RAY_ADDRESS`` or
-    a new local instance).
+    Each model actor call explains ``min(batch_size, shard_size)`` items together and writes their
+    rows as one shard per dataset part.
+
+    Returns:
+        `UnitCounts`.
+
+    Raises:
+        InputError: the dataset was not given as ``KIND:PATH``, options are invalid, or the cluster
+            does not answer.
+        DualexError: the pipeline stopped (a worker failed more than ``max_retries`` times, ...); results
+            written so far are kept.
     """
     from dualex.datasets.base import dataset_kinds
 
+    opts = opts or RayOptions()
     if dataset.kind not in dataset_kinds():
         raise InputError(
             f"the ray engine re-opens the dataset in every worker, so it needs one given as KIND:PATH "
             f"({', '.join(dataset_kinds())}), not a {type(dataset).__name__} object"
         )
-    try:
-        import ray
-    except ImportError:
-        raise InputError("the ray engine needs Ray Data: pip install 'dualex[ray]'") from None
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-    gpus = int(ray.cluster_resources().get("GPU", 0))  # type: ignore[no-untyped-call]  # ray leaves it unannotated
-    use_gpu = gpus > 0 and (device is None or str(device).startswith("cuda"))
-    n_actors = concurrency or (gpus if use_gpu else 1)
-    if n_actors < 1:
-        raise InputError(f"concurrency must be >= 1, got {n_actors}")
-    items = dataset.items()
-    records = [{"index": i, "item_id": items[i].id, "methods": json.dumps(m)} for i, m in work]
+    if opts.concurrency is not None and opts.concurrency < 1:
+        raise InputError(f"concurrency must be >= 1, got {opts.concurrency}")
+    connect(opts.address, timeout=opts.connect_timeout)
+    import ray
+
+    gpus = float(ray.cluster_resources().get("GPU", 0))  # type: ignore[no-untyped-call]  # ray leaves it unannotated
+    use_gpu = gpus > 0 and (opts.device is None or str(opts.device).startswith("cuda"))
+    n_actors = opts.concurrency or (max(1, int(gpus // opts.num_gpus_per_worker)) if use_gpu else 1)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
-    ds = ray.data.from_items(records, override_num_blocks=max(1, min(len(records), 4 * n_actors)))
-    resources: dict[str, Any] = {"num_gpus": 1} if use_gpu else {"num_cpus": 1}
-    results = ds.map_batches(
-        EvalWorker,
-        fn_constructor_kwargs={
-            "model_spec": model_spec,
-            "dataset": dataset.describe(),
-            "cfg": cfg,
-            "store_root": str(store.root),
-            "device": None if use_gpu else (device or "cpu"),
-        },
-        batch_size=items_per_batch,
-        compute=ray.data.ActorPoolStrategy(size=n_actors),
-        batch_format="pandas",
-        **resources,
+
+    index = shard_index(store)
+    parts = [{"part": p, "limit": -1 if n is None else n, "shards": json.dumps(shards_of(index, p))}
+             for p, n in dataset.plan()]  # fmt: skip
+    retries: dict[str, Any] = {"max_retries": opts.max_retries}
+    actor_retries: dict[str, Any] = {"max_restarts": opts.max_retries, "max_task_retries": opts.max_retries}
+    common: dict[str, Any] = {"dataset": dataset.describe(), "methods": list(methods), "store_root": str(store.root),
+              "retry_errors": retry_errors, "plugins": list(opts.plugins)}  # fmt: skip
+    step = max(1, min(batch_size, shard_size))
+    resources: dict[str, Any] = {"num_gpus": opts.num_gpus_per_worker} if use_gpu else {"num_cpus": CPU_ACTOR_CPUS}
+    ctor = {"model_spec": model_spec, "cfg": cfg, "store_root": str(store.root),
+            "device": None if use_gpu else (opts.device or "cpu"), "dtype": opts.dtype, "plugins": list(opts.plugins)}
+    pipeline = (
+        ray.data.from_items(parts, override_num_blocks=max(1, len(parts)))
+        .flat_map(functools.partial(read_part, **common), num_cpus=READ_CPUS, **retries)
+        .map_batches(decode_batch, batch_format="pandas", batch_size=step, num_cpus=READ_CPUS, **retries)
+        .map_batches(
+            EvalWorker,
+            fn_constructor_kwargs=ctor,
+            batch_size=step,
+            batch_format="pandas",
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=n_actors),  # goes on with fewer after a loss
+            **resources,
+            **actor_retries,
+        )
     )
-    errors = 0
-    total = sum(len(m) for _, m in work)
-    with bar(total, f"evaluate (ray, {n_actors} actor{'s' * (n_actors > 1)})", progress, unit="unit",
-             lines=True) as pbar:
+    counts = UnitCounts()
+    desc = f"evaluate (ray, {n_actors} actor{'s' * (n_actors > 1)})"
+    with bar(None, desc, progress, unit="unit", lines=True) as pbar:
         try:
-            for batch in results.iter_batches(batch_size=shard_size, batch_format="pandas", prefetch_batches=1):
-                rows: list[dict[str, Any]] = []
-                for rows_json, rel, data in zip(batch["rows"], batch["path"], batch["data"], strict=True):
-                    unit = json.loads(rows_json)
-                    if rel and data is not None and len(data):
-                        atomic_write_bytes(store.root / rel, bytes(data))
-                    rows.extend(unit)
-                    errors += sum(1 for r in unit if r.get("level") == PAIR and r.get("error"))
-                store.write_shard(rows, worker="ray")
-                pbar.update(len(batch["rows"]))
+            for batch in pipeline.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
+                part_counts = UnitCounts(seen=int(batch["seen"].sum()), skipped=int(batch["skipped"].sum()),
+                                         run=int(batch["units"].sum()), errors=int(batch["errors"].sum()))  # fmt: skip
+                counts.add(part_counts)
+                pbar.update(part_counts.run)
+                pbar.set_postfix(errors=counts.errors, refresh=False)
         except Exception as exc:  # Ray wraps worker failures (model not loadable, CUDA errors) in its own types
             if isinstance(exc, DualexError):
                 raise
@@ -184,4 +409,5 @@ def run_ray(
                 f"the ray engine stopped ({type(exc).__name__}: {first[-1] if first else ''}); results written so far "
                 "are kept, re-run the same command to resume"
             ) from None
-    return errors
+    return counts
+

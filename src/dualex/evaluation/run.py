@@ -14,12 +14,12 @@ from typing import Any
 
 from dualex.datasets.base import Dataset, Item, open_dataset
 from dualex.errors import InputError
+from dualex.evaluation.precision import canonical_dtype, parse_dtype
 from dualex.evaluation.store import RunStore
 from dualex.evaluation.work import MetricOptions, WorkConfig
 from dualex.models.base import DualEncoder
 
 __all__ = ["MetricOptions", "RunResult", "evaluate", "pending_work"]
-
 
 # ----------------------------------------------------------------------------------------- driver
 @dataclass
@@ -65,6 +65,9 @@ def evaluate(
     retry_errors: bool = False,
     concurrency: int | None = None,
     ray_address: str | None = None,
+    num_gpus_per_worker: float = 1.0,
+    max_retries: int = 3,
+    dtype: str | None = None,
     progress: bool | None = None,
     print_summary: bool = False,
 ) -> RunResult:
@@ -76,7 +79,8 @@ def evaluate(
 
     Args:
         model: A model name (``dualex.load``), ``py:module:function``, or a `DualEncoder` (local engine only).
-        dataset: ``"KIND:PATH"`` (``coco``, ``flickr30k``, ``imagenet-grid``, ``shapes``) or a `Dataset`.
+        dataset: ``"KIND:PATH"`` (``coco``, ``flickr30k``, ``imagenet-grid``, ``shapes``, ``webdataset``,
+            ``parquet``) or a `Dataset`.
         methods: Method names, e.g. ``["ij", "fixlip", "gradxinput"]``.
         out: The run directory.
         method_options: Per method, its options (``{"ij": {"n_steps": 10}}``).
@@ -93,7 +97,12 @@ def evaluate(
         flush_seconds: Longest time results wait in memory before being written (local engine).
         retry_errors: Redo units whose pair row recorded an error.
         concurrency: Ray actors (default: one per GPU, or 1 on CPU).
-        ray_address: Address of an existing Ray cluster (default: the current session, or a local one).
+        ray_address: Address of an existing Ray cluster (default: ``RAY_ADDRESS``, else a new local Ray).
+        num_gpus_per_worker: GPUs per Ray model actor (a fraction such as 0.25 packs small models).
+        max_retries: How often Ray re-runs the work of a lost worker or node (task retries, actor
+            restarts) before the run stops; an item whose processing raises is an error row, never retried.
+        dtype: Model parameter dtype (``float32``, ``bfloat16``/``bf16``, ``float16``/``fp16``; default:
+            as stored). Part of the run's identity.
         progress: Show a progress bar (default: on a terminal only).
         print_summary: Print the summary tables at the end.
 
@@ -117,6 +126,11 @@ def evaluate(
         raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if shard_size < 1:
         raise InputError(f"shard_size must be >= 1, got {shard_size}")
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise InputError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+    if not num_gpus_per_worker > 0:
+        raise InputError(f"num_gpus_per_worker must be > 0, got {num_gpus_per_worker!r}")
+    dtype = canonical_dtype(dtype)
     if isinstance(model, DualEncoder):
         if engine == "ray":
             raise InputError("the ray engine loads the model in each worker: pass a model name or 'py:module:function'")
@@ -156,8 +170,9 @@ def evaluate(
         return _evaluate_locked(store, model, model_spec, ds, methods, method_options, metrics, engine=engine,
                                 device=device, internal_batch_size=internal_batch_size, batch_size=batch_size,
                                 shard_size=shard_size, flush_seconds=flush_seconds, retry_errors=retry_errors,
-                                concurrency=concurrency, ray_address=ray_address, progress=progress,
-                                print_summary=print_summary)  # fmt: skip
+                                concurrency=concurrency, ray_address=ray_address,
+                                num_gpus_per_worker=num_gpus_per_worker, max_retries=max_retries, dtype=dtype,
+                                progress=progress, print_summary=print_summary)  # fmt: skip
     finally:
         store.release()
 
@@ -201,6 +216,9 @@ def _evaluate_locked(
     retry_errors: bool,
     concurrency: int | None,
     ray_address: str | None,
+    num_gpus_per_worker: float,
+    max_retries: int,
+    dtype: str | None,
     progress: bool | None,
     print_summary: bool,
 ) -> RunResult:
@@ -214,33 +232,29 @@ def _evaluate_locked(
             "dataset": ds.describe(),
             "methods": methods,
             "method_options": method_options,
-            "options": metrics.to_dict(),
+            "options": {**metrics.to_dict(), **({"dtype": dtype} if dtype else {})},
             "engine": engine,
         }
     )
     store.clean_tmp()
-    items = ds.items()
-    done = store.done_keys(retry_errors=retry_errors)
-    work = pending_work(items, methods, done)
-    total = len(items) * len(methods)
-    n_todo = sum(len(m) for _, m in work)
     cfg = WorkConfig(methods, method_options, metrics, internal_batch_size, ds.kind)
-    if work:
-        if engine == "local":
-            from dualex.evaluation.engine_local import run_local
+    torch_dtype = parse_dtype(dtype)
+    if engine == "local":
+        from dualex.evaluation.engine_local import run_local
 
-            enc = model if isinstance(model, DualEncoder) else load(model_spec, device=device)
-            errors = run_local(store, enc, items, work, cfg, shard_size=shard_size, flush_seconds=flush_seconds,
-                               progress=progress, batch_size=batch_size)  # fmt: skip
-        else:
-            from dualex.evaluation.engine_ray import run_ray
+        def loader() -> DualEncoder:
+            return model if isinstance(model, DualEncoder) else load(model_spec, device=device, dtype=torch_dtype)
 
-            errors = run_ray(store, model_spec, ds, work, cfg, shard_size=shard_size, device=device,
-                             concurrency=concurrency, address=ray_address, progress=progress,
-                             items_per_batch=batch_size)  # fmt: skip
+        counts = run_local(store, loader, ds, methods, cfg, shard_size=shard_size, flush_seconds=flush_seconds,
+                           progress=progress, batch_size=batch_size, retry_errors=retry_errors)  # fmt: skip
     else:
-        errors = 0
+        from dualex.evaluation.engine_ray import RayOptions, run_ray
+
+        ray_opts = RayOptions(address=ray_address, concurrency=concurrency, num_gpus_per_worker=num_gpus_per_worker,
+                              max_retries=max_retries, device=device, dtype=dtype)  # fmt: skip
+        counts = run_ray(store, model_spec, ds, methods, cfg, ray_opts, shard_size=shard_size,
+                         batch_size=batch_size, progress=progress, retry_errors=retry_errors)  # fmt: skip
     text = write_summary(store)
     if print_summary:
         print(text)
-    return RunResult(store.root, total, total - n_todo, n_todo, errors, text)
+    return RunResult(store.root, counts.seen, counts.skipped, counts.run, counts.errors, text)

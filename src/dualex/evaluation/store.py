@@ -125,6 +125,29 @@ COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 
 
+PART_KEY = b"dualex.part"
+UNITS_KEY = b"dualex.units"
+
+
+def part_tag(part: str) -> str:
+    """The tag of a dataset part in shard names: ``p`` and 10 hex digits of its SHA-1."""
+    return "p" + hashlib.sha1(part.encode("utf-8")).hexdigest()[:10]
+
+
+def footer_metadata(part: str, rows: Sequence[Mapping[str, Any]]) -> dict[bytes, bytes]:
+    """The footer key-value metadata of a shard of ``part`` holding ``rows`` (its unit keys, in order)."""
+    units: dict[tuple[str, str], str | None] = {}
+    for r in rows:
+        key = (str(r["item_id"]), str(r["method"]))
+        units.setdefault(key, None)
+        if r.get("level") == PAIR and r.get("error") is not None:
+            units[key] = str(r["error"])
+    return {
+        PART_KEY: part.encode("utf-8"),
+        UNITS_KEY: json.dumps([[i, m, e] for (i, m), e in units.items()]).encode("utf-8"),
+    }
+
+
 def safe_name(item_id: str) -> str:
     """A file-name-safe, collision-free version of an item id (used for explanation files)."""
     clean = re.sub(r"[^A-Za-z0-9._-]+", "_", item_id).strip("._") or "item"
@@ -343,8 +366,18 @@ class RunStore:
                     n += 1
         return n
 
-    def write_shard(self, rows: Sequence[Mapping[str, Any]], *, worker: str = "local") -> Path | None:
+    def write_shard(
+        self, rows: Sequence[Mapping[str, Any]], *, worker: str = "local", part: str | None = None
+    ) -> Path | None:
         """Write rows as one new shard, atomically. Rows of a unit must all be in the same call.
+
+        Args:
+            rows: Result rows (every row of each unit they hold).
+            worker: Who wrote them (a column, and part of the shard's name).
+            part: The dataset part the rows come from (`dualex.datasets.Dataset.parts`): its tag goes
+                into the shard's name and the part and the shard's unit keys into its Parquet footer,
+                so that resuming a part reads only its own shards' footers
+                (`dualex.evaluation.resume`).
 
         Returns:
             The shard path, or None when ``rows`` is empty.
@@ -355,18 +388,24 @@ class RunStore:
         import pyarrow.parquet as pq
 
         try:
-            return self._write_shard(rows, worker, pa, pq)
+            return self._write_shard(rows, worker, pa, pq, part)
         except OSError as exc:
             raise InputError(
                 f"cannot write results to {self.shard_dir} ({exc.strerror or exc}); fix that and run the same "
                 "command again: recorded units are kept, the others are redone"
             ) from None
 
-    def _write_shard(self, rows: Sequence[Mapping[str, Any]], worker: str, pa: Any, pq: Any) -> Path:
+    def _write_shard(
+        self, rows: Sequence[Mapping[str, Any]], worker: str, pa: Any, pq: Any, part: str | None = None
+    ) -> Path:
         recs = [normalise_row({**r, "worker": r.get("worker") or worker}) for r in rows]
         table = pa.Table.from_pylist(recs, schema=_schema())
         tag = re.sub(r"[^A-Za-z0-9]+", "", worker)[:16] or "w"
-        name = f"part-{time.time_ns():020d}-{tag}-{uuid.uuid4().hex[:6]}.parquet"
+        if part is None:
+            name = f"part-{time.time_ns():020d}-{tag}-{uuid.uuid4().hex[:6]}.parquet"
+        else:
+            name = f"part-{time.time_ns():020d}-{tag}-{part_tag(part)}-{uuid.uuid4().hex[:6]}.parquet"
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), **footer_metadata(part, recs)})
         final = self.shard_dir / name
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.shard_dir / f".tmp-{name}"

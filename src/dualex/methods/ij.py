@@ -55,6 +55,7 @@ from dualex.methods import register_method
 from dualex.methods.common import build_explanation, layer_pair
 from dualex.methods.decomposition import normaliser, similarity_terms
 from dualex.methods.quadrature import alphas_and_weights
+from dualex.methods.reference_cache import reference_hidden
 from dualex.methods.shared import distinct_rows
 from dualex.models.base import SIDES, DualEncoder, Pair, PooledBlock, Side, SideInputs
 from dualex.progress import bar
@@ -143,11 +144,11 @@ def structured_block(
     The last block of a tower pooled at one row (``layer = n_layers - 1``), or an attention-pooling head
     (``layer = n_layers``, SigLIP's image tower).
     """
-    n = model.n_layers(side)
+    n = model.tower(side).n_layers
     if layer == n - 1:
-        return model.pooled_block(side, inputs, rows, dtype)
+        return model.tower(side).pooled_block(inputs, rows, dtype)
     if layer == n:
-        return model.pooled_head(side, inputs, rows, dtype)
+        return model.tower(side).pooled_head(inputs, rows, dtype)
     return None
 
 
@@ -263,7 +264,7 @@ def integrated_jacobian(
     H = r + a[:, None, None] * (x - r)  # (N, T, W)
 
     def f(h: Tensor) -> Tensor:
-        return model.tail(side, inputs, h, layer)
+        return model.tower(side).tail(inputs, h, layer)
 
     with torch.no_grad():
         D = f(x).shape[-1]
@@ -356,8 +357,9 @@ def explain_ij(
         text_layer: Override ``layer`` for the text tower.
         image_layer: Override ``layer`` for the image tower.
         n_steps: Number of quadrature nodes N.
-        quadrature: Quadrature rule (captum's ``method``): ``"riemann_right"`` (α = k/N, k = 1..N, as the reference) or
-            ``"gausslegendre"`` (and the other rules of `alphas_and_weights`).
+        quadrature: Quadrature rule (captum's ``method`` names): ``"riemann_right"`` (α = k/N, k = 1..N, as the
+            reference) or ``"gausslegendre"`` (and the other rules of `alphas_and_weights`; its
+            ``"riemann_trapezoid"`` is the exact trapezoid rule, N/(N − 1) times captum's).
         text_reference: ``"default"`` (BOS, one filler, EOS, padding: exCLIP's) or ``"same_length"``
             (BOS, fillers, EOS at the caption's EOS: the path ends at the reference, so completeness
             converges to the four-term identity). None: ``"default"`` for image-text models,
@@ -390,13 +392,13 @@ def explain_ij(
     """
     if units not in ("cosine", "score"):
         raise InputError(f"units must be 'cosine' or 'score', got {units!r}")
-    bi = model.image_modality == "text"
+    bi = model.tower("image").modality == "text"
     text_reference = text_reference or ("same_length" if bi else "default")
     image_reference = image_reference or ("same_length" if bi else "zeros")
     work = model.float32() if fp32 else model
     layers = {
-        "text": work.check_layer("text", layer if text_layer is None else text_layer),
-        "image": work.check_layer("image", layer if image_layer is None else image_layer),
+        "text": work.tower("text").check_layer(layer if text_layer is None else text_layer),
+        "image": work.tower("image").check_layer(layer if image_layer is None else image_layer),
     }
     refs = {"text": text_reference, "image": image_reference}
     alphas_and_weights(2, quadrature)  # the rule's name is checked before any model pass
@@ -410,18 +412,18 @@ def explain_ij(
             # rows repeating one input (one image against K captions) share its states and U (methods.shared)
             row_of, distinct = distinct_rows(pair.side(side))
             inputs = pair.side(side).select(distinct)
-            ref = work.reference(side, inputs, refs[side])
+            ref = work.tower(side).reference(inputs, refs[side])
             L = layers[side]
-            x = work.hidden(side, inputs, L).to(dtype)
-            r = work.hidden(side, ref, L).to(dtype)
+            x = work.tower(side).hidden(inputs, L).to(dtype)
+            r = reference_hidden(work.tower(side), ref, L).to(dtype)  # once per model and reference
             states[side] = {
                 "row": row_of,
                 "inputs": inputs,
                 "x": x,
                 "r": r,
-                "e_x": work.tail(side, inputs, x, L).float(),
-                "e_r": work.tail(side, ref, r, L).float(),
-                "e_path0": work.tail(side, inputs, r, L).float(),  # α = 0 end of the path as pooled
+                "e_x": work.tower(side).tail(inputs, x, L).float(),
+                "e_r": work.tower(side).tail(ref, r, L).float(),
+                "e_path0": work.tower(side).tail(inputs, r, L).float(),  # α = 0 end of the path as pooled
             }
     check_memory(
         n_steps,

@@ -17,6 +17,14 @@ def alphas_and_weights(n_steps: int, rule: str = "riemann_right") -> tuple[Tenso
     ``riemann_right`` is α = k/N, k = 1..N (exCLIP's right Riemann sum, built from explicit integers
     so that float rounding never adds a point), ``gausslegendre`` the N-point Gauss–Legendre rule
     (exact for polynomials of degree 2N − 1). Both float64, shape ``(N,)``.
+
+    The rule names are captum's ``method`` names, and ``riemann_right``, ``riemann_left``,
+    ``riemann_middle`` and ``gausslegendre`` give captum's nodes and weights (``ig`` equals captum's
+    ``LayerIntegratedGradients`` to 1e-7 with them). ``riemann_trapezoid`` does not: dualex's is the
+    exact composite trapezoid rule, nodes α = k/(N − 1), k = 0..N−1, weights 1/(N − 1) with the two
+    ends halved, summing to 1; captum 0.9 puts its nodes at the same places but uses steps of 1/N
+    (ends halved), whose weights sum to (N − 1)/N. So dualex's trapezoid attributions are N/(N − 1)
+    times captum's (16/15 at N = 16) and add up to f(x) − f(r) as N grows, captum's to (N − 1)/N of it.
     """
     if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 1:
         raise InputError(f"n_steps must be a positive integer, got {n_steps!r}")

@@ -10,6 +10,7 @@ imports every module of the package on first use, so there is no list to edit.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -84,7 +85,9 @@ def load_factory(spec: str, *, device: str | torch.device | None = None) -> Dual
     return model
 
 
-def load(name: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> DualEncoder:
+def load(
+    name: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None, tokenizer: Any = None
+) -> DualEncoder:
     """Load a dual encoder by name.
 
     Args:
@@ -92,6 +95,8 @@ def load(name: str, *, device: str | torch.device | None = None, dtype: torch.dt
             ``"sentence:<hub id or dir>"`` or ``"py:<module>:<function>"`` (see `load_factory`).
         device: Where to put the model (default: CUDA if available, else CPU; ``py:`` factories: as built).
         dtype: Parameter dtype (default: as stored).
+        tokenizer: A tokenizer to use instead of the model's own (for ``openclip:`` architectures whose
+            tokenizer lives on the hub: SigLIP, CLIPA, HF text towers); only loaders that take one.
 
     Raises:
         InputError: the name has no known prefix.
@@ -107,7 +112,7 @@ def load(name: str, *, device: str | torch.device | None = None, dtype: torch.dt
             model.module.to(dtype=dtype)
         return model
     if name in _ALIASES:
-        model = load(_ALIASES[name], device=device, dtype=dtype)
+        model = load(_ALIASES[name], device=device, dtype=dtype, tokenizer=tokenizer)
         model.name = name
         return model
     prefix, sep, spec = name.partition(":")
@@ -119,7 +124,10 @@ def load(name: str, *, device: str | torch.device | None = None, dtype: torch.dt
     if not spec:
         raise InputError(f"model name {name!r} is missing the part after '{prefix}:'")
     dev = check_device(device) if device is not None else default_device()
-    model = _LOADERS[prefix](spec, device=dev, dtype=dtype)
+    extra: dict[str, Any] = {} if tokenizer is None else {"tokenizer": tokenizer}
+    if extra and "tokenizer" not in inspect.signature(_LOADERS[prefix]).parameters:
+        raise InputError(f"'{prefix}:' models take no tokenizer= (they bring their own)")
+    model = _LOADERS[prefix](spec, device=dev, dtype=dtype, **extra)
     model.name = name
     return model
 

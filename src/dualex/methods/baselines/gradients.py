@@ -21,8 +21,19 @@ embedding output), attributed per position by summing over the hidden width, as 
 
 Outputs: ``text_main`` ``(S,)`` over all caption positions (special tokens included and flagged) and
 ``image_main`` ``(P,)`` over the patches. The image's CLS/prefix positions are players of neither
-side; their attribution is kept in ``diagnostics["image_prefix"]`` (exactly 0 at layer 0 of a
-CLIP-style tower, whose CLS embedding does not depend on the pixels).
+side; their attribution is kept in ``diagnostics["image_prefix"]``. With a reference (``ig``, or
+``gradxinput`` with ``baselines``) it is exactly 0 at layer 0 of a CLIP-style tower: the CLS embedding
+does not depend on the pixels, so x − r is 0 there. Plain gradient × input (``baselines=None``)
+multiplies by x itself and gives the CLS position a share (0.0044 cosine units on a random ViT-B/32).
+
+Peer conventions (checked against captum 0.9 on a random ViT-B/32): ``ig`` equals captum's
+``LayerIntegratedGradients`` to 1e-7 with ``quadrature="gausslegendre"`` or ``"riemann_right"``, and
+``gradxinput`` equals ``LayerGradientXActivation``; ``quadrature="riemann_trapezoid"`` is the exact
+trapezoid rule (weights summing to 1), N/(N − 1) times captum's, whose weights sum to (N − 1)/N
+(`dualex.methods.quadrature.alphas_and_weights`). ``multiply_by_inputs=False`` returns the plain gradient
+summed over the hidden width, which is identically 0 wherever the hidden states enter a LayerNorm (every
+block of a pre-LN transformer: adding a constant to all width entries of a position changes nothing
+downstream), so on such towers those maps are float noise; `explain_gradxinput` then warns.
 
 Conditional maps: both methods explain the pair's score as a whole and define no per-token image
 map, so ``cross`` is None and ``image_map(span)`` raises. For a span-conditional first-order map
@@ -65,7 +76,7 @@ def reference_kinds(model: DualEncoder, baselines: str | Mapping[str, str] | Non
     None gives ``{"text": "same_length", "image": "zeros"}`` (``"same_length"`` for a text "image"
     side of a bi-encoder); a string applies to both sides; a mapping overrides per side.
     """
-    default = {"text": "same_length", "image": "same_length" if model.image_modality == "text" else "zeros"}
+    default = {"text": "same_length", "image": "same_length" if model.tower("image").modality == "text" else "zeros"}
     if baselines is None:
         return default
     if isinstance(baselines, str):
@@ -82,8 +93,8 @@ def reference_kinds(model: DualEncoder, baselines: str | Mapping[str, str] | Non
 
 def _layers(model: DualEncoder, layer: int, text_layer: int | None, image_layer: int | None) -> dict[Side, int]:
     return {
-        "text": model.check_layer("text", layer if text_layer is None else text_layer),
-        "image": model.check_layer("image", layer if image_layer is None else image_layer),
+        "text": model.tower("text").check_layer(layer if text_layer is None else text_layer),
+        "image": model.tower("image").check_layer(layer if image_layer is None else image_layer),
     }
 
 
@@ -129,7 +140,7 @@ def path_attributions(
     with torch.no_grad():
         for s in SIDES:
             if s not in moving:
-                fixed[s] = model.tail(s, inputs[s], x[s], layers[s])
+                fixed[s] = model.tower(s).tail(inputs[s], x[s], layers[s])
     acc = {s: torch.zeros_like(x[s][0], dtype=torch.float32) for s in moving}
     dev = x[moving[0]].device
     a_all = alphas.to(dev)
@@ -139,7 +150,7 @@ def path_attributions(
         w = w_all[start : start + internal_batch_size]
         h = {s: (r[s] + a[:, None, None].to(x[s].dtype) * (x[s] - r[s])).requires_grad_(True) for s in moving}
         with torch.enable_grad():
-            emb = {s: model.tail(s, inputs[s], h[s], layers[s]) for s in moving}
+            emb = {s: model.tower(s).tail(inputs[s], h[s], layers[s]) for s in moving}
             emb.update(fixed)
             f = similarity(model, emb["text"], emb["image"], units)
             grads = torch.autograd.grad((f * w.to(f.dtype)).sum(), [h[s] for s in moving])
@@ -192,12 +203,12 @@ def _batched_path_rows(
                 first, distinct = distinct_rows(inputs[s])
                 one = inputs[s].select(distinct)
                 spread = torch.tensor(first, device=model.device)
-                x_one = model.hidden(s, one, layers[s]).to(dtype)
+                x_one = model.tower(s).hidden(one, layers[s]).to(dtype)
                 x[s] = r[s] = x_one[spread]
                 if s in moving and kinds:
-                    r[s] = model.hidden(s, model.reference(s, one, kinds[s]), layers[s]).to(dtype)[spread]
+                    r[s] = model.tower(s).hidden(model.tower(s).reference(one, kinds[s]), layers[s]).to(dtype)[spread]
                 if s not in moving:
-                    fixed[s] = model.tail(s, one, x_one, layers[s])[spread].repeat_interleave(N, 0)
+                    fixed[s] = model.tower(s).tail(one, x_one, layers[s])[spread].repeat_interleave(N, 0)
         rep = [i for i in range(m) for _ in range(N)]  # pair-major: N path points of pair 0, then pair 1 ...
         dev = x[moving[0]].device
         a = alphas.to(dev).repeat(m)
@@ -207,7 +218,7 @@ def _batched_path_rows(
                 s: (r[s][rep] + a[:, None, None].to(x[s].dtype) * (x[s][rep] - r[s][rep])).requires_grad_(True)
                 for s in moving
             }
-            emb = {s: model.tail(s, inputs[s].select(rep), h[s], layers[s]) for s in moving}
+            emb = {s: model.tower(s).tail(inputs[s].select(rep), h[s], layers[s]) for s in moving}
             emb.update(fixed)
             f = similarity(model, emb["text"], emb["image"], units)
             grads = torch.autograd.grad((f * w.to(f.dtype)).sum(), [h[s] for s in moving])
@@ -268,12 +279,13 @@ def _explain_path(
         memo = SideMemo(pair)  # per side, once per distinct input
         for b in range(pair.batch_size):
             inputs = {s: pair.side(s).select([b]) for s in SIDES}
-            refs = {s: memo.get(s, b, "ref", partial(work.reference, s, inputs[s], kinds[s])) for s in moving} \
+            refs = {s: memo.get(s, b, "ref", partial(work.tower(s).reference, inputs[s], kinds[s])) for s in moving} \
                 if kinds else {}  # fmt: skip
             if refs or not batched:
                 with torch.no_grad():
-                    x = {s: memo.get(s, b, "x", partial(work.hidden, s, inputs[s], layers[s])).to(dtype) for s in SIDES}
-                    r = {**x, **{s: memo.get(s, b, "r", partial(work.hidden, s, refs[s], layers[s])).to(dtype)
+                    x = {s: memo.get(s, b, "x", partial(work.tower(s).hidden, inputs[s], layers[s])).to(dtype)
+                         for s in SIDES}  # fmt: skip
+                    r = {**x, **{s: memo.get(s, b, "r", partial(work.tower(s).hidden, refs[s], layers[s])).to(dtype)
                                  for s in refs}}  # fmt: skip
             if batched:
                 attr = rows[b]
@@ -315,10 +327,12 @@ def _explain_path(
             baseline = 0.0
             if refs:
                 with torch.no_grad():
-                    e_x = {s: memo.get(s, b, "e_x", partial(work.tail, s, inputs[s], x[s], layers[s])) for s in SIDES}
-                    e_path = {**e_x, **{s: memo.get(s, b, "e_path", partial(work.tail, s, inputs[s], r[s], layers[s]))
+                    e_x = {s: memo.get(s, b, "e_x", partial(work.tower(s).tail, inputs[s], x[s], layers[s]))
+                           for s in SIDES}  # fmt: skip
+                    e_path = {**e_x, **{s: memo.get(s, b, "e_path",
+                                                    partial(work.tower(s).tail, inputs[s], r[s], layers[s]))
                                         for s in moving}}  # fmt: skip
-                    e_ref = {**e_x, **{s: memo.get(s, b, "e_ref", partial(work.tail, s, refs[s], r[s], layers[s]))
+                    e_ref = {**e_x, **{s: memo.get(s, b, "e_ref", partial(work.tower(s).tail, refs[s], r[s], layers[s]))
                                        for s in moving}}  # fmt: skip
                     f_x = float(similarity(work, e_x["text"], e_x["image"], units)[0])
                     f_path = float(similarity(work, e_path["text"], e_path["image"], units)[0])
@@ -392,8 +406,10 @@ def explain_ig(
         text_layer: Override ``layer`` for the text tower.
         image_layer: Override ``layer`` for the image tower.
         n_steps: Number of quadrature nodes.
-        quadrature: Rule of `dualex.methods.quadrature.alphas_and_weights` (captum's ``method``):
-            ``"gausslegendre"`` (captum's default), ``"riemann_right"``, ``"riemann_trapezoid"``, ...
+        quadrature: Rule of `dualex.methods.quadrature.alphas_and_weights` (captum's ``method`` names):
+            ``"gausslegendre"`` (captum's default), ``"riemann_right"``, ``"riemann_trapezoid"``, ...;
+            all but ``"riemann_trapezoid"`` give captum's numbers, which is the exact trapezoid rule
+            here and N/(N − 1) times captum's (its weights sum to (N − 1)/N).
         baselines: Reference kind(s) for `DualEncoder.reference`: None (text ``"same_length"``, image
             ``"zeros"``), one kind for both sides, or ``{"text": ..., "image": ...}``.
         units: ``"cosine"`` or ``"score"`` (the model's own logit, ``logit_scale · cos + bias``).
@@ -468,7 +484,9 @@ def explain_gradxinput(
             gradient × input); a reference kind (or per-side mapping, as for ``"ig"``) multiplies by
             ``x − r`` instead, which is integrated gradients with one right-Riemann step.
         multiply_by_inputs: False returns the plain gradient summed over the hidden width (captum's
-            ``multiply_by_inputs=False``; ``baselines`` is then ignored).
+            ``multiply_by_inputs=False``; ``baselines`` is then ignored). Behind a LayerNorm (every
+            pre-LN transformer block) that sum is identically 0, so the maps are float noise: a
+            ``UserWarning`` says so when every value is below 1e-5 (× max(1, |score|)).
         units: ``"cosine"`` or ``"score"``.
         fp32: Differentiate fp16/bf16 models in float32.
         internal_batch_size: Pairs per forward+backward pass (memory bound; default 16 on CPU, 256 on
@@ -485,7 +503,7 @@ def explain_gradxinput(
         multiplier, baselines = "none", None
     else:
         multiplier = "input" if baselines is None else "delta"
-    return _explain_path(
+    out = _explain_path(
         model,
         pair,
         method="gradxinput",
@@ -503,3 +521,26 @@ def explain_gradxinput(
         progress=progress,
         params={"multiply_by_inputs": multiply_by_inputs},
     )
+    if not multiply_by_inputs:
+        _warn_if_gradient_sums_vanish(out)
+    return out
+
+
+def _warn_if_gradient_sums_vanish(out: list[Explanation]) -> None:
+    """Warn when plain-gradient maps summed over the width are all float noise (a LayerNorm follows)."""
+    import warnings
+
+    largest = max(
+        (float(t.abs().max()) for ex in out for t in (ex.text_main, ex.image_main) if t is not None and t.numel()),
+        default=0.0,
+    )
+    scale = max([1.0, *(abs(ex.score) for ex in out)])
+    if largest <= 1e-5 * scale:
+        warnings.warn(
+            f"gradxinput with multiply_by_inputs=False: every value is below {1e-5 * scale:.1g} (largest "
+            f"{largest:.1g}); the plain gradient summed over the hidden width is identically 0 where the hidden "
+            "states enter a LayerNorm (every pre-LN transformer block), so these maps are float noise. Use "
+            "multiply_by_inputs=True (gradient x input) or method='ig'",
+            UserWarning,
+            stacklevel=4,  # the caller of dualex.explain
+        )

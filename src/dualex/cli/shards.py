@@ -1,0 +1,48 @@
+"""``dualex shards``: write any dataset dualex reads as WebDataset tar shards (or Parquet files)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dualex.cli.options import parse_option
+
+ORDER = 11  # after ``evaluate`` in ``dualex --help``
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "shards",
+        help="write a dataset as WebDataset shards (or Parquet) for streaming runs",
+        description="Read --dataset KIND:PATH (coco, flickr30k, imagenet-grid, shapes, webdataset, parquet) and write "
+        "it to --out as WebDataset tar shards of --shard-size items (KEY.jpg|png|webp image, KEY.txt caption, KEY.json "
+        "ground truth), or as Parquet files with --format parquet. `dualex evaluate --dataset webdataset:OUT` then "
+        "streams them.",
+    )
+    p.add_argument("--dataset", required=True, help="KIND:PATH of the dataset to write (shapes: generates scenes)")
+    p.add_argument("--dataset-option", "-D", action="append", default=[], type=parse_option, metavar="KEY=VALUE",
+                   help="reader option, e.g. -D split=val2017, -D n=500 (shapes)")  # fmt: skip
+    p.add_argument("--out", required=True, type=Path, help="folder for the shards (created)")
+    p.add_argument("--shard-size", type=int, default=1000, help="items per shard (default 1000)")
+    p.add_argument("--limit", type=int, default=None, help="write only the first N items")
+    p.add_argument("--format", default="webdataset", choices=["webdataset", "parquet"], help="default webdataset")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_shards)
+
+
+def run_shards(args: argparse.Namespace) -> int:
+    from dualex.datasets import open_dataset
+    from dualex.datasets.parquet import write_parquet
+    from dualex.datasets.webdataset import write_webdataset
+    from dualex.writable import check_writable
+
+    opts = dict(args.dataset_option)
+    if args.limit is not None:
+        opts["limit"] = args.limit
+    ds = open_dataset(args.dataset, **opts)
+    check_writable(args.out, what="shard folder", directory=True)
+    write = write_parquet if args.format == "parquet" else write_webdataset
+    n, files = write(ds, args.out, shard_size=args.shard_size, progress=False if args.no_progress else None)
+    kind = "parquet" if args.format == "parquet" else "webdataset"
+    print(f"wrote {n} item(s) in {files} shard(s) to {args.out}; read them with --dataset {kind}:{args.out}")
+    return 0
