@@ -719,13 +719,15 @@ def _global_pool(visual: Any, h: Tensor) -> Tensor:
 
 
 def plain_vit(module: Any) -> bool:
-    """True for open_clip models with a plain ViT image tower (no attentional pooler) and no CoCa text CLS."""
+    """True for open_clip models with a plain ViT image tower (no attentional pooler) and a native text
+    tower without CoCa's CLS; the others go to `dualex.models.openclip_towers`."""
     from open_clip.transformer import VisionTransformer
 
     visual = getattr(module, "visual", None)
     text = getattr(module, "text", None)
     coca_text = text is not None and getattr(text, "cls_emb", None) is not None
-    return isinstance(visual, VisionTransformer) and visual.attn_pool is None and not coca_text
+    hf_text = type(text).__name__ == "HFTextEncoder"
+    return isinstance(visual, VisionTransformer) and visual.attn_pool is None and not coca_text and not hf_text
 
 
 def check_supported(module: nn.Module) -> None:
