@@ -19,10 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dualex.cli import register_command
 from dualex.cli.options import parse_option
 from dualex.errors import InputError
-
-ORDER = 1  # right after ``dualex explain`` in ``dualex --help``
 
 
 def _common(p: argparse.ArgumentParser, out: str) -> None:
@@ -37,6 +36,10 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
 
+@register_command(
+    "decisions", order=1, summary="explain decisions: why A rather than B, zero-shot classes, rankings "
+    "(contrast, zero-shot, rank)",
+)
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c = sub.add_parser(
         "contrast",
