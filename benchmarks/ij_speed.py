@@ -119,17 +119,18 @@ def flop_counts(model: Any, pair: Any, n_steps: int) -> dict[str, float]:
         explain_pair(model, pair, "ij", n_steps=n_steps)
     executed = float(fc.get_total_flops())
     with model.dense_tails():
-        forward = sum(count(lambda s=s: model.encode(s, pair.side(s))) for s in ("text", "image"))
+        forward = sum(count(lambda s=s: model.tower(s).encode(pair.side(s))) for s in ("text", "image"))
     analytic = 0.0
     for side in ("text", "image"):
         inputs = pair.side(side)
-        L = model.n_layers(side) - 1
-        x = model.hidden(side, inputs, L)
+        L = model.tower(side).n_layers - 1
+        x = model.tower(side).hidden(inputs, L)
         T, W = x.shape[1], x.shape[2]
         M = _mlp_width(_blocks(model, side)[-1])
-        D = model.encode(side, inputs).shape[-1]
-        ref = model.reference(side, inputs, "default" if side == "text" else "zeros")
-        hidden = count(lambda s=side, i=inputs, r=ref, lay=L: (model.hidden(s, i, lay), model.hidden(s, r, lay)))
+        D = model.tower(side).encode(inputs).shape[-1]
+        ref = model.tower(side).reference(inputs, "default" if side == "text" else "zeros")
+        tw = model.tower(side)
+        hidden = count(lambda t=tw, i=inputs, r=ref, lay=L: (t.hidden(i, lay), t.hidden(r, lay)))
         row = 2 * W * W + 4 * W * M + 2 * W * D  # pooled row after attention
         kvq = 2 * T * 4 * W * W + 2 * 2 * W * W  # keys/values of all rows + pooled query, with tangents
         tails = 3 * (T * 4 * W * W + 2 * W * W + row)
@@ -185,7 +186,7 @@ def worker(impl: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
 
         for prm in model.module.parameters():  # exclip differentiates through the module's own graph
             prm.requires_grad_(True)
-        L = model.n_layers("image") - 1
+        L = model.tower("image").n_layers - 1
         explainer = OpenClipExplainer(model.module, device=dev, image_dim=pair.image.pixels.shape[-1])
         ctx = model.module.positional_embedding.shape[0]
         ids = torch.nn.functional.pad(pair.text.ids, (0, ctx - pair.text.ids.shape[1]))  # exclip: full context

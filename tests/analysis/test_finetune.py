@@ -78,9 +78,9 @@ def test_finetune_tiny_clip_loss_decreases_and_reloads(toy, tmp_path):
     assert not any(p.requires_grad for p in model.module.parameters()) and not model.module.training
     reloaded = dualex.load(f"hf:{out}", device="cpu")
     pair = reloaded.prepare([pairs[0][0]], [pairs[0][1]])
-    assert torch.allclose(reloaded.encode("image", pair.image), model.encode("image", model.prepare(
+    assert torch.allclose(reloaded.tower("image").encode(pair.image), model.tower("image").encode(model.prepare(
         [pairs[0][0]], [pairs[0][1]]).image), atol=1e-5)  # fmt: skip
-    assert torch.allclose(reloaded.encode("text", pair.text), model.encode("text", pair.text), atol=1e-5)
+    assert torch.allclose(reloaded.tower("text").encode(pair.text), model.tower("text").encode(pair.text), atol=1e-5)
     meta = json.loads((out / "dualex_finetune.json").read_text())
     assert meta["loss_after"] == pytest.approx(res.loss_after) and meta["steps"] == 2
     ex = dualex.explain(reloaded, pairs[0][0], pairs[0][1], method="ij", n_steps=2)
@@ -125,5 +125,5 @@ def test_finetune_open_clip_saves_a_loadable_state_dict(toy, tmp_path):
     fresh = tiny_openclip(layers=1, seed=1)
     fresh.module.load_state_dict(saved)  # open_clip's own loader reads the same file by path
     img = fresh.prepare([pairs[0][0]], [pairs[0][1]])
-    assert torch.allclose(fresh.encode("image", img.image), model.encode("image", img.image), atol=1e-5)
+    assert torch.allclose(fresh.tower("image").encode(img.image), model.tower("image").encode(img.image), atol=1e-5)
     assert json.loads((tmp_path / "oc" / "dualex_finetune.json").read_text())["load_name"] == res.load_name

@@ -20,14 +20,14 @@ TEMPLATES = ["a {}", "a photo of a big {}", "{} runs"]
 def classifier_scores(model, image, classes, templates) -> torch.Tensor:
     """CLIP's zero-shot classifier written against the transformers module directly."""
     m = model.module
-    img = model.prepare_image([image])
+    img = model.tower("image").prepare([image])
     with torch.no_grad():
         f_img = m.get_image_features(pixel_values=img.pixels)
         f_img = getattr(f_img, "pooler_output", f_img)
         f_img = f_img / f_img.norm(dim=-1, keepdim=True)
         rows = []
         for c in classes:
-            t = model.prepare_text([tpl.replace("{}", c) for tpl in templates])
+            t = model.tower("text").prepare([tpl.replace("{}", c) for tpl in templates])
             f = m.get_text_features(input_ids=t.ids, attention_mask=t.mask)
             f = getattr(f, "pooler_output", f)
             f = f / f.norm(dim=-1, keepdim=True)
@@ -63,7 +63,8 @@ def test_ensemble_explanations_add_up_to_the_class_scores(method, opts):
         assert abs(dec["residual"]) <= 1e-4, dec
         assert len(ex.params["templates"]) == len(TEMPLATES)
         # every template's tokens have rows
-        assert ex.cross.shape[0] == sum(len(model.prepare_text([t.replace("{}", name)]).tokens[0]) for t in TEMPLATES)
+        text = model.tower("text")
+        assert ex.cross.shape[0] == sum(len(text.prepare([t.replace("{}", name)]).tokens[0]) for t in TEMPLATES)
     assert abs(d.contrast.decomposition()["residual"]) <= 1e-4
 
 

@@ -88,8 +88,8 @@ def test_probs_and_gradients_match_eager_attention():
         for h in handles:
             h.remove()
     with torch.enable_grad():
-        e_img = model.encode("image", pair.image)
-        x = model.hidden("text", pair.text, 0).requires_grad_(True)
+        e_img = model.tower("image").encode(pair.image)
+        x = model.tower("text").hidden(pair.text, 0).requires_grad_(True)
         weights.clear()
         handles = [
             layer.self_attn.register_forward_hook(keep, with_kwargs=True)
@@ -97,7 +97,7 @@ def test_probs_and_gradients_match_eager_attention():
         ]
         try:
             with model.dense_tails():  # these hooks need every block's self_attn call
-                e_txt = model.tail("text", pair.text, x, 0)
+                e_txt = model.tower("text").tail(pair.text, x, 0)
         finally:
             for h in handles:
                 h.remove()
@@ -142,10 +142,10 @@ def _out_bias(model, side, *, q_is_pool):
 def test_recording_removes_hooks(tiny_clip):
     pair = tiny_clip.prepare(random_image(5), CAPTION)
     with record_attention(tiny_clip, "image", pair.image) as rec:
-        tiny_clip.encode("image", pair.image)
-    assert len(rec.blocks) == tiny_clip.n_layers("image")
-    tiny_clip.encode("image", pair.image)
-    assert len(rec.blocks) == tiny_clip.n_layers("image")
+        tiny_clip.tower("image").encode(pair.image)
+    assert len(rec.blocks) == tiny_clip.tower("image").n_layers
+    tiny_clip.tower("image").encode(pair.image)
+    assert len(rec.blocks) == tiny_clip.tower("image").n_layers
 
 
 def test_side_and_units(tiny_clip):
@@ -158,5 +158,5 @@ def test_side_and_units(tiny_clip):
 def test_unsupported_models_raise():
     model = tiny_sentence()
     for method in ("game", "grad_eclip"):
-        with pytest.raises(UnsupportedModelError, match="attention-based methods"):
+        with pytest.raises(UnsupportedModelError, match="has no attention"):
             dualex.explain(model, "a man is eating", "a dog plays", method=method)

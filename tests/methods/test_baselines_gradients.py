@@ -100,10 +100,10 @@ def test_gradxinput_matches_autograd(tiny_clip):
         tiny_clip, random_image(6), CAPTION, method="gradxinput", side="image", multiply_by_inputs=False
     )
     with torch.no_grad():
-        e_t = tiny_clip.encode("text", pair.text)
-        x = tiny_clip.hidden("image", pair.image, 0)
+        e_t = tiny_clip.tower("text").encode(pair.text)
+        x = tiny_clip.tower("image").hidden(pair.image, 0)
     x = x.clone().requires_grad_(True)
-    f = torch.nn.functional.cosine_similarity(tiny_clip.tail("image", pair.image, x, 0), e_t).sum()
+    f = torch.nn.functional.cosine_similarity(tiny_clip.tower("image").tail(pair.image, x, 0), e_t).sum()
     (g,) = torch.autograd.grad(f, x)
     torch.testing.assert_close(ex.image_main, (g * x).sum(-1)[0, 1:].detach(), rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(grad_only.image_main, g.sum(-1)[0, 1:], rtol=1e-4, atol=1e-7)

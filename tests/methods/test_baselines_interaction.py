@@ -115,7 +115,7 @@ def test_position_features_at_the_pooled_position(tiny_clip, siglip):
     z, e_i = position_features(tiny_clip, "image", pair.image)
     torch.testing.assert_close(u[int(pair.text.pool_index[0])], e_t)
     torch.testing.assert_close(z[0], e_i)  # CLS
-    torch.testing.assert_close(e_t, tiny_clip.encode("text", pair.text)[0])
+    torch.testing.assert_close(e_t, tiny_clip.tower("text").encode(pair.text)[0])
     pair = siglip.prepare(random_image(3), CAPTION)
     u, e_t = position_features(siglip, "text", pair.text)
     torch.testing.assert_close(u[-1], e_t)

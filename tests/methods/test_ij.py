@@ -22,19 +22,20 @@ def brute_force_cross(model, pair, *, layer, n_steps, text_reference="default"):
     out = {}
     for side, kind in (("text", text_reference), ("image", "zeros")):
         inputs = pair.side(side)
-        ref = m64.reference(side, inputs, kind)
-        L = m64.check_layer(side, layer)
+        ref = m64.tower(side).reference(inputs, kind)
+        L = m64.tower(side).check_layer(layer)
         with torch.no_grad():
-            x = m64.hidden(side, inputs, L).double()
-            r = m64.hidden(side, ref, L).double()
+            x = m64.tower(side).hidden(inputs, L).double()
+            r = m64.tower(side).hidden(ref, L).double()
         module = m64.module.double()
         try:
             J = torch.zeros(0)
             for k in range(1, n_steps + 1):
                 h = r + (k / n_steps) * (x - r)
-                jac = torch.autograd.functional.jacobian(lambda z, s=side, i=inputs, lay=L: m64.tail(s, i, z, lay), h)
+                tw = m64.tower(side)
+                jac = torch.autograd.functional.jacobian(lambda z, t=tw, i=inputs, lay=L: t.tail(i, z, lay), h)
                 J = jac[0, :, 0] / n_steps if J.numel() == 0 else J + jac[0, :, 0] / n_steps  # (D, T, W)
-            e = m64.tail(side, inputs, x, L)[0]
+            e = m64.tower(side).tail(inputs, x, L)[0]
         finally:
             module.float()
         out[side] = (J, (x - r)[0], e)

@@ -46,10 +46,10 @@ def model(request):
 
 
 def _path(model, side, inputs, layer):
-    ref = model.reference(side, inputs, "default" if side == "text" else "zeros")
+    ref = model.tower(side).reference(inputs, "default" if side == "text" else "zeros")
     with torch.no_grad():
-        x = model.hidden(side, inputs, layer)
-        r = model.hidden(side, ref, layer)
+        x = model.tower(side).hidden(inputs, layer)
+        r = model.tower(side).hidden(ref, layer)
     return x, r
 
 
@@ -62,7 +62,7 @@ def brute_force_u(model, side, inputs, x, r, layer, alphas, weights):
         U = 0
         for a, w in zip(alphas.tolist(), weights.tolist(), strict=True):
             h = r64 + a * (x64 - r64)
-            J = torch.autograd.functional.jacobian(lambda z: model.tail(side, inputs, z, layer), h)[0, :, 0]
+            J = torch.autograd.functional.jacobian(lambda z: model.tower(side).tail(inputs, z, layer), h)[0, :, 0]
             U = U + w * torch.einsum("ksi,si->ks", J, (x64 - r64)[0])
     finally:
         module.float()
@@ -79,7 +79,7 @@ def _rel(a, b):
 def test_structured_equals_dense_and_brute_force(model, side, layer):
     pair = model.prepare(random_image(1), CAPTION)
     inputs = pair.side(side)
-    L = model.check_layer(side, layer)
+    L = model.tower(side).check_layer(layer)
     x, r = _path(model, side, inputs, L)
     alphas, weights = alphas_and_weights(N_STEPS, "riemann_right")
     kw = {"alphas": alphas, "weights": weights}
@@ -108,8 +108,8 @@ def test_structured_with_masked_caption_tokens():
     model = tiny_hf_clip(layers=2)
     pair = model.prepare(random_image(2), CAPTION)
     keep = torch.tensor([[True, False, True, False, True]])
-    inputs = model.mask("text", pair.text, keep)
-    L = model.check_layer("text", -1)
+    inputs = model.tower("text").mask(pair.text, keep)
+    L = model.tower("text").check_layer(-1)
     x, r = _path(model, "text", inputs, L)
     alphas, weights = alphas_and_weights(N_STEPS, "gausslegendre")
     kw = {"alphas": alphas, "weights": weights}
@@ -130,7 +130,7 @@ def test_explanations_agree_across_modes():
 def test_mean_pooled_tower_falls_back_to_dense():
     model = tiny_sentence()
     pair = model.prepare(["a man is eating food"], ["a dog plays"])
-    assert model.pooled_block("text", pair.text, 1, torch.float32) is None
+    assert model.tower("text").pooled_block(pair.text, 1, torch.float32) is None
     ex = dualex.explain(model, "a dog plays", "a man is eating food", method="ij", n_steps=3)
     dense = dualex.explain(model, "a dog plays", "a man is eating food", method="ij", n_steps=3, mode="dense")
     torch.testing.assert_close(ex.cross, dense.cross)
@@ -151,7 +151,7 @@ def test_structured_attention_pooling_head(name):
     inputs = model.prepare(random_image(5), CAPTION).image
     if name.endswith("padded"):  # padding patches: the head's key mask
         inputs.extra["pixel_attention_mask"][:, -3:] = 0
-    L = model.check_layer("image", model.n_layers("image"))
+    L = model.tower("image").check_layer(model.tower("image").n_layers)
     assert structured_applies(model, "image", inputs, L)
     x, r = _path(model, "image", inputs, L)
     alphas, weights = alphas_and_weights(N_STEPS, "riemann_right")

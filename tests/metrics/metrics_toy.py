@@ -14,7 +14,95 @@ from torch import Tensor
 from dualex.explanation import Explanation
 from dualex.images import ImageTransform
 from dualex.methods.common import build_explanation
-from dualex.models.base import DualEncoder, ImageInputs, Pair, Scores, Side, SideInputs, TextInputs
+from dualex.models.base import DualEncoder, ImageInputs, Pair, Scores, SideInputs, TextInputs
+from dualex.models.tower import Tower
+
+
+class ToyText(Tower):
+    """The caption side: its hidden state is the kept-word indicator."""
+
+    owner: ToyEncoder
+    modality = "text"
+
+    def prepare(self, raw: list[Any]) -> TextInputs:
+        texts, n_text = list(raw), self.owner.n_text
+        rows = []
+        for t in texts:
+            words, offs, pos = [], [], 0
+            for w in t.split():
+                start = t.index(w, pos)
+                words.append(w)
+                offs.append((start, start + len(w)))
+                pos = start + len(w)
+            assert len(words) == n_text, "the toy model is built for a fixed number of words"
+            rows.append((["<bos>", *words, "<eos>"], [None, *offs, None]))
+        S = n_text + 2
+        special = torch.zeros(len(texts), S, dtype=torch.bool)
+        special[:, 0] = special[:, -1] = True
+        return TextInputs(
+            ids=torch.arange(S).repeat(len(texts), 1),
+            mask=torch.ones(len(texts), S, dtype=torch.long),
+            tokens=[r[0] for r in rows],
+            special=special,
+            pool_index=torch.full((len(texts),), S - 1),
+            texts=list(texts),
+            offsets=[r[1] for r in rows],
+        )
+
+    @property
+    def n_layers(self) -> int:
+        return 0
+
+    def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        assert isinstance(inputs, TextInputs)
+        return inputs.mask[:, 1:-1].double()[..., None]
+
+    def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        return hidden[..., 0]
+
+    def mask(self, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
+        assert isinstance(inputs, TextInputs)
+        out = inputs.select([0] * keep.shape[0])
+        out.mask = out.mask.clone()
+        out.mask[:, 1:-1] = keep.bool().long()
+        return out
+
+    def reference(self, inputs: SideInputs, kind: str = "default") -> SideInputs:
+        return self.mask(inputs, torch.zeros(inputs.batch_size, self.owner.n_text, dtype=torch.bool))
+
+
+class ToyImage(Tower):
+    """The image side: one pixel per patch, its hidden state the kept-patch indicator."""
+
+    owner: ToyEncoder
+    modality = "image"
+
+    def prepare(self, raw: list[Any]) -> ImageInputs:
+        r, c = self.owner.grid
+        tf = ImageTransform((8 * r, 8 * c), (8 * r, 8 * c), 1.0, 1.0)
+        display = [torch.zeros(8 * r, 8 * c, 3, dtype=torch.uint8)] * len(raw)
+        return ImageInputs(torch.ones(len(raw), 1, r, c), self.owner.grid, 0, [tf] * len(raw), display)
+
+    @property
+    def n_layers(self) -> int:
+        return 0
+
+    def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        assert isinstance(inputs, ImageInputs)
+        return inputs.pixels.flatten(1).double()[..., None]
+
+    def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        return hidden[..., 0]
+
+    def mask(self, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
+        assert isinstance(inputs, ImageInputs)
+        out = inputs.select([0] * keep.shape[0])
+        out.pixels = keep.double().reshape(keep.shape[0], 1, *self.owner.grid)
+        return out
+
+    def reference(self, inputs: SideInputs, kind: str = "default") -> SideInputs:
+        r, c = self.owner.grid
+        return self.mask(inputs, torch.zeros(inputs.batch_size, r * c, dtype=torch.bool))
 
 
 class ToyEncoder(DualEncoder):
@@ -31,67 +119,11 @@ class ToyEncoder(DualEncoder):
         self.intercept = intercept
         self._module = torch.nn.Linear(1, 1)
         assert self.main.numel() == n_text + grid[0] * grid[1]
+        self.set_towers(ToyText(self), ToyImage(self))
 
     @property
     def module(self) -> torch.nn.Module:
         return self._module
-
-    def prepare_text(self, texts: list[str]) -> TextInputs:
-        rows = []
-        for t in texts:
-            words, offs, pos = [], [], 0
-            for w in t.split():
-                start = t.index(w, pos)
-                words.append(w)
-                offs.append((start, start + len(w)))
-                pos = start + len(w)
-            assert len(words) == self.n_text, "the toy model is built for a fixed number of words"
-            rows.append((["<bos>", *words, "<eos>"], [None, *offs, None]))
-        S = self.n_text + 2
-        special = torch.zeros(len(texts), S, dtype=torch.bool)
-        special[:, 0] = special[:, -1] = True
-        return TextInputs(
-            ids=torch.arange(S).repeat(len(texts), 1),
-            mask=torch.ones(len(texts), S, dtype=torch.long),
-            tokens=[r[0] for r in rows],
-            special=special,
-            pool_index=torch.full((len(texts),), S - 1),
-            texts=list(texts),
-            offsets=[r[1] for r in rows],
-        )
-
-    def prepare_image(self, images: list[Any]) -> ImageInputs:
-        r, c = self.grid
-        tf = ImageTransform((8 * r, 8 * c), (8 * r, 8 * c), 1.0, 1.0)
-        display = [torch.zeros(8 * r, 8 * c, 3, dtype=torch.uint8)] * len(images)
-        return ImageInputs(torch.ones(len(images), 1, r, c), self.grid, 0, [tf] * len(images), display)
-
-    def n_layers(self, side: Side) -> int:
-        return 0
-
-    def hidden(self, side: Side, inputs: SideInputs, layer: int) -> Tensor:
-        if side == "text":
-            assert isinstance(inputs, TextInputs)
-            return inputs.mask[:, 1:-1].double()[..., None]
-        return inputs.pixels.flatten(1).double()[..., None]
-
-    def tail(self, side: Side, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
-        return hidden[..., 0]
-
-    def mask(self, side: Side, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
-        keep = keep.bool()
-        if side == "text":
-            out = inputs.select([0] * keep.shape[0])
-            out.mask = out.mask.clone()
-            out.mask[:, 1:-1] = keep.long()
-            return out
-        out = inputs.select([0] * keep.shape[0])
-        out.pixels = keep.double().reshape(keep.shape[0], 1, *self.grid)
-        return out
-
-    def reference(self, side: Side, inputs: SideInputs, kind: str = "default") -> SideInputs:
-        n = self.n_text if side == "text" else self.grid[0] * self.grid[1]
-        return self.mask(side, inputs, torch.zeros(inputs.batch_size, n, dtype=torch.bool))
 
     @property
     def logit_scale(self) -> float:

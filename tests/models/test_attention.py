@@ -39,17 +39,17 @@ def test_blocks_reproduce_the_tower(model, side):
     pair = model.prepare(random_image(0), CAPTION)
     inputs = pair.side(side)
     with torch.no_grad():
-        h = model.hidden(side, inputs, 0)
-        mask = model.attention_mask(side, inputs, 1, h.dtype)
-        blocks = model.attention_blocks(side)
-        assert len(blocks) == model.n_layers(side)
+        h = model.tower(side).hidden(inputs, 0)
+        mask = model.tower(side).attention_mask(inputs, 1, h.dtype)
+        blocks = model.tower(side).attention_blocks()
+        assert len(blocks) == model.tower(side).n_layers
         for i, blk in enumerate(blocks):
             h, A = blk.run(h, mask)
             assert A.shape == (1, blk.n_heads, h.shape[1], h.shape[1])
             torch.testing.assert_close(A.sum(-1), torch.ones_like(A.sum(-1)))
-            torch.testing.assert_close(h, model.hidden(side, inputs, i + 1), atol=1e-5, rtol=1e-4)
-        e = model.tail(side, inputs, h, model.n_layers(side))
-        torch.testing.assert_close(e, model.encode(side, inputs), atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(h, model.tower(side).hidden(inputs, i + 1), atol=1e-5, rtol=1e-4)
+        e = model.tower(side).tail(inputs, h, model.tower(side).n_layers)
+        torch.testing.assert_close(e, model.tower(side).encode(inputs), atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("side", ["text", "image"])
@@ -57,15 +57,15 @@ def test_project_tokens_at_the_pooled_position_is_the_embedding(model, side):
     pair = model.prepare(random_image(1), CAPTION)
     inputs = pair.side(side)
     with torch.no_grad():
-        h = model.hidden(side, inputs, model.n_layers(side))
-        dense = model.project_tokens(side, inputs, h)
-        e = model.encode(side, inputs)
+        h = model.tower(side).hidden(inputs, model.tower(side).n_layers)
+        dense = model.tower(side).project_tokens(inputs, h)
+        e = model.tower(side).encode(inputs)
     assert dense.shape == (1, h.shape[1], e.shape[-1])
     if side == "image" and model.family.startswith("hf-siglip"):
         with pytest.raises(UnsupportedModelError, match="attention head"):
-            model.pooled_position(side, inputs)
+            model.tower(side).pooled_position(inputs)
         return
-    q = model.pooled_position(side, inputs)
+    q = model.tower(side).pooled_position(inputs)
     torch.testing.assert_close(dense[0, q], e[0], atol=1e-5, rtol=1e-4)
 
 
@@ -74,9 +74,9 @@ def test_siglip_dense_features_are_the_head_with_one_key():
     model = tiny_hf_siglip()
     pair = model.prepare(random_image(2), CAPTION)
     with torch.no_grad():
-        h = model.hidden("image", pair.image, model.n_layers("image"))
-        dense = model.project_tokens("image", pair.image, h)[0]
-        alone = model.tail("image", pair.image, h[0, :, None, :], model.n_layers("image"))
+        h = model.tower("image").hidden(pair.image, model.tower("image").n_layers)
+        dense = model.tower("image").project_tokens(pair.image, h)[0]
+        alone = model.tower("image").tail(pair.image, h[0, :, None, :], model.tower("image").n_layers)
     torch.testing.assert_close(dense, alone, atol=1e-5, rtol=1e-4)
 
 
@@ -94,11 +94,11 @@ def test_models_without_attention_internals_say_so():
     model = tiny_sentence()
     pair = model.prepare("a man is eating", "a dog plays")
     for call in (
-        lambda: model.attention_blocks("text"),
-        lambda: model.record_attention("text", pair.text),
-        lambda: model.project_tokens("text", pair.text, torch.zeros(1, 3, 32)),
+        lambda: model.tower("text").attention_blocks(),
+        lambda: model.tower("text").record_attention(pair.text),
+        lambda: model.tower("text").project_tokens(pair.text, torch.zeros(1, 3, 32)),
     ):
-        with pytest.raises(UnsupportedModelError, match="attention-based methods"):
+        with pytest.raises(UnsupportedModelError, match=r"tower of tiny-sentence .* has no"):
             call()
     assert model.contrastive_loss is None
     with pytest.raises(UnsupportedModelError, match="cannot save"):
@@ -118,25 +118,25 @@ def test_siglip_save_pretrained_round_trip(tmp_path):
     assert back.pipeline.size == model.pipeline.size and back.pipeline.mode == "resize"
     a, b = model.prepare(random_image(3), "a red dog"), back.prepare(random_image(3), "a red dog")
     assert torch.equal(a.image.pixels, b.image.pixels) and torch.equal(a.text.ids, b.text.ids)
-    torch.testing.assert_close(back.encode("image", b.image), model.encode("image", a.image))
+    torch.testing.assert_close(back.tower("image").encode(b.image), model.tower("image").encode(a.image))
     assert tiny_hf_siglip2().contrastive_loss is None
 
 
 def test_hf_text_masking_multiplies_the_mask(tiny_clip):
     """A removed token stays removed when a masked row is masked again (the mask is multiplied, not overwritten)."""
     pair = tiny_clip.prepare(random_image(4), CAPTION)
-    n = tiny_clip.n_players("text", pair.text)
+    n = tiny_clip.tower("text").n_players(pair.text)
     first = torch.ones(n, dtype=torch.bool)
     first[1] = False
-    once = tiny_clip.mask("text", pair.text, first)
-    twice = tiny_clip.mask("text", once, torch.ones(1, n, dtype=torch.bool))
+    once = tiny_clip.tower("text").mask(pair.text, first)
+    twice = tiny_clip.tower("text").mask(once, torch.ones(1, n, dtype=torch.bool))
     pos = pair.text.players(0)
     assert int(twice.mask[0, pos[1]]) == 0 and torch.equal(twice.mask, once.mask)
 
 
 def test_hf_same_length_reference_puts_eos_at_the_captions_eos(tiny_clip):
     pair = tiny_clip.prepare([random_image(5)] * 2, ["a dog", "a red dog on the mat"])
-    ref = tiny_clip.reference("text", pair.text, "same_length")
+    ref = tiny_clip.tower("text").reference(pair.text, "same_length")
     eos = tiny_clip.eos_id()
     for b in range(2):
         at = int((pair.text.ids[b] == eos).int().argmax())

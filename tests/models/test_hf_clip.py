@@ -40,8 +40,8 @@ def own_image(model, pair) -> torch.Tensor:
 @pytest.mark.parametrize("layer", [0, 1, 2, -1])
 def test_tail_of_hidden_equals_own_features(model, pair, layer):
     with torch.no_grad():
-        e_txt = model.tail("text", pair.text, model.hidden("text", pair.text, layer), layer)
-        e_img = model.tail("image", pair.image, model.hidden("image", pair.image, layer), layer)
+        e_txt = model.tower("text").tail(pair.text, model.tower("text").hidden(pair.text, layer), layer)
+        e_img = model.tower("image").tail(pair.image, model.tower("image").hidden(pair.image, layer), layer)
         torch.testing.assert_close(e_txt, own_text(model, pair), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(e_img, own_image(model, pair), atol=1e-5, rtol=1e-5)
 
@@ -54,7 +54,7 @@ def test_inputs_structure(model, pair):
     assert t.players(0).tolist() == [1, 2, 3]
     assert i.n_prefix == 1 and i.grid == (4, 4)
     assert i.players(0).tolist() == list(range(1, 17))
-    assert model.hidden("image", i, 1).shape[:2] == (2, 17)
+    assert model.tower("image").hidden(i, 1).shape[:2] == (2, 17)
 
 
 def test_score_is_own_logits(model, pair):
@@ -70,26 +70,26 @@ def test_score_is_own_logits(model, pair):
 
 def test_tail_broadcasts_one_row_to_many(model, pair):
     one = pair.image.select([1])
-    h = model.hidden("image", one, 1)
+    h = model.tower("image").hidden(one, 1)
     rows = torch.cat([h, 2 * h])
     with torch.no_grad():
-        many = model.tail("image", one, rows, 1)
-        torch.testing.assert_close(many[1], model.tail("image", one, rows[1:], 1)[0])
+        many = model.tower("image").tail(one, rows, 1)
+        torch.testing.assert_close(many[1], model.tower("image").tail(one, rows[1:], 1)[0])
     with pytest.raises(InputError):
-        model.tail("text", pair.text, torch.cat([h, h, h])[:, :7], 1)
+        model.tower("text").tail(pair.text, torch.cat([h, h, h])[:, :7], 1)
 
 
 def test_mask_with_all_kept_changes_nothing(model, pair):
-    img = model.mask("image", pair.image, torch.ones(3, 16, dtype=torch.bool))
+    img = model.tower("image").mask(pair.image, torch.ones(3, 16, dtype=torch.bool))
     assert torch.equal(img.pixels, pair.image.pixels[[0, 0, 0]])
-    txt = model.mask("text", pair.text, torch.ones(2, 3, dtype=torch.bool))
+    txt = model.tower("text").mask(pair.text, torch.ones(2, 3, dtype=torch.bool))
     assert torch.equal(txt.ids, pair.text.ids[[0, 0]]) and torch.equal(txt.mask, pair.text.mask[[0, 0]])
 
 
 def test_masking_a_patch_zeroes_exactly_that_patch(model, pair):
     keep = torch.ones(1, 16, dtype=torch.bool)
     keep[0, 4 * 3 + 1] = False  # row 3, column 1
-    out = model.mask("image", pair.image, keep)
+    out = model.tower("image").mask(pair.image, keep)
     out = replace(out, pixels=masked_pixels(out))  # removals are applied after the patch embedding
     changed = (out.pixels != pair.image.pixels[:1]).any(1)[0]
     block = torch.zeros_like(changed)
@@ -99,40 +99,40 @@ def test_masking_a_patch_zeroes_exactly_that_patch(model, pair):
 
 
 def test_text_mask_removes_attention_only(model, pair):
-    out = model.mask("text", pair.text, torch.tensor([[True, False, True]]))
+    out = model.tower("text").mask(pair.text, torch.tensor([[True, False, True]]))
     assert torch.equal(out.ids, pair.text.ids[:1])
     assert out.mask[0].tolist() == [1, 1, 0, 1, 1, 0, 0]
     with torch.no_grad():
-        assert not torch.allclose(model.encode("text", out), model.encode("text", pair.text.select([0])))
+        assert not torch.allclose(model.tower("text").encode(out), model.tower("text").encode(pair.text.select([0])))
 
 
 def test_text_references(model, pair):
-    ref = model.reference("text", pair.text, "default")
+    ref = model.tower("text").reference(pair.text, "default")
     assert ref.ids[:, :3].tolist() == [[TINY_BOS, model.filler_id(), TINY_EOS]] * 2
     assert bool((ref.ids[:, 3:] == TINY_PAD).all()) and ref.pool_index.tolist() == [2, 2]
     assert ref.mask[1].tolist() == [1, 1, 1, 0, 0, 0, 0]
-    same = model.reference("text", pair.text, "same_length")
+    same = model.tower("text").reference(pair.text, "same_length")
     assert same.pool_index.tolist() == pair.text.pool_index.tolist()
     assert same.ids[1].tolist() == [TINY_BOS, *[model.filler_id()] * 5, TINY_EOS]
     assert torch.equal(same.mask, pair.text.mask)
     with pytest.raises(InputError):
-        model.reference("text", pair.text, "nonsense")
+        model.tower("text").reference(pair.text, "nonsense")
 
 
 def test_image_references(model, pair):
-    assert bool((model.reference("image", pair.image, "zeros").pixels == 0).all())
-    black = model.reference("image", pair.image, "black").pixels
+    assert bool((model.tower("image").reference(pair.image, "zeros").pixels == 0).all())
+    black = model.tower("image").reference(pair.image, "black").pixels
     torch.testing.assert_close(black[0, :, 0, 0], model.pipeline.black().flatten())
     with pytest.raises(InputError):
-        model.reference("image", pair.image, "blur")
+        model.tower("image").reference(pair.image, "blur")
 
 
 def test_layer_out_of_range(model, pair):
     for bad in (3, -3):
         with pytest.raises(InputError, match="out of range"):
-            model.hidden("image", pair.image, bad)
+            model.tower("image").hidden(pair.image, bad)
         with pytest.raises(InputError, match="out of range"):
-            model.tail("text", pair.text, model.hidden("text", pair.text, 0), bad)
+            model.tower("text").tail(pair.text, model.tower("text").hidden(pair.text, 0), bad)
 
 
 def test_bad_image_path(model, tmp_path):
@@ -143,12 +143,12 @@ def test_bad_image_path(model, tmp_path):
 @pytest.mark.parametrize("side", ["text", "image"])
 def test_jvp_and_vjp_through_the_tail(model, pair, side):
     inputs = pair.side(side).select([0])
-    h = model.hidden(side, inputs, 1).detach()
+    h = model.tower(side).hidden(inputs, 1).detach()
     g = torch.Generator().manual_seed(1)
     v = torch.randn(h.shape, generator=g)
 
     def f(x):
-        return model.tail(side, inputs, x, 1)
+        return model.tower(side).tail(inputs, x, 1)
 
     with sdpa_kernel(SDPBackend.MATH):
         out, tangent = torch.func.jvp(f, (h,), (v,))

@@ -61,8 +61,8 @@ def own_logits(model, pair) -> torch.Tensor:
 @pytest.mark.parametrize("layer", [0, 1, 2, -1])
 def test_tail_of_hidden_equals_own_features(model, pair, layer):
     with torch.no_grad():
-        e_txt = model.tail("text", pair.text, model.hidden("text", pair.text, layer), layer)
-        e_img = model.tail("image", pair.image, model.hidden("image", pair.image, layer), layer)
+        e_txt = model.tower("text").tail(pair.text, model.tower("text").hidden(pair.text, layer), layer)
+        e_img = model.tower("image").tail(pair.image, model.tower("image").hidden(pair.image, layer), layer)
         own_txt = model.module.get_text_features(input_ids=pair.text.ids).pooler_output
         own_img = own_image_features(model, pair.image)
     torch.testing.assert_close(e_txt, own_txt, atol=1e-5, rtol=1e-5)
@@ -70,11 +70,11 @@ def test_tail_of_hidden_equals_own_features(model, pair, layer):
 
 
 def test_hidden_shapes_have_no_prefix(model, pair):
-    h = model.hidden("image", pair.image, 1)
+    h = model.tower("image").hidden(pair.image, 1)
     assert pair.image.n_prefix == 0
     assert h.shape[:2] == (2, pair.image.n_patches)
     assert pair.image.players(0).tolist() == list(range(pair.image.n_patches))
-    assert model.hidden("text", pair.text, 1).shape[:2] == pair.text.ids.shape
+    assert model.tower("text").hidden(pair.text, 1).shape[:2] == pair.text.ids.shape
 
 
 def test_score_is_own_presigmoid_logit(model, pair):
@@ -100,31 +100,31 @@ def test_text_is_fixed_length_fully_attended_and_pooled_last(model, pair):
 
 def test_tail_broadcasts_one_row_to_many(model, pair):
     one_t, one_i = pair.text.select([0]), pair.image.select([0])
-    h_t = model.hidden("text", one_t, 1)
-    h_i = model.hidden("image", one_i, 1)
+    h_t = model.tower("text").hidden(one_t, 1)
+    h_i = model.tower("image").hidden(one_i, 1)
     rows_t = torch.cat([h_t, h_t * 0.5, h_t + 0.1])
     rows_i = torch.cat([h_i, h_i * 0.5, h_i + 0.1])
     with torch.no_grad():
-        many_t = model.tail("text", one_t, rows_t, 1)
-        many_i = model.tail("image", one_i, rows_i, 1)
+        many_t = model.tower("text").tail(one_t, rows_t, 1)
+        many_i = model.tower("image").tail(one_i, rows_i, 1)
         for r in range(3):
-            torch.testing.assert_close(many_t[r], model.tail("text", one_t, rows_t[r : r + 1], 1)[0])
-            torch.testing.assert_close(many_i[r], model.tail("image", one_i, rows_i[r : r + 1], 1)[0])
+            torch.testing.assert_close(many_t[r], model.tower("text").tail(one_t, rows_t[r : r + 1], 1)[0])
+            torch.testing.assert_close(many_i[r], model.tower("image").tail(one_i, rows_i[r : r + 1], 1)[0])
     with pytest.raises(InputError):
-        model.tail("text", pair.text, rows_t, 1)
+        model.tower("text").tail(pair.text, rows_t, 1)
 
 
 # ---------------------------------------------------------------------------- masking
 def test_mask_with_all_kept_changes_nothing(model, pair):
-    img = model.mask("image", pair.image, torch.ones(2, pair.image.n_patches, dtype=torch.bool))
+    img = model.tower("image").mask(pair.image, torch.ones(2, pair.image.n_patches, dtype=torch.bool))
     torch.testing.assert_close(img.pixels, pair.image.pixels[[0, 0]])
-    n_t = model.n_players("text", pair.text)
+    n_t = model.tower("text").n_players(pair.text)
     for how in ("default", "drop", "pad"):
-        txt = model.mask("text", pair.text, torch.ones(2, n_t, dtype=torch.bool), how=how)
+        txt = model.tower("text").mask(pair.text, torch.ones(2, n_t, dtype=torch.bool), how=how)
         assert torch.equal(txt.ids, pair.text.ids[[0, 0]])
         assert torch.equal(txt.mask, pair.text.mask[[0, 0]])
     with torch.no_grad():
-        torch.testing.assert_close(model.encode("image", img)[0], model.encode("image", pair.image)[0])
+        torch.testing.assert_close(model.tower("image").encode(img)[0], model.tower("image").encode(pair.image)[0])
 
 
 def test_masking_a_patch_zeroes_exactly_that_patch(model, pair):
@@ -133,7 +133,7 @@ def test_masking_a_patch_zeroes_exactly_that_patch(model, pair):
     keep = torch.ones(1, rows * cols, dtype=torch.bool)
     k = cols + 2  # row 1, column 2
     keep[0, k] = False
-    out = model.mask("image", pair.image, keep)
+    out = model.tower("image").mask(pair.image, keep)
     out = replace(out, pixels=masked_pixels(out))  # removals are applied after the patch embedding
     changed = (out.pixels != pair.image.pixels[:1]).any(1)[0]  # (H, W)
     block = torch.zeros_like(changed)
@@ -151,28 +151,28 @@ def test_masking_a_patch_zeroes_exactly_that_patch(model, pair):
 
 def test_text_masking_kinds(model, pair):
     keep = torch.tensor([[True, False, True]])  # remove "red" from "a red dog"
-    att = model.mask("text", pair.text, keep)
+    att = model.tower("text").mask(pair.text, keep)
     assert torch.equal(att.ids, pair.text.ids[:1])
     assert att.mask[0].tolist() == [1, 0] + [1] * 14  # EOS, padding and the pooled last position stay
-    drop = model.mask("text", pair.text, keep, how="drop")
-    assert torch.equal(drop.ids, model.prepare_text(["a dog"]).ids)
+    drop = model.tower("text").mask(pair.text, keep, how="drop")
+    assert torch.equal(drop.ids, model.tower("text").prepare(["a dog"]).ids)
     assert drop.tokens[0][:3] == ["a", "dog", "<eos>"]
-    assert drop.special[0].tolist() == model.prepare_text(["a dog"]).special[0].tolist()
-    pad = model.mask("text", pair.text, keep, how="pad")
+    assert drop.special[0].tolist() == model.tower("text").prepare(["a dog"]).special[0].tolist()
+    pad = model.tower("text").mask(pair.text, keep, how="pad")
     assert pad.ids[0, 1].item() == model.filler_id()
     with torch.no_grad():
-        e = model.encode("text", pair.text.select([0]))
+        e = model.tower("text").encode(pair.text.select([0]))
         for masked in (att, drop, pad):
-            assert not torch.allclose(model.encode("text", masked), e)
+            assert not torch.allclose(model.tower("text").encode(masked), e)
     with pytest.raises(InputError):
-        model.mask("text", pair.text, torch.ones(1, 5, dtype=torch.bool), how="drop")
+        model.tower("text").mask(pair.text, torch.ones(1, 5, dtype=torch.bool), how="drop")
     with pytest.raises(InputError):
-        model.mask("text", pair.text, keep, how="nonsense")
+        model.tower("text").mask(pair.text, keep, how="nonsense")
 
 
 # ---------------------------------------------------------------------------- references
 def test_default_text_reference_is_the_empty_caption(model, pair):
-    ref = model.reference("text", pair.text, "default")
+    ref = model.tower("text").reference(pair.text, "default")
     S = pair.text.ids.shape[1]
     assert ref.ids[:, 0].tolist() == [model.eos_id()] * 2
     assert bool((ref.ids[:, 1:] == model.pad_id()).all())
@@ -180,45 +180,45 @@ def test_default_text_reference_is_the_empty_caption(model, pair):
         assert bool((ref.ids == model.eos_id()).all())
     assert bool((ref.mask == 1).all()) and ref.pool_index.tolist() == [S - 1] * 2
     assert bool(ref.special.all())
-    none = model.mask("text", pair.text, torch.zeros(1, 3, dtype=torch.bool), how="drop")
+    none = model.tower("text").mask(pair.text, torch.zeros(1, 3, dtype=torch.bool), how="drop")
     assert torch.equal(none.ids[0], ref.ids[0])
 
 
 def test_same_length_text_reference_replaces_only_words(model, pair):
-    ref = model.reference("text", pair.text, "same_length")
+    ref = model.tower("text").reference(pair.text, "same_length")
     words = ~pair.text.special
     assert bool((ref.ids[words] == model.filler_id()).all())
     assert torch.equal(ref.ids[~words], pair.text.ids[~words])
     assert model.filler_id() not in (model.eos_id(),)
-    assert not torch.equal(ref.ids, model.reference("text", pair.text, "default").ids)
+    assert not torch.equal(ref.ids, model.tower("text").reference(pair.text, "default").ids)
     with pytest.raises(InputError):
-        model.reference("text", pair.text, "bos")
+        model.tower("text").reference(pair.text, "bos")
 
 
 @pytest.mark.parametrize("kind", ["default", "same_length"])
 def test_path_endpoint_is_the_reference(model, pair, kind):
     """Pooling at S - 1 with every position attended: the α = 0 end of a path is pooled as the reference."""
-    ref = model.reference("text", pair.text, kind)
+    ref = model.tower("text").reference(pair.text, kind)
     with torch.no_grad():
-        r = model.hidden("text", ref, 1)
-        torch.testing.assert_close(model.tail("text", pair.text, r, 1), model.encode("text", ref))
+        r = model.tower("text").hidden(ref, 1)
+        torch.testing.assert_close(model.tower("text").tail(pair.text, r, 1), model.tower("text").encode(ref))
 
 
 def test_image_references(model, pair):
-    zeros = model.reference("image", pair.image, "zeros")
+    zeros = model.tower("image").reference(pair.image, "zeros")
     assert bool((zeros.pixels == 0).all()) and zeros.extra.keys() == pair.image.extra.keys()
-    black = model.reference("image", pair.image, "black")
+    black = model.tower("image").reference(pair.image, "black")
     assert torch.allclose(black.pixels, torch.full_like(black.pixels, -1.0))  # (0 - 0.5) / 0.5
 
 
 # ---------------------------------------------------------------------------- errors
 def test_layer_out_of_range(model, pair):
-    n = model.n_layers("text")
+    n = model.tower("text").n_layers
     for bad in (n + 1, -(n + 1)):
         with pytest.raises(InputError, match="out of range"):
-            model.hidden("text", pair.text, bad)
+            model.tower("text").hidden(pair.text, bad)
         with pytest.raises(InputError, match="out of range"):
-            model.tail("image", pair.image, model.hidden("image", pair.image, 0), bad)
+            model.tower("image").tail(pair.image, model.tower("image").hidden(pair.image, 0), bad)
 
 
 def test_bad_image_path(model, tmp_path):
@@ -234,19 +234,19 @@ def test_text_longer_than_the_tower():
     m = tiny_hf_siglip()
     m.tokenizer = NoBosWordTokenizer(max_length=20)
     with pytest.raises(InputError, match="at most 16"):
-        m.prepare_text(["a dog"])
+        m.tower("text").prepare(["a dog"])
 
 
 # ---------------------------------------------------------------------------- torch.func
 @pytest.mark.parametrize("side", ["text", "image"])
 def test_jvp_and_vjp_through_the_tail(model, pair, side):
     inputs = pair.side(side).select([0])
-    h = model.hidden(side, inputs, 1).detach()
+    h = model.tower(side).hidden(inputs, 1).detach()
     g = torch.Generator().manual_seed(0)
     v = torch.randn(h.shape, generator=g)
 
     def f(x):
-        return model.tail(side, inputs, x, 1)
+        return model.tower(side).tail(inputs, x, 1)
 
     with sdpa_kernel(SDPBackend.MATH):
         out, tangent = torch.func.jvp(f, (h,), (v,))
@@ -269,7 +269,7 @@ def test_siglip2_patches_match_the_hf_processor(models):
     img = random_image(3, (32, 32))
     processor = Siglip2ImageProcessor(patch_size=8, max_num_patches=16)
     hf = processor(images=[Image.fromarray(img)], return_tensors="pt")
-    ours = m.model_inputs(m.prepare_image([img]))
+    ours = m.model_inputs(m.tower("image").prepare([img]))
     torch.testing.assert_close(ours["pixel_values"], hf["pixel_values"], atol=1e-5, rtol=0)
     assert torch.equal(ours["spatial_shapes"], hf["spatial_shapes"].long())
     assert torch.equal(ours["pixel_attention_mask"].bool(), hf["pixel_attention_mask"].bool())
@@ -277,18 +277,18 @@ def test_siglip2_patches_match_the_hf_processor(models):
 
 def test_siglip2_grid_larger_than_position_table():
     m = tiny_hf_siglip2(max_num_patches=40)  # 6 × 6 grid on a 4 × 4 position table
-    inputs = m.prepare_image([random_image(4)])
+    inputs = m.tower("image").prepare([random_image(4)])
     assert inputs.grid == (6, 6) and inputs.pixels.shape[-2:] == (48, 48)
     with torch.no_grad():
         for layer in (0, 2):
-            e = m.tail("image", inputs, m.hidden("image", inputs, layer), layer)
+            e = m.tower("image").tail(inputs, m.tower("image").hidden(inputs, layer), layer)
             torch.testing.assert_close(e, own_image_features(m, inputs), atol=1e-5, rtol=1e-5)
 
 
 def test_siglip2_padding_patches_are_ignored(models):
     """Extra padding patches (mask 0), as the NaFlex processor adds them, do not change the embedding."""
     m = models["siglip2"]
-    inputs = m.prepare_image([random_image(5)])
+    inputs = m.tower("image").prepare([random_image(5)])
     padded = ImageInputs(
         pixels=torch.cat([inputs.pixels, torch.zeros(1, 3, 8, 32)], dim=2),  # one extra row of patches
         grid=(5, 4),
@@ -301,8 +301,8 @@ def test_siglip2_padding_patches_are_ignored(models):
         },
     )
     with torch.no_grad():
-        e = m.tail("image", padded, m.hidden("image", padded, 1), 1)
-        torch.testing.assert_close(e, m.encode("image", inputs), atol=1e-5, rtol=1e-5)
+        e = m.tower("image").tail(padded, m.tower("image").hidden(padded, 1), 1)
+        torch.testing.assert_close(e, m.tower("image").encode(inputs), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(e, own_image_features(m, padded), atol=1e-5, rtol=1e-5)
 
 
@@ -317,10 +317,10 @@ def test_patchify_layout():
 def test_siglip_v1_other_input_size_interpolates_positions(models):
     m = tiny_hf_siglip()
     m.pipeline.size = (48, 48)
-    inputs = m.prepare_image([random_image(6)])
+    inputs = m.tower("image").prepare([random_image(6)])
     assert inputs.grid == (6, 6)
     with torch.no_grad():
-        e = m.tail("image", inputs, m.hidden("image", inputs, 1), 1)
+        e = m.tower("image").tail(inputs, m.tower("image").hidden(inputs, 1), 1)
         torch.testing.assert_close(e, own_image_features(m, inputs), atol=1e-5, rtol=1e-5)
 
 
@@ -361,7 +361,7 @@ def test_wrap_module_with_hf_tokenizer(models, family):
     tok = tiny_hf_tokenizer(pad_is_eos=family == "siglip")
     model = dualex.wrap(models[family].module, tokenizer=tok)
     assert isinstance(model, {"siglip": HFSiglip, "siglip2": HFSiglip2}[family])
-    t = model.prepare_text(["A red dog", "two cats"])
+    t = model.tower("text").prepare(["A red dog", "two cats"])
     assert isinstance(t, TextInputs)
     vocab = tok.get_vocab()
     assert t.ids[0, :4].tolist() == [vocab["a"], vocab["red"], vocab["dog"], vocab["</s>"]]

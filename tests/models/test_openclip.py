@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import replace
 
 import pytest
@@ -89,8 +90,8 @@ def own_image(model, pixels: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("layer", [0, 1, 2, -1])
 def test_tail_of_hidden_equals_own_embeddings(model, pair, layer):
     with torch.no_grad():
-        e_txt = model.tail("text", pair.text, model.hidden("text", pair.text, layer), layer)
-        e_img = model.tail("image", pair.image, model.hidden("image", pair.image, layer), layer)
+        e_txt = model.tower("text").tail(pair.text, model.tower("text").hidden(pair.text, layer), layer)
+        e_img = model.tower("image").tail(pair.image, model.tower("image").hidden(pair.image, layer), layer)
     torch.testing.assert_close(e_txt, own_text(model, pair.text.ids), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(e_img, own_image(model, pair.image.pixels), atol=1e-5, rtol=1e-5)
 
@@ -99,10 +100,10 @@ def test_tail_of_hidden_equals_own_embeddings(model, pair, layer):
 def test_variants_match_own_embeddings_and_logits(kind):
     model = _variant(kind)
     pair = model.prepare([random_image(2), random_image(3)], CAPTIONS)
-    for layer in range(model.n_layers("text") + 1):
+    for layer in range(model.tower("text").n_layers + 1):
         with torch.no_grad():
-            e_txt = model.tail("text", pair.text, model.hidden("text", pair.text, layer), layer)
-            e_img = model.tail("image", pair.image, model.hidden("image", pair.image, layer), layer)
+            e_txt = model.tower("text").tail(pair.text, model.tower("text").hidden(pair.text, layer), layer)
+            e_img = model.tower("image").tail(pair.image, model.tower("image").hidden(pair.image, layer), layer)
         torch.testing.assert_close(e_txt, own_text(model, pair.text.ids), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(e_img, own_image(model, pair.image.pixels), atol=1e-5, rtol=1e-5)
     with torch.no_grad():
@@ -130,13 +131,13 @@ def test_inputs_structure(model, pair):
     assert t.players(1).tolist() == [1, 2, 3, 4, 5, 6]  # the "!" (id 0) before EOT is a word
     assert t.tokens[1][6] == "!</w>" and t.offsets[1][6] == (17, 18)
     assert i.n_prefix == 1 and i.grid == (4, 4) and tuple(i.pixels.shape) == (2, 3, 32, 32)
-    assert model.hidden("image", i, 1).shape == (2, 17, 32)
-    assert model.n_layers("text") == model.n_layers("image") == 2
+    assert model.tower("image").hidden(i, 1).shape == (2, 17, 32)
+    assert model.tower("text").n_layers == model.tower("image").n_layers == 2
 
 
 def test_untrimmed_for_towers_that_see_padding():
     model = _variant("custom-text")
-    t = model.prepare_text(CAPTIONS)
+    t = model.tower("text").prepare(CAPTIONS)
     assert t.ids.shape[1] == CTX and t.pool_index.tolist() == [CTX - 1, CTX - 1]
 
 
@@ -155,14 +156,14 @@ def test_pipeline_follows_preprocess_cfg():
 def test_image_masking_zeroes_exactly_the_removed_patches(model, pair):
     keep = torch.ones(2, 16, dtype=torch.bool)
     keep[1, 5] = False  # row 1, column 1 of the 4x4 grid
-    out = model.mask("image", pair.image, keep)
+    out = model.tower("image").mask(pair.image, keep)
     out = replace(out, pixels=masked_pixels(out))  # removals are applied after the patch embedding
     torch.testing.assert_close(out.pixels[0], pair.image.pixels[0])
     assert torch.all(out.pixels[1, :, 8:16, 8:16] == 0)
     rest = torch.ones(32, 32, dtype=torch.bool)
     rest[8:16, 8:16] = False
     torch.testing.assert_close(out.pixels[1][:, rest], pair.image.pixels[0][:, rest])
-    black = model.mask("image", pair.image, keep, how="black")
+    black = model.tower("image").mask(pair.image, keep, how="black")
     black = replace(black, pixels=masked_pixels(black))
     torch.testing.assert_close(black.pixels[1, :, 8, 8], model.pipeline.black().flatten())
 
@@ -185,10 +186,10 @@ def test_text_attention_masking_hides_the_token(model, pair):
     keep = torch.ones(3, 6, dtype=torch.bool)
     keep[1, 2] = False  # "on" at position 3
     keep[2, [0, 5]] = False  # "two" and "!"
-    out = model.mask("text", one, keep)
+    out = model.tower("text").mask(one, keep)
     assert out.mask[1].tolist() == [1, 1, 1, 0, 1, 1, 1, 1] and torch.equal(out.ids, one.ids.expand(3, -1))
     with torch.no_grad():
-        e = model.encode("text", out)
+        e = model.tower("text").encode(out)
     torch.testing.assert_close(e[0], own_text(model, one.ids)[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(e[1], _own_text_blocking(model, one.ids, [3])[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(e[2], _own_text_blocking(model, one.ids, [1, 6])[0], atol=1e-5, rtol=1e-5)
@@ -196,47 +197,47 @@ def test_text_attention_masking_hides_the_token(model, pair):
 
 def test_text_pad_masking_is_the_filler_sequence(model, pair):
     one = pair.text.select([0])
-    out = model.mask("text", one, torch.tensor([[True, False, True]]), how="pad")
+    out = model.tower("text").mask(one, torch.tensor([[True, False, True]]), how="pad")
     assert out.ids[0].tolist()[:5] == [49406, 320, 0, 1929, 49407] and torch.equal(out.mask, one.mask)
     with torch.no_grad():
-        e = model.encode("text", out)
+        e = model.tower("text").encode(out)
     torch.testing.assert_close(e, own_text(model, out.ids), atol=1e-5, rtol=1e-5)
 
 
 def test_bad_coalitions_and_masking_kinds(model, pair):
     with pytest.raises(InputError, match="3\\)"):
-        model.mask("text", pair.text, torch.ones(2, 4, dtype=torch.bool))
+        model.tower("text").mask(pair.text, torch.ones(2, 4, dtype=torch.bool))
     with pytest.raises(InputError, match="16"):
-        model.mask("image", pair.image, torch.ones(2, 9, dtype=torch.bool))
+        model.tower("image").mask(pair.image, torch.ones(2, 9, dtype=torch.bool))
     with pytest.raises(InputError, match="masking"):
-        model.mask("text", pair.text, torch.ones(1, 3, dtype=torch.bool), how="blur")
+        model.tower("text").mask(pair.text, torch.ones(1, 3, dtype=torch.bool), how="blur")
 
 
 # ------------------------------------------------------------------------------------------ references
 def test_text_references(model, pair):
-    ref = model.reference("text", pair.text, "default")
+    ref = model.tower("text").reference(pair.text, "default")
     S = pair.text.ids.shape[1]
     assert ref.ids[0].tolist() == [49406, 0, 49407] + [0] * (S - 3)
     assert ref.mask[0].tolist() == [1, 1, 1] + [0] * (S - 3)
     assert ref.pool_index.tolist() == [2, 2] and bool(ref.special.all())
-    same = model.reference("text", pair.text, "same_length")
+    same = model.tower("text").reference(pair.text, "same_length")
     assert same.ids[0].tolist() == [49406, 0, 0, 0, 49407, 0, 0, 0]
     assert same.ids[1].tolist() == [49406, 0, 0, 0, 0, 0, 0, 49407]
     assert same.pool_index.tolist() == pair.text.pool_index.tolist()
     with torch.no_grad():
-        torch.testing.assert_close(model.encode("text", same), own_text(model, same.ids), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model.tower("text").encode(same), own_text(model, same.ids), atol=1e-5, rtol=1e-5)
     with pytest.raises(InputError, match="reference"):
-        model.reference("text", pair.text, "zeros")
+        model.tower("text").reference(pair.text, "zeros")
 
 
 def test_image_references(model, pair):
-    assert torch.all(model.reference("image", pair.image, "zeros").pixels == 0)
-    black = model.reference("image", pair.image, "black").pixels
+    assert torch.all(model.tower("image").reference(pair.image, "zeros").pixels == 0)
+    black = model.tower("image").reference(pair.image, "black").pixels
     torch.testing.assert_close(black[1, :, 3, 3], model.pipeline.black().flatten())
-    noise = model.reference("image", pair.image, "noise").pixels
+    noise = model.tower("image").reference(pair.image, "noise").pixels
     assert noise.shape == pair.image.pixels.shape and noise.std() > 0.5
     with pytest.raises(InputError, match="reference"):
-        model.reference("image", pair.image, "blur")
+        model.tower("image").reference(pair.image, "blur")
 
 
 # ------------------------------------------------------------------------------------------ autodiff
@@ -248,13 +249,13 @@ def test_jvp_through_tail_matches_finite_differences(kind, side):
     pair = model.prepare([random_image(4)], ["a red dog on a mat"])
     inputs = pair.side(side)
     if side == "text":  # a removed word exercises the extra key mask too
-        inputs = model.mask("text", inputs, torch.tensor([[True, False, True, True, True, True]]))
-    x = model.hidden(side, inputs, 1)
+        inputs = model.tower("text").mask(inputs, torch.tensor([[True, False, True, True, True, True]]))
+    x = model.tower(side).hidden(inputs, 1)
     assert x.dtype == torch.float64
     tangent = torch.randn_like(x)
 
     def f(h):
-        return model.tail(side, inputs, h, 1)
+        return model.tower(side).tail(inputs, h, 1)
 
     value, forward = jvp(f, (x,), (tangent,))  # no context manager: the tail writes attention out
     eps = 1e-6
@@ -267,9 +268,9 @@ def test_jvp_through_tail_matches_finite_differences(kind, side):
 
 def test_tail_broadcasts_one_input_row(model, pair):
     one = pair.text.select([0])
-    x = model.hidden("text", one, 1).expand(3, -1, -1)
+    x = model.tower("text").hidden(one, 1).expand(3, -1, -1)
     with torch.no_grad():
-        e = model.tail("text", one, x, 1)
+        e = model.tower("text").tail(one, x, 1)
     assert e.shape == (3, 16) and torch.allclose(e[0], e[2])
 
 
@@ -277,11 +278,11 @@ def test_tail_broadcasts_one_input_row(model, pair):
 def test_bad_layers_and_inputs(model, pair):
     for layer in (3, -3, 1.5, True):
         with pytest.raises(InputError, match="layer"):
-            model.hidden("text", pair.text, layer)
+            model.tower("text").hidden(pair.text, layer)
     with pytest.raises(InputError, match="32, 32"):
-        model.hidden("image", replace(pair.image, pixels=torch.zeros(2, 3, 40, 40)), 0)
+        model.tower("image").hidden(replace(pair.image, pixels=torch.zeros(2, 3, 40, 40)), 0)
     with pytest.raises(InputError, match="TextInputs"):
-        model.hidden("text", pair.image, 0)
+        model.tower("text").hidden(pair.image, 0)
     with pytest.raises(InputError, match="empty"):
         model.prepare(random_image(0), "   ")
     with pytest.raises(InputError):
@@ -303,7 +304,7 @@ def test_wrap_defaults_to_the_clip_bpe_tokenizer():
     module = open_clip.CLIP(16, _vision(), _text())
     model = dualex.wrap(module)
     assert isinstance(model, oc.OpenClipEncoder) and model.name == "openclip:CLIP"
-    t = model.prepare_text(["a photo of a cat"])
+    t = model.tower("text").prepare(["a photo of a cat"])
     assert t.ids[0].tolist() == [49406, 320, 1125, 539, 320, 2368, 49407]
     assert t.tokens[0][5] == "cat</w>"
 
@@ -339,10 +340,91 @@ def test_cached_checkpoint_looks_only_at_local_files(tmp_path, monkeypatch):
 def test_random_vit_b_32_loads_by_name():
     model = dualex.load("openclip:ViT-B-32@random", device="cpu")
     assert isinstance(model, oc.OpenClipEncoder) and model.name == "openclip:ViT-B-32@random"
-    assert model.n_layers("image") == model.n_layers("text") == 12
+    assert model.tower("image").n_layers == model.tower("text").n_layers == 12
     assert model.pipeline.crop == (224, 224) and model.image_size == (224, 224)
     pair = model.prepare(random_image(0), "a photo of a dog")
     assert pair.image.grid == (7, 7) and pair.text.ids.shape[1] == 7
     with torch.no_grad():
-        e = model.tail("text", pair.text, model.hidden("text", pair.text, 11), 11)
+        e = model.tower("text").tail(pair.text, model.tower("text").hidden(pair.text, 11), 11)
     torch.testing.assert_close(e, own_text(model, pair.text.ids), atol=1e-5, rtol=1e-4)
+
+
+TINY_ARCH_SCRIPT = """
+import hashlib, sys
+import open_clip, torch
+from open_clip import factory
+factory._MODEL_CONFIGS["dualex-tiny-vit"] = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+import dualex
+torch.manual_seed(int(sys.argv[2]))  # the caller's random state must not matter
+model = dualex.load(sys.argv[1], device="cpu")
+h = hashlib.sha256()
+for name, t in sorted(model.module.state_dict().items()):
+    h.update(name.encode()); h.update(t.detach().float().numpy().tobytes())
+print(model.name, model.weights_seed, h.hexdigest())
+"""
+
+
+def _load_in_subprocess(spec: str, caller_seed: int) -> str:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", TINY_ARCH_SCRIPT, spec, str(caller_seed)], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.slow  # two fresh interpreters
+def test_random_weights_are_seeded_and_the_same_in_every_process():
+    first = _load_in_subprocess("openclip:dualex-tiny-vit@random", 1)
+    second = _load_in_subprocess("openclip:dualex-tiny-vit@random:0", 2)
+    assert first.split()[1:] == second.split()[1:] and first.split()[1] == "0"
+
+
+def test_random_weights_seed_is_recorded_and_checked(monkeypatch):
+    from open_clip import factory
+
+    from dualex.models.registry import random_weights_seed
+
+    monkeypatch.setitem(factory._MODEL_CONFIGS, "dualex-tiny-vit", {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    })  # fmt: skip
+    state = torch.random.get_rng_state()
+    model = dualex.load("openclip:dualex-tiny-vit@random:3", device="cpu")
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's generator is left alone
+    assert model.weights_seed == 3 and model.name == "openclip:dualex-tiny-vit@random:3"
+    again = dualex.load("openclip:dualex-tiny-vit@random:3", device="cpu")
+    other = dualex.load("openclip:dualex-tiny-vit@random", device="cpu")
+    weights = [next(iter(m.module.state_dict().values())) for m in (model, again, other)]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+    ex = dualex.explain(model, random_image(0, size=(32, 32)), "a dog", method="random")
+    assert ex.params["weights_seed"] == 3 and ex.model == "openclip:dualex-tiny-vit@random:3"
+    assert random_weights_seed("openclip:X@random") == 0 and random_weights_seed("openclip:X@random:12") == 12
+    assert random_weights_seed("openclip:X@/path/ckpt.bin") is None and random_weights_seed("shapes") is None
+    with pytest.raises(InputError, match=r"seed after '@random:' must be a non-negative integer, got 'x'"):
+        dualex.load("openclip:dualex-tiny-vit@random:x", device="cpu")
+
+
+def test_run_manifest_records_the_weights_seed(monkeypatch, tmp_path):
+    import json
+
+    from open_clip import factory
+
+    from dualex.evaluation.run import MetricOptions, evaluate
+
+    monkeypatch.setitem(factory._MODEL_CONFIGS, "dualex-tiny-vit", {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    })  # fmt: skip
+    evaluate("openclip:dualex-tiny-vit@random", "shapes:", ["random"], tmp_path / "run", dataset_options={"n": 1},
+             metrics=MetricOptions(metrics=("completeness",)), device="cpu")  # fmt: skip
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["model"] == "openclip:dualex-tiny-vit@random" and manifest["model_weights_seed"] == 0
+

@@ -30,19 +30,19 @@ POOLED_SIDES = {"hf-siglip": ("text",), "hf-siglip2": ("text",), "sentence": ()}
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 def test_pooled_tail_equals_dense_tail(name):
     model = FACTORIES[name]()
-    if model.image_modality == "text":
+    if model.tower("image").modality == "text":
         pair = model.prepare(["a dog plays", "a man is eating food"], ["a cat", "the girl is carrying a baby"])
     else:  # two captions of different lengths: different pooled rows per batch row
         pair = model.prepare([random_image(1), random_image(2)], ["a red dog", "two blue cats sit on a mat"])
     for side in ("text", "image"):
         inputs = pair.side(side)
-        pooled = model.pooled_block(side, inputs, 2, torch.float32) is not None
+        pooled = model.tower(side).pooled_block(inputs, 2, torch.float32) is not None
         assert pooled == (side in POOLED_SIDES.get(name, ("text", "image")))
-        for layer in range(model.n_layers(side) + 1):
-            h = model.hidden(side, inputs, layer)
-            fast = model.tail(side, inputs, h, layer)
+        for layer in range(model.tower(side).n_layers + 1):
+            h = model.tower(side).hidden(inputs, layer)
+            fast = model.tower(side).tail(inputs, h, layer)
             with model.dense_tails():
-                slow = model.tail(side, inputs, h, layer)
+                slow = model.tower(side).tail(inputs, h, layer)
             torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
     assert model.pooled_tails  # restored after the context
 

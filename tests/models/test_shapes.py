@@ -28,7 +28,7 @@ def test_loads_offline_fast_as_float32_through_the_hf_clip_adapter():
     assert time.perf_counter() - t0 < 30  # about a second on an idle machine
     assert type(m) is HFClip and m.family == "hf-clip" and m.name == "shapes"
     assert {p.dtype for p in m.module.parameters()} == {torch.float32}
-    assert m.n_layers("text") == ARCH["layers"] and m.n_layers("image") == ARCH["layers"]
+    assert m.tower("text").n_layers == ARCH["layers"] and m.tower("image").n_layers == ARCH["layers"]
     pair = m.prepare(sample_scene().image, sample_scene().caption)
     assert pair.image.grid == (7, 7) and pair.image.pixels.shape[-2:] == (224, 224)
     assert int(pair.text.ids[0, pair.text.pool_index[0]]) == EOS_ID
@@ -55,7 +55,7 @@ def test_tokenizer_is_clip_bpe(model):
     for i, c in enumerate(captions):
         want = ref[i][: int((ref[i] == EOS_ID).nonzero()[0, 0]) + 1].tolist()
         assert built(c)["input_ids"] == want
-        t = model.prepare_text([c])
+        t = model.tower("text").prepare([c])
         assert t.ids[0, : len(want)].tolist() == want
 
 
@@ -65,8 +65,8 @@ def test_true_caption_beats_hard_negatives_on_held_out_scenes(model):
     texts = [s.caption for s in scenes]
     texts += [swap_colours(s, np.random.default_rng(i)) for i, s in enumerate(scenes)]
     texts += [swap_shapes(s, np.random.default_rng(i)) for i, s in enumerate(scenes)]
-    img = model.encode("image", model.prepare_image([s.image for s in scenes]))
-    txt = model.encode("text", model.prepare_text(texts))
+    img = model.tower("image").encode(model.tower("image").prepare([s.image for s in scenes]))
+    txt = model.tower("text").encode(model.tower("text").prepare(texts))
     cos = torch.nn.functional.cosine_similarity(img.repeat(3, 1), txt).reshape(3, len(scenes))
     n = len(scenes)
     beats_colour = (cos[0] > cos[1]).float().mean().item()

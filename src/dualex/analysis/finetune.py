@@ -235,7 +235,7 @@ def _as_triples(pairs: Iterable[Any]) -> list[tuple[Any, str, str]]:
 
 # ---------------------------------------------------------------------------------------------------- training
 def _check_model(enc: DualEncoder, openclip_arch: str | None = None, *, saving: bool = True) -> None:
-    if enc.contrastive_loss is None or enc.image_modality != "image":
+    if enc.contrastive_loss is None or enc.tower("image").modality != "image":
         raise UnsupportedModelError(
             "dualex finetune supports image-text models whose adapter names their training loss "
             f"(transformers CLIP/SigLIP, open_clip), not {enc.family!r} ({enc.name})"
@@ -252,7 +252,7 @@ def _loss(enc: DualEncoder, e_img: Tensor, e_txt: Tensor) -> Tensor:
 
 def _embed(enc: DualEncoder, batch: Sequence[tuple[Any, str]]) -> tuple[Tensor, Tensor]:
     pair = enc.prepare([b[0] for b in batch], [b[1] for b in batch])
-    return enc.encode("image", pair.image), enc.encode("text", pair.text)
+    return enc.tower("image").encode(pair.image), enc.tower("text").encode(pair.text)
 
 
 def evaluate_contrastive(

@@ -171,14 +171,14 @@ def explain_ranking(
         raise InputError("an image query ranks captions: the gallery must hold strings")
 
     def prepared(side_: Side, values: list[Any]) -> Any:
-        return (enc.prepare_text(values) if side_ == "text" else enc.prepare_image(values)).to(enc.device)
+        return enc.tower(side_).prepare(values).to(enc.device)
 
     with torch.no_grad():
-        e_q = enc.encode(side, prepared(side, [_load(query)])).float()
+        e_q = enc.tower(side).encode(prepared(side, [_load(query)])).float()
         chunks = []
         for s in range(0, len(items), batch_size):
             chunk = [_load(v) for v in items[s : s + batch_size]]
-            chunks.append(enc.encode(item_side, prepared(item_side, chunk)).float())
+            chunks.append(enc.tower(item_side).encode(prepared(item_side, chunk)).float())
         e_g = torch.cat(chunks)
     scores = enc.similarity(e_g, e_q.expand_as(e_g)).score.cpu()  # the score is symmetric in its two sides
     order = torch.sort(scores, descending=True, stable=True).indices

@@ -155,9 +155,10 @@ def zero_shot(
     J = len(templates)
     texts = prompts(classes, templates)
     with torch.no_grad():
-        e_img = enc.encode("image", enc.prepare_image([image]).to(enc.device)).float()
-        chunks = [enc.prepare_text(texts[s : s + batch_size]).to(enc.device) for s in range(0, len(texts), batch_size)]
-        e_txt = torch.cat([enc.encode("text", t).float() for t in chunks]).reshape(len(classes), J, -1)
+        e_img = enc.tower("image").encode(enc.tower("image").prepare([image]).to(enc.device)).float()
+        text = enc.tower("text")
+        chunks = [text.prepare(texts[s : s + batch_size]).to(enc.device) for s in range(0, len(texts), batch_size)]
+        e_txt = torch.cat([enc.tower("text").encode(t).float() for t in chunks]).reshape(len(classes), J, -1)
     cls_emb = torch.stack([class_embedding(e) for e in e_txt])  # (C, D)
     cosines = (torch.nn.functional.normalize(e_img, dim=-1) @ cls_emb.T)[0].cpu()
     scores = cosines * enc.logit_scale + enc.logit_bias

@@ -65,9 +65,9 @@ class DualEncoderGame:
         model: Any `DualEncoder` adapter.
         pair: A prepared pair; row ``row`` is used (a one-row pair needs no ``row``).
         row: Which row of ``pair`` (required when ``pair`` has several rows).
-        image_masking: ``how`` passed to ``model.mask("image", ...)`` (HF adapters: ``"default"`` =
+        image_masking: ``how`` passed to ``model.tower("image").mask(...)`` (HF adapters: ``"default"`` =
             ``"zeros"`` (mean colour) or ``"black"``).
-        text_masking: ``how`` passed to ``model.mask("text", ...)`` (HF adapters: ``"default"`` =
+        text_masking: ``how`` passed to ``model.tower("text").mask(...)`` (HF adapters: ``"default"`` =
             ``"attention"`` or ``"pad"``).
         internal_batch_size: Coalitions per tower pass (bounds memory).
         cache: Remember side embeddings and values, so that repeated coalitions (and side coalitions
@@ -107,8 +107,8 @@ class DualEncoderGame:
         self.masking: dict[Side, str] = {"image": image_masking, "text": text_masking}
         self.batch_size = int(b)
         self.progress = progress_enabled(progress)
-        self.n_image = int(model.n_players("image", self.pair.image))
-        self.n_text = int(model.n_players("text", self.pair.text))
+        self.n_image = int(model.tower("image").n_players(self.pair.image))
+        self.n_text = int(model.tower("text").n_players(self.pair.text))
         self.n_players = self.n_image + self.n_text
         self.text_positions = self.pair.text.players(0)
         self.n_passes = 0
@@ -163,8 +163,8 @@ class DualEncoderGame:
         with bar(int(rows.shape[0]), f"game: {side} coalitions", self.progress, unit="coal") as pb:
             for s in range(0, rows.shape[0], self.batch_size):
                 block = rows[s : s + self.batch_size].to(self.model.device)
-                masked = self.model.mask(side, inputs, block, how=self.masking[side])
-                chunks.append(self.model.encode(side, masked).float())
+                masked = self.model.tower(side).mask(inputs, block, how=self.masking[side])
+                chunks.append(self.model.tower(side).encode(masked).float())
                 self.n_passes += int(block.shape[0])
                 pb.update(int(block.shape[0]))
         return torch.cat(chunks)

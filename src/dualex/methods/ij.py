@@ -145,11 +145,11 @@ def structured_block(
     The last block of a tower pooled at one row (``layer = n_layers - 1``), or an attention-pooling head
     (``layer = n_layers``, SigLIP's image tower).
     """
-    n = model.n_layers(side)
+    n = model.tower(side).n_layers
     if layer == n - 1:
-        return model.pooled_block(side, inputs, rows, dtype)
+        return model.tower(side).pooled_block(inputs, rows, dtype)
     if layer == n:
-        return model.pooled_head(side, inputs, rows, dtype)
+        return model.tower(side).pooled_head(inputs, rows, dtype)
     return None
 
 
@@ -291,7 +291,7 @@ def integrated_jacobian(
     H = r + a[:, None, None] * (x - r)  # (N, T, W)
 
     def f(h: Tensor) -> Tensor:
-        return model.tail(side, inputs, h, layer)
+        return model.tower(side).tail(inputs, h, layer)
 
     active = torch.nonzero(delta.abs().sum(-1) > 0, as_tuple=False).flatten()
     if mode not in MODES:
@@ -419,13 +419,13 @@ def explain_ij(
     """
     if units not in ("cosine", "score"):
         raise InputError(f"units must be 'cosine' or 'score', got {units!r}")
-    bi = model.image_modality == "text"
+    bi = model.tower("image").modality == "text"
     text_reference = text_reference or ("same_length" if bi else "default")
     image_reference = image_reference or ("same_length" if bi else "zeros")
     work = model.float32() if fp32 else model
     layers = {
-        "text": work.check_layer("text", layer if text_layer is None else text_layer),
-        "image": work.check_layer("image", layer if image_layer is None else image_layer),
+        "text": work.tower("text").check_layer(layer if text_layer is None else text_layer),
+        "image": work.tower("image").check_layer(layer if image_layer is None else image_layer),
     }
     refs = {"text": text_reference, "image": image_reference}
     alphas_and_weights(2, quadrature)  # the rule's name is checked before any model pass
@@ -439,14 +439,15 @@ def explain_ij(
             # rows repeating one input (one image against K captions) share its states and U (methods.shared)
             row_of, distinct = distinct_rows(pair.side(side))
             inputs = pair.side(side).select(distinct)
-            ref = work.reference(side, inputs, refs[side])
+            ref = work.tower(side).reference(inputs, refs[side])
             L = layers[side]
-            x = work.hidden(side, inputs, L).to(dtype)
-            r, e_r = reference_states(work.tower(side), ref, L)  # once per model and reference
+            tower = work.tower(side)
+            x = tower.hidden(inputs, L).to(dtype)
+            r, e_r = reference_states(tower, ref, L)  # once per model and reference
             r = r.to(dtype)
             n = x.shape[0]
             # the input's embedding and the α = 0 end of the path as the input's tail pools it, in one pass
-            ends = work.tail(side, inputs.select([*range(n), *range(n)]), torch.cat([x, r]), L).float()
+            ends = tower.tail(inputs.select([*range(n), *range(n)]), torch.cat([x, r]), L).float()
             states[side] = {
                 "row": row_of,
                 "inputs": inputs,

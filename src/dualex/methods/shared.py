@@ -21,7 +21,7 @@ from torch import Tensor
 
 from dualex.errors import InputError
 from dualex.explanation import Explanation
-from dualex.models.base import DualEncoder, ImageInputs, Pair, check_image_sizes
+from dualex.models.base import DualEncoder, ImageInputs, Pair, TextInputs, check_image_sizes
 
 
 def _row_tensors(inputs: Any) -> list[Tensor]:
@@ -112,21 +112,24 @@ def prepare_pairs(model: DualEncoder, images: list[Any], texts: list[str]) -> Pa
             seen[key] = len(distinct)
             distinct.append(im)
         order.append(seen[key])
-    image = model.prepare_image(distinct)
+    image = model.tower("image").prepare(distinct)
     if isinstance(image, ImageInputs):
         check_image_sizes(image)
     if len(distinct) != len(images):
         image = image.select(order)
-    return Pair(model.prepare_text(list(texts)).to(model.device), image.to(model.device))
+    text = model.tower("text").prepare(list(texts))
+    if not isinstance(text, TextInputs):
+        raise InputError(f"{model.name}: the first tower must take texts (a caption side)")
+    return Pair(text.to(model.device), image.to(model.device))
 
 
 def unpad_all(model: DualEncoder, exs: list[Explanation], pair: Pair) -> list[Explanation]:
     """Each explanation of a batch cut to the shapes of its pair prepared alone (`unpad`, `unpad_prefix`)."""
-    lengths = own_text_lengths(model.prepare_text, list(pair.text.texts))
+    lengths = own_text_lengths(model.tower("text").prepare, list(pair.text.texts))
     out = [unpad(ex, n) for ex, n in zip(exs, lengths, strict=True)]
     image = pair.image
     if not isinstance(image, ImageInputs) and hasattr(image, "texts"):  # a bi-encoder's second sentences
-        own = own_text_lengths(model.prepare_image, list(image.texts))
+        own = own_text_lengths(model.tower("image").prepare, list(image.texts))
         out = [unpad_prefix(ex, n - ex.n_patches) for ex, n in zip(out, own, strict=True)]
     return out
 

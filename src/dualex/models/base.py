@@ -20,7 +20,6 @@ import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
@@ -30,7 +29,6 @@ from torch import Tensor
 
 from dualex.errors import InputError, UnsupportedModelError
 from dualex.images import ImageTransform
-from dualex.models.attention import AttentionBlock, Recording
 
 if TYPE_CHECKING:
     from dualex.models.tower import Tower
@@ -271,22 +269,29 @@ def _as_index(rows: Tensor | list[int] | slice, n: int) -> Tensor:
 
 
 class DualEncoder(ABC):
-    """What every method needs from a dual encoder, nothing more.
+    """Two towers and a similarity head: what every method needs from a dual encoder, nothing more.
 
-    Subclasses wrap one library's model family. They must keep the wrapped module in eval mode and
-    never change its weights. All tensors returned are on `device`.
+    Everything about one side (preprocessing, hidden states, tails, masking, references, attention) is
+    asked of its `Tower`: ``model.tower("text")`` embeds the first input of a pair (a caption),
+    ``model.tower("image")`` the second (a photo, or a second sentence for text-text bi-encoders). The
+    model itself holds the similarity head: ``score = logit_scale · cos + logit_bias``.
+
+    Subclasses wrap one library's model family: they keep the wrapped module in eval mode, never change
+    its weights, and install their towers with `set_towers` in ``__init__``. All tensors returned are on
+    `device`.
 
     Attributes:
         name: The name the model was loaded by (``"hf:openai/clip-vit-base-patch32"``, ``"shapes"``).
         family: Adapter family (``"hf-clip"``, ``"hf-siglip"``, ``"openclip"``, ``"sentence"``...).
-        image_modality: ``"image"``, or ``"text"`` for text-text bi-encoders.
     """
 
     name: str = "model"
     family: ClassVar[str] = "base"
-    image_modality: ClassVar[Literal["image", "text"]] = "image"
+    weights_seed: int | None = None
+    """The seed of randomly initialised weights (``openclip:ARCH@random[:SEED]``), None for loaded weights;
+    recorded in every explanation's ``params["weights_seed"]``."""
     pooled_tails: bool = True
-    """Let `tail` run the last block for the pooled row only where the tower allows (`pooled_block`);
+    """Let tails run the last block for the pooled row only where the tower allows (`Tower.pooled_block`);
     set False on an instance to run every row (the dense reference path, for comparisons)."""
 
     # ----------------------------------------------------------------- required by every adapter
@@ -294,57 +299,6 @@ class DualEncoder(ABC):
     @abstractmethod
     def module(self) -> torch.nn.Module:
         """The wrapped torch module."""
-
-    # ----------------------------------------------------------------- the two towers
-    def set_towers(self, text: Tower, image: Tower) -> None:
-        """Install the towers of the two sides (the first input's, the second input's)."""
-        self._towers: dict[Side, Tower] = {"text": text, "image": image}
-
-    def tower(self, side: Side) -> Tower:
-        """The `Tower` of ``side`` (``"text"``: the first input, ``"image"``: the second)."""
-        towers: dict[Side, Tower] | None = self.__dict__.get("_towers")
-        if towers is None:  # an adapter still written against the side-keyed methods below
-            from dualex.models.tower import SideTower
-
-            towers = {s: SideTower(self, s) for s in SIDES}
-            self._towers = towers
-        return towers[side]
-
-    @property
-    def towers(self) -> tuple[Tower, Tower]:
-        """``(tower("text"), tower("image"))``."""
-        return self.tower("text"), self.tower("image")
-
-    # Side-keyed methods (being replaced by the towers): each delegates to ``tower(side)``.
-    def prepare_text(self, texts: list[str]) -> TextInputs:
-        """Tokenise captions as the model's own pipeline does (padding as the model was trained)."""
-        out = self.tower("text").prepare(texts)
-        assert isinstance(out, TextInputs)
-        return out
-
-    def prepare_image(self, images: list[Any]) -> SideInputs:
-        """Preprocess images (PIL images, paths, uint8 arrays; texts for bi-encoders)."""
-        return self.tower("image").prepare(images)
-
-    def n_layers(self, side: Side) -> int:
-        """Number of layers of the tower on ``side``."""
-        return self.tower(side).n_layers
-
-    def hidden(self, side: Side, inputs: SideInputs, layer: int) -> Tensor:
-        """`Tower.hidden` of ``side``."""
-        return self.tower(side).hidden(inputs, layer)
-
-    def tail(self, side: Side, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
-        """`Tower.tail` of ``side``."""
-        return self.tower(side).tail(inputs, hidden, layer)
-
-    def mask(self, side: Side, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
-        """`Tower.mask` of ``side``."""
-        return self.tower(side).mask(inputs, keep, how=how)
-
-    def reference(self, side: Side, inputs: SideInputs, kind: str = "default") -> SideInputs:
-        """`Tower.reference` of ``side``."""
-        return self.tower(side).reference(inputs, kind)
 
     @property
     @abstractmethod
@@ -356,25 +310,41 @@ class DualEncoder(ABC):
         """Additive bias of the score (SigLIP), 0.0 otherwise."""
         return 0.0
 
-    # ----------------------------------------------------------------- optional structure
-    def pooled_block(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
-        """The last block + head of ``side`` split for its pooled row, or None where every row counts.
+    # ----------------------------------------------------------------- the two towers
+    def set_towers(self, text: Tower, image: Tower) -> None:
+        """Install the towers of the two sides (the first input's, the second input's); one tower may
+        serve both (a bi-encoder)."""
+        self._towers: dict[Side, Tower] = {"text": text, "image": image}
 
-        Args:
-            side: Which tower.
-            inputs: Metadata of the rows (masks, pooling index); one row is broadcast to ``rows``.
-            rows: R, the number of hidden-state rows the block will be evaluated on.
-            dtype: Dtype of the hidden states (for the additive mask).
+    def tower(self, side: Side) -> Tower:
+        """The `Tower` of ``side`` (``"text"``: the first input, ``"image"``: the second)."""
+        towers: dict[Side, Tower] | None = self.__dict__.get("_towers")
+        if towers is None:
+            raise UnsupportedModelError(f"{type(self).__name__} installs no towers (call set_towers in __init__)")
+        if side not in towers:
+            raise InputError(f"side must be 'text' or 'image', got {side!r}")
+        return towers[side]
 
-        Returns:
-            A `PooledBlock` for CLS/EOS/last-position pooled towers; None (the default) for towers whose
-            embedding reads every row of the last block (mean pooling, attention-pooling heads).
-        """
-        return None
+    @property
+    def towers(self) -> tuple[Tower, Tower]:
+        """``(tower("text"), tower("image"))``."""
+        return self.tower("text"), self.tower("image")
+
+    def rebind_towers(self) -> None:
+        """Point copies of the towers at ``self`` (after `copy.copy` of an adapter); a tower shared by both
+        sides stays shared."""
+        towers: dict[Side, Tower] | None = self.__dict__.get("_towers")
+        if towers is None:
+            return
+        copies: dict[int, Tower] = {}
+        for t in towers.values():
+            if id(t) not in copies:
+                copies[id(t)] = t.rebind(self) if t.owner is not self else t
+        self._towers = {s: copies[id(t)] for s, t in towers.items()}
 
     @contextlib.contextmanager
     def dense_tails(self) -> Iterator[None]:
-        """Within the block, `tail` runs every row of every block (for hooks that record each layer's
+        """Within the block, tails run every row of every block (for hooks that record each layer's
         module calls, and for comparisons with the pooled path)."""
         had = "pooled_tails" in self.__dict__
         before = self.pooled_tails
@@ -386,21 +356,6 @@ class DualEncoder(ABC):
                 self.pooled_tails = before
             else:
                 del self.pooled_tails
-
-    def pooled_head(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
-        """The head of ``side`` (after the last block) as a `PooledBlock`, where it is one attention query.
-
-        For an attention-pooling head (SigLIP's MAP head) the query is a learned probe: ``query`` and
-        ``finish`` then do not depend on ``h_p`` and ``index`` is 0. Used by `dualex.methods.ij` for a
-        split at the head's input (``layer = n_layers``). None (the default) where the head is not that.
-        """
-        return None
-
-    def use_pooled_block(self, side: Side, inputs: SideInputs, hidden: Tensor, layer: int) -> PooledBlock | None:
-        """`pooled_block` for a `tail` from ``layer`` (an index), if pooled tails are on and a block remains."""
-        if not self.pooled_tails or layer >= self.n_layers(side):
-            return None
-        return self.pooled_block(side, inputs, hidden.shape[0], hidden.dtype)
 
     # ----------------------------------------------------------------- shared behaviour
     @property
@@ -422,7 +377,7 @@ class DualEncoder(ABC):
         return self
 
     def prepare(self, images: Any, texts: str | Sequence[str]) -> Pair:
-        """Preprocess a batch of (image, caption) pairs. Single items are wrapped into lists."""
+        """Preprocess a batch of (second input, caption) pairs. Single items are wrapped into lists."""
         images_l = list(images) if isinstance(images, (list, tuple)) else [images]
         texts_l = [texts] if isinstance(texts, str) else list(texts)
         if len(images_l) != len(texts_l):
@@ -430,27 +385,13 @@ class DualEncoder(ABC):
                 f"got {len(images_l)} images but {len(texts_l)} captions; explain pairs one-to-one "
                 "(repeat the image to explain several captions of it)"
             )
-        image = self.prepare_image(images_l)
+        image = self.tower("image").prepare(images_l)
         if isinstance(image, ImageInputs):
             check_image_sizes(image)
-        return Pair(self.prepare_text(texts_l).to(self.device), image.to(self.device))
-
-    def check_layer(self, side: Side, layer: int) -> int:
-        """Validate a split layer; negative values count from the end. Returns the layer index."""
-        n = self.n_layers(side)
-        if not isinstance(layer, int) or isinstance(layer, bool):
-            raise InputError(f"{side} layer must be an integer, got {layer!r}")
-        idx = layer + n if layer < 0 else layer
-        if not 0 <= idx <= n:
-            raise InputError(
-                f"{side} layer {layer} is out of range: the {side} tower of {self.name} has {n} blocks, "
-                f"so layers 0..{n} (or -{n}..-1) are valid"
-            )
-        return idx
-
-    def encode(self, side: Side, inputs: SideInputs) -> Tensor:
-        """Unnormalised embeddings ``(B, D)`` of a side."""
-        return self.tail(side, inputs, self.hidden(side, inputs, 0), 0)
+        text = self.tower("text").prepare(texts_l)
+        if not isinstance(text, TextInputs):
+            raise UnsupportedModelError(f"{self.name}: the first tower must take texts (a caption side)")
+        return Pair(text.to(self.device), image.to(self.device))
 
     def similarity(self, e_img: Tensor, e_txt: Tensor, *, all_pairs: bool = False) -> Scores:
         """The model's own score and the plain cosine.
@@ -471,31 +412,18 @@ class DualEncoder(ABC):
     def score(self, pair: Pair) -> Scores:
         """Score each row of a pair batch with the model's own pipeline, ``(B,)``."""
         with torch.no_grad():
-            return self.similarity(self.encode("image", pair.image), self.encode("text", pair.text))
-
-    def n_players(self, side: Side, inputs: SideInputs, row: int = 0) -> int:
-        return int(inputs.players(row).numel())
+            return self.similarity(self.tower("image").encode(pair.image), self.tower("text").encode(pair.text))
 
     # ----------------------------------------------------------------- optional capabilities
-    # Methods that need more than scores and hidden states ask for it here; an adapter implements
-    # what its family supports, and the defaults raise `UnsupportedModelError` with a hint.
-
     def with_module(self, module: torch.nn.Module) -> DualEncoder:
         """The same adapter (tokenizer, pipeline, settings) over another module of the same architecture.
 
         The default assumes the adapter keeps its module in ``self._module``; adapters that store it
-        elsewhere override this.
+        elsewhere override this. The towers are rebound to the copy.
         """
         twin = copy.copy(self)
         twin._module = module  # type: ignore[attr-defined]  # declared by the adapters, not by this contract
-        twin.rebind_towers()
         return twin
-
-    def rebind_towers(self) -> None:
-        """Point copies of the towers at ``self`` (after `copy.copy` of an adapter)."""
-        towers: dict[Side, Tower] | None = self.__dict__.get("_towers")
-        if towers is not None:
-            self._towers = {s: t.rebind(self) for s, t in towers.items()}
 
     def float32(self) -> DualEncoder:
         """``self`` if the weights are float32 (or float64), else the same adapter over a float32 copy.
@@ -506,69 +434,6 @@ class DualEncoder(ABC):
         if self.dtype not in (torch.float16, torch.bfloat16):
             return self
         return self.with_module(copy.deepcopy(self.module).float())
-
-    def record_attention(self, side: Side, inputs: SideInputs) -> AbstractContextManager[Recording]:
-        """Record every attention layer of the ``side`` tower while it runs (see `dualex.models.attention`).
-
-        Use as ``with model.record_attention(side, inputs) as rec: model.tail(side, inputs, h, 0)``;
-        ``rec.blocks`` then holds one `AttentionSite` per block in forward order and ``rec.pool`` the
-        attention-pooling head, if the tower has one. Tails run densely meanwhile (the hooks must see
-        every row of every block, not a pooled last block); hooks are removed on exit.
-
-        Raises:
-            UnsupportedModelError: at the call, for an adapter that exposes no attention internals.
-        """
-        if type(self).attention_hooks is DualEncoder.attention_hooks:
-            raise self._no_attention()
-        return self._recording(side, inputs)
-
-    @contextlib.contextmanager
-    def _recording(self, side: Side, inputs: SideInputs) -> Iterator[Recording]:
-        rec = Recording()
-        with self.dense_tails():
-            handles = self.attention_hooks(side, inputs, rec)
-            try:
-                yield rec
-            finally:
-                for h in handles:
-                    h.remove()
-
-    def attention_hooks(self, side: Side, inputs: SideInputs, rec: Recording) -> list[Any]:
-        """Register the forward hooks that fill ``rec`` for `record_attention`; returns their handles.
-
-        Adapters that expose attention implement this; a check that can fail comes before the first hook.
-        """
-        raise self._no_attention()
-
-    def attention_blocks(self, side: Side) -> list[AttentionBlock]:
-        """The blocks of the ``side`` tower as pure functions (`AttentionBlock`), in order."""
-        raise self._no_attention()
-
-    def attention_mask(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
-        """The additive self-attention mask the ``side`` tower applies, ``(rows or 1, 1, T, T)``, or None.
-
-        ``inputs`` has one row (broadcast to ``rows``) or ``rows`` rows.
-        """
-        raise self._no_attention()
-
-    def project_tokens(self, side: Side, inputs: SideInputs, hidden: Tensor) -> Tensor:
-        """The tower's head applied to every position, ``(R, T, D)``, from final states ``(R, T, W)``.
-
-        For a tower that pools one token (CLIP's CLS or EOS), position t gets the embedding it would
-        have if it were the pooled token (final norm and projection). For SigLIP's attention-pooling
-        head, each position's value is taken through the head (value and output projections, then the
-        head's residual MLP): the dense features MaskCLIP defines for attention-pooled towers.
-        """
-        raise self._no_attention()
-
-    def pooled_position(self, side: Side, inputs: SideInputs, row: int = 0) -> int:
-        """The hidden position whose final state becomes the embedding (CLS, EOS, last token).
-
-        Raises:
-            UnsupportedModelError: the tower pools several positions (mean pooling) or pools with an
-                attention head (SigLIP's image tower; its probe is not a token).
-        """
-        raise UnsupportedModelError(f"dualex does not know which position the {side} tower of {self.name} pools")
 
     @property
     def contrastive_loss(self) -> Literal["softmax", "sigmoid"] | None:
@@ -589,15 +454,62 @@ class DualEncoder(ABC):
         """
         raise UnsupportedModelError(f"dualex cannot save {self.family!r} models ({self.name})")
 
-    def _no_attention(self) -> UnsupportedModelError:
-        return UnsupportedModelError(
-            f"attention-based methods support transformers CLIP/SigLIP and open_clip ViT models; {self.name} "
-            f"is a {self.family!r} model. Use a gradient or perturbation method instead "
-            "(method='ig', 'rise', 'interaction_lime', 'fixlip')"
-        )
+    def __copy__(self) -> Self:
+        """A shallow copy whose towers belong to the copy (so that swapping its ``_module`` moves them too)."""
+        twin = type(self).__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        twin.rebind_towers()
+        return twin
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, family={self.family!r})"
+
+
+class TowerPair(DualEncoder):
+    """A dual encoder made of two given towers and a similarity head, e.g. one CLIP's image tower on both
+    sides (image–image similarity) or its text tower on both (text–text).
+
+    The towers keep their owners (whose modules hold the weights); `module` is the owners' modules.
+
+    Args:
+        first: Tower of the first input (``tower("text")``).
+        second: Tower of the second input (``tower("image")``).
+        logit_scale: Scale of the score (default 1.0: the score is the cosine).
+        logit_bias: Bias of the score.
+        name: Name reported in explanations.
+
+    Example:
+        ``clip = dualex.load("shapes"); images = TowerPair(clip.tower("image"), clip.tower("image"))``
+    """
+
+    family = "pair"
+
+    def __init__(
+        self, first: Tower, second: Tower, *, logit_scale: float = 1.0, logit_bias: float = 0.0, name: str = "pair"
+    ) -> None:
+        owners = {id(t.owner): t.owner for t in (first, second)}
+        self._modules = torch.nn.ModuleList([o.module for o in owners.values()])
+        self._scale, self._bias = float(logit_scale), float(logit_bias)
+        self.name = name
+        self.set_towers(first, second)
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self._modules
+
+    @property
+    def logit_scale(self) -> float:
+        return self._scale
+
+    @property
+    def logit_bias(self) -> float:
+        return self._bias
+
+    def rebind_towers(self) -> None:
+        """The towers keep their own owners (`with_module` is not supported for pairs)."""
+
+    def with_module(self, module: torch.nn.Module) -> DualEncoder:
+        raise UnsupportedModelError("a TowerPair cannot swap its module; build a new pair from the new model's towers")
 
 
 def check_image_sizes(inputs: ImageInputs) -> None:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from dualex.errors import InputError, ModelNotAvailableError
 from dualex.models.attention import AttentionBlock, AttentionSite, Recording, additive_from, mha_site, split_heads
-from dualex.models.base import DualEncoder, ImageInputs, PooledBlock, Side, SideInputs, TextInputs, pooled_mask
+from dualex.models.base import DualEncoder, ImageInputs, PooledBlock, SideInputs, TextInputs, pooled_mask
 from dualex.models.parts import (
     bos_filler_eos_reference,
     image_reference,
@@ -32,6 +32,7 @@ from dualex.models.parts import (
 from dualex.models.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline
 from dualex.models.registry import register_loader, register_wrapper
 from dualex.models.tokenize import HFTokenizer, TokenizerLike
+from dualex.models.tower import Tower
 
 HF_FAMILIES: dict[str, type[HFDualEncoder]] = {}
 
@@ -270,6 +271,8 @@ class HFDualEncoder(DualEncoder):
     family: ClassVar[str] = "hf"
     causal_text: ClassVar[bool] = True
     n_prefix: ClassVar[int] = 1
+    text_tower_type: ClassVar[type[HFTextTower]]
+    image_tower_type: ClassVar[type[HFImageTower]]
 
     def __init__(
         self,
@@ -298,6 +301,7 @@ class HFDualEncoder(DualEncoder):
         self.tokenizer = tokenizer
         self.pipeline = pipeline or self.default_pipeline()
         self.name = name
+        self.set_towers(self.text_tower_type(self), self.image_tower_type(self))
 
     # ------------------------------------------------------------------ construction helpers
     def default_text_wrapper(self, tokenizer: Any) -> TokenizerLike:
@@ -345,42 +349,9 @@ class HFDualEncoder(DualEncoder):
         """Position the text tower pools at, ``(B,)``."""
         raise NotImplementedError
 
-    def prepare_text(self, texts: list[str]) -> TextInputs:
-        t = self.tokenizer(texts)
-        return TextInputs.from_tokenized(t, texts, self.pool_index(t.ids, t.mask))
-
-    def prepare_image(self, images: list[Any]) -> ImageInputs:
-        pixels, transforms, displays = self.pipeline(images)
-        h, w = pixels.shape[-2:]
-        grid = (h // self.patch_size, w // self.patch_size)
-        return ImageInputs(
-            pixels=pixels.to(self.dtype), grid=grid, n_prefix=self.n_prefix, transforms=transforms, display=displays
-        )
-
-    # ------------------------------------------------------------------ masking
-    def mask(self, side: Side, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
-        """Apply K coalitions ``keep`` ``(K, n_players)`` to row 0 (`dualex.models.parts`).
-
-        Image ``how``: ``"default"``/``"zeros"`` (patch set to 0 in normalised space) or ``"black"``.
-        Text ``how``: ``"default"``/``"attention"`` (attention mask multiplied by ``keep``: a token that
-        is already removed stays removed) or ``"pad"`` (removed ids become `filler_id`).
-        """
-        if side == "image":
-            assert isinstance(inputs, ImageInputs)
-            return mask_image_patches(inputs, keep, how, self.pipeline.black())
-        assert isinstance(inputs, TextInputs)
-        return mask_text_players(inputs, keep, how, self.filler_id())
-
     # ------------------------------------------------------------------ references
     def filler_id(self) -> int:
         return 0
-
-    def reference(self, side: Side, inputs: SideInputs, kind: str = "default") -> SideInputs:
-        if side == "image":
-            assert isinstance(inputs, ImageInputs)
-            return image_reference(inputs, kind, self.pipeline.black())
-        assert isinstance(inputs, TextInputs)
-        return self.text_reference(inputs, kind)
 
     def text_reference(self, inputs: TextInputs, kind: str) -> TextInputs:
         """BOS + fillers + EOS (+ padding), same sequence length as ``inputs``.
@@ -408,36 +379,6 @@ class HFDualEncoder(DualEncoder):
         pad = self.text_config.pad_token_id
         return int(pad) if pad is not None else 0
 
-    # ------------------------------------------------------------------ attention internals
-    def _tower(self, side: Side) -> Any:
-        """The transformers tower of ``side`` (untyped submodules: ``encoder.layers``, norms, head)."""
-        return self._module.text_model if side == "text" else self._module.vision_model
-
-    def _pool_attention(self, side: Side) -> nn.MultiheadAttention | None:
-        """The image tower's attention-pooling ``nn.MultiheadAttention`` (SigLIP), else None."""
-        head = getattr(self._module.vision_model, "head", None) if side == "image" else None
-        attn = getattr(head, "attention", None)
-        return attn if isinstance(attn, nn.MultiheadAttention) else None
-
-    def attention_hooks(self, side: Side, inputs: SideInputs, rec: Recording) -> list[Any]:
-        handles = [
-            layer.self_attn.register_forward_hook(_self_attention_hook(rec), with_kwargs=True)
-            for layer in self._tower(side).encoder.layers
-        ]
-        pool = self._pool_attention(side)
-        if pool is not None:
-            handles.append(pool.register_forward_hook(_pool_hook(rec), with_kwargs=True))
-        return handles
-
-    def attention_blocks(self, side: Side) -> list[AttentionBlock]:
-        return [HFBlock(layer) for layer in self._tower(side).encoder.layers]
-
-    def pooled_position(self, side: Side, inputs: SideInputs, row: int = 0) -> int:
-        if side == "image":
-            return 0  # CLS
-        assert isinstance(inputs, TextInputs)
-        return int(inputs.pool_index[row])
-
     # ------------------------------------------------------------------ saving
     def check_saveable(self, *, arch: str | None = None) -> None:
         tok = getattr(self.tokenizer, "tok", None)
@@ -462,6 +403,112 @@ class HFDualEncoder(DualEncoder):
     def preprocessor_config(self) -> dict[str, Any]:
         """A ``preprocessor_config.json`` that reproduces the adapter's image pipeline."""
         return pipeline_config(self.pipeline, "CLIPImageProcessor")
+
+
+class HFTower(Tower):
+    """Shared parts of the transformers towers: the encoder layers, attention recording and blocks.
+
+    Layers are the tower's transformer blocks (``encoder.layers``); the default split of methods that
+    take a layer is theirs (ij: the last block's input, ``layer=-1``).
+    """
+
+    owner: HFDualEncoder
+    submodule: ClassVar[str]
+    """Attribute of the wrapped model holding the tower (``"text_model"``, ``"vision_model"``)."""
+
+    @property
+    def model(self) -> Any:
+        """The transformers tower (untyped submodules: ``embeddings``, ``encoder.layers``, norms, head)."""
+        return getattr(self.owner._module, self.submodule)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.model.encoder.layers)
+
+    def _pool_attention(self) -> nn.MultiheadAttention | None:
+        """The tower's attention-pooling ``nn.MultiheadAttention`` (SigLIP's image head), else None."""
+        attn = getattr(getattr(self.model, "head", None), "attention", None)
+        return attn if isinstance(attn, nn.MultiheadAttention) else None
+
+    def attention_hooks(self, inputs: SideInputs, rec: Recording) -> list[Any]:
+        handles = [
+            layer.self_attn.register_forward_hook(_self_attention_hook(rec), with_kwargs=True)
+            for layer in self.model.encoder.layers
+        ]
+        pool = self._pool_attention()
+        if pool is not None:
+            handles.append(pool.register_forward_hook(_pool_hook(rec), with_kwargs=True))
+        return handles
+
+    def attention_blocks(self) -> list[AttentionBlock]:
+        return [HFBlock(layer) for layer in self.model.encoder.layers]
+
+
+class HFTextTower(HFTower):
+    """A transformers text tower: tokenising, masking (`dualex.models.parts`), references, pooled position."""
+
+    modality = "text"
+    submodule = "text_model"
+    path_reference = "default"
+    aligned_reference = "same_length"
+
+    def prepare(self, raw: list[Any]) -> TextInputs:
+        texts = list(raw)
+        t = self.owner.tokenizer(texts)
+        return TextInputs.from_tokenized(t, texts, self.owner.pool_index(t.ids, t.mask))
+
+    def mask(self, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
+        """Apply K coalitions ``keep`` ``(K, n_players)`` to row 0 (`dualex.models.parts.mask_text_players`).
+
+        ``how``: ``"default"``/``"attention"`` (attention mask multiplied by ``keep``: a token that is
+        already removed stays removed) or ``"pad"`` (removed ids become the owner's ``filler_id``).
+        """
+        return mask_text_players(self.check(inputs), keep, how, self.owner.filler_id())
+
+    def reference(self, inputs: SideInputs, kind: str = "default") -> SideInputs:
+        return self.owner.text_reference(self.check(inputs), kind)
+
+    def check(self, inputs: SideInputs) -> TextInputs:
+        if not isinstance(inputs, TextInputs):
+            raise InputError(f"{self.label} takes TextInputs, got {type(inputs).__name__}")
+        return inputs
+
+    def pooled_position(self, inputs: SideInputs, row: int = 0) -> int:
+        return int(self.check(inputs).pool_index[row])
+
+
+class HFImageTower(HFTower):
+    """A transformers ViT image tower: preprocessing, patch masking and references (`dualex.models.parts`)."""
+
+    modality = "image"
+    submodule = "vision_model"
+    path_reference = "zeros"
+    aligned_reference = "zeros"
+
+    def prepare(self, raw: list[Any]) -> ImageInputs:
+        owner = self.owner
+        pixels, transforms, displays = owner.pipeline(list(raw))
+        h, w = pixels.shape[-2:]
+        grid = (h // owner.patch_size, w // owner.patch_size)
+        return ImageInputs(
+            pixels=pixels.to(owner.dtype), grid=grid, n_prefix=owner.n_prefix, transforms=transforms, display=displays
+        )
+
+    def mask(self, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
+        """Apply K coalitions ``keep`` ``(K, n_patches)`` to row 0: ``how`` ``"default"``/``"zeros"`` (patch
+        set to 0 in normalised space) or ``"black"`` (`dualex.models.parts.mask_image_patches`)."""
+        return mask_image_patches(self.check(inputs), keep, how, self.owner.pipeline.black())
+
+    def reference(self, inputs: SideInputs, kind: str = "default") -> SideInputs:
+        return image_reference(self.check(inputs), kind, self.owner.pipeline.black())
+
+    def check(self, inputs: SideInputs) -> ImageInputs:
+        if not isinstance(inputs, ImageInputs):
+            raise InputError(f"{self.label} takes ImageInputs, got {type(inputs).__name__}")
+        return inputs
+
+    def pooled_position(self, inputs: SideInputs, row: int = 0) -> int:
+        return 0  # CLS
 
 
 class HFBlock(AttentionBlock):
@@ -601,11 +648,117 @@ def read_preprocessor_config(spec: str) -> dict[str, Any] | None:
     return config
 
 
+class HFClipText(HFTextTower):
+    """CLIP's causal text tower, pooled at the first end-of-text token, then ``text_projection``."""
+
+    owner: HFClip
+
+    def _mask(self, inputs: TextInputs, rows: int, dtype: torch.dtype) -> Tensor:
+        return additive_mask(broadcast_rows(inputs.mask, rows), causal=True, dtype=dtype)
+
+    def attention_mask(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
+        return self._mask(self.check(inputs), rows, dtype)
+
+    def _head(self, h: Tensor) -> Tensor:
+        out: Tensor = self.owner._module.text_projection(self.model.final_layer_norm(h))
+        return out
+
+    def project_tokens(self, inputs: SideInputs, hidden: Tensor) -> Tensor:
+        return self._head(hidden)
+
+    def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        layer = self.check_layer(layer)
+        t = self.check(inputs)
+        tm = self.model
+        h: Tensor = tm.embeddings(input_ids=t.ids)
+        mask = additive_mask(t.mask, causal=True, dtype=h.dtype)
+        for blk in tm.encoder.layers[:layer]:
+            h = blk(h, mask)
+        return h
+
+    def pooled_block(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
+        """The last block at the EOS position of each row."""
+        t = self.check(inputs)
+        idx = broadcast_rows(t.pool_index, rows)
+        return encoder_layer_pooled(self.model.encoder.layers[-1], idx, self._mask(t, rows, dtype), self._head)
+
+    def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        layer = self.check_layer(layer)
+        t = self.check(inputs)
+        R = hidden.shape[0]
+        pooled = self.use_pooled_block(t, hidden, layer)
+        layers = self.model.encoder.layers
+        mask = self._mask(t, R, hidden.dtype)
+        h = hidden
+        for blk in layers[layer:-1] if pooled is not None else layers[layer:]:
+            h = blk(h, mask)
+        if pooled is not None:
+            return pooled(h)
+        idx = broadcast_rows(t.pool_index, R).to(h.device)
+        return self._head(h[torch.arange(R, device=h.device), idx])
+
+
+class HFClipImage(HFImageTower):
+    """CLIP's ViT: CLS + patches, ``pre_layrnorm``, blocks, ``post_layernorm`` on CLS, ``visual_projection``."""
+
+    owner: HFClip
+
+    def attention_mask(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
+        return None
+
+    def _head(self, h: Tensor) -> Tensor:
+        out: Tensor = self.owner._module.visual_projection(self.model.post_layernorm(h))
+        return out
+
+    def project_tokens(self, inputs: SideInputs, hidden: Tensor) -> Tensor:
+        return self._head(hidden)
+
+    def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        layer = self.check_layer(layer)
+        vm = self.model
+        h: Tensor = vm.pre_layrnorm(self.embed(self.check(inputs)))
+        for blk in vm.encoder.layers[:layer]:
+            h = blk(h, None)
+        return h
+
+    def embed(self, inputs: ImageInputs) -> Tensor:
+        """CLS + patch tokens + position embeddings ``(B, 1 + P, W)`` (``CLIPVisionEmbeddings``, with patch
+        removals applied after the patch embedding, `dualex.models.parts.patch_tokens`)."""
+        emb = self.model.embeddings
+        size = int(self.owner.vision_config.image_size)
+        if tuple(inputs.pixels.shape[-2:]) != (size, size):
+            raise InputError(f"{self.owner.name} takes {size}×{size} images, got {tuple(inputs.pixels.shape[-2:])}")
+        dtype = emb.patch_embedding.weight.dtype
+        x = patch_tokens(inputs, lambda px: emb.patch_embedding(px.to(dtype)).flatten(2).transpose(1, 2))
+        cls = emb.class_embedding.expand(x.shape[0], 1, -1)
+        tokens: Tensor = torch.cat([cls, x], dim=1) + emb.position_embedding(emb.position_ids)
+        return tokens
+
+    def pooled_block(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
+        """The last block at the CLS token."""
+        idx = torch.zeros(rows, dtype=torch.long, device=self.device)
+        return encoder_layer_pooled(self.model.encoder.layers[-1], idx, None, self._head)
+
+    def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        layer = self.check_layer(layer)
+        pooled = self.use_pooled_block(inputs, hidden, layer)
+        layers = self.model.encoder.layers
+        h = hidden
+        for blk in layers[layer:-1] if pooled is not None else layers[layer:]:
+            h = blk(h, None)
+        if pooled is not None:
+            return pooled(h)
+        return self._head(h[:, 0])
+
+
 @register_hf("clip")
 class HFClip(HFDualEncoder):
-    """transformers ``CLIPModel``: CLS-pooled ViT image tower, causal text tower pooled at EOS."""
+    """transformers ``CLIPModel``: CLS-pooled ViT image tower (`HFClipImage`), causal text tower pooled at
+    EOS (`HFClipText`)."""
 
     family = "hf-clip"
+    text_tower_type = HFClipText
+    image_tower_type = HFClipImage
 
     def filler_id(self) -> int:
         # exCLIP's reference filler: id 0 ("!" in CLIP BPE), as long as it is not a special id.
@@ -623,98 +776,6 @@ class HFClip(HFDualEncoder):
     @property
     def contrastive_loss(self) -> Literal["softmax", "sigmoid"] | None:
         return "softmax"
-
-    def attention_mask(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
-        if side == "image":
-            return None
-        assert isinstance(inputs, TextInputs)
-        return additive_mask(broadcast_rows(inputs.mask, rows), causal=True, dtype=dtype)
-
-    def project_tokens(self, side: Side, inputs: SideInputs, hidden: Tensor) -> Tensor:
-        if side == "text":
-            tm = self._module.text_model
-            text_tokens: Tensor = self._module.text_projection(tm.final_layer_norm(hidden))
-            return text_tokens
-        image_tokens: Tensor = self._module.visual_projection(self._module.vision_model.post_layernorm(hidden))
-        return image_tokens
-
-    def n_layers(self, side: Side) -> int:
-        tower = self._module.text_model if side == "text" else self._module.vision_model
-        return len(tower.encoder.layers)
-
-    def hidden(self, side: Side, inputs: SideInputs, layer: int) -> Tensor:
-        layer = self.check_layer(side, layer)
-        if side == "text":
-            assert isinstance(inputs, TextInputs)
-            tm = self._module.text_model
-            h: Tensor = tm.embeddings(input_ids=inputs.ids)
-            mask = additive_mask(inputs.mask, causal=True, dtype=h.dtype)
-            for blk in tm.encoder.layers[:layer]:
-                h = blk(h, mask)
-            return h
-        assert isinstance(inputs, ImageInputs)
-        vm = self._module.vision_model
-        h = vm.pre_layrnorm(self.embed_image(inputs))
-        for blk in vm.encoder.layers[:layer]:
-            h = blk(h, None)
-        return h
-
-    def embed_image(self, inputs: ImageInputs) -> Tensor:
-        """CLS + patch tokens + position embeddings ``(B, 1 + P, W)`` (``CLIPVisionEmbeddings``, with patch
-        removals applied after the patch embedding, `dualex.models.parts.patch_tokens`)."""
-        emb = self._module.vision_model.embeddings
-        size = int(self.vision_config.image_size)
-        if tuple(inputs.pixels.shape[-2:]) != (size, size):
-            raise InputError(f"{self.name} takes {size}×{size} images, got {tuple(inputs.pixels.shape[-2:])}")
-        dtype = emb.patch_embedding.weight.dtype
-        x = patch_tokens(inputs, lambda px: emb.patch_embedding(px.to(dtype)).flatten(2).transpose(1, 2))
-        cls = emb.class_embedding.expand(x.shape[0], 1, -1)
-        tokens: Tensor = torch.cat([cls, x], dim=1) + emb.position_embedding(emb.position_ids)
-        return tokens
-
-    def pooled_block(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
-        """Both towers read one row: the text tower its EOS position, the image tower its CLS token."""
-        if side == "text":
-            assert isinstance(inputs, TextInputs)
-            tm: Any = self._module.text_model
-            mask = additive_mask(broadcast_rows(inputs.mask, rows), causal=True, dtype=dtype)
-            idx = broadcast_rows(inputs.pool_index, rows)
-            proj: Any = self._module.text_projection
-            return encoder_layer_pooled(tm.encoder.layers[-1], idx, mask, lambda z: proj(tm.final_layer_norm(z)))
-        vm: Any = self._module.vision_model
-        vproj: Any = self._module.visual_projection
-        idx = torch.zeros(rows, dtype=torch.long, device=self.device)
-        return encoder_layer_pooled(vm.encoder.layers[-1], idx, None, lambda z: vproj(vm.post_layernorm(z)))
-
-    def tail(self, side: Side, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
-        layer = self.check_layer(side, layer)
-        R = hidden.shape[0]
-        pooled = self.use_pooled_block(side, inputs, hidden, layer)
-        tower: Any = self._module.text_model if side == "text" else self._module.vision_model
-        blocks = tower.encoder.layers[layer:-1] if pooled is not None else tower.encoder.layers[layer:]
-        if side == "text":
-            assert isinstance(inputs, TextInputs)
-            tm = self._module.text_model
-            mask = additive_mask(broadcast_rows(inputs.mask, R), causal=True, dtype=hidden.dtype)
-            h = hidden
-            for blk in blocks:
-                h = blk(h, mask)
-            if pooled is not None:
-                return pooled(h)
-            h = tm.final_layer_norm(h)
-            idx = broadcast_rows(inputs.pool_index, R).to(h.device)
-            pooled_h = h[torch.arange(R, device=h.device), idx]
-            text_projection: Any = self._module.text_projection
-            out: Tensor = text_projection(pooled_h)
-            return out
-        vm = self._module.vision_model
-        h = hidden
-        for blk in blocks:
-            h = blk(h, None)
-        if pooled is not None:
-            return pooled(h)
-        emb: Tensor = self._module.visual_projection(vm.post_layernorm(h[:, 0]))
-        return emb
 
 
 def pipeline_from_pretrained(spec: str, fallback: ImagePipeline) -> ImagePipeline:

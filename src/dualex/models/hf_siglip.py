@@ -32,9 +32,11 @@ from torch import Tensor
 
 from dualex.errors import InputError, UnsupportedModelError
 from dualex.models.attention import mha_weights
-from dualex.models.base import ImageInputs, PooledBlock, Side, SideInputs, TextInputs
+from dualex.models.base import ImageInputs, PooledBlock, SideInputs, TextInputs
 from dualex.models.hf import (
     HFDualEncoder,
+    HFImageTower,
+    HFTextTower,
     _from_pretrained,
     additive_mask,
     broadcast_rows,
@@ -84,6 +86,212 @@ def _pil_resample(value: Any, default: int) -> int:
     return default
 
 
+class SiglipText(HFTextTower):
+    """SigLIP's bidirectional text tower: every position attended, pooled at the last one, then ``head``."""
+
+    owner: SiglipBase
+
+    def prepare(self, raw: list[Any]) -> TextInputs:
+        """Tokenise; every position is attended (SigLIP was trained without an attention mask)."""
+        owner, texts = self.owner, list(raw)
+        t = owner.tokenizer(texts)
+        S = int(t.ids.shape[1])
+        if int(owner.text_config.max_position_embeddings) < S:
+            raise InputError(
+                f"the tokenizer produced {S} positions but the text tower of {owner.name} takes at most "
+                f"{owner.text_config.max_position_embeddings}; tokenize with max_length="
+                f"{owner.text_length}"
+            )
+        return TextInputs(
+            ids=t.ids,
+            mask=torch.ones_like(t.ids),
+            tokens=t.tokens,
+            special=t.special,
+            pool_index=owner.pool_index(t.ids, t.mask),
+            texts=texts,
+            offsets=t.offsets,
+        )
+
+    def _head(self, h: Tensor) -> Tensor:
+        out: Tensor = self.model.head(self.model.final_layer_norm(h))
+        return out
+
+    def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        layer = self.check_layer(layer)
+        t = self.check(inputs)
+        tm = self.model
+        h: Tensor = tm.embeddings(input_ids=t.ids)
+        mask = _bidirectional_mask(t.mask, h.shape[0], h.dtype)
+        for blk in tm.encoder.layers[:layer]:
+            h = blk(h, mask)
+        return h
+
+    def pooled_block(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
+        """The last block at the last position."""
+        t = self.check(inputs)
+        mask = _bidirectional_mask(t.mask, rows, dtype)
+        idx = broadcast_rows(t.pool_index, rows)
+        return encoder_layer_pooled(self.model.encoder.layers[-1], idx, mask, self._head)
+
+    def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        layer = self.check_layer(layer)
+        t = self.check(inputs)
+        R = hidden.shape[0]
+        layers = self.model.encoder.layers
+        mask = _bidirectional_mask(t.mask, R, hidden.dtype)
+        pooled = self.use_pooled_block(t, hidden, layer)
+        h = hidden
+        for blk in layers[layer:-1] if pooled is not None else layers[layer:]:
+            h = blk(h, mask)
+        if pooled is not None:
+            return pooled(h)
+        idx = broadcast_rows(t.pool_index, R).to(h.device)
+        return self._head(h[torch.arange(R, device=h.device), idx])
+
+    def attention_mask(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
+        return _bidirectional_mask(self.check(inputs).mask, rows, dtype)
+
+    def project_tokens(self, inputs: SideInputs, hidden: Tensor) -> Tensor:
+        """``head(final_layer_norm(h))`` per position."""
+        return self._head(hidden)
+
+    def mask(self, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
+        """Apply K coalitions ``keep`` ``(K, n_players)`` to row 0 of ``inputs``, ``how``:
+
+        ``"default"`` / ``"attention"``: the removed tokens get attention mask 0, ids unchanged, while
+            end-of-text, padding and the pooled last position stay attended (FIxLIP's game). SigLIP
+            never saw a mask in training, but no position moves.
+        ``"drop"``: the removed tokens are deleted and the caption is re-padded to the same length,
+            i.e. exactly what the model sees for the shorter caption (in distribution; later tokens
+            shift position). Dropping every token gives the ``"default"`` reference.
+        ``"pad"``: the removed tokens are replaced by `SiglipBase.filler_id` (the ``"same_length"`` filler).
+        """
+        if how != "drop":
+            return super().mask(inputs, keep, how=how)
+        t, owner = self.check(inputs), self.owner
+        keep = keep.to(torch.bool)
+        if keep.dim() == 1:
+            keep = keep[None]
+        players = t.players(0)
+        if keep.shape[1] != players.numel():
+            raise InputError(f"text coalitions need {players.numel()} columns, got {keep.shape[1]}")
+        out = t.select([0] * keep.shape[0])
+        row_keep = torch.ones(keep.shape[0], t.ids.shape[1], dtype=torch.bool)
+        row_keep[:, players] = keep.cpu()
+        out.ids = torch.stack([owner._compact(t.ids[0], row_keep[k]) for k in range(keep.shape[0])])
+        out.special = torch.stack([owner._compact(t.special[0], row_keep[k], fill=True) for k in range(keep.shape[0])])
+        out.mask = torch.ones_like(out.ids)
+        rows = range(keep.shape[0])
+        out.tokens = [owner._compact_list(t.tokens[0], row_keep[k], "<pad>") for k in rows]
+        out.offsets = [owner._compact_list(t.offsets[0], row_keep[k], None) for k in rows]
+        out.pool_index = owner.pool_index(out.ids, out.mask)
+        return out
+
+
+class SiglipImage(HFImageTower):
+    """SigLIP's ViT: no CLS (all positions are patches), ``post_layernorm``, then the MAP head."""
+
+    owner: SiglipBase
+
+    def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        layer = self.check_layer(layer)
+        im = self.check(inputs)
+        h = self.owner.embed_image(im)
+        mask = _bidirectional_mask(self.owner.image_attention(im), h.shape[0], h.dtype)
+        for blk in self.model.encoder.layers[:layer]:
+            h = blk(h, mask)
+        return h
+
+    def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        """The MAP head reads every row of the last block: no pooled block (its structured case is a split
+        at the head's input, `pooled_head`; see the README, ij section, "Cost")."""
+        layer = self.check_layer(layer)
+        im = self.check(inputs)
+        R = hidden.shape[0]
+        vm = self.model
+        keys = self.owner.image_attention(im)
+        mask = _bidirectional_mask(keys, R, hidden.dtype)
+        h = hidden
+        for blk in vm.encoder.layers[layer:]:
+            h = blk(h, mask)
+        h = vm.post_layernorm(h)
+        return self.owner.pool_image(h, None if mask is None or keys is None else broadcast_rows(keys, R))
+
+    def pooled_head(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
+        """``post_layernorm`` + MAP head: one probe query over every row of the last block."""
+        im = self.check(inputs)
+        vm = self.model
+        head: Any = vm.head
+        attn: Any = head.attention  # nn.MultiheadAttention, batch first
+        H = int(attn.num_heads)
+        d = int(attn.head_dim)
+        wq, wk, wv = attn.in_proj_weight.chunk(3, dim=0)
+        bq, bk, bv = attn.in_proj_bias.chunk(3)
+        probe_q: Tensor = (torch.nn.functional.linear(head.probe.reshape(-1), wq, bq) * float(d) ** -0.5).reshape(H, d)
+
+        def keys_values(h: Tensor) -> tuple[Tensor, Tensor]:
+            x = vm.post_layernorm(h)
+            k = torch.nn.functional.linear(x, wk, bk)
+            v = torch.nn.functional.linear(x, wv, bv)
+            return (
+                k.reshape(*k.shape[:-1], H, d).transpose(-2, -3),
+                v.reshape(*v.shape[:-1], H, d).transpose(-2, -3),
+            )
+
+        def query(hp: Tensor) -> Tensor:
+            return probe_q.expand(*hp.shape[:-1], H, d)
+
+        def finish(hp: Tensor, a: Tensor) -> Tensor:
+            y = torch.nn.functional.linear(a.flatten(-2), attn.out_proj.weight, attn.out_proj.bias)
+            out: Tensor = y + head.mlp(head.layernorm(y))
+            return out
+
+        keys = self.owner.image_attention(im)
+        mask = None
+        if keys is not None:
+            blocked = ~broadcast_rows(keys, rows).bool()
+            mask = torch.zeros(blocked.shape, dtype=dtype, device=blocked.device).masked_fill(
+                blocked, torch.finfo(dtype).min
+            )
+        idx = torch.zeros(rows, dtype=torch.long, device=self.device)
+        return PooledBlock(keys_values, query, finish, idx, mask)
+
+    def attention_mask(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
+        return _bidirectional_mask(self.owner.image_attention(self.check(inputs)), rows, dtype)
+
+    def project_tokens(self, inputs: SideInputs, hidden: Tensor) -> Tensor:
+        """Each position's value through the MAP head.
+
+        The head pools ``o = out_proj(Σ_t a_t v_t)`` and returns ``o + mlp(layernorm(o))``; position t's
+        dense feature replaces the attention-weighted sum by its own value ``v_t`` (MaskCLIP's reading of
+        an attention-pooling head, as for CLIP's ResNet towers).
+        """
+        vm = self.model
+        head = vm.head
+        x = vm.post_layernorm(hidden)
+        _, _, _, _, vw, vb = mha_weights(head.attention)
+        o = head.attention.out_proj(torch.nn.functional.linear(x, vw, vb))
+        image_tokens: Tensor = o + head.mlp(head.layernorm(o))
+        return image_tokens
+
+    def pooled_position(self, inputs: SideInputs, row: int = 0) -> int:
+        raise self.missing("CLS token: it pools with an attention head")
+
+
+class Siglip2Image(SiglipImage):
+    """SigLIP-2 NaFlex's ViT on a fixed square grid (``extra``: ``spatial_shapes``, ``pixel_attention_mask``)."""
+
+    def prepare(self, raw: list[Any]) -> ImageInputs:
+        inputs = super().prepare(raw)
+        B = inputs.batch_size
+        rows, cols = inputs.grid
+        inputs.extra = {
+            "spatial_shapes": torch.tensor([[rows, cols]] * B, dtype=torch.long),
+            "pixel_attention_mask": torch.ones(B, rows * cols, dtype=torch.long),
+        }
+        return inputs
+
+
 class SiglipBase(HFDualEncoder):
     """Shared parts of the SigLIP and SigLIP-2 adapters: the text tower, masking, references, score.
 
@@ -101,6 +309,8 @@ class SiglipBase(HFDualEncoder):
     family = "hf-siglip"
     causal_text = False
     n_prefix = 0
+    text_tower_type = SiglipText
+    image_tower_type = SiglipImage
 
     def __init__(
         self,
@@ -184,31 +394,7 @@ class SiglipBase(HFDualEncoder):
         """SigLIP pools at the last position, whatever token sits there: ``(B,)`` filled with ``S - 1``."""
         return torch.full((ids.shape[0],), ids.shape[1] - 1, dtype=torch.long, device=ids.device)
 
-    def prepare_text(self, texts: list[str]) -> TextInputs:
-        """Tokenise; every position is attended (SigLIP was trained without an attention mask)."""
-        t = self.tokenizer(texts)
-        S = int(t.ids.shape[1])
-        if int(self.text_config.max_position_embeddings) < S:
-            raise InputError(
-                f"the tokenizer produced {S} positions but the text tower of {self.name} takes at most "
-                f"{self.text_config.max_position_embeddings}; tokenize with max_length="
-                f"{self.text_length}"
-            )
-        return TextInputs(
-            ids=t.ids,
-            mask=torch.ones_like(t.ids),
-            tokens=t.tokens,
-            special=t.special,
-            pool_index=self.pool_index(t.ids, t.mask),
-            texts=list(texts),
-            offsets=t.offsets,
-        )
-
     # ------------------------------------------------------------------ towers
-    def n_layers(self, side: Side) -> int:
-        tower = self._module.text_model if side == "text" else self._module.vision_model
-        return len(tower.encoder.layers)
-
     def embed_image(self, inputs: ImageInputs) -> Tensor:
         """Patch + position embeddings of the image tower, ``(B, T, W)``."""
         raise NotImplementedError
@@ -216,104 +402,6 @@ class SiglipBase(HFDualEncoder):
     def image_attention(self, inputs: ImageInputs) -> Tensor | None:
         """Key mask ``(B, T)`` of the image tower (1 = real patch), or None when every patch is real."""
         return None
-
-    def hidden(self, side: Side, inputs: SideInputs, layer: int) -> Tensor:
-        layer = self.check_layer(side, layer)
-        if side == "text":
-            assert isinstance(inputs, TextInputs)
-            tm = self._module.text_model
-            h: Tensor = tm.embeddings(input_ids=inputs.ids)
-            mask = _bidirectional_mask(inputs.mask, h.shape[0], h.dtype)
-            for blk in tm.encoder.layers[:layer]:
-                h = blk(h, mask)
-            return h
-        assert isinstance(inputs, ImageInputs)
-        h = self.embed_image(inputs)
-        mask = _bidirectional_mask(self.image_attention(inputs), h.shape[0], h.dtype)
-        for blk in self._module.vision_model.encoder.layers[:layer]:
-            h = blk(h, mask)
-        return h
-
-    def pooled_block(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
-        """The text tower reads its last position; the image tower's attention-pooling head reads every
-        row of the last block, so it has no pooled block (its structured case is a split at the head's
-        input, `pooled_head`; see the README, ij section, "Cost")."""
-        if side != "text":
-            return None
-        assert isinstance(inputs, TextInputs)
-        tm: Any = self._module.text_model
-        mask = _bidirectional_mask(inputs.mask, rows, dtype)
-        idx = broadcast_rows(inputs.pool_index, rows)
-        return encoder_layer_pooled(tm.encoder.layers[-1], idx, mask, lambda z: tm.head(tm.final_layer_norm(z)))
-
-    def tail(self, side: Side, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
-        layer = self.check_layer(side, layer)
-        R = hidden.shape[0]
-        h = hidden
-        if side == "text":
-            assert isinstance(inputs, TextInputs)
-            tm: Any = self._module.text_model
-            mask = _bidirectional_mask(inputs.mask, R, hidden.dtype)
-            pooled = self.use_pooled_block(side, inputs, hidden, layer)
-            if pooled is not None:
-                for blk in tm.encoder.layers[layer:-1]:
-                    h = blk(h, mask)
-                return pooled(h)
-            for blk in tm.encoder.layers[layer:]:
-                h = blk(h, mask)
-            h = tm.final_layer_norm(h)
-            idx = broadcast_rows(inputs.pool_index, R).to(h.device)
-            emb: Tensor = tm.head(h[torch.arange(R, device=h.device), idx])
-            return emb
-        assert isinstance(inputs, ImageInputs)
-        vm = self._module.vision_model
-        keys = self.image_attention(inputs)
-        mask = _bidirectional_mask(keys, R, hidden.dtype)
-        for blk in vm.encoder.layers[layer:]:
-            h = blk(h, mask)
-        h = vm.post_layernorm(h)
-        return self.pool_image(h, None if mask is None or keys is None else broadcast_rows(keys, R))
-
-    def pooled_head(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
-        """The image tower's ``post_layernorm`` + MAP head: one probe query over every row of the last block."""
-        if side != "image":
-            return None
-        assert isinstance(inputs, ImageInputs)
-        vm: Any = self._module.vision_model
-        head: Any = vm.head
-        attn: Any = head.attention  # nn.MultiheadAttention, batch first
-        H = int(attn.num_heads)
-        d = int(attn.head_dim)
-        wq, wk, wv = attn.in_proj_weight.chunk(3, dim=0)
-        bq, bk, bv = attn.in_proj_bias.chunk(3)
-        probe_q: Tensor = (torch.nn.functional.linear(head.probe.reshape(-1), wq, bq) * float(d) ** -0.5).reshape(H, d)
-
-        def keys_values(h: Tensor) -> tuple[Tensor, Tensor]:
-            x = vm.post_layernorm(h)
-            k = torch.nn.functional.linear(x, wk, bk)
-            v = torch.nn.functional.linear(x, wv, bv)
-            return (
-                k.reshape(*k.shape[:-1], H, d).transpose(-2, -3),
-                v.reshape(*v.shape[:-1], H, d).transpose(-2, -3),
-            )
-
-        def query(hp: Tensor) -> Tensor:
-            return probe_q.expand(*hp.shape[:-1], H, d)
-
-        def finish(hp: Tensor, a: Tensor) -> Tensor:
-            y = torch.nn.functional.linear(a.flatten(-2), attn.out_proj.weight, attn.out_proj.bias)
-            out: Tensor = y + head.mlp(head.layernorm(y))
-            return out
-
-        keys = self.image_attention(inputs)
-        mask = None
-        if keys is not None:
-            blocked = ~broadcast_rows(keys, rows).bool()
-            mask = torch.zeros(blocked.shape, dtype=dtype, device=blocked.device).masked_fill(
-                blocked, torch.finfo(dtype).min
-            )
-        idx = torch.zeros(rows, dtype=torch.long, device=self.device)
-        return PooledBlock(keys_values, query, finish, idx, mask)
 
     def pool_image(self, h: Tensor, keys: Tensor | None) -> Tensor:
         """The MAP head on post-norm states ``(R, T, W)`` -> embeddings ``(R, D)``."""
@@ -325,82 +413,10 @@ class SiglipBase(HFDualEncoder):
     def contrastive_loss(self) -> Literal["softmax", "sigmoid"] | None:
         return "sigmoid"
 
-    def attention_mask(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
-        if side == "text":
-            assert isinstance(inputs, TextInputs)
-            return _bidirectional_mask(inputs.mask, rows, dtype)
-        assert isinstance(inputs, ImageInputs)
-        return _bidirectional_mask(self.image_attention(inputs), rows, dtype)
-
-    def project_tokens(self, side: Side, inputs: SideInputs, hidden: Tensor) -> Tensor:
-        """Text: ``head(final_layer_norm(h))`` per position. Image: each position's value through the MAP head.
-
-        The head pools ``o = out_proj(Σ_t a_t v_t)`` and returns ``o + mlp(layernorm(o))``; position t's
-        dense feature replaces the attention-weighted sum by its own value ``v_t`` (MaskCLIP's reading of
-        an attention-pooling head, as for CLIP's ResNet towers).
-        """
-        if side == "text":
-            tm = self._module.text_model
-            text_tokens: Tensor = tm.head(tm.final_layer_norm(hidden))
-            return text_tokens
-        vm = self._module.vision_model
-        head = vm.head
-        x = vm.post_layernorm(hidden)
-        _, _, _, _, vw, vb = mha_weights(head.attention)
-        o = head.attention.out_proj(torch.nn.functional.linear(x, vw, vb))
-        image_tokens: Tensor = o + head.mlp(head.layernorm(o))
-        return image_tokens
-
-    def pooled_position(self, side: Side, inputs: SideInputs, row: int = 0) -> int:
-        if side == "image":
-            raise UnsupportedModelError(
-                f"the image tower of {self.name} has no CLS token: it pools with an attention head"
-            )
-        assert isinstance(inputs, TextInputs)
-        return int(inputs.pool_index[row])
-
     def preprocessor_config(self) -> dict[str, Any]:
         return pipeline_config(self.pipeline, "SiglipImageProcessor")
 
     # ------------------------------------------------------------------ masking
-    def mask(self, side: Side, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
-        """Apply K coalitions ``keep`` ``(K, n_players)`` to row 0 of ``inputs``.
-
-        Image: as for every HF adapter (``"default"``/``"zeros"``: the patch is set to 0 in normalised
-        space, i.e. mid-grey for SigLIP's mean = std = 0.5; ``"black"``).
-
-        Text, ``how``:
-            ``"default"`` / ``"attention"``: the removed tokens get attention mask 0, ids unchanged, while
-                end-of-text, padding and the pooled last position stay attended (FIxLIP's game). SigLIP
-                never saw a mask in training, but no position moves.
-            ``"drop"``: the removed tokens are deleted and the caption is re-padded to the same length,
-                i.e. exactly what the model sees for the shorter caption (in distribution; later tokens
-                shift position). Dropping every token gives the ``"default"`` reference.
-            ``"pad"``: the removed tokens are replaced by `filler_id` (the ``"same_length"`` filler).
-        """
-        if side == "text" and how == "drop":
-            assert isinstance(inputs, TextInputs)
-            keep = keep.to(torch.bool)
-            if keep.dim() == 1:
-                keep = keep[None]
-            players = inputs.players(0)
-            if keep.shape[1] != players.numel():
-                raise InputError(f"text coalitions need {players.numel()} columns, got {keep.shape[1]}")
-            out = inputs.select([0] * keep.shape[0])
-            row_keep = torch.ones(keep.shape[0], inputs.ids.shape[1], dtype=torch.bool)
-            row_keep[:, players] = keep.cpu()
-            out.ids = torch.stack([self._compact(inputs.ids[0], row_keep[k]) for k in range(keep.shape[0])])
-            out.special = torch.stack(
-                [self._compact(inputs.special[0], row_keep[k], fill=True) for k in range(keep.shape[0])]
-            )
-            out.mask = torch.ones_like(out.ids)
-            rows = range(keep.shape[0])
-            out.tokens = [self._compact_list(inputs.tokens[0], row_keep[k], "<pad>") for k in rows]
-            out.offsets = [self._compact_list(inputs.offsets[0], row_keep[k], None) for k in rows]
-            out.pool_index = self.pool_index(out.ids, out.mask)
-            return out
-        return super().mask(side, inputs, keep, how=how)
-
     def _compact(self, row: Tensor, keep: Tensor, *, fill: Any = None) -> Tensor:
         """``row`` ``(S,)`` without the positions where ``keep`` is False, re-padded to S (padding side)."""
         kept = row[keep.to(row.device)]
@@ -533,6 +549,7 @@ class HFSiglip2(SiglipBase):
     """
 
     family = "hf-siglip2"
+    image_tower_type = Siglip2Image
 
     def __init__(self, module: torch.nn.Module, *, max_num_patches: int | None = None, **kw: Any) -> None:
         config: Any = module.config  # the transformers model's config (torch types it as Tensor | Module)
@@ -552,16 +569,6 @@ class HFSiglip2(SiglipBase):
             mode="resize",
             resample=Image.Resampling.BILINEAR,
         )
-
-    def prepare_image(self, images: list[Any]) -> ImageInputs:
-        inputs = super().prepare_image(images)
-        B = inputs.batch_size
-        rows, cols = inputs.grid
-        inputs.extra = {
-            "spatial_shapes": torch.tensor([[rows, cols]] * B, dtype=torch.long),
-            "pixel_attention_mask": torch.ones(B, rows * cols, dtype=torch.long),
-        }
-        return inputs
 
     def model_inputs(self, inputs: ImageInputs) -> dict[str, Tensor]:
         """The keyword arguments ``Siglip2Model.get_image_features`` takes for ``inputs`` (removals applied)."""
@@ -630,4 +637,13 @@ class HFSiglip2(SiglipBase):
         return out
 
 
-__all__ = ["SIGLIP_TEXT_LENGTH", "HFSiglip", "HFSiglip2", "SiglipBase", "patchify"]
+__all__ = [
+    "SIGLIP_TEXT_LENGTH",
+    "HFSiglip",
+    "HFSiglip2",
+    "Siglip2Image",
+    "SiglipBase",
+    "SiglipImage",
+    "SiglipText",
+    "patchify",
+]

@@ -44,6 +44,7 @@ import difflib
 import importlib.util
 import os
 import warnings
+from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -55,7 +56,7 @@ from torch.nn import functional
 
 from dualex.errors import InputError, ModelNotAvailableError, UnsupportedModelError
 from dualex.models.attention import AttentionBlock, Recording, merge_heads, mha_site, mha_weights, split_heads
-from dualex.models.base import DualEncoder, ImageInputs, PooledBlock, Side, SideInputs, TextInputs, pooled_mask
+from dualex.models.base import DualEncoder, ImageInputs, PooledBlock, SideInputs, TextInputs, pooled_mask
 from dualex.models.hf import additive_mask, broadcast_rows, hub_offline_now
 from dualex.models.parts import (
     bos_filler_eos_reference,
@@ -66,8 +67,9 @@ from dualex.models.parts import (
     softmax_attention,
 )
 from dualex.models.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline
-from dualex.models.registry import register_loader, register_wrapper, wrap
+from dualex.models.registry import random_weights_seed, register_loader, register_wrapper, wrap
 from dualex.models.tokenize import HFTokenizer, OpenClipTokenizer, TokenizerLike, WordTokenizer
+from dualex.models.tower import Tower
 
 if importlib.util.find_spec("open_clip") is None:  # the loader stays unregistered; load() says so
     raise ImportError("open_clip is not installed; install dualex[openclip]")
@@ -212,6 +214,247 @@ def _check_blocks(blocks: nn.ModuleList, where: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- adapter
+class OpenClipTower(Tower):
+    """Shared parts of the open_clip towers: the residual blocks, attention recording and blocks.
+
+    Layers are the tower's residual attention blocks (``transformer.resblocks``).
+    """
+
+    owner: OpenClipEncoder
+
+    @property
+    @abstractmethod
+    def blocks(self) -> nn.ModuleList:
+        """The tower's ``transformer.resblocks``."""
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.blocks)
+
+    def attention_hooks(self, inputs: SideInputs, rec: Recording) -> list[Any]:
+        """Records blocks with ``nn.MultiheadAttention`` (hooks on ``ln_1`` and ``ls_1``); others raise."""
+        blocks: list[Any] = list(self.blocks)  # open_clip blocks are untyped
+        for i, blk in enumerate(blocks):  # before the first hook, so that nothing is left registered
+            if not isinstance(getattr(blk, "attn", None), nn.MultiheadAttention):
+                raise UnsupportedModelError(
+                    f"block {i} of {self.label} does not use nn.MultiheadAttention; attention-based "
+                    "methods that record attention support standard open_clip ViT blocks only"
+                )
+        return [h for blk in blocks for h in self._site_hooks(blk, blk.attn, inputs, rec)]
+
+    def _site_hooks(self, blk: Any, attn: nn.MultiheadAttention, inputs: SideInputs, rec: Recording) -> list[Any]:
+        state: dict[str, Tensor] = {}
+
+        def save_input(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
+            state["x"] = output
+
+        def save_output(module: nn.Module, args: tuple[Any, ...]) -> None:
+            x = state.pop("x")
+            mask = self.attention_mask(inputs, x.shape[0], x.dtype)
+            rec.blocks.append(mha_site(attn, x, x, mask, args[0]))
+
+        return [blk.ln_1.register_forward_hook(save_input), blk.ls_1.register_forward_pre_hook(save_output)]
+
+    def attention_blocks(self) -> list[AttentionBlock]:
+        return [OpenClipBlock(blk) for blk in self.blocks]
+
+
+class OpenClipText(OpenClipTower):
+    """open_clip's ``TextTransformer`` (or a ``CLIP``'s own text tower): token + position embeddings,
+    causal (or bidirectional) blocks, pooled by ``text_pool_type``, ``ln_final`` and ``text_projection``."""
+
+    modality = "text"
+    path_reference = "default"
+    aligned_reference = "same_length"
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        blocks: nn.ModuleList = self.owner.text_tower.transformer.resblocks
+        return blocks
+
+    def prepare(self, raw: list[Any]) -> TextInputs:
+        owner, texts = self.owner, list(raw)
+        t = owner.tokenizer(texts)
+        if t.ids.shape[1] > owner.context_length:
+            raise InputError(
+                f"the tokenizer gave {t.ids.shape[1]} positions but {owner.name} takes at most {owner.context_length}"
+            )
+        return TextInputs.from_tokenized(t, texts, owner.pool_index(t.ids, t.mask))
+
+    def check(self, inputs: SideInputs) -> TextInputs:
+        if not isinstance(inputs, TextInputs):
+            raise InputError(f"{self.label} takes TextInputs, got {type(inputs).__name__}")
+        if inputs.ids.shape[1] > self.owner.context_length:
+            raise InputError(
+                f"{inputs.ids.shape[1]} text positions exceed the context length {self.owner.context_length}"
+            )
+        return inputs
+
+    def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        layer = self.check_layer(layer)
+        t = self.check(inputs)
+        tower = self.owner.text_tower
+        cast_dtype = tower.transformer.get_cast_dtype()
+        S = t.ids.shape[1]
+        h: Tensor = tower.token_embedding(t.ids).to(cast_dtype) + tower.positional_embedding[:S].to(cast_dtype)
+        mask = self.owner._text_attention(t, t.batch_size, h.dtype)
+        for blk in self.blocks[:layer]:
+            h = run_block(blk, h, mask)
+        return h
+
+    def pooled_block(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
+        """The last block at the pooled position (``text_pool_type``)."""
+        t = self.check(inputs)
+        mask = self.owner._text_attention(t, rows, dtype)
+        idx = broadcast_rows(t.pool_index, rows)
+        return block_pooled(self.blocks[-1], idx, mask, self.owner._text_head)
+
+    def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        layer = self.check_layer(layer)
+        if hidden.dim() != 3:
+            raise InputError(f"hidden states must be (R, T, W), got shape {tuple(hidden.shape)}")
+        t = self.check(inputs)
+        R = hidden.shape[0]
+        pooled_blk = self.use_pooled_block(t, hidden, layer)
+        blocks = self.blocks[layer:-1] if pooled_blk is not None else self.blocks[layer:]
+        mask = self.owner._text_attention(t, R, hidden.dtype)
+        h = hidden
+        for blk in blocks:
+            h = run_block(blk, h, mask)
+        if pooled_blk is not None:
+            return pooled_blk(h)
+        idx = broadcast_rows(t.pool_index, R).to(h.device)
+        return self.owner._text_head(h[torch.arange(R, device=h.device), idx])
+
+    def mask(self, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
+        """Apply K coalitions to row 0: ``how`` ``"default"``/``"attention"`` (no position attends to a
+        removed token) or ``"pad"`` (the removed token's id becomes 0, exCLIP's filler). See the module
+        docstring."""
+        return mask_text_players(self.check(inputs), keep, how, self.owner.filler_id())
+
+    def reference(self, inputs: SideInputs, kind: str = "default") -> SideInputs:
+        owner = self.owner
+        return bos_filler_eos_reference(
+            self.check(inputs),
+            kind,
+            bos_id=owner.bos_id(),
+            eos_id=owner.eos_id(),
+            filler_id=owner.filler_id(),
+            pad_id=CLIP_PAD,
+            pool_index=owner.pool_index,
+        )
+
+    def attention_mask(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
+        return self.owner._text_attention(self.check(inputs), rows, dtype)
+
+    def project_tokens(self, inputs: SideInputs, hidden: Tensor) -> Tensor:
+        # the pooled-row head acts on the last dimension, so it applies to every position alike
+        return self.owner._text_head(hidden)
+
+    def pooled_position(self, inputs: SideInputs, row: int = 0) -> int:
+        return int(self.check(inputs).pool_index[row])
+
+
+class OpenClipImage(OpenClipTower):
+    """open_clip's ``VisionTransformer``: conv patches + CLS, ``ln_pre``, blocks, ``tok`` or ``avg`` pooling,
+    ``ln_post`` and ``proj``."""
+
+    modality = "image"
+    path_reference = "zeros"
+    aligned_reference = "zeros"
+
+    @property
+    def visual(self) -> Any:
+        return self.owner._module.visual
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        blocks: nn.ModuleList = self.visual.transformer.resblocks
+        return blocks
+
+    def prepare(self, raw: list[Any]) -> ImageInputs:
+        owner = self.owner
+        pixels, transforms, displays = owner.pipeline(list(raw))
+        h, w = pixels.shape[-2:]
+        ph, pw = owner.patch_size
+        return ImageInputs(
+            pixels=pixels.to(owner.dtype),
+            grid=(h // ph, w // pw),
+            n_prefix=owner.n_prefix,
+            transforms=transforms,
+            display=displays,
+        )
+
+    def check(self, inputs: SideInputs) -> ImageInputs:
+        if not isinstance(inputs, ImageInputs):
+            raise InputError(f"{self.label} takes ImageInputs, got {type(inputs).__name__}")
+        px, size = inputs.pixels, self.owner.image_size
+        if px.dim() != 4 or px.shape[1] != 3 or tuple(px.shape[-2:]) != size:
+            raise InputError(
+                f"{self.owner.name} takes pixels of shape (B, 3, {size[0]}, {size[1]}), "
+                f"got {tuple(px.shape)}; prepare images with model.tower('image').prepare"
+            )
+        return inputs
+
+    def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        layer = self.check_layer(layer)
+        im = self.check(inputs)
+        visual, dtype = self.visual, self.owner.dtype
+        # conv patch embedding (B, P, W), patch removals applied after it (`dualex.models.parts.patch_tokens`)
+        x = patch_tokens(im, lambda px: visual.conv1(px.to(dtype)).flatten(2).transpose(1, 2))
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        h: Tensor = visual.ln_pre(torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype))
+        for blk in self.blocks[:layer]:
+            h = run_block(blk, h, None)
+        return h
+
+    def pooled_block(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
+        """The last block at the CLS token (``tok`` pooling); ``avg``-pooled towers read every patch: None."""
+        if self.visual.pool_type != "tok":
+            return None
+        idx = torch.zeros(rows, dtype=torch.long, device=self.device)
+        return block_pooled(self.blocks[-1], idx, None, self.owner._image_head)
+
+    def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        layer = self.check_layer(layer)
+        if hidden.dim() != 3:
+            raise InputError(f"hidden states must be (R, T, W), got shape {tuple(hidden.shape)}")
+        pooled_blk = self.use_pooled_block(inputs, hidden, layer)
+        blocks = self.blocks[layer:-1] if pooled_blk is not None else self.blocks[layer:]
+        visual = self.visual
+        h = hidden
+        for blk in blocks:
+            h = run_block(blk, h, None)
+        if pooled_blk is not None:
+            return pooled_blk(h)
+        pooled: Tensor
+        if visual.final_ln_after_pool:
+            pooled = visual.ln_post(_global_pool(visual, h))
+        else:
+            pooled = _global_pool(visual, visual.ln_post(h))
+        return pooled if visual.proj is None else pooled @ visual.proj
+
+    def mask(self, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
+        """Apply K coalitions to row 0: ``how`` ``"default"``/``"zeros"`` (patch set to 0 in normalised
+        space) or ``"black"``."""
+        return mask_image_patches(self.check(inputs), keep, how, self.owner.pipeline.black())
+
+    def reference(self, inputs: SideInputs, kind: str = "default") -> SideInputs:
+        return image_reference(self.check(inputs), kind, self.owner.pipeline.black())
+
+    def attention_mask(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
+        return None
+
+    def project_tokens(self, inputs: SideInputs, hidden: Tensor) -> Tensor:
+        # the pooled-row head acts on the last dimension, so it applies to every position alike
+        return self.owner._image_head(hidden)
+
+    def pooled_position(self, inputs: SideInputs, row: int = 0) -> int:
+        if self.visual.pool_type != "tok":
+            raise self.missing("CLS token (it average-pools its patches)")
+        return 0
+
+
 class OpenClipEncoder(DualEncoder):
     """An open_clip ViT CLIP behind the `DualEncoder` contract.
 
@@ -246,6 +489,7 @@ class OpenClipEncoder(DualEncoder):
         self.tokenizer: TokenizerLike = self._text_tokenizer(tokenizer)
         self.pipeline = pipeline or pipeline_from_module(module)
         self.name = name
+        self.set_towers(OpenClipText(self), OpenClipImage(self))
 
     # ------------------------------------------------------------------ structure
     @property
@@ -301,10 +545,6 @@ class OpenClipEncoder(DualEncoder):
         b = getattr(self._module, "logit_bias", None)
         return 0.0 if b is None else float(b.detach().reshape(-1)[0])
 
-    def n_layers(self, side: Side) -> int:
-        tower = self.text_tower.transformer if side == "text" else self._module.visual.transformer
-        return len(tower.resblocks)
-
     # ------------------------------------------------------------------ tokenising and preprocessing
     def _text_tokenizer(self, tokenizer: Any) -> TokenizerLike:
         ctx = self.context_length
@@ -357,26 +597,6 @@ class OpenClipEncoder(DualEncoder):
             return torch.zeros(B, dtype=torch.long, device=ids.device)
         return torch.full((B,), S - 1, dtype=torch.long, device=ids.device)
 
-    def prepare_text(self, texts: list[str]) -> TextInputs:
-        t = self.tokenizer(texts)
-        if t.ids.shape[1] > self.context_length:
-            raise InputError(
-                f"the tokenizer gave {t.ids.shape[1]} positions but {self.name} takes at most {self.context_length}"
-            )
-        return TextInputs.from_tokenized(t, texts, self.pool_index(t.ids, t.mask))
-
-    def prepare_image(self, images: list[Any]) -> ImageInputs:
-        pixels, transforms, displays = self.pipeline(images)
-        h, w = pixels.shape[-2:]
-        ph, pw = self.patch_size
-        return ImageInputs(
-            pixels=pixels.to(self.dtype),
-            grid=(h // ph, w // pw),
-            n_prefix=self.n_prefix,
-            transforms=transforms,
-            display=displays,
-        )
-
     # ------------------------------------------------------------------ towers
     def _text_attention(self, inputs: TextInputs, R: int, dtype: torch.dtype) -> Tensor | None:
         """Additive mask ``(R or 1, 1, S, S)``: causal (if the tower is) + keys of removed players."""
@@ -389,46 +609,6 @@ class OpenClipEncoder(DualEncoder):
                 return None
             return additive_mask(torch.ones(1, S, dtype=torch.long, device=inputs.ids.device), causal=True, dtype=dtype)
         return additive_mask(broadcast_rows((~blocked).long(), R), causal=self.causal_text, dtype=dtype)
-
-    def _check_text(self, inputs: SideInputs) -> TextInputs:
-        if not isinstance(inputs, TextInputs):
-            raise InputError(f"the text tower needs TextInputs, got {type(inputs).__name__}")
-        if inputs.ids.shape[1] > self.context_length:
-            raise InputError(f"{inputs.ids.shape[1]} text positions exceed the context length {self.context_length}")
-        return inputs
-
-    def _check_image(self, inputs: SideInputs) -> ImageInputs:
-        if not isinstance(inputs, ImageInputs):
-            raise InputError(f"the image tower needs ImageInputs, got {type(inputs).__name__}")
-        px = inputs.pixels
-        if px.dim() != 4 or px.shape[1] != 3 or tuple(px.shape[-2:]) != self.image_size:
-            raise InputError(
-                f"{self.name} takes pixels of shape (B, 3, {self.image_size[0]}, {self.image_size[1]}), "
-                f"got {tuple(px.shape)}; prepare images with model.prepare_image"
-            )
-        return inputs
-
-    def hidden(self, side: Side, inputs: SideInputs, layer: int) -> Tensor:
-        layer = self.check_layer(side, layer)
-        if side == "text":
-            t = self._check_text(inputs)
-            tower = self.text_tower
-            cast_dtype = tower.transformer.get_cast_dtype()
-            S = t.ids.shape[1]
-            h: Tensor = tower.token_embedding(t.ids).to(cast_dtype) + tower.positional_embedding[:S].to(cast_dtype)
-            mask = self._text_attention(t, t.batch_size, h.dtype)
-            for blk in tower.transformer.resblocks[:layer]:
-                h = run_block(blk, h, mask)
-            return h
-        im = self._check_image(inputs)
-        visual = self._module.visual
-        # conv patch embedding (B, P, W), patch removals applied after it (`dualex.models.parts.patch_tokens`)
-        x = patch_tokens(im, lambda px: visual.conv1(px.to(self.dtype)).flatten(2).transpose(1, 2))
-        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        h = visual.ln_pre(torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype))
-        for blk in visual.transformer.resblocks[:layer]:
-            h = run_block(blk, h, None)
-        return h
 
     def _text_head(self, pooled: Tensor) -> Tensor:
         """``ln_final`` and ``text_projection`` on pooled rows ``(R, W)`` (or any ``(..., W)``)."""
@@ -446,136 +626,6 @@ class OpenClipEncoder(DualEncoder):
         visual: Any = self._module.visual
         out: Tensor = visual.ln_post(pooled)
         return out if visual.proj is None else out @ visual.proj
-
-    def pooled_block(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
-        """Text towers read one position (``text_pool_type``); image towers the CLS token (``tok``).
-
-        ``avg``-pooled image towers read every patch: None (dense tails).
-        """
-        if side == "text":
-            t = self._check_text(inputs)
-            mask = self._text_attention(t, rows, dtype)
-            idx = broadcast_rows(t.pool_index, rows)
-            tower: Any = self.text_tower
-            return block_pooled(tower.transformer.resblocks[-1], idx, mask, self._text_head)
-        visual: Any = self._module.visual
-        if visual.pool_type != "tok":
-            return None
-        idx = torch.zeros(rows, dtype=torch.long, device=self.device)
-        return block_pooled(visual.transformer.resblocks[-1], idx, None, self._image_head)
-
-    def tail(self, side: Side, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
-        layer = self.check_layer(side, layer)
-        if hidden.dim() != 3:
-            raise InputError(f"hidden states must be (R, T, W), got shape {tuple(hidden.shape)}")
-        R = hidden.shape[0]
-        if side == "text":
-            t = self._check_text(inputs)
-        pooled_blk = self.use_pooled_block(side, inputs, hidden, layer)
-        text_tower: Any = self.text_tower
-        visual_tower: Any = self._module.visual
-        tower = text_tower.transformer if side == "text" else visual_tower.transformer
-        blocks = tower.resblocks[layer:-1] if pooled_blk is not None else tower.resblocks[layer:]
-        if side == "text":
-            mask = self._text_attention(t, R, hidden.dtype)
-            h = hidden
-            for blk in blocks:
-                h = run_block(blk, h, mask)
-            if pooled_blk is not None:
-                return pooled_blk(h)
-            idx = broadcast_rows(t.pool_index, R).to(h.device)
-            return self._text_head(h[torch.arange(R, device=h.device), idx])
-        visual = self._module.visual
-        h = hidden
-        for blk in blocks:
-            h = run_block(blk, h, None)
-        if pooled_blk is not None:
-            return pooled_blk(h)
-        pooled: Tensor
-        if visual.final_ln_after_pool:
-            pooled = visual.ln_post(_global_pool(visual, h))
-        else:
-            pooled = _global_pool(visual, visual.ln_post(h))
-        return pooled if visual.proj is None else pooled @ visual.proj
-
-    # ------------------------------------------------------------------ masking and references
-    def mask(self, side: Side, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
-        """Apply K coalitions to row 0 of ``inputs``: ``keep`` ``(K, n_players)`` bool -> K rows.
-
-        Image ``how``: ``"default"``/``"zeros"`` (patch set to 0 in normalised space) or ``"black"``.
-        Text ``how``: ``"default"``/``"attention"`` (no position attends to a removed token) or
-        ``"pad"`` (the removed token's id becomes 0, exCLIP's filler). See the module docstring.
-        """
-        if side == "image":
-            return mask_image_patches(self._check_image(inputs), keep, how, self.pipeline.black())
-        return mask_text_players(self._check_text(inputs), keep, how, self.filler_id())
-
-    def reference(self, side: Side, inputs: SideInputs, kind: str = "default") -> SideInputs:
-        if side == "image":
-            return image_reference(self._check_image(inputs), kind, self.pipeline.black())
-        return bos_filler_eos_reference(
-            self._check_text(inputs),
-            kind,
-            bos_id=self.bos_id(),
-            eos_id=self.eos_id(),
-            filler_id=self.filler_id(),
-            pad_id=CLIP_PAD,
-            pool_index=self.pool_index,
-        )
-
-    # ------------------------------------------------------------------ attention internals
-    def _blocks(self, side: Side) -> nn.ModuleList:
-        tower = self.text_tower.transformer if side == "text" else self._module.visual.transformer
-        blocks: nn.ModuleList = tower.resblocks
-        return blocks
-
-    def attention_hooks(self, side: Side, inputs: SideInputs, rec: Recording) -> list[Any]:
-        """Records blocks with ``nn.MultiheadAttention`` (hooks on ``ln_1`` and ``ls_1``); others raise."""
-        blocks: list[Any] = list(self._blocks(side))  # open_clip blocks are untyped
-        for i, blk in enumerate(blocks):  # before the first hook, so that nothing is left registered
-            if not isinstance(getattr(blk, "attn", None), nn.MultiheadAttention):
-                raise UnsupportedModelError(
-                    f"{side} block {i} of {self.name} does not use nn.MultiheadAttention; attention-based "
-                    "methods that record attention support standard open_clip ViT blocks only"
-                )
-        return [h for blk in blocks for h in self._site_hooks(blk, blk.attn, side, inputs, rec)]
-
-    def _site_hooks(
-        self, blk: Any, attn: nn.MultiheadAttention, side: Side, inputs: SideInputs, rec: Recording
-    ) -> list[Any]:
-        state: dict[str, Tensor] = {}
-
-        def save_input(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
-            state["x"] = output
-
-        def save_output(module: nn.Module, args: tuple[Any, ...]) -> None:
-            x = state.pop("x")
-            mask = self.attention_mask(side, inputs, x.shape[0], x.dtype)
-            rec.blocks.append(mha_site(attn, x, x, mask, args[0]))
-
-        return [blk.ln_1.register_forward_hook(save_input), blk.ls_1.register_forward_pre_hook(save_output)]
-
-    def attention_blocks(self, side: Side) -> list[AttentionBlock]:
-        return [OpenClipBlock(blk) for blk in self._blocks(side)]
-
-    def attention_mask(self, side: Side, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
-        if side == "image":
-            return None
-        return self._text_attention(self._check_text(inputs), rows, dtype)
-
-    def project_tokens(self, side: Side, inputs: SideInputs, hidden: Tensor) -> Tensor:
-        # the pooled-row heads act on the last dimension, so they apply to every position alike
-        return self._text_head(hidden) if side == "text" else self._image_head(hidden)
-
-    def pooled_position(self, side: Side, inputs: SideInputs, row: int = 0) -> int:
-        if side == "image":
-            if self._module.visual.pool_type != "tok":
-                raise UnsupportedModelError(
-                    f"the image tower of {self.name} average-pools its tokens; this method needs a CLS-pooled tower"
-                )
-            return 0
-        assert isinstance(inputs, TextInputs)
-        return int(inputs.pool_index[row])
 
     # ------------------------------------------------------------------ training and saving
     @property
@@ -669,13 +719,15 @@ def _global_pool(visual: Any, h: Tensor) -> Tensor:
 
 
 def plain_vit(module: Any) -> bool:
-    """True for open_clip models with a plain ViT image tower (no attentional pooler) and no CoCa text CLS."""
+    """True for open_clip models with a plain ViT image tower (no attentional pooler) and a native text
+    tower without CoCa's CLS; the others go to `dualex.models.openclip_towers`."""
     from open_clip.transformer import VisionTransformer
 
     visual = getattr(module, "visual", None)
     text = getattr(module, "text", None)
     coca_text = text is not None and getattr(text, "cls_emb", None) is not None
-    return isinstance(visual, VisionTransformer) and visual.attn_pool is None and not coca_text
+    hf_text = type(text).__name__ == "HFTextEncoder"
+    return isinstance(visual, VisionTransformer) and visual.attn_pool is None and not coca_text and not hf_text
 
 
 def check_supported(module: nn.Module) -> None:
@@ -807,6 +859,10 @@ def load_openclip(
 ) -> DualEncoder:
     """Load ``openclip:ARCH@PRETRAINED``: a cached tag, a checkpoint file, or ``random`` (random weights).
 
+    ``@random`` initialises with seed 0 and ``@random:SEED`` with that seed (torch's generator, forked so
+    the caller's random state is left alone), so two processes of one torch version get the same weights;
+    `DualEncoder.weights_seed` holds the seed (and every explanation's ``params["weights_seed"]``).
+
     ``tokenizer`` replaces the architecture's own (needed where that lives on the hub: SigLIP, CLIPA,
     worldwide, HF text towers). Timm, ResNet and CoCa towers go to `dualex.models.openclip_towers`.
 
@@ -834,7 +890,8 @@ def load_openclip(
         )
     kw: dict[str, Any] = {}
     tag_cfg: dict[str, Any] = {}
-    if pretrained == "random":
+    seed = random_weights_seed(f"@{pretrained}")
+    if seed is not None:
         checkpoint = None
     elif Path(pretrained).expanduser().is_file():
         checkpoint = str(Path(pretrained).expanduser())
@@ -855,7 +912,12 @@ def load_openclip(
             f"or pass a checkpoint file: 'openclip:{arch}@/path/to/open_clip_pytorch_model.bin'"
         )
     tok = tokenizer if tokenizer is not None else _tokenizer_for(arch)  # before the build: a missing one fails fast
-    module = _create(arch, checkpoint, **kw)
+    if seed is None:
+        module = _create(arch, checkpoint, **kw)
+    else:  # seeded initialisation on CPU: the same weights in every process (one torch version)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = _create(arch, None, **kw)
     if tag_cfg:
         from open_clip import get_model_preprocess_cfg, set_model_preprocess_cfg
 
@@ -867,9 +929,11 @@ def load_openclip(
     if dtype is not None:
         module = module.to(dtype)
     if not plain_vit(module):  # timm, ResNet and CoCa towers: dualex.models.openclip_towers
-        return wrap(module, tokenizer=tok, name=f"openclip:{spec}").to(device)
-    model = OpenClipEncoder(module, tokenizer=tok, name=f"openclip:{spec}")
-    return model.to(device)
+        out = wrap(module, tokenizer=tok, name=f"openclip:{spec}")
+    else:
+        out = OpenClipEncoder(module, tokenizer=tok, name=f"openclip:{spec}")
+    out.weights_seed = seed
+    return out.to(device)
 
 
 @register_wrapper

@@ -39,11 +39,12 @@ import torch
 from torch import Tensor, nn
 
 from dualex.errors import InputError, ModelNotAvailableError, UnsupportedModelError
-from dualex.models.base import DualEncoder, Side, SideInputs, TextInputs
+from dualex.models.base import DualEncoder, SideInputs, TextInputs
 from dualex.models.hf import additive_mask, broadcast_rows, quiet_transformers
 from dualex.models.parts import bos_filler_eos_reference, mask_text_players
 from dualex.models.registry import register_loader, register_wrapper
 from dualex.models.tokenize import HFTokenizer, TokenizerLike
+from dualex.models.tower import Tower
 
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 """Pooling modes, in the order sentence-transformers concatenates them."""
@@ -137,6 +138,88 @@ def _use_eager_attention(encoder: nn.Module) -> None:
     config._attn_implementation = "eager"
 
 
+class SentenceTower(Tower):
+    """The one BERT-style tower of a bi-encoder (both sides embed with it): blocks are ``encoder.layer``.
+
+    Layers are the encoder's transformer blocks; pooling (`pool_tokens`) and ``Dense`` layers are the head.
+    """
+
+    owner: SentenceEncoder
+    modality = "text"
+    path_reference = "same_length"
+    aligned_reference = "same_length"
+
+    @property
+    def layers(self) -> Any:
+        """The encoder's ``encoder.layer`` blocks (transformers, untyped)."""
+        return self.owner.encoder.encoder.layer
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    def prepare(self, raw: list[Any]) -> TextInputs:
+        owner = self.owner
+        for i, text in enumerate(raw):
+            if not isinstance(text, str):
+                raise InputError(
+                    f"{owner.name} is a text-text bi-encoder: input {i} must be a sentence, got {type(text).__name__}"
+                )
+        texts = list(raw)
+        t = owner.tokenizer(texts)
+        return TextInputs.from_tokenized(t, texts, owner.pool_index(t.ids, t.mask))
+
+    def check(self, inputs: SideInputs) -> TextInputs:
+        if not isinstance(inputs, TextInputs):
+            raise InputError(f"{self.owner.name} is a text-text bi-encoder; both sides take TextInputs")
+        return inputs
+
+    def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        layer = self.check_layer(layer)
+        t = self.check(inputs)
+        enc = self.owner.encoder
+        h: Tensor = enc.embeddings(input_ids=t.ids, token_type_ids=t.extra.get("token_type_ids"))
+        mask = additive_mask(t.mask, causal=False, dtype=h.dtype)
+        for blk in self.layers[:layer]:
+            h = _run_layer(blk, h, mask)
+        return h
+
+    def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        layer = self.check_layer(layer)
+        t = self.check(inputs)
+        if hidden.dim() != 3:
+            raise InputError(f"hidden states must be (R, T, W), got shape {tuple(hidden.shape)}")
+        R = hidden.shape[0]
+        keys = broadcast_rows(t.mask, R).to(hidden.device)
+        mask = additive_mask(keys, causal=False, dtype=hidden.dtype)
+        h = hidden
+        for blk in self.layers[layer:]:
+            h = _run_layer(blk, h, mask)
+        pooled = pool_tokens(h, keys, self.owner.pooling, broadcast_rows(t.pool_index, R))
+        emb: Tensor = self.owner._module.dense(pooled)
+        return emb
+
+    def mask(self, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
+        """Remove player tokens of row 0: ``"attention"`` (default; mask 0) or ``"pad"`` (id -> ``[PAD]``)."""
+        return mask_text_players(self.check(inputs), keep, how, self.owner.pad_id())
+
+    def reference(self, inputs: SideInputs, kind: str = "default") -> SideInputs:
+        """``"default"``: ``[CLS] [PAD] [SEP]`` + padding; ``"same_length"``: ``[CLS] [PAD]*n [SEP]``.
+
+        ``"zeros"`` (the image default) means ``"default"``, so that image reference kinds work unchanged.
+        """
+        owner = self.owner
+        return bos_filler_eos_reference(
+            self.check(inputs),
+            "default" if kind == "zeros" else kind,
+            bos_id=owner.bos_id(),
+            eos_id=owner.eos_id(),
+            filler_id=owner.pad_id(),
+            pad_id=owner.pad_id(),
+            pool_index=owner.pool_index,
+        )
+
+
 class SentenceEncoder(DualEncoder):
     """A text-text bi-encoder behind the `DualEncoder` contract (both sides share one tower).
 
@@ -187,6 +270,8 @@ class SentenceEncoder(DualEncoder):
         self.pooling = parse_pooling(pooling)
         self.normalize = normalize
         self.name = name
+        tower = SentenceTower(self)
+        self.set_towers(tower, tower)
 
     # ------------------------------------------------------------------ structure
     @property
@@ -201,9 +286,6 @@ class SentenceEncoder(DualEncoder):
     @property
     def logit_scale(self) -> float:
         return 1.0
-
-    def n_layers(self, side: Side) -> int:
-        return len(self.encoder.encoder.layer)
 
     def _token_id(self, attr: str, fallback_attr: str, default: int) -> int:
         tok = getattr(self.tokenizer, "tok", self.tokenizer)
@@ -228,78 +310,14 @@ class SentenceEncoder(DualEncoder):
         """The last attended position per row ``(B,)`` (used by ``lasttoken`` pooling)."""
         return mask.long().cumsum(-1).argmax(-1).long()
 
-    def prepare_text(self, texts: list[str]) -> TextInputs:
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise InputError(
-                    f"{self.name} is a text-text bi-encoder: input {i} must be a sentence, got {type(text).__name__}"
-                )
-        t = self.tokenizer(texts)
-        return TextInputs.from_tokenized(t, texts, self.pool_index(t.ids, t.mask))
-
-    def prepare_image(self, images: list[Any]) -> TextInputs:
-        """The second sentence of each pair (this is a text-text model)."""
-        return self.prepare_text(list(images))
-
-    # ------------------------------------------------------------------ tower
-    def _check(self, inputs: SideInputs) -> TextInputs:
-        if not isinstance(inputs, TextInputs):
-            raise InputError(f"{self.name} is a text-text bi-encoder; both sides take TextInputs")
-        return inputs
-
-    def hidden(self, side: Side, inputs: SideInputs, layer: int) -> Tensor:
-        layer = self.check_layer(side, layer)
-        t = self._check(inputs)
-        h: Tensor = self.encoder.embeddings(input_ids=t.ids, token_type_ids=t.extra.get("token_type_ids"))
-        mask = additive_mask(t.mask, causal=False, dtype=h.dtype)
-        for blk in self.encoder.encoder.layer[:layer]:
-            h = _run_layer(blk, h, mask)
-        return h
-
-    def tail(self, side: Side, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
-        layer = self.check_layer(side, layer)
-        t = self._check(inputs)
-        if hidden.dim() != 3:
-            raise InputError(f"hidden states must be (R, T, W), got shape {tuple(hidden.shape)}")
-        R = hidden.shape[0]
-        keys = broadcast_rows(t.mask, R).to(hidden.device)
-        mask = additive_mask(keys, causal=False, dtype=hidden.dtype)
-        h = hidden
-        for blk in self.encoder.encoder.layer[layer:]:
-            h = _run_layer(blk, h, mask)
-        pooled = pool_tokens(h, keys, self.pooling, broadcast_rows(t.pool_index, R))
-        emb: Tensor = self._module.dense(pooled)
-        return emb
-
+    # ------------------------------------------------------------------ embeddings
     def embed(self, texts: str | list[str]) -> Tensor:
         """sentence-transformers embeddings ``(B, D)`` (normalised if the pipeline normalises)."""
-        t = self.prepare_text([texts] if isinstance(texts, str) else list(texts)).to(self.device)
+        tower = self.tower("text")
+        t = tower.prepare([texts] if isinstance(texts, str) else list(texts)).to(self.device)
         with torch.no_grad():
-            e = self.encode("text", t)
+            e = tower.encode(t)
         return torch.nn.functional.normalize(e, dim=-1) if self.normalize else e
-
-    # ------------------------------------------------------------------ masking and references
-    def mask(self, side: Side, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
-        """Remove player tokens of row 0: ``"attention"`` (default; mask 0) or ``"pad"`` (id -> ``[PAD]``)."""
-        return mask_text_players(self._check(inputs), keep, how, self.pad_id())
-
-    def reference(self, side: Side, inputs: SideInputs, kind: str = "default") -> SideInputs:
-        """``"default"``: ``[CLS] [PAD] [SEP]`` + padding; ``"same_length"``: ``[CLS] [PAD]*n [SEP]``.
-
-        On the image side (the second sentence) the image default ``"zeros"`` means ``"default"``, so
-        methods that pass image reference kinds work unchanged.
-        """
-        if side == "image" and kind == "zeros":
-            kind = "default"
-        return bos_filler_eos_reference(
-            self._check(inputs),
-            kind,
-            bos_id=self.bos_id(),
-            eos_id=self.eos_id(),
-            filler_id=self.pad_id(),
-            pad_id=self.pad_id(),
-            pool_index=self.pool_index,
-        )
 
 
 def _run_layer(block: nn.Module, h: Tensor, mask: Tensor) -> Tensor:

@@ -293,83 +293,6 @@ class Tower(ABC):
         return f"{type(self).__name__}(modality={self.modality!r}, owner={self.owner.name!r})"
 
 
-class SideTower(Tower):
-    """A tower over an adapter still written against the side-keyed `DualEncoder` methods (transitional).
-
-    Every member calls ``owner.<member>(side, ...)``; adapters ported to their own `Tower` classes install
-    those with `DualEncoder.set_towers` instead.
-    """
-
-    def __init__(self, owner: DualEncoder, side: Literal["text", "image"]) -> None:
-        super().__init__(owner)
-        self.side: Literal["text", "image"] = side
-
-    @property
-    def modality(self) -> Modality:  # type: ignore[override]  # per instance: the side decides
-        return "text" if self.side == "text" else self.owner.image_modality
-
-    @property
-    def path_reference(self) -> str:  # type: ignore[override]
-        if self.owner.image_modality == "text":
-            return "same_length"
-        return "default" if self.side == "text" else "zeros"
-
-    @property
-    def aligned_reference(self) -> str:  # type: ignore[override]
-        return "same_length" if self.modality == "text" else "zeros"
-
-    def prepare(self, raw: list[Any]) -> SideInputs:
-        if self.side == "text":
-            return self.owner.prepare_text(raw)
-        return self.owner.prepare_image(raw)
-
-    @property
-    def n_layers(self) -> int:
-        return self.owner.n_layers(self.side)
-
-    def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
-        return self.owner.hidden(self.side, inputs, layer)
-
-    def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
-        return self.owner.tail(self.side, inputs, hidden, layer)
-
-    def mask(self, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
-        return self.owner.mask(self.side, inputs, keep, how=how)
-
-    def reference(self, inputs: SideInputs, kind: str = "default") -> SideInputs:
-        return self.owner.reference(self.side, inputs, kind)
-
-    def encode(self, inputs: SideInputs) -> Tensor:
-        return self.owner.encode(self.side, inputs)
-
-    def check_layer(self, layer: int) -> int:
-        return self.owner.check_layer(self.side, layer)
-
-    def pooled_block(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
-        return self.owner.pooled_block(self.side, inputs, rows, dtype)
-
-    def pooled_head(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
-        return self.owner.pooled_head(self.side, inputs, rows, dtype)
-
-    def record_attention(self, inputs: SideInputs) -> AbstractContextManager[Recording]:
-        return self.owner.record_attention(self.side, inputs)
-
-    def attention_hooks(self, inputs: SideInputs, rec: Recording) -> list[Any]:
-        return self.owner.attention_hooks(self.side, inputs, rec)
-
-    def attention_blocks(self) -> list[AttentionBlock]:
-        return self.owner.attention_blocks(self.side)
-
-    def attention_mask(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
-        return self.owner.attention_mask(self.side, inputs, rows, dtype)
-
-    def project_tokens(self, inputs: SideInputs, hidden: Tensor) -> Tensor:
-        return self.owner.project_tokens(self.side, inputs, hidden)
-
-    def pooled_position(self, inputs: SideInputs, row: int = 0) -> int:
-        return self.owner.pooled_position(self.side, inputs, row)
-
-
 def copy_tower(tower: Tower) -> Tower:
     """A shallow copy of ``tower`` (its settings shared, its owner replaceable)."""
     import copy
@@ -377,4 +300,4 @@ def copy_tower(tower: Tower) -> Tower:
     return copy.copy(tower)
 
 
-__all__ = ["Modality", "SideTower", "Tower", "copy_tower"]
+__all__ = ["Modality", "Tower", "copy_tower"]

@@ -39,12 +39,12 @@ def embed(
     img, txt = [], []
     with bar(len(images) + len(texts), "embedding", progress) as pb:
         for i in range(0, len(images), batch_size):
-            chunk = model.prepare_image(list(images[i : i + batch_size])).to(model.device)
-            img.append(model.encode("image", chunk).float().cpu())
+            chunk = model.tower("image").prepare(list(images[i : i + batch_size])).to(model.device)
+            img.append(model.tower("image").encode(chunk).float().cpu())
             pb.update(chunk.batch_size)
         for i in range(0, len(texts), batch_size):
-            chunk_t = model.prepare_text(list(texts[i : i + batch_size])).to(model.device)
-            txt.append(model.encode("text", chunk_t).float().cpu())
+            chunk_t = model.tower("text").prepare(list(texts[i : i + batch_size])).to(model.device)
+            txt.append(model.tower("text").encode(chunk_t).float().cpu())
             pb.update(chunk_t.batch_size)
     norm = torch.nn.functional.normalize
     return norm(torch.cat(img), dim=-1), norm(torch.cat(txt), dim=-1)

@@ -26,7 +26,7 @@ from dualex.models.base import SIDES, DualEncoder, Side, SideInputs
 @contextlib.contextmanager
 def record_attention(model: DualEncoder, side: Side, inputs: SideInputs) -> Iterator[Recording]:
     """Record every attention layer of the ``side`` tower while it runs (`DualEncoder.record_attention`)."""
-    with model.record_attention(side, inputs) as rec:
+    with model.tower(side).record_attention(inputs) as rec:
         yield rec
 
 
@@ -38,7 +38,7 @@ def query_position(model: DualEncoder, side: Side, inputs: SideInputs, rec: Reco
     """
     if side == "image" and rec.pool is not None:
         return -1
-    return model.pooled_position(side, inputs, row)
+    return model.tower(side).pooled_position(inputs, row)
 
 
 @dataclass
@@ -76,15 +76,15 @@ def recorded_pass(
     emb: dict[Side, Tensor] = {}
     for s in SIDES:
         with torch.no_grad():
-            x0 = model.hidden(s, inputs[s], 0)
+            x0 = model.tower(s).hidden(inputs[s], 0)
         if s in sides:
             x0 = x0.detach().requires_grad_(True)
-            with torch.enable_grad(), model.record_attention(s, inputs[s]) as rec:
-                emb[s] = model.tail(s, inputs[s], x0, 0)
+            with torch.enable_grad(), model.tower(s).record_attention(inputs[s]) as rec:
+                emb[s] = model.tower(s).tail(inputs[s], x0, 0)
             recs[s] = rec
         else:
             with torch.no_grad():
-                emb[s] = model.tail(s, inputs[s], x0, 0)
+                emb[s] = model.tower(s).tail(inputs[s], x0, 0)
     with torch.enable_grad():
         f = similarity(model, emb["text"], emb["image"], units).sum()
         sites = [

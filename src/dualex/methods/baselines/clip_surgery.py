@@ -59,17 +59,17 @@ def surgery_features(model: DualEncoder, inputs: SideInputs, depth: int) -> Tens
         inputs: Image inputs with R rows.
         depth: Number of final blocks with the second path (1..n_layers).
     """
-    L = model.n_layers("image")
+    L = model.tower("image").n_layers
     start = L - depth
-    x_ori = model.hidden("image", inputs, start)
+    x_ori = model.tower("image").hidden(inputs, start)
     x_new = x_ori
-    mask = model.attention_mask("image", inputs, x_ori.shape[0], x_ori.dtype)
-    for block in model.attention_blocks("image")[start:]:
+    mask = model.tower("image").attention_mask(inputs, x_ori.shape[0], x_ori.dtype)
+    for block in model.tower("image").attention_blocks()[start:]:
         q, k, v = block.qkv(x_ori)
         vv = block.probs(v, v, mask)
         x_new = x_new + block.attention_branch(torch.matmul(vv, v))
         x_ori = block.finish(x_ori, block.probs(q, k, mask), v)
-    return model.project_tokens("image", inputs, x_new)
+    return model.tower("image").project_tokens(inputs, x_new)
 
 
 @register_method(
@@ -113,7 +113,7 @@ def explain_clip_surgery(
     if redundant not in ("empty", "none"):
         raise InputError(f"redundant must be 'empty' or 'none', got {redundant!r}")
     work = model.float32() if fp32 else model
-    L = work.n_layers("image")
+    L = work.tower("image").n_layers
     d = max(L // 2, 1) if depth is None else depth
     if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= L:
         raise InputError(f"depth must be an integer in 1..{L} (blocks of the image tower), got {depth!r}")
@@ -123,10 +123,10 @@ def explain_clip_surgery(
     with bar(pair.batch_size, "clip_surgery", progress) as pb, torch.no_grad():
         for rows in row_chunks(pair.batch_size, chunk):  # pairs are independent rows: one pass per chunk
             text = pair.text.select(rows)
-            e_text = torch.nn.functional.normalize(work.encode("text", text).float(), dim=-1)
+            e_text = torch.nn.functional.normalize(work.tower("text").encode(text).float(), dim=-1)
             target = e_text
             if redundant == "empty":
-                empty = work.encode("text", work.reference("text", text, "default"))
+                empty = work.tower("text").encode(work.tower("text").reference(text, "default"))
                 target = e_text - torch.nn.functional.normalize(empty.float(), dim=-1)
             dense = torch.nn.functional.normalize(surgery_features(work, pair.image.select(rows), d).float(), dim=-1)
             maps = torch.einsum("rpd,rd->rp", dense, target).cpu()

@@ -103,7 +103,7 @@ def explain_game(
     check_units(units)
     sides = sides_of(side)
     work = model.float32() if fp32 else model
-    starts = {s: work.check_layer(s, start_layer) for s in sides}
+    starts = {s: work.tower(s).check_layer(start_layer) for s in sides}
     scores = scores_of(model, pair)
     out: list[Explanation] = []
     with bar(pair.batch_size, "game", progress) as pb:

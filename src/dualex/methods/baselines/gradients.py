@@ -76,7 +76,7 @@ def reference_kinds(model: DualEncoder, baselines: str | Mapping[str, str] | Non
     None gives ``{"text": "same_length", "image": "zeros"}`` (``"same_length"`` for a text "image"
     side of a bi-encoder); a string applies to both sides; a mapping overrides per side.
     """
-    default = {"text": "same_length", "image": "same_length" if model.image_modality == "text" else "zeros"}
+    default = {"text": "same_length", "image": "same_length" if model.tower("image").modality == "text" else "zeros"}
     if baselines is None:
         return default
     if isinstance(baselines, str):
@@ -93,8 +93,8 @@ def reference_kinds(model: DualEncoder, baselines: str | Mapping[str, str] | Non
 
 def _layers(model: DualEncoder, layer: int, text_layer: int | None, image_layer: int | None) -> dict[Side, int]:
     return {
-        "text": model.check_layer("text", layer if text_layer is None else text_layer),
-        "image": model.check_layer("image", layer if image_layer is None else image_layer),
+        "text": model.tower("text").check_layer(layer if text_layer is None else text_layer),
+        "image": model.tower("image").check_layer(layer if image_layer is None else image_layer),
     }
 
 
@@ -140,7 +140,7 @@ def path_attributions(
     with torch.no_grad():
         for s in SIDES:
             if s not in moving:
-                fixed[s] = model.tail(s, inputs[s], x[s], layers[s])
+                fixed[s] = model.tower(s).tail(inputs[s], x[s], layers[s])
     acc = {s: torch.zeros_like(x[s][0], dtype=torch.float32) for s in moving}
     dev = x[moving[0]].device
     a_all = alphas.to(dev)
@@ -150,7 +150,7 @@ def path_attributions(
         w = w_all[start : start + internal_batch_size]
         h = {s: (r[s] + a[:, None, None].to(x[s].dtype) * (x[s] - r[s])).requires_grad_(True) for s in moving}
         with torch.enable_grad():
-            emb = {s: model.tail(s, inputs[s], h[s], layers[s]) for s in moving}
+            emb = {s: model.tower(s).tail(inputs[s], h[s], layers[s]) for s in moving}
             emb.update(fixed)
             f = similarity(model, emb["text"], emb["image"], units)
             grads = torch.autograd.grad((f * w.to(f.dtype)).sum(), [h[s] for s in moving])
@@ -203,12 +203,12 @@ def _batched_path_rows(
                 first, distinct = distinct_rows(inputs[s])
                 one = inputs[s].select(distinct)
                 spread = torch.tensor(first, device=model.device)
-                x_one = model.hidden(s, one, layers[s]).to(dtype)
+                x_one = model.tower(s).hidden(one, layers[s]).to(dtype)
                 x[s] = r[s] = x_one[spread]
                 if s in moving and kinds:
-                    r[s] = model.hidden(s, model.reference(s, one, kinds[s]), layers[s]).to(dtype)[spread]
+                    r[s] = model.tower(s).hidden(model.tower(s).reference(one, kinds[s]), layers[s]).to(dtype)[spread]
                 if s not in moving:
-                    fixed[s] = model.tail(s, one, x_one, layers[s])[spread].repeat_interleave(N, 0)
+                    fixed[s] = model.tower(s).tail(one, x_one, layers[s])[spread].repeat_interleave(N, 0)
         rep = [i for i in range(m) for _ in range(N)]  # pair-major: N path points of pair 0, then pair 1 ...
         dev = x[moving[0]].device
         a = alphas.to(dev).repeat(m)
@@ -218,7 +218,7 @@ def _batched_path_rows(
                 s: (r[s][rep] + a[:, None, None].to(x[s].dtype) * (x[s][rep] - r[s][rep])).requires_grad_(True)
                 for s in moving
             }
-            emb = {s: model.tail(s, inputs[s].select(rep), h[s], layers[s]) for s in moving}
+            emb = {s: model.tower(s).tail(inputs[s].select(rep), h[s], layers[s]) for s in moving}
             emb.update(fixed)
             f = similarity(model, emb["text"], emb["image"], units)
             grads = torch.autograd.grad((f * w.to(f.dtype)).sum(), [h[s] for s in moving])
@@ -279,12 +279,13 @@ def _explain_path(
         memo = SideMemo(pair)  # per side, once per distinct input
         for b in range(pair.batch_size):
             inputs = {s: pair.side(s).select([b]) for s in SIDES}
-            refs = {s: memo.get(s, b, "ref", partial(work.reference, s, inputs[s], kinds[s])) for s in moving} \
+            refs = {s: memo.get(s, b, "ref", partial(work.tower(s).reference, inputs[s], kinds[s])) for s in moving} \
                 if kinds else {}  # fmt: skip
             if refs or not batched:
                 with torch.no_grad():
-                    x = {s: memo.get(s, b, "x", partial(work.hidden, s, inputs[s], layers[s])).to(dtype) for s in SIDES}
-                    r = {**x, **{s: memo.get(s, b, "r", partial(work.hidden, s, refs[s], layers[s])).to(dtype)
+                    x = {s: memo.get(s, b, "x", partial(work.tower(s).hidden, inputs[s], layers[s])).to(dtype)
+                         for s in SIDES}  # fmt: skip
+                    r = {**x, **{s: memo.get(s, b, "r", partial(work.tower(s).hidden, refs[s], layers[s])).to(dtype)
                                  for s in refs}}  # fmt: skip
             if batched:
                 attr = rows[b]
@@ -326,10 +327,12 @@ def _explain_path(
             baseline = 0.0
             if refs:
                 with torch.no_grad():
-                    e_x = {s: memo.get(s, b, "e_x", partial(work.tail, s, inputs[s], x[s], layers[s])) for s in SIDES}
-                    e_path = {**e_x, **{s: memo.get(s, b, "e_path", partial(work.tail, s, inputs[s], r[s], layers[s]))
+                    e_x = {s: memo.get(s, b, "e_x", partial(work.tower(s).tail, inputs[s], x[s], layers[s]))
+                           for s in SIDES}  # fmt: skip
+                    e_path = {**e_x, **{s: memo.get(s, b, "e_path",
+                                                    partial(work.tower(s).tail, inputs[s], r[s], layers[s]))
                                         for s in moving}}  # fmt: skip
-                    e_ref = {**e_x, **{s: memo.get(s, b, "e_ref", partial(work.tail, s, refs[s], r[s], layers[s]))
+                    e_ref = {**e_x, **{s: memo.get(s, b, "e_ref", partial(work.tower(s).tail, refs[s], r[s], layers[s]))
                                        for s in moving}}  # fmt: skip
                     f_x = float(similarity(work, e_x["text"], e_x["image"], units)[0])
                     f_path = float(similarity(work, e_path["text"], e_path["image"], units)[0])

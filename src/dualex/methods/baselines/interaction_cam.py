@@ -64,16 +64,16 @@ def position_features(model: DualEncoder, side: Side, inputs: SideInputs, *, chu
     Returns:
         ``(T, D)`` per-position features and ``(D,)`` the embedding, float32 (no grad).
     """
-    L = model.n_layers(side)
+    L = model.tower(side).n_layers
     with torch.no_grad():
-        h = model.hidden(side, inputs, L)  # (1, T, W)
-        e = model.tail(side, inputs, h, L)[0].float()
+        h = model.tower(side).hidden(inputs, L)  # (1, T, W)
+        e = model.tower(side).tail(inputs, h, L)[0].float()
         T = h.shape[1]
         parts = []
         for start in range(0, T, chunk):
             pos = torch.arange(start, min(start + chunk, T), device=h.device)
             rows = h[0, pos][:, None, :].expand(pos.numel(), T, h.shape[-1])
-            parts.append(model.tail(side, inputs, rows, L).float())
+            parts.append(model.tower(side).tail(inputs, rows, L).float())
     return torch.cat(parts), e
 
 

@@ -227,8 +227,8 @@ def _embed(model: DualEncoder, side: Side, inputs: SideInputs, keep: Tensor, how
     parts = []
     with torch.no_grad():
         for start in range(0, keep.shape[0], chunk):
-            masked = model.mask(side, inputs, keep[start : start + chunk], how=how)
-            parts.append(model.encode(side, masked).float())
+            masked = model.tower(side).mask(inputs, keep[start : start + chunk], how=how)
+            parts.append(model.tower(side).encode(masked).float())
             pb.update(int(min(chunk, keep.shape[0] - start)))
     return torch.cat(parts)
 

@@ -49,14 +49,14 @@ def legrad_map(model: DualEncoder, inputs: SideInputs, e_text: Tensor, start: in
         e_text: The caption embedding ``(D,)``.
         start: First block whose attention map contributes (0..n_layers-1).
     """
-    L = model.n_layers("image")
+    L = model.tower("image").n_layers
     t = torch.nn.functional.normalize(e_text.detach().float(), dim=-1)
     with torch.no_grad():
-        x = model.hidden("image", inputs, 0)
-    mask = model.attention_mask("image", inputs, x.shape[0], x.dtype)
+        x = model.tower("image").hidden(inputs, 0)
+    mask = model.tower("image").attention_mask(inputs, x.shape[0], x.dtype)
     total = torch.zeros(x.shape[1], dtype=torch.float32, device=x.device)
     with torch.enable_grad():
-        for layer, block in enumerate(model.attention_blocks("image")):
+        for layer, block in enumerate(model.tower("image").attention_blocks()):
             if layer < start:
                 with torch.no_grad():
                     x, _ = block.run(x, mask)
@@ -64,7 +64,7 @@ def legrad_map(model: DualEncoder, inputs: SideInputs, e_text: Tensor, start: in
             q, k, v = block.qkv(x)
             A = block.probs(q, k, mask).detach().requires_grad_(True)
             x = block.finish(x, A, v)
-            z = model.tail("image", inputs, x, L)
+            z = model.tower("image").tail(inputs, x, L)
             s = torch.nn.functional.cosine_similarity(z[0].float(), t, dim=-1)
             (g,) = torch.autograd.grad(s, A, retain_graph=layer < L - 1)
             total = total + g[0].float().clamp_min(0.0).mean(dim=(0, 1))
@@ -108,8 +108,8 @@ def explain_legrad(
         UnsupportedModelError: the model exposes no attention internals.
     """
     work = model.float32() if fp32 else model
-    L = work.n_layers("image")
-    start = work.check_layer("image", start_layer)
+    L = work.tower("image").n_layers
+    start = work.tower("image").check_layer(start_layer)
     if start >= L:
         raise InputError(f"start_layer must name a block (0..{L - 1} or -{L}..-1), got {start_layer}")
     scores = scores_of(model, pair)
@@ -117,7 +117,7 @@ def explain_legrad(
     with bar(pair.batch_size, "legrad", progress) as pb:
         for b in range(pair.batch_size):
             with torch.no_grad():
-                e_text = work.encode("text", pair.text.select([b]))[0]
+                e_text = work.tower("text").encode(pair.text.select([b]))[0]
             rel = legrad_map(work, pair.image.select([b]), e_text, start)
             terms, diag = side_terms("image", rel.detach().cpu(), pair.image, b)
             diag["start_layer"] = float(start)

@@ -42,12 +42,12 @@ def value_path_features(model: DualEncoder, inputs: SideInputs) -> torch.Tensor:
         model: A dual encoder with attention internals (`DualEncoder.attention_blocks`).
         inputs: Image inputs with R rows.
     """
-    L = model.n_layers("image")
-    x = model.hidden("image", inputs, L - 1)
-    block = model.attention_blocks("image")[-1]
+    L = model.tower("image").n_layers
+    x = model.tower("image").hidden(inputs, L - 1)
+    block = model.tower("image").attention_blocks()[-1]
     _, _, v = block.qkv(x)
     eye = torch.eye(x.shape[1], dtype=v.dtype, device=v.device).expand(x.shape[0], block.n_heads, -1, -1)
-    return model.project_tokens("image", inputs, block.finish(x, eye, v))
+    return model.tower("image").project_tokens(inputs, block.finish(x, eye, v))
 
 
 @register_method(
@@ -88,7 +88,7 @@ def explain_maskclip(
     out: list[Explanation] = []
     with bar(pair.batch_size, "maskclip", progress) as pb, torch.no_grad():
         for rows in row_chunks(pair.batch_size, chunk):  # pairs are independent rows: one pass per chunk
-            e_text = torch.nn.functional.normalize(work.encode("text", pair.text.select(rows)).float(), dim=-1)
+            e_text = torch.nn.functional.normalize(work.tower("text").encode(pair.text.select(rows)).float(), dim=-1)
             dense = torch.nn.functional.normalize(value_path_features(work, pair.image.select(rows)).float(), dim=-1)
             maps = torch.einsum("rpd,rd->rp", dense, e_text).cpu()
             for k, b in enumerate(rows):

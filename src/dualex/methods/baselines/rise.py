@@ -110,8 +110,8 @@ def masked_scores(
     out = []
     for start in range(0, masks.shape[0], internal_batch_size):
         chunk = masks[start : start + internal_batch_size]
-        masked = model.mask(side, inputs, chunk.to(model.device))
-        e = model.encode(side, masked)
+        masked = model.tower(side).mask(inputs, chunk.to(model.device))
+        e = model.tower(side).encode(masked)
         o = other.expand(e.shape[0], -1)
         f = similarity(model, o, e, units) if side == "image" else similarity(model, e, o, units)
         out.append(f.detach().float().cpu())
@@ -183,14 +183,14 @@ def explain_rise(
         for b in range(pair.batch_size):
             g = torch.Generator().manual_seed(seed + b)
             inputs = {s: pair.side(s).select([b]) for s in SIDES}
-            emb = {s: model.encode(s, inputs[s]) for s in SIDES}
+            emb = {s: model.tower(s).encode(inputs[s]) for s in SIDES}
             terms: dict[str, Any] = {}
             diag: dict[str, float] = {}
             for s in ("image", "text"):
                 if s not in sides:
                     continue
                 x = inputs[s]
-                n = model.n_players(s, x)
+                n = model.tower(s).n_players(x)
                 if isinstance(x, ImageInputs):
                     c = cell if cell is not None else default_cell(x.grid)
                     masks = grid_masks(budget, x.grid, c, p, g)

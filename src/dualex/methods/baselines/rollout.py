@@ -119,9 +119,9 @@ def explain_rollout(
     """
     fuse_heads(torch.ones(1, 1, 1), head_fusion)  # validates the option
     sides = sides_of(side)
-    starts = {s: model.check_layer(s, start_layer) for s in sides}
+    starts = {s: model.tower(s).check_layer(start_layer) for s in sides}
     for s in sides:
-        if starts[s] >= model.n_layers(s):
+        if starts[s] >= model.tower(s).n_layers:
             raise InputError(f"start_layer must name a block of the {s} tower, got {start_layer}")
     chunk = rows_per_pass(internal_batch_size, model.device)
     scores = scores_of(model, pair)
@@ -131,8 +131,8 @@ def explain_rollout(
             inputs = {s: pair.side(s).select(rows) for s in SIDES}
             rels: dict[str, list[Tensor]] = {}
             for s in sides:
-                with model.record_attention(s, inputs[s]) as rec:
-                    model.encode(s, inputs[s])
+                with model.tower(s).record_attention(inputs[s]) as rec:
+                    model.tower(s).encode(inputs[s])
                 rels[s] = []
                 for k in range(len(rows)):
                     R = rollout_matrix([site.probs()[k] for site in rec.blocks[starts[s] :]], head_fusion)
