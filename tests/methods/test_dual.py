@@ -89,14 +89,14 @@ def test_structured_engines_agree(family):
     alphas, weights = alphas_and_weights(3)
     checked = 0
     for side in ("text", "image"):
-        inputs = pair.side(side)
-        for layer in (model.n_layers(side) - 1, model.n_layers(side)):
+        inputs, tower = pair.side(side), model.tower(side)
+        for layer in (tower.n_layers - 1, tower.n_layers):
             block = structured_block(model, side, inputs, layer, 3, torch.float32)
             if block is None:
                 continue
-            ref = model.reference(side, inputs, "default" if side == "text" else "zeros")
+            ref = tower.reference(inputs, "default" if side == "text" else "zeros")
             with torch.no_grad():
-                x, r = model.hidden(side, inputs, layer), model.hidden(side, ref, layer)
+                x, r = tower.hidden(inputs, layer), tower.hidden(ref, layer)
             H = r + alphas.float()[:, None, None] * (x - r)
             delta = (x - r)[0]
             active = torch.nonzero(delta.abs().sum(-1) > 0).flatten()
@@ -111,7 +111,8 @@ def test_structured_engines_agree(family):
 def test_fallback_to_functorch_for_uncovered_blocks():
     model = tiny_hf_clip(layers=2)
     pair = model.prepare(random_image(0), "a red dog")
-    side, layer = "image", model.n_layers("image") - 1
+    side, tower = "image", model.tower("image")
+    layer = tower.n_layers - 1
     block = structured_block(model, side, pair.image, layer, 2, torch.float32)
     assert block is not None
     odd = type(block)(
@@ -121,9 +122,9 @@ def test_fallback_to_functorch_for_uncovered_blocks():
         block.index,
         block.mask,
     )
-    ref = model.reference(side, pair.image, "zeros")
+    ref = tower.reference(pair.image, "zeros")
     with torch.no_grad():
-        x, r = model.hidden(side, pair.image, layer), model.hidden(side, ref, layer)
+        x, r = tower.hidden(pair.image, layer), tower.hidden(ref, layer)
     H = torch.cat([r + 0.5 * (x - r), x])
     delta, w = (x - r)[0], torch.tensor([0.5, 0.5])
     active = torch.arange(delta.shape[0])
