@@ -229,11 +229,13 @@ def _evaluate_locked(
 ) -> RunResult:
     """`evaluate` after its checks, with the run directory's lock held."""
     from dualex.evaluation.summary import write_summary
-    from dualex.models.registry import load
+    from dualex.models.registry import load, random_weights_seed
 
+    seed = model.weights_seed if isinstance(model, DualEncoder) else random_weights_seed(model_spec)
     store.open(
         {
             "model": model_spec,
+            **({"model_weights_seed": seed} if seed is not None else {}),
             "dataset": ds.describe(),
             "methods": methods,
             "method_options": method_options,

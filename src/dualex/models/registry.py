@@ -210,3 +210,24 @@ def resolve_model(model: Any, *, device: str | torch.device | None = None) -> Du
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def random_weights_seed(spec: str) -> int | None:
+    """The weights seed a model name asks for: ``…@random`` is seed 0, ``…@random:SEED`` that seed; None for
+    names of stored weights.
+
+    Raises:
+        InputError: ``@random:`` followed by something other than a non-negative integer.
+    """
+    _, at, tag = str(spec).rpartition("@")
+    if not at:
+        return None
+    tag = tag.strip()
+    if tag == "random":
+        return 0
+    if not tag.startswith("random:"):
+        return None
+    raw = tag[len("random:"):].strip()
+    if not raw.isdigit():
+        raise InputError(f"'{spec}': the seed after '@random:' must be a non-negative integer, got {raw!r}")
+    return int(raw)
