@@ -36,7 +36,7 @@ def query_position(model: DualEncoder, side: Side, inputs: SideInputs, rec: Reco
     Returns -1 when the image tower pools with an attention head (`Recording.pool`, query 0 of it).
     Raises `UnsupportedModelError` for mean-pooled towers, which have no single pooled position.
     """
-    if side == "image" and rec.pool is not None:
+    if rec.pool is not None:
         return -1
     return model.tower(side).pooled_position(inputs, row)
 
