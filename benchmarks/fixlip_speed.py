@@ -10,6 +10,16 @@ CPU: growth of the process's peak resident set).
     python benchmarks/fixlip_speed.py --quick             # CPU: 2-block towers, budgets 2^11 and 2^13
     python benchmarks/fixlip_speed.py --fit-only          # sampler + solver only (no towers), 2^17 and 2^20
     python benchmarks/fixlip_speed.py --models B32 --budgets 19 --device cuda
+    python benchmarks/fixlip_speed.py --overhead          # cost of the errors and diagnostics (issue 23)
+
+``--overhead`` measures, side by side in one process per model with one thread, random open_clip
+ViT-B-32 and ViT-B-16 (seeded weights) at budget 256: FIxLIP with ``holdout=0, n_boot=0`` (the fit
+alone), with its defaults (cross-fitted diagnostics and bootstrap standard errors) and, with
+``--old``, with the former defaults (``holdout=1024``: a fresh held-out sample). It prints wall and
+process CPU seconds (min / median over interleaved repeats), the units of issue 23 (time / one plain
+forward pass of both towers), tower passes, the ratio defaults / fit alone (goal ≤ 1.25) and FLOPs
+(``torch.utils.flop_counter``): executed by the defaults against those the fit needs (the fit alone),
+with one forward pass of both towers for scale.
 
 The "reference" column is the dense float64 design matrix the FIxLIP reference builds for the same
 fit, ``(m_I·m_T) × (1 + n + n(n−1)/2)``, held twice (X and W·X; spec §2.6); "ratio" is that divided
@@ -163,6 +173,149 @@ def worker(arch: str, budget: int, layers: int, device: str, fit_only: bool, p: 
     }
 
 
+OVERHEAD_CAPTION = "a photo of a brown dog catching a red frisbee on the green grass of a park"
+CONFIGS = {
+    "fit": {"holdout": 0, "n_boot": 0},
+    "defaults": {},
+    "old": {"holdout": 1024},
+}
+
+
+def overhead_worker(arch: str, budget: int, repeat: int, old: bool, flops: bool) -> dict:
+    """One model: forward-pass time, then FIxLIP configurations interleaved, then FLOP counts."""
+    import statistics
+    import warnings
+
+    import numpy as np
+    import open_clip
+    import torch
+
+    import dualex
+    from dualex.methods import explain_pair
+    from dualex.threads import configure_threads
+
+    warnings.simplefilter("ignore", UserWarning)  # the underdetermined-budget warning is expected at 256
+    threads = configure_threads(1)
+    torch.manual_seed(0)
+    model = dualex.wrap(open_clip.create_model(arch, pretrained=None), name=f"openclip:{arch} (random weights)")
+    image = np.random.default_rng(0).integers(0, 256, (256, 320, 3), dtype=np.uint8)
+    pair = model.prepare(image, OVERHEAD_CAPTION)
+    load_before = os.getloadavg()[0]
+
+    def forward() -> None:
+        with torch.no_grad():
+            model.encode("text", pair.text)
+            model.encode("image", pair.image)
+
+    fw = []
+    for _ in range(4):
+        t0 = time.perf_counter()
+        forward()
+        fw.append(time.perf_counter() - t0)
+    fw = fw[1:]
+    names = ["fit", "defaults"] + (["old"] if old else [])
+    wall: dict[str, list[float]] = {k: [] for k in names}
+    cpu: dict[str, list[float]] = {k: [] for k in names}
+    info: dict[str, dict] = {}
+    for _ in range(repeat):
+        for k in names:
+            t0, c0 = time.perf_counter(), time.process_time()
+            ex = explain_pair(model, pair, "fixlip", budget=budget, progress=False, **CONFIGS[k])[0]
+            wall[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
+            d = ex.diagnostics
+            info[k] = {
+                "n_passes": d["n_passes"],
+                "m_image": d["m_image"],
+                "m_text": d["m_text"],
+                "stderr": bool(ex.stderr),
+                "r2": d.get("r2"),
+                **{x: d[x] for x in ("bootstrap_seconds", "crossfit_seconds", "holdout_seconds") if x in d},
+            }
+    out: dict = {
+        "arch": arch,
+        "budget": budget,
+        "threads": threads,
+        "forward_seconds": min(fw),
+        "wall": wall,
+        "cpu": cpu,
+        "info": info,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+    }
+    if flops:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        def count(fn: Any) -> float:
+            fc = FlopCounterMode(display=False)
+            with fc:
+                fn()
+            return float(fc.get_total_flops())
+
+        out["flops"] = {
+            "forward": count(forward),
+            **{
+                k: count(lambda k=k: explain_pair(model, pair, "fixlip", budget=budget, progress=False, **CONFIGS[k]))
+                for k in ("fit", "defaults")
+            },
+        }
+    _ = statistics
+    return out
+
+
+def overhead_main(args: argparse.Namespace) -> None:
+    import statistics
+
+    models = args.models if args.models != "B32,B16" else "ViT-B-32,ViT-B-16"
+    print(f"FIxLIP overhead of errors and diagnostics, budget {args.budget}, 1 thread, load {os.getloadavg()}")
+    rows = []
+    for arch in models.split(","):
+        cmd = [sys.executable, __file__, "--overhead-worker", arch, "--budget-overhead", str(args.budget),
+               "--repeat", str(args.repeat)]  # fmt: skip
+        cmd += (["--old"] if args.old else []) + (["--skip-flops"] if args.skip_flops else [])
+        env = {**os.environ, "DUALEX_PROGRESS": "0", "OMP_NUM_THREADS": "1", "DUALEX_THREADS": "1"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            print(f"[{arch}] failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+            continue
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        r = rows[-1]
+        fw = r["forward_seconds"]
+        print(
+            f"\n{arch}: one forward pass of both towers {fw:.3f} s; load {r['load_before']:.1f}-{r['load_after']:.1f}"
+        )
+        print(
+            f"{'config':<9} {'wall min':>9} {'median':>8} {'CPU min':>8} {'median':>8} {'units':>7} "
+            f"{'passes':>7} {'SEs':>4}"
+        )
+        for k, w in r["wall"].items():
+            c, inf = r["cpu"][k], r["info"][k]
+            print(
+                f"{k:<9} {min(w):>9.2f} {statistics.median(w):>8.2f} {min(c):>8.2f} {statistics.median(c):>8.2f} "
+                f"{min(w) / fw:>7.1f} {int(inf['n_passes']):>7} {'yes' if inf['stderr'] else 'no':>4}"
+            )
+        for unit in ("wall", "cpu"):
+            a, b = r[unit]["defaults"], r[unit]["fit"]
+            print(
+                f"ratio defaults / fit alone ({unit}): min {min(a) / min(b):.3f}, median "
+                f"{statistics.median(a) / statistics.median(b):.3f}  (goal ≤ 1.25)"
+            )
+        extra = {x: round(v, 3) for x, v in r["info"]["defaults"].items() if x.endswith("seconds")}
+        print(f"defaults' extra stages (s): {extra}")
+        fl = r.get("flops")
+        if fl:
+            print(
+                f"FLOPs: executed (defaults) {fl['defaults'] / 1e9:.1f} G, necessary (the fit alone) "
+                f"{fl['fit'] / 1e9:.1f} G "
+                f"(executed/necessary {fl['defaults'] / fl['fit']:.3f}); one forward pass of both towers "
+                f"{fl['forward'] / 1e9:.2f} G"
+            )
+    print(f"\nload average at the end {os.getloadavg()}")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="B32,B16", help="comma list of B32, B16")
@@ -174,7 +327,21 @@ def main() -> None:
     ap.add_argument("--p", type=float, default=0.5)
     ap.add_argument("--json-out", default=None)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--overhead", action="store_true", help="cost of standard errors and diagnostics (issue 23)")
+    ap.add_argument("--budget-overhead", dest="budget", type=int, default=256, help="--overhead: the budget")
+    ap.add_argument("--repeat", type=int, default=2, help="--overhead: interleaved repeats of each configuration")
+    ap.add_argument("--old", action="store_true", help="--overhead: also time the former defaults (holdout=1024)")
+    ap.add_argument("--skip-flops", action="store_true", help="--overhead: no FLOP counts")
+    ap.add_argument("--overhead-worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.overhead_worker:
+        print(
+            json.dumps(overhead_worker(args.overhead_worker, args.budget, args.repeat, args.old, not args.skip_flops))
+        )
+        return
+    if args.overhead:
+        overhead_main(args)
+        return
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -273,6 +273,7 @@ OPENCLIP_FAMILY_ARCHS = (
     "ViT-B-16-SigLIP",  # timm ViT (map head), a tokenizer from the hub
     "ViTamin-B",  # timm ViT over an MBConv stem
     "coca_ViT-B-32",  # CoCa: attentional pooler, appended text CLS
+    "xlm-roberta-base-ViT-B-32",  # a Hugging Face text tower (XLM-R, mean pooling), given a local copy
 )
 """One open_clip architecture per tower family `dualex.models.openclip_towers` runs."""
 
@@ -281,15 +282,20 @@ def tiny_openclip_family(arch: str, seed: int = 0) -> DualEncoder:
     """open_clip's ``arch`` shrunk (`dualex.tiny.tiny_openclip_arch`) and wrapped, with a local tokenizer:
     the SigLIP-shaped `tiny_hf_tokenizer` where the real one is on the hub, else the word tokenizer padded
     to the context length."""
+    import open_clip
+
     from dualex.models.registry import wrap
     from dualex.tiny import tiny_openclip_arch
 
-    module = tiny_openclip_arch(arch, seed)
+    text_cfg = open_clip.get_model_config(arch)["text_cfg"]
+    hub = bool(text_cfg.get("hf_tokenizer_name") or text_cfg.get("hf_model_name"))
+    tok: Any = tiny_hf_tokenizer(pad_is_eos=False) if hub else None
+    module = tiny_openclip_arch(arch, seed, tokenizer=tok)
     text: Any = getattr(module, "text", module)
-    hub = "SigLIP" in arch or "CLIPA" in arch or "worldwide" in arch
-    tok = tiny_hf_tokenizer() if hub else tiny_word_tokenizer(pad_to_max=True)
-    if not hub and getattr(text, "cls_emb", None) is None:
-        tok = tiny_word_tokenizer(pad_to_max=True, max_length=int(text.positional_embedding.shape[0]))
+    if not hub:
+        coca = getattr(text, "cls_emb", None) is not None
+        n_pos = int(text.positional_embedding.shape[0])
+        tok = tiny_word_tokenizer(pad_to_max=True, max_length=n_pos - 1 if coca else n_pos)
     return wrap(module, tokenizer=tok, name=f"tiny-openclip:{arch}")
 
 

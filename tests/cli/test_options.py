@@ -18,3 +18,15 @@ def test_parse_option_reads_json_values_and_normalises_keys():
 def test_parse_option_rejects_malformed(text):
     with pytest.raises(argparse.ArgumentTypeError):
         parse_option(text)
+
+
+def test_every_cli_module_with_subcommands_registers_them():
+    import importlib
+
+    from dualex.cli import COMMANDS
+    from dualex.plugins import import_submodules
+
+    registered = {e.value for e in COMMANDS.entries()}
+    for name in import_submodules("dualex.cli"):
+        fn = getattr(importlib.import_module(name), "add_parser", None)
+        assert fn is None or fn in registered, f"{name}.add_parser is not decorated with @register_command"

@@ -216,3 +216,34 @@ def test_runs_skip_standard_errors_unless_asked(tmp_path: Path, tiny_clip):
     evaluate(tiny_clip, "shapes:", ["fixlip"], old, dataset_options={"n": 1},
              method_options={"fixlip": {"budget": 64, "holdout": 0}}, metrics=fast)  # fmt: skip
     assert "n_boot" not in json.loads((old / "manifest.json").read_text())["method_options"]["fixlip"]
+
+
+def test_rows_and_summary_carry_box_area_units_and_hit_names(tmp_path: Path, tiny_clip):
+    out = tmp_path / "run"
+    metrics = MetricOptions(metrics=("pointing", "completeness"))
+    evaluate(tiny_clip, "shapes:", ["ij", "random"], out, dataset_options={"n": 2}, method_options=OPTS,
+             metrics=metrics)  # fmt: skip
+    df = read_run(out)
+    obj = df[(df.level == "object") & df["error"].isna()]
+    assert obj["box_area"].between(0, 1).all() and obj["box_area"].gt(0).all()
+    pair = df[df.level == "pair"]
+    assert dict(zip(pair["method"], pair["units"], strict=True)) == {"ij": "cosine", "random": "score"}
+    overall = pd.read_csv(out / "summary" / "overall.csv")
+    assert {"pg_hit_t2i", "pg_hit_i2t", "box_area", "pge_over_area"} <= set(overall.columns)
+    assert not any(c.startswith("pg_acc") for c in overall.columns)
+    row = overall.set_index("method").loc["ij"]
+    assert row["pge_over_area"] == pytest.approx(row["pg_energy_t2i"] / row["box_area"])
+    per_class = pd.read_csv(out / "summary" / "per_class.csv")
+    assert {"box_area", "pge_over_area", "pg_hit_t2i"} <= set(per_class.columns)
+    summary = (out / "summary" / "summary.md").read_text()
+    assert "box_area" in summary and "pge_over_area" in summary
+
+
+def test_old_summary_tables_read_with_todays_names(tmp_path: Path):
+    from dualex.evaluation.summary import read_summary_table
+
+    old = tmp_path / "overall.csv"
+    old.write_text("method,items,pg_energy_t2i,pg_acc_t2i,pg_energy_i2t,pg_acc_i2t\nij,3,0.3,0.5,0.2,0.4\n")
+    t = read_summary_table(old)
+    assert list(t.columns) == ["method", "items", "pg_energy_t2i", "pg_hit_t2i", "pg_energy_i2t", "pg_hit_i2t"]
+    assert t.loc[0, "pg_hit_t2i"] == 0.5

@@ -126,3 +126,19 @@ def test_draws_and_grid_splits():
     assert split_grid(1000, 8, 49) == (6, 166)
     with pytest.raises(InputError):
         split_grid(1000, 49, 8, shape="round")
+
+
+def test_budget_beyond_all_coalitions_enumerates_them_at_once() -> None:
+    s = sample_banzhaf(5, 10**12, 0.3, np.random.default_rng(0))  # issue 24: this used to hang
+    assert s.m == 32 and s.n_draws == 0 and s.n_enumerated == 32
+    sh = sample_shapley(5, 10**12, np.random.default_rng(0))
+    assert sh.m == 32  # ∅ and N as anchors, then the 30 others
+
+
+def test_a_sample_too_large_to_hold_is_refused_at_once() -> None:
+    from dualex.games.sampler import MAX_SAMPLE
+
+    with pytest.raises(InputError, match="4,194,304"):
+        sample_banzhaf(80, 10**12, 0.5, np.random.default_rng(0))
+    with pytest.raises(InputError, match="distinct"):
+        sample_kernel(40, MAX_SAMPLE + 1, banzhaf_kernel(40, 0.5), np.random.default_rng(0))

@@ -242,3 +242,37 @@ def test_metrics_read_the_same_surrogate(small) -> None:
     game = DualEncoderGame(model, pair)
     v0, vN = game.empty_and_full()
     assert vN - v0 == pytest.approx(ex.target, abs=1e-6)
+
+
+def test_huge_budget_is_exact_on_a_small_game_and_refused_at_once_on_a_large_one(small, exact_values, monkeypatch):
+    """Issue 24: ``budget=10**12`` hung in the sampler; now exact where it can be, else refused before any pass."""
+    model, pair = small
+    ex = explain_pair(model, pair, "fixlip", budget=10**12, n_boot=0)[0]
+    truth = exact_fixlip(exact_values, 0.5)
+    torch.testing.assert_close(surrogate_of(ex).pair_matrix(), truth.pair_matrix(), atol=1e-5, rtol=0)
+    assert ex.diagnostics["exact"] == 1.0 and ex.diagnostics["n_values"] == 128
+    from dualex.datasets.shapes_generator import sample_image_path
+
+    shapes = dualex.load("shapes")
+
+    def boom(*args, **kwargs):
+        raise AssertionError("no tower pass before the budget is checked")
+
+    for side in ("text", "image"):
+        monkeypatch.setattr(shapes.tower(side), "encode", boom)
+    for estimator in ("crossmodal", "agnostic"):
+        with pytest.raises(InputError, match=r"budget 1,000,000,000,000"):
+            dualex.explain(shapes, str(sample_image_path()), "a large purple star", method="fixlip", budget=10**12,
+                           estimator=estimator)  # fmt: skip
+
+
+def test_default_diagnostics_are_cross_fitted_without_extra_passes(small) -> None:
+    model, pair = small
+    fast = explain_pair(model, pair, "fixlip", budget=40, holdout=0, n_boot=0)[0]
+    ex = explain_pair(model, pair, "fixlip", budget=40, n_boot=0)[0]
+    old = explain_pair(model, pair, "fixlip", budget=40, holdout=256, n_boot=0)[0]
+    assert ex.diagnostics["n_passes"] == fast.diagnostics["n_passes"] < old.diagnostics["n_passes"]
+    assert torch.equal(ex.cross, fast.cross) and torch.equal(ex.cross, old.cross)  # diagnostics never change it
+    assert ex.params["diagnostics"] == "crossfit" and old.params["diagnostics"] == "holdout"
+    assert ex.diagnostics["crossfit_values"] > 0 and old.diagnostics["holdout_values"] > 0
+    assert "r2" in ex.completeness() and "r2" not in fast.diagnostics

@@ -178,3 +178,20 @@ def test_game_cache_spares_repeated_queries():
     fresh = DualEncoderGame(model, pair, cache=False)
     keep = sample_coalitions(7, 10, seed=0)
     assert torch.equal(fresh(keep), game(keep)) and fresh.calls == 1
+
+
+def test_cosine_and_score_unit_explanations_are_scored_alike(tiny_clip):
+    """ij's faithfulness must not depend on the unit it reports in: predictions go into the game's units."""
+    from dualex.methods import explain_pair
+    from dualex.testing import random_image
+
+    pair = tiny_clip.prepare(random_image(5), "a red dog on the mat")
+    cos = explain_pair(tiny_clip, pair, "ij", n_steps=2, units="cosine")[0]
+    score = explain_pair(tiny_clip, pair, "ij", n_steps=2, units="score")[0]
+    kw = {"p": 0.5, "n_coalitions": 64, "seed": 1}
+    a, b = p_faithfulness(tiny_clip, pair, cos, **kw), p_faithfulness(tiny_clip, pair, score, **kw)
+    assert a.units == b.units == "score"
+    assert a.scale == pytest.approx(float(tiny_clip.logit_scale)) and b.scale == 1.0
+    assert a.r2 == pytest.approx(b.r2, rel=1e-4, abs=1e-6)
+    assert a.spearman == pytest.approx(b.spearman, abs=1e-9)
+    assert torch.allclose(a.y_hat, b.y_hat, rtol=1e-4, atol=1e-6)

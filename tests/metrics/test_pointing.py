@@ -176,3 +176,15 @@ def test_image_only_first_order_explanations_have_no_box_to_span_score(tiny_clip
     both = pointing_game(dualex.explain(tiny_clip, random_image(0), "a red dog on mat", method="grad_eclip"),
                          "dog", (0, 0, 16, 16))  # fmt: skip
     assert not math.isnan(both.energy_i2t)
+
+
+@pytest.mark.parametrize(("boxes", "area"), [((0, 0, 16, 16), 0.25), ([(16, 0, 32, 16), (0, 0, 16, 16)], 0.5),
+                                             ((0, 0, 32, 32), 1.0)])  # fmt: skip
+def test_box_area_is_the_energy_of_a_uniform_map(boxes, area):
+    uniform = make(torch.ones(6, 4))
+    r = pointing_game(uniform, "red circle", boxes)
+    assert r.box_area == pytest.approx(area) == pytest.approx(r.energy_t2i)
+    assert r.as_dict()["box_area"] == pytest.approx(area)
+    cross = torch.zeros(6, 4)
+    cross[1, 0] = 1.0  # all mass on the top-left patch
+    assert pointing_game(make(cross), "red", boxes).box_area == pytest.approx(area)  # a property of the box alone

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-ORDER = 40  # position of this subcommand in ``dualex --help``
+from dualex.cli import register_command
 
 
 @dataclass
@@ -73,6 +73,7 @@ def measure(fn: Callable[[], Any], *, device: torch.device, repeat: int = 3, war
     return Measurement(statistics.median(times), times, int(peak), str(device))
 
 
+@register_command("bench", order=40, summary="benchmark methods on this machine (bench)")
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from dualex.cli.options import parse_option
 

@@ -1,4 +1,4 @@
-"""``dualex explain`` and ``dualex methods``: explain one pair from the command line, list the methods."""
+"""``dualex explain``: explain one pair from the command line."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dualex.cli import register_command
 from dualex.cli.options import parse_option
 from dualex.errors import InputError
 
@@ -16,7 +17,8 @@ if TYPE_CHECKING:
     from dualex.explanation import Explanation
     from dualex.models.base import Pair
 
-ORDER = 0  # position of these subcommands in ``dualex --help``
+# CLI flags that are options of some methods only: flag -> option name.
+METHOD_FLAGS = {"--layer": "layer", "--n-steps": "n_steps"}
 
 
 def _parse_box(text: str) -> tuple[float, float, float, float]:
@@ -30,6 +32,7 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
     return x0, y0, x1, y1
 
 
+@register_command("explain", order=0, summary="explain one pair from the command line (explain)")
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "explain",
@@ -53,34 +56,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--save", type=Path, help="also save the explanation (.safetensors) for `dualex serve`")
     p.add_argument("--json", action="store_true", help="print the explanation as JSON on stdout")
     p.set_defaults(func=run_explain)
-
-    m = sub.add_parser(
-        "methods",
-        help="list the explanation methods",
-        description="List the explanation methods: name, order (1: per token/patch, 2: interactions), a one-line "
-        "summary and the cost per pair. With --options, also each method's options and their defaults "
-        "(pass them with `dualex explain -O KEY=VALUE` or `dualex evaluate -O METHOD.KEY=VALUE`).",
-    )
-    m.add_argument("--options", action="store_true", help="also list each method's options and defaults")
-    m.set_defaults(func=run_methods)
-
-
-def run_methods(args: argparse.Namespace) -> int:
-    import inspect
-
-    from dualex.methods import list_methods
-
-    for name, info in list_methods().items():
-        print(f"{name:<18} order {info.order}  {info.summary}" + (f"  [cost: {info.cost}]" if info.cost else ""))
-        if getattr(args, "options", False):
-            params = list(inspect.signature(info.fn).parameters.values())[2:]
-            opts = [f"{p.name}={p.default!r}" for p in params if p.default is not inspect.Parameter.empty]
-            print(f"{'':<18} options: {', '.join(opts) or 'none'}")
-    return 0
-
-
-# CLI flags that are options of some methods only: flag -> option name.
-METHOD_FLAGS = {"--layer": "layer", "--n-steps": "n_steps"}
 
 
 def explain_options(

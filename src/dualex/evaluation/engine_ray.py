@@ -217,10 +217,9 @@ def record_item(rec: dict[str, Any]) -> Item:
 # ----------------------------------------------------------------------------------------- stages
 def _worker_setup(plugins: Sequence[str]) -> None:
     """Import the run's plugin modules in a Ray worker (they register models, methods, metrics, readers)."""
-    import importlib
+    from dualex.plugins import load_plugins
 
-    for name in plugins:
-        importlib.import_module(name)
+    load_plugins(list(plugins))  # also $DUALEX_PLUGINS and the dualex.plugins entry points of the worker
 
 
 def _reopen(desc: dict[str, Any]) -> Dataset:

@@ -42,6 +42,7 @@ import numpy as np
 from dualex.errors import InputError
 
 _MAX_DRAW_FACTOR = 1000  # give up after this many draws per requested coalition (near saturation)
+MAX_SAMPLE = 2**22  # distinct coalitions one sample may hold (each is kept, and embedded once, in memory)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,28 @@ def _check_budget(budget: int, *, minimum: int = 1) -> int:
     return int(budget)
 
 
+def count_coalitions(n: int, kernel: np.ndarray) -> int:
+    """Number of distinct coalitions of ``n`` players whose size has a positive ``kernel`` weight (exact)."""
+    return sum(math.comb(n, k) for k in range(n + 1) if kernel[k] > 0)
+
+
+def check_sample_size(m: int, *, what: str = "coalitions") -> None:
+    """Refuse at once a sample of more than `MAX_SAMPLE` distinct coalitions.
+
+    Each distinct coalition is drawn, stored and sent through a tower once, and its embedding is
+    cached for the game; beyond 2^22 of them that no longer fits a machine (nor finishes).
+
+    Args:
+        m: Distinct coalitions the sample would need.
+        what: What they are, for the message (e.g. ``"image coalitions"``).
+    """
+    if m > MAX_SAMPLE:
+        raise InputError(
+            f"this budget needs {m:,} distinct {what}, more than the {MAX_SAMPLE:,} one explanation can hold "
+            "(each is stored and masked through a tower once); choose a smaller budget"
+        )
+
+
 def _enumerate_size(n: int, k: int) -> np.ndarray:
     out = np.zeros((math.comb(n, k), n), dtype=bool)
     for r, members in enumerate(combinations(range(n), k)):
@@ -144,12 +167,16 @@ def sample_kernel(
         border_trick: Enumerate sizes whose expected count reaches their number of coalitions.
 
     Returns:
-        A `CoalitionSample`; enumerated coalitions come first.
+        A `CoalitionSample`; enumerated coalitions come first. A budget at or above the number of
+        coalitions enumerates them all (the exact computation); one that needs more than `MAX_SAMPLE`
+        distinct coalitions is refused at once (`check_sample_size`).
     """
     budget = _check_budget(budget)
     kernel = np.asarray(kernel, dtype=np.float64)
     if kernel.shape != (n + 1,) or not np.all(np.isfinite(kernel)) or np.any(kernel < 0):
         raise InputError(f"kernel must be {n + 1} finite non-negative weights, one per coalition size")
+    budget = min(budget, count_coalitions(n, kernel))  # all of them: the border trick enumerates each size
+    check_sample_size(budget)
     sizes = [k for k in range(n + 1) if kernel[k] > 0]
     log_count = {k: float(_log_binom(n, k)) for k in sizes}
     # size masses in log space (binom(n, k) overflows floats for a few hundred players)
@@ -181,8 +208,7 @@ def sample_kernel(
         rel = np.array([math.exp(log_mass[k] - top) for k in sizes])
         sampled_mass = float(sum(binom_kernel_mass(n, k, kernel[k]) for k in sizes))
         probs = rel / rel.sum()
-        available = sum(math.comb(n, k) for k in sizes) if n <= 60 else math.inf
-        want = int(min(remaining, available))
+        want = int(min(remaining, sum(math.comb(n, k) for k in sizes)))
         rows, counts, n_draws = _draw_distinct(n, want, np.array(sizes), probs, rng)
         parts.append(rows)
         weights.append(counts / max(n_draws, 1) * sampled_mass)
@@ -348,9 +374,12 @@ def split_budget(budget: int, n_image: int, n_text: int) -> tuple[int, int]:
 
 
 __all__ = [
+    "MAX_SAMPLE",
     "CoalitionSample",
     "banzhaf_kernel",
     "check_p",
+    "check_sample_size",
+    "count_coalitions",
     "draw_distinct",
     "draw_iid",
     "sample_banzhaf",

@@ -21,7 +21,11 @@ Then:
 
 1. Ground truth ``y(S) = v(S) − v(∅)`` from the masking game (`dualex.games.game.DualEncoderGame`).
 2. Prediction ``ŷ(S) = e_∅ + Σ_{i∈S} e_i + Σ_{{i,j}⊆S} e_ij`` (`dualex.games.surrogate.surrogate_of`;
-   first-order explanations have no ``e_ij``; methods without an intercept have ``e_∅ = 0``).
+   first-order explanations have no ``e_ij``; methods without an intercept have ``e_∅ = 0``), in the
+   game's units: the game values are the model's score, so an explanation in cosine units
+   (``params["units"] == "cosine"``, ij's and the gradient methods' default) has its prediction
+   multiplied by the logit scale λ first (``y`` differences remove the bias). Spearman ρ does not change;
+   R² then no longer depends on the unit a method happened to report in.
 3. Unweighted over the coalitions (they already follow ``μ_p``; `dualex.games.surrogate.fit_quality`):
    Spearman ρ(y, ŷ) — the paper's "p-faithfulness correlation", invariant to the explanation's scale and
    offset, so comparable across all methods — and ``R² = 1 − Σ(y − ŷ)² / Σ(y − ȳ)²`` (sklearn's
@@ -31,7 +35,9 @@ Then:
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +48,7 @@ from dualex.explanation import Explanation
 from dualex.games.game import DualEncoderGame
 from dualex.games.sampler import check_p, draw_distinct, draw_iid, split_grid
 from dualex.games.surrogate import fit_quality, surrogate_of
+from dualex.metrics.base import register_metric
 from dualex.models.base import DualEncoder, Pair
 
 DESIGNS = ("independent", "product")
@@ -58,7 +65,9 @@ class FaithfulnessResult:
         p: Keep probability of the evaluation coalitions.
         n_coalitions: Distinct coalitions used.
         y: ``(K,)`` game values ``v(S) − v(∅)``.
-        y_hat: ``(K,)`` explanation predictions.
+        y_hat: ``(K,)`` explanation predictions, in the game's units.
+        units: The units of ``y`` and ``y_hat``: ``"score"`` (the game's).
+        scale: The factor the explanation's prediction was multiplied by (λ for cosine units, else 1).
     """
 
     spearman: float
@@ -68,6 +77,8 @@ class FaithfulnessResult:
     n_coalitions: int
     y: Tensor
     y_hat: Tensor
+    units: str = "score"
+    scale: float = 1.0
 
     def as_dict(self) -> dict[str, float]:
         return {"faith_spearman": self.spearman, "faith_r2": self.r2}
@@ -156,6 +167,55 @@ def p_faithfulness(
         m_t = shape[1]
         grid = game.grid(Z[::m_t, : game.n_image], Z[:m_t, game.n_image :]).cpu()
         y = (grid - game.empty()).flatten()
-    y_hat = sur.predict(Z)
+    scale = game_scale(game.model, explanation)
+    y_hat = sur.predict(Z) * scale
     q = fit_quality(y, y_hat)
-    return FaithfulnessResult(q["spearman"], q["r2"], q["pearson"], p, int(Z.shape[0]), y, y_hat)
+    return FaithfulnessResult(q["spearman"], q["r2"], q["pearson"], p, int(Z.shape[0]), y, y_hat, "score", scale)
+
+
+def game_scale(model: DualEncoder, explanation: Explanation) -> float:
+    """The factor that puts ``explanation``'s terms into the masking game's (score) units.
+
+    The game's values are ``λ cos + β``; terms in cosine units are multiplied by λ (the bias cancels in
+    ``v(S) − v(∅)``), terms in score units by 1.
+
+    Raises:
+        InputError: the explanation names units other than ``"cosine"`` and ``"score"``.
+    """
+    units = explanation.units
+    if units == "score":
+        return 1.0
+    if units == "cosine":
+        return float(model.logit_scale)
+    raise InputError(f"explanation units {units!r} are neither 'cosine' nor 'score'; cannot score it against the game")
+
+
+
+def item_seed(item_id: str) -> int:
+    """A stable per-item seed (for the held-out coalitions of a dataset run)."""
+    return zlib.crc32(item_id.encode("utf-8"))
+
+
+@register_metric(
+    "faithfulness",
+    needs=("game",),
+    default=True,
+    columns={
+        "faith_spearman": "Spearman ρ of v(S) − v(∅) and the explanation's prediction, held-out S",
+        "faith_r2": "R² of the same, in the game's (score) units",
+    },
+)
+def faithfulness_metric(
+    explanation: Explanation, item: Any, model: DualEncoder, game: DualEncoderGame, *,
+    faith_p: float = 0.5, faith_coalitions: int = 1000, faith_design: str = "product", faith_grid: int = 100,
+) -> dict[str, Any]:  # fmt: skip
+    """p-faithfulness (Spearman ρ and R²) on held-out coalitions, seeded per item.
+
+    Returns:
+        ``faith_spearman``, ``faith_r2`` (`p_faithfulness`: ``faith_grid``² coalitions in the product
+        design, else ``faith_coalitions``, drawn with keep probability ``faith_p``).
+    """
+    n = faith_grid**2 if faith_design == "product" else faith_coalitions
+    f = p_faithfulness(model, game.pair, explanation, p=faith_p, n_coalitions=n, seed=item_seed(item.id),
+                       design=faith_design, game=game)  # fmt: skip
+    return f.as_dict()

@@ -10,7 +10,11 @@ Definitions (exCLIP, arXiv:2408.14153; FIxLIP, arXiv:2508.05430), all on one `Ex
   * energy ``= Σ_{p∈B} M⁺_p / Σ_p M⁺_p`` with ``M⁺ = max(M, 0)`` (positive-part energy, Score-CAM's
     energy pointing game for signed maps); 0 when the map has no positive mass;
   * hit ``= 1`` if ``argmax_p M_p ∈ B`` (first maximum in row-major order), else 0. The mean of hits over
-    objects is the pointing-game accuracy.
+    objects is the pointing-game accuracy (the ``pg_hit_*`` columns).
+  * box area ``= |B| / P``, the share of the grid's patches in the box: the energy a uniform (or
+    random, on average) map gets, so the baseline to read every energy against. A map that puts all
+    its positive mass on the box gets energy 1, i.e. ``1 / box_area`` times the uniform map; run
+    summaries report ``pge_over_area`` = mean energy / mean box area.
 
 * **Box → span (``i2t``).** Token scores ``m = Σ_{p∈B} cross[:, p]`` (``Explanation.text_scores``);
   special tokens (BOS, EOS, CLS, SEP, padding) are excluded from both numerator and denominator and
@@ -22,8 +26,8 @@ Definitions (exCLIP, arXiv:2408.14153; FIxLIP, arXiv:2508.05430), all on one `Ex
   maps (`Explanation.first_order`) are used for every span and every box, as FIxLIP does for its
   first-order baselines.
 
-* **Span–box interaction** ``Σ_{s∈span, p∈B} cross[s, p]`` (score units): how much the span and its own
-  box add to the score together (negative: the model sees a mismatch).
+* **Span–box interaction** ``Σ_{s∈span, p∈B} cross[s, p]`` (the explanation's units): how much the span
+  and its own box add to the score together (negative: the model sees a mismatch).
 
 * **Pointing game recognition (PGR)** on image grids (FIxLIP Table 1). The image is a grid of cells (one
   class per cell); the caption names some of the classes. A cell's patches are those lying *entirely*
@@ -40,16 +44,21 @@ Definitions (exCLIP, arXiv:2408.14153; FIxLIP, arXiv:2508.05430), all on one `Ex
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from dualex.errors import InputError
 from dualex.explanation import Explanation
+from dualex.metrics.base import MetricValues, register_metric
 from dualex.spans import Span, box_patch_weights
+
+if TYPE_CHECKING:
+    from dualex.datasets.base import Item
 
 
 @dataclass
@@ -61,6 +70,8 @@ class PointingResult:
     energy_i2t: float
     hit_i2t: float
     span_box: float
+    box_area: float = float("nan")
+    """Share of the patch grid inside the box (the energy of a uniform map), in [0, 1]."""
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -69,6 +80,7 @@ class PointingResult:
             "pg_energy_i2t": self.energy_i2t,
             "pg_hit_i2t": self.hit_i2t,
             "span_box": self.span_box,
+            "box_area": self.box_area,
         }
 
 
@@ -142,7 +154,8 @@ def pointing_game(ex: Explanation, span: Span | dict[str, Any], boxes: Any) -> P
         boxes: ``(x0, y0, x1, y1)`` in original-image pixels, a list of boxes (union), or a patch mask.
 
     Returns:
-        `PointingResult` (energies in [0, 1], hits 0/1, span–box interaction in score units; the
+        `PointingResult` (energies in [0, 1], hits 0/1, the box's share of the grid ``box_area`` (the
+        energy of a uniform map), span–box interaction in the explanation's units; the
         interaction is NaN for first-order explanations, and a direction is NaN when a first-order
         explanation has no map of the side it needs, e.g. box → span for an image-only method).
     """
@@ -165,6 +178,7 @@ def pointing_game(ex: Explanation, span: Span | dict[str, Any], boxes: Any) -> P
         energy_i2t=positive_energy(token_scores, in_span, valid=players) if i2t else nan,
         hit_i2t=hit(token_scores, in_span, valid=players) if i2t else nan,
         span_box=sb,
+        box_area=float(box.sum()) / max(int(box.numel()), 1),
     )
 
 
@@ -240,3 +254,59 @@ def pointing_game_recognition(
         wrong_all += wrong
     pooled = correct_all / (correct_all + wrong_all) if correct_all + wrong_all > 0 else float("nan")
     return RecognitionResult(pooled, per)
+
+
+def _finite(x: float | None) -> float | None:
+    return float(x) if x is not None and math.isfinite(float(x)) else None
+
+
+@register_metric(
+    "pointing",
+    level="object",
+    default=True,
+    by_objects=("pgr",),
+    columns={
+        "pg_energy_t2i": "pointing game energy, caption span → image box",
+        "pg_hit_t2i": "pointing game hit, caption span → image box (argmax patch in the box)",
+        "pg_energy_i2t": "pointing game energy, image box → caption span",
+        "pg_hit_i2t": "pointing game hit, image box → caption span (argmax token in the span)",
+        "span_box": "interaction of the span with its own box, Σ cross[span, box] (the explanation's units)",
+        "box_area": "share of the patch grid in the box (the energy of a uniform map)",
+        "pgr": "pointing game recognition",
+    },
+    ratios={"pge_over_area": ("pg_energy_t2i", "box_area")},
+)
+def pointing(explanation: Explanation, item: Item, model: Any, game: Any) -> MetricValues:
+    """Pointing games both ways and span-box interaction per object; PGR on image grids.
+
+    Returns:
+        Per object ``pg_energy_t2i``, ``pg_hit_t2i``, ``pg_energy_i2t``, ``pg_hit_i2t``, ``span_box``,
+        ``box_area`` (`pointing_game`) and, on grids, its ``pgr``; on the pair row the pooled ``pgr``
+        (`pointing_game_recognition`; null when the item has no grid regions or no named cell).
+    """
+    objects: list[Mapping[str, Any] | BaseException] = []
+    for obj in item.objects:
+        try:
+            if obj.span is None:
+                raise InputError("the object is not named in the caption")
+            if not obj.boxes:
+                raise InputError("the object has no box")
+            r = pointing_game(explanation, obj.span, list(obj.boxes))
+            objects.append({key: _finite(v) for key, v in r.as_dict().items()})
+        except Exception as exc:
+            objects.append(exc)
+    out = MetricValues(pair={"pgr": None}, objects=objects)
+    named = [(k, o.span, o.cell) for k, o in enumerate(item.objects) if o.cell is not None and o.span is not None]
+    if not item.regions or not named:
+        return out
+    try:
+        res = pointing_game_recognition(explanation, [s for _, s, _ in named], [c for _, _, c in named], item.regions)
+    except Exception as exc:
+        out.error = exc
+        return out
+    for (k, _, _), v in zip(named, res.per_object, strict=True):
+        row = objects[k]
+        if isinstance(row, Mapping):
+            objects[k] = {**row, "pgr": _finite(v)}
+    out.pair["pgr"] = _finite(res.pgr)
+    return out

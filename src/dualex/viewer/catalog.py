@@ -228,6 +228,7 @@ def root_labels(paths: Sequence[Path]) -> list[str]:
 
     Labels hold only ``A-Z a-z 0-9 . _ + -``, never start with ``.`` and never contain ``/``.
     """
+
     def parts(p: Path) -> list[str]:
         names = [p.stem if p.suffix == EXPLANATION_SUFFIX else p.name, *(q.name for q in p.parents)]
         return [_clean_label(n) for n in names if n]
@@ -292,7 +293,8 @@ class Sources:
             src = Path(item).expanduser()
             if not src.exists():
                 raise InputError(
-                    f"nothing to {verb} at {src}: give a run directory or an explanation .safetensors file")
+                    f"nothing to {verb} at {src}: give a run directory or an explanation .safetensors file"
+                )
             if src.is_file():
                 if src.suffix != EXPLANATION_SUFFIX:
                     raise InputError(f"{src} is not an explanation file (.safetensors written by Explanation.save)")
@@ -379,7 +381,7 @@ class Sources:
     def load_entry(self, entry: Entry) -> dict[str, Any]:
         """The payload of a catalogue entry (listed by `entries`, so already checked to lie under its root)."""
         root = self.by_label[entry.root]
-        rel = entry.file[len(root.label) + 1:] if root.label else entry.file
+        rel = entry.file[len(root.label) + 1 :] if root.label else entry.file
         data = load_payload(root.path, root.path / rel)
         data["file"] = entry.file
         return data
@@ -419,13 +421,34 @@ def image_data_url(image: Any) -> str | None:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def caveats(ex: Explanation) -> list[str]:
+    """Plain-words warnings about an explanation's numbers that the page shows above its statistics.
+
+    Today one: a sampled surrogate (FIxLIP, FIxLIP (SI)) whose budget gave a side fewer coalitions than
+    its terms (``diagnostics["underdetermined"]``), so its standard errors understate the spread over
+    seeds; the text names the budget and the budget that would suffice (``budget_needed``).
+    """
+    d = ex.diagnostics
+    out = []
+    if float(d.get("underdetermined", 0.0)) >= 1.0:
+        budget = ex.params.get("budget")
+        need = float(d.get("budget_needed", float("nan")))
+        what = f"budget {budget:,}" if isinstance(budget, int) else "this budget"
+        fix = f"; budget {int(need):,} would suffice" if np.isfinite(need) else ""
+        out.append(
+            f"{what} gives fewer sampled coalitions than terms on one side: the fit is underdetermined and its "
+            f"standard errors understate the spread over seeds{fix}"
+        )
+    return out
+
+
 def explanation_payload(ex: Explanation, file: str) -> dict[str, Any]:
     """What the page needs of one explanation, JSON-ready.
 
     Keys: ``file, method, model, text, words, special, offsets, grid, image_size, transform, score, cosine,
     units, params, completeness, decomposition, cross (S×P or null), text_main, image_main, stderr
-    ({term: standard errors, null where infinite}, for sampled methods), image (data URL or null),
-    image_tokens, image_text, image_offsets``.
+    ({term: standard errors, null where infinite}, for sampled methods), caveats (`caveats`), image
+    (data URL or null), image_tokens, image_text, image_offsets``.
     """
     tf = ex.image_transform
     return {
@@ -446,6 +469,7 @@ def explanation_payload(ex: Explanation, file: str) -> dict[str, Any]:
         "completeness": _finite(ex.completeness()),
         "decomposition": _finite(ex.decomposition()),
         "stderr": {k: _round(v) for k, v in ex.stderr.items() if k in ("cross", "text_main", "image_main")},
+        "caveats": caveats(ex),
         "cross": _round(ex.cross) if ex.cross is not None else None,
         "text_main": _round(ex.text_main) if ex.text_main is not None else None,
         "image_main": _round(ex.image_main) if ex.image_main is not None else None,

@@ -20,7 +20,6 @@ arXiv:2203.00870).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -28,36 +27,36 @@ import torch
 
 from dualex.errors import InputError
 from dualex.explanation import Explanation
+from dualex.games.approximator import RegressionApproximator
+from dualex.games.crossfit import DEFAULT_FOLDS
 from dualex.games.game import DualEncoderGame, Game
-from dualex.games.regression import fit_surrogate
-from dualex.games.sampler import sample_shapley
-from dualex.games.surrogate import DEFAULT_CHUNK_BYTES, Surrogate, explanation_terms, fit_quality
-from dualex.games.uncertainty import DEFAULT_BOOT, TermErrors, joint_errors, term_diagnostics
+from dualex.games.surrogate import DEFAULT_CHUNK_BYTES, Surrogate, explanation_terms
+from dualex.games.uncertainty import DEFAULT_BOOT
 from dualex.methods import register_method
 from dualex.methods.common import build_explanation, positive_int, scores_of
-from dualex.methods.fixlip import resolve_pairs
 from dualex.models.base import DualEncoder, Pair
 
 
 def faith_shap(
     game: Game,
     budget: int,
-    rng: np.random.Generator,
+    seed: int | np.random.SeedSequence | np.random.Generator = 0,
     pairs: Any = "all",
     *,
     n_image: int | None = None,
     anchor_weight: float = 1e6,
     device: torch.device | str | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    n_boot: int = 0,
-    errors: list[TermErrors] | None = None,
 ) -> tuple[Surrogate, dict[str, float]]:
     """Faith-Shap (order 2) surrogate of any game from Shapley-kernel samples (model-agnostic).
+
+    A shortcut for ``RegressionApproximator("FSII", ...).approximate(budget, game)`` without standard
+    errors or out-of-sample diagnostics.
 
     Args:
         game: ``game(coalitions (K, n) bool) -> (K,)`` values, with ``n_players``.
         budget: Number of distinct coalitions (∅ and N included), ≥ 2.
-        rng: NumPy generator of the coalition sampler.
+        seed: Seed, `numpy.random.SeedSequence` or generator of the coalition sampler.
         pairs: Pair basis: ``"all"``, ``"crossmodal"`` (needs ``n_image``), ``"none"`` (first order:
             KernelSHAP's Shapley values), an integer k (all pairs among the k players with the largest
             |Shapley value| from a first-order fit on the same samples; needs ``n_image``) or ``(P, 2)``
@@ -66,46 +65,16 @@ def faith_shap(
         anchor_weight: Regression weight of ∅ and N relative to a total mass of 1 for the others.
         device: Where to solve.
         chunk_bytes: Solver block size.
-        n_boot: Bootstrap replicates for standard errors (`dualex.games.uncertainty.joint_errors`;
-            drawn from ``rng`` after the sample); 0 skips them.
-        errors: A list that receives the `TermErrors` when ``n_boot`` > 0.
 
     Returns:
         The `Surrogate` of ``v(S) − v(∅)`` and diagnostics ``v_empty``, ``v_full``, ``n_values``,
         ``r2_train``, ``rank_deficient``.
     """
-    n = int(game.n_players)
-    if n < 2:
-        raise InputError(f"Shapley interactions need at least 2 players, got {n}")
-    n_i = n if n_image is None else int(n_image)
-    if n_image is None and not (isinstance(pairs, str) and pairs in ("all", "none")) and not _is_pairs(pairs):
-        raise InputError("pairs='crossmodal' or a top-k clique needs n_image (the number of image players)")
-    s = sample_shapley(n, budget, rng, anchor_weight=anchor_weight)
-    y = game(s.coalitions).double().cpu()
-    v0, vN = float(y[0]), float(y[1])  # sample_shapley puts ∅ and N first
-    kw: dict[str, Any] = {"device": device, "chunk_bytes": chunk_bytes}
-    phi = None
-    if isinstance(pairs, int) and not isinstance(pairs, bool):  # clique by Shapley value, same samples
-        phi = fit_surrogate(s.coalitions, y - v0, s.weights, "none", **kw).main
-    basis = resolve_pairs(pairs, n_i, n - n_i, phi)
-    sur = fit_surrogate(s.coalitions, y - v0, s.weights, basis, **kw)
-    diag = {
-        "v_empty": v0,
-        "v_full": vN,
-        "n_values": float(s.m),
-        "r2_train": float(sur.info.get("r2_train", float("nan"))),
-        "rank_deficient": float(sur.info.get("rank_deficient", 0.0)),
-        "n_pairs": float(sur.pairs.shape[0]),
-    }
-    if n_boot and errors is not None:
-        errors.append(
-            joint_errors(s.coalitions, y - v0, s.weights, basis, n_boot=n_boot, rng=rng, n_fixed=s.n_enumerated, **kw)
-        )
-    return sur, diag
-
-
-def _is_pairs(pairs: Any) -> bool:
-    return not isinstance(pairs, (str, int)) and pairs is not None
+    approx = RegressionApproximator(
+        "FSII", pairs=pairs, anchor_weight=anchor_weight, n_boot=0, holdout=0, device=device, chunk_bytes=chunk_bytes
+    )
+    res = approx.approximate(budget, game, seed=seed, n_image=n_image)
+    return res.surrogate, res.diagnostics
 
 
 @register_method(
@@ -125,7 +94,8 @@ def explain_fixlip_si(
     text_masking: str = "default",
     anchor_weight: float = 1e6,
     seed: int = 0,
-    holdout: int = 0,
+    holdout: int | None = None,
+    folds: int = DEFAULT_FOLDS,
     internal_batch_size: int = 64,
     progress: bool | None = None,
     solver_device: str | torch.device | None = None,
@@ -149,7 +119,9 @@ def explain_fixlip_si(
         text_masking: ``how`` of the model's text ``mask``.
         anchor_weight: Regression weight of ∅ and N (a soft efficiency constraint).
         seed: Seed of the sampler (row b uses the b-th child of ``SeedSequence(seed)``).
-        holdout: Size of a fresh Shapley-kernel sample for the faithfulness diagnostics (0 to skip).
+        holdout: Fit-quality diagnostics: None (default) cross-fits on the evaluated coalitions (``folds``
+            folds, no extra tower pass); 0 skips them; N ≥ 4 scores a fresh Shapley-kernel sample of N.
+        folds: Folds of the cross-fitting (≥ 2).
         internal_batch_size: Masked inputs per tower pass.
         progress: Progress bars.
         solver_device: Where to solve the regression (default: the model's device).
@@ -161,27 +133,29 @@ def explain_fixlip_si(
     Returns:
         One `Explanation` per pair in score units with ``text_main``, ``image_main``, ``cross``,
         ``text_pairs``, ``image_pairs`` (per the basis), ``intercept``, ``target`` = v(N) − v(∅),
-        ``baseline`` = v(∅), and diagnostics (``r2_train``, ``n_values``, ``n_passes``, holdout
-        ``r2``/``spearman``/``pearson``/``mse`` when ``holdout`` > 0, timings).
+        ``baseline`` = v(∅), and diagnostics (``r2_train``, ``n_values``, ``n_passes``, out-of-sample
+        ``r2``/``spearman``/``pearson``/``mse`` (cross-fitted or held out), ``underdetermined``,
+        ``budget_needed``, timings; error summaries with ``n_boot``).
     """
     positive_int("budget", budget, minimum=2)
-    positive_int("holdout", holdout, minimum=0)
-    positive_int("n_boot", n_boot, minimum=0)
-    if n_boot == 1:
-        raise InputError("n_boot must be 0 (no standard errors) or at least 2")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
-    if holdout and holdout < 4:
-        raise InputError(f"holdout must be 0 (off) or at least 4, got {holdout}")
-    solver_dev = torch.device(solver_device) if solver_device is not None else model.device
-    scores, cosines = scores_of(model, pair)
-    seeds = np.random.SeedSequence(seed).spawn(pair.batch_size)
-    out: list[Explanation] = []
+    approx = RegressionApproximator(
+        "FSII",
+        pairs=pairs,
+        anchor_weight=anchor_weight,
+        n_boot=n_boot,
+        holdout=holdout,
+        folds=folds,
+        hint_target=hint_target,
+        device=solver_device,
+        chunk_bytes=chunk_bytes,
+    )
+    games = []
     for row in range(pair.batch_size):
-        sub = pair.select([row])
         game = DualEncoderGame(
             model,
-            sub,
+            pair.select([row]),
             image_masking=image_masking,
             text_masking=text_masking,
             internal_batch_size=internal_batch_size,
@@ -192,37 +166,22 @@ def explain_fixlip_si(
                 f"pair {row} has {game.n_text} caption tokens and {game.n_image} image players; FIxLIP (SI) "
                 "needs at least one of each"
             )
-        rng_fit, rng_hold = (np.random.default_rng(s) for s in seeds[row].spawn(2))
-        t0 = time.perf_counter()
-        errs: list[TermErrors] = []
-        sur, diag = faith_shap(
-            game,
-            budget,
-            rng_fit,
-            pairs,
-            n_image=game.n_image,
-            anchor_weight=anchor_weight,
-            device=solver_dev,
-            chunk_bytes=chunk_bytes,
-            n_boot=n_boot,
-            errors=errs,
-        )
-        diag["fit_seconds"] = time.perf_counter() - t0
-        if holdout:
-            h = sample_shapley(game.n_players, holdout, rng_hold)
-            y = game(h.coalitions).double().cpu() - diag["v_empty"]
-            diag.update(fit_quality(y, sur.predict(torch.from_numpy(h.coalitions))))
-            diag["holdout_values"] = float(h.m)
-        diag["n_passes"] = float(game.n_passes)
-        terms = explanation_terms(sur, game.n_image, game.text_positions, len(sub.text.tokens[0]))
+        approx.check(budget, game.n_image, game.n_text)  # before any tower pass
+        games.append(game)
+    if approx.device is None:
+        approx.device = model.device
+    scores, cosines = scores_of(model, pair)
+    seeds = np.random.SeedSequence(seed).spawn(pair.batch_size)
+    out: list[Explanation] = []
+    for row, game in enumerate(games):
+        res = approx.approximate(budget, game, seed=seeds[row])
+        diag = res.diagnostics
+        n_tokens = len(game.pair.text.tokens[0])
+        terms = explanation_terms(res.surrogate, game.n_image, game.text_positions, n_tokens)
         stderr: dict[str, torch.Tensor] = {}
-        if errs:
-            se_sur, extra = term_diagnostics(
-                sur, errs[0], lambda b: {"joint": b}, target=hint_target, sizes={"joint": game.n_players}
-            )
-            se_terms = explanation_terms(se_sur, game.n_image, game.text_positions, len(sub.text.tokens[0]))
+        if res.stderr is not None:
+            se_terms = explanation_terms(res.stderr, game.n_image, game.text_positions, n_tokens)
             stderr = {k: v for k, v in se_terms.items() if isinstance(v, torch.Tensor)}
-            diag.update(extra)
         out.append(
             build_explanation(
                 model,
@@ -236,7 +195,9 @@ def explain_fixlip_si(
                     "text_masking": text_masking,
                     "anchor_weight": anchor_weight,
                     "seed": seed,
-                    "holdout": holdout,
+                    "diagnostics": "crossfit" if holdout is None else ("holdout" if holdout else "none"),
+                    "holdout": int(holdout or 0),
+                    "folds": folds,
                     "units": "score",
                     "index": "FSII",
                     "p": 0.5,

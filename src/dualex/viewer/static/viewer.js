@@ -536,12 +536,14 @@
     }
     rows.push(["span → image", `${spanLabel(ex)}: Σ ${fmt(sum(map))}`]);
     rows.push(["region → caption", `${regionLabel(ex)}: Σ ${fmt(sum(scores))}`]);
+    for (const text of ex.caveats || []) rows.unshift(["caveat", text]);
     for (const [k, v] of rows) {
       const dt = document.createElement("dt");
       dt.textContent = k;
       const dd = document.createElement("dd");
       dd.textContent = v;
       dd.dataset.stat = k;
+      if (k === "caveat") dd.classList.add("error");
       dl.append(dt, dd);
     }
   }
