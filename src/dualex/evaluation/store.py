@@ -182,8 +182,8 @@ def shard_table(rows: Sequence[Mapping[str, Any]]) -> Any:
     return pa.Table.from_pydict(data, schema=schema)
 
 
-PART_KEY = b"dualex.part"
-UNITS_KEY = b"dualex.units"
+PART_KEY = b"dualex:part"
+UNITS_KEY = b"dualex:units"
 
 
 def part_tag(part: str) -> str:
