@@ -36,7 +36,9 @@ from dualex.errors import InputError
 from dualex.images import ImageTransform
 from dualex.spans import Span, as_patch_mask, span_positions
 
-_TENSOR_FIELDS = ("cross", "cross_prefix", "text_pairs", "image_pairs", "text_main", "image_main", "special", "image")
+_TENSOR_FIELDS = (
+    "cross", "cross_prefix", "text_pairs", "image_pairs", "text_main", "image_main", "special", "image", "text_image"
+)
 # Attribution terms: floating point and finite in every file `Explanation.load` accepts.
 _ATTRIBUTION_FIELDS = ("cross", "cross_prefix", "text_pairs", "image_pairs", "text_main", "image_main")
 TERM_FIELDS = _ATTRIBUTION_FIELDS
@@ -54,7 +56,9 @@ class Explanation:
 
     Attributes:
         cross: ``(S, P)`` token × patch interactions, or None for first-order methods.
-        tokens: The S caption token strings.
+        tokens: The S caption tokens as display strings: the caption text each covers, tokenizer markers
+            (``</w>``, ``Ġ``, ``▁``, ``##``) gone and bytes decoded (``"café"``, not ``"cafÃ©</w>"``);
+            special tokens as the tokenizer spells them. Index DataFrames and print with these.
         special: ``(S,)`` bool, True for positions that are not players.
         text: The caption.
         grid: ``(rows, cols)`` patch grid.
@@ -73,10 +77,16 @@ class Explanation:
         image_tokens: For text-text bi-encoders, the second sentence's tokens (the "patches").
         image_text: For text-text bi-encoders, the second sentence.
         image_offsets: Character spans of ``image_tokens``.
+        text_image: For image–image pairs (``dualex.explain(..., modalities=("image", "image"))``), the first
+            side's model-input image, uint8 ``(H, W, 3)``: its hidden positions are the rows (``tokens`` names
+            them, prefix positions are special) and ``text_grid`` their patch grid.
+        text_grid: ``(rows, cols)`` patch grid of the first side when it is an image (else None).
         diagnostics: Method-specific quality figures (e.g. ``r2`` of a surrogate fit, ``delta``).
         stderr: Standard error of each estimated term, keyed by term field (``cross``,
             ``text_main``, ...; same shape as the term), for sampled methods; empty otherwise. Summaries
             (``se_total``, ``se_rel_top``, ``significant_share``, ``budget_hint``) are in ``diagnostics``.
+        pieces: The S raw tokenizer pieces (``"a</w>"``, ``"Ġphoto"``); files from before 0.3 stored these
+            as ``tokens`` and load with ``tokens`` turned into display strings.
         reference_terms: The parts of the similarity that no interaction carries, in ``units``
             (ij: ``text_x_image_reference`` = e_tᵀr_i/(‖e_t‖‖e_i‖), ``text_reference_x_image`` = r_tᵀe_i/…,
             ``reference_x_reference`` = −r_tᵀr_i/…, and ``bias`` for ``units="score"``); see
@@ -107,16 +117,29 @@ class Explanation:
     model: str = ""
     image_tokens: list[str] | None = None
     image_text: str | None = None
+    text_image: Tensor | None = None
+    text_grid: tuple[int, int] | None = None
     image_offsets: list[tuple[int, int] | None] | None = None
     diagnostics: dict[str, float] = field(default_factory=dict)
     stderr: dict[str, Tensor] = field(default_factory=dict)
     reference_terms: dict[str, float] = field(default_factory=dict)
+    pieces: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.special = self.special.bool().cpu()
         S, P = len(self.tokens), self.grid[0] * self.grid[1]
         if self.special.shape != (S,):
             raise ValueError(f"special must have shape ({S},), got {tuple(self.special.shape)}")
+        if not self.token_offsets:
+            self.token_offsets = [None] * S
+        if self.pieces is None:  # given raw pieces as tokens (files before 0.3, hand-built explanations)
+            from dualex.bytelevel import display_tokens
+
+            self.pieces = list(self.tokens)
+            self.tokens = display_tokens(self.pieces, text=self.text, offsets=list(self.token_offsets),
+                                         special=self.special.tolist())  # fmt: skip
+        elif len(self.pieces) != S:
+            raise ValueError(f"pieces must list one raw piece per token ({S}), got {len(self.pieces)}")
         expected = {
             "cross": (S, P),
             "text_pairs": (S, S),
@@ -144,8 +167,6 @@ class Explanation:
             stderr[name] = t
         self.stderr = stderr
         self.reference_terms = {str(k): float(v) for k, v in (self.reference_terms or {}).items()}
-        if not self.token_offsets:
-            self.token_offsets = [None] * S
 
     # ------------------------------------------------------------------ basic views
     @property
@@ -166,21 +187,8 @@ class Explanation:
         return torch.nonzero(~self.special, as_tuple=False).flatten()
 
     def words(self) -> list[str]:
-        """Display form of each token: the caption text it covers (specials as the tokenizer spells them).
-
-        A token without a character span (files from older versions) is shown decoded from its
-        byte-level form where it has one (``"cafÃ©</w>"`` -> ``"café"``).
-        """
-        from dualex.bytelevel import display_token
-
-        out = []
-        for i, t in enumerate(self.tokens):
-            o = self.token_offsets[i] if i < len(self.token_offsets) else None
-            if o is not None:
-                out.append(self.text[o[0] : o[1]])
-            else:
-                out.append(t if bool(self.special[i]) else display_token(t))
-        return out
+        """Display form of each token (the same as `tokens` since 0.3; kept for older code)."""
+        return list(self.tokens)
 
     def span(self, span: Span, *, occurrence: int = 0) -> Tensor:
         """Token positions named by ``span`` (words, ``(start, stop)`` range, indices or bool mask)."""
@@ -256,6 +264,16 @@ class Explanation:
         if se is None:
             return None
         return se[self.span(span, occurrence=occurrence)].sum(0).reshape(self.grid)
+
+    def text_image_map(self, box: Any = None) -> Tensor:
+        """For image–image pairs: `text_scores` of the first image's patches as a ``(rows, cols)`` map.
+
+        Raises:
+            InputError: the first side is not an image.
+        """
+        if self.text_grid is None:
+            raise InputError("the first side of this explanation is a caption; use text_scores()")
+        return self.text_scores(box)[self.players].reshape(self.text_grid)
 
     def text_scores_error(self, box: Any = None) -> Tensor | None:
         """Standard-error bound of `text_scores` (sum of the errors over the box's patches), ``(S,)``."""
@@ -488,7 +506,7 @@ class Explanation:
         _check_metadata(meta, tensors)
         if meta.get("image_transform") is not None:
             meta["image_transform"] = ImageTransform.from_dict(meta["image_transform"])
-        for key in ("grid", "image_size"):
+        for key in ("grid", "image_size", "text_grid"):
             if meta.get(key) is not None:
                 meta[key] = tuple(meta[key])
         for key in ("token_offsets", "image_offsets"):
@@ -670,6 +688,10 @@ def _check_metadata(meta: dict[str, Any], tensors: dict[str, Tensor]) -> None:
     S = len(tokens)
     if int(tensors["special"].numel()) != S:
         raise InputError(f"{S} tokens but a 'special' tensor of {int(tensors['special'].numel())} entries")
+    pieces = meta.get("pieces")
+    if pieces is not None and (not isinstance(pieces, list) or len(pieces) != len(tokens)
+                               or not all(isinstance(t, str) for t in pieces)):  # fmt: skip
+        raise InputError("'pieces' must be a list of strings, one per token")
     for key, n in (("token_offsets", S), ("image_offsets", len(meta.get("image_tokens") or []))):
         offs = meta.get(key)
         if offs is None:
