@@ -51,7 +51,7 @@ def player_terms(side: Side, values: Tensor, inputs: SideInputs, row: int) -> di
     """
     if not ALL_POSITIONS[side]:
         return {f"{side}_main": values}
-    full = torch.zeros(int(inputs.ids.shape[1]) if isinstance(inputs, TextInputs) else values.numel())
+    full = torch.zeros(n_rows(inputs))
     full[inputs.players(row)] = values.to(full.dtype)
     return {f"{side}_main": full}
 
