@@ -108,11 +108,9 @@ def main() -> None:
     load = os.getloadavg()
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
     rows = []
-    for nodes in [int(x) for x in args.nodes.split(",")]:
-        with LocalCluster(nodes, cpus=args.cpus, env={"PYTHONPATH": str(ROOT / "src")}) as cluster:
-            for label, path in versions:
-                if label != "this" and nodes != 1:
-                    continue
+    for label, path in versions:  # each version on its own clusters: workers import the nodes' PYTHONPATH
+        for nodes in [int(x) for x in args.nodes.split(",")] if label == "this" else [1]:
+            with LocalCluster(nodes, cpus=args.cpus, env={"PYTHONPATH": path}) as cluster:
                 for n in sizes:
                     # this checkout streams the shards; the base engine needs a list reader (same scenes)
                     spec, opt_n = (f"webdataset:{tmp / f'wds{n}'}", 0) if label == "this" else ("shapes:", n)
