@@ -170,33 +170,49 @@ def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         unload_plugin(name)
 
 
-def test_a_users_metric_method_and_reader_run_in_evaluate_from_plugins(tmp_path: Path, plugin_dir, capsys):
+def _doc_modules() -> dict[str, str]:
+    """The plugin modules of docs/extending.md's worked example: code blocks opening with ``# NAME.py``."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "extending.md").read_text()
+    blocks = re.findall(r"```python\n# (\w+)\.py\n(.*?)```", text, flags=re.S)
+    return dict(blocks)
+
+
+def test_the_docs_worked_example_metric_method_and_reader_run_in_evaluate(tmp_path: Path, plugin_dir, capsys):
     import pandas as pd
 
     from dualex.cli import main
-    from dualex.evaluation import read_run
+    from dualex.evaluation import load_explanation, read_run
 
-    mods = [plugin_dir("my_metrics_t", PLUGIN_METRICS), plugin_dir("my_method_t", PLUGIN_METHOD),
-            plugin_dir("my_reader_t", PLUGIN_READER)]  # fmt: skip
+    docs = _doc_modules()
+    assert set(docs) == {"my_metrics", "my_method", "my_reader"}
+    mods = [plugin_dir(name, body) for name, body in docs.items()]
     out = tmp_path / "run"
     argv = ["evaluate", "--plugins", ",".join(mods), "--model", "py:dualex.testing:tiny_hf_clip", "--dataset",
-            "squares:", "--methods", "plugin_random", "--metrics", "twice_score,box_count,completeness", "-M",
-            "box_count.weight=3", "--out", str(out), "--no-progress"]  # fmt: skip
+            "squares:", "-D", "n=2", "--methods", "leave_one_out,random", "--metrics",
+            "score_share,empty_drop,box_count,completeness", "-M", "box_count.weight=2", "--out", str(out),
+            "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     rows = read_run(out)
     pair, obj = rows[rows.level == "pair"], rows[rows.level == "object"]
-    assert len(pair) == 2 and pair["error"].isna().all() and set(pair["method"]) == {"plugin_random"}
-    assert (pair["twice_score"] == 2 * pair["score"]).all() and (obj["n_boxes"] == 3.0).all()
-    assert pair["seconds_twice_score"].notna().all()
-    overall = pd.read_csv(out / "summary" / "overall.csv")
-    assert overall.loc[0, "n_boxes"] == 3.0 and overall.loc[0, "twice_score"] == pytest.approx(2 * pair["score"].mean())
-    printed = capsys.readouterr().out
-    assert "twice_score" in printed and "n_boxes" in printed
-    assert main(["summary", str(out)]) == 0 and "twice_score" in capsys.readouterr().out  # no plugin needed
+    assert len(pair) == 4 and pair["error"].isna().all() and (obj["n_boxes"] == 2.0).all() and len(obj) == 4
+    by = pair.set_index(["method", "item_id"])
+    assert by.loc["leave_one_out", "top_share"].isna().all() and by.loc["random", "top_share"].between(0, 1).all()
+    assert (by.loc["random", "empty_drop"] == by.loc["leave_one_out", "empty_drop"]).all()  # the game, not the method
+    assert pair["seconds_empty_drop"].notna().all()
+    # leave-one-out: a patch's value is v(N) - v(N without it), from the same game the metric used
+    ex = load_explanation(out, pair[pair.method == "leave_one_out"].iloc[0])
+    assert ex.method == "leave_one_out" and ex.cross is None and ex.image_main is not None
+    overall = pd.read_csv(out / "summary" / "overall.csv").set_index("method")
+    assert overall.loc["random", "n_boxes"] == 2.0 and {"top_share", "empty_drop"} <= set(overall.columns)
+    assert "empty_drop" in capsys.readouterr().out
+    assert main(["summary", str(out)]) == 0 and "n_boxes" in capsys.readouterr().out  # no plugin needed
     assert main(["metrics", "--options"]) == 0
     listing = capsys.readouterr().out
-    assert "twice_score" in listing and "box_count" in listing and "weight=1.0" in listing
+    assert "score_share" in listing and "top_share" in listing and "weight=1.0" in listing
     assert main(["datasets"]) == 0 and "squares" in capsys.readouterr().out
+    assert main(["methods"]) == 0 and "leave_one_out" in capsys.readouterr().out
 
 
 def test_bad_plugin_names_are_one_plain_error(capsys):

@@ -216,6 +216,10 @@ class Registry(Generic[T]):
         self.fill()
         return dict(self._aliases)
 
+    def aliases_of(self, name: str) -> list[str]:
+        """The aliases of the registered name ``name``."""
+        return [a for a, t in self.aliases().items() if t == name]
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 

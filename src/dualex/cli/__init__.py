@@ -1,9 +1,10 @@
 """Command-line interface: ``dualex explain|evaluate|serve|export|bench|...``.
 
 Each module of this package contributes a group of subcommands: a function ``add_parser(subparsers)``
-(each parser it adds sets ``func`` to the function that runs it) registered with `register_command` in
-the registry `COMMANDS`; `build_parser` imports them all, so a new subcommand is a new module here (or a
-plugin module). ``--plugins mod1,mod2`` (any position) imports plugin modules before the parser is built
+(each parser it adds sets ``func`` to the function that runs it; ``ORDER`` places the group in
+``--help``). Filling the registry `COMMANDS` imports every module here and registers its ``add_parser``
+under the module's name, so a new subcommand is a new module here; a plugin module registers its own
+group with `register_command`. ``--plugins mod1,mod2`` (any position) imports plugin modules before the parser is built
 (`dualex.plugins.load_plugins`). Errors dualex raises on purpose are printed as one plain line (exit
 status 2) instead of a traceback.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import re
 import sys
 import warnings
@@ -19,11 +21,26 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dualex.errors import DualexError
-from dualex.plugins import Registry
+from dualex.plugins import Registry, first_line, import_submodules
 from dualex.threads import configure_threads
 
 AddParser = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
-COMMANDS: Registry[AddParser] = Registry("command", package="dualex.cli")
+COMMANDS: Registry[AddParser] = Registry("command")
+_collected = False
+
+
+def _collect_builtin() -> None:
+    """Register the ``add_parser`` of every module of this package under the module's name (once)."""
+    global _collected
+    if _collected:
+        return
+    _collected = True
+    for name in import_submodules("dualex.cli"):
+        mod = importlib.import_module(name)
+        fn = getattr(mod, "add_parser", None)
+        if fn is not None:
+            COMMANDS.add(name.rsplit(".", 1)[-1], fn, summary=first_line(mod.__doc__), module=name,
+                         order=getattr(mod, "ORDER", 50))  # fmt: skip
 
 
 def register_command(
@@ -32,7 +49,8 @@ def register_command(
     """Register ``add_parser(subparsers)``, which adds the subcommand group ``name`` to ``dualex``.
 
     Args:
-        name: The group's name (its module's, e.g. ``"evaluate"`` for ``evaluate`` and ``summary``).
+        name: The group's name (dualex's own are their modules' names: ``"evaluate"`` adds ``evaluate``
+            and ``summary``).
         summary: One line naming what the group does and its subcommands.
         order: Position in ``dualex --help`` (lower first).
         override: Replace a group of the same name (else a second registration is an error).
@@ -40,6 +58,7 @@ def register_command(
     Raises:
         DuplicateNameError: another group has the name.
     """
+    _collect_builtin()  # dualex's own groups first, so that a clash with one is reported here
     return COMMANDS.register(name, summary=summary, override=override, order=order)
 
 
@@ -52,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"dualex {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _collect_builtin()
     for entry in sorted(COMMANDS.entries(), key=lambda e: int(e.details.get("order", 50))):
         entry.value(sub)
     threads_help = (

@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dualex.cli import register_command
 from dualex.cli.options import parse_option
 from dualex.errors import InputError
 
+ORDER = 20  # position of these subcommands in ``dualex --help``
 
-@register_command("analysis", order=20, summary="the papers' analyses of runs (compare, mismatch, failures, ...)")
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c = sub.add_parser(
         "classwise",

@@ -20,8 +20,6 @@ from typing import Any
 
 import torch
 
-from dualex.cli import register_command
-
 
 @dataclass
 class Measurement:
@@ -73,7 +71,9 @@ def measure(fn: Callable[[], Any], *, device: torch.device, repeat: int = 3, war
     return Measurement(statistics.median(times), times, int(peak), str(device))
 
 
-@register_command("bench", order=40, summary="benchmark methods on this machine (bench)")
+ORDER = 40  # position of these subcommands in ``dualex --help``
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from dualex.cli.options import parse_option
 

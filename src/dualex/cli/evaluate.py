@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from dualex.cli import register_command
 from dualex.cli.options import parse_option
 from dualex.errors import InputError
 
@@ -20,7 +19,9 @@ def _method_option(text: str) -> tuple[str, str, Any]:
     return method, opt, value
 
 
-@register_command("evaluate", order=10, summary="dataset-scale runs (evaluate, summary)")
+ORDER = 10  # position of these subcommands in ``dualex --help``
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "evaluate",

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dualex.cli import register_command
 from dualex.cli.options import parse_option
 from dualex.errors import InputError
 
@@ -32,7 +31,9 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
     return x0, y0, x1, y1
 
 
-@register_command("explain", order=0, summary="explain one pair from the command line (explain)")
+ORDER = 0  # position of these subcommands in ``dualex --help``
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "explain",

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import inspect
 
-from dualex.cli import register_command
+ORDER = 5  # position of these subcommands in ``dualex --help``
 
 
-@register_command("listing", order=5, summary="list the registered methods, metrics, datasets and models")
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``methods``, ``metrics``, ``datasets`` and ``models``."""
     m = sub.add_parser(
@@ -43,6 +42,10 @@ def _options(fn: object, skip: int) -> str:
     return ", ".join(opts) or "none"
 
 
+def _also(aliases: list[str]) -> str:
+    return f"  (also: {', '.join(aliases)})" if aliases else ""
+
+
 def run_methods(args: argparse.Namespace) -> int:
     """Print the methods (``dualex methods``)."""
     from dualex.methods import list_methods
@@ -58,13 +61,10 @@ def run_metrics(args: argparse.Namespace) -> int:
     """Print the metrics (``dualex metrics``)."""
     from dualex.metrics.base import METRICS
 
-    aliases: dict[str, list[str]] = {}
-    for alias, target in METRICS.aliases().items():
-        aliases.setdefault(target, []).append(alias)
     for e in METRICS.entries():
         info = e.value
         needs = f"  needs {', '.join(info.needs)}" if info.needs else ""
-        also = f"  (also: {', '.join(aliases[e.name])})" if e.name in aliases else ""
+        also = _also(METRICS.aliases_of(e.name))
         print(f"{e.name:<20} {info.level:<6} {info.summary}{needs}{also}" + ("" if info.default else "  [not default]"))
         for col, about in info.columns.items():
             print(f"{'':<20}   {col:<24} {about}")
@@ -77,12 +77,8 @@ def run_datasets(args: argparse.Namespace) -> int:
     """Print the dataset kinds (``dualex datasets``)."""
     from dualex.datasets.base import READERS
 
-    aliases: dict[str, list[str]] = {}
-    for alias, target in READERS.aliases().items():
-        aliases.setdefault(target, []).append(alias)
     for e in sorted(READERS.entries(), key=lambda e: e.name):
-        also = f"  (also: {', '.join(aliases[e.name])})" if e.name in aliases else ""
-        print(f"{e.name:<16} {e.summary}{also}")
+        print(f"{e.name:<16} {e.summary}{_also(READERS.aliases_of(e.name))}")
     return 0
 
 

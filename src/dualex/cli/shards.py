@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dualex.cli import register_command
 from dualex.cli.options import parse_option
 
+ORDER = 11  # position of these subcommands in ``dualex --help``
 
-@register_command("shards", order=11, summary="write a dataset as WebDataset or Parquet shards (shards)")
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "shards",

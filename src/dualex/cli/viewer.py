@@ -6,10 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from dualex.cli import register_command
+ORDER = 30  # position of these subcommands in ``dualex --help``
 
 
-@register_command("viewer", order=30, summary="the interactive viewer (serve, export)")
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = sub.add_parser(
         "serve",

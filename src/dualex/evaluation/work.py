@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dualex.datasets.base import Item
@@ -324,6 +324,7 @@ def _explain_batch(
 ) -> dict[tuple[int, str], tuple[Explanation | BaseException, float]]:
     """Explanations (or the error) and seconds per unit for ``method``: one batched call, else one per unit."""
     from dualex.methods import get_method
+    from dualex.methods.shared import unpad
 
     out: dict[tuple[int, str], tuple[Explanation | BaseException, float]] = {}
     if batch_pair is not None and len(units) > 1 and not _per_item(get_method(method).fn):
@@ -331,30 +332,13 @@ def _explain_batch(
         exs, seconds = _explain_one(model, method, cfg, sub)
         if isinstance(exs, list) and len(exs) == len(units):
             for u, ex in zip(units, exs, strict=True):
-                out[(u, method)] = (_unpad(ex, int(ready[u].pair.text.ids.shape[1])),
+                out[(u, method)] = (unpad(ex, int(ready[u].pair.text.ids.shape[1])),
                                     seconds / len(units))
             return out
     for u in units:  # one item at a time (also the fallback when the batched call failed)
         exs, seconds = _explain_one(model, method, cfg, ready[u].pair)
         out[(u, method)] = (exs if isinstance(exs, BaseException) else exs[0], seconds)
     return out
-
-
-def _unpad(ex: Explanation, n: int) -> Explanation:
-    """``ex`` cut to the first ``n`` caption positions (the item's own length; the rest is batch padding).
-
-    A batch pads every caption to the longest; the padding positions are special (no player, zero terms),
-    so cutting them gives the explanation of the item prepared on its own, as a one-item run saves it.
-    """
-    S = len(ex.tokens)
-    if n >= S or not bool(ex.special[n:].all()):
-        return ex
-    cut = {name: t[:n] for name in ("cross", "cross_prefix", "text_main") if (t := getattr(ex, name)) is not None}
-    if ex.text_pairs is not None:
-        cut["text_pairs"] = ex.text_pairs[:n, :n]
-    stderr = {k: (v[:n, :n] if k == "text_pairs" else v[:n] if k in cut else v) for k, v in ex.stderr.items()}
-    return replace(ex, **cut, tokens=ex.tokens[:n], special=ex.special[:n],
-                   token_offsets=ex.token_offsets[:n], stderr=stderr)  # fmt: skip
 
 
 def _per_item(fn: Callable[..., Any]) -> bool:

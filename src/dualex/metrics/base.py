@@ -150,6 +150,25 @@ def column_descriptions() -> dict[str, str]:
     return {c: d for e in METRICS.entries() for c, d in e.value.columns.items()}
 
 
+def pair_game(
+    model: DualEncoder,
+    pair: Any,
+    game: DualEncoderGame | None,
+    *,
+    row: int = 0,
+    internal_batch_size: int = 64,
+    text_masking: str = "default",
+    image_masking: str = "default",
+) -> DualEncoderGame:
+    """``game`` if given (a metric reuses the item's cached game), else a new game of row ``row`` of ``pair``."""
+    if game is not None:
+        return game
+    from dualex.games.game import DualEncoderGame
+
+    return DualEncoderGame(model, pair, row=row, internal_batch_size=internal_batch_size,
+                           text_masking=text_masking, image_masking=image_masking)  # fmt: skip
+
+
 def get_metric(name: str) -> MetricInfo:
     """The registered metric ``name`` (or alias).
 

@@ -48,7 +48,7 @@ from dualex.explanation import Explanation
 from dualex.games.game import DualEncoderGame
 from dualex.games.sampler import check_p, draw_distinct, draw_iid, split_grid
 from dualex.games.surrogate import fit_quality, surrogate_of
-from dualex.metrics.base import register_metric
+from dualex.metrics.base import pair_game, register_metric
 from dualex.models.base import DualEncoder, Pair
 
 DESIGNS = ("independent", "product")
@@ -149,14 +149,8 @@ def p_faithfulness(
         `FaithfulnessResult`. Costs up to ``n_coalitions + 1`` masked pairs (independent design) or
         ``m_I + m_T + 2`` tower passes (product design).
     """
-    game = game if game is not None else DualEncoderGame(
-        model,
-        pair,
-        row=row,
-        internal_batch_size=internal_batch_size,
-        text_masking=text_masking,
-        image_masking=image_masking,
-    )
+    game = pair_game(model, pair, game, row=row, internal_batch_size=internal_batch_size,
+                     text_masking=text_masking, image_masking=image_masking)  # fmt: skip
     sur = surrogate_of(explanation, order=order)
     game.check(sur)
     Z, shape = held_out_coalitions(game.n_image, game.n_text, n_coalitions, p=p, seed=seed, design=design)
@@ -196,15 +190,14 @@ def item_seed(item_id: str) -> int:
     return zlib.crc32(item_id.encode("utf-8"))
 
 
-@register_metric(
-    "faithfulness",
-    needs=("game",),
-    default=True,
-    columns={
-        "faith_spearman": "Spearman ρ of v(S) − v(∅) and the explanation's prediction, held-out S",
-        "faith_r2": "R² of the same, in the game's (score) units",
-    },
-)
+#: The columns the `faithfulness` metric writes.
+FAITH_COLUMNS = {
+    "faith_spearman": "Spearman ρ of v(S) − v(∅) and the explanation's prediction, held-out S",
+    "faith_r2": "R² of the same, in the game's (score) units",
+}
+
+
+@register_metric("faithfulness", needs=("game",), default=True, columns=FAITH_COLUMNS)
 def faithfulness_metric(
     explanation: Explanation, item: Any, model: DualEncoder, game: DualEncoderGame, *,
     faith_p: float = 0.5, faith_coalitions: int = 1000, faith_design: str = "product", faith_grid: int = 100,

@@ -39,7 +39,7 @@ from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.games.game import DualEncoderGame
 from dualex.games.surrogate import Surrogate, surrogate_of
-from dualex.metrics.base import register_metric
+from dualex.metrics.base import pair_game, register_metric
 from dualex.models.base import DualEncoder, Pair
 
 EPS = 1e-9
@@ -206,14 +206,8 @@ def insertion_deletion(
         `PerturbationCurves`. Costs at most ``2(n+1)`` image and ``2(n+1)`` text tower passes; each
         distinct side coalition is embedded once per game (ranking sets need about ``2(n_I + n_T + 2)``).
     """
-    game = game if game is not None else DualEncoderGame(
-        model,
-        pair,
-        row=row,
-        internal_batch_size=internal_batch_size,
-        text_masking=text_masking,
-        image_masking=image_masking,
-    )
+    game = pair_game(model, pair, game, row=row, internal_batch_size=internal_batch_size,
+                     text_masking=text_masking, image_masking=image_masking)  # fmt: skip
     joint = surrogate_of(explanation, order=1 if order == 1 else "auto")
     game.check(joint)
     n_i = game.n_image
@@ -256,18 +250,17 @@ def insertion_deletion(
     )
 
 
-@register_metric(
-    "insertion_deletion",
-    needs=("game",),
-    default=True,
-    columns={
-        "insertion_auc": "area under the normalised insertion curve (most important first)",
-        "deletion_auc": "area under the normalised deletion curve (most important first)",
-        "aid": "insertion_auc − deletion_auc",
-        "insertion_curve": "normalised game values after inserting 0..n players",
-        "deletion_curve": "normalised game values after deleting 0..n players",
-    },
-)
+#: The columns the `insertion_deletion` metric writes.
+CURVE_COLUMNS = {
+    "insertion_auc": "area under the normalised insertion curve (most important first)",
+    "deletion_auc": "area under the normalised deletion curve (most important first)",
+    "aid": "insertion_auc − deletion_auc",
+    "insertion_curve": "normalised game values after inserting 0..n players",
+    "deletion_curve": "normalised game values after deleting 0..n players",
+}
+
+
+@register_metric("insertion_deletion", needs=("game",), default=True, columns=CURVE_COLUMNS)
 def insertion_deletion_metric(
     explanation: Explanation, item: Any, model: DualEncoder, game: DualEncoderGame, *,
     perturbation_order: int | str = "auto",
