@@ -3,7 +3,7 @@
 For held-out shapes scenes and the bundled model, each method explains each scene once; the same
 explanation is then scored with ``design="independent"`` (the paper's distinct joint coalitions) and
 ``design="product"`` (a 100 × 100 image × text grid of i.i.d. draws from μ_p) at p = 0.5 and the
-per-item seed `dualex.evaluation.work.item_seed`, through one cached game per scene (what
+per-item seed `dualex.metrics.item_seed`, through one cached game per scene (what
 ``dualex evaluate`` does). Reported per method: the mean Spearman ρ and R² under each design
 with percentile bootstrap 95 % intervals over scenes (2000 resamples), the mean paired difference
 (product − independent) with its interval, and the tower passes and seconds each design cost.
@@ -44,10 +44,9 @@ def main() -> None:
     torch.set_num_threads(1)
     import dualex
     from dualex.datasets.base import open_dataset
-    from dualex.evaluation.work import item_seed
     from dualex.games.game import DualEncoderGame
     from dualex.methods import explain_pair
-    from dualex.metrics import p_faithfulness
+    from dualex.metrics import item_seed, p_faithfulness
 
     model = dualex.load("shapes", device="cpu")
     methods = args.methods.split(",")

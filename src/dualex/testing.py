@@ -263,6 +263,45 @@ def tiny_sentence(seed: int = 0, *, layers: int = 2, pooling: str = "mean", norm
     return SentenceEncoder(module, tokenizer=tok, pooling=pooling, normalize=normalize, name="tiny-sentence")
 
 
+def tiny_hf_family(kind: str, seed: int = 0) -> DualEncoder:
+    """A random transformers ``MetaClip2Model`` (``"metaclip2"``), ``ChineseCLIPModel`` (``"chinese-clip"``),
+    ``AltCLIPModel`` (``"altclip"``) or ``AlignModel`` (``"align"``, EfficientNet at 64 px): width 32, two
+    blocks per text tower, 32 px ViTs, the word tokenizer."""
+    import transformers
+
+    from dualex.models.registry import wrap
+
+    text: dict[str, Any] = {"vocab_size": TINY_VOCAB, "hidden_size": 32, "intermediate_size": 37}
+    text.update(num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=40, pad_token_id=TINY_PAD)
+    text.update(bos_token_id=TINY_BOS, eos_token_id=TINY_EOS)
+    vision: dict[str, Any] = {"image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 37}
+    vision.update(num_hidden_layers=2, num_attention_heads=4)
+    configs = {
+        "metaclip2": (transformers.MetaClip2Config, transformers.MetaClip2Model, {}),
+        "chinese-clip": (transformers.ChineseCLIPConfig, transformers.ChineseCLIPModel, {}),
+        "altclip": (transformers.AltCLIPConfig, transformers.AltCLIPModel, {"project_dim": 16}),
+    }
+    projection = 16
+    size = 32
+    if kind == "align":  # EfficientNet at a quarter width: 7 stages, 80 channels (= the embedding) at 64 px
+        vision = {"image_size": 64, "width_coefficient": 0.25, "depth_coefficient": 0.3, "hidden_dim": 64}
+        configs["align"] = (transformers.AlignConfig, transformers.AlignModel, {})
+        projection, size = 80, 64
+    config_cls, model_cls, extra = configs[kind]
+    torch.manual_seed(seed)
+    config = config_cls(text_config={**text, **extra}, vision_config=vision, projection_dim=projection)
+    module = model_cls(config).eval()
+    from dualex.tiny import jitter
+
+    jitter(module, seed)
+    if kind == "align":  # transformers' N(0, 0.02) convolutions let no signal through 8 blocks: He-initialise
+        for conv in module.modules():
+            if isinstance(conv, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(conv.weight, generator=torch.Generator().manual_seed(seed))
+    pipe = ImagePipeline(size=size, crop=(size, size), mean=CLIP_MEAN, std=CLIP_STD)
+    return wrap(module, tokenizer=tiny_word_tokenizer(), pipeline=pipe, name=f"tiny-hf-{kind}")
+
+
 OPENCLIP_FAMILY_ARCHS = (
     "RN50",  # ModifiedResNet, attention pool
     "convnext_base",  # timm ConvNeXt
@@ -273,6 +312,7 @@ OPENCLIP_FAMILY_ARCHS = (
     "ViT-B-16-SigLIP",  # timm ViT (map head), a tokenizer from the hub
     "ViTamin-B",  # timm ViT over an MBConv stem
     "coca_ViT-B-32",  # CoCa: attentional pooler, appended text CLS
+    "xlm-roberta-base-ViT-B-32",  # a Hugging Face text tower (XLM-R, mean pooling), given a local copy
 )
 """One open_clip architecture per tower family `dualex.models.openclip_towers` runs."""
 
@@ -281,15 +321,20 @@ def tiny_openclip_family(arch: str, seed: int = 0) -> DualEncoder:
     """open_clip's ``arch`` shrunk (`dualex.tiny.tiny_openclip_arch`) and wrapped, with a local tokenizer:
     the SigLIP-shaped `tiny_hf_tokenizer` where the real one is on the hub, else the word tokenizer padded
     to the context length."""
+    import open_clip
+
     from dualex.models.registry import wrap
     from dualex.tiny import tiny_openclip_arch
 
-    module = tiny_openclip_arch(arch, seed)
+    text_cfg = open_clip.get_model_config(arch)["text_cfg"]
+    hub = bool(text_cfg.get("hf_tokenizer_name") or text_cfg.get("hf_model_name"))
+    tok: Any = tiny_hf_tokenizer(pad_is_eos=False) if hub else None
+    module = tiny_openclip_arch(arch, seed, tokenizer=tok)
     text: Any = getattr(module, "text", module)
-    hub = "SigLIP" in arch or "CLIPA" in arch or "worldwide" in arch
-    tok = tiny_hf_tokenizer() if hub else tiny_word_tokenizer(pad_to_max=True)
-    if not hub and getattr(text, "cls_emb", None) is None:
-        tok = tiny_word_tokenizer(pad_to_max=True, max_length=int(text.positional_embedding.shape[0]))
+    if not hub:
+        coca = getattr(text, "cls_emb", None) is not None
+        n_pos = int(text.positional_embedding.shape[0])
+        tok = tiny_word_tokenizer(pad_to_max=True, max_length=n_pos - 1 if coca else n_pos)
     return wrap(module, tokenizer=tok, name=f"tiny-openclip:{arch}")
 
 
@@ -303,6 +348,7 @@ TINY_FAMILIES: dict[str, Callable[[], DualEncoder]] = {
         seed=2, qk_norm=True, scale_heads=True, vision_cfg={"qk_norm": True, "scale_heads": True}
     ),
     "sentence": tiny_sentence,
+    **{f"hf-{k}": functools.partial(tiny_hf_family, k) for k in ("metaclip2", "chinese-clip", "altclip", "align")},
     **{f"openclip:{arch}": functools.partial(tiny_openclip_family, arch, seed=1) for arch in OPENCLIP_FAMILY_ARCHS},
 }
 """One tiny random model per family and variant (name -> factory), for tests parametrised over families."""
@@ -324,6 +370,7 @@ __all__: list[Any] = [
     "NoBosWordTokenizer",
     "random_image",
     "tiny_hf_clip",
+    "tiny_hf_family",
     "tiny_hf_siglip",
     "tiny_hf_siglip2",
     "tiny_hf_tokenizer",

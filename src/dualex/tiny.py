@@ -93,16 +93,17 @@ def _timm_builds(factory: Callable[..., nn.Module]) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------------------------- open_clip
-def tiny_text_cfg(text_cfg: dict[str, Any], hf_dir: str | None = None) -> dict[str, Any]:
-    """An open_clip text config shrunk to width 32, one block, 16 positions and a 99-id vocabulary."""
+def tiny_text_cfg(text_cfg: dict[str, Any], hf_dir: str | None = None, eos_id: int = TINY_EOS) -> dict[str, Any]:
+    """An open_clip text config shrunk to width 32, one block, 16 positions and a 99-id vocabulary
+    (``eos_id``: the end-of-text id of the tokenizer it will be used with, for ``eos``-pooled towers)."""
     cfg = copy.deepcopy(text_cfg)
     if cfg.get("hf_model_name"):
         assert hf_dir is not None
-        cfg.update(hf_model_name=hf_dir, hf_tokenizer_name=hf_dir, hf_model_pretrained=False)
+        cfg.update(hf_model_name=hf_dir, hf_tokenizer_name=hf_dir, hf_model_pretrained=False, context_length=16)
         return cfg
     cfg.update(context_length=16, vocab_size=TINY_VOCAB, width=32, heads=4, layers=1)
     if cfg.get("pool_type") == "eos" or cfg.get("eos_id") is not None:
-        cfg["eos_id"] = TINY_EOS
+        cfg["eos_id"] = eos_id
     cfg.pop("hf_tokenizer_name", None)
     cfg.pop("tokenizer_kwargs", None)
     return cfg
@@ -173,7 +174,8 @@ def tiny_openclip_arch(
         seed: Seed of the random initialisation.
         workdir: Where a tiny Hugging Face text model's config is written (HF text towers); a temporary
             directory by default.
-        tokenizer: A transformers tokenizer saved next to that config (HF text towers).
+        tokenizer: The transformers tokenizer the model will be used with: saved next to that config (HF
+            text towers), and its end-of-text id used by ``eos``-pooled text towers.
     """
     import open_clip
     from open_clip.coca_model import CoCa
@@ -186,7 +188,8 @@ def tiny_openclip_arch(
     if cfg["text_cfg"].get("hf_model_name"):
         base = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="dualex-tiny-"))
         hf_dir = tiny_hf_text_dir(cfg["text_cfg"]["hf_model_name"], base / "text", tokenizer)
-    text_cfg = tiny_text_cfg(cfg["text_cfg"], hf_dir)
+    eos = getattr(tokenizer, "eos_token_id", None)
+    text_cfg = tiny_text_cfg(cfg["text_cfg"], hf_dir, TINY_EOS if eos is None else int(eos))
     vision_cfg, factory = tiny_vision_cfg(cfg["vision_cfg"])
     # towers without a projection (timm_proj "none": SigLIP's) embed at their own width, 32
     embed_dim = 32 if str(vision_cfg.get("timm_proj")).lower() == "none" else 16

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dualex.errors import InputError
-from dualex.evaluation.store import COLUMNS, RunStore, read_run, safe_name
+from dualex.evaluation.store import BASE_COLUMNS, RunStore, read_run, safe_name, value_columns
 
 MANIFEST = {"model": "m", "dataset": {"kind": "shapes", "path": None}, "methods": ["ij"],
             "method_options": {"ij": {}}, "options": {"metrics": ["pointing"]}}  # fmt: skip
@@ -33,7 +33,8 @@ def test_round_trip_and_schema(store: RunStore):
     path = store.write_shard([*unit("a", n_objects=2), *unit("b")])
     assert path is not None and path.parent == store.shard_dir and path.name.startswith("part-")
     df = read_run(store.root)
-    assert list(df.columns) == list(COLUMNS)
+    assert list(df.columns) == [*BASE_COLUMNS, "pg_energy_t2i"]  # the base columns, then what the rows hold
+    assert str(df["pg_energy_t2i"].dtype) == "float64" and value_columns(df) == ["pg_energy_t2i", "score"]
     assert len(df) == 5 and set(df["item_id"]) == {"a", "b"}
     obj = df[df["level"] == "object"]
     assert [list(map(list, b)) for b in obj["boxes"]] == [[[0.0, 0.0, 4.0, 4.0]]] * 3
@@ -41,11 +42,28 @@ def test_round_trip_and_schema(store: RunStore):
     assert store.write_shard([]) is None
 
 
-def test_nan_metrics_become_null_and_unknown_columns_fail(store: RunStore):
+def test_nan_metrics_become_null_and_bad_columns_fail(store: RunStore):
     store.write_shard([{"item_id": "a", "method": "ij", "object": -1, "level": "pair", "aid": math.nan}])
     assert read_run(store.root)["aid"].isna().all()
-    with pytest.raises(ValueError, match="unknown result columns"):
-        store.write_shard([{"item_id": "a", "method": "ij", "nonsense": 1}])
+    with pytest.raises(InputError, match="not a valid name"):
+        store.write_shard([{"item_id": "a", "method": "ij", "Bad Name": 1}])
+    with pytest.raises(InputError, match="holds number in one row and numbers in another"):
+        store.write_shard([{"item_id": "a", "method": "ij", "x": 1.0}, {"item_id": "b", "method": "ij", "x": [1.0]}])
+    with pytest.raises(InputError, match="unsupported value"):
+        store.write_shard([{"item_id": "a", "method": "ij", "x": {"nested": 1}}])
+
+
+def test_metric_columns_typed_from_values_and_unified_across_shards(store: RunStore):
+    import numpy as np
+
+    pair = {"item_id": "a", "method": "ij", "object": -1, "level": "pair"}
+    store.write_shard([{**pair, "flag": True, "count": 3, "curve": np.array([0.5, 1.0]), "note": "x", "gone": None}])
+    store.write_shard([{**pair, "item_id": "b", "curve": None, "gone": 2.5}])  # null-only and missing columns
+    df = read_run(store.root).set_index("item_id")
+    assert df.loc["a", "flag"] == 1.0 and df.loc["a", "count"] == 3.0 and df.loc["a", "note"] == "x"
+    assert list(df.loc["a", "curve"]) == [0.5, 1.0] and df.loc["b", "curve"] is None
+    assert math.isnan(df.loc["b", "count"]) and df.loc["b", "gone"] == 2.5 and math.isnan(df.loc["a", "gone"])
+    assert value_columns(df.reset_index()) == ["flag", "count", "gone"]  # numeric columns; curves and text not
 
 
 def test_done_keys_retry_errors_and_newest_wins(store: RunStore):

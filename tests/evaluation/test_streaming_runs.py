@@ -16,15 +16,16 @@ from dualex.datasets.webdataset import write_webdataset
 from dualex.evaluation import read_run
 from dualex.evaluation.resume import done_in, shard_index, shard_tag, shards_of
 from dualex.evaluation.run import MetricOptions, evaluate
-from dualex.evaluation.store import COLUMNS, UNITS_KEY, RunStore, part_tag
+from dualex.evaluation.store import UNITS_KEY, RunStore, part_tag
 
 METRICS = MetricOptions(metrics="pointing,insertion_deletion,completeness")
 METHODS = ["gradxinput", "random"]
-VOLATILE = ["worker", "dataset", *(c for c in COLUMNS if c.startswith("seconds"))]  # all else must be equal
+VOLATILE = ["worker", "dataset"]  # and the timings (seconds*): all else must be equal
 
 
 def _values(df):
-    df = df.drop(columns=[c for c in VOLATILE if c in df]).sort_values(["item_id", "method", "object"])
+    drop = [c for c in df if c in VOLATILE or str(c).startswith("seconds")]
+    df = df.drop(columns=drop).sort_values(["item_id", "method", "object"])
     return df.reset_index(drop=True)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import replace
 
 import pytest
@@ -346,3 +347,84 @@ def test_random_vit_b_32_loads_by_name():
     with torch.no_grad():
         e = model.tower("text").tail(pair.text, model.tower("text").hidden(pair.text, 11), 11)
     torch.testing.assert_close(e, own_text(model, pair.text.ids), atol=1e-5, rtol=1e-4)
+
+
+TINY_ARCH_SCRIPT = """
+import hashlib, sys
+import open_clip, torch
+from open_clip import factory
+factory._MODEL_CONFIGS["dualex-tiny-vit"] = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+import dualex
+torch.manual_seed(int(sys.argv[2]))  # the caller's random state must not matter
+model = dualex.load(sys.argv[1], device="cpu")
+h = hashlib.sha256()
+for name, t in sorted(model.module.state_dict().items()):
+    h.update(name.encode()); h.update(t.detach().float().numpy().tobytes())
+print(model.name, model.weights_seed, h.hexdigest())
+"""
+
+
+def _load_in_subprocess(spec: str, caller_seed: int) -> str:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", TINY_ARCH_SCRIPT, spec, str(caller_seed)], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.slow  # two fresh interpreters
+def test_random_weights_are_seeded_and_the_same_in_every_process():
+    first = _load_in_subprocess("openclip:dualex-tiny-vit@random", 1)
+    second = _load_in_subprocess("openclip:dualex-tiny-vit@random:0", 2)
+    assert first.split()[1:] == second.split()[1:] and first.split()[1] == "0"
+
+
+def test_random_weights_seed_is_recorded_and_checked(monkeypatch):
+    from open_clip import factory
+
+    from dualex.models.registry import random_weights_seed
+
+    monkeypatch.setitem(factory._MODEL_CONFIGS, "dualex-tiny-vit", {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    })  # fmt: skip
+    state = torch.random.get_rng_state()
+    model = dualex.load("openclip:dualex-tiny-vit@random:3", device="cpu")
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's generator is left alone
+    assert model.weights_seed == 3 and model.name == "openclip:dualex-tiny-vit@random:3"
+    again = dualex.load("openclip:dualex-tiny-vit@random:3", device="cpu")
+    other = dualex.load("openclip:dualex-tiny-vit@random", device="cpu")
+    weights = [next(iter(m.module.state_dict().values())) for m in (model, again, other)]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+    ex = dualex.explain(model, random_image(0, size=(32, 32)), "a dog", method="random")
+    assert ex.params["weights_seed"] == 3 and ex.model == "openclip:dualex-tiny-vit@random:3"
+    assert random_weights_seed("openclip:X@random") == 0 and random_weights_seed("openclip:X@random:12") == 12
+    assert random_weights_seed("openclip:X@/path/ckpt.bin") is None and random_weights_seed("shapes") is None
+    with pytest.raises(InputError, match=r"seed after '@random:' must be a non-negative integer, got 'x'"):
+        dualex.load("openclip:dualex-tiny-vit@random:x", device="cpu")
+
+
+def test_run_manifest_records_the_weights_seed(monkeypatch, tmp_path):
+    import json
+
+    from open_clip import factory
+
+    from dualex.evaluation.run import MetricOptions, evaluate
+
+    monkeypatch.setitem(factory._MODEL_CONFIGS, "dualex-tiny-vit", {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    })  # fmt: skip
+    evaluate("openclip:dualex-tiny-vit@random", "shapes:", ["random"], tmp_path / "run", dataset_options={"n": 1},
+             metrics=MetricOptions(metrics=("completeness",)), device="cpu")  # fmt: skip
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["model"] == "openclip:dualex-tiny-vit@random" and manifest["model_weights_seed"] == 0
+

@@ -33,22 +33,11 @@ import numpy as np
 
 from dualex.analysis.common import read_rows
 from dualex.errors import InputError
+from dualex.evaluation.store import value_columns
 
 if TYPE_CHECKING:
     import pandas as pd
 
-PAIR_METRICS = (
-    "insertion_auc",
-    "deletion_auc",
-    "aid",
-    "faith_spearman",
-    "faith_r2",
-    "completeness_rel_error",
-    "pgr",
-    "score",
-    "cosine",
-)
-OBJECT_METRICS = ("pg_energy_t2i", "box_area", "pg_hit_t2i", "pg_energy_i2t", "pg_hit_i2t", "pgr", "span_box")
 KEY = ("item_id", "method", "object")
 TABLE_COLUMNS = (
     "reference", "run", "method", "level", "metric", "class_name", "n", "n_items", "n_null", "mean_reference",
@@ -255,7 +244,8 @@ def compare(
         runs: Run directories (or DataFrames as `dualex.evaluation.read_run` returns them); the first is
             the reference every other run is compared with.
         labels: One name per run (default: directory name and model).
-        metrics: Metric columns (default: every known metric with values in all runs).
+        metrics: Metric columns (default: every numeric measurement column with values in all runs,
+            `dualex.evaluation.store.value_columns`).
         methods: One method per run: compare those methods' rows on (item, object), e.g. ``["ij",
             "fixlip"]``; None matches units on the method too.
         by_class: Also compare per ``class_name`` of object rows.
@@ -294,7 +284,7 @@ def compare(
             df["method"] = " vs ".join(dict.fromkeys(methods))
         df["object"] = df["object"].astype(int)
         frames.append(df.drop_duplicates(list(KEY), keep="last").set_index(list(KEY)))
-    known = metrics or [m for m in dict.fromkeys(PAIR_METRICS + OBJECT_METRICS)]
+    known = metrics or list(dict.fromkeys(c for f in frames for c in value_columns(f)))
     for m in metrics or []:
         missing = [labs[i] for i, f in enumerate(frames) if m not in f.columns or not f[m].notna().any()]
         if missing:

@@ -20,8 +20,6 @@ from typing import Any
 
 import torch
 
-ORDER = 40  # position of this subcommand in ``dualex --help``
-
 
 @dataclass
 class Measurement:
@@ -71,6 +69,9 @@ def measure(fn: Callable[[], Any], *, device: torch.device, repeat: int = 3, war
     else:
         peak = max(0, _rss_peak_bytes() - base)
     return Measurement(statistics.median(times), times, int(peak), str(device))
+
+
+ORDER = 40  # position of these subcommands in ``dualex --help``
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -9,15 +9,17 @@ from typing import Any
 from dualex.cli.options import parse_option
 from dualex.errors import InputError
 
-ORDER = 10  # position of these subcommands in ``dualex --help``
-
 
 def _method_option(text: str) -> tuple[str, str, Any]:
+    """``NAME.KEY=VALUE`` (a method's or metric's option) -> ``(NAME, KEY, value)``."""
     key, value = parse_option(text)
     method, dot, opt = key.partition(".")
     if not dot or not method or not opt:
-        raise argparse.ArgumentTypeError(f"method options are METHOD.KEY=VALUE (e.g. ij.n_steps=10), got {text!r}")
+        raise argparse.ArgumentTypeError(f"options are NAME.KEY=VALUE (e.g. ij.n_steps=10), got {text!r}")
     return method, opt, value
+
+
+ORDER = 10  # position of these subcommands in ``dualex --help``
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,8 +42,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="reader option, e.g. -D split=val2017, -D n=500 (shapes), -D captions_per_image=1")
     p.add_argument("--option", "-O", action="append", default=[], type=_method_option, metavar="METHOD.KEY=VALUE",
                    help="method option, e.g. -O ij.n_steps=10 -O fixlip.budget=4096 (JSON values)")
-    p.add_argument("--metrics", default="all",
-                   help="comma-separated: pointing, insertion_deletion, faithfulness, completeness (default: all)")
+    p.add_argument("--metrics", default=None,
+                   help="comma-separated registered metrics, see `dualex metrics` (default: dualex's own; 'all': "
+                        "every registered one, plugins' included)")
+    p.add_argument("--metric-option", "-M", action="append", default=[], type=_method_option,
+                   metavar="METRIC.KEY=VALUE", help="option of a metric's function (JSON values), see "
+                   "`dualex metrics --options`")  # fmt: skip
     p.add_argument("--faith-coalitions", type=int, default=1000, help="held-out coalitions per pair (default 1000)")
     p.add_argument("--faith-p", type=float, default=0.5, help="keep probability of those coalitions (default 0.5)")
     p.add_argument("--faith-design", default="product", choices=["product", "independent"],
@@ -89,7 +95,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise InputError(f"option {method}.{key} names method {method!r}, which is not in --methods")
         method_options[method][key] = value
     order = args.perturbation_order if args.perturbation_order == "auto" else int(args.perturbation_order)
-    metrics = MetricOptions(metrics=args.metrics, faith_p=args.faith_p, faith_coalitions=args.faith_coalitions,
+    metric_options: dict[str, dict[str, Any]] = {}
+    for metric, key, value in args.metric_option:
+        metric_options.setdefault(metric, {})[key] = value
+    metrics = MetricOptions(metrics=args.metrics, metric_options=metric_options, faith_p=args.faith_p,
+                            faith_coalitions=args.faith_coalitions,
                             faith_design=args.faith_design, faith_grid=args.faith_grid, perturbation_order=order,
                             save_explanations=not args.no_save_explanations)  # fmt: skip
     res = evaluate(

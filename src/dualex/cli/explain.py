@@ -1,4 +1,4 @@
-"""``dualex explain`` and ``dualex methods``: explain one pair from the command line, list the methods."""
+"""``dualex explain``: explain one pair from the command line."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from dualex.explanation import Explanation
     from dualex.models.base import Pair
 
-ORDER = 0  # position of these subcommands in ``dualex --help``
+# CLI flags that are options of some methods only: flag -> option name.
+METHOD_FLAGS = {"--layer": "layer", "--n-steps": "n_steps"}
 
 
 def _parse_box(text: str) -> tuple[float, float, float, float]:
@@ -28,6 +29,9 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"box coordinates must be numbers; got {text!r}") from None
     return x0, y0, x1, y1
+
+
+ORDER = 0  # position of these subcommands in ``dualex --help``
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,34 +57,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--save", type=Path, help="also save the explanation (.safetensors) for `dualex serve`")
     p.add_argument("--json", action="store_true", help="print the explanation as JSON on stdout")
     p.set_defaults(func=run_explain)
-
-    m = sub.add_parser(
-        "methods",
-        help="list the explanation methods",
-        description="List the explanation methods: name, order (1: per token/patch, 2: interactions), a one-line "
-        "summary and the cost per pair. With --options, also each method's options and their defaults "
-        "(pass them with `dualex explain -O KEY=VALUE` or `dualex evaluate -O METHOD.KEY=VALUE`).",
-    )
-    m.add_argument("--options", action="store_true", help="also list each method's options and defaults")
-    m.set_defaults(func=run_methods)
-
-
-def run_methods(args: argparse.Namespace) -> int:
-    import inspect
-
-    from dualex.methods import list_methods
-
-    for name, info in list_methods().items():
-        print(f"{name:<18} order {info.order}  {info.summary}" + (f"  [cost: {info.cost}]" if info.cost else ""))
-        if getattr(args, "options", False):
-            params = list(inspect.signature(info.fn).parameters.values())[2:]
-            opts = [f"{p.name}={p.default!r}" for p in params if p.default is not inspect.Parameter.empty]
-            print(f"{'':<18} options: {', '.join(opts) or 'none'}")
-    return 0
-
-
-# CLI flags that are options of some methods only: flag -> option name.
-METHOD_FLAGS = {"--layer": "layer", "--n-steps": "n_steps"}
 
 
 def explain_options(

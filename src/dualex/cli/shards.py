@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dualex.cli.options import parse_option
 
-ORDER = 11  # after ``evaluate`` in ``dualex --help``
+ORDER = 11  # position of these subcommands in ``dualex --help``
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -10,6 +10,15 @@ Open a dataset with ``open_dataset("KIND:PATH", **options)``:
 
 from __future__ import annotations
 
-from dualex.datasets.base import Composite, Dataset, GroundTruth, Item, dataset_kinds, open_dataset, register_reader
+from dualex.datasets.base import (
+    READERS,
+    Composite,
+    Dataset,
+    GroundTruth,
+    Item,
+    dataset_kinds,
+    open_dataset,
+    register_reader,
+)
 
-__all__ = ["Composite", "Dataset", "GroundTruth", "Item", "dataset_kinds", "open_dataset", "register_reader"]
+__all__ = ["READERS", "Composite", "Dataset", "GroundTruth", "Item", "dataset_kinds", "open_dataset", "register_reader"]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from dualex.errors import InputError
+from dualex.plugins import Registry, first_line
 
 Box = tuple[float, float, float, float]
 
@@ -282,36 +283,38 @@ def plural_forms(name: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- KIND:PATH opener
-_READERS: dict[str, Callable[..., Dataset]] = {}
-_ALIASES = {
-    "flickr": "flickr30k",
-    "flickr30k-entities": "flickr30k",
-    "imagenet_grid": "imagenet-grid",
-    "grid": "imagenet-grid",
-    "mscoco": "coco",
-}
+READERS: Registry[type[Dataset]] = Registry("dataset", package="dualex.datasets")
+for _alias, _kind in {"flickr": "flickr30k", "flickr30k-entities": "flickr30k", "imagenet_grid": "imagenet-grid",
+                      "grid": "imagenet-grid", "mscoco": "coco"}.items():  # fmt: skip
+    READERS.alias(_alias, _kind)
 
 
-def register_reader(kind: str) -> Callable[[type[Dataset]], type[Dataset]]:
+def register_reader(
+    kind: str, *, summary: str | None = None, override: bool = False
+) -> Callable[[type[Dataset]], type[Dataset]]:
+    """Register a `Dataset` subclass as the reader of ``--dataset KIND:PATH``.
+
+    Args:
+        kind: The ``KIND`` users type (lower case).
+        summary: One line for ``dualex datasets`` (default: the first line of the class docstring).
+        override: Replace a reader of the same kind (else a second registration is an error).
+
+    Raises:
+        DuplicateNameError: another reader has the kind.
+    """
+
     def deco(cls: type[Dataset]) -> type[Dataset]:
         cls.kind = kind
-        _READERS[kind] = cls
+        text = first_line(cls.__doc__) if summary is None else summary
+        READERS.add(kind, cls, summary=text, override=override, module=cls.__module__)
         return cls
 
     return deco
 
 
-def _import_readers() -> None:
-    """Import every module of `dualex.datasets`; each reader registers its kind with `register_reader`."""
-    from dualex.plugins import import_submodules
-
-    import_submodules("dualex.datasets")
-
-
 def dataset_kinds() -> list[str]:
     """The registered dataset kinds (``coco``, ``flickr30k``, ``imagenet-grid``, ``shapes``, ...)."""
-    _import_readers()
-    return sorted(_READERS)
+    return sorted(READERS.names())
 
 
 def open_dataset(spec: str | Dataset, **options: Any) -> Dataset:
@@ -322,12 +325,12 @@ def open_dataset(spec: str | Dataset, **options: Any) -> Dataset:
     if isinstance(spec, Dataset):
         return spec
     kind, _, path = str(spec).partition(":")
-    kind = _ALIASES.get(kind.strip().lower(), kind.strip().lower())
-    if kind not in dataset_kinds():
+    kind = READERS.resolve(kind.strip().lower())
+    if kind not in READERS:
         raise InputError(
             f"unknown dataset kind {kind!r} in {spec!r}; use KIND:PATH with KIND one of {', '.join(dataset_kinds())}"
         )
-    return _READERS[kind](path or None, **{k: v for k, v in options.items() if v is not None})
+    return READERS[kind](path or None, **{k: v for k, v in options.items() if v is not None})
 
 
 def read_json(path: Path) -> Any:

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from dualex.datasets.base import Composite, Dataset, EncodedImage, Item, open_da
 from dualex.datasets.records import item_annotations, item_from_annotations
 from dualex.errors import DualexError, InputError
 from dualex.evaluation.precision import parse_dtype
-from dualex.evaluation.resume import PartScan, UnitCounts, done_in, shard_index, shards_of
+from dualex.evaluation.resume import PartScan, UnitCounts, done_units, latest_records, shard_index, shards_of
 from dualex.evaluation.store import PAIR, RunStore
 from dualex.evaluation.work import WorkConfig, process_items
 from dualex.explanation import Explanation
@@ -151,13 +152,12 @@ def connect(address: str | None = None, *, timeout: float = 30.0) -> str:
 
 
 # ----------------------------------------------------------------------------------------- records
-_FIELDS = ("kind", "part", "item_id", "methods", "caption", "ann", "image_format", "image", "image_ref",
-           "skipped", "seen")  # fmt: skip
 
 
 def _record(**values: Any) -> dict[str, Any]:
     base: dict[str, Any] = {"kind": "item", "part": "", "item_id": "", "methods": "[]", "caption": "", "ann": "{}",
-                            "image_format": "none", "image": b"", "image_ref": "", "skipped": 0, "seen": 0}  # fmt: skip
+                            "image_format": "none", "image": b"", "image_ref": "", "skipped": 0, "seen": 0,
+                            "before": 0, "errors": 0}  # fmt: skip
     base.update(values)
     return base
 
@@ -217,10 +217,9 @@ def record_item(rec: dict[str, Any]) -> Item:
 # ----------------------------------------------------------------------------------------- stages
 def _worker_setup(plugins: Sequence[str]) -> None:
     """Import the run's plugin modules in a Ray worker (they register models, methods, metrics, readers)."""
-    import importlib
+    from dualex.plugins import load_plugins
 
-    for name in plugins:
-        importlib.import_module(name)
+    load_plugins(list(plugins))  # also $DUALEX_PLUGINS and the dualex.plugins entry points of the worker
 
 
 def _reopen(desc: dict[str, Any]) -> Dataset:
@@ -233,15 +232,26 @@ def read_part(
     row: dict[str, Any], *, dataset: dict[str, Any], methods: list[str], store_root: str, retry_errors: bool,
     plugins: list[str],
 ) -> Iterator[dict[str, Any]]:  # fmt: skip
-    """Read stage: the pending items of one part as records, then the part's count record."""
+    """Read stage: the pending items of one part as records, then the part's count record.
+
+    ``row`` names the part, its item limit (-1: none), the part's shards now (``shards``) and when the
+    `evaluate` call began (``before``). The count record says how many of the part's units were done
+    before the call (``before``), and how many recorded since then by an earlier attempt of this call
+    have an error (``errors``), so that the driver's totals stay exact across pipeline restarts.
+    """
     _worker_setup(plugins)
     ds = _reopen(dataset)
     part, limit = str(row["part"]), int(row["limit"])
-    done = done_in(RunStore(store_root), json.loads(row["shards"]), retry_errors=retry_errors)
-    scan = PartScan(itertools.islice(ds.read_part(part), None if limit < 0 else limit), methods, done)
+    store = RunStore(store_root)
+    now = latest_records(store, json.loads(row["shards"]))
+    before_names = json.loads(row["before"])
+    before = done_units(latest_records(store, before_names), retry_errors=retry_errors) if before_names else set()
+    scan = PartScan(itertools.islice(ds.read_part(part), None if limit < 0 else limit), methods,
+                    done_units(now, retry_errors=retry_errors), before=before, latest=now)  # fmt: skip
     for item, todo in scan:
         yield item_record(item, part, todo)
-    yield _record(kind="count", part=part, skipped=scan.skipped, seen=scan.seen)
+    yield _record(kind="count", part=part, skipped=scan.skipped, seen=scan.seen, before=scan.before_count,
+                  errors=scan.earlier_errors)  # fmt: skip
 
 
 def decode_batch(batch: Any) -> Any:
@@ -292,11 +302,12 @@ class EvalWorker:
         return self.store.explanation_relpath(method, item_id)
 
     def __call__(self, batch: Any) -> dict[str, list[int]]:
-        out: dict[str, list[int]] = {"units": [], "errors": [], "skipped": [], "seen": []}
+        out: dict[str, list[int]] = {"units": [], "errors": [], "skipped": [], "seen": [], "before": []}
         units: list[tuple[str, Item, list[str]]] = []
         for rec in batch.to_dict("records"):
             if rec["kind"] == "count":
-                counts = {"units": 0, "errors": 0, "skipped": int(rec["skipped"]), "seen": int(rec["seen"])}
+                counts = {"units": 0, "errors": int(rec["errors"]), "skipped": int(rec["skipped"]),
+                          "seen": int(rec["seen"]), "before": int(rec["before"])}
                 for key, v in counts.items():
                     out[key].append(v)
                 continue
@@ -313,7 +324,7 @@ class EvalWorker:
                 errors += sum(1 for r in rows if r.get("level") == PAIR and r.get("error"))
             for part, rows in by_part.items():  # a unit's rows are in one shard; one shard per part
                 self.store.write_shard(rows, worker=self.tag, part=part)
-            for key, v in (("units", n), ("errors", errors), ("skipped", 0), ("seen", 0)):
+            for key, v in (("units", n), ("errors", errors), ("skipped", 0), ("seen", 0), ("before", 0)):
                 out[key].append(v)
         return out
 
@@ -366,48 +377,96 @@ def run_ray(
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
 
-    index = shard_index(store)
-    parts = [{"part": p, "limit": -1 if n is None else n, "shards": json.dumps(shards_of(index, p))}
-             for p, n in dataset.plan()]  # fmt: skip
-    retries: dict[str, Any] = {"max_retries": opts.max_retries}
-    actor_retries: dict[str, Any] = {"max_restarts": opts.max_retries, "max_task_retries": opts.max_retries}
     common: dict[str, Any] = {"dataset": dataset.describe(), "methods": list(methods), "store_root": str(store.root),
-              "retry_errors": retry_errors, "plugins": list(opts.plugins)}  # fmt: skip
-    step = max(1, min(batch_size, shard_size))
-    resources: dict[str, Any] = {"num_gpus": opts.num_gpus_per_worker} if use_gpu else {"num_cpus": CPU_ACTOR_CPUS}
+                              "retry_errors": retry_errors, "plugins": list(opts.plugins)}  # fmt: skip
     ctor = {"model_spec": model_spec, "cfg": cfg, "store_root": str(store.root),
             "device": None if use_gpu else (opts.device or "cpu"), "dtype": opts.dtype, "plugins": list(opts.plugins)}
-    pipeline = (
-        ray.data.from_items(parts, override_num_blocks=max(1, len(parts)))
-        .flat_map(functools.partial(read_part, **common), num_cpus=READ_CPUS, **retries)
-        .map_batches(decode_batch, batch_format="pandas", batch_size=step, num_cpus=READ_CPUS, **retries)
-        .map_batches(
-            EvalWorker,
-            fn_constructor_kwargs=ctor,
-            batch_size=step,
-            batch_format="pandas",
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=n_actors),  # goes on with fewer after a loss
-            **resources,
-            **actor_retries,
-        )
-    )
+    resources: dict[str, Any] = {"num_gpus": opts.num_gpus_per_worker} if use_gpu else {"num_cpus": CPU_ACTOR_CPUS}
+    step = max(1, min(batch_size, shard_size))
+    plan = dataset.plan()
+    before = shard_index(store)
     counts = UnitCounts()
     desc = f"evaluate (ray, {n_actors} actor{'s' * (n_actors > 1)})"
     with bar(None, desc, progress, unit="unit", lines=True) as pbar:
-        try:
-            for batch in pipeline.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
-                part_counts = UnitCounts(seen=int(batch["seen"].sum()), skipped=int(batch["skipped"].sum()),
-                                         run=int(batch["units"].sum()), errors=int(batch["errors"].sum()))  # fmt: skip
-                counts.add(part_counts)
-                pbar.update(part_counts.run)
-                pbar.set_postfix(errors=counts.errors, refresh=False)
-        except Exception as exc:  # Ray wraps worker failures (model not loadable, CUDA errors) in its own types
-            if isinstance(exc, DualexError):
-                raise
-            first = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-            raise DualexError(
-                f"the ray engine stopped ({type(exc).__name__}: {first[-1] if first else ''}); results written so far "
-                "are kept, re-run the same command to resume"
-            ) from None
-    return counts
+        for attempt in range(opts.max_retries + 1):
+            now = shard_index(store) if attempt else before
+            parts = [{"part": p, "limit": -1 if n is None else n, "shards": json.dumps(shards_of(now, p)),
+                      "before": json.dumps(shards_of(before, p))} for p, n in plan]  # fmt: skip
+            pipeline = (
+                ray.data.from_items(parts, override_num_blocks=max(1, len(parts)))
+                .flat_map(functools.partial(read_part, **common), num_cpus=READ_CPUS, max_retries=opts.max_retries)
+                .map_batches(decode_batch, batch_format="pandas", batch_size=step, num_cpus=READ_CPUS,
+                             max_retries=opts.max_retries)
+                .map_batches(
+                    EvalWorker,
+                    fn_constructor_kwargs=ctor,
+                    batch_size=step,
+                    batch_format="pandas",
+                    compute=ray.data.ActorPoolStrategy(size=n_actors),
+                    max_restarts=0,  # a lost actor fails the attempt; the next one resumes on the nodes left
+                    max_task_retries=0,
+                    **resources,
+                )
+            )
+            counts = UnitCounts()
+            try:
+                for batch in pipeline.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
+                    counts.seen += int(batch["seen"].sum())
+                    counts.skipped += int(batch["before"].sum())
+                    counts.errors += int(batch["errors"].sum())
+                    pbar.update(int(batch["units"].sum()))
+                    pbar.set_postfix(errors=counts.errors, refresh=False)
+                counts.run = counts.seen - counts.skipped
+                return counts
+            except Exception as exc:  # Ray wraps worker failures (model not loadable, CUDA errors) in its own types
+                if isinstance(exc, DualexError):
+                    raise
+                first = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+                what = f"{type(exc).__name__}: {first[-1] if first else ''}"
+                if not _lost_worker(exc) or attempt == opts.max_retries:
+                    raise DualexError(
+                        f"the ray engine stopped ({what}); results written so far are kept, re-run the same command "
+                        "to resume"
+                    ) from None
+                n_actors = _fitting_actors(n_actors, use_gpu, opts.num_gpus_per_worker)
+                note = (f"dualex: a Ray worker or node was lost ({type(exc).__name__}); resuming the remaining units "
+                        f"with {n_actors} actor(s) (retry {attempt + 1} of {opts.max_retries})")  # fmt: skip
+                print(note, file=sys.stderr, flush=True)
+    raise AssertionError("unreachable")  # pragma: no cover
 
+
+def _lost_worker(exc: BaseException) -> bool:
+    """Whether ``exc`` means a worker process or node was lost (not an error of the work itself)."""
+    import ray.exceptions as rx
+
+    lost = (rx.RayActorError, rx.ActorUnavailableError, rx.NodeDiedError, rx.WorkerCrashedError, rx.ObjectLostError,
+            rx.OwnerDiedError, rx.RaySystemError)  # fmt: skip
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:  # Ray Data may wrap the error
+        if isinstance(e, lost):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _fitting_actors(wanted: int, use_gpu: bool, gpus_per_actor: float, wait: float = 30.0) -> int:
+    """Model actors the nodes still alive can hold (at most ``wanted``), once Ray has noticed a lost node."""
+    import time
+
+    import ray
+
+    deadline = time.monotonic() + wait
+    fit = wanted
+    while True:
+        alive = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
+        cpus = sum(float(n.get("Resources", {}).get("CPU", 0)) for n in alive)
+        gpus = sum(float(n.get("Resources", {}).get("GPU", 0)) for n in alive)
+        if use_gpu:
+            fit = int(gpus // gpus_per_actor)
+        else:
+            fit = sum(int(float(n.get("Resources", {}).get("CPU", 0)) // (CPU_ACTOR_CPUS + READ_CPUS)) for n in alive)
+        if fit < wanted or time.monotonic() > deadline or cpus <= 0:
+            return max(1, min(wanted, fit))
+        time.sleep(1.0)

@@ -2,7 +2,7 @@
 
 A shard written for a dataset part (`RunStore.write_shard` with ``part=``) carries the part's tag in its
 name (``part-<ns>-<worker>-p<tag>-<rand>.parquet``) and, in its Parquet footer's key-value metadata,
-the part (``dualex.part``) and its units (``dualex.units``: ``[[item_id, method, pair error or null],
+the part (``dualex:part``) and its units (``dualex:units``: ``[[item_id, method, pair error or null],
 ...]``). To resume a part, an engine reads the footers of that part's shards and of the untagged shards
 of older runs (which may hold units of any part) — never a list of the run's items or units — and skips
 the units recorded there; the newest shard's record of a unit wins, as in `RunStore.read_rows`.
@@ -66,18 +66,28 @@ def _footer_units(store: RunStore, name: str) -> list[tuple[str, str, str | None
     return [(i, m, e) for (i, m), e in failed.items()]
 
 
+def latest_records(store: RunStore, names: Iterable[str]) -> dict[tuple[str, str], str | None]:
+    """Per (item_id, method) unit in the shards ``names`` (oldest first), its newest pair-level error or None."""
+    latest: dict[tuple[str, str], str | None] = {}
+    for name in names:
+        units = _footer_units(store, name)
+        for item, meth, err in units or ():
+            latest[(item, meth)] = err
+    return latest
+
+
+def done_units(latest: Mapping[tuple[str, str], str | None], *, retry_errors: bool = False) -> set[tuple[str, str]]:
+    """The units of `latest_records` that count as done (not to be run again)."""
+    return {k for k, err in latest.items() if not (err is not None and (retry_errors or is_io_error(err)))}
+
+
 def done_in(store: RunStore, names: Iterable[str], *, retry_errors: bool = False) -> set[tuple[str, str]]:
     """(item_id, method) units recorded in the shards ``names`` (oldest first; the newest record wins).
 
     As `RunStore.done_keys`: a unit whose newest record is an I/O error of the run directory is not
     done, nor, with ``retry_errors``, one whose newest record has any pair-level error.
     """
-    latest: dict[tuple[str, str], str | None] = {}
-    for name in names:
-        units = _footer_units(store, name)
-        for item, meth, err in units or ():
-            latest[(item, meth)] = err
-    return {k for k, err in latest.items() if not (err is not None and (retry_errors or is_io_error(err)))}
+    return done_units(latest_records(store, names), retry_errors=retry_errors)
 
 
 @dataclass
@@ -87,19 +97,33 @@ class PartScan:
     Attributes:
         skipped: Units already recorded (not yielded).
         seen: Units of the part read so far (recorded or not).
+        before: Units done before the current `evaluate` call began (optional): ``before_count``
+            counts the part's units among them, ``earlier_errors`` the part's units recorded since (by
+            an earlier attempt of the call) whose record in ``latest`` has an error.
     """
 
     items: Iterable[Item]
     methods: Sequence[str]
     done: set[tuple[str, str]]
+    before: set[tuple[str, str]] | None = None
+    latest: Mapping[tuple[str, str], str | None] | None = None
     skipped: int = 0
     seen: int = 0
+    before_count: int = 0
+    earlier_errors: int = 0
 
     def __iter__(self) -> Iterator[tuple[Item, list[str]]]:
         for it in self.items:
             self.seen += len(self.methods)
             todo = [m for m in self.methods if (it.id, m) not in self.done]
             self.skipped += len(self.methods) - len(todo)
+            if self.before is not None:
+                for m in self.methods:
+                    key = (it.id, m)
+                    if key in self.before:
+                        self.before_count += 1
+                    elif key in self.done and (self.latest or {}).get(key) is not None:
+                        self.earlier_errors += 1
             if todo:
                 yield it, todo
 

@@ -70,6 +70,7 @@ def evaluate(
     dtype: str | None = None,
     progress: bool | None = None,
     print_summary: bool = False,
+    plugins: str | Sequence[str] | None = None,
 ) -> RunResult:
     """Run explanation methods over a dataset, score them, and keep everything in a run directory.
 
@@ -105,12 +106,16 @@ def evaluate(
             as stored). Part of the run's identity.
         progress: Show a progress bar (default: on a terminal only).
         print_summary: Print the summary tables at the end.
+        plugins: Plugin modules to import first (`dualex.plugins.load_plugins`; also ``$DUALEX_PLUGINS``);
+            workers import the same ones.
 
     Returns:
         `RunResult`.
     """
     from dualex.methods import check_method_options, get_method
+    from dualex.plugins import load_plugins
 
+    load_plugins(plugins)
     methods = list(dict.fromkeys(methods))
     if not methods:
         raise InputError("name at least one method, e.g. methods=['ij']")
@@ -224,11 +229,13 @@ def _evaluate_locked(
 ) -> RunResult:
     """`evaluate` after its checks, with the run directory's lock held."""
     from dualex.evaluation.summary import write_summary
-    from dualex.models.registry import load
+    from dualex.models.registry import load, random_weights_seed
 
+    seed = model.weights_seed if isinstance(model, DualEncoder) else random_weights_seed(model_spec)
     store.open(
         {
             "model": model_spec,
+            **({"model_weights_seed": seed} if seed is not None else {}),
             "dataset": ds.describe(),
             "methods": methods,
             "method_options": method_options,
@@ -237,7 +244,9 @@ def _evaluate_locked(
         }
     )
     store.clean_tmp()
-    cfg = WorkConfig(methods, method_options, metrics, internal_batch_size, ds.kind)
+    from dualex.plugins import plugin_modules
+
+    cfg = WorkConfig(methods, method_options, metrics, internal_batch_size, ds.kind, plugin_modules())
     torch_dtype = parse_dtype(dtype)
     if engine == "local":
         from dualex.evaluation.engine_local import run_local
@@ -251,7 +260,8 @@ def _evaluate_locked(
         from dualex.evaluation.engine_ray import RayOptions, run_ray
 
         ray_opts = RayOptions(address=ray_address, concurrency=concurrency, num_gpus_per_worker=num_gpus_per_worker,
-                              max_retries=max_retries, device=device, dtype=dtype)  # fmt: skip
+                              max_retries=max_retries, device=device, dtype=dtype,
+                              plugins=list(cfg.plugins))  # fmt: skip
         counts = run_ray(store, model_spec, ds, methods, cfg, ray_opts, shard_size=shard_size,
                          batch_size=batch_size, progress=progress, retry_errors=retry_errors)  # fmt: skip
     text = write_summary(store)

@@ -47,45 +47,12 @@ SHARD_GLOB = "part-*.parquet"
 PAIR = "pair"
 OBJECT = "object"
 
-# Metric columns (float64, null where a metric does not apply to the row's level or method).
-OBJECT_METRICS = (
-    "pg_energy_t2i",  # caption span -> image box: positive energy of the span map inside the box
-    "pg_hit_t2i",  # caption span -> image box: 1.0 if the map's argmax patch lies in the box
-    "pg_energy_i2t",  # image box -> caption span: positive energy of the box's token scores on the span
-    "pg_hit_i2t",  # image box -> caption span: 1.0 if the argmax player token lies in the span
-    "pgr",  # pointing game recognition (image grids): correct / (correct + wrong) mass; pooled on the pair row
-    "span_box",  # Σ cross[span, box]: the interaction between the span and its own box (the explanation's units)
-    "box_area",  # share of the patch grid inside the box: the energy a uniform map gets (null before 0.3)
-)
-PAIR_METRICS = (
-    "score",  # the model's own score of the pair
-    "cosine",
-    "insertion_auc",  # area under the normalised LIF (insert most important first) curve
-    "deletion_auc",  # area under the normalised MIF (delete most important first) curve
-    "aid",  # insertion_auc - deletion_auc (area between the curves)
-    "faith_spearman",  # Spearman ρ between v(S) - v(∅) and the explanation's prediction, held-out S
-    "faith_r2",  # R² of the same, in the game's (score) units: cosine-unit predictions scaled by the logit scale
-    "completeness_error",  # attributed total - target (method-specific target)
-    "completeness_rel_error",  # |error| / |target|
-    "seconds",  # wall time of the explanation
-)
-# Wall time of each stage of a pair row (seconds; null when the stage did not run). Absent from shards
-# written before they existed (read back as null).
-TIMING_COLUMNS = (
-    "seconds_load",  # the item's image load + prepare, divided among the methods run for it together
-    "seconds_save",  # writing the explanation file
-    "seconds_completeness",
-    "seconds_insertion_deletion",  # includes the masked passes its sets needed (shared via the item's game)
-    "seconds_faithfulness",  # includes the masked passes of the held-out coalitions not yet cached
-    "seconds_pointing",
-)
-METRIC_COLUMNS = OBJECT_METRICS + PAIR_METRICS + TIMING_COLUMNS
 
-
-def _schema() -> Any:
+def _base_fields() -> list[tuple[str, Any]]:
+    """The columns every shard has, with their pyarrow types (metric columns come after them)."""
     import pyarrow as pa
 
-    cols = [
+    return [
         ("item_id", pa.string()),
         ("method", pa.string()),
         ("object", pa.int32()),
@@ -101,34 +68,122 @@ def _schema() -> Any:
         ("boxes", pa.list_(pa.list_(pa.float32()))),
         ("n_tokens", pa.int32()),
         ("n_patches", pa.int32()),
-        ("units", pa.string()),
-    ]
-    cols += [(m, pa.float64()) for m in METRIC_COLUMNS]
-    cols += [
-        ("insertion_curve", pa.list_(pa.float32())),
-        ("deletion_curve", pa.list_(pa.float32())),
+        ("units", pa.string()),  # of the explanation's terms (cosine or score); null before 0.3
+        ("score", pa.float64()),  # the model's own score of the pair
+        ("cosine", pa.float64()),
+        ("seconds", pa.float64()),  # wall time of the explanation
+        ("seconds_load", pa.float64()),  # the item's load + prepare, shared by the methods run for it together
+        ("seconds_save", pa.float64()),  # writing the explanation file
         ("explanation", pa.string()),
         ("error", pa.string()),
         ("error_type", pa.string()),
         ("worker", pa.string()),
     ]
-    return pa.schema(cols)
 
 
-def shard_schema() -> Any:
-    """The pyarrow schema of every shard (see ``docs/run-format.md``)."""
-    return _schema()
-
-
-COLUMNS: tuple[str, ...] = (
+#: The columns every shard has, in order. Metric columns follow, named by what the metrics return.
+BASE_COLUMNS: tuple[str, ...] = (
     "item_id", "method", "object", "level", "dataset", "split", "image_id", "caption", "class_name", "phrase",
-    "span_start", "span_end", "boxes", "n_tokens", "n_patches", "units", *METRIC_COLUMNS,
-    "insertion_curve", "deletion_curve", "explanation", "error", "error_type", "worker",
+    "span_start", "span_end", "boxes", "n_tokens", "n_patches", "units", "score", "cosine", "seconds",
+    "seconds_load", "seconds_save", "explanation", "error", "error_type", "worker",
 )  # fmt: skip
+#: Base columns that are measurements (averaged by the summary and `dualex compare` like metric columns).
+MEASURED_COLUMNS = ("score", "cosine", "seconds")
+#: Prefix of stage timings (``seconds_load``, ``seconds_<metric>``): recorded, not summarised.
+TIMING_PREFIX = "seconds_"
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
-PART_KEY = b"dualex.part"
-UNITS_KEY = b"dualex.units"
+def value_columns(df: Any) -> list[str]:
+    """The numeric measurement columns of result rows: metric columns, then score, cosine and seconds.
+
+    Every numeric column that is not a base column of the shard schema and not a stage timing
+    (``seconds_*``) is a metric column; the summary and `dualex compare` aggregate exactly these.
+    """
+    import pandas as pd
+
+    def numeric(c: str) -> bool:
+        col = df[c]
+        if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
+            return False
+        return bool(col.notna().any())
+
+    metric = [c for c in df.columns if c not in BASE_COLUMNS and not str(c).startswith(TIMING_PREFIX)]
+    return [c for c in [*metric, *MEASURED_COLUMNS] if c in df.columns and numeric(c)]
+
+
+def _value_kind(value: Any) -> str | None:
+    """``"number"``, ``"text"`` or ``"numbers"`` (a 1-D sequence of numbers); None for a null."""
+    import numbers
+
+    if value is None:
+        return None
+    if isinstance(value, (numbers.Number,)) or (hasattr(value, "ndim") and getattr(value, "ndim", 1) == 0):
+        return "number"
+    if isinstance(value, str):
+        return "text"
+    seq = value.tolist() if hasattr(value, "tolist") else value
+    if isinstance(seq, (list, tuple)) and all(isinstance(v, numbers.Number) for v in seq):
+        return "numbers"
+    raise InputError(f"unsupported value {value!r:.60} ({type(value).__name__}); metric values are numbers, "
+                     "strings or 1-D sequences of numbers")  # fmt: skip
+
+
+def _clean(kind: str | None, value: Any) -> Any:
+    if kind == "number":
+        v = float(value)
+        return v if v == v else None  # NaN -> null
+    if kind == "numbers":
+        return [float(v) for v in (value.tolist() if hasattr(value, "tolist") else value)]
+    return value
+
+
+def _arrow_type(kind: str | None) -> Any:
+    import pyarrow as pa
+
+    return {"number": pa.float64(), "text": pa.string(), "numbers": pa.list_(pa.float32()), None: pa.null()}[kind]
+
+
+def shard_table(rows: Sequence[Mapping[str, Any]]) -> Any:
+    """Result rows as one pyarrow table: the base columns, then one column per other name in the rows.
+
+    The type of a metric column comes from its values: numbers (and booleans) are float64 with NaN
+    stored as null, strings are strings, 1-D sequences of numbers are list<float32>; a column with only
+    nulls has the null type (it takes the other shards' type when runs are read).
+
+    Raises:
+        InputError: a column name is not ``[a-z0-9_]``, or a column holds values of different kinds.
+    """
+    import pyarrow as pa
+
+    base = _base_fields()
+    kinds: dict[str, str | None] = {}
+    for r in rows:
+        for key, value in r.items():
+            if key in BASE_COLUMNS:
+                continue
+            if not isinstance(key, str) or not _NAME.match(key):
+                raise InputError(f"result column {key!r} is not a valid name ([a-z0-9_])")
+            kind = _value_kind(value)
+            old = kinds.setdefault(key, kind)
+            if old is None:
+                kinds[key] = kind
+            elif kind is not None and kind != old:
+                raise InputError(f"result column {key!r} holds {old} in one row and {kind} in another")
+    data: dict[str, list[Any]] = {}
+    for name, typ in base:
+        vals = [r.get(name) for r in rows]
+        if pa.types.is_floating(typ):
+            vals = [_clean("number", v) if v is not None else None for v in vals]
+        data[name] = vals
+    for name, kind in kinds.items():
+        data[name] = [_clean(kind, r.get(name)) if r.get(name) is not None else None for r in rows]
+    schema = pa.schema([*base, *((n, _arrow_type(k)) for n, k in kinds.items())])
+    return pa.Table.from_pydict(data, schema=schema)
+
+
+PART_KEY = b"dualex:part"
+UNITS_KEY = b"dualex:units"
 
 
 def part_tag(part: str) -> str:
@@ -179,20 +234,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def normalise_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A row with every schema column (missing ones None); unknown keys are an error."""
-    unknown = set(row) - set(COLUMNS)
-    if unknown:
-        raise ValueError(f"unknown result columns {sorted(unknown)}; the shard schema has {list(COLUMNS)}")
-    out = {c: row.get(c) for c in COLUMNS}
-    for m in METRIC_COLUMNS:
-        v = out[m]
-        if v is not None:
-            v = float(v)
-            out[m] = v if v == v else None  # NaN -> null
-    return out
 
 
 class RunStore:
@@ -400,8 +441,8 @@ class RunStore:
     def _write_shard(
         self, rows: Sequence[Mapping[str, Any]], worker: str, pa: Any, pq: Any, part: str | None = None
     ) -> Path:
-        recs = [normalise_row({**r, "worker": r.get("worker") or worker}) for r in rows]
-        table = pa.Table.from_pylist(recs, schema=_schema())
+        recs = [{**r, "worker": r.get("worker") or worker} for r in rows]
+        table = shard_table(recs)
         tag = re.sub(r"[^A-Za-z0-9]+", "", worker)[:16] or "w"
         if part is None:
             name = f"part-{time.time_ns():020d}-{tag}-{uuid.uuid4().hex[:6]}.parquet"
@@ -430,9 +471,10 @@ class RunStore:
                 return pq.read_table(path)
             present = set(pq.read_schema(path).names)
             table = pq.read_table(path, columns=[c for c in columns if c in present])
-            for c in columns:  # columns added to the format later: null in older shards
+            types = dict(_base_fields())
+            for c in columns:  # columns added to the format later, or a metric not in this shard: null
                 if c not in present:
-                    table = table.append_column(c, pa.nulls(table.num_rows, _schema().field(c).type))
+                    table = table.append_column(c, pa.nulls(table.num_rows, types.get(c, pa.null())))
             return table
         except Exception as exc:  # a damaged shard: its units are redone
             warnings.warn(f"ignoring unreadable shard {path.name} ({exc}); its items will be recomputed", stacklevel=3)
@@ -471,16 +513,18 @@ class RunStore:
             columns: Columns to read (``item_id`` and ``method`` are always read).
         """
         import pandas as pd
+        import pyarrow as pa
 
         cols = None if columns is None else list(dict.fromkeys(["item_id", "method", *columns]))
-        frames = []
+        tables = []
         for i, (_, t) in enumerate(self.iter_tables(cols)):
-            df = t.to_pandas()
-            df["_shard"] = i
-            frames.append(df)
-        if not frames:
-            return pd.DataFrame({c: pd.Series(dtype=object) for c in (cols or COLUMNS)})
-        df = pd.concat(frames, ignore_index=True)
+            tables.append(t.append_column("_shard", pa.array([i] * t.num_rows, pa.int64())))
+        if not tables:
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in (cols or BASE_COLUMNS)})
+        try:  # shards may differ in metric columns: missing ones are null, null-typed ones take the others' type
+            df = pa.concat_tables(tables, promote_options="permissive").to_pandas()
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise InputError(f"the shards of {self.root} disagree on a column's type ({exc})") from None
         newest = df.groupby(["item_id", "method"], sort=False)["_shard"].transform("max")
         df = df[df["_shard"] == newest].drop(columns="_shard").reset_index(drop=True)
         return df

@@ -9,23 +9,16 @@ data: a failure becomes an ``error`` on the rows it concerns, and the run goes o
 
 from __future__ import annotations
 
-import math
 import time
-import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dualex.datasets.base import Item
 from dualex.errors import InputError
-from dualex.evaluation.store import OBJECT, PAIR
+from dualex.evaluation.store import BASE_COLUMNS, OBJECT, PAIR
 from dualex.explanation import Explanation
 from dualex.models.base import DualEncoder, Pair
-
-METRIC_GROUPS = ("pointing", "insertion_deletion", "faithfulness", "completeness")
-_METRIC_ALIASES = {"pg": "pointing", "pointing_game": "pointing", "pgr": "pointing", "aid": "insertion_deletion",
-                   "insertion": "insertion_deletion", "deletion": "insertion_deletion", "faith": "faithfulness",
-                   "p_faithfulness": "faithfulness"}  # fmt: skip
 
 # Saves an explanation of (method, item id) and returns its path relative to the run directory.
 ExplanationSink = Callable[[str, str, Explanation], str]
@@ -36,9 +29,10 @@ class MetricOptions:
     """What to measure and how (part of a run's identity: a resumed run must use the same).
 
     Attributes:
-        metrics: Metric groups: ``pointing`` (pointing games both ways, PGR on grids, span–box
-            interaction), ``insertion_deletion`` (curves + AID), ``faithfulness`` (p-faithfulness),
-            ``completeness``.
+        metrics: Registered metric names (`dualex.metrics.METRICS`; default: dualex's own, ``pointing``
+            (pointing games both ways, PGR on grids, span–box interaction), ``insertion_deletion`` (curves
+            + AID), ``faithfulness`` (p-faithfulness), ``completeness``); a comma-separated string,
+            aliases and ``"all"`` are accepted.
         faith_p: Keep probability of the p-faithfulness coalitions.
         faith_coalitions: Held-out coalitions per pair (FIxLIP: 1000; the product design uses
             ``m_I · m_T ≤ faith_coalitions``).
@@ -50,9 +44,11 @@ class MetricOptions:
         perturbation_order: ``"auto"`` (greedy subsets for second-order explanations), ``1`` or ``2``.
         text_masking, image_masking: How players are removed in the masking game.
         save_explanations: Write one ``.safetensors`` file per (item, method).
+        metric_options: Per metric, keyword options of its function (``--metric-option NAME.KEY=VALUE``).
+            Metrics also receive the settings above whose names their functions take (``faith_p``...).
     """
 
-    metrics: tuple[str, ...] = METRIC_GROUPS
+    metrics: tuple[str, ...] | str | None = None
     faith_p: float = 0.5
     faith_coalitions: int = 1000
     faith_design: str = "product"
@@ -61,9 +57,17 @@ class MetricOptions:
     text_masking: str = "default"
     image_masking: str = "default"
     save_explanations: bool = True
+    metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from dualex.metrics.base import check_metric_options
+
         self.metrics = tuple(parse_metrics(self.metrics))
+        for name, opts in self.metric_options.items():
+            if name not in self.names:
+                raise InputError(f"metric options are given for {name!r}, which is not among the metrics "
+                                 f"{', '.join(self.names)}")  # fmt: skip
+            check_metric_options(name, opts)
         if not 0.0 < self.faith_p < 1.0:
             raise InputError(f"faith_p must lie strictly between 0 and 1, got {self.faith_p}")
         if self.faith_coalitions < 2:
@@ -77,26 +81,33 @@ class MetricOptions:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["metrics"] = list(self.metrics)
+        d["metrics"] = list(self.names)
+        if not self.metric_options:  # runs from before metric options do not name them
+            del d["metric_options"]
         if self.faith_design == "independent":  # runs from before the option used it and do not name it
             del d["faith_design"], d["faith_grid"]
         return d
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The metric names (``metrics`` after checking: a tuple of registered names)."""
+        assert isinstance(self.metrics, tuple)
+        return self.metrics
+
+    def settings(self, metric: str) -> dict[str, Any]:
+        """What metric ``metric`` may receive as keyword options: these settings and its own options."""
+        common = {k: v for k, v in asdict(self).items() if k not in ("metrics", "metric_options")}
+        return {**common, **self.metric_options.get(metric, {})}
+
 
 def parse_metrics(metrics: str | Sequence[str] | None) -> list[str]:
-    """Metric group names (comma-separated string or list; aliases allowed) in canonical order."""
-    if metrics is None:
-        return list(METRIC_GROUPS)
-    names = [m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
-    if names == ["all"]:
-        return list(METRIC_GROUPS)
-    out = []
-    for n in names:
-        key = _METRIC_ALIASES.get(n.lower().replace("-", "_"), n.lower().replace("-", "_"))
-        if key not in METRIC_GROUPS:
-            raise InputError(f"unknown metric {n!r}; choose from {', '.join(METRIC_GROUPS)} (or 'all')")
-        out.append(key)
-    return [m for m in METRIC_GROUPS if m in out]
+    """Registered metric names (comma-separated string or list; aliases allowed) in registry order.
+
+    None means dualex's own metrics, ``"all"`` every registered one (`dualex.metrics.resolve_metrics`).
+    """
+    from dualex.metrics.base import resolve_metrics
+
+    return resolve_metrics(metrics)
 
 
 @dataclass
@@ -109,6 +120,7 @@ class WorkConfig:
         metrics: `MetricOptions`.
         internal_batch_size: Masked pairs per forward pass in the metrics.
         dataset_kind: Kind of the dataset (a column of every row).
+        plugins: Plugin modules a worker imports before it works (`dualex.plugins.load_plugins`).
     """
 
     methods: list[str]
@@ -116,11 +128,7 @@ class WorkConfig:
     metrics: MetricOptions = field(default_factory=MetricOptions)
     internal_batch_size: int = 64
     dataset_kind: str = ""
-
-
-def item_seed(item_id: str) -> int:
-    """A stable per-item seed (for the faithfulness coalitions)."""
-    return zlib.crc32(item_id.encode("utf-8"))
+    plugins: list[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------- per item
@@ -146,10 +154,6 @@ def _pair_error_rows(item: Item, methods: Sequence[str], kind: str, msg: str, et
     return [
         {**_base_row(item, m, kind), "object": -1, "level": PAIR, "error": msg, "error_type": etype} for m in methods
     ]
-
-
-def _finite(x: float) -> float | None:
-    return float(x) if x is not None and math.isfinite(float(x)) else None
 
 
 def process_item(
@@ -212,6 +216,9 @@ def process_items(
     Returns:
         Per unit, in order, its rows (as `process_item`).
     """
+    from dualex.plugins import load_plugins
+
+    load_plugins(cfg.plugins)  # a worker process registers the run's plugin metrics and methods (once)
     out: list[list[dict[str, Any]]] = [[] for _ in units]
     ready: dict[int, _Prepared] = {}
     for u, (item, methods) in enumerate(units):
@@ -257,16 +264,18 @@ def _prepare(model: DualEncoder, item: Item, methods: list[str], cfg: WorkConfig
     except Exception as exc:
         return _pair_error_rows(item, methods, kind, *_error("prepare", exc))
     load_seconds = time.perf_counter() - t0
-    game = None
+    game: Any = None
     mo = cfg.metrics
-    if {"insertion_deletion", "faithfulness"} & set(mo.metrics):
+    from dualex.metrics.base import get_metric
+
+    if any("game" in get_metric(m).needs for m in mo.names):
         from dualex.games.game import DualEncoderGame
 
         try:  # one cached game per item: methods and metrics share its tower passes
             game = DualEncoderGame(model, pair, internal_batch_size=cfg.internal_batch_size,
                                    text_masking=mo.text_masking, image_masking=mo.image_masking)  # fmt: skip
-        except Exception:
-            game = None  # each metric then reports its own error
+        except Exception as exc:
+            game = exc  # each metric that needs it reports the error
     return _Prepared(item, methods, image, pair, load_seconds, game)
 
 
@@ -315,6 +324,7 @@ def _explain_batch(
 ) -> dict[tuple[int, str], tuple[Explanation | BaseException, float]]:
     """Explanations (or the error) and seconds per unit for ``method``: one batched call, else one per unit."""
     from dualex.methods import get_method
+    from dualex.methods.shared import unpad
 
     out: dict[tuple[int, str], tuple[Explanation | BaseException, float]] = {}
     if batch_pair is not None and len(units) > 1 and not _per_item(get_method(method).fn):
@@ -322,30 +332,13 @@ def _explain_batch(
         exs, seconds = _explain_one(model, method, cfg, sub)
         if isinstance(exs, list) and len(exs) == len(units):
             for u, ex in zip(units, exs, strict=True):
-                out[(u, method)] = (_unpad(ex, int(ready[u].pair.text.ids.shape[1])),
+                out[(u, method)] = (unpad(ex, int(ready[u].pair.text.ids.shape[1])),
                                     seconds / len(units))
             return out
     for u in units:  # one item at a time (also the fallback when the batched call failed)
         exs, seconds = _explain_one(model, method, cfg, ready[u].pair)
         out[(u, method)] = (exs if isinstance(exs, BaseException) else exs[0], seconds)
     return out
-
-
-def _unpad(ex: Explanation, n: int) -> Explanation:
-    """``ex`` cut to the first ``n`` caption positions (the item's own length; the rest is batch padding).
-
-    A batch pads every caption to the longest; the padding positions are special (no player, zero terms),
-    so cutting them gives the explanation of the item prepared on its own, as a one-item run saves it.
-    """
-    S = len(ex.tokens)
-    if n >= S or not bool(ex.special[n:].all()):
-        return ex
-    cut = {name: t[:n] for name in ("cross", "cross_prefix", "text_main") if (t := getattr(ex, name)) is not None}
-    if ex.text_pairs is not None:
-        cut["text_pairs"] = ex.text_pairs[:n, :n]
-    stderr = {k: (v[:n, :n] if k == "text_pairs" else v[:n] if k in cut else v) for k, v in ex.stderr.items()}
-    return replace(ex, **cut, tokens=ex.tokens[:n], special=ex.special[:n],
-                   token_offsets=ex.token_offsets[:n], stderr=stderr)  # fmt: skip
 
 
 def _per_item(fn: Callable[..., Any]) -> bool:
@@ -389,57 +382,52 @@ def _process_method(
         except Exception as exc:
             errors.append(_error("save", exc))
         pair_row["seconds_save"] = time.perf_counter() - t
-    mo = cfg.metrics
-    if "completeness" in mo.metrics:
-        from dualex.metrics import completeness_error
-
-        t = time.perf_counter()
-        pair_row.update(completeness_error(ex).as_dict())
-        pair_row["seconds_completeness"] = time.perf_counter() - t
-    if "insertion_deletion" in mo.metrics:
-        from dualex.metrics import insertion_deletion
-
-        t = time.perf_counter()
-        try:
-            c = insertion_deletion(model, pair, ex, order=mo.perturbation_order,
-                                   internal_batch_size=cfg.internal_batch_size, text_masking=mo.text_masking,
-                                   image_masking=mo.image_masking, game=game)  # fmt: skip
-            pair_row.update(c.as_dict())
-            pair_row["insertion_curve"] = [float(v) for v in c.insertion.tolist()]
-            pair_row["deletion_curve"] = [float(v) for v in c.deletion.tolist()]
-        except Exception as exc:
-            _release_memory(exc)
-            errors.append(_error("metric insertion_deletion", exc))
-        pair_row["seconds_insertion_deletion"] = time.perf_counter() - t
-    if "faithfulness" in mo.metrics:
-        from dualex.metrics import p_faithfulness
-
-        t = time.perf_counter()
-        try:
-            n = mo.faith_grid**2 if mo.faith_design == "product" else mo.faith_coalitions
-            f = p_faithfulness(model, pair, ex, p=mo.faith_p, n_coalitions=n,
-                               seed=item_seed(item.id), design=mo.faith_design,
-                               internal_batch_size=cfg.internal_batch_size, text_masking=mo.text_masking,
-                               image_masking=mo.image_masking, game=game)  # fmt: skip
-            pair_row.update(f.as_dict())
-        except Exception as exc:
-            _release_memory(exc)
-            errors.append(_error("metric faithfulness", exc))
-        pair_row["seconds_faithfulness"] = time.perf_counter() - t
-    object_rows: list[dict[str, Any]] = []
-    if "pointing" in mo.metrics:
-        t = time.perf_counter()
-        object_rows, pgr, pgr_error = _object_rows(ex, item, base)
-        pair_row["pgr"] = pgr
-        if pgr_error is not None:
-            errors.append(pgr_error)
-        pair_row["seconds_pointing"] = time.perf_counter() - t
-    else:
-        object_rows = [_object_base(base, k, obj) for k, obj in enumerate(item.objects)]
+    object_rows = [_object_base(base, k, obj) for k, obj in enumerate(item.objects)]
+    for name in cfg.metrics.names:
+        _measure(name, model, item, ex, game, cfg.metrics, pair_row, object_rows, errors)
     if errors:
         pair_row["error"] = "; ".join(e[0] for e in errors)
         pair_row["error_type"] = errors[0][1]
     return [pair_row, *object_rows]
+
+
+def _measure(
+    name: str,
+    model: DualEncoder,
+    item: Item,
+    ex: Explanation,
+    game: Any,
+    mo: MetricOptions,
+    pair_row: dict[str, Any],
+    object_rows: list[dict[str, Any]],
+    errors: list[tuple[str, str]],
+) -> None:
+    """Run metric ``name`` on one explanation; its values go into the rows, its failure into ``errors``."""
+    from dualex.metrics.base import get_metric, measure
+
+    info = get_metric(name)
+    stage = f"metric {name}"
+    t = time.perf_counter()
+    try:
+        if "game" in info.needs and isinstance(game, BaseException):
+            raise game
+        values = measure(info, ex, item, model, game if "game" in info.needs else None, mo.settings(name))
+        taken = [k for k in values.pair if k in BASE_COLUMNS or k in pair_row]
+        taken += [k for v in values.objects or () if not isinstance(v, BaseException) for k in v if k in BASE_COLUMNS]
+        if taken:
+            raise InputError(f"it returned the column(s) {', '.join(sorted(set(taken)))}, which the row already has")
+        pair_row.update(values.pair)
+        for row, v in zip(object_rows, values.objects or (), strict=False):
+            if isinstance(v, BaseException):
+                row["error"], row["error_type"] = _error(stage, v)
+            else:
+                row.update(v)
+        if values.error is not None:
+            errors.append(_error(stage, values.error))
+    except Exception as exc:
+        _release_memory(exc)
+        errors.append(_error(stage, exc))
+    pair_row[f"seconds_{name}"] = time.perf_counter() - t
 
 
 def _object_base(base: dict[str, Any], k: int, obj: Any) -> dict[str, Any]:
@@ -453,36 +441,6 @@ def _object_base(base: dict[str, Any], k: int, obj: Any) -> dict[str, Any]:
         "span_end": obj.end,
         "boxes": [[float(v) for v in b] for b in obj.boxes],
     }
-
-
-def _object_rows(
-    ex: Explanation, item: Item, base: dict[str, Any]
-) -> tuple[list[dict[str, Any]], float | None, tuple[str, str] | None]:
-    from dualex.metrics import pointing_game, pointing_game_recognition
-
-    rows = []
-    for k, obj in enumerate(item.objects):
-        row = _object_base(base, k, obj)
-        try:
-            if obj.span is None:
-                raise InputError("the object is not named in the caption")
-            if not obj.boxes:
-                raise InputError("the object has no box")
-            r = pointing_game(ex, obj.span, list(obj.boxes))
-            row.update({key: _finite(v) for key, v in r.as_dict().items()})
-        except Exception as exc:
-            row["error"], row["error_type"] = _error("metric pointing", exc)
-        rows.append(row)
-    named = [(k, o.span, o.cell) for k, o in enumerate(item.objects) if o.cell is not None and o.span is not None]
-    if not item.regions or not named:
-        return rows, None, None
-    try:
-        res = pointing_game_recognition(ex, [s for _, s, _ in named], [c for _, _, c in named], item.regions)
-    except Exception as exc:
-        return rows, None, _error("metric pgr", exc)
-    for (k, _, _), v in zip(named, res.per_object, strict=True):
-        rows[k]["pgr"] = _finite(v)
-    return rows, _finite(res.pgr), None
 
 
 def _release_memory(exc: BaseException) -> None:

@@ -2,8 +2,8 @@
 
 A method is a function ``fn(model: DualEncoder, pair: Pair, **options) -> list[Explanation]`` (one per
 row of the pair batch), registered under a name with `register_method` in a module of this package (or
-a subpackage such as `dualex.methods.baselines`). Every module of the package is imported on first use of
-the registry, so a new method is one new file.
+a subpackage such as `dualex.methods.baselines`, or a plugin module, see `dualex.plugins`). Every module of
+the package is imported on first use of the registry `METHODS`, so a new method is one new file.
 """
 
 from __future__ import annotations
@@ -18,13 +18,15 @@ from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.models.base import DualEncoder, Pair
 from dualex.models.registry import resolve_model
-from dualex.plugins import import_submodules
+from dualex.plugins import Registry
 
 MethodFn = Callable[..., list[Explanation]]
 
 
 @dataclass(frozen=True)
 class MethodInfo:
+    """A registered method: its function, order (1: per part, 2: interactions), summary and cost."""
+
     name: str
     fn: MethodFn
     order: int
@@ -32,39 +34,46 @@ class MethodInfo:
     cost: str
 
 
-_METHODS: dict[str, MethodInfo] = {}
-_imported = False
+METHODS: Registry[MethodInfo] = Registry("method", package="dualex.methods")
 
 
-def register_method(name: str, *, order: int, summary: str, cost: str = "") -> Callable[[MethodFn], MethodFn]:
-    """Register ``fn`` as ``dualex.explain(..., method=name)``."""
+def register_method(
+    name: str, *, order: int, summary: str, cost: str = "", override: bool = False
+) -> Callable[[MethodFn], MethodFn]:
+    """Register ``fn`` as ``dualex.explain(..., method=name)``.
+
+    Args:
+        name: The method's name.
+        order: 1 for per-part scores, 2 for interactions.
+        summary: One line saying what the method computes.
+        cost: What one pair costs (forward/backward passes), shown by ``dualex methods``.
+        override: Replace an entry of the same name (else a second registration is an error).
+
+    Raises:
+        DuplicateNameError: another method has the name.
+    """
 
     def deco(fn: MethodFn) -> MethodFn:
-        _METHODS[name] = MethodInfo(name, fn, order, summary, cost)
+        METHODS.add(name, MethodInfo(name, fn, order, summary, cost), summary=summary, override=override,
+                    module=fn.__module__, order=order, cost=cost)  # fmt: skip
         return fn
 
     return deco
 
 
-def _import_methods() -> None:
-    """Import every module of `dualex.methods` (and its subpackages), which registers the methods."""
-    global _imported
-    if not _imported:
-        import_submodules("dualex.methods")
-        _imported = True
-
-
 def list_methods() -> dict[str, MethodInfo]:
-    """All registered methods by name."""
-    _import_methods()
-    return dict(sorted(_METHODS.items()))
+    """All registered methods by name (sorted)."""
+    return {e.name: e.value for e in sorted(METHODS.entries(), key=lambda e: e.name)}
 
 
 def get_method(name: str) -> MethodInfo:
-    _import_methods()
-    if name not in _METHODS:
-        raise InputError(f"unknown method {name!r}; available: {', '.join(sorted(_METHODS))}")
-    return _METHODS[name]
+    """The registered method ``name``.
+
+    Raises:
+        InputError: no method has that name (the message lists the methods).
+    """
+    entry = METHODS.get(name)
+    return entry.value
 
 
 def check_method_options(method: str, options: dict[str, Any]) -> MethodInfo:
@@ -161,6 +170,7 @@ def explain_pair(model: DualEncoder, pair: Pair, method: str = "ij", **options: 
 
 
 __all__ = [
+    "METHODS",
     "MethodInfo",
     "check_method_options",
     "explain",

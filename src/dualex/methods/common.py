@@ -102,8 +102,11 @@ def build_explanation(
 ) -> Explanation:
     """An `Explanation` for row ``row`` of ``pair`` with the given attribution ``terms``.
 
-    ``terms`` are Explanation fields (``cross``, ``text_main``, ``target``, ``diagnostics``...).
+    ``terms`` are Explanation fields (``cross``, ``text_main``, ``target``, ``diagnostics``...). A model with
+    random weights adds its ``weights_seed`` to ``params``, so the explanation says how to rebuild it.
     """
+    if model.weights_seed is not None:
+        params = {**params, "weights_seed": model.weights_seed}
     t: TextInputs = pair.text
     img = pair.image
     meta: dict[str, Any] = {}

@@ -53,9 +53,10 @@ from dualex.explanation import Explanation
 from dualex.methods import register_method
 from dualex.methods.common import build_explanation, layer_pair
 from dualex.methods.decomposition import normaliser, similarity_terms
+from dualex.methods.dual import NotCoveredError, jvp_batch
 from dualex.methods.ij_uncertainty import steps_hint
 from dualex.methods.quadrature import alphas_and_weights
-from dualex.methods.reference_cache import reference_hidden
+from dualex.methods.reference_cache import reference_states
 from dualex.methods.shared import distinct_rows
 from dualex.models.base import SIDES, DualEncoder, Pair, PooledBlock, Side, SideInputs
 from dualex.progress import bar
@@ -157,6 +158,18 @@ def structured_applies(model: DualEncoder, side: Side, inputs: SideInputs, layer
     return structured_block(model, side, inputs, layer, 1, torch.float32) is not None
 
 
+def _jvp_functorch(fn: Any, primals: tuple[Tensor, ...], tangents: tuple[Tensor, ...], nb: int) -> Any:
+    """`dualex.methods.dual.jvp_batch` through ``torch.func`` (``vmap`` over one batch dimension)."""
+    if nb == 0:
+        return torch.func.jvp(fn, primals, tangents)
+    out = fn(*primals)
+
+    def one(*ts: Tensor) -> Any:
+        return torch.func.jvp(fn, primals, ts)[1]
+
+    return out, torch.func.vmap(one)(*tangents)
+
+
 def structured_jacobian(
     block: PooledBlock,
     H: Tensor,
@@ -166,6 +179,7 @@ def structured_jacobian(
     *,
     rows: int,
     progress: Any = None,
+    engine: Literal["auto", "dual", "functorch"] = "auto",
 ) -> Tensor:
     """``U`` ``(D, T)`` for a split at the input of a pooled last block (see the module docstring).
 
@@ -177,22 +191,37 @@ def structured_jacobian(
         active: Positions with a non-zero ``delta`` row, ``(n,)`` long.
         rows: Pooled-row evaluations per batched JVP (bounds memory).
         progress: A tqdm bar to advance (optional).
+        engine: How the block's maps are differentiated: ``"dual"`` (`dualex.methods.dual`: plain eager
+            ops, all positions' tangents as one batch), ``"functorch"`` (``torch.func.jvp``, ``vmap`` over
+            positions) or ``"auto"`` (dual, falling back to functorch for a map using an operation the
+            dual numbers do not cover). The same numbers to float rounding.
 
     Returns:
         ``U[k, s] = Σ_n w_n ∂e_k/∂h_s(H_n) · δ_s``, float32.
     """
+    if engine != "functorch":
+        try:
+            return _structured(block, H, delta, w, active, rows, progress, jvp_batch)
+        except (NotCoveredError, TypeError, AttributeError):
+            if engine == "dual":
+                raise
+    with math_attention():
+        return _structured(block, H, delta, w, active, rows, progress, _jvp_functorch)
+
+
+def _structured(
+    block: PooledBlock, H: Tensor, delta: Tensor, w: Tensor, active: Tensor, rows: int, progress: Any, jvp: Any
+) -> Tensor:
     N, T, W = H.shape
     p = int(block.index[0])
-    tangent = delta.unsqueeze(0).expand(N, T, W).contiguous()
+    tangent = delta.unsqueeze(0).expand(N, T, W)
     # 1. per-row maps: row s of the tangent output is the change caused by the tangent at position s alone
-    kv = torch.func.jvp(block.keys_values, (H,), (tangent,))
-    (k, v), (dk, dv) = kv[0], kv[1]  # (N, h, T, d) each
-    # copies, not views of H: forward AD gives a view's base a materialised zero tangent, which under the
-    # vmap below would be a (chunk, N, T, W) buffer filled per call
+    (k, v), (dk, dv) = jvp(block.keys_values, (H,), (tangent,), 0)  # (N, h, T, d) each
+    # copies, not views of H: forward AD gives a view's base a materialised zero tangent, which under
+    # functorch's vmap would be a (chunk, N, T, W) buffer filled per call
     hp = H[:, p].clone()
-    tp = tangent[:, p].clone()
-    qq = torch.func.jvp(block.query, (hp,), (tp,))
-    q, dq = qq[0], qq[1]  # (N, h, d)
+    tp = delta[p].expand(N, W).clone()
+    q, dq = jvp(block.query, (hp,), (tp,), 0)  # (N, h, d)
     # 2. the pooled query's attention output under a change of key/value row s (rank one per head)
     a, P = PooledBlock.attend(q, k, v, block.mask)  # (N, h, d), (N, h, T)
     dlogit = (dk * q.unsqueeze(-2)).sum(-1)  # (N, h, T): q·dk_s
@@ -201,22 +230,20 @@ def structured_jacobian(
     dP = P * (dlq - (P * dlq).sum(-1, keepdim=True))
     da[:, :, p] = da[:, :, p] + torch.matmul(dP.unsqueeze(-2), v).squeeze(-2)
     da = da.permute(2, 0, 1, 3)  # (T, N, h, d)
-    # 3. the pooled row's remainder, batched over positions
-    D = block.finish(hp[:1], a[:1]).shape[-1]
-    U = torch.zeros(D, T, dtype=torch.float32, device=H.device)
-
-    def jvp_finish(t_h: Tensor, t_a: Tensor) -> Tensor:
-        out: Tensor = torch.func.jvp(block.finish, (hp, a), (t_h, t_a))[1]
-        return out
-
+    # 3. the pooled row's remainder, all positions of a chunk as one batch of tangents
+    U: Tensor | None = None
+    wf = w.float()
     per = max(1, rows // N)
     for start in range(0, active.numel(), per):
         pos = active[start : start + per]
         t_h = (pos == p).to(H.dtype)[:, None, None] * tp  # (c, N, W): δ_p at s = p only
-        jv = torch.func.vmap(jvp_finish)(t_h, da[pos])  # (c, N, D)
-        U[:, pos] = torch.einsum("cnd,n->dc", jv.float(), w.float())
+        jv = jvp(block.finish, (hp, a), (t_h, da[pos]), 1)[1]  # (c, N, D)
+        if U is None:
+            U = torch.zeros(jv.shape[-1], T, dtype=torch.float32, device=H.device)
+        U[:, pos] = torch.einsum("cnd,n->dc", jv.float(), wf)
         if progress is not None:
             progress.update(pos.numel() * N)
+    assert U is not None  # callers pass at least one active position
     return U
 
 
@@ -266,13 +293,12 @@ def integrated_jacobian(
     def f(h: Tensor) -> Tensor:
         return model.tower(side).tail(inputs, h, layer)
 
-    with torch.no_grad():
-        D = f(x).shape[-1]
     active = torch.nonzero(delta.abs().sum(-1) > 0, as_tuple=False).flatten()
     if mode not in MODES:
         raise InputError(f"mode must be one of {', '.join(repr(m) for m in MODES)}; got {mode!r}")
+    block = structured_block(model, side, inputs, layer, N, x.dtype) if mode in ("auto", "structured") else None
     if mode in ("auto", "structured"):
-        if structured_applies(model, side, inputs, layer):
+        if block is not None:
             mode = "structured"
         elif mode == "structured":
             raise InputError(
@@ -282,6 +308,12 @@ def integrated_jacobian(
             )
         else:
             mode = "dense"
+    if mode == "structured" and active.numel() > 0:
+        assert block is not None
+        structured_rows = internal_batch_size or 16 * _default_chunk(dev)
+        return structured_jacobian(block, H, delta, w, active, rows=structured_rows, progress=progress)
+    with torch.no_grad():
+        D = f(x).shape[-1]
     if mode == "dense":
         mode = "forward" if active.numel() <= D else "reverse"
     rows = internal_batch_size or _default_chunk(dev)
@@ -289,11 +321,6 @@ def integrated_jacobian(
     if active.numel() == 0:
         return U
     with math_attention():
-        if mode == "structured":
-            block = structured_block(model, side, inputs, layer, N, x.dtype)
-            assert block is not None
-            structured_rows = internal_batch_size or 16 * _default_chunk(dev)
-            return structured_jacobian(block, H, delta, w, active, rows=structured_rows, progress=progress)
         if mode == "forward":
             per = max(1, rows // N)
             for start in range(0, active.numel(), per):
@@ -414,16 +441,21 @@ def explain_ij(
             inputs = pair.side(side).select(distinct)
             ref = work.tower(side).reference(inputs, refs[side])
             L = layers[side]
-            x = work.tower(side).hidden(inputs, L).to(dtype)
-            r = reference_hidden(work.tower(side), ref, L).to(dtype)  # once per model and reference
+            tower = work.tower(side)
+            x = tower.hidden(inputs, L).to(dtype)
+            r, e_r = reference_states(tower, ref, L)  # once per model and reference
+            r = r.to(dtype)
+            n = x.shape[0]
+            # the input's embedding and the α = 0 end of the path as the input's tail pools it, in one pass
+            ends = tower.tail(inputs.select([*range(n), *range(n)]), torch.cat([x, r]), L).float()
             states[side] = {
                 "row": row_of,
                 "inputs": inputs,
                 "x": x,
                 "r": r,
-                "e_x": work.tower(side).tail(inputs, x, L).float(),
-                "e_r": work.tower(side).tail(ref, r, L).float(),
-                "e_path0": work.tower(side).tail(inputs, r, L).float(),  # α = 0 end of the path as pooled
+                "e_x": ends[:n],
+                "e_r": e_r.float(),
+                "e_path0": ends[n:],
             }
     check_memory(
         n_steps,

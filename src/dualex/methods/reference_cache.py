@@ -3,8 +3,8 @@
 A path method's reference (the zeros image, exCLIP's BOS–filler–EOS caption) is the same input for
 every explanation made with a model: one image reference per model, one text reference per caption
 length. Its hidden states at the split layer cost a forward pass of the tower up to that layer (about
-a third of ij's cost at the last block), so `reference_hidden` keeps them, per tower, keyed by the
-content of each reference row and the layer.
+a third of ij's cost at the last block), so `reference_states` keeps them and the reference's embedding,
+per tower, keyed by the content of each reference row and the layer.
 
 Entries are dropped when the weights change: each lookup compares a fingerprint of the owner's module
 (every parameter's and buffer's storage address and version counter, which in-place updates such as an
@@ -37,7 +37,7 @@ _Fingerprint = tuple[tuple[int, int], ...]
 @dataclasses.dataclass
 class _TowerCache:
     fingerprint: _Fingerprint
-    rows: OrderedDict[tuple[object, ...], Tensor]
+    rows: OrderedDict[tuple[object, ...], tuple[Tensor, Tensor]]
 
 
 _caches: weakref.WeakKeyDictionary[Tower, _TowerCache] = weakref.WeakKeyDictionary()
@@ -45,9 +45,20 @@ _lock = threading.Lock()
 
 
 def fingerprint(module: torch.nn.Module) -> _Fingerprint:
-    """``(storage address, version)`` of every parameter and buffer of ``module``, in order."""
-    out = [(int(p.data_ptr()), int(p._version)) for p in module.parameters()]
-    out += [(int(b.data_ptr()), int(b._version)) for b in module.buffers()]
+    """``(storage address, version)`` of every parameter and buffer of ``module`` and its submodules.
+
+    Walks the modules' own dictionaries (a plain stack, no name building): a tenth of the time of
+    ``module.parameters()``, which matters for a small model whose explanation takes milliseconds.
+    """
+    out: list[tuple[int, int]] = []
+    stack = [module]
+    while stack:
+        m = stack.pop()
+        for store in (m._parameters, m._buffers):
+            for t in store.values():
+                if t is not None:
+                    out.append((t.data_ptr(), t._version))
+        stack.extend(c for c in m._modules.values() if c is not None)
     return tuple(out)
 
 
@@ -81,8 +92,8 @@ def row_key(inputs: Any, row: int) -> bytes | None:
     return h.digest()
 
 
-def reference_hidden(tower: Tower, inputs: SideInputs, layer: int) -> Tensor:
-    """``tower.hidden(inputs, layer)`` for reference inputs, from the cache where a row was seen before.
+def reference_states(tower: Tower, inputs: SideInputs, layer: int) -> tuple[Tensor, Tensor]:
+    """Hidden states at ``layer`` and embeddings of reference inputs, from the cache where a row was seen.
 
     Args:
         tower: The tower (``model.tower(side)``); its owner's module is fingerprinted.
@@ -90,16 +101,17 @@ def reference_hidden(tower: Tower, inputs: SideInputs, layer: int) -> Tensor:
         layer: Split layer (an index, ``0..n_layers``).
 
     Returns:
-        ``(B, T, W)`` hidden states, computed without gradients (a new tensor; the cache keeps its own).
+        ``(hidden, embedding)``: ``tower.hidden(inputs, layer)`` ``(B, T, W)`` and ``tower.tail(inputs,
+        hidden, layer)`` ``(B, D)``, computed without gradients (new tensors; the cache keeps its own).
         Rows served from the cache equal a fresh pass to float rounding (a batched pass may round a row
         differently by its place in the batch).
     """
     keys = [row_key(inputs, b) for b in range(inputs.batch_size)]
     if any(k is None for k in keys):
         with torch.no_grad():
-            return tower.hidden(inputs, layer)
-    module = tower.owner.module
-    fp = fingerprint(module)
+            h = tower.hidden(inputs, layer)
+            return h, tower.tail(inputs, h, layer)
+    fp = fingerprint(tower.owner.module)
     dtype, device = tower.dtype, tower.device
     full = [(layer, str(dtype), str(device), k) for k in keys]
     with _lock:
@@ -112,17 +124,25 @@ def reference_hidden(tower: Tower, inputs: SideInputs, layer: int) -> Tensor:
             cache.rows.move_to_end(full[i])
     missing = [i for i in range(len(full)) if i not in found]
     if missing:
+        sub = inputs.select(missing) if len(missing) < len(full) else inputs
         with torch.no_grad():
-            new = tower.hidden(inputs.select(missing), layer)
+            h = tower.hidden(sub, layer)
+            e = tower.tail(sub, h, layer)
         with _lock:
             for j, i in enumerate(missing):
-                found[i] = new[j]
-                cache.rows.setdefault(full[i], new[j].detach().clone())  # duplicates: the first row's
+                found[i] = (h[j], e[j])
+                cache.rows.setdefault(full[i], (h[j].detach().clone(), e[j].detach().clone()))  # duplicates: first
             while len(cache.rows) > MAX_ROWS:
                 cache.rows.popitem(last=False)
         if len(missing) == len(full):
-            return new  # exactly the tower's pass
-    return torch.stack([found[i] for i in range(len(full))])
+            return h, e  # exactly the tower's passes
+    order = range(len(full))
+    return torch.stack([found[i][0] for i in order]), torch.stack([found[i][1] for i in order])
+
+
+def reference_hidden(tower: Tower, inputs: SideInputs, layer: int) -> Tensor:
+    """The hidden states of `reference_states` alone, ``(B, T, W)``."""
+    return reference_states(tower, inputs, layer)[0]
 
 
 def clear() -> None:

@@ -11,8 +11,10 @@ this module gives them the metric's record type.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from dualex.explanation import Explanation
+from dualex.metrics.base import register_metric
 
 
 @dataclass
@@ -31,3 +33,20 @@ class CompletenessResult:
 def completeness_error(ex: Explanation) -> CompletenessResult:
     """Completeness error of one explanation (NaN error when the method states no target)."""
     return CompletenessResult(*ex.completeness_terms())
+
+
+@register_metric(
+    "completeness",
+    default=True,
+    columns={
+        "completeness_error": "attributed total − the method's target (score units)",
+        "completeness_rel_error": "|completeness_error| / |target|",
+    },
+)
+def completeness(explanation: Explanation, item: Any, model: Any, game: Any) -> dict[str, float]:
+    """Completeness error: attributed total minus the method's target (NaN without a target).
+
+    Returns:
+        ``completeness_error`` and ``completeness_rel_error`` (`completeness_error`).
+    """
+    return completeness_error(explanation).as_dict()

@@ -35,7 +35,9 @@ Then:
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,6 +48,7 @@ from dualex.explanation import Explanation
 from dualex.games.game import DualEncoderGame
 from dualex.games.sampler import check_p, draw_distinct, draw_iid, split_grid
 from dualex.games.surrogate import fit_quality, surrogate_of
+from dualex.metrics.base import pair_game, register_metric
 from dualex.models.base import DualEncoder, Pair
 
 DESIGNS = ("independent", "product")
@@ -146,14 +149,8 @@ def p_faithfulness(
         `FaithfulnessResult`. Costs up to ``n_coalitions + 1`` masked pairs (independent design) or
         ``m_I + m_T + 2`` tower passes (product design).
     """
-    game = game if game is not None else DualEncoderGame(
-        model,
-        pair,
-        row=row,
-        internal_batch_size=internal_batch_size,
-        text_masking=text_masking,
-        image_masking=image_masking,
-    )
+    game = pair_game(model, pair, game, row=row, internal_batch_size=internal_batch_size,
+                     text_masking=text_masking, image_masking=image_masking)  # fmt: skip
     sur = surrogate_of(explanation, order=order)
     game.check(sur)
     Z, shape = held_out_coalitions(game.n_image, game.n_text, n_coalitions, p=p, seed=seed, design=design)
@@ -185,3 +182,33 @@ def game_scale(model: DualEncoder, explanation: Explanation) -> float:
     if units == "cosine":
         return float(model.logit_scale)
     raise InputError(f"explanation units {units!r} are neither 'cosine' nor 'score'; cannot score it against the game")
+
+
+
+def item_seed(item_id: str) -> int:
+    """A stable per-item seed (for the held-out coalitions of a dataset run)."""
+    return zlib.crc32(item_id.encode("utf-8"))
+
+
+#: The columns the `faithfulness` metric writes.
+FAITH_COLUMNS = {
+    "faith_spearman": "Spearman ρ of v(S) − v(∅) and the explanation's prediction, held-out S",
+    "faith_r2": "R² of the same, in the game's (score) units",
+}
+
+
+@register_metric("faithfulness", needs=("game",), default=True, columns=FAITH_COLUMNS)
+def faithfulness_metric(
+    explanation: Explanation, item: Any, model: DualEncoder, game: DualEncoderGame, *,
+    faith_p: float = 0.5, faith_coalitions: int = 1000, faith_design: str = "product", faith_grid: int = 100,
+) -> dict[str, Any]:  # fmt: skip
+    """p-faithfulness (Spearman ρ and R²) on held-out coalitions, seeded per item.
+
+    Returns:
+        ``faith_spearman``, ``faith_r2`` (`p_faithfulness`: ``faith_grid``² coalitions in the product
+        design, else ``faith_coalitions``, drawn with keep probability ``faith_p``).
+    """
+    n = faith_grid**2 if faith_design == "product" else faith_coalitions
+    f = p_faithfulness(model, game.pair, explanation, p=faith_p, n_coalitions=n, seed=item_seed(item.id),
+                       design=faith_design, game=game)  # fmt: skip
+    return f.as_dict()

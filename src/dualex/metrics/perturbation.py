@@ -30,6 +30,7 @@ deletion_auc`` (= area(LIF) − area(MIF) of the paper); higher is better, a ran
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -38,6 +39,7 @@ from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.games.game import DualEncoderGame
 from dualex.games.surrogate import Surrogate, surrogate_of
+from dualex.metrics.base import pair_game, register_metric
 from dualex.models.base import DualEncoder, Pair
 
 EPS = 1e-9
@@ -204,14 +206,8 @@ def insertion_deletion(
         `PerturbationCurves`. Costs at most ``2(n+1)`` image and ``2(n+1)`` text tower passes; each
         distinct side coalition is embedded once per game (ranking sets need about ``2(n_I + n_T + 2)``).
     """
-    game = game if game is not None else DualEncoderGame(
-        model,
-        pair,
-        row=row,
-        internal_batch_size=internal_batch_size,
-        text_masking=text_masking,
-        image_masking=image_masking,
-    )
+    game = pair_game(model, pair, game, row=row, internal_batch_size=internal_batch_size,
+                     text_masking=text_masking, image_masking=image_masking)  # fmt: skip
     joint = surrogate_of(explanation, order=1 if order == 1 else "auto")
     game.check(joint)
     n_i = game.n_image
@@ -252,3 +248,29 @@ def insertion_deletion(
         order=use_order,
         n_starts=n_starts,
     )
+
+
+#: The columns the `insertion_deletion` metric writes.
+CURVE_COLUMNS = {
+    "insertion_auc": "area under the normalised insertion curve (most important first)",
+    "deletion_auc": "area under the normalised deletion curve (most important first)",
+    "aid": "insertion_auc − deletion_auc",
+    "insertion_curve": "normalised game values after inserting 0..n players",
+    "deletion_curve": "normalised game values after deleting 0..n players",
+}
+
+
+@register_metric("insertion_deletion", needs=("game",), default=True, columns=CURVE_COLUMNS)
+def insertion_deletion_metric(
+    explanation: Explanation, item: Any, model: DualEncoder, game: DualEncoderGame, *,
+    perturbation_order: int | str = "auto",
+) -> dict[str, Any]:  # fmt: skip
+    """Insertion/deletion curves and their areas (AID) on the item's masking game.
+
+    Returns:
+        ``insertion_auc``, ``deletion_auc``, ``aid`` and the curves ``insertion_curve``, ``deletion_curve``
+        (`insertion_deletion` with ``order=perturbation_order``).
+    """
+    c = insertion_deletion(model, game.pair, explanation, order=perturbation_order, game=game)
+    return {**c.as_dict(), "insertion_curve": [float(v) for v in c.insertion.tolist()],
+            "deletion_curve": [float(v) for v in c.deletion.tolist()]}  # fmt: skip

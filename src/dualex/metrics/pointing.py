@@ -44,16 +44,21 @@ Definitions (exCLIP, arXiv:2408.14153; FIxLIP, arXiv:2508.05430), all on one `Ex
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from dualex.errors import InputError
 from dualex.explanation import Explanation
+from dualex.metrics.base import MetricValues, register_metric
 from dualex.spans import Span, box_patch_weights
+
+if TYPE_CHECKING:
+    from dualex.datasets.base import Item
 
 
 @dataclass
@@ -249,3 +254,59 @@ def pointing_game_recognition(
         wrong_all += wrong
     pooled = correct_all / (correct_all + wrong_all) if correct_all + wrong_all > 0 else float("nan")
     return RecognitionResult(pooled, per)
+
+
+def _finite(x: float | None) -> float | None:
+    return float(x) if x is not None and math.isfinite(float(x)) else None
+
+
+@register_metric(
+    "pointing",
+    level="object",
+    default=True,
+    by_objects=("pgr",),
+    columns={
+        "pg_energy_t2i": "pointing game energy, caption span → image box",
+        "pg_hit_t2i": "pointing game hit, caption span → image box (argmax patch in the box)",
+        "pg_energy_i2t": "pointing game energy, image box → caption span",
+        "pg_hit_i2t": "pointing game hit, image box → caption span (argmax token in the span)",
+        "span_box": "interaction of the span with its own box, Σ cross[span, box] (the explanation's units)",
+        "box_area": "share of the patch grid in the box (the energy of a uniform map)",
+        "pgr": "pointing game recognition",
+    },
+    ratios={"pge_over_area": ("pg_energy_t2i", "box_area")},
+)
+def pointing(explanation: Explanation, item: Item, model: Any, game: Any) -> MetricValues:
+    """Pointing games both ways and span-box interaction per object; PGR on image grids.
+
+    Returns:
+        Per object ``pg_energy_t2i``, ``pg_hit_t2i``, ``pg_energy_i2t``, ``pg_hit_i2t``, ``span_box``,
+        ``box_area`` (`pointing_game`) and, on grids, its ``pgr``; on the pair row the pooled ``pgr``
+        (`pointing_game_recognition`; null when the item has no grid regions or no named cell).
+    """
+    objects: list[Mapping[str, Any] | BaseException] = []
+    for obj in item.objects:
+        try:
+            if obj.span is None:
+                raise InputError("the object is not named in the caption")
+            if not obj.boxes:
+                raise InputError("the object has no box")
+            r = pointing_game(explanation, obj.span, list(obj.boxes))
+            objects.append({key: _finite(v) for key, v in r.as_dict().items()})
+        except Exception as exc:
+            objects.append(exc)
+    out = MetricValues(pair={"pgr": None}, objects=objects)
+    named = [(k, o.span, o.cell) for k, o in enumerate(item.objects) if o.cell is not None and o.span is not None]
+    if not item.regions or not named:
+        return out
+    try:
+        res = pointing_game_recognition(explanation, [s for _, s, _ in named], [c for _, _, c in named], item.regions)
+    except Exception as exc:
+        out.error = exc
+        return out
+    for (k, _, _), v in zip(named, res.per_object, strict=True):
+        row = objects[k]
+        if isinstance(row, Mapping):
+            objects[k] = {**row, "pgr": _finite(v)}
+    out.pair["pgr"] = _finite(res.pgr)
+    return out

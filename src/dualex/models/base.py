@@ -287,6 +287,9 @@ class DualEncoder(ABC):
 
     name: str = "model"
     family: ClassVar[str] = "base"
+    weights_seed: int | None = None
+    """The seed of randomly initialised weights (``openclip:ARCH@random[:SEED]``), None for loaded weights;
+    recorded in every explanation's ``params["weights_seed"]``."""
     pooled_tails: bool = True
     """Let tails run the last block for the pooled row only where the tower allows (`Tower.pooled_block`);
     set False on an instance to run every row (the dense reference path, for comparisons)."""

@@ -67,7 +67,7 @@ from dualex.models.parts import (
     softmax_attention,
 )
 from dualex.models.preprocess import CLIP_MEAN, CLIP_STD, ImagePipeline
-from dualex.models.registry import register_loader, register_wrapper, wrap
+from dualex.models.registry import random_weights_seed, register_loader, register_wrapper, wrap
 from dualex.models.tokenize import HFTokenizer, OpenClipTokenizer, TokenizerLike, WordTokenizer
 from dualex.models.tower import Tower
 
@@ -719,13 +719,15 @@ def _global_pool(visual: Any, h: Tensor) -> Tensor:
 
 
 def plain_vit(module: Any) -> bool:
-    """True for open_clip models with a plain ViT image tower (no attentional pooler) and no CoCa text CLS."""
+    """True for open_clip models with a plain ViT image tower (no attentional pooler) and a native text
+    tower without CoCa's CLS; the others go to `dualex.models.openclip_towers`."""
     from open_clip.transformer import VisionTransformer
 
     visual = getattr(module, "visual", None)
     text = getattr(module, "text", None)
     coca_text = text is not None and getattr(text, "cls_emb", None) is not None
-    return isinstance(visual, VisionTransformer) and visual.attn_pool is None and not coca_text
+    hf_text = type(text).__name__ == "HFTextEncoder"
+    return isinstance(visual, VisionTransformer) and visual.attn_pool is None and not coca_text and not hf_text
 
 
 def check_supported(module: nn.Module) -> None:
@@ -857,6 +859,10 @@ def load_openclip(
 ) -> DualEncoder:
     """Load ``openclip:ARCH@PRETRAINED``: a cached tag, a checkpoint file, or ``random`` (random weights).
 
+    ``@random`` initialises with seed 0 and ``@random:SEED`` with that seed (torch's generator, forked so
+    the caller's random state is left alone), so two processes of one torch version get the same weights;
+    `DualEncoder.weights_seed` holds the seed (and every explanation's ``params["weights_seed"]``).
+
     ``tokenizer`` replaces the architecture's own (needed where that lives on the hub: SigLIP, CLIPA,
     worldwide, HF text towers). Timm, ResNet and CoCa towers go to `dualex.models.openclip_towers`.
 
@@ -884,7 +890,8 @@ def load_openclip(
         )
     kw: dict[str, Any] = {}
     tag_cfg: dict[str, Any] = {}
-    if pretrained == "random":
+    seed = random_weights_seed(f"@{pretrained}")
+    if seed is not None:
         checkpoint = None
     elif Path(pretrained).expanduser().is_file():
         checkpoint = str(Path(pretrained).expanduser())
@@ -905,7 +912,12 @@ def load_openclip(
             f"or pass a checkpoint file: 'openclip:{arch}@/path/to/open_clip_pytorch_model.bin'"
         )
     tok = tokenizer if tokenizer is not None else _tokenizer_for(arch)  # before the build: a missing one fails fast
-    module = _create(arch, checkpoint, **kw)
+    if seed is None:
+        module = _create(arch, checkpoint, **kw)
+    else:  # seeded initialisation on CPU: the same weights in every process (one torch version)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = _create(arch, None, **kw)
     if tag_cfg:
         from open_clip import get_model_preprocess_cfg, set_model_preprocess_cfg
 
@@ -917,9 +929,11 @@ def load_openclip(
     if dtype is not None:
         module = module.to(dtype)
     if not plain_vit(module):  # timm, ResNet and CoCa towers: dualex.models.openclip_towers
-        return wrap(module, tokenizer=tok, name=f"openclip:{spec}").to(device)
-    model = OpenClipEncoder(module, tokenizer=tok, name=f"openclip:{spec}")
-    return model.to(device)
+        out = wrap(module, tokenizer=tok, name=f"openclip:{spec}")
+    else:
+        out = OpenClipEncoder(module, tokenizer=tok, name=f"openclip:{spec}")
+    out.weights_seed = seed
+    return out.to(device)
 
 
 @register_wrapper

@@ -360,6 +360,136 @@ def check_text_supported(module: Any) -> None:
     _check_blocks(blocks, "text")
 
 
+class OpenClipHFTextTower(Tower):
+    """open_clip's ``HFTextEncoder`` over a BERT-style transformers encoder (XLM-R, RoBERTa, BERT).
+
+    As open_clip runs it: attention mask = ids that are not the padding id, the encoder's layers, its
+    pooler (``mean_pooler``: mean over attended tokens; ``cls_pooler``: the transformers pooler on the
+    first token where the model has one, else the first token; ``cls_last_hidden_state_pooler``), then
+    ``proj``. A layer is one encoder layer. Removing tokens: ``how="attention"`` (default; attention mask
+    0, also left out of mean pooling) or ``"pad"`` (the padding id). References: the tokenizer's
+    ``[CLS]``/``<s>``, padding fillers and ``[SEP]``/``</s>`` (``"default"``: one filler).
+
+    Args:
+        owner: The dual encoder; ``owner._module.text`` is the ``HFTextEncoder``.
+        tokenizer: The model's transformers tokenizer (from the local copy of its hub directory).
+    """
+
+    modality = "text"
+    path_reference = "same_length"
+    aligned_reference = "same_length"
+
+    def __init__(self, owner: DualEncoder, tokenizer: Any = None) -> None:
+        super().__init__(owner)
+        from dualex.models.sentence import _use_eager_attention, check_encoder
+
+        text: Any = owner._module.text  # type: ignore[attr-defined]
+        self.text = text
+        try:
+            check_encoder(text.transformer)
+        except UnsupportedModelError:
+            raise UnsupportedModelError(
+                f"open_clip's Hugging Face text tower here is a {type(text.transformer).__name__}; dualex runs "
+                "BERT-style encoders (XLM-R, RoBERTa, BERT) there, not T5/mT5 or NLLB (M2M100) encoders"
+            ) from None
+        pooler = type(text.pooler).__name__
+        if pooler not in ("MeanPooler", "ClsPooler", "ClsLastHiddenStatePooler"):
+            raise UnsupportedModelError(f"open_clip's {pooler} is not supported (mean and CLS poolers are)")
+        _use_eager_attention(text.transformer)
+        if tokenizer is None:
+            raise InputError(
+                f"{self.label} is a Hugging Face text model: pass its tokenizer (tokenizer=, e.g. "
+                "transformers.AutoTokenizer.from_pretrained('/local/copy'))"
+            )
+        if isinstance(tokenizer, HFTokenizer):
+            self.tokenizer: TokenizerLike = tokenizer
+        elif hasattr(tokenizer, "convert_ids_to_tokens"):
+            ctx = int(getattr(owner._module, "context_length", 0) or text.context_length)  # type: ignore[attr-defined]
+            self.tokenizer = HFTokenizer(tokenizer, padding="max_length", max_length=min(ctx, text.context_length))
+        else:
+            self.tokenizer = cast(TokenizerLike, tokenizer)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.text.transformer.encoder.layer)
+
+    def _hf(self) -> Any:
+        return self.tokenizer.tok if isinstance(self.tokenizer, HFTokenizer) else None
+
+    def _token(self, attr: str, default: int) -> int:
+        hf = self._hf()
+        value = getattr(hf, attr, None) if hf is not None else None
+        return int(value) if value is not None else default
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.text.config.pad_token_id)
+
+    def prepare(self, raw: list[Any]) -> TextInputs:
+        t = self.tokenizer(raw)
+        mask = (t.ids != self.pad_id).long()  # open_clip's own attention mask
+        t = Tokenized(t.ids, mask, t.tokens, t.special.bool() | (mask == 0), t.offsets)
+        return TextInputs.from_tokenized(t, raw, torch.zeros(t.ids.shape[0], dtype=torch.long))
+
+    def _check(self, inputs: SideInputs) -> TextInputs:
+        if not isinstance(inputs, TextInputs):
+            raise InputError(f"{self.label} needs TextInputs, got {type(inputs).__name__}")
+        return inputs
+
+    def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        from dualex.models.sentence import _run_layer
+
+        layer = self.check_layer(layer)
+        t = self._check(inputs)
+        h: Tensor = self.text.transformer.embeddings(input_ids=t.ids)
+        mask = additive_mask(t.mask, causal=False, dtype=h.dtype)
+        for blk in self.text.transformer.encoder.layer[:layer]:
+            h = _run_layer(blk, h, mask)
+        return h
+
+    def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        from dualex.models.sentence import _run_layer
+
+        layer = self.check_layer(layer)
+        t = self._check(inputs)
+        R = hidden.shape[0]
+        keys = broadcast_rows(t.mask, R).to(hidden.device)
+        mask = additive_mask(keys, causal=False, dtype=hidden.dtype)
+        h = hidden
+        for blk in self.text.transformer.encoder.layer[layer:]:
+            h = _run_layer(blk, h, mask)
+        pooler = type(self.text.pooler).__name__
+        if pooler == "MeanPooler":
+            m = keys.to(h.dtype)[..., None]
+            pooled = (h * m).sum(dim=1) / m.sum(dim=1)
+        else:
+            pooled = h[:, 0]
+            tp = getattr(self.text.transformer, "pooler", None)
+            if pooler == "ClsPooler" and self.text.pooler.use_pooler_output and tp is not None:
+                pooled = tp(h)
+        out: Tensor = self.text.proj(pooled)
+        return out
+
+    def mask(self, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
+        """``how``: ``"default"``/``"attention"`` (attention mask 0) or ``"pad"`` (the padding id)."""
+        return mask_text_players(self._check(inputs), keep, how, self.pad_id)
+
+    def reference(self, inputs: SideInputs, kind: str = "default") -> SideInputs:
+        t = self._check(inputs)
+        if kind in ("default", "zeros"):
+            kind = "default"
+        ref = bos_filler_eos_reference(
+            t,
+            kind,
+            bos_id=self._token("cls_token_id", self._token("bos_token_id", int(t.ids[0, 0]))),
+            eos_id=self._token("sep_token_id", self._token("eos_token_id", 2)),
+            filler_id=self.pad_id,
+            pad_id=self.pad_id,
+            pool_index=lambda ids, mask: torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device),
+        )
+        return ref
+
+
 # ---------------------------------------------------------------------------------------------- CoCa image
 class OpenClipViTTrunk(Trunk):
     """open_clip's ``VisionTransformer`` as a trunk, with CoCa's attentional pooler as the head.
@@ -489,8 +619,9 @@ class OpenClipTowers(DualEncoder):
             p.requires_grad_(False)
         self.name = name
         trunk = trunk_of(cast(nn.Module, self._module.visual))
+        hf_text = type(getattr(self._module, "text", None)).__name__ == "HFTextEncoder"
         self.set_towers(
-            OpenClipTextTower(self, tokenizer),
+            OpenClipHFTextTower(self, tokenizer) if hf_text else OpenClipTextTower(self, tokenizer),
             TrunkTower(self, trunk, pipeline or pipeline_from_module(module), mask_grid=mask_grid),
         )
 

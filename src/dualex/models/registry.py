@@ -18,47 +18,59 @@ import torch
 
 from dualex.errors import InputError, UnsupportedModelError
 from dualex.models.base import DualEncoder
-from dualex.plugins import import_submodules
+from dualex.plugins import DuplicateNameError, Registry, first_line
 
 Loader = Callable[..., DualEncoder]
 Wrapper = Callable[..., DualEncoder | None]
 
-_LOADERS: dict[str, Loader] = {}
-_WRAPPERS: list[Wrapper] = []
-_ALIASES: dict[str, str] = {}
-_imported = False
+#: Model name prefixes (``hf``, ``openclip``, ``sentence``) -> loaders; filled by importing every adapter
+#: module of `dualex.models` on first use (a module whose optional dependency is missing is skipped).
+LOADERS: Registry[Loader] = Registry("model", package="dualex.models", skip_missing=True)
+#: Wrappers of already-built module objects (`wrap`), tried in registration order.
+WRAPPERS: Registry[Wrapper] = Registry("model wrapper")
+#: Model names that stand for another name (``shapes`` -> ``hf:<bundled dir>``).
+ALIASES: Registry[str] = Registry("model alias")
 
 
-def register_loader(prefix: str) -> Callable[[Loader], Loader]:
-    """Register ``fn(spec, device=..., dtype=...) -> DualEncoder`` for names ``"<prefix>:<spec>"``."""
+def register_loader(prefix: str, *, summary: str | None = None, override: bool = False) -> Callable[[Loader], Loader]:
+    """Register ``fn(spec, device=..., dtype=...) -> DualEncoder`` for names ``"<prefix>:<spec>"``.
+
+    Args:
+        prefix: The part of a model name before the first ``:``.
+        summary: One line for ``dualex models`` (default: the first line of the function's docstring).
+        override: Replace a loader of the same prefix (else a second registration is an error).
+
+    Raises:
+        DuplicateNameError: another loader has the prefix.
+    """
 
     def deco(fn: Loader) -> Loader:
-        _LOADERS[prefix] = fn
-        return fn
+        text = first_line(fn.__doc__) if summary is None else summary
+        return LOADERS.add(prefix, fn, summary=text, override=override, module=fn.__module__)
 
     return deco
 
 
 def register_wrapper(fn: Wrapper) -> Wrapper:
     """Register ``fn(module, **kw) -> DualEncoder | None`` (None = not my module type)."""
-    _WRAPPERS.append(fn)
-    return fn
+    return WRAPPERS.add(f"{fn.__module__}.{fn.__qualname__}", fn, summary=first_line(fn.__doc__))
 
 
-def register_alias(name: str, target: str) -> None:
-    """Make ``load(name)`` mean ``load(target)`` (e.g. ``shapes`` -> ``hf:<bundled dir>``)."""
-    _ALIASES[name] = target
+def register_alias(name: str, target: str, *, override: bool = False) -> None:
+    """Make ``load(name)`` mean ``load(target)`` (e.g. ``shapes`` -> ``hf:<bundled dir>``).
+
+    Raises:
+        DuplicateNameError: the name already stands for another model.
+    """
+    old = ALIASES.peek(name)
+    if old is not None and old.value != target and not override:
+        raise DuplicateNameError(f"model name {name!r} already stands for {old.value!r}, not {target!r}")
+    ALIASES.add(name, target, summary=f"= {target}", override=True)
 
 
 def _import_adapters() -> None:
-    """Import every adapter module of `dualex.models` (on first use, so that `import dualex` stays light).
-
-    A module whose optional dependency is missing is skipped; its loader is then not registered.
-    """
-    global _imported
-    if not _imported:
-        import_submodules("dualex.models", skip_missing=True)
-        _imported = True
+    """Import every adapter module of `dualex.models` (on first use, so that `import dualex` stays light)."""
+    LOADERS.fill()
 
 
 def load_factory(spec: str, *, device: str | torch.device | None = None) -> DualEncoder:
@@ -111,23 +123,23 @@ def load(
         if dtype is not None:
             model.module.to(dtype=dtype)
         return model
-    if name in _ALIASES:
-        model = load(_ALIASES[name], device=device, dtype=dtype, tokenizer=tokenizer)
+    if name in ALIASES:
+        model = load(ALIASES[name], device=device, dtype=dtype, tokenizer=tokenizer)
         model.name = name
         return model
     prefix, sep, spec = name.partition(":")
-    if not sep or prefix not in _LOADERS:
-        known = ", ".join(sorted([*(f"{p}:..." for p in _LOADERS), *_ALIASES, "py:module:function"]))
-        missing = [p for p in ("hf", "openclip", "sentence") if p not in _LOADERS]
+    if not sep or prefix not in LOADERS:
+        known = ", ".join(sorted([*(f"{p}:..." for p in LOADERS), *ALIASES, "py:module:function"]))
+        missing = [p for p in ("hf", "openclip", "sentence") if p not in LOADERS]
         hint = f" (adapters not importable here: {', '.join(missing)}; install the extra)" if missing else ""
         raise InputError(f"unknown model name {name!r}; use one of: {known}{hint}")
     if not spec:
         raise InputError(f"model name {name!r} is missing the part after '{prefix}:'")
     dev = check_device(device) if device is not None else default_device()
     extra: dict[str, Any] = {} if tokenizer is None else {"tokenizer": tokenizer}
-    if extra and "tokenizer" not in inspect.signature(_LOADERS[prefix]).parameters:
+    if extra and "tokenizer" not in inspect.signature(LOADERS[prefix]).parameters:
         raise InputError(f"'{prefix}:' models take no tokenizer= (they bring their own)")
-    model = _LOADERS[prefix](spec, device=dev, dtype=dtype, **extra)
+    model = LOADERS[prefix](spec, device=dev, dtype=dtype, **extra)
     model.name = name
     return model
 
@@ -143,7 +155,7 @@ def wrap(module: Any, **kwargs: Any) -> DualEncoder:
     if isinstance(module, DualEncoder):
         return module
     _import_adapters()
-    for fn in _WRAPPERS:
+    for fn in (e.value for e in WRAPPERS.entries()):
         model = fn(module, **kwargs)
         if model is not None:
             return model
@@ -198,3 +210,24 @@ def resolve_model(model: Any, *, device: str | torch.device | None = None) -> Du
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def random_weights_seed(spec: str) -> int | None:
+    """The weights seed a model name asks for: ``…@random`` is seed 0, ``…@random:SEED`` that seed; None for
+    names of stored weights.
+
+    Raises:
+        InputError: ``@random:`` followed by something other than a non-negative integer.
+    """
+    _, at, tag = str(spec).rpartition("@")
+    if not at:
+        return None
+    tag = tag.strip()
+    if tag == "random":
+        return 0
+    if not tag.startswith("random:"):
+        return None
+    raw = tag[len("random:"):].strip()
+    if not raw.isdigit():
+        raise InputError(f"'{spec}': the seed after '@random:' must be a non-negative integer, got {raw!r}")
+    return int(raw)
