@@ -263,10 +263,15 @@ def tiny_sentence(seed: int = 0, *, layers: int = 2, pooling: str = "mean", norm
     return SentenceEncoder(module, tokenizer=tok, pooling=pooling, normalize=normalize, name="tiny-sentence")
 
 
+HF_FAMILY_KINDS = ("metaclip2", "chinese-clip", "altclip", "align", "blip")
+"""The transformers families `tiny_hf_family` builds."""
+
+
 def tiny_hf_family(kind: str, seed: int = 0) -> DualEncoder:
     """A random transformers ``MetaClip2Model`` (``"metaclip2"``), ``ChineseCLIPModel`` (``"chinese-clip"``),
-    ``AltCLIPModel`` (``"altclip"``) or ``AlignModel`` (``"align"``, EfficientNet at 64 px): width 32, two
-    blocks per text tower, 32 px ViTs, the word tokenizer."""
+    ``AltCLIPModel`` (``"altclip"``), ``AlignModel`` (``"align"``, EfficientNet at 64 px) or
+    ``BlipForImageTextRetrieval`` (``"blip"``): width 32, two blocks per text tower, 32 px ViTs, the word
+    tokenizer."""
     import transformers
 
     from dualex.models.registry import wrap
@@ -287,6 +292,9 @@ def tiny_hf_family(kind: str, seed: int = 0) -> DualEncoder:
         vision = {"image_size": 64, "width_coefficient": 0.25, "depth_coefficient": 0.3, "hidden_dim": 64}
         configs["align"] = (transformers.AlignConfig, transformers.AlignModel, {})
         projection, size = 80, 64
+    if kind == "blip":  # the image-text retrieval model: its contrastive (ITC) embeddings
+        configs["blip"] = (transformers.BlipConfig, transformers.BlipForImageTextRetrieval, {})
+        text["encoder_hidden_size"] = 32
     config_cls, model_cls, extra = configs[kind]
     torch.manual_seed(seed)
     config = config_cls(text_config={**text, **extra}, vision_config=vision, projection_dim=projection)
@@ -348,7 +356,7 @@ TINY_FAMILIES: dict[str, Callable[[], DualEncoder]] = {
         seed=2, qk_norm=True, scale_heads=True, vision_cfg={"qk_norm": True, "scale_heads": True}
     ),
     "sentence": tiny_sentence,
-    **{f"hf-{k}": functools.partial(tiny_hf_family, k) for k in ("metaclip2", "chinese-clip", "altclip", "align")},
+    **{f"hf-{k}": functools.partial(tiny_hf_family, k) for k in HF_FAMILY_KINDS},
     **{f"openclip:{arch}": functools.partial(tiny_openclip_family, arch, seed=1) for arch in OPENCLIP_FAMILY_ARCHS},
 }
 """One tiny random model per family and variant (name -> factory), for tests parametrised over families."""

@@ -1,6 +1,7 @@
-"""transformers MetaCLIP 2, Chinese-CLIP, AltCLIP and ALIGN (`dualex.models.hf_clip_families`,
-`dualex.models.hf_align`): `dualex.wrap(module, tokenizer=tok)` suffices for a module built from a config,
-the embeddings are the library's own, and ij, fixlip and gradxinput give finite, non-zero results."""
+"""transformers MetaCLIP 2, Chinese-CLIP, AltCLIP, ALIGN and BLIP (`dualex.models.hf_clip_families`,
+`dualex.models.hf_align`, `dualex.models.hf_blip`): `dualex.wrap(module, tokenizer=tok)` suffices for a
+module built from a config, the embeddings are the library's own, and ij, fixlip and gradxinput give
+finite, non-zero results."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import pytest
 import torch
 
 import dualex
-from dualex.testing import random_image, tiny_hf_family
+from dualex.testing import HF_FAMILY_KINDS, random_image, tiny_hf_family
 
-KINDS = ("metaclip2", "chinese-clip", "altclip", "align")
+KINDS = HF_FAMILY_KINDS
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -24,8 +25,16 @@ def _features(out):
 
 
 def test_embeddings_are_the_librarys_own(family):
-    _, model, pair = family
+    kind, model, pair = family
     m = model.module
+    if kind == "blip":  # the retrieval model's contrastive (ITC) score: the cosine of its two embeddings
+        with torch.no_grad():
+            out = m(input_ids=pair.text.ids, attention_mask=pair.text.mask, pixel_values=pair.image.pixels,
+                    use_itm_head=False)  # fmt: skip
+            scores = model.similarity(model.tower("image").encode(pair.image), model.tower("text").encode(pair.text),
+                                      all_pairs=True).score  # fmt: skip
+        torch.testing.assert_close(scores, out.itm_score, rtol=1e-5, atol=1e-5)
+        return
     with torch.no_grad():
         text = _features(m.get_text_features(input_ids=pair.text.ids, attention_mask=pair.text.mask))
         image = _features(m.get_image_features(pixel_values=pair.image.pixels))
