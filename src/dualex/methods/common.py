@@ -111,9 +111,13 @@ def build_explanation(
     meta: dict[str, Any] = {}
     if isinstance(t, ImageInputs):  # image–image pairs: the first image's hidden positions are the rows
         meta.update(row_layout(t, row))
-    else:
-        meta.update(tokens=list(t.tokens[row]), special=t.special[row].cpu(), text=t.texts[row],
-                    token_offsets=list(t.offsets[row]))  # fmt: skip
+    else:  # display strings as tokens, the tokenizer's raw pieces beside them
+        from dualex.bytelevel import display_tokens
+
+        special = t.special[row].cpu()
+        pieces, offsets = list(t.tokens[row]), list(t.offsets[row])
+        meta.update(tokens=display_tokens(pieces, text=t.texts[row], offsets=offsets, special=special.bool().tolist()),
+                    pieces=pieces, special=special, text=t.texts[row], token_offsets=offsets)  # fmt: skip
     if isinstance(img, ImageInputs):
         tf = img.transforms[row]
         meta.update(

@@ -21,8 +21,8 @@ bi-encoders) are masked i.i.d. Bernoulli(p), with no spatial structure.
 ``side="both"`` runs two independent samplings: the image masked with the caption whole, and the
 caption masked with the image whole (the paper defines the image side; the text side is dualex's
 reading). Values are in similarity units (``units``), never normalised; with ``p`` fixed they are
-comparable across pairs. Row ``b`` uses the generator seeded with ``seed + b``: results depend only on
-the seed, the row and the model.
+comparable across pairs. Every row uses the generator seeded with ``seed``, as its single call does:
+results depend only on the seed and the model, never on the batch.
 
 First-order: no ``cross``; for a span-conditional map explain (image, span text).
 """
@@ -157,7 +157,7 @@ def explain_rise(
         p: Probability that a player (image: a coarse cell) is kept, in (0, 1).
         cell: Coarse cell side in patches (default: a 7 × 7 coarse grid, as the paper); 1 gives i.i.d.
             patches.
-        seed: Base seed; row b uses ``seed + b``.
+        seed: Seed of every row's masks (a batch row gets what its single call gets).
         units: ``"cosine"`` or ``"score"`` (the model's own logit).
         internal_batch_size: Masked inputs per forward pass (default 64 on CPU, 256 on CUDA).
         progress: Show a progress bar.
@@ -181,7 +181,7 @@ def explain_rise(
     out: list[Explanation] = []
     with bar(pair.batch_size * budget * len(sides), "rise masks", progress) as pb, torch.no_grad():
         for b in range(pair.batch_size):
-            g = torch.Generator().manual_seed(seed + b)
+            g = torch.Generator().manual_seed(seed)  # the row's single call: batches change nothing
             inputs = {s: pair.side(s).select([b]) for s in SIDES}
             emb = {s: model.tower(s).encode(inputs[s]) for s in SIDES}
             terms: dict[str, Any] = {}
