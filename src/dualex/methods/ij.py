@@ -419,9 +419,8 @@ def explain_ij(
     """
     if units not in ("cosine", "score"):
         raise InputError(f"units must be 'cosine' or 'score', got {units!r}")
-    bi = model.tower("image").modality == "text"
-    text_reference = text_reference or ("same_length" if bi else "default")
-    image_reference = image_reference or ("same_length" if bi else "zeros")
+    text_reference = text_reference or model.tower("text").path_reference
+    image_reference = image_reference or model.tower("image").path_reference
     work = model.float32() if fp32 else model
     layers = {
         "text": work.tower("text").check_layer(layer if text_layer is None else text_layer),

@@ -42,6 +42,8 @@ from dualex.methods.common import (
     SideOption,
     Units,
     check_units,
+    opposite,
+    player_terms,
     positive_int,
     row_explanation,
     rows_per_pass,
@@ -112,8 +114,8 @@ def masked_scores(
         chunk = masks[start : start + internal_batch_size]
         masked = model.tower(side).mask(inputs, chunk.to(model.device))
         e = model.tower(side).encode(masked)
-        o = other.expand(e.shape[0], -1)
-        f = similarity(model, o, e, units) if side == "image" else similarity(model, e, o, units)
+        emb = {side: e, opposite(side): other.expand(e.shape[0], -1)}
+        f = similarity(model, emb["text"], emb["image"], units)
         out.append(f.detach().float().cpu())
         if progress is not None:
             progress.update(int(chunk.shape[0]))
@@ -197,16 +199,11 @@ def explain_rise(
                     diag["image_cell"] = float(c)
                 else:
                     masks = bernoulli_masks(budget, n, p, g)
-                other = emb["text" if s == "image" else "image"]
+                other = emb[opposite(s)]
                 f = masked_scores(model, s, x, masks, other, units, chunk, pb)
                 sal = rise_saliency(f, masks, p)
                 diag[f"{s}_mean_score"] = float(f.mean())
-                if s == "image":
-                    terms["image_main"] = sal
-                else:
-                    full = torch.zeros(int(pair.text.ids.shape[1]))
-                    full[pair.text.players(b)] = sal
-                    terms["text_main"] = full
+                terms.update(player_terms(s, sal, pair.side(s), b))
             params = {"side": side, "budget": budget, "p": p, "cell": cell, "seed": seed, "units": units}
             out.append(
                 row_explanation(
