@@ -263,6 +263,53 @@ def tiny_sentence(seed: int = 0, *, layers: int = 2, pooling: str = "mean", norm
     return SentenceEncoder(module, tokenizer=tok, pooling=pooling, normalize=normalize, name="tiny-sentence")
 
 
+HF_FAMILY_KINDS = ("metaclip2", "chinese-clip", "altclip", "align", "blip")
+"""The transformers families `tiny_hf_family` builds."""
+
+
+def tiny_hf_family(kind: str, seed: int = 0) -> DualEncoder:
+    """A random transformers ``MetaClip2Model`` (``"metaclip2"``), ``ChineseCLIPModel`` (``"chinese-clip"``),
+    ``AltCLIPModel`` (``"altclip"``), ``AlignModel`` (``"align"``, EfficientNet at 64 px) or
+    ``BlipForImageTextRetrieval`` (``"blip"``): width 32, two blocks per text tower, 32 px ViTs, the word
+    tokenizer."""
+    import transformers
+
+    from dualex.models.registry import wrap
+
+    text: dict[str, Any] = {"vocab_size": TINY_VOCAB, "hidden_size": 32, "intermediate_size": 37}
+    text.update(num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=40, pad_token_id=TINY_PAD)
+    text.update(bos_token_id=TINY_BOS, eos_token_id=TINY_EOS)
+    vision: dict[str, Any] = {"image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 37}
+    vision.update(num_hidden_layers=2, num_attention_heads=4)
+    configs = {
+        "metaclip2": (transformers.MetaClip2Config, transformers.MetaClip2Model, {}),
+        "chinese-clip": (transformers.ChineseCLIPConfig, transformers.ChineseCLIPModel, {}),
+        "altclip": (transformers.AltCLIPConfig, transformers.AltCLIPModel, {"project_dim": 16}),
+    }
+    projection = 16
+    size = 32
+    if kind == "align":  # EfficientNet at a quarter width: 7 stages, 80 channels (= the embedding) at 64 px
+        vision = {"image_size": 64, "width_coefficient": 0.25, "depth_coefficient": 0.3, "hidden_dim": 64}
+        configs["align"] = (transformers.AlignConfig, transformers.AlignModel, {})
+        projection, size = 80, 64
+    if kind == "blip":  # the image-text retrieval model: its contrastive (ITC) embeddings
+        configs["blip"] = (transformers.BlipConfig, transformers.BlipForImageTextRetrieval, {})
+        text["encoder_hidden_size"] = 32
+    config_cls, model_cls, extra = configs[kind]
+    torch.manual_seed(seed)
+    config = config_cls(text_config={**text, **extra}, vision_config=vision, projection_dim=projection)
+    module = model_cls(config).eval()
+    from dualex.tiny import jitter
+
+    jitter(module, seed)
+    if kind == "align":  # transformers' N(0, 0.02) convolutions let no signal through 8 blocks: He-initialise
+        for conv in module.modules():
+            if isinstance(conv, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(conv.weight, generator=torch.Generator().manual_seed(seed))
+    pipe = ImagePipeline(size=size, crop=(size, size), mean=CLIP_MEAN, std=CLIP_STD)
+    return wrap(module, tokenizer=tiny_word_tokenizer(), pipeline=pipe, name=f"tiny-hf-{kind}")
+
+
 OPENCLIP_FAMILY_ARCHS = (
     "RN50",  # ModifiedResNet, attention pool
     "convnext_base",  # timm ConvNeXt
@@ -309,6 +356,7 @@ TINY_FAMILIES: dict[str, Callable[[], DualEncoder]] = {
         seed=2, qk_norm=True, scale_heads=True, vision_cfg={"qk_norm": True, "scale_heads": True}
     ),
     "sentence": tiny_sentence,
+    **{f"hf-{k}": functools.partial(tiny_hf_family, k) for k in HF_FAMILY_KINDS},
     **{f"openclip:{arch}": functools.partial(tiny_openclip_family, arch, seed=1) for arch in OPENCLIP_FAMILY_ARCHS},
 }
 """One tiny random model per family and variant (name -> factory), for tests parametrised over families."""
@@ -330,6 +378,7 @@ __all__: list[Any] = [
     "NoBosWordTokenizer",
     "random_image",
     "tiny_hf_clip",
+    "tiny_hf_family",
     "tiny_hf_siglip",
     "tiny_hf_siglip2",
     "tiny_hf_tokenizer",

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from dualex.decisions.maps import all_rows_map
 from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.models.base import Side
@@ -47,7 +48,7 @@ def guess_side(model: Any, x: Any, x_side: str | None) -> Side:
         if x_side not in ("image", "text"):
             raise InputError(f"x_side must be 'image' or 'text', got {x_side!r}")
         return "image" if x_side == "image" else "text"
-    if getattr(model, "image_modality", "image") == "text":
+    if model.tower("image").modality == "text":
         return "text"
     return "image" if looks_like_image(x) else "text"
 
@@ -127,7 +128,7 @@ class Contrast:
                 "x is a caption and a, b are different images, so there is no common patch map; use "
                 "text_scores() for the caption, or .a.image_map() and .b.image_map()"
             )
-        return _all_rows(self.a) - _all_rows(self.b)
+        return all_rows_map(self.a) - all_rows_map(self.b)
 
     def text_scores(self) -> Tensor:
         """Per-token difference when x is a caption: Σ_p a.cross[:, p] − Σ_p b.cross[:, p], ``(S,)``.
@@ -253,13 +254,6 @@ class Contrast:
         )
 
 
-def _all_rows(ex: Explanation) -> Tensor:
-    """Σ over every caption row of ``cross`` as a patch map (``image_main`` for first-order methods)."""
-    if ex.cross is None:
-        return ex.image_map()
-    return ex.cross.sum(0).reshape(ex.grid)
-
-
 def contrast(
     model: Any,
     x: Any,
@@ -306,7 +300,7 @@ def contrast(
     return Contrast(ex_a, ex_b, labels=(str(names[0]), str(names[1])), x_side=side)
 
 
-__all__ = ["Contrast", "contrast", "guess_side", "label_of", "looks_like_image"]
+__all__ = ["Contrast", "all_rows_map", "contrast", "guess_side", "label_of", "looks_like_image"]
 
 
 def _html_with_figure(draw: Any, table: str) -> str:

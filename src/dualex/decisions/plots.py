@@ -9,6 +9,7 @@ from matplotlib import colormaps
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 
+from dualex.decisions.maps import all_rows_map
 from dualex.plotting import (
     DEFAULT_CMAP,
     _canvas_size,
@@ -44,10 +45,11 @@ def plot_contrast(
 ) -> Figure:
     """Three columns: the difference (why A rather than B), then A's and B's own explanations.
 
-    x an image: the difference map ``con.image_map()`` over the image, then a's and b's whole-caption image
-    maps over the image with their captions coloured over the whole image (one colour range for a and b,
-    so they compare). x a caption: the caption coloured by ``con.text_scores()``, then each image with
-    its map and the caption coloured by it. Red is positive (for A), blue negative (for B).
+    x an image: the difference map ``con.image_map()`` over the image, then a's and b's image maps (Σ over
+    all their caption rows, so that the first panel is the second minus the third) with their captions
+    coloured over the whole image (one colour range for a and b, so they compare). x a caption: the
+    caption coloured by ``con.text_scores()``, then each image with its map and the caption coloured by
+    it. Red is positive (for A), blue negative (for B).
 
     Args:
         con: The contrast.
@@ -65,14 +67,9 @@ def plot_contrast(
     la, lb = con.labels
     sa, sb = con.similarities
     text_text = _is_text_text(a)
-    if con.x_side == "image":
-        diff = con.image_map().numpy()
-        maps = [a.image_map().numpy(), b.image_map().numpy()]
-        words = [a.text_scores().numpy(), b.text_scores().numpy()]
-    else:
-        diff = con.text_scores().numpy()
-        maps = [a.image_map().numpy(), b.image_map().numpy()]
-        words = [a.text_scores().numpy(), b.text_scores().numpy()]
+    maps = [all_rows_map(a).numpy(), all_rows_map(b).numpy()]  # the difference map is A's minus B's
+    words = [a.text_scores().numpy(), b.text_scores().numpy()]
+    diff = con.image_map().numpy() if con.x_side == "image" else con.text_scores().numpy()
     lim_ab = max(symmetric_limit(m) for m in maps)
     lim_w = max(symmetric_limit(w[~e.special.numpy()]) for w, e in zip(words, (a, b), strict=True))
     lim_d = symmetric_limit(diff if con.x_side == "image" else diff[~a.special.numpy()])

@@ -108,7 +108,8 @@ def run_coverage(
         res = FamilyResult(key, model.name)
         for method, options in methods.items():
             cell = run_cell(model, second[0], captions[0], method, options)
-            cell.note = cell.note.replace(model.name, "the model")  # one note for many families
+            # one note for many families: the model's name and family left out
+            cell.note = cell.note.replace(f" ({model.family})", "").replace(model.name, "the model")
             res.cells[method] = cell
             if log is not None:
                 c = res.cells[method]

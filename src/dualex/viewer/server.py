@@ -7,6 +7,9 @@ Routes (GET and HEAD only)::
     /api/pairs                 the catalogue: pairs of (image, caption), each with its explanation files
     /api/explanation?file=F    one explanation as JSON (F: path relative to the served directory;
                                with several roots, ``label/path`` relative to the root ``label`` names)
+    /contrast.html             the contrast page: a saved `dualex.Contrast` side by side (difference, A, B)
+    /api/contrasts             the saved contrast folders (`dualex.viewer.contrasts`)
+    /api/contrast?name=N       one contrast as JSON (N: its folder, named like a file)
 
 Safety: the server binds to 127.0.0.1 unless told otherwise, and then answers only requests whose
 ``Host`` header names the loopback address (a DNS-rebinding guard). File names from the client go
@@ -39,7 +42,11 @@ from dualex.errors import InputError
 from dualex.viewer.catalog import Root, Sources
 from dualex.viewer.paths import Forbidden, NotFound
 
-STATIC_FILES = {"viewer.js": "text/javascript; charset=utf-8", "viewer.css": "text/css; charset=utf-8"}
+STATIC_FILES = {
+    "viewer.js": "text/javascript; charset=utf-8",
+    "viewer.css": "text/css; charset=utf-8",
+    "contrast.js": "text/javascript; charset=utf-8",
+}
 MAX_BODY = 1024  # bytes a GET/HEAD may carry (nothing is uploaded)
 MAX_QUERY = 4096  # characters of a query string
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -181,6 +188,15 @@ class ViewerHandler(BaseHTTPRequestHandler):
                 return self._json(HTTPStatus.OK, self._pairs(), head=head)
             if path == "/api/explanation":
                 return self._explanation(query, head=head)
+            if path == "/contrast.html":
+                return self._send(HTTPStatus.OK, static_text("contrast.html").encode(), "text/html; charset=utf-8",
+                                  head=head)
+            if path == "/api/contrasts":
+                from dualex.viewer.contrasts import list_contrasts
+
+                return self._json(HTTPStatus.OK, {"contrasts": list_contrasts(self.server.sources)}, head=head)
+            if path == "/api/contrast":
+                return self._contrast(query, head=head)
             return self._error(HTTPStatus.NOT_FOUND, "no such page", head=head)
         except (BrokenPipeError, ConnectionResetError):
             return None
@@ -214,6 +230,29 @@ class ViewerHandler(BaseHTTPRequestHandler):
         return self._json(HTTPStatus.OK, data, head=head)
 
 
+    def _contrast(self, query: str, *, head: bool) -> None:
+        from dualex.viewer.contrasts import load_contrast
+
+        try:
+            names = parse_qs(query, keep_blank_values=True, max_num_fields=4).get("name", [])
+        except ValueError:
+            return self._error(HTTPStatus.BAD_REQUEST, "too many query fields; give exactly one ?name=", head=head)
+        if len(names) != 1:
+            return self._error(HTTPStatus.BAD_REQUEST, "give exactly one ?name=", head=head)
+        try:
+            data = load_contrast(self.server.sources, names[0])
+        except Forbidden as exc:
+            return self._error(HTTPStatus.FORBIDDEN, str(exc), head=head)
+        except NotFound:
+            return self._error(HTTPStatus.NOT_FOUND, "no such contrast", head=head)
+        except InputError as exc:
+            return self._error(HTTPStatus.UNPROCESSABLE_ENTITY, self.server.sources.scrub(str(exc)), head=head)
+        except Exception as exc:  # never an empty reply: the page shows the message
+            msg = self.server.sources.scrub(f"cannot show {names[0]} ({type(exc).__name__}: {exc})")
+            return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, msg, head=head)
+        return self._json(HTTPStatus.OK, data, head=head)
+
+
 def make_server(source: str | Path | Sequence[str | Path], host: str = "127.0.0.1", port: int = 8765, *,
                 quiet: bool = False) -> ViewerServer:
     """A ready `ViewerServer` (port 0 picks a free port); call ``serve_forever`` on it, ``shutdown`` to stop.
@@ -237,6 +276,10 @@ def serve(source: str | Path | Sequence[str | Path], host: str = "127.0.0.1", po
     if host.strip("[]") not in LOOPBACK:
         print(f"dualex viewer: warning: listening on {host}, reachable from other machines", file=sys.stderr)
     print(f"dualex viewer: open {server.url}  (Ctrl-C stops)", file=sys.stderr)
+    from dualex.viewer.contrasts import list_contrasts
+
+    if n_contrasts := len(list_contrasts(server.sources)):
+        print(f"dualex viewer: {n_contrasts} saved contrast(s): {server.url}contrast.html", file=sys.stderr)
     if open_browser:
         import webbrowser
 
