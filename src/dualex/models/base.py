@@ -172,7 +172,10 @@ class Pair:
     image: SideInputs
 
     def side(self, side: Side) -> SideInputs:
-        return self.text if side == "text" else self.image
+        if side not in SIDES:
+            raise InputError(f"side must be 'text' or 'image', got {side!r}")
+        inputs: SideInputs = getattr(self, side)
+        return inputs
 
     @property
     def batch_size(self) -> int:

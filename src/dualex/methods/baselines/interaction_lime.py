@@ -301,7 +301,7 @@ def explain_interaction_lime(
         text_masking: ``how`` of the model's text ``mask`` (``"default"``, ``"pad"``, ...).
         image_masking: ``how`` of the model's image ``mask`` (``"default"``, ``"black"``).
         units: Fit the ``"cosine"`` or the model's ``"score"``.
-        seed: Seed of the perturbations (row b uses ``seed + b``).
+        seed: Seed of the perturbations (every row uses ``seed``, as its single call does).
         internal_batch_size: Masked inputs per encoder pass.
         progress: Show a progress bar.
         n_boot: Bootstrap replicates per side for ``stderr`` (`dualex.games.uncertainty`: the caption
@@ -340,7 +340,7 @@ def explain_interaction_lime(
             m_t = positive_int("m_text", m_text, minimum=2)
         if m_image is not None:
             m_i = positive_int("m_image", m_image, minimum=2)
-        rng = np.random.default_rng(seed + b)
+        rng = np.random.default_rng(seed)  # the row's single call: batches change nothing
         z_t = perturbations(n_t, m_t, p, rng)
         z_i = perturbations(n_i, m_i, p, rng)
         dev = model.device
@@ -380,7 +380,7 @@ def explain_interaction_lime(
                 t_pos,
                 S,
                 n_boot,
-                np.random.default_rng([seed + b, 1]),
+                np.random.default_rng([seed, 1]),
                 alpha=float(alpha),
                 main_effects=main_effects,
                 target=hint_target,
