@@ -52,7 +52,10 @@ def forward_unit(model: Any) -> tuple[float, float]:
     def forward() -> None:
         with torch.no_grad():
             for side in ("text", "image"):
-                model.tower(side).encode(pair.side(side))
+                if hasattr(model, "tower"):
+                    model.tower(side).encode(pair.side(side))
+                else:  # a base commit from before `Tower`
+                    model.encode(side, pair.side(side))
 
     for _ in range(3):
         forward()
