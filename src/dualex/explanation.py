@@ -36,7 +36,9 @@ from dualex.errors import InputError
 from dualex.images import ImageTransform
 from dualex.spans import Span, as_patch_mask, span_positions
 
-_TENSOR_FIELDS = ("cross", "cross_prefix", "text_pairs", "image_pairs", "text_main", "image_main", "special", "image")
+_TENSOR_FIELDS = (
+    "cross", "cross_prefix", "text_pairs", "image_pairs", "text_main", "image_main", "special", "image", "text_image"
+)
 # Attribution terms: floating point and finite in every file `Explanation.load` accepts.
 _ATTRIBUTION_FIELDS = ("cross", "cross_prefix", "text_pairs", "image_pairs", "text_main", "image_main")
 TERM_FIELDS = _ATTRIBUTION_FIELDS
@@ -73,6 +75,10 @@ class Explanation:
         image_tokens: For text-text bi-encoders, the second sentence's tokens (the "patches").
         image_text: For text-text bi-encoders, the second sentence.
         image_offsets: Character spans of ``image_tokens``.
+        text_image: For image–image pairs (``dualex.explain(..., modalities=("image", "image"))``), the first
+            side's model-input image, uint8 ``(H, W, 3)``: its hidden positions are the rows (``tokens`` names
+            them, prefix positions are special) and ``text_grid`` their patch grid.
+        text_grid: ``(rows, cols)`` patch grid of the first side when it is an image (else None).
         diagnostics: Method-specific quality figures (e.g. ``r2`` of a surrogate fit, ``delta``).
         stderr: Standard error of each estimated term, keyed by term field (``cross``,
             ``text_main``, ...; same shape as the term), for sampled methods; empty otherwise. Summaries
@@ -107,6 +113,8 @@ class Explanation:
     model: str = ""
     image_tokens: list[str] | None = None
     image_text: str | None = None
+    text_image: Tensor | None = None
+    text_grid: tuple[int, int] | None = None
     image_offsets: list[tuple[int, int] | None] | None = None
     diagnostics: dict[str, float] = field(default_factory=dict)
     stderr: dict[str, Tensor] = field(default_factory=dict)
@@ -256,6 +264,16 @@ class Explanation:
         if se is None:
             return None
         return se[self.span(span, occurrence=occurrence)].sum(0).reshape(self.grid)
+
+    def text_image_map(self, box: Any = None) -> Tensor:
+        """For image–image pairs: `text_scores` of the first image's patches as a ``(rows, cols)`` map.
+
+        Raises:
+            InputError: the first side is not an image.
+        """
+        if self.text_grid is None:
+            raise InputError("the first side of this explanation is a caption; use text_scores()")
+        return self.text_scores(box)[self.players].reshape(self.text_grid)
 
     def text_scores_error(self, box: Any = None) -> Tensor | None:
         """Standard-error bound of `text_scores` (sum of the errors over the box's patches), ``(S,)``."""
@@ -488,7 +506,7 @@ class Explanation:
         _check_metadata(meta, tensors)
         if meta.get("image_transform") is not None:
             meta["image_transform"] = ImageTransform.from_dict(meta["image_transform"])
-        for key in ("grid", "image_size"):
+        for key in ("grid", "image_size", "text_grid"):
             if meta.get(key) is not None:
                 meta[key] = tuple(meta[key])
         for key in ("token_offsets", "image_offsets"):

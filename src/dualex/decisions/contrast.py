@@ -48,7 +48,7 @@ def guess_side(model: Any, x: Any, x_side: str | None) -> Side:
         if x_side not in ("image", "text"):
             raise InputError(f"x_side must be 'image' or 'text', got {x_side!r}")
         return "image" if x_side == "image" else "text"
-    if getattr(model, "image_modality", "image") == "text":
+    if model.tower("image").modality == "text":
         return "text"
     return "image" if looks_like_image(x) else "text"
 

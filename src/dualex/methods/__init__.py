@@ -98,6 +98,7 @@ def explain(
     method: str = "ij",
     *,
     device: str | torch.device | None = None,
+    modalities: tuple[str, str] | None = None,
     **options: Any,
 ) -> Explanation: ...
 
@@ -110,6 +111,7 @@ def explain(
     method: str = "ij",
     *,
     device: str | torch.device | None = None,
+    modalities: tuple[str, str] | None = None,
     **options: Any,
 ) -> list[Explanation]: ...
 
@@ -121,6 +123,7 @@ def explain(
     method: str = "ij",
     *,
     device: str | torch.device | None = None,
+    modalities: tuple[str, str] | None = None,
     **options: Any,
 ) -> Explanation | list[Explanation]:
     """Explain the similarity of (image, caption) pairs.
@@ -135,6 +138,11 @@ def explain(
             once (`dualex.methods.shared`).
         method: A name from `list_methods` (``"ij"``, ``"fixlip"``, baselines).
         device: Move the model there first.
+        modalities: Same-modality pairs with one model: ``("image", "image")`` explains the similarity of
+            two images (``image`` against ``text``, both images) with the model's image tower on both
+            sides, ``("text", "text")`` two captions with its text tower (`dualex.models.base.TowerPair`).
+            The rows of the result are the second argument's parts (an image's: its patches, prefix
+            special), the columns the first's. None: the model's own (image, caption) pairs.
         **options: Options of the method (see its docstring), e.g. ``layer=-1, n_steps=10``.
 
     Returns:
@@ -142,6 +150,13 @@ def explain(
         pair explained alone (no batch padding positions).
     """
     info = check_method_options(method, options)
+    if modalities is not None:
+        from dualex.methods.shared import explain_same_modality
+
+        result: Explanation | list[Explanation] = explain_same_modality(
+            model, image, text, info.fn, modalities, device=device, **options
+        )
+        return result
     if not isinstance(text, str) and not (
         isinstance(text, (list, tuple)) and text and all(isinstance(t, str) for t in text)
     ):

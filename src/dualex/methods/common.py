@@ -11,7 +11,7 @@ from torch import Tensor
 
 from dualex.errors import InputError
 from dualex.explanation import Explanation
-from dualex.models.base import SIDES, DualEncoder, ImageInputs, Pair, Side, SideInputs, TextInputs
+from dualex.models.base import SIDES, DualEncoder, ImageInputs, Pair, Side, SideInputs
 
 Units = Literal["cosine", "score"]
 SideOption = Literal["both", "text", "image"]
@@ -79,8 +79,7 @@ def layer_pair(model: DualEncoder, pair: Pair, layers: Mapping[Side, int]) -> Pa
     image = model.tower("image").parts_at(pair.image, layers["image"])
     if text is pair.text and image is pair.image:
         return pair
-    assert isinstance(text, TextInputs)
-    return Pair(text, image)
+    return Pair(text, image)  # type: ignore[arg-type]  # an image first side: same-modality pairs
 
 
 def scores_of(model: DualEncoder, pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,9 +106,14 @@ def build_explanation(
     """
     if model.weights_seed is not None:
         params = {**params, "weights_seed": model.weights_seed}
-    t: TextInputs = pair.text
+    t: SideInputs = pair.text  # an ImageInputs for same-modality image–image pairs
     img = pair.image
     meta: dict[str, Any] = {}
+    if isinstance(t, ImageInputs):  # image–image pairs: the first image's hidden positions are the rows
+        meta.update(row_layout(t, row))
+    else:
+        meta.update(tokens=list(t.tokens[row]), special=t.special[row].cpu(), text=t.texts[row],
+                    token_offsets=list(t.offsets[row]))  # fmt: skip
     if isinstance(img, ImageInputs):
         tf = img.transforms[row]
         meta.update(
@@ -127,10 +131,6 @@ def build_explanation(
             image_offsets=[img.offsets[row][i] for i in pos.tolist()],
         )
     return Explanation(
-        tokens=list(t.tokens[row]),
-        special=t.special[row].cpu(),
-        text=t.texts[row],
-        token_offsets=list(t.offsets[row]),
         score=float(score),
         cosine=float(cosine),
         method=method,
@@ -139,6 +139,33 @@ def build_explanation(
         **meta,
         **terms,
     )
+
+
+def row_layout(inputs: ImageInputs, row: int) -> dict[str, Any]:
+    """Explanation fields for an image on the row side: its T = prefix + patch positions as "tokens".
+
+    Prefix positions (CLS, registers) are special; patch positions are named ``"patch r,c"``.
+    """
+    rows, cols = inputs.grid
+    names = [f"<prefix {i}>" for i in range(inputs.n_prefix)] + [f"patch {r},{c}" for r in range(rows)
+                                                                 for c in range(cols)]  # fmt: skip
+    special = torch.zeros(len(names), dtype=torch.bool)
+    special[: inputs.n_prefix] = True
+    return {
+        "tokens": names,
+        "special": special,
+        "text": f"image ({rows}×{cols} patches)",
+        "token_offsets": [None] * len(names),
+        "text_image": inputs.display[row] if inputs.display else None,
+        "text_grid": (rows, cols),
+    }
+
+
+def n_rows(inputs: SideInputs) -> int:
+    """Number of row-side positions of a pair batch's first side (caption tokens, or an image's T)."""
+    if isinstance(inputs, ImageInputs):
+        return inputs.n_prefix + inputs.n_patches
+    return int(inputs.ids.shape[1])
 
 
 def split_prefix(values: Tensor, image: SideInputs, row: int) -> tuple[Tensor, Tensor | None]:

@@ -50,7 +50,7 @@ from dualex.games.sampler import check_p
 from dualex.games.surrogate import DEFAULT_CHUNK_BYTES, explanation_terms
 from dualex.games.uncertainty import DEFAULT_BOOT
 from dualex.methods import register_method
-from dualex.methods.common import build_explanation, scores_of
+from dualex.methods.common import build_explanation, n_rows, scores_of
 from dualex.methods.shared import GameCaches
 from dualex.models.base import DualEncoder, Pair
 
@@ -175,7 +175,7 @@ def explain_fixlip(
     out = []
     for row, game in enumerate(games):
         res = approx.approximate(budget, game, seed=seed)
-        n_tokens = len(game.pair.text.tokens[0])
+        n_tokens = n_rows(game.pair.text)
         terms = explanation_terms(res.surrogate, game.n_image, game.text_positions, n_tokens)
         stderr: dict[str, Tensor] = {}
         if res.stderr is not None:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from dualex.errors import InputError
 from dualex.explanation import Explanation
-from dualex.models.base import DualEncoder, ImageInputs, Pair, TextInputs, check_image_sizes
+from dualex.models.base import DualEncoder, ImageInputs, Pair, Side, TextInputs, check_image_sizes
 
 
 def _row_tensors(inputs: Any) -> list[Tensor]:
@@ -123,6 +123,88 @@ def prepare_pairs(model: DualEncoder, images: list[Any], texts: list[str]) -> Pa
     return Pair(text.to(model.device), image.to(model.device))
 
 
+MODALITIES = ("image", "text")
+
+
+def modality_pair(model: DualEncoder, modalities: tuple[str, str]) -> DualEncoder:
+    """The model made of ``model``'s towers for the given (column side, row side) modalities.
+
+    ``("image", "text")`` is ``model`` itself (for an image–text model); ``("image", "image")`` its image
+    tower on both sides, ``("text", "text")`` its text tower on both (`dualex.models.base.TowerPair`, with
+    the model's logit scale and bias).
+
+    Raises:
+        InputError: a modality the model has no tower for, or not two modalities.
+    """
+    from dualex.models.base import TowerPair
+
+    if not (isinstance(modalities, (tuple, list)) and len(modalities) == 2):
+        raise InputError(f"modalities must be two of {MODALITIES}, e.g. ('image', 'image'); got {modalities!r}")
+    towers: dict[str, Any] = {t.modality: t for t in model.towers}
+    for m in modalities:
+        if m not in towers:
+            raise InputError(
+                f"{model.name} has no {m!r} tower (its towers embed {', '.join(sorted(towers))}); "
+                f"modalities must be among those"
+            )
+    column, row = (towers[m] for m in modalities)
+    if column is model.tower("image") and row is model.tower("text"):
+        return model
+    return TowerPair(row, column, logit_scale=model.logit_scale, logit_bias=model.logit_bias,
+                     name=f"{model.name} [{modalities[1]}-{modalities[0]}]")  # fmt: skip
+
+
+def explain_same_modality(
+    model: Any, first: Any, second: Any, fn: Callable[..., list[Explanation]], modalities: tuple[str, str], *,
+    device: Any = None, **options: Any,
+) -> Any:
+    """`dualex.explain` for pairs of given modalities (``first``: the column side, ``second``: the rows).
+
+    One input (not a list) on either side against a list on the other is broadcast; lists pair one-to-one.
+    """
+    from dualex.models.registry import resolve_model
+
+    enc = modality_pair(resolve_model(model, device=device), modalities)
+    single = not isinstance(first, (list, tuple)) and not isinstance(second, (list, tuple))
+    cols = list(first) if isinstance(first, (list, tuple)) else None
+    rows = list(second) if isinstance(second, (list, tuple)) else None
+    n = len(cols) if cols is not None else len(rows) if rows is not None else 1
+    if n == 0:
+        raise InputError("nothing to explain: an empty list of inputs")
+    cols = cols if cols is not None else [first] * n
+    rows = rows if rows is not None else [second] * n
+    if len(cols) != len(rows):
+        raise InputError(f"got {len(cols)} and {len(rows)} inputs; pair them one-to-one")
+    pair = prepare_any(enc, cols, rows)
+    out = fn(enc, pair, **options)
+    if isinstance(pair.text, TextInputs):
+        out = unpad_all(enc, out, pair)
+    return out[0] if single else out
+
+
+def prepare_any(model: DualEncoder, second: list[Any], first: list[Any]) -> Pair:
+    """A `Pair` batch of any two towers' inputs (``first``: the rows' tower ``"text"``, ``second``: the columns'),
+    each distinct input object prepared once."""
+    sides: list[Any] = []
+    pairs: tuple[tuple[Side, list[Any]], ...] = (("text", first), ("image", second))
+    for side, values in pairs:
+        order: list[int] = []
+        seen: dict[int, int] = {}
+        distinct: list[Any] = []
+        for v in values:
+            if id(v) not in seen:
+                seen[id(v)] = len(distinct)
+                distinct.append(v)
+            order.append(seen[id(v)])
+        inputs = model.tower(side).prepare(distinct)
+        if isinstance(inputs, ImageInputs):
+            check_image_sizes(inputs)
+        if len(distinct) != len(values):
+            inputs = inputs.select(order)
+        sides.append(inputs.to(model.device))
+    return Pair(sides[0], sides[1])
+
+
 def unpad_all(model: DualEncoder, exs: list[Explanation], pair: Pair) -> list[Explanation]:
     """Each explanation of a batch cut to the shapes of its pair prepared alone (`unpad`, `unpad_prefix`)."""
     lengths = own_text_lengths(model.tower("text").prepare, list(pair.text.texts))
@@ -210,11 +292,15 @@ class GameCaches:
 
 
 __all__ = [
+    "MODALITIES",
     "GameCaches",
     "SideMemo",
     "distinct_rows",
+    "explain_same_modality",
+    "modality_pair",
     "own_text_lengths",
     "per_distinct",
+    "prepare_any",
     "prepare_pairs",
     "unpad",
     "unpad_all",
