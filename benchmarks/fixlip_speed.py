@@ -204,8 +204,8 @@ def overhead_worker(arch: str, budget: int, repeat: int, old: bool, flops: bool)
 
     def forward() -> None:
         with torch.no_grad():
-            model.encode("text", pair.text)
-            model.encode("image", pair.image)
+            model.tower("text").encode(pair.text)
+            model.tower("image").encode(pair.image)
 
     fw = []
     for _ in range(4):

@@ -49,3 +49,61 @@ def display_token(token: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:  # part of a character; Latin-1-only pieces may be real text (SentencePiece)
         return raw.decode("utf-8", errors="replace") if any(ord(c) > 0xFF for c in piece) else token
+
+
+SENTENCEPIECE_SPACE = "\u2581"
+"""SentencePiece's word-start marker (``▁``)."""
+
+
+def display_piece(piece: str) -> str:
+    """A tokenizer piece as the text it stands for, without tokenizer markers.
+
+    CLIP's end-of-word ``</w>`` and WordPiece's ``##`` continuation are dropped, SentencePiece's ``▁`` and
+    byte-level BPE's ``Ġ`` (the space byte) become spacing, byte-level pieces are decoded to UTF-8
+    (``"cafÃ©"`` -> ``"café"``; part of a character as U+FFFD), and the spacing around the word is trimmed.
+    """
+    text = piece.replace("</w>", "")
+    if text.startswith("##") and len(text) > 2:
+        text = text[2:]
+    text = text.replace(SENTENCEPIECE_SPACE, " ")
+    raw = piece_bytes(text)
+    if raw is not None and not raw.isascii():
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:  # part of a character; Latin-1-only pieces may be real text (SentencePiece)
+            if any(ord(c) > 0xFF for c in text):
+                text = raw.decode("utf-8", errors="replace")
+    elif raw is not None:
+        text = raw.decode("ascii")
+    stripped = text.strip()
+    if stripped:
+        return stripped
+    return " " if text else piece  # a token that is only spacing
+
+
+def display_tokens(
+    pieces: list[str],
+    *,
+    text: str,
+    offsets: list[tuple[int, int] | None],
+    special: list[bool],
+) -> list[str]:
+    """Display strings of a caption's tokens: the caption text each covers (``offsets``), else the piece
+    without markers (`display_piece`); special tokens keep their spelling (``<|startoftext|>``, ``[CLS]``).
+
+    Args:
+        pieces: The tokenizer's raw pieces (S).
+        text: The caption.
+        offsets: Character span of each piece in ``text`` (None where it has none).
+        special: Whether each position is a special token.
+    """
+    out = []
+    for i, piece in enumerate(pieces):
+        o = offsets[i] if i < len(offsets) else None
+        if special[i]:
+            out.append(piece)
+            continue
+        covered = text[o[0] : o[1]].strip() if o is not None else ""
+        out.append(covered or display_piece(piece))
+    return out
+

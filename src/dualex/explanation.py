@@ -56,7 +56,9 @@ class Explanation:
 
     Attributes:
         cross: ``(S, P)`` token × patch interactions, or None for first-order methods.
-        tokens: The S caption token strings.
+        tokens: The S caption tokens as display strings: the caption text each covers, tokenizer markers
+            (``</w>``, ``Ġ``, ``▁``, ``##``) gone and bytes decoded (``"café"``, not ``"cafÃ©</w>"``);
+            special tokens as the tokenizer spells them. Index DataFrames and print with these.
         special: ``(S,)`` bool, True for positions that are not players.
         text: The caption.
         grid: ``(rows, cols)`` patch grid.
@@ -83,6 +85,8 @@ class Explanation:
         stderr: Standard error of each estimated term, keyed by term field (``cross``,
             ``text_main``, ...; same shape as the term), for sampled methods; empty otherwise. Summaries
             (``se_total``, ``se_rel_top``, ``significant_share``, ``budget_hint``) are in ``diagnostics``.
+        pieces: The S raw tokenizer pieces (``"a</w>"``, ``"Ġphoto"``); files from before 0.3 stored these
+            as ``tokens`` and load with ``tokens`` turned into display strings.
         reference_terms: The parts of the similarity that no interaction carries, in ``units``
             (ij: ``text_x_image_reference`` = e_tᵀr_i/(‖e_t‖‖e_i‖), ``text_reference_x_image`` = r_tᵀe_i/…,
             ``reference_x_reference`` = −r_tᵀr_i/…, and ``bias`` for ``units="score"``); see
@@ -119,12 +123,23 @@ class Explanation:
     diagnostics: dict[str, float] = field(default_factory=dict)
     stderr: dict[str, Tensor] = field(default_factory=dict)
     reference_terms: dict[str, float] = field(default_factory=dict)
+    pieces: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.special = self.special.bool().cpu()
         S, P = len(self.tokens), self.grid[0] * self.grid[1]
         if self.special.shape != (S,):
             raise ValueError(f"special must have shape ({S},), got {tuple(self.special.shape)}")
+        if not self.token_offsets:
+            self.token_offsets = [None] * S
+        if self.pieces is None:  # given raw pieces as tokens (files before 0.3, hand-built explanations)
+            from dualex.bytelevel import display_tokens
+
+            self.pieces = list(self.tokens)
+            self.tokens = display_tokens(self.pieces, text=self.text, offsets=list(self.token_offsets),
+                                         special=self.special.tolist())  # fmt: skip
+        elif len(self.pieces) != S:
+            raise ValueError(f"pieces must list one raw piece per token ({S}), got {len(self.pieces)}")
         expected = {
             "cross": (S, P),
             "text_pairs": (S, S),
@@ -152,8 +167,6 @@ class Explanation:
             stderr[name] = t
         self.stderr = stderr
         self.reference_terms = {str(k): float(v) for k, v in (self.reference_terms or {}).items()}
-        if not self.token_offsets:
-            self.token_offsets = [None] * S
 
     # ------------------------------------------------------------------ basic views
     @property
@@ -174,21 +187,8 @@ class Explanation:
         return torch.nonzero(~self.special, as_tuple=False).flatten()
 
     def words(self) -> list[str]:
-        """Display form of each token: the caption text it covers (specials as the tokenizer spells them).
-
-        A token without a character span (files from older versions) is shown decoded from its
-        byte-level form where it has one (``"cafÃ©</w>"`` -> ``"café"``).
-        """
-        from dualex.bytelevel import display_token
-
-        out = []
-        for i, t in enumerate(self.tokens):
-            o = self.token_offsets[i] if i < len(self.token_offsets) else None
-            if o is not None:
-                out.append(self.text[o[0] : o[1]])
-            else:
-                out.append(t if bool(self.special[i]) else display_token(t))
-        return out
+        """Display form of each token (the same as `tokens` since 0.3; kept for older code)."""
+        return list(self.tokens)
 
     def span(self, span: Span, *, occurrence: int = 0) -> Tensor:
         """Token positions named by ``span`` (words, ``(start, stop)`` range, indices or bool mask)."""
@@ -688,6 +688,10 @@ def _check_metadata(meta: dict[str, Any], tensors: dict[str, Tensor]) -> None:
     S = len(tokens)
     if int(tensors["special"].numel()) != S:
         raise InputError(f"{S} tokens but a 'special' tensor of {int(tensors['special'].numel())} entries")
+    pieces = meta.get("pieces")
+    if pieces is not None and (not isinstance(pieces, list) or len(pieces) != len(tokens)
+                               or not all(isinstance(t, str) for t in pieces)):  # fmt: skip
+        raise InputError("'pieces' must be a list of strings, one per token")
     for key, n in (("token_offsets", S), ("image_offsets", len(meta.get("image_tokens") or []))):
         offs = meta.get(key)
         if offs is None:

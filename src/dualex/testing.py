@@ -382,9 +382,11 @@ TINY_FAMILIES: dict[str, Callable[[], DualEncoder]] = {
 
 def tiny_pair_inputs(model: DualEncoder) -> tuple[list[Any], list[str]]:
     """Two raw (second side, caption) pairs suited to ``model``'s second tower (images, or sentences)."""
-    if model.tower("image").modality == "text":
-        return ["a man is eating food", "the girl is carrying a baby"], ["a dog plays", "a red cat"]
-    return [random_image(1), random_image(2)], ["a red dog", "two blue cats sit on a mat"]
+    second: dict[str, list[Any]] = {
+        "text": ["a man is eating food", "the girl is carrying a baby"],
+        "image": [random_image(1), random_image(2)],
+    }
+    return second[model.tower("image").modality], ["a red dog", "two blue cats sit on a mat"]
 
 
 __all__: list[Any] = [

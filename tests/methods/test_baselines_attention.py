@@ -7,9 +7,9 @@ import torch
 
 import dualex
 from dualex.errors import UnsupportedModelError
-from dualex.methods.baselines.attention import query_position, record_attention, recorded_pass
+from dualex.methods.baselines.attention import query_positions, record_attention, recorded_pass
 from dualex.methods.baselines.grad_eclip import grad_eclip_map
-from dualex.testing import random_image, tiny_hf_clip, tiny_hf_siglip, tiny_openclip, tiny_sentence
+from dualex.testing import random_image, tiny_hf_clip, tiny_hf_siglip, tiny_openclip
 
 CAPTION = "a red dog on mat"
 
@@ -117,9 +117,9 @@ def test_grad_eclip_attention_decomposition(request, name):
     run = recorded_pass(model, inputs, ("text", "image"), "cosine")
     for side in ("text", "image"):
         rec = run.recordings[side]
-        q = query_position(model, side, inputs[side], rec)
-        site, grad = (rec.pool, run.pool_grad[side]) if q < 0 else (rec.blocks[-1], run.grads[side][-1])
-        q = max(q, 0)
+        qs = query_positions(model, side, inputs[side], rec)
+        site, grad = (rec.pool, run.pool_grad[side]) if qs is None else (rec.blocks[-1], run.grads[side][-1])
+        q = 0 if qs is None else int(qs[0][0])
         bias = _out_bias(model, side, q_is_pool=rec.pool is not None and side == "image")
         m = grad_eclip_map(site, grad, q, "attention", relu=False)
         expected = float((grad[0, q] * (site.output[0, q].detach() - bias)).sum())
@@ -156,7 +156,10 @@ def test_side_and_units(tiny_clip):
 
 
 def test_unsupported_models_raise():
-    model = tiny_sentence()
-    for method in ("game", "grad_eclip"):
-        with pytest.raises(UnsupportedModelError, match="has no attention"):
-            dualex.explain(model, "a man is eating", "a dog plays", method=method)
+    pytest.importorskip("timm")
+    from dualex.testing import TINY_FAMILIES
+
+    model = TINY_FAMILIES["openclip:RN50"]()  # a ResNet image tower: no self-attention blocks
+    for method in ("game", "grad_eclip", "rollout"):
+        with pytest.raises(UnsupportedModelError, match=r"image tower of .* has no attention layers"):
+            dualex.explain(model, random_image(0), "a red dog", method=method, side="image")

@@ -93,9 +93,9 @@ def test_float32_copy_leaves_the_model_alone():
 def test_models_without_attention_internals_say_so():
     model = tiny_sentence()
     pair = model.prepare("a man is eating", "a dog plays")
-    for call in (
+    for call in (  # its attention is recorded (`test_recording`), but its post-norm blocks are not pre-norm
         lambda: model.tower("text").attention_blocks(),
-        lambda: model.tower("text").record_attention(pair.text),
+        lambda: model.tower("text").attention_mask(pair.text, 1, torch.float32),
         lambda: model.tower("text").project_tokens(pair.text, torch.zeros(1, 3, 32)),
     ):
         with pytest.raises(UnsupportedModelError, match=r"tower of tiny-sentence .* has no"):

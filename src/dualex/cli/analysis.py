@@ -301,7 +301,7 @@ def run_compare(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------- finetune
 def run_finetune(args: argparse.Namespace) -> int:
     import dualex
-    from dualex.analysis.finetune import coco_caption_pairs, finetune
+    from dualex.training.finetune import coco_caption_pairs, finetune
 
     kind, sep, path = args.dataset.partition(":")
     if not sep or kind != "coco" or not path:

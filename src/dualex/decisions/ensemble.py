@@ -118,11 +118,13 @@ def ensemble_explanation(
     score_units = first.units == "score"
     const = bias * (1.0 - J * w) if score_units else 0.0
     tokens: list[str] = []
+    pieces: list[str] = []
     offsets: list[tuple[int, int] | None] = []
     text_parts: list[str] = []
     at = 0
     for t in templates:
         tokens.extend(t.tokens)
+        pieces.extend(t.pieces if t.pieces is not None else t.tokens)
         offsets.extend(None if o is None else (o[0] + at, o[1] + at) for o in t.token_offsets)
         text_parts.append(t.text)
         at += len(t.text) + len(SEPARATOR)
@@ -162,6 +164,7 @@ def ensemble_explanation(
     return replace(
         first,
         tokens=tokens,
+        pieces=pieces,
         special=torch.cat([t.special for t in templates]),
         text=SEPARATOR.join(text_parts),
         token_offsets=offsets,

@@ -1,8 +1,9 @@
 """The resumable driver `evaluate`: run explanation methods over a dataset and keep results in a run directory.
 
-`evaluate` opens the dataset and the run store, works out which (item, method) units are still to do, and
-hands them to an engine (`engine_local` in this process, `engine_ray` on Ray Data), which calls
-`dualex.evaluation.work.process_item` per item.
+`evaluate` checks the options, opens the dataset and the run store, and hands the dataset to an engine
+(`engine_local` in this process, `engine_ray` on a Ray cluster). Engines read the dataset part by part
+(`Dataset.plan`), skip the units already recorded in each part's shards (`dualex.evaluation.resume`),
+and call `dualex.evaluation.work.process_items` on the rest; no list of the run's items or units is built.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dualex.datasets.base import Dataset, Item, open_dataset
+from dualex.datasets.base import Dataset, open_dataset
 from dualex.errors import InputError
 from dualex.evaluation.precision import canonical_dtype, parse_dtype
 from dualex.evaluation.store import RunStore
 from dualex.evaluation.work import MetricOptions, WorkConfig
 from dualex.models.base import DualEncoder
 
-__all__ = ["MetricOptions", "RunResult", "evaluate", "pending_work"]
+__all__ = ["MetricOptions", "RunResult", "evaluate"]
 
 # ----------------------------------------------------------------------------------------- driver
 @dataclass
@@ -32,18 +33,6 @@ class RunResult:
     units_run: int
     errors: int
     summary: str
-
-
-def pending_work(
-    items: Sequence[Item], methods: Sequence[str], done: set[tuple[str, str]]
-) -> list[tuple[int, list[str]]]:
-    """(item index, methods still to run) for every item with anything left."""
-    work = []
-    for i, it in enumerate(items):
-        todo = [m for m in methods if (it.id, m) not in done]
-        if todo:
-            work.append((i, todo))
-    return work
 
 
 def evaluate(
@@ -163,6 +152,7 @@ def evaluate(
             )
     from dualex.writable import check_writable
 
+    out = _local_run_dir(out)
     check_writable(out, what="run directory", directory=True)
     store = RunStore(out)
     _standard_errors_off(store, methods, method_options)
@@ -182,13 +172,35 @@ def evaluate(
         store.release()
 
 
-def _standard_errors_off(store: RunStore, methods: list[str], method_options: dict[str, dict[str, Any]]) -> None:
-    """Sampled methods skip their bootstrap standard errors in a run unless ``n_boot`` is given.
+def _local_run_dir(out: str | Path) -> Path:
+    """The run directory as a local path: ``file://`` URLs are paths; other URLs are refused in one line.
 
-    The metrics never read standard errors, and the bootstrap refits cost up to as much as the
-    explanation itself, so a run sets ``n_boot=0`` (recorded in the manifest) for every method that
-    has the option and was not given it; ``-O fixlip.n_boot=32`` stores the errors with each
-    explanation. A run directory written before this default keeps the setting it ran with.
+    Workers write into the run directory with atomic renames, so it must be a file system every node
+    mounts at the same path (NFS, Lustre, a Kubernetes volume; object stores through a FUSE mount).
+    """
+    from dualex.datasets.sources import is_url
+
+    text = str(out)
+    if text.startswith("file://"):
+        return Path(text[len("file://") :])
+    if is_url(text):
+        raise InputError(
+            f"the run directory {text} is a URL; dualex writes runs to a file system path that every worker mounts "
+            "(NFS, a Kubernetes volume, or the bucket mounted with s3fs/gcsfuse); datasets may be URLs"
+        )
+    return Path(out)
+
+
+def _standard_errors_off(store: RunStore, methods: list[str], method_options: dict[str, dict[str, Any]]) -> None:
+    """Sampled methods skip their bootstrap standard errors and fit diagnostics in a run unless asked.
+
+    The metrics never read standard errors or a method's own fit diagnostics (the run measures
+    p-faithfulness itself, on coalitions of its own), and both cost up to as much as the explanation
+    (bootstrap refits; FIxLIP's cross-fitted R², which refits the surrogate per fold), so a run sets
+    ``n_boot=0`` and ``holdout=0`` (recorded in the manifest) for every method that has the option and
+    was not given it; ``-O fixlip.n_boot=32`` stores the errors with each explanation, ``-O
+    fixlip.holdout=1024`` a held-out check. The explanation and so every metric value are the same
+    either way. A run directory written before a default keeps the setting it ran with.
     """
     import inspect
 
@@ -196,11 +208,13 @@ def _standard_errors_off(store: RunStore, methods: list[str], method_options: di
 
     old = store.read_manifest().get("method_options", {}) if store.exists() else {}
     for m in methods:
-        if "n_boot" in method_options[m] or "n_boot" not in inspect.signature(get_method(m).fn).parameters:
-            continue
-        if m in old and "n_boot" not in old[m]:
-            continue  # resumed: the run so far used the method's own default
-        method_options[m]["n_boot"] = 0
+        params = inspect.signature(get_method(m).fn).parameters
+        for option in ("n_boot", "holdout"):
+            if option in method_options[m] or option not in params:
+                continue
+            if m in old and option not in old[m]:
+                continue  # resumed: the run so far used the method's own default
+            method_options[m][option] = 0
 
 
 def _evaluate_locked(

@@ -123,7 +123,7 @@ class DualEncoderGame:
         return self.n_players
 
     def n_side(self, side: Side) -> int:
-        return self.n_image if side == "image" else self.n_text
+        return {"image": self.n_image, "text": self.n_text}[side]
 
     def share_embeddings(self, side: Side, store: dict[bytes, Tensor]) -> None:
         """Use ``store`` as this game's cache of ``side`` coalition embeddings (keyed by coalition).

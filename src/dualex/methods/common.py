@@ -12,6 +12,7 @@ from torch import Tensor
 from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.models.base import SIDES, DualEncoder, ImageInputs, Pair, Side, SideInputs
+from dualex.options import positive_int as positive_int  # re-exported for the methods
 
 Units = Literal["cosine", "score"]
 SideOption = Literal["both", "text", "image"]
@@ -27,17 +28,33 @@ def sides_of(side: str) -> tuple[Side, ...]:
     """The towers a first-order method attributes: ``"both"`` -> text and image."""
     if side == "both":
         return SIDES
-    if side == "text":
-        return ("text",)
-    if side == "image":
-        return ("image",)
+    for s in SIDES:
+        if side == s:
+            return (s,)
     raise InputError(f"side must be 'both', 'text' or 'image', got {side!r}")
 
 
-def positive_int(name: str, value: object, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
-    return value
+ALL_POSITIONS: dict[Side, bool] = {"text": True, "image": False}
+"""The `Explanation` layout per side: the first side's first-order terms (``text_main``) cover all its
+positions (special ones flagged by ``special``), the second side's (``image_main``) its players only, the
+rest of its positions summed into ``diagnostics["image_prefix"]``."""
+
+
+def opposite(side: Side) -> Side:
+    """The other side of a pair."""
+    return SIDES[1 - SIDES.index(side)]
+
+
+def player_terms(side: Side, values: Tensor, inputs: SideInputs, row: int) -> dict[str, Tensor]:
+    """First-order Explanation terms of one side from values over its players ``(n_players,)``.
+
+    The first side's values are spread over all its positions (0 at the others, `ALL_POSITIONS`).
+    """
+    if not ALL_POSITIONS[side]:
+        return {f"{side}_main": values}
+    full = torch.zeros(n_rows(inputs))
+    full[inputs.players(row)] = values.to(full.dtype)
+    return {f"{side}_main": full}
 
 
 def rows_per_pass(internal_batch_size: object, device: torch.device, *, cpu: int = 16, gpu: int = 256) -> int:
@@ -111,9 +128,13 @@ def build_explanation(
     meta: dict[str, Any] = {}
     if isinstance(t, ImageInputs):  # image–image pairs: the first image's hidden positions are the rows
         meta.update(row_layout(t, row))
-    else:
-        meta.update(tokens=list(t.tokens[row]), special=t.special[row].cpu(), text=t.texts[row],
-                    token_offsets=list(t.offsets[row]))  # fmt: skip
+    else:  # display strings as tokens, the tokenizer's raw pieces beside them
+        from dualex.bytelevel import display_tokens
+
+        special = t.special[row].cpu()
+        pieces, offsets = list(t.tokens[row]), list(t.offsets[row])
+        meta.update(tokens=display_tokens(pieces, text=t.texts[row], offsets=offsets, special=special.bool().tolist()),
+                    pieces=pieces, special=special, text=t.texts[row], token_offsets=offsets)  # fmt: skip
     if isinstance(img, ImageInputs):
         tf = img.transforms[row]
         meta.update(
@@ -198,8 +219,8 @@ def side_terms(side: Side, values: Tensor, image: SideInputs, row: int) -> tuple
         ``({"text_main": (S,)}, {})`` for the text side; ``({"image_main": (P,)}, {"image_prefix": sum of the
         prefix values})`` for the image side.
     """
-    if side == "text":
-        return {"text_main": values}, {}
+    if ALL_POSITIONS[side]:
+        return {f"{side}_main": values}, {}
     players, prefix = split_prefix(values, image, row)
     return {"image_main": players}, {"image_prefix": float(prefix.sum()) if prefix is not None else 0.0}
 

@@ -50,11 +50,11 @@ from torch import Tensor
 from dualex.autodiff import math_attention
 from dualex.errors import InputError
 from dualex.explanation import Explanation
-from dualex.games.uncertainty import steps_hint
 from dualex.methods import register_method
 from dualex.methods.common import build_explanation, layer_pair
 from dualex.methods.decomposition import normaliser, similarity_terms
 from dualex.methods.dual import NotCoveredError, jvp_batch
+from dualex.methods.ij_uncertainty import steps_hint
 from dualex.methods.quadrature import alphas_and_weights
 from dualex.methods.reference_cache import reference_states
 from dualex.methods.shared import distinct_rows
@@ -419,9 +419,8 @@ def explain_ij(
     """
     if units not in ("cosine", "score"):
         raise InputError(f"units must be 'cosine' or 'score', got {units!r}")
-    bi = model.tower("image").modality == "text"
-    text_reference = text_reference or ("same_length" if bi else "default")
-    image_reference = image_reference or ("same_length" if bi else "zeros")
+    text_reference = text_reference or model.tower("text").path_reference
+    image_reference = image_reference or model.tower("image").path_reference
     work = model.float32() if fp32 else model
     layers = {
         "text": work.tower("text").check_layer(layer if text_layer is None else text_layer),

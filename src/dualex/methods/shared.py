@@ -231,7 +231,8 @@ def unpad(ex: Explanation, n: int) -> Explanation:
         cut["text_pairs"] = ex.text_pairs[:n, :n]
     stderr = {k: (v[:n, :n] if k == "text_pairs" else v[:n] if k in cut else v) for k, v in ex.stderr.items()}
     return replace(
-        ex, **cut, tokens=ex.tokens[:n], special=ex.special[:n], token_offsets=ex.token_offsets[:n], stderr=stderr
+        ex, **cut, tokens=ex.tokens[:n], special=ex.special[:n], token_offsets=ex.token_offsets[:n], stderr=stderr,
+        pieces=ex.pieces[:n] if ex.pieces is not None else None,
     )
 
 

@@ -21,6 +21,7 @@ Shapes: R rows, H heads, T (key) positions, Tq query positions, d = head width, 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -43,6 +44,9 @@ class AttentionSite:
         out_weight: ``(W', H·d)`` output projection weight.
         n_heads: Number of heads H.
         scale: Factor applied to ``q kᵀ``.
+        q_norm: Applied to the projected queries ``(R, H, Tq, d)`` before the dot product (query norm,
+            cosine attention's normalisation and per-head scale), or None.
+        k_norm: The same for the keys.
     """
 
     x_query: Tensor
@@ -53,6 +57,8 @@ class AttentionSite:
     out_weight: Tensor
     n_heads: int
     scale: float
+    q_norm: Callable[[Tensor], Tensor] | None = None
+    k_norm: Callable[[Tensor], Tensor] | None = None
 
     def _heads(self, t: Tensor) -> Tensor:
         R, T, E = t.shape
@@ -62,12 +68,14 @@ class AttentionSite:
         return self._heads(torch.nn.functional.linear(x.float(), w.float(), None if b is None else b.float()))
 
     def queries(self) -> Tensor:
-        """``(R, H, Tq, d)`` float32."""
-        return self._project(self.x_query, self.weights[0], self.weights[1])
+        """``(R, H, Tq, d)`` float32, as they enter the dot product (after `q_norm`)."""
+        q = self._project(self.x_query, self.weights[0], self.weights[1])
+        return q if self.q_norm is None else self.q_norm(q).float()
 
     def keys(self) -> Tensor:
-        """``(R, H, T, d)`` float32."""
-        return self._project(self.x_key, self.weights[2], self.weights[3])
+        """``(R, H, T, d)`` float32, as they enter the dot product (after `k_norm`)."""
+        k = self._project(self.x_key, self.weights[2], self.weights[3])
+        return k if self.k_norm is None else self.k_norm(k).float()
 
     def values(self) -> Tensor:
         """``(R, H, T, d)`` float32 (bias included, so ``O = A V`` holds exactly)."""

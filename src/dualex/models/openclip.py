@@ -55,7 +55,15 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from dualex.errors import InputError, ModelNotAvailableError, UnsupportedModelError
-from dualex.models.attention import AttentionBlock, Recording, merge_heads, mha_site, mha_weights, split_heads
+from dualex.models.attention import (
+    AttentionBlock,
+    AttentionSite,
+    Recording,
+    merge_heads,
+    mha_site,
+    mha_weights,
+    split_heads,
+)
 from dualex.models.base import DualEncoder, ImageInputs, PooledBlock, SideInputs, TextInputs, pooled_mask
 from dualex.models.hf import additive_mask, broadcast_rows, hub_offline_now
 from dualex.models.parts import (
@@ -232,15 +240,66 @@ class OpenClipTower(Tower):
         return len(self.blocks)
 
     def attention_hooks(self, inputs: SideInputs, rec: Recording) -> list[Any]:
-        """Records blocks with ``nn.MultiheadAttention`` (hooks on ``ln_1`` and ``ls_1``); others raise."""
+        """Records every block: ``nn.MultiheadAttention`` blocks by hooks on ``ln_1`` and ``ls_1``, open_clip's
+        own ``Attention`` (qk-norm, scaled cosine, head scale, inner norm) by hooks on ``ln_1`` and
+        ``ln_inner`` (whose input is the merged head outputs: the site's output, with the head scale as
+        its output weight)."""
         blocks: list[Any] = list(self.blocks)  # open_clip blocks are untyped
-        for i, blk in enumerate(blocks):  # before the first hook, so that nothing is left registered
-            if not isinstance(getattr(blk, "attn", None), nn.MultiheadAttention):
-                raise UnsupportedModelError(
-                    f"block {i} of {self.label} does not use nn.MultiheadAttention; attention-based "
-                    "methods that record attention support standard open_clip ViT blocks only"
+        _check_blocks(self.blocks, self.label)  # before the first hook, so that nothing is left registered
+        handles: list[Any] = []
+        for blk in blocks:
+            if isinstance(blk.attn, nn.MultiheadAttention):
+                handles += self._site_hooks(blk, blk.attn, inputs, rec)
+            else:
+                handles += self._custom_site_hooks(blk, blk.attn, inputs, rec)
+        return handles
+
+    def _custom_site_hooks(self, blk: Any, attn: Any, inputs: SideInputs, rec: Recording) -> list[Any]:
+        state: dict[str, Tensor] = {}
+        H = int(attn.num_heads)
+        (wq, bq), (wk, bk), (wv, bv) = _qkv_weights(attn)
+        cosine = attn.logit_scale is not None
+
+        def save_input(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
+            state["x"] = output
+
+        def save_output(module: nn.Module, args: tuple[Any, ...]) -> None:
+            x, merged = state.pop("x"), args[0]
+            d = merged.shape[-1] // H
+            hs = attn.head_scale
+            scale_per_channel = (
+                torch.ones(H * d) if hs is None else hs.detach().float().reshape(H, 1).expand(H, d).reshape(-1)
+            )
+            q_norm: Callable[[Tensor], Tensor]
+            k_norm: Callable[[Tensor], Tensor]
+            if cosine:
+                s = torch.clamp(attn.logit_scale, max=attn.logit_scale_max).exp().detach().float()  # (H, 1, 1)
+
+                def q_norm(q: Tensor) -> Tensor:
+                    return functional.normalize(q, dim=-1) * s.to(q.device)
+
+                def k_norm(k: Tensor) -> Tensor:
+                    return functional.normalize(k, dim=-1)
+
+                scale = 1.0
+            else:
+                q_norm, k_norm, scale = attn.ln_q, attn.ln_k, float(attn.scale)
+            rec.blocks.append(
+                AttentionSite(
+                    x_query=x.detach(),
+                    x_key=x.detach(),
+                    mask=self.attention_mask(inputs, x.shape[0], x.dtype),
+                    output=merged,
+                    weights=(wq, bq, wk, bk, wv, bv),
+                    out_weight=torch.diag(scale_per_channel).to(merged),
+                    n_heads=H,
+                    scale=scale,
+                    q_norm=q_norm,
+                    k_norm=k_norm,
                 )
-        return [h for blk in blocks for h in self._site_hooks(blk, blk.attn, inputs, rec)]
+            )
+
+        return [blk.ln_1.register_forward_hook(save_input), attn.ln_inner.register_forward_pre_hook(save_output)]
 
     def _site_hooks(self, blk: Any, attn: nn.MultiheadAttention, inputs: SideInputs, rec: Recording) -> list[Any]:
         state: dict[str, Tensor] = {}
@@ -453,6 +512,13 @@ class OpenClipImage(OpenClipTower):
         if self.visual.pool_type != "tok":
             raise self.missing("CLS token (it average-pools its patches)")
         return 0
+
+    def pooled_queries(self, inputs: SideInputs, row: int = 0) -> tuple[Tensor, Tensor]:
+        """CLS for ``tok`` pooling; every patch with weight ``1/P`` for ``avg`` pooling."""
+        if self.visual.pool_type == "tok":
+            return super().pooled_queries(inputs, row)
+        patches = self.check(inputs).players(row)
+        return patches, torch.full((int(patches.numel()),), 1.0 / int(patches.numel()))
 
 
 class OpenClipEncoder(DualEncoder):

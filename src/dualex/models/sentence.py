@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from dualex.errors import InputError, ModelNotAvailableError, UnsupportedModelError
+from dualex.models.attention import AttentionBlock, AttentionSite, Recording, additive_from
 from dualex.models.base import DualEncoder, SideInputs, TextInputs
 from dualex.models.hf import additive_mask, broadcast_rows, quiet_transformers
 from dualex.models.parts import bos_filler_eos_reference, mask_text_players
@@ -211,6 +212,61 @@ class SentenceTower(Tower):
         emb: Tensor = self.owner._module.dense(pooled)
         return emb
 
+    # ------------------------------------------------------------------ attention
+    def attention_hooks(self, inputs: SideInputs, rec: Recording) -> list[Any]:
+        """Records each BERT-style layer: its self-attention's input and mask (``attention.self``) and the
+        output projection's output (``attention.output.dense``, before the post-norm residual)."""
+        layers = list(self.layers)
+        for i, layer in enumerate(layers):  # before the first hook, so that nothing is left registered
+            att = getattr(layer, "attention", None)
+            if not all(hasattr(getattr(att, "self", None), a) for a in ("query", "key", "value")) or not hasattr(
+                getattr(att, "output", None), "dense"
+            ):
+                raise self.missing(f"BERT-style attention in layer {i} ({type(layer).__name__})")
+        handles: list[Any] = []
+        for layer in layers:
+            handles += _bert_site_hooks(layer.attention, rec)
+        return handles
+
+    def attention_blocks(self) -> list[AttentionBlock]:
+        raise self._no_blocks()
+
+    def attention_mask(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
+        raise self._no_blocks()
+
+    def _no_blocks(self) -> UnsupportedModelError:
+        return self.missing(
+            "pre-norm attention blocks that dualex can run as functions (BERT-style layers normalise after "
+            "the residual); rollout, GAME and Grad-ECLIP record its attention"
+        )
+
+    def pooled_queries(self, inputs: SideInputs, row: int = 0) -> tuple[Tensor, Tensor]:
+        """The positions the pooling reads and their weights (one linear pooling mode: ``cls``, ``mean``,
+        ``mean_sqrt_len_tokens``, ``weightedmean``, ``lasttoken``)."""
+        t = self.check(inputs)
+        modes = self.owner.pooling
+        if len(modes) != 1 or modes[0] == "max":
+            raise self.missing(f"pooling that is a weighted sum of positions (it pools by {'+'.join(modes)})")
+        mode = modes[0]
+        if mode == "cls":
+            return torch.tensor([0]), torch.ones(1)
+        if mode == "lasttoken":
+            return torch.tensor([int(t.pool_index[row])]), torch.ones(1)
+        pos = torch.nonzero(t.mask[row].bool(), as_tuple=False).flatten().cpu()
+        n = float(pos.numel())
+        if mode == "mean":
+            return pos, torch.full((pos.numel(),), 1.0 / n)
+        if mode == "mean_sqrt_len_tokens":
+            return pos, torch.full((pos.numel(),), n**-0.5)
+        w = (pos + 1).float()  # weightedmean: position t + 1
+        return pos, w / w.sum()
+
+    def pooled_position(self, inputs: SideInputs, row: int = 0) -> int:
+        pos, _ = self.pooled_queries(inputs, row)
+        if pos.numel() != 1:
+            raise self.missing(f"one pooled position (it pools {'+'.join(self.owner.pooling)})")
+        return int(pos[0])
+
     def mask(self, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
         """Remove player tokens of row 0: ``"attention"`` (default; mask 0) or ``"pad"`` (id -> ``[PAD]``)."""
         return mask_text_players(self.check(inputs), keep, how, self.owner.pad_id())
@@ -330,6 +386,39 @@ class SentenceEncoder(DualEncoder):
         with torch.no_grad():
             e = tower.encode(t)
         return torch.nn.functional.normalize(e, dim=-1) if self.normalize else e
+
+
+def _bert_site_hooks(attention: Any, rec: Recording) -> list[Any]:
+    """Hooks that record one BERT-style attention module (``self``: query/key/value; ``output.dense``)."""
+    sa = attention.self
+    state: dict[str, Any] = {}
+
+    def save_input(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        state["x"] = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        state["mask"] = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+
+    def save_output(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
+        x: Tensor = state.pop("x")
+        mask = state.pop("mask")
+        H = int(sa.num_attention_heads)
+        scale = getattr(sa, "scaling", None)
+        rec.blocks.append(
+            AttentionSite(
+                x_query=x.detach(),
+                x_key=x.detach(),
+                mask=additive_from(mask.detach() if mask is not None else None, x.shape[0], H),
+                output=output,
+                weights=(sa.query.weight, sa.query.bias, sa.key.weight, sa.key.bias, sa.value.weight, sa.value.bias),
+                out_weight=attention.output.dense.weight,
+                n_heads=H,
+                scale=float(scale) if scale is not None else float(sa.attention_head_size) ** -0.5,
+            )
+        )
+
+    return [
+        sa.register_forward_hook(save_input, with_kwargs=True),
+        attention.output.dense.register_forward_hook(save_output),
+    ]
 
 
 def _run_layer(block: nn.Module, h: Tensor, mask: Tensor) -> Tensor:

@@ -282,6 +282,21 @@ class Tower(ABC):
         """
         raise self.missing("one pooled position (it pools several positions or with an attention head)")
 
+    def pooled_queries(self, inputs: SideInputs, row: int = 0) -> tuple[Tensor, Tensor]:
+        """The final hidden positions the head pools and their weights, for attention methods that follow
+        the pooled rows back through the blocks (rollout, GAME, Grad-ECLIP).
+
+        Returns:
+            ``(positions (n,) long, weights (n,) float)``: the embedding's input is ``Σ_j w_j h[p_j]``
+            (one position with weight 1 for CLS/EOS pooling, the patches with ``1/P`` for average
+            pooling, the attended tokens for mean pooling). The default is `pooled_position` alone.
+
+        Raises:
+            UnsupportedModelError: the pooling is not a fixed weighted sum of positions (max pooling, an
+                attention-pooling head: its probe is recorded as ``Recording.pool`` instead).
+        """
+        return torch.tensor([self.pooled_position(inputs, row)]), torch.ones(1)
+
     def missing(self, what: str) -> UnsupportedModelError:
         """The one-line error for a method that needs ``what`` from this tower."""
         return UnsupportedModelError(

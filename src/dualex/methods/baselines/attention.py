@@ -30,15 +30,27 @@ def record_attention(model: DualEncoder, side: Side, inputs: SideInputs) -> Iter
         yield rec
 
 
-def query_position(model: DualEncoder, side: Side, inputs: SideInputs, rec: Recording, row: int = 0) -> int:
-    """The position whose state becomes the embedding: EOS/last for text, CLS for CLIP images.
+def query_positions(
+    model: DualEncoder, side: Side, inputs: SideInputs, rec: Recording, row: int = 0
+) -> tuple[Tensor, Tensor] | None:
+    """The positions whose final states the ``side`` tower pools, and their weights (`Tower.pooled_queries`).
 
-    Returns -1 when the image tower pools with an attention head (`Recording.pool`, query 0 of it).
-    Raises `UnsupportedModelError` for mean-pooled towers, which have no single pooled position.
+    One position (EOS/last for text, CLS for CLIP images) with weight 1, the patches with ``1/P`` for
+    average-pooled ViTs, the attended tokens for mean-pooled bi-encoders. None when the tower pools with
+    an attention head (`Recording.pool`, whose query 0 the methods follow instead).
+
+    Raises:
+        UnsupportedModelError: the pooling is not a weighted sum of positions (max pooling).
     """
-    if side == "image" and rec.pool is not None:
-        return -1
-    return model.tower(side).pooled_position(inputs, row)
+    if rec.pool is not None:
+        return None
+    return model.tower(side).pooled_queries(inputs, row)
+
+
+def pooled_rows(matrix: Tensor, queries: tuple[Tensor, Tensor]) -> Tensor:
+    """``Σ_j w_j matrix[p_j]``: the weighted pooled rows of a ``(T, T)`` relevance matrix, ``(T,)``."""
+    pos, w = queries
+    return (w.to(matrix)[:, None] * matrix[pos.to(matrix.device)]).sum(0)
 
 
 @dataclass
@@ -104,4 +116,12 @@ def recorded_pass(
     return RecordedPass(recs, grads, pool, float(f.detach()))
 
 
-__all__ = ["AttentionSite", "RecordedPass", "Recording", "query_position", "record_attention", "recorded_pass"]
+__all__ = [
+    "AttentionSite",
+    "RecordedPass",
+    "Recording",
+    "pooled_rows",
+    "query_positions",
+    "record_attention",
+    "recorded_pass",
+]

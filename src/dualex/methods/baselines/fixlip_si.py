@@ -118,7 +118,8 @@ def explain_fixlip_si(
         image_masking: ``how`` of the model's image ``mask``.
         text_masking: ``how`` of the model's text ``mask``.
         anchor_weight: Regression weight of ∅ and N (a soft efficiency constraint).
-        seed: Seed of the sampler (row b uses the b-th child of ``SeedSequence(seed)``).
+        seed: Seed of the sampler (every row uses the first child of ``SeedSequence(seed)``, as its single
+            call does: a batch row gets what its single call gets).
         holdout: Fit-quality diagnostics: None (default) cross-fits on the evaluated coalitions (``folds``
             folds, no extra tower pass); 0 skips them; N ≥ 4 scores a fresh Shapley-kernel sample of N.
         folds: Folds of the cross-fitting (≥ 2).
@@ -171,10 +172,10 @@ def explain_fixlip_si(
     if approx.device is None:
         approx.device = model.device
     scores, cosines = scores_of(model, pair)
-    seeds = np.random.SeedSequence(seed).spawn(pair.batch_size)
     out: list[Explanation] = []
     for row, game in enumerate(games):
-        res = approx.approximate(budget, game, seed=seeds[row])
+        row_seed = np.random.SeedSequence(seed).spawn(1)[0]  # a fresh copy per row: each row as its single call
+        res = approx.approximate(budget, game, seed=row_seed)
         diag = res.diagnostics
         n_tokens = len(game.pair.text.tokens[0])
         terms = explanation_terms(res.surrogate, game.n_image, game.text_positions, n_tokens)

@@ -36,7 +36,7 @@ from torch import Tensor
 from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.baselines.attention import AttentionSite, query_position, recorded_pass
+from dualex.methods.baselines.attention import AttentionSite, query_positions, recorded_pass
 from dualex.methods.common import (
     SideOption,
     Units,
@@ -148,14 +148,18 @@ def explain_grad_eclip(
             diag: dict[str, float] = {}
             for s in sides:
                 rec = run.recordings[s]
-                q = query_position(work, s, inputs[s], rec)
-                if q < 0:  # attention-pooling head: its single probe query
-                    site, grad, q = rec.pool, run.pool_grad[s], 0
+                queries = query_positions(work, s, inputs[s], rec)
+                if queries is None:  # attention-pooling head: its single probe query
+                    site, grad, qs = rec.pool, run.pool_grad[s], [0]
                 else:
-                    site, grad = rec.blocks[-1], run.grads[s][-1]
+                    site, grad, qs = rec.blocks[-1], run.grads[s][-1], queries[0].tolist()
                 assert site is not None and grad is not None
-                m = grad_eclip_map(site, grad, q, spatial, relu).cpu()
-                diag[f"{s}_query"] = float(q)
+                # several pooled queries (average or mean pooling): their maps add up (each query's
+                # gradient carries its pooling weight), rectified once
+                m = sum(grad_eclip_map(site, grad, q, spatial, relu=False) for q in qs)
+                assert isinstance(m, Tensor)
+                m = (m.clamp_min(0.0) if relu else m).cpu()
+                diag[f"{s}_query"] = float(qs[0])
                 t, d = side_terms(s, m, pair.image, b)
                 terms.update(t)
                 diag.update(d)

@@ -76,7 +76,7 @@ def reference_kinds(model: DualEncoder, baselines: str | Mapping[str, str] | Non
     None gives ``{"text": "same_length", "image": "zeros"}`` (``"same_length"`` for a text "image"
     side of a bi-encoder); a string applies to both sides; a mapping overrides per side.
     """
-    default = {"text": "same_length", "image": "same_length" if model.tower("image").modality == "text" else "zeros"}
+    default: dict[str, str] = {s: model.tower(s).aligned_reference for s in SIDES}
     if baselines is None:
         return default
     if isinstance(baselines, str):

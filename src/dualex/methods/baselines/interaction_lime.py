@@ -43,6 +43,7 @@ from dualex.games.uncertainty import DEFAULT_BOOT, Source, bootstrap_terms, budg
 from dualex.methods import register_method
 from dualex.methods.common import Units, build_explanation, check_units, positive_int, scores_of
 from dualex.models.base import DualEncoder, Pair, Side, SideInputs
+from dualex.options import fraction
 from dualex.progress import bar
 
 
@@ -300,7 +301,7 @@ def explain_interaction_lime(
         text_masking: ``how`` of the model's text ``mask`` (``"default"``, ``"pad"``, ...).
         image_masking: ``how`` of the model's image ``mask`` (``"default"``, ``"black"``).
         units: Fit the ``"cosine"`` or the model's ``"score"``.
-        seed: Seed of the perturbations (row b uses ``seed + b``).
+        seed: Seed of the perturbations (every row uses ``seed``, as its single call does).
         internal_batch_size: Masked inputs per encoder pass.
         progress: Show a progress bar.
         n_boot: Bootstrap replicates per side for ``stderr`` (`dualex.games.uncertainty`: the caption
@@ -321,8 +322,7 @@ def explain_interaction_lime(
     positive_int("n_boot", n_boot, minimum=0)
     if n_boot == 1:
         raise InputError("n_boot must be 0 (no standard errors) or at least 2")
-    if not 0.0 < float(p) < 1.0:
-        raise InputError(f"p (the keep probability) must lie strictly between 0 and 1, got {p!r}")
+    fraction("p", p, what="the keep probability")
     if kernel_width is not None and not float(kernel_width) > 0:
         raise InputError(f"kernel_width must be positive or None, got {kernel_width!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -340,7 +340,7 @@ def explain_interaction_lime(
             m_t = positive_int("m_text", m_text, minimum=2)
         if m_image is not None:
             m_i = positive_int("m_image", m_image, minimum=2)
-        rng = np.random.default_rng(seed + b)
+        rng = np.random.default_rng(seed)  # the row's single call: batches change nothing
         z_t = perturbations(n_t, m_t, p, rng)
         z_i = perturbations(n_i, m_i, p, rng)
         dev = model.device
@@ -380,7 +380,7 @@ def explain_interaction_lime(
                 t_pos,
                 S,
                 n_boot,
-                np.random.default_rng([seed + b, 1]),
+                np.random.default_rng([seed, 1]),
                 alpha=float(alpha),
                 main_effects=main_effects,
                 target=hint_target,

@@ -6,9 +6,9 @@ analysis gives the random scores to expect (symmetric random-sign noise ≈ 0.5 
 not beat this baseline carries no information about the model.
 
 Values are i.i.d. draws that do not look at the model beyond the shapes of its inputs. Only player
-entries are drawn: rows of special caption positions (BOS, EOS, padding) are zero. Row ``b`` of a
-batch uses the generator seeded with ``seed + b``, so results depend only on the seed, the row and the
-shapes, on every device.
+entries are drawn: rows of special caption positions (BOS, EOS, padding) are zero. Every row of a
+batch uses the generator seeded with ``seed``, as its own single call does, so results depend only on
+the seed and the shapes, on every device, never on the batch.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.methods import register_method
 from dualex.methods.common import row_explanation, scores_of
+from dualex.methods.shared import own_text_lengths
 from dualex.models.base import DualEncoder, Pair
 
 Distribution = Literal["normal", "uniform"]
@@ -57,7 +58,7 @@ def explain_random(
     Args:
         model: The dual encoder (only its score is computed).
         pair: Prepared batch of B pairs.
-        seed: Base seed; row b uses ``seed + b``.
+        seed: Seed of every row's generator (a batch row gets what its single call gets).
         order: 1: ``text_main`` and ``image_main`` only; 2: also ``cross`` (token × patch).
         distribution: ``"normal"`` (N(0, scale²)) or ``"uniform"`` (U(−scale, scale)).
         scale: Spread of the values.
@@ -76,17 +77,28 @@ def explain_random(
     if not float(scale) > 0:
         raise InputError(f"scale must be positive, got {scale!r}")
     scores = scores_of(model, pair)
+    # draws over each caption's own positions (a batch pads captions to the longest): a row's values are
+    # those of its single call, padding rows stay zero
+    own = own_text_lengths(model.tower("text").prepare, list(pair.text.texts)) if pair.batch_size > 1 else None
     out: list[Explanation] = []
     for b in range(pair.batch_size):
-        g = torch.Generator().manual_seed(seed + b)
+        g = torch.Generator().manual_seed(seed)  # the row's single call: batches change nothing
         special = pair.text.special[b].bool().cpu()
         S = int(special.numel())
+        n = min(S, own[b]) if own is not None else S
         P = int(pair.image.players(b).numel())
         keep = (~special).float()
+        text_main = torch.zeros(S)
+        text_main[:n] = draw((n,), g, distribution, scale)
+        image_main = draw((P,), g, distribution, scale)
+        cross = None
+        if order == 2:
+            cross = torch.zeros(S, P)
+            cross[:n] = draw((n, P), g, distribution, scale)
         terms: dict[str, Any] = {
-            "text_main": draw((S,), g, distribution, scale) * keep,
-            "image_main": draw((P,), g, distribution, scale),
-            "cross": draw((S, P), g, distribution, scale) * keep[:, None] if order == 2 else None,
+            "text_main": text_main * keep,
+            "image_main": image_main,
+            "cross": cross * keep[:, None] if cross is not None else None,
         }
         out.append(
             row_explanation(

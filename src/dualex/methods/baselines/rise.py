@@ -21,8 +21,8 @@ bi-encoders) are masked i.i.d. Bernoulli(p), with no spatial structure.
 ``side="both"`` runs two independent samplings: the image masked with the caption whole, and the
 caption masked with the image whole (the paper defines the image side; the text side is dualex's
 reading). Values are in similarity units (``units``), never normalised; with ``p`` fixed they are
-comparable across pairs. Row ``b`` uses the generator seeded with ``seed + b``: results depend only on
-the seed, the row and the model.
+comparable across pairs. Every row uses the generator seeded with ``seed``, as its single call does:
+results depend only on the seed and the model, never on the batch.
 
 First-order: no ``cross``; for a span-conditional map explain (image, span text).
 """
@@ -42,6 +42,8 @@ from dualex.methods.common import (
     SideOption,
     Units,
     check_units,
+    opposite,
+    player_terms,
     positive_int,
     row_explanation,
     rows_per_pass,
@@ -112,8 +114,8 @@ def masked_scores(
         chunk = masks[start : start + internal_batch_size]
         masked = model.tower(side).mask(inputs, chunk.to(model.device))
         e = model.tower(side).encode(masked)
-        o = other.expand(e.shape[0], -1)
-        f = similarity(model, o, e, units) if side == "image" else similarity(model, e, o, units)
+        emb = {side: e, opposite(side): other.expand(e.shape[0], -1)}
+        f = similarity(model, emb["text"], emb["image"], units)
         out.append(f.detach().float().cpu())
         if progress is not None:
             progress.update(int(chunk.shape[0]))
@@ -157,7 +159,7 @@ def explain_rise(
         p: Probability that a player (image: a coarse cell) is kept, in (0, 1).
         cell: Coarse cell side in patches (default: a 7 × 7 coarse grid, as the paper); 1 gives i.i.d.
             patches.
-        seed: Base seed; row b uses ``seed + b``.
+        seed: Seed of every row's masks (a batch row gets what its single call gets).
         units: ``"cosine"`` or ``"score"`` (the model's own logit).
         internal_batch_size: Masked inputs per forward pass (default 64 on CPU, 256 on CUDA).
         progress: Show a progress bar.
@@ -181,7 +183,7 @@ def explain_rise(
     out: list[Explanation] = []
     with bar(pair.batch_size * budget * len(sides), "rise masks", progress) as pb, torch.no_grad():
         for b in range(pair.batch_size):
-            g = torch.Generator().manual_seed(seed + b)
+            g = torch.Generator().manual_seed(seed)  # the row's single call: batches change nothing
             inputs = {s: pair.side(s).select([b]) for s in SIDES}
             emb = {s: model.tower(s).encode(inputs[s]) for s in SIDES}
             terms: dict[str, Any] = {}
@@ -197,16 +199,11 @@ def explain_rise(
                     diag["image_cell"] = float(c)
                 else:
                     masks = bernoulli_masks(budget, n, p, g)
-                other = emb["text" if s == "image" else "image"]
+                other = emb[opposite(s)]
                 f = masked_scores(model, s, x, masks, other, units, chunk, pb)
                 sal = rise_saliency(f, masks, p)
                 diag[f"{s}_mean_score"] = float(f.mean())
-                if s == "image":
-                    terms["image_main"] = sal
-                else:
-                    full = torch.zeros(int(pair.text.ids.shape[1]))
-                    full[pair.text.players(b)] = sal
-                    terms["text_main"] = full
+                terms.update(player_terms(s, sal, pair.side(s), b))
             params = {"side": side, "budget": budget, "p": p, "cell": cell, "seed": seed, "units": units}
             out.append(
                 row_explanation(

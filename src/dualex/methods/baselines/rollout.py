@@ -29,7 +29,7 @@ from torch import Tensor
 from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.baselines.attention import query_position
+from dualex.methods.baselines.attention import pooled_rows, query_positions
 from dualex.methods.common import (
     SideOption,
     row_chunks,
@@ -136,12 +136,12 @@ def explain_rollout(
                 rels[s] = []
                 for k in range(len(rows)):
                     R = rollout_matrix([site.probs()[k] for site in rec.blocks[starts[s] :]], head_fusion)
-                    q = query_position(model, s, inputs[s], rec, k)
-                    if q < 0:
+                    q = query_positions(model, s, inputs[s], rec, k)
+                    if q is None:
                         assert rec.pool is not None
                         rels[s].append(fuse_heads(rec.pool.probs()[k], head_fusion)[0] @ R)
                     else:
-                        rels[s].append(R[q])
+                        rels[s].append(pooled_rows(R, q))
             for k, b in enumerate(rows):
                 terms: dict[str, Any] = {}
                 diag: dict[str, float] = {}

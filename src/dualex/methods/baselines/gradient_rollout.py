@@ -30,7 +30,7 @@ from torch import Tensor
 
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.baselines.attention import AttentionSite, query_position, recorded_pass
+from dualex.methods.baselines.attention import AttentionSite, pooled_rows, query_positions, recorded_pass
 from dualex.methods.common import (
     SideOption,
     Units,
@@ -115,13 +115,13 @@ def explain_game(
             for s in sides:
                 rec = run.recordings[s]
                 R = rollout(rec.blocks, run.grads[s], starts[s])
-                q = query_position(work, s, inputs[s], rec)
-                if q < 0:
+                q = query_positions(work, s, inputs[s], rec)
+                if q is None:
                     pool_grad = run.pool_grad[s]
                     assert rec.pool is not None and pool_grad is not None
                     rel = (head_mean_relevance(rec.pool, pool_grad)[0] @ R).cpu()
                 else:
-                    rel = R[q].cpu()
+                    rel = pooled_rows(R, q).cpu()
                 diag[f"{s}_start_layer"] = float(starts[s])
                 t, d = side_terms(s, rel, pair.image, b)
                 terms.update(t)
