@@ -52,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--layer", type=int, default=None, help="split layer for both towers (default: method's)")
     p.add_argument("--n-steps", type=int, default=None, help="integration steps (ij)")
     p.add_argument("--option", "-O", action="append", default=[], type=parse_option,
-                   help="extra method option KEY=VALUE (JSON values), e.g. -O text_reference=same_length")
+                   help="extra method option KEY=VALUE (JSON values), e.g. -O 'baselines={\"text\": \"same_length\"}'")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--save", type=Path, help="also save the explanation (.safetensors) for `dualex serve`")
     p.add_argument("--json", action="store_true", help="print the explanation as JSON on stdout")
