@@ -87,6 +87,7 @@ class ViewerServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
+        """The address to open in a browser (``http://HOST:PORT/``)."""
         host, port = self.server_address[:2]
         if isinstance(host, bytes):  # AF_UNIX-style addresses; an HTTP server has a str host
             host = host.decode()
