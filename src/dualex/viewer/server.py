@@ -119,6 +119,7 @@ class ViewerHandler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------------------------------ plumbing
     def log_message(self, format: str, *args: Any) -> None:
+        """Log a request to stderr as ``dualex serve: ADDRESS MESSAGE``, unless the server is quiet."""
         if not self.server.quiet:
             sys.stderr.write(f"dualex serve: {self.address_string()} {format % args}\n")
 
@@ -152,9 +153,11 @@ class ViewerHandler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------------------------------ methods
     def do_GET(self) -> None:
+        """Serve a GET request (pages, the catalog API, explanation data)."""
         self._handle(head=False)
 
     def do_HEAD(self) -> None:
+        """Serve a HEAD request (the headers of the GET answer)."""
         self._handle(head=True)
 
     def _refuse_write(self) -> None:
