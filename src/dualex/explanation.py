@@ -50,6 +50,11 @@ METADATA_CHECKSUM = "metadata_checksum"
 """Key of the metadata's own checksum in a saved file (files from before 0.3 have none)."""
 
 
+DISPLAY_IMAGES = ("image", "text_image")
+"""Tensors that are model-input images kept for plots (the second side's, and the first side's when it is an
+image), not explanation values."""
+
+
 @dataclass
 class Explanation:
     """Attributions of one (caption, image) pair's similarity.
@@ -522,11 +527,12 @@ class Explanation:
         return cls(**{k: v for k, v in kwargs.items() if k in known})
 
     def to_json_dict(self, *, include_image: bool = False) -> dict[str, Any]:
-        """A JSON-ready dict (lists of floats) for the CLI's ``--json`` and the viewer."""
+        """A JSON-ready dict (lists of floats) for the CLI's ``--json`` and the viewer; the display images
+        (`DISPLAY_IMAGES`) only with ``include_image``."""
         d: dict[str, Any] = _jsonable(self.to_metadata())
         d["stderr"] = {}
         for name, t in self.tensors().items():
-            if name == "image" and not include_image:
+            if name in DISPLAY_IMAGES and not include_image:
                 continue
             if name.startswith(STDERR_PREFIX):
                 d["stderr"][name[len(STDERR_PREFIX) :]] = _jsonable(t.tolist())  # inf (not identified) -> null
