@@ -8,6 +8,7 @@ shapes scenes with `dualex shards`, and runs `dualex.evaluation.evaluate(..., en
 `dualex.testing`, method ``random``, completeness only: the driver's work, not the model's, is what
 is measured). The driver reports the wall time of the evaluate call and its peak resident memory
 (``ru_maxrss``) together with its resident memory just before the call; repeats keep the fastest run.
+Each cluster first runs one unreported warm-up (its worker processes start and import torch once).
 With ``--base COMMIT`` the same runs are made with the engine of that commit (exported with ``git
 archive``) side by side, on one node.
 
@@ -108,11 +109,12 @@ def main() -> None:
     load = os.getloadavg()
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
     rows = []
-    for nodes in [int(x) for x in args.nodes.split(",")]:
-        with LocalCluster(nodes, cpus=args.cpus, env={"PYTHONPATH": str(ROOT / "src")}) as cluster:
-            for label, path in versions:
-                if label != "this" and nodes != 1:
-                    continue
+    for label, path in versions:  # each version on its own clusters: workers import the nodes' PYTHONPATH
+        for nodes in [int(x) for x in args.nodes.split(",")] if label == "this" else [1]:
+            with LocalCluster(nodes, cpus=args.cpus, env={"PYTHONPATH": path}) as cluster:
+                spec0, n0 = (f"webdataset:{tmp / f'wds{sizes[0]}'}", 0) if label == "this" else ("shapes:", sizes[0])
+                run_driver(cluster.driver_env(), spec0, n0, tmp / f"warm-{label.split()[0]}-{nodes}",
+                           nodes * args.cpus, path)  # warm-up (not reported): the nodes' worker processes start
                 for n in sizes:
                     # this checkout streams the shards; the base engine needs a list reader (same scenes)
                     spec, opt_n = (f"webdataset:{tmp / f'wds{n}'}", 0) if label == "this" else ("shapes:", n)

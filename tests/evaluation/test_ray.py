@@ -19,7 +19,7 @@ METRICS = MetricOptions(metrics="pointing,insertion_deletion,completeness")
 
 @pytest.fixture
 def local_ray():
-    ray.init(num_cpus=1, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     yield
     ray.shutdown()
 

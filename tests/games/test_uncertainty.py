@@ -15,6 +15,7 @@ from dualex.games.exact import enumerate_coalitions
 from dualex.games.regression import all_pairs, fit_product_surrogate
 from dualex.games.sampler import sample_banzhaf
 from dualex.games.uncertainty import (
+    Z95,
     Source,
     TermErrors,
     bootstrap_terms,
@@ -243,3 +244,58 @@ def test_errors_match_the_spread_over_seeds_once_the_budget_suffices():
         ]
     assert exs[0].diagnostics["underdetermined"] == 0.0
     assert 0.7 <= _top_ratio(exs) <= 1.5
+
+
+@pytest.mark.parametrize("pairs", ["all", "crossmodal", "none", [(0, 7), (1, 2), (6, 8), (2, 9)]])
+def test_batched_refits_equal_one_fit_per_replicate(pairs):
+    """The bootstrap's refits (fixed side solved once for all replicates) equal plain refits."""
+    from dualex.games.regression import product_refits
+
+    rng = np.random.default_rng(0)
+    si, st = sample_banzhaf(6, 25, 0.5, rng), sample_banzhaf(4, 10, 0.5, rng)
+    V = torch.from_numpy(rng.normal(size=(si.m, st.m)))
+    for side, s in (("image", si), ("text", st)):
+        R = rng.exponential(size=(3, s.m)) * s.weights
+        got = product_refits(si.coalitions, si.weights, st.coalitions, st.weights, V, pairs, R, side=side).numpy()
+        for r, w in enumerate(R):
+            wi, wt = (w, st.weights) if side == "image" else (si.weights, w)
+            ref = surrogate_vector(fit_product_surrogate(si.coalitions, wi, st.coalitions, wt, V, pairs))
+            np.testing.assert_allclose(got[r], ref, rtol=0, atol=1e-10 * np.abs(ref).max())
+
+
+@pytest.mark.slow
+def test_intervals_cover_the_exact_values_on_a_tiny_model():
+    """95 % intervals vs exact FIxLIP (all 2^15 coalitions enumerated) over 20 seeds, every side full rank.
+
+    9 patches and 6 tokens; budget 2^12 gives 95 image coalitions for 46 image-side terms and 43 text
+    coalitions (of 64) for 22 (measured: coverage 0.93, token × patch 0.94, median |z| 1.02; without the
+    finite-population correction the errors were 1.6× too large, coverage 0.99).
+    """
+    import warnings
+
+    from dualex.games.approximator import RegressionApproximator
+    from dualex.games.exact import exact_fixlip
+    from dualex.games.game import DualEncoderGame
+    from dualex.testing import random_image, tiny_hf_clip
+
+    model = tiny_hf_clip(image_size=24, patch_size=8)
+    game = DualEncoderGame(model, model.prepare(random_image(1), "red dog sits on green mat"))
+    assert (game.n_image, game.n_text) == (9, 6)
+    V = game.grid(enumerate_coalitions(9), enumerate_coalitions(6)).cpu().numpy()
+    truth = surrogate_vector(exact_fixlip(V.T.reshape(-1), 0.5))
+    approx = RegressionApproximator("FBII", holdout=0)
+    z, cross = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an identified budget: no warning
+        for seed in range(20):
+            res = approx.approximate(2**12, game, seed=seed)
+            v, se = surrogate_vector(res.surrogate), surrogate_vector(res.stderr)
+            ok = np.isfinite(se) & (se > 0)
+            ok[0] = False
+            z.append((v - truth)[ok] / se[ok])
+            P = res.surrogate.pairs.numpy()
+            is_cross = np.concatenate([np.zeros(1 + 15, bool), (P[:, 0] < 9) & (P[:, 1] >= 9)])
+            cross.append(((v - truth) / np.where(ok, se, 1.0))[ok & is_cross])
+    z_all, z_cross = np.abs(np.concatenate(z)), np.abs(np.concatenate(cross))
+    assert np.mean(z_all < Z95) >= 0.88 and np.mean(z_cross < Z95) >= 0.9
+    assert 0.75 <= np.median(z_all) / 0.6745 <= 1.3  # the errors' scale, not only the tails

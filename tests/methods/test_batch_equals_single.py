@@ -16,8 +16,10 @@ from dualex.errors import UnsupportedModelError
 from dualex.methods import list_methods
 from dualex.testing import TINY_FAMILIES, tiny_pair_inputs
 
-ADAPTERS = ["hf-clip", "hf-siglip", "hf-siglip2", "openclip", "sentence", "openclip:RN50"]
-"""One tiny model per adapter module (hf, hf_siglip x2 towers, openclip, sentence, openclip_towers)."""
+ADAPTERS = ["hf-clip", "hf-siglip", "hf-siglip2", "hf-blip", "hf-align", "hf-chinese-clip", "openclip", "sentence",
+            "openclip:RN50"]
+"""One tiny model per adapter module (hf, hf_siglip x2 towers, hf_blip, hf_align, hf_clip_families, openclip,
+sentence, openclip_towers)."""
 CHEAP = {
     "ij": {"n_steps": 2},
     "ig": {"n_steps": 2},

@@ -392,11 +392,13 @@ def run_ray(
             now = shard_index(store) if attempt else before
             parts = [{"part": p, "limit": -1 if n is None else n, "shards": json.dumps(shards_of(now, p)),
                       "before": json.dumps(shards_of(before, p))} for p, n in plan]  # fmt: skip
+            readers = max(1, min(len(parts), 2 * n_actors))  # read/decode processes (each imports dualex and torch)
             pipeline = (
                 ray.data.from_items(parts, override_num_blocks=max(1, len(parts)))
-                .flat_map(functools.partial(read_part, **common), num_cpus=READ_CPUS, max_retries=opts.max_retries)
+                .flat_map(functools.partial(read_part, **common), num_cpus=READ_CPUS, max_retries=opts.max_retries,
+                          concurrency=readers)
                 .map_batches(decode_batch, batch_format="pandas", batch_size=step, num_cpus=READ_CPUS,
-                             max_retries=opts.max_retries)
+                             max_retries=opts.max_retries, concurrency=readers)
                 .map_batches(
                     EvalWorker,
                     fn_constructor_kwargs=ctor,

@@ -1,8 +1,9 @@
 """The resumable driver `evaluate`: run explanation methods over a dataset and keep results in a run directory.
 
-`evaluate` opens the dataset and the run store, works out which (item, method) units are still to do, and
-hands them to an engine (`engine_local` in this process, `engine_ray` on Ray Data), which calls
-`dualex.evaluation.work.process_item` per item.
+`evaluate` checks the options, opens the dataset and the run store, and hands the dataset to an engine
+(`engine_local` in this process, `engine_ray` on a Ray cluster). Engines read the dataset part by part
+(`Dataset.plan`), skip the units already recorded in each part's shards (`dualex.evaluation.resume`),
+and call `dualex.evaluation.work.process_items` on the rest; no list of the run's items or units is built.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dualex.datasets.base import Dataset, Item, open_dataset
+from dualex.datasets.base import Dataset, open_dataset
 from dualex.errors import InputError
 from dualex.evaluation.precision import canonical_dtype, parse_dtype
 from dualex.evaluation.store import RunStore
 from dualex.evaluation.work import MetricOptions, WorkConfig
 from dualex.models.base import DualEncoder
 
-__all__ = ["MetricOptions", "RunResult", "evaluate", "pending_work"]
+__all__ = ["MetricOptions", "RunResult", "evaluate"]
 
 # ----------------------------------------------------------------------------------------- driver
 @dataclass
@@ -32,18 +33,6 @@ class RunResult:
     units_run: int
     errors: int
     summary: str
-
-
-def pending_work(
-    items: Sequence[Item], methods: Sequence[str], done: set[tuple[str, str]]
-) -> list[tuple[int, list[str]]]:
-    """(item index, methods still to run) for every item with anything left."""
-    work = []
-    for i, it in enumerate(items):
-        todo = [m for m in methods if (it.id, m) not in done]
-        if todo:
-            work.append((i, todo))
-    return work
 
 
 def evaluate(
@@ -163,6 +152,7 @@ def evaluate(
             )
     from dualex.writable import check_writable
 
+    out = _local_run_dir(out)
     check_writable(out, what="run directory", directory=True)
     store = RunStore(out)
     _standard_errors_off(store, methods, method_options)
@@ -180,6 +170,25 @@ def evaluate(
                                 progress=progress, print_summary=print_summary)  # fmt: skip
     finally:
         store.release()
+
+
+def _local_run_dir(out: str | Path) -> Path:
+    """The run directory as a local path: ``file://`` URLs are paths; other URLs are refused in one line.
+
+    Workers write into the run directory with atomic renames, so it must be a file system every node
+    mounts at the same path (NFS, Lustre, a Kubernetes volume; object stores through a FUSE mount).
+    """
+    from dualex.datasets.sources import is_url
+
+    text = str(out)
+    if text.startswith("file://"):
+        return Path(text[len("file://") :])
+    if is_url(text):
+        raise InputError(
+            f"the run directory {text} is a URL; dualex writes runs to a file system path that every worker mounts "
+            "(NFS, a Kubernetes volume, or the bucket mounted with s3fs/gcsfuse); datasets may be URLs"
+        )
+    return Path(out)
 
 
 def _standard_errors_off(store: RunStore, methods: list[str], method_options: dict[str, dict[str, Any]]) -> None:

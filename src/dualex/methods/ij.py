@@ -50,11 +50,11 @@ from torch import Tensor
 from dualex.autodiff import math_attention
 from dualex.errors import InputError
 from dualex.explanation import Explanation
-from dualex.games.uncertainty import steps_hint
 from dualex.methods import register_method
 from dualex.methods.common import build_explanation, layer_pair
 from dualex.methods.decomposition import normaliser, similarity_terms
 from dualex.methods.dual import NotCoveredError, jvp_batch
+from dualex.methods.ij_uncertainty import steps_hint
 from dualex.methods.quadrature import alphas_and_weights
 from dualex.methods.reference_cache import reference_states
 from dualex.methods.shared import distinct_rows
