@@ -24,7 +24,14 @@ from torch import Tensor
 from dualex.decisions.maps import all_rows_map
 from dualex.errors import InputError
 from dualex.explanation import Explanation
-from dualex.models.base import Side
+from dualex.methods.common import opposite
+from dualex.models.base import SIDES, Side
+
+CAPTIONS_NEEDED: dict[Side, str] = {
+    "image": "x is an image, so a and b must be captions (strings)",
+    "text": "x goes to the text side, so it must be a caption (a string)",
+}
+"""The error when the text side of a contrast gets something other than captions, by x's side."""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 FORMAT = "dualex.contrast"
@@ -45,12 +52,18 @@ def guess_side(model: Any, x: Any, x_side: str | None) -> Side:
     Text-text bi-encoders put a sentence on the ``"text"`` side by default.
     """
     if x_side is not None:
-        if x_side not in ("image", "text"):
-            raise InputError(f"x_side must be 'image' or 'text', got {x_side!r}")
-        return "image" if x_side == "image" else "text"
-    if model.tower("image").modality == "text":
+        return as_side(x_side, "x_side")
+    if model.tower("image").modality == model.tower("text").modality:  # a bi-encoder: the first side
         return "text"
     return "image" if looks_like_image(x) else "text"
+
+
+def as_side(value: object, what: str) -> Side:
+    """``value`` as a side name, or one `InputError` naming ``what``."""
+    for s in SIDES:
+        if value == s:
+            return s
+    raise InputError(f"{what} must be 'image' or 'text', got {value!r}")
 
 
 def label_of(value: Any, default: str) -> str:
@@ -87,13 +100,18 @@ class Contrast:
                 f"a contrast needs two explanations of one method in one unit; got {self.a.method!r} "
                 f"({self.a.units}) and {self.b.method!r} ({self.b.units})"
             )
-        if self.x_side == "image" and self.a.grid != self.b.grid:
+        if self.x_is_image and self.a.grid != self.b.grid:
             raise InputError(f"the two explanations have different patch grids {self.a.grid} and {self.b.grid}")
-        if self.x_side == "text" and self.a.tokens != self.b.tokens:
+        if not self.x_is_image and self.a.tokens != self.b.tokens:
             raise InputError("the two explanations explain different captions; x must be the same input")
         self.labels = (str(self.labels[0]), str(self.labels[1]))
 
     # ------------------------------------------------------------------ numbers
+    @property
+    def x_is_image(self) -> bool:
+        """Whether x is on the image side (a and b are captions, the difference is a patch map)."""
+        return self.x_side == "image"
+
     @property
     def method(self) -> str:
         return self.a.method
@@ -123,7 +141,7 @@ class Contrast:
         Raises:
             InputError: x is a caption (a and b are different images, with no common patch map).
         """
-        if self.x_side != "image":
+        if not self.x_is_image:
             raise InputError(
                 "x is a caption and a, b are different images, so there is no common patch map; use "
                 "text_scores() for the caption, or .a.image_map() and .b.image_map()"
@@ -138,7 +156,7 @@ class Contrast:
         Raises:
             InputError: x is an image (a and b are different captions).
         """
-        if self.x_side != "text":
+        if self.x_is_image:
             raise InputError(
                 "x is an image and a, b are different captions, so there is no common token axis; use "
                 "image_map() for the image, or .a.text_scores() and .b.text_scores()"
@@ -148,7 +166,7 @@ class Contrast:
     def first_order(self) -> Tensor:
         """Difference of the first-order scores of x's parts (`Explanation.first_order`: main effects plus
         the pair terms they are in), ``(rows, cols)`` for an image x, ``(S,)`` for a caption x."""
-        if self.x_side == "image":
+        if self.x_is_image:
             return (self.a.first_order()[1] - self.b.first_order()[1]).reshape(self.a.grid)
         return self.a.first_order()[0] - self.b.first_order()[0]
 
@@ -221,14 +239,12 @@ class Contrast:
         labels = meta.get("labels")
         if not (isinstance(labels, list) and len(labels) == 2 and all(isinstance(v, str) for v in labels)):
             raise InputError(f"{meta_path}: 'labels' must be two strings")
-        side = meta.get("x_side")
-        if side not in ("image", "text"):
-            raise InputError(f"{meta_path}: 'x_side' must be 'image' or 'text'")
+        side = as_side(meta.get("x_side"), f"{meta_path}: 'x_side'")
         return cls(
             Explanation.load(d / "a.safetensors"),
             Explanation.load(d / "b.safetensors"),
             labels=(labels[0], labels[1]),
-            x_side="image" if side == "image" else "text",
+            x_side=side,
         )
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -241,7 +257,7 @@ class Contrast:
             "a": self.a.to_json_dict(include_image=False),
             "b": self.b.to_json_dict(include_image=False),
         }
-        if self.x_side == "image":
+        if self.x_is_image:
             out["image_map"] = self.image_map().tolist()
         else:
             out["text_scores"] = self.text_scores().tolist()
@@ -288,14 +304,10 @@ def contrast(
 
     enc = resolve_model(model, device=device)
     side = guess_side(enc, x, x_side)
-    if side == "image":
-        if not (isinstance(a, str) and isinstance(b, str)):
-            raise InputError("x is an image, so a and b must be captions (strings)")
-        ex_a, ex_b = explain(enc, x, [a, b], method, **options)
-    else:
-        if not isinstance(x, str):
-            raise InputError("x goes to the text side, so it must be a caption (a string)")
-        ex_a, ex_b = explain(enc, [a, b], [x, x], method, **options)
+    pairs = {side: [x, x], opposite(side): [a, b]}  # x's side is computed once (methods.shared)
+    if not all(isinstance(v, str) for v in pairs["text"]):
+        raise InputError(CAPTIONS_NEEDED[side])
+    ex_a, ex_b = explain(enc, pairs["image"], pairs["text"], method, **options)
     names = labels or (label_of(a, "image A"), label_of(b, "image B"))
     return Contrast(ex_a, ex_b, labels=(str(names[0]), str(names[1])), x_side=side)
 

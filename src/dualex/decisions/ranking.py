@@ -19,6 +19,7 @@ from torch import Tensor
 from dualex.decisions.contrast import IMAGE_SUFFIXES, Contrast, guess_side, label_of
 from dualex.errors import InputError
 from dualex.explanation import Explanation
+from dualex.methods.common import opposite
 from dualex.models.base import Side
 
 
@@ -95,9 +96,10 @@ def gallery_items(gallery: Any, item_side: Side) -> tuple[list[Any], list[str]]:
 
     if isinstance(gallery, Dataset):
         items = gallery.items()
-        if item_side == "text":
-            return [it.caption for it in items], [it.caption for it in items]
-        return [it for it in items], [it.id for it in items]
+        by_side: dict[str, list[Any]] = {"text": [it.caption for it in items], "image": list(items)}
+        values = by_side[item_side]
+        names: list[str] = {"text": [it.caption for it in items], "image": [it.id for it in items]}[item_side]
+        return values, names
     if isinstance(gallery, (str, Path)):
         p = Path(gallery)
         if p.is_dir():
@@ -163,11 +165,11 @@ def explain_ranking(
     batch_size = positive_int("batch_size", batch_size)
     enc = resolve_model(model, device=device)
     side = guess_side(enc, query, query_side)
-    item_side: Side = "text" if side == "image" else "image"
-    if side == "text" and not isinstance(query, str):
+    item_side = opposite(side)
+    if not all(isinstance(v, str) for v in {side: [query], item_side: []}["text"]):
         raise InputError("the query goes to the text side, so it must be a caption (a string)")
     items, labels = gallery_items(gallery, item_side)
-    if item_side == "text" and not all(isinstance(v, str) for v in items):
+    if not all(isinstance(v, str) for v in {side: [], item_side: items}["text"]):
         raise InputError("an image query ranks captions: the gallery must hold strings")
 
     def prepared(side_: Side, values: list[Any]) -> Any:
@@ -187,8 +189,8 @@ def explain_ranking(
     if k:
         best = [_load(items[int(i)]) for i in order[:k]]
         q = _load(query)
-        explanations = explain(enc, q, best, method, **options) if side == "image" else \
-            explain(enc, best, [query] * k, method, **options)  # fmt: skip
+        pairs = {side: [q] * k, item_side: best}  # the query's side is computed once (methods.shared)
+        explanations = explain(enc, pairs["image"], pairs["text"], method, **options)
     return Ranking(
         query=label_of(query, "query image"),
         labels=labels,
