@@ -1,4 +1,4 @@
-"""Train the bundled shapes CLIP: ``python -m dualex.zoo.shapes_train --out DIR``.
+"""Train the bundled shapes CLIP: ``python -m dualex.training.shapes_train --out DIR``.
 
 Contrastive training (symmetric InfoNCE, CLIP's loss) of the `dualex.models.shapes` architecture on
 `dualex.datasets.shapes_generator` scenes generated on the fly from the training seeds, with hard negatives in every
@@ -194,12 +194,14 @@ class CompactEmbedding(torch.nn.Module):
         self.weight = torch.nn.Parameter(full.weight.detach()[ids_t].clone())
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Embeddings of ``input_ids`` (B, S) from the compact table, ``(B, S, width)``."""
         idx = self.lookup[input_ids]
         if bool((idx < 0).any()):
             raise ValueError("a training caption holds a token outside the compact vocabulary")
         return torch.nn.functional.embedding(idx, self.weight)
 
     def write_back(self, full: torch.nn.Embedding) -> None:
+        """Copy the trained compact rows into ``full``'s rows of the same token ids."""
         with torch.no_grad():
             full.weight[self.ids] = self.weight.detach()
 
@@ -280,10 +282,10 @@ def train(cfg: TrainConfig, *, log: Any = print) -> tuple[Any, dict[str, Any]]:
 
 
 def evaluate(directory: str | Path, cfg: TrainConfig, *, progress: bool | None = None) -> dict[str, float]:
-    """Load ``hf:DIR`` through dualex and compute `dualex.zoo.shapes_eval.retrieval_metrics` on held-out
+    """Load ``hf:DIR`` through dualex and compute `dualex.training.shapes_eval.retrieval_metrics` on held-out
     scenes (seed ``cfg.seed``, split ``"heldout"``, 1–4 objects)."""
     from dualex.models import load
-    from dualex.zoo.shapes_eval import retrieval_metrics
+    from dualex.training.shapes_eval import retrieval_metrics
 
     model = load(f"hf:{directory}", device="cpu")
     scenes = list(ShapesDataset(cfg.eval_scenes, seed=cfg.seed, split="heldout"))
@@ -310,7 +312,8 @@ def format_metrics(m: dict[str, float]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dualex.zoo.shapes_train", description=__doc__.split("\n\n")[0])
+    """Command-line entry of ``python -m dualex.training.shapes_train``; returns the exit status."""
+    p = argparse.ArgumentParser(prog="python -m dualex.training.shapes_train", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="directory for the model files and metrics.json")
     for f, default in asdict(TrainConfig()).items():
         p.add_argument(f"--{f.replace('_', '-')}", type=type(default), default=default)
