@@ -310,6 +310,7 @@ def format_metrics(m: dict[str, float]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry of ``python -m dualex.training.shapes_train``; returns the exit status."""
     p = argparse.ArgumentParser(prog="python -m dualex.training.shapes_train", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="directory for the model files and metrics.json")
     for f, default in asdict(TrainConfig()).items():
