@@ -210,6 +210,7 @@ def resolve_model(model: Any, *, device: str | torch.device | None = None) -> Du
 
 
 def default_device() -> torch.device:
+    """CUDA when a GPU is usable, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
