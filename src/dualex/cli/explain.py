@@ -35,6 +35,7 @@ ORDER = 0  # position of these subcommands in ``dualex --help``
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``explain`` to ``sub``."""
     p = sub.add_parser(
         "explain",
         help="explain one (image, caption) pair and write a figure",
@@ -103,6 +104,7 @@ def check_regions(pair: Pair, spans: Sequence[str], boxes: Sequence[tuple[float,
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    """Run ``dualex explain`` with the parsed ``args``; returns the exit status."""
     import dualex
     from dualex.methods import explain_pair
     from dualex.writable import check_writable

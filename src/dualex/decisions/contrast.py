@@ -169,10 +169,12 @@ class Contrast:
 
     @property
     def method(self) -> str:
+        """The method both explanations were made with."""
         return self.a.method
 
     @property
     def units(self) -> str:
+        """Units of the terms (``"cosine"`` or ``"score"``), those of the explanations."""
         return self.a.units
 
     @property
@@ -265,6 +267,7 @@ class Contrast:
 
     # ------------------------------------------------------------------ persistence
     def to_metadata(self) -> dict[str, Any]:
+        """The contrast's fields as JSON-ready metadata (saved beside the two explanations)."""
         return {"format": FORMAT, "version": 1, "labels": list(self.labels), "x_side": self.x_side}
 
     def save(self, directory: str | Path) -> Path:

@@ -54,6 +54,7 @@ class Ranking:
 
     @property
     def k(self) -> int:
+        """Number of explained results."""
         return len(self.explanations)
 
     def top(self, k: int | None = None) -> list[tuple[int, str, float]]:

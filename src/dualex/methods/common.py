@@ -19,6 +19,7 @@ SideOption = Literal["both", "text", "image"]
 
 
 def check_units(units: str) -> str:
+    """``units`` if it is ``"cosine"`` or ``"score"``, else one plain `InputError`."""
     if units not in ("cosine", "score"):
         raise InputError(f"units must be 'cosine' or 'score', got {units!r}")
     return units

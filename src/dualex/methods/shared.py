@@ -266,6 +266,7 @@ class SideMemo:
         return self.groups[side][row]
 
     def get(self, side: str, row: int, what: str, fn: Callable[[], Any]) -> Any:
+        """``fn()`` for the first row of each distinct ``side`` input, the stored value for the rows repeating it."""
         k = (side, self.groups[side][row], what)
         if k not in self._store:
             self._store[k] = fn()
