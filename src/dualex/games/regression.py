@@ -520,9 +520,9 @@ def product_refits(
 
     Args:
         image_coalitions: ``(m_I, n_I)`` bool.
-        image_weights: ``(m_I,)`` the pilot's image weights (used when ``side == "text"``).
+        image_weights: ``(m_I,)`` the pilot's image weights (used when the text side varies).
         text_coalitions: ``(m_T, n_T)`` bool.
-        text_weights: ``(m_T,)`` the pilot's text weights (used when ``side == "image"``).
+        text_weights: ``(m_T,)`` the pilot's text weights (used when the image side varies).
         values: ``(m_I, m_T)`` targets.
         pairs: The pair basis, as for `fit_product_surrogate`.
         replicate_weights: ``(B, m_side)`` non-negative weights of ``side``, one row per refit.
