@@ -50,11 +50,6 @@ METADATA_CHECKSUM = "metadata_checksum"
 """Key of the metadata's own checksum in a saved file (files from before 0.3 have none)."""
 
 
-DISPLAY_IMAGES = ("image", "text_image")
-"""Tensors that are model-input images kept for plots (the second side's, and the first side's when it is an
-image), not explanation values."""
-
-
 @dataclass
 class Explanation:
     """Attributions of one (caption, image) pair's similarity.
@@ -543,13 +538,13 @@ class Explanation:
         return cls(**{k: v for k, v in kwargs.items() if k in known})
 
     def to_json_dict(self, *, include_image: bool = False) -> dict[str, Any]:
-        """A JSON-ready dict (lists of floats) for the CLI's ``--json`` and the viewer; the display images
-        (`DISPLAY_IMAGES`) only with ``include_image``."""
+        """A JSON-ready dict (lists of floats) for the CLI's ``--json`` and the viewer."""
         d: dict[str, Any] = _jsonable(self.to_metadata())
         d["stderr"] = {}
-        for name, t in self.tensors().items():
-            if name in DISPLAY_IMAGES and not include_image:
-                continue
+        tensors = self.tensors()
+        if not include_image:
+            tensors.pop("image", None)  # the stored pixels
+        for name, t in tensors.items():
             if name.startswith(STDERR_PREFIX):
                 d["stderr"][name[len(STDERR_PREFIX) :]] = _jsonable(t.tolist())  # inf (not identified) -> null
                 continue

@@ -16,7 +16,15 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from dualex.decisions.contrast import IMAGE_SUFFIXES, Contrast, guess_side, label_of
+from dualex.decisions.contrast import (
+    IMAGE_SUFFIXES,
+    NEEDS_STRINGS,
+    Contrast,
+    explain_against,
+    guess_side,
+    label_of,
+    require_strings,
+)
 from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.methods.common import opposite
@@ -97,10 +105,9 @@ def gallery_items(gallery: Any, item_side: Side) -> tuple[list[Any], list[str]]:
 
     if isinstance(gallery, Dataset):
         items = gallery.items()
-        by_side: dict[str, list[Any]] = {"text": [it.caption for it in items], "image": list(items)}
-        values = by_side[item_side]
-        names: list[str] = {"text": [it.caption for it in items], "image": [it.id for it in items]}[item_side]
-        return values, names
+        if NEEDS_STRINGS[item_side]:
+            return [it.caption for it in items], [it.caption for it in items]
+        return [it for it in items], [it.id for it in items]
     if isinstance(gallery, (str, Path)):
         p = Path(gallery)
         if p.is_dir():
@@ -156,7 +163,7 @@ def explain_ranking(
         A `Ranking`; ``order`` sorts ``scores`` in decreasing order, and explanation r is of the query and
         ``order[r]`` (its ``score`` equals ``scores[order[r]]``).
     """
-    from dualex.methods import check_method_options, explain
+    from dualex.methods import check_method_options
     from dualex.methods.common import positive_int
     from dualex.models.registry import resolve_model
 
@@ -167,11 +174,9 @@ def explain_ranking(
     enc = resolve_model(model, device=device)
     side = guess_side(enc, query, query_side)
     item_side = opposite(side)
-    if not all(isinstance(v, str) for v in {side: [query], item_side: []}["text"]):
-        raise InputError("the query goes to the text side, so it must be a caption (a string)")
+    require_strings(side, [query], "the query goes to the text side, so it must be a caption (a string)")
     items, labels = gallery_items(gallery, item_side)
-    if not all(isinstance(v, str) for v in {side: [], item_side: items}["text"]):
-        raise InputError("an image query ranks captions: the gallery must hold strings")
+    require_strings(item_side, items, "an image query ranks captions: the gallery must hold strings")
 
     def prepared(side_: Side, values: list[Any]) -> Any:
         return enc.tower(side_).prepare(values).to(enc.device)
@@ -190,8 +195,7 @@ def explain_ranking(
     if k:
         best = [_load(items[int(i)]) for i in order[:k]]
         q = _load(query)
-        pairs = {side: [q] * k, item_side: best}  # the query's side is computed once (methods.shared)
-        explanations = explain(enc, pairs["image"], pairs["text"], method, **options)
+        explanations = explain_against(enc, side, q, best, method, **options)
     return Ranking(
         query=label_of(query, "query image"),
         labels=labels,
