@@ -541,9 +541,10 @@ class Explanation:
         """A JSON-ready dict (lists of floats) for the CLI's ``--json`` and the viewer."""
         d: dict[str, Any] = _jsonable(self.to_metadata())
         d["stderr"] = {}
-        for name, t in self.tensors().items():
-            if name == "image" and not include_image:
-                continue
+        tensors = self.tensors()
+        if not include_image:
+            tensors.pop("image", None)  # the stored pixels
+        for name, t in tensors.items():
             if name.startswith(STDERR_PREFIX):
                 d["stderr"][name[len(STDERR_PREFIX) :]] = _jsonable(t.tolist())  # inf (not identified) -> null
                 continue

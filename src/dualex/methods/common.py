@@ -41,6 +41,18 @@ positions (special ones flagged by ``special``), the second side's (``image_main
 rest of its positions summed into ``diagnostics["image_prefix"]``."""
 
 
+def check_side(side: object, what: str = "side") -> Side:
+    """``side`` checked to be a side of the model (``"text"`` or ``"image"``) and typed as one.
+
+    Raises:
+        InputError: anything else, in one line naming ``what``.
+    """
+    for s in SIDES:
+        if side == s:
+            return s
+    raise InputError(f"{what} must be 'image' or 'text', got {side!r}")
+
+
 def opposite(side: Side) -> Side:
     """The other side of a pair."""
     return SIDES[1 - SIDES.index(side)]

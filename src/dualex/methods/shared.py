@@ -21,7 +21,7 @@ from torch import Tensor
 
 from dualex.errors import InputError
 from dualex.explanation import Explanation
-from dualex.models.base import DualEncoder, ImageInputs, Pair, Side, TextInputs, check_image_sizes
+from dualex.models.base import SIDES, DualEncoder, ImageInputs, Pair, Side, TextInputs, check_image_sizes
 
 
 def _row_tensors(inputs: Any) -> list[Tensor]:
@@ -258,7 +258,7 @@ class SideMemo:
     """
 
     def __init__(self, pair: Pair) -> None:
-        self.groups = {side: distinct_rows(pair.side(side))[0] for side in ("text", "image")}
+        self.groups: dict[str, list[int]] = {side: distinct_rows(pair.side(side))[0] for side in SIDES}
         self._store: dict[tuple[str, int, str], Any] = {}
 
     def key(self, side: str, row: int) -> int:
@@ -284,7 +284,7 @@ class GameCaches:
     """
 
     def __init__(self, pair: Pair) -> None:
-        self.groups = {side: distinct_rows(pair.side(side))[0] for side in ("text", "image")}
+        self.groups: dict[str, list[int]] = {side: distinct_rows(pair.side(side))[0] for side in SIDES}
         self._stores: dict[tuple[str, int], dict[bytes, Tensor]] = {}
 
     def attach(self, game: Any, row: int) -> None:
