@@ -61,7 +61,8 @@ class RayOptions:
         max_retries: Retries of a lost task and restarts of a lost actor before the run stops.
         device: Model device (default: the actor's GPU when the cluster has GPUs, else CPU).
         dtype: Model dtype name (`dualex.evaluation.run.DTYPES`), None: as stored.
-        connect_timeout: Seconds to wait for a cluster to accept the connection.
+        connect_timeout: Seconds to wait for a cluster that accepts connections to complete Ray's
+            handshake (an address where nothing listens is refused within 5 s).
         plugins: Modules every worker imports first (they register models, methods, readers).
     """
 
@@ -71,7 +72,7 @@ class RayOptions:
     max_retries: int = 3
     device: str | None = None
     dtype: str | None = None
-    connect_timeout: float = 30.0
+    connect_timeout: float = 120.0  # generous: joining a healthy cluster on a loaded machine can take a while
     plugins: list[str] = field(default_factory=list)
 
 
@@ -91,7 +92,7 @@ def _probe(address: str, timeout: float, where: str) -> None:
         ) from None
 
 
-def connect(address: str | None = None, *, timeout: float = 30.0) -> str:
+def connect(address: str | None = None, *, timeout: float = 120.0) -> str:
     """Join the Ray cluster at ``address`` (or ``RAY_ADDRESS``), or start a local Ray instance.
 
     Without an address a new local instance is started (``address="local"``): a cluster address left in
