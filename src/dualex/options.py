@@ -107,6 +107,29 @@ def _checkable(hint: Any) -> bool:
     return hint in (bool, int, float, str, type(None))
 
 
+def positive_int(name: str, value: object, *, minimum: int = 1) -> int:
+    """``value`` if it is an integer ≥ ``minimum`` (booleans refused), else one plain `InputError`.
+
+    The one range check of integer options (``budget``, ``n_steps``, ``internal_batch_size``, ...).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
+        raise InputError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+    return int(value)
+
+
+def fraction(name: str, value: object, *, what: str = "") -> float:
+    """``value`` as a float if it lies strictly between 0 and 1 (booleans refused), else one `InputError`.
+
+    The one range check of probabilities and levels (``p``, ``faith_p``, ``confidence``); ``what`` says
+    what the number is, in the message (``"the keep probability"``).
+    """
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and 0.0 < float(value) < 1.0
+    if not ok:
+        label = f"{name} ({what})" if what else name
+        raise InputError(f"{label} must lie strictly between 0 and 1, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
 def _positive(v: Any) -> bool:
     return bool(v >= 1)
 

@@ -9,14 +9,13 @@ import pytest
 
 from dualex.analysis.common import char_span_positions
 from dualex.analysis.mismatch import (
-    Item,
-    ItemObject,
     as_item,
     category_swapper,
     hard_negative_analysis,
     mismatch_analysis,
 )
 from dualex.cli import main
+from dualex.datasets.base import GroundTruth, Item
 from dualex.errors import InputError
 
 CAPTION = "a red circle and a blue square"
@@ -108,8 +107,8 @@ def test_cli_run_mode(toy, run_writer, tmp_path, capsys):
 
 # ---------------------------------------------------------------------------------------------------- hard negatives
 def _item(item_id="x", image=None):
-    circle = ItemObject("circle", "red circle", 2, 12, [(0.0, 0.0, 32.0, 32.0)])
-    square = ItemObject("square", "blue squares", 19, 31, [(32.0, 32.0, 64.0, 64.0)])
+    circle = GroundTruth("circle", [(0.0, 0.0, 32.0, 32.0)], "red circle", 2, 12)
+    square = GroundTruth("square", [(32.0, 32.0, 64.0, 64.0)], "blue squares", 19, 31)
     return Item(item_id, image, "a red circle and a blue squares", [circle, square])
 
 
@@ -122,7 +121,7 @@ def test_category_swapper():
     assert ch.replacement in ("stars", "crosses")  # plural kept; present classes excluded
     assert sw.caption[ch.start : ch.end] == ch.replacement and sw.caption.startswith("a red circle and a blue ")
     assert swap(it, 1, random.Random(0)) == sw  # seeded
-    syn = Item("y", None, "a man on a bench", [ItemObject("person", "man", 2, 5, [(0, 0, 4, 4)])])
+    syn = Item("y", None, "a man on a bench", [GroundTruth("person", [(0, 0, 4, 4)], "man", 2, 5)])
     sw = category_swapper(["person", "dog"])(syn, 0, random.Random(0))
     assert sw.caption == "a dog on a bench" and sw.changes[0].original == "man"
     assert category_swapper(["circle", "square"])(it, 0, random.Random(0)) is None  # nothing absent to swap in
@@ -132,11 +131,11 @@ def test_as_item_reads_dataset_records_and_dicts():
     gt = SimpleNamespace(class_name="dog", boxes=[(1, 2, 3, 4)], phrase="dog", start=2, end=5, cell=None)
     rec = SimpleNamespace(id="7-1", image="im.jpg", caption="a dog runs", objects=[gt], error=None)
     it = as_item(rec)
-    assert it.item_id == "7-1" and it.objects[0].start == 2 and it.objects[0].boxes == [(1.0, 2.0, 3.0, 4.0)]
+    assert it.id == "7-1" and it.objects[0].start == 2 and it.objects[0].boxes == [(1.0, 2.0, 3.0, 4.0)]
     d = as_item({"id": 3, "image": "a.png", "caption": "two cats", "objects": [
         {"category": "cat", "phrase": "cats", "box": [0, 0, 5, 5]},
         {"class_name": "x", "phrase": "nothing", "boxes": []}]})  # fmt: skip
-    assert d.item_id == "3" and [o.phrase for o in d.objects] == ["cats"] and d.objects[0].start == 4
+    assert d.id == "3" and [o.phrase for o in d.objects] == ["cats"] and d.objects[0].start == 4
     with pytest.raises(InputError, match="no caption"):
         as_item({"objects": []})
 

@@ -205,3 +205,12 @@ def test_bundled_sample_scene_is_a_regenerable_held_out_scene():
     ref = generate_scene(s.seed, n_objects=len(s.objects))
     assert np.array_equal(s.image, ref.image) and s.caption == ref.caption
     assert [o.box for o in s.objects] == [o.box for o in ref.objects]
+
+
+def test_the_bundled_sample_scene_is_the_generator_scene_of_its_seed():
+    import numpy as np
+
+    from dualex.datasets.shapes_generator import SAMPLE_SEED, generate_scene, sample_scene
+
+    made, bundled = generate_scene(SAMPLE_SEED, n_objects=3), sample_scene()
+    assert made.caption == bundled.caption and np.array_equal(np.asarray(made.image), np.asarray(bundled.image))

@@ -61,3 +61,33 @@ def test_notebook_display(tiny_clip):
     page = r._repr_html_()
     assert '<img src="data:image/png;base64,' in page and f"1. {r.top(1)[0][1]}" in page
     assert "<img" not in dualex.explain_ranking(tiny_clip, random_image(0), GALLERY, k=0)._repr_html_()
+
+
+def test_a_dataset_gallery(tiny_clip):
+    from dualex.datasets.base import Dataset, Item
+
+    class Three(Dataset):
+        kind = "three"
+
+        def _read(self):
+            for i in range(3):
+                yield Item(id=f"item{i}", image=random_image(20 + i), caption=GALLERY[i])
+
+    ds = Three(None)
+    by_caption = dualex.explain_ranking(tiny_clip, random_image(1), ds, k=1, n_steps=2)
+    assert by_caption.labels == GALLERY[:3] and by_caption.query_side == "image"
+    by_image = dualex.explain_ranking(tiny_clip, "a red dog", ds, k=2, method="gradxinput")
+    assert by_image.labels == ["item0", "item1", "item2"] and len(by_image.explanations) == 2
+    own = tiny_clip.score(tiny_clip.prepare([random_image(20 + i) for i in range(3)], ["a red dog"] * 3)).score
+    assert torch.equal(by_image.order, torch.sort(own, descending=True, stable=True).indices)
+
+
+def test_sentence_bi_encoder_contrast_and_ranking():
+    from dualex.testing import tiny_sentence
+
+    model = tiny_sentence()
+    con = dualex.contrast(model, "a red dog runs", "a dog runs home", "two blue cats", n_steps=3)
+    assert con.x_side == "text" and abs(con.decomposition()["residual"]) <= 1e-4
+    assert con.text_scores().shape == (len(con.a.tokens),)
+    r = dualex.explain_ranking(model, "a red dog", ["a dog", "blue cats", "a red dog runs"], k=2, n_steps=2)
+    assert r.query_side == "text" and bool((r.scores[r.order][:-1] >= r.scores[r.order][1:]).all())

@@ -25,6 +25,7 @@ import numpy as np
 
 from dualex.analysis.common import object_rows, read_rows
 from dualex.errors import InputError
+from dualex.options import fraction
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,8 +75,7 @@ def bootstrap_interval(
 
 
 def _z(confidence: float) -> float:
-    if not 0.0 < confidence < 1.0:
-        raise InputError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    fraction("confidence", confidence)
     from scipy.stats import norm
 
     return float(norm.ppf(0.5 + confidence / 2.0))

@@ -24,20 +24,31 @@ if TYPE_CHECKING:
 
 
 def read_rows(run: Any, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """Rows of a run: ``run`` is a run directory or an already read DataFrame (returned as is)."""
+    """Rows of a run: ``run`` is a run directory or an already read DataFrame (returned as is).
+
+    Every column a registered metric describes is present (null where no shard holds it), so an
+    analysis can ask for ``pg_energy_t2i`` of a run that did not measure it and find no values.
+    """
     import pandas as pd
 
     if isinstance(run, pd.DataFrame):
         return run
     from dualex.evaluation.store import read_run
+    from dualex.metrics.base import column_descriptions
 
     if not Path(run).exists():
         raise InputError(f"run directory not found: {run}")
-    return read_run(run, columns)
+    df = read_run(run, columns)
+    missing = [c for c in column_descriptions() if c not in df.columns and (columns is None or c in columns)]
+    return df.assign(**dict.fromkeys(missing, float("nan"))) if missing else df
 
 
 def object_rows(df: pd.DataFrame, *, method: str | None = None, metric: str | None = None) -> pd.DataFrame:
-    """Object-level rows without an error, optionally of one method and with ``metric`` not null."""
+    """Object-level rows without an error, optionally of one method and with ``metric`` not null.
+
+    A metric column that no shard of the run has (shards hold the columns their metrics wrote) gives
+    no rows.
+    """
     if df.empty:
         return df
     keep = (df["level"] == "object") & df["error"].isna()
@@ -46,8 +57,8 @@ def object_rows(df: pd.DataFrame, *, method: str | None = None, metric: str | No
             raise InputError(f"method {method!r} is not in this run; it has {', '.join(sorted(set(df['method'])))}")
         keep &= df["method"] == method
     if metric is not None:
-        if metric not in df.columns:
-            raise InputError(f"the run has no column {metric!r}")
+        if metric not in df.columns:  # no shard of the run holds a value of it
+            return df[keep & False]
         keep &= df[metric].notna()
     return df[keep]
 

@@ -34,6 +34,7 @@ import numpy as np
 from dualex.analysis.common import read_rows
 from dualex.errors import InputError
 from dualex.evaluation.store import value_columns
+from dualex.options import fraction
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -174,8 +175,7 @@ def paired_bootstrap(
         ``(low, high)``; NaN for fewer than 2 units (or clusters).
     """
     d = np.asarray(diff, dtype=np.float64)
-    if not 0.0 < confidence < 1.0:
-        raise InputError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    fraction("confidence", confidence)
     if clusters is None:
         groups = np.arange(d.size)
     else:

@@ -37,6 +37,7 @@ from dualex.analysis.common import (
     row_span_positions,
     span_box_sum,
 )
+from dualex.datasets.base import GroundTruth, Item
 from dualex.errors import DualexError, InputError
 from dualex.images import float_box
 from dualex.progress import bar
@@ -263,38 +264,14 @@ class Swap:
     kind: str
 
 
-@dataclass
-class ItemObject:
-    """One ground-truth object of a dataset item, as the analyses need it."""
-
-    class_name: str
-    phrase: str
-    start: int
-    end: int
-    boxes: list[tuple[float, float, float, float]]
-
-
-@dataclass
-class Item:
-    """A dataset item reduced to what the hard-negative analysis needs.
-
-    ``source`` keeps the object it was read from (a `dualex.datasets` item, a generator `ShapeScene`),
-    for swappers that need more than the caption.
-    """
-
-    item_id: str
-    image: Any
-    caption: str
-    objects: list[ItemObject]
-    source: Any = None
-
-    def load_image(self) -> Any:
-        if self.source is not None and hasattr(self.source, "load_image"):
-            return self.source.load_image()
-        return self.image
-
-
 Swapper = Callable[[Item, int, random.Random], "Swap | None"]
+
+
+def span_of(obj: GroundTruth) -> tuple[int, int]:
+    """The caption span ``(start, end)`` of an object of an `as_item` item (every one has one)."""
+    if obj.start is None or obj.end is None:
+        raise InputError(f"object {obj.class_name!r} is not named in the caption")
+    return obj.start, obj.end
 
 
 def _get(obj: Any, *names: str, default: Any = None) -> Any:
@@ -315,16 +292,16 @@ def as_item(item: Any, index: int = 0) -> Item:
     order, class = shape), and dicts with the same fields (``item_id``, ``span = (start, end)`` and
     ``box`` are also understood). Objects without caption words or boxes are left out.
     """
-    if isinstance(item, Item):
-        return item
+    if isinstance(item, Item) and all(o.start is not None and o.end is not None and o.boxes for o in item.objects):
+        return item  # already in the form the analysis needs
     if hasattr(item, "spans") and hasattr(item, "plan") and hasattr(item, "objects"):  # a ShapeScene
         objs = [
-            ItemObject(item.objects[s.object].shape, item.caption[s.start : s.end], s.start, s.end,
-                       [float_box(item.objects[s.object].box)])
+            GroundTruth(item.objects[s.object].shape, [float_box(item.objects[s.object].box)],
+                        item.caption[s.start : s.end], s.start, s.end)
             for s in item.spans
         ]  # fmt: skip
         ident = f"shapes-{item.seed}" if getattr(item, "seed", None) is not None else f"shapes-{index}"
-        return Item(ident, item.image, item.caption, objs, source=item)
+        return Item(ident, item.image, item.caption, objs, meta={"source": item})
     caption = _get(item, "caption", "text")
     image = _get(item, "image", "image_path", "path")
     if not isinstance(caption, str) or image is None:
@@ -348,11 +325,11 @@ def as_item(item: Any, index: int = 0) -> Item:
             continue
         start, end = int(start), int(end)
         objects.append(
-            ItemObject(str(_get(o, "class_name", "category", "label", default="")), caption[start:end], start, end,
-                       as_boxes(boxes))
+            GroundTruth(str(_get(o, "class_name", "category", "label", default="")), as_boxes(boxes),
+                        caption[start:end], start, end)
         )  # fmt: skip
     item_id = _get(item, "item_id", "id", default=str(index))
-    return Item(str(item_id), image, caption, objects, source=item)
+    return Item(str(item_id), image, caption, objects, meta={"source": item})
 
 
 def replace_span(caption: str, start: int, end: int, new: str) -> str:
@@ -380,14 +357,15 @@ def category_swapper(categories: Sequence[str]) -> Swapper:
         if not choices:
             return None
         new = rng.choice(choices)
-        phrase = item.caption[obj.start : obj.end]
+        o_start, o_end = span_of(obj)
+        phrase = item.caption[o_start:o_end]
         m = re.search(rf"\b{re.escape(original)}(es|s)?\b", phrase.lower()) if original else None
         if m is not None:
-            start, end = obj.start + m.start(), obj.start + m.end()
+            start, end = o_start + m.start(), o_start + m.end()
             plural = m.group(1)
             repl = new + ("es" if new.endswith(("s", "x", "ch", "sh")) else "s") if plural else new
         else:
-            start, end, repl = obj.start, obj.end, new
+            start, end, repl = o_start, o_end, new
         caption = replace_span(item.caption, start, end, repl)
         change = Change(index, start, start + len(repl), item.caption[start:end], repl)
         return Swap(caption, (change,), "class")
@@ -422,7 +400,7 @@ def shapes_swapper(kind: str = "any") -> Swapper:
         if len(found) != len(item.objects):
             raise InputError(f"cannot find the {len(item.objects)} object phrases in the hard negative {caption!r}")
         changes = tuple(
-            _word_change(k, obj.phrase, m.group(), m.start())
+            _word_change(k, obj.phrase or "", m.group(), m.start())
             for k, (m, obj) in enumerate(zip(found, item.objects, strict=True))
             if m.group() != obj.phrase
         )
@@ -456,7 +434,7 @@ def _scene_of(item: Item) -> Any:
     caption plan that reproduces its caption exactly."""
     from dualex.datasets import shapes_generator as gen
 
-    src = item.source
+    src = item.meta.get("source", item)
     if src is not None and hasattr(src, "plan") and hasattr(src, "spans"):
         return src
     meta = getattr(src, "meta", None) or {}
@@ -472,7 +450,7 @@ def _scene_of(item: Item) -> Any:
         gen.ShapeObject(o.class_name, str(c), str(sz), _int_box(o.boxes[0]), np.zeros((1, 1), dtype=bool))
         for o, c, sz in zip(item.objects, colours, sizes, strict=True)
     ]  # fmt: skip
-    spans = [gen.CaptionSpan(o.start, o.end, k) for k, o in enumerate(item.objects)]
+    spans = [gen.CaptionSpan(*span_of(o), k) for k, o in enumerate(item.objects)]
     descs = [o.description for o in objects]
     order = tuple(range(len(objects)))
     relation = meta.get("relation")
@@ -526,7 +504,7 @@ class HardNegativeResult:
 
 def _is_shapes(item: Item) -> bool:
     """A generator scene, or a shapes dataset item (its meta lists the objects' colours and sizes)."""
-    src = item.source
+    src = item.meta.get("source", item)
     if hasattr(src, "plan") and hasattr(src, "spans"):
         return True
     meta = getattr(src, "meta", None)
@@ -618,13 +596,13 @@ def hard_negative_analysis(
                 try:
                     recs = _one_hard_negative(enc, it, j, swapper, rng, method, compare_original, options)
                 except DualexError as exc:
-                    skipped.append((it.item_id, j, first_line(exc)))
+                    skipped.append((it.id, j, first_line(exc)))
                     continue
                 if not recs:
-                    skipped.append((it.item_id, j, "no swap available"))
+                    skipped.append((it.id, j, "no swap available"))
                     continue
                 n_captions += 1
-                records.extend({"item_id": it.item_id, **r} for r in recs)
+                records.extend({"item_id": it.id, **r} for r in recs)
     if not records:
         why = f"; e.g. {skipped[0][2]}" if skipped else ""
         raise InputError(f"no hard negative could be built and explained{why}")
@@ -684,7 +662,7 @@ def _one_hard_negative(
             "score_drop": float(scores[0] - scores[1]),
         }
         if ex0 is not None:
-            rec["original_box"] = span_box_sum(ex0, char_span_positions(ex0, obj.start, obj.end), box)
+            rec["original_box"] = span_box_sum(ex0, char_span_positions(ex0, *span_of(obj)), box)
         out.append(rec)
     return out
 
@@ -693,8 +671,6 @@ __all__ = [
     "PAPER_SHARES",
     "Change",
     "HardNegativeResult",
-    "Item",
-    "ItemObject",
     "MismatchResult",
     "Swap",
     "as_item",

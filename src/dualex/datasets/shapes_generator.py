@@ -546,12 +546,8 @@ class ShapesDataset:
 
 
 SAMPLE_SEED = scene_seed(45, seed=7, split="heldout")
-"""Seed of the bundled demo scene: held out, three objects of distinct colours and shapes."""
-
-
-def write_sample_scene(directory: str | Path) -> tuple[Path, Path]:
-    """Regenerate the demo scene (`SAMPLE_SEED`, three objects) into ``directory`` (see `ShapeScene.save`)."""
-    return generate_scene(SAMPLE_SEED, n_objects=3).save(directory)
+"""Seed of the bundled demo scene: held out, three objects of distinct colours and shapes
+(``generate_scene(SAMPLE_SEED, n_objects=3)`` is the file `sample_scene` reads)."""
 
 
 def sample_scene() -> ShapeScene:

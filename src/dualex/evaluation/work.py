@@ -19,6 +19,7 @@ from dualex.errors import InputError
 from dualex.evaluation.store import BASE_COLUMNS, OBJECT, PAIR
 from dualex.explanation import Explanation
 from dualex.models.base import DualEncoder, Pair
+from dualex.options import fraction, positive_int
 
 # Saves an explanation of (method, item id) and returns its path relative to the run directory.
 ExplanationSink = Callable[[str, str, Explanation], str]
@@ -68,14 +69,11 @@ class MetricOptions:
                 raise InputError(f"metric options are given for {name!r}, which is not among the metrics "
                                  f"{', '.join(self.names)}")  # fmt: skip
             check_metric_options(name, opts)
-        if not 0.0 < self.faith_p < 1.0:
-            raise InputError(f"faith_p must lie strictly between 0 and 1, got {self.faith_p}")
-        if self.faith_coalitions < 2:
-            raise InputError(f"faith_coalitions must be at least 2, got {self.faith_coalitions}")
+        fraction("faith_p", self.faith_p, what="the keep probability of the held-out coalitions")
+        positive_int("faith_coalitions", self.faith_coalitions, minimum=2)
         if self.faith_design not in ("product", "independent"):
             raise InputError(f"faith_design must be 'product' or 'independent', got {self.faith_design!r}")
-        if isinstance(self.faith_grid, bool) or not isinstance(self.faith_grid, int) or self.faith_grid < 2:
-            raise InputError(f"faith_grid must be an integer ≥ 2, got {self.faith_grid!r}")
+        positive_int("faith_grid", self.faith_grid, minimum=2)
         if self.perturbation_order not in ("auto", 1, 2):
             raise InputError(f"perturbation_order must be 'auto', 1 or 2, got {self.perturbation_order!r}")
 

@@ -40,6 +40,7 @@ from itertools import combinations
 import numpy as np
 
 from dualex.errors import InputError
+from dualex.options import fraction, positive_int
 
 _MAX_DRAW_FACTOR = 1000  # give up after this many draws per requested coalition (near saturation)
 MAX_SAMPLE = 2**22  # distinct coalitions one sample may hold (each is kept, and embedded once, in memory)
@@ -107,15 +108,12 @@ def shapley_kernel(n: int) -> np.ndarray:
 
 
 def check_p(p: float) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < float(p) < 1.0:
-        raise InputError(f"p (the keep probability of each player) must lie strictly between 0 and 1, got {p!r}")
-    return float(p)
+    """``p`` checked: a keep probability strictly between 0 and 1 (`dualex.options.fraction`)."""
+    return fraction("p", p, what="the keep probability of each player")
 
 
 def _check_budget(budget: int, *, minimum: int = 1) -> int:
-    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or int(budget) < minimum:
-        raise InputError(f"budget must be an integer ≥ {minimum}, got {budget!r}")
-    return int(budget)
+    return positive_int("budget", budget, minimum=minimum)
 
 
 def count_coalitions(n: int, kernel: np.ndarray) -> int:

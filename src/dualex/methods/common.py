@@ -12,6 +12,7 @@ from torch import Tensor
 from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.models.base import SIDES, DualEncoder, ImageInputs, Pair, Side, SideInputs
+from dualex.options import positive_int as positive_int  # re-exported for the methods
 
 Units = Literal["cosine", "score"]
 SideOption = Literal["both", "text", "image"]
@@ -54,12 +55,6 @@ def player_terms(side: Side, values: Tensor, inputs: SideInputs, row: int) -> di
     full = torch.zeros(n_rows(inputs))
     full[inputs.players(row)] = values.to(full.dtype)
     return {f"{side}_main": full}
-
-
-def positive_int(name: str, value: object, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
-    return value
 
 
 def rows_per_pass(internal_batch_size: object, device: torch.device, *, cpu: int = 16, gpu: int = 256) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -531,11 +530,3 @@ def check_image_sizes(inputs: ImageInputs) -> None:
                 f"{which} is {w}×{h} pixels (width × height), smaller than one {round(pw)}×{round(ph)} patch of the "
                 "model; there is nothing to explain at this size"
             )
-
-
-def grid_of(n_patches: int) -> tuple[int, int]:
-    """A square grid for ``n_patches`` (raises if not square)."""
-    r = math.isqrt(n_patches)
-    if r * r != n_patches:
-        raise InputError(f"{n_patches} patches do not form a square grid")
-    return r, r

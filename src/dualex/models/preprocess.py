@@ -73,12 +73,6 @@ class ImagePipeline:
         """A black image in normalised space, ``(3, 1, 1)``, for broadcasting."""
         return ((0.0 - torch.tensor(self.mean)) / torch.tensor(self.std))[:, None, None]
 
-    def denormalise(self, pixels: Tensor) -> Tensor:
-        """Normalised ``(..., 3, H, W)`` -> uint8 ``(..., H, W, 3)``."""
-        x = pixels * torch.tensor(self.std, device=pixels.device)[:, None, None]
-        x = x + torch.tensor(self.mean, device=pixels.device)[:, None, None]
-        return (x.clamp(0, 1) * 255).round().to(torch.uint8).movedim(-3, -1)
-
 
 def patch_keep_to_pixels(keep: Tensor, grid: tuple[int, int], image_hw: tuple[int, int]) -> Tensor:
     """Expand per-patch keep flags ``(K, rows*cols)`` to a pixel mask ``(K, 1, H, W)`` (float)."""

@@ -43,6 +43,7 @@ from dualex.games.uncertainty import DEFAULT_BOOT, Source, bootstrap_terms, budg
 from dualex.methods import register_method
 from dualex.methods.common import Units, build_explanation, check_units, positive_int, scores_of
 from dualex.models.base import DualEncoder, Pair, Side, SideInputs
+from dualex.options import fraction
 from dualex.progress import bar
 
 
@@ -321,8 +322,7 @@ def explain_interaction_lime(
     positive_int("n_boot", n_boot, minimum=0)
     if n_boot == 1:
         raise InputError("n_boot must be 0 (no standard errors) or at least 2")
-    if not 0.0 < float(p) < 1.0:
-        raise InputError(f"p (the keep probability) must lie strictly between 0 and 1, got {p!r}")
+    fraction("p", p, what="the keep probability")
     if kernel_width is not None and not float(kernel_width) > 0:
         raise InputError(f"kernel_width must be positive or None, got {kernel_width!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
