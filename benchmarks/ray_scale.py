@@ -104,6 +104,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=30, help="items of the smallest run")
     ap.add_argument("--scales", default="1,10", help="run sizes as multiples of --items (default 1,10)")
     ap.add_argument("--nodes", default="1,2", help="node counts to measure (default 1,2)")
+    ap.add_argument("--shard-items", type=int, default=8, help="items per WebDataset shard (default 8)")
     ap.add_argument("--cpus", type=int, default=1, help="CPUs per node (default 1)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--base", default=None, help="also run this commit's engine (1 node) side by side")
@@ -119,7 +120,7 @@ def main() -> None:
     sizes = tuple(args.items * int(k) for k in args.scales.split(","))
     for n in sizes:
         dualex_main(["shards", "--dataset", "shapes:", "-D", f"n={n}", "--out", str(tmp / f"wds{n}"),
-                     "--shard-size", "8", "--no-progress"])  # fmt: skip
+                     "--shard-size", str(args.shard_items), "--no-progress"])  # fmt: skip
     versions = [("this", str(ROOT / "src"))]
     if args.base:
         base = tmp / "base"
