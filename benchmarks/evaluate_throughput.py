@@ -36,6 +36,39 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("load", "save", "completeness", "insertion_deletion", "faithfulness", "pointing")
 
 
+def forward_unit(model: Any) -> tuple[float, float]:
+    """Median process CPU seconds (of 20, after 3 warm-up calls) and the FLOPs of one plain forward pass of
+    both towers of ``model`` on a held-out shapes scene: the unit evaluate's cost is expressed in."""
+    import statistics
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from dualex.datasets.base import open_dataset
+
+    item = next(iter(open_dataset("shapes:", n=1, split="heldout")))
+    pair = model.prepare(item.load_image(), item.caption)
+
+    def forward() -> None:
+        with torch.no_grad():
+            for side in ("text", "image"):
+                if hasattr(model, "tower"):
+                    model.tower(side).encode(pair.side(side))
+                else:  # a base commit from before `Tower`
+                    model.encode(side, pair.side(side))
+
+    for _ in range(3):
+        forward()
+    times = []
+    for _ in range(20):
+        c0 = time.process_time()
+        forward()
+        times.append(time.process_time() - c0)
+    with FlopCounterMode(display=False) as fc:
+        forward()
+    return statistics.median(times), float(fc.get_total_flops())
+
+
 def child(args: argparse.Namespace) -> None:
     """Run one configuration and print its figures as JSON (runs inside the measured subprocess)."""
     t0 = time.perf_counter()
@@ -48,8 +81,11 @@ def child(args: argparse.Namespace) -> None:
     from dualex.evaluation.run import MetricOptions, evaluate
 
     t_import = time.perf_counter()
-    model = dualex.load("shapes", device="cpu")
+    model = dualex.load("shapes", device=args.device)
+    if args.dtype != "fp32":
+        model.module.to({"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype])
     t_load = time.perf_counter()
+    forward_cpu, forward_flops = forward_unit(model)
     kw: dict[str, Any] = {}
     if args.design:
         kw["faith_design"] = args.design
@@ -60,12 +96,23 @@ def child(args: argparse.Namespace) -> None:
         kw_eval = {}
     methods = args.methods.split(",")
     opts = {m: o for m, o in json.loads(args.method_options or "{}").items() if m in methods}
+    data: dict[str, Any] = (
+        {"n": args.items, "split": "heldout"} if args.seed is None else {"n": args.items, "seed": args.seed}
+    )
     with tempfile.TemporaryDirectory() as tmp:
         t1, c1 = time.perf_counter(), time.process_time()
-        evaluate(model, "shapes:", methods, Path(tmp) / "run", dataset_options={"n": args.items, "split": "heldout"},
+        evaluate(model, "shapes:", methods, Path(tmp) / "run", dataset_options=data,
                  metrics=metrics, method_options=opts, **kw_eval)  # fmt: skip
         t_eval, c_eval = time.perf_counter() - t1, time.process_time() - c1
         df = read_run(Path(tmp) / "run")
+    flops = None
+    if args.flops:  # one more run under the FLOP counter (matmuls, convolutions), after the timed one
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with tempfile.TemporaryDirectory() as tmp, FlopCounterMode(display=False) as fc:
+            evaluate(model, "shapes:", methods, Path(tmp) / "run", dataset_options=data, metrics=metrics,
+                     method_options=opts, **kw_eval)  # fmt: skip
+        flops = float(fc.get_total_flops())
     pair = df[df.level == "pair"]
     stages = {"explain": float(pair["seconds"].sum())}
     for s in STAGES:
@@ -81,11 +128,18 @@ def child(args: argparse.Namespace) -> None:
         "torch_s": t_torch - t0, "import_s": t_import - t_torch, "load_s": t_load - t_import, "evaluate_s": t_eval,
         "total_s": time.perf_counter() - t0, "stages": stages, "pairs": len(pair), "errors": errors,
         "faith_spearman_mean": float(pair["faith_spearman"].mean()), "aid_mean": float(pair["aid"].mean()),
+        "forward_cpu_s": forward_cpu, "forward_flops": forward_flops, "flops": flops,
     }))  # fmt: skip
 
 
 def run_config(
-    src: Path, methods: str, items: int, design: str | None, options: str | None, batch_size: int | None = None
+    src: Path,
+    methods: str,
+    items: int,
+    design: str | None,
+    options: str | None,
+    batch_size: int | None = None,
+    extra: list[str] | None = None,
 ) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # fmt: skip
@@ -96,6 +150,7 @@ def run_config(
         cmd += ["--method-options", options]
     if batch_size:
         cmd += ["--batch-size", str(batch_size)]
+    cmd += extra or []
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
     if out.returncode != 0:
         raise RuntimeError(f"configuration failed ({src}, {methods}):\n{out.stderr[-3000:]}")
@@ -125,6 +180,12 @@ def main() -> None:
                     help="compare evaluate(batch_size=...) of this checkout instead, e.g. 1,8")  # fmt: skip
     ap.add_argument("--batch-size", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--json", default=None, help="also write all measurements to this file")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the model and every pass)")
+    ap.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="the model's weights")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="scenes generated with this seed instead of the held-out split (issue 23: 31)")  # fmt: skip
+    ap.add_argument("--flops", action="store_true",
+                    help="also count the FLOPs of each run (one more run each, in the process CPU column)")  # fmt: skip
     args = ap.parse_args()
     if args.child:
         child(args)
@@ -145,7 +206,9 @@ def main() -> None:
             for methods in groups:
                 for name, src, design, bs in configs:
                     opts = None if name == "base" else args.method_options
-                    r = run_config(src, methods, args.items, design, opts, bs)
+                    extra = ["--device", args.device, "--dtype", args.dtype] + (["--flops"] if args.flops else [])
+                    extra += ["--seed", str(args.seed)] if args.seed is not None else []
+                    r = run_config(src, methods, args.items, design, opts, bs, extra)
                     key = (methods, name)
                     if key not in best or r["evaluate_cpu_s"] < best[key]["evaluate_cpu_s"]:
                         best[key] = r
@@ -174,6 +237,21 @@ def main() -> None:
                   f"{r['evaluate_cpu_s']:.1f} | {r['cpu_s']:.1f} | "
                   f"{b['cpu_s'] / r['cpu_s']:.2f}× | {r['torch_s']:.2f} | {r['import_s']:.2f} | "
                   f"{r['load_s']:.2f} |")  # fmt: skip
+    print("\nIn forward-pass units (evaluate CPU seconds / one plain forward pass of both towers, CPU, same process;"
+          " FLOPs: executed / one forward pass's):\n")  # fmt: skip
+    print(
+        "| methods | version | forward ms (CPU) | evaluate units | units per pair | FLOPs executed (G) | in forwards |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for methods in groups:
+        for name, _, _, _ in configs:
+            r = best[(methods, name)]
+            u = r["evaluate_cpu_s"] / r["forward_cpu_s"]
+            fl = r.get("flops")
+            fcells = f"{fl / 1e9:,.1f} | {fl / r['forward_flops']:,.0f}" if fl else "– | –"
+            print(
+                f"| {methods} | {name} | {1e3 * r['forward_cpu_s']:.2f} | {u:,.0f} | {u / args.items:,.0f} | {fcells} |"
+            )
     print("\nShare of the evaluate call per stage (from the run's timing columns):\n")
     cols = ["explain", *STAGES, "other"]
     print("| methods | version | " + " | ".join(cols) + " |")

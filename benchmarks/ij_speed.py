@@ -20,6 +20,14 @@ average before and after, and the maximum relative difference of the attribution
     python benchmarks/ij_speed.py                                   # shapes, ViT-B-32, ViT-B-16 on CPU
     python benchmarks/ij_speed.py --models ViT-B-16,ViT-L-14 --device cuda
     python benchmarks/ij_speed.py --skip-exclip --skip-today        # dualex only
+    python benchmarks/ij_speed.py --models ViT-B-16 --device cuda --dtype bf16 --skip-today
+
+Units: the time of one ij explanation divided by one plain forward pass of both towers of the same
+model (``tower.encode``, pooled tails), the two interleaved in one process (min and median over the
+repeats, wall and CPU); "first call" is the first ij explanation of the process (after one forward
+pass), which pays lazy imports and the reference's hidden states (`dualex.methods.reference_cache`);
+later calls reuse those. Goals (issue 23): ≤ 3 units for ViT-B/32, B/16 and L/14 at N = 10, the first
+call ≤ 1.5× a warm one.
 
 open_clip models get random weights (``open_clip.create_model(arch)``, seeded): speed and exactness do
 not depend on the weights. Each (implementation, model) runs in its own process with ``--threads``
@@ -48,19 +56,30 @@ TODAY_LIMIT_S = 120.0  # skip the dense path for a model once one run of it exce
 
 
 # ---------------------------------------------------------------------------------------------- models
-def build(name: str, device: str) -> Any:
-    """``shapes`` (the bundled model) or an open_clip architecture with seeded random weights."""
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def build(name: str, device: str, dtype: str = "fp32") -> Any:
+    """``shapes`` (the bundled model) or an open_clip architecture with seeded random weights, in ``dtype``.
+
+    bf16/fp16 models keep their weights in that dtype (the forward pass, the unit, runs in it); ij
+    differentiates a float32 copy (its ``fp32=True`` default), made inside every timed call.
+    """
     import torch
 
     import dualex
 
     if name == "shapes":
-        return dualex.load("shapes", device=device)
-    import open_clip
+        model = dualex.load("shapes", device=device)
+    else:
+        import open_clip
 
-    torch.manual_seed(0)
-    module = open_clip.create_model(name, pretrained=None)
-    return dualex.wrap(module, name=f"openclip:{name} (random weights)").to(device)
+        torch.manual_seed(0)
+        module = open_clip.create_model(name, pretrained=None)
+        model = dualex.wrap(module, name=f"openclip:{name} (random weights)").to(device)
+    if dtype != "fp32":
+        model.module.to(getattr(torch, DTYPES[dtype]))
+    return model
 
 
 def prepared_pair(model: Any, name: str) -> Any:
@@ -96,11 +115,13 @@ def _mlp_width(block: Any) -> int:
 def flop_counts(model: Any, pair: Any, n_steps: int) -> dict[str, float]:
     """Executed FLOPs of one explanation, one forward pass of both towers, and the analytic minimum.
 
-    Analytic (structured algorithm, 2 FLOPs per multiply-add, T positions, width W, MLP width M,
-    embedding D, per tower): the hidden states of input and reference at the split (counted), then per
+    Analytic, what the structured algorithm needs (2 FLOPs per multiply-add, T positions, width W, MLP
+    width M, embedding D, per tower): the input's hidden states at the split (counted), then per
     quadrature node the last block's key/value maps over all T rows with their tangent (2 · T · 4W²),
-    the pooled query with its tangent, and per position the pooled row's remainder (out-projection,
-    MLP, projection: T · (2W² + 4WM + 2WD)), plus the three pooled tails for the end points.
+    the pooled query with its tangent, and per position the pooled row's remainder's tangent
+    (out-projection, MLP, projection: T · (2W² + 4WM + 2WD)), plus two pooled tails for the path's ends.
+    A warm call takes the reference's states from `dualex.methods.reference_cache`; the cold figures
+    (cache cleared) add the reference's hidden states and tail.
     """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -113,14 +134,17 @@ def flop_counts(model: Any, pair: Any, n_steps: int) -> dict[str, float]:
             fn()
         return float(fc.get_total_flops())
 
-    executed = 0.0
-    fc = FlopCounterMode(display=False)
-    with fc:
+    from dualex.methods import reference_cache
+
+    def explained() -> None:
         explain_pair(model, pair, "ij", n_steps=n_steps)
-    executed = float(fc.get_total_flops())
+
+    reference_cache.clear()
+    cold = count(explained)  # the reference's hidden states computed (a first call)
+    warm = count(explained)  # served from `dualex.methods.reference_cache`
     with model.dense_tails():
         forward = sum(count(lambda s=s: model.tower(s).encode(pair.side(s))) for s in ("text", "image"))
-    analytic = 0.0
+    analytic = analytic_cold = 0.0
     for side in ("text", "image"):
         inputs = pair.side(side)
         L = model.tower(side).n_layers - 1
@@ -130,12 +154,16 @@ def flop_counts(model: Any, pair: Any, n_steps: int) -> dict[str, float]:
         D = model.tower(side).encode(inputs).shape[-1]
         ref = model.tower(side).reference(inputs, "default" if side == "text" else "zeros")
         tw = model.tower(side)
-        hidden = count(lambda t=tw, i=inputs, r=ref, lay=L: (t.hidden(i, lay), t.hidden(r, lay)))
+        hidden_x = count(lambda t=tw, i=inputs, lay=L: t.hidden(i, lay))
+        hidden_r = count(lambda t=tw, r=ref, lay=L: t.hidden(r, lay))
         row = 2 * W * W + 4 * W * M + 2 * W * D  # pooled row after attention
         kvq = 2 * T * 4 * W * W + 2 * 2 * W * W  # keys/values of all rows + pooled query, with tangents
-        tails = 3 * (T * 4 * W * W + 2 * W * W + row)
-        analytic += hidden + tails + n_steps * (kvq + T * row + row)
-    return {"executed": executed, "analytic": analytic, "forward": forward}
+        tails = 2 * (T * 4 * W * W + 2 * W * W + row)  # e(x) and the path's α = 0 end (e(r) is cached)
+        work = tails + n_steps * (kvq + T * row)
+        analytic += hidden_x + work
+        analytic_cold += hidden_x + hidden_r + work + (T * 4 * W * W + 2 * W * W + row)
+    return {"executed": warm, "analytic": analytic, "executed_cold": cold, "analytic_cold": analytic_cold,
+            "forward": forward}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- workers
@@ -151,21 +179,56 @@ def cpu_timed(fn: Any, into: list[float]) -> Any:
     return timed
 
 
+def timed(fn: Any, device: Any) -> tuple[float, float]:
+    """``(wall, process CPU)`` seconds of one call of ``fn`` (CUDA synchronised before and after)."""
+    import time
+
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def units_of(
+    fwd: list[tuple[float, float]],
+    warm: list[tuple[float, float]],
+    cold: tuple[float, float],
+    cold_fwd: tuple[float, float],
+) -> dict[str, float]:
+    """ij in forward-pass units (min and median over the interleaved repeats; wall and CPU) and cold / warm."""
+    import statistics
+
+    out: dict[str, float] = {}
+    for k, unit in ((0, "wall"), (1, "cpu")):
+        f, w = [t[k] for t in fwd], [t[k] for t in warm]
+        out[f"forward_{unit}_min"], out[f"forward_{unit}_median"] = min(f), statistics.median(f)
+        out[f"ij_{unit}_min"], out[f"ij_{unit}_median"] = min(w) / min(f), statistics.median(w) / statistics.median(f)
+        out[f"cold_{unit}"] = cold[k] / statistics.median(f)
+        out[f"cold_over_warm_{unit}"] = cold[k] / statistics.median(w)
+        out[f"cold_forward_{unit}"] = cold_fwd[k] / statistics.median(f)
+    return out
+
+
 def worker(impl: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from dualex.cli.bench import measure
-    from dualex.methods import explain_pair
+    from dualex.methods import explain_pair, get_method
     from dualex.threads import configure_threads
 
     threads = configure_threads(args.threads)
     dev = torch.device(args.device)
-    model = build(name, args.device)
+    model = build(name, args.device, args.dtype)
     pair = prepared_pair(model, name)
     load_before = os.getloadavg()[0]
     result: dict[str, Any] = {}
     cpu: list[float] = []
-    out: dict[str, Any] = {"impl": impl, "model": name, "threads": threads}
+    out: dict[str, Any] = {"impl": impl, "model": name, "threads": threads, "dtype": args.dtype}
     if impl in ("dualex", "today"):
         mode = "auto" if impl == "dualex" else "dense"
 
@@ -176,7 +239,23 @@ def worker(impl: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
             else:
                 result["ex"] = explain_pair(model, pair, "ij", n_steps=args.n_steps, mode=mode)[0]
 
-        repeat, warmup = (args.repeat, 1) if impl == "dualex" else (args.today_repeat, 0)
+        def forward() -> None:
+            with torch.no_grad():
+                for side in ("text", "image"):
+                    model.tower(side).encode(pair.side(side))
+
+        if impl == "dualex":
+            get_method("ij")  # the method registry's imports, as `dualex explain` does them checking options
+            # the unit: one plain forward pass of both towers, timed in this process alongside ij; the first
+            # ij call (cold: lazy imports, first-use set-up, the reference's states) before the warm repeats
+            cold_fwd = timed(forward, dev)
+            cold = timed(run, dev)
+            fwd, warm = [], []
+            for _ in range(args.repeat):
+                fwd.append(timed(forward, dev))
+                warm.append(timed(run, dev))
+            out["units"] = units_of(fwd, warm, cold, cold_fwd)
+        repeat, warmup = (args.repeat, 0) if impl == "dualex" else (args.today_repeat, 0)
         m = measure(cpu_timed(run, cpu), device=dev, repeat=repeat, warmup=warmup)
         A = result["ex"].cross  # (S, patches)
         if impl == "dualex" and not args.skip_flops:
@@ -211,7 +290,7 @@ def worker(impl: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def run_worker(impl: str, name: str, args: argparse.Namespace, matrix: Path) -> dict[str, Any] | None:
     cmd = [
-        sys.executable, __file__, "--worker", impl, "--models", name, "--device", args.device,
+        sys.executable, __file__, "--worker", impl, "--models", name, "--device", args.device, "--dtype", args.dtype,
         "--n-steps", str(args.n_steps), "--repeat", str(args.repeat), "--today-repeat", str(args.today_repeat),
         "--exclip-repeat", str(args.exclip_repeat), "--threads", str(args.threads), "--matrix-out", str(matrix),
     ] + (["--skip-flops"] if args.skip_flops else [])  # fmt: skip
@@ -233,7 +312,9 @@ def _rel(a: Any, b: Any) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="shapes,ViT-B-32,ViT-B-16")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda where available)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
+                   help="weights and forward pass in this dtype (ij differentiates a float32 copy)")  # fmt: skip
     p.add_argument("--n-steps", type=int, default=10)
     p.add_argument("--repeat", type=int, default=10, help="timed runs of dualex (after one warm-up run)")
     p.add_argument("--today-repeat", type=int, default=2, help="timed runs of the dense path (no warm-up)")
@@ -317,12 +398,23 @@ def report(rows: list[dict[str, Any]], *, header: bool) -> None:
                 f"{statistics.median(c):>8.3f} {len(s):>4} {d['peak_bytes'] / 2**30:>8.3f} {load:>9} "
                 f"{cols[0]:>24} {cols[1]:>16} {rel:>8}"
             )
+        u = (r.get("dualex") or {}).get("units")
+        if u:
+            print(
+                f"{'':<9} units (ij / one forward pass of both towers, same process, interleaved): wall "
+                f"{u['ij_wall_min']:.2f} min / {u['ij_wall_median']:.2f} median, CPU {u['ij_cpu_min']:.2f} / "
+                f"{u['ij_cpu_median']:.2f} (forward {u['forward_wall_median'] * 1e3:.1f} ms wall median); first call "
+                f"{u['cold_wall']:.2f} units wall = {u['cold_over_warm_wall']:.2f}× warm (CPU "
+                f"{u['cold_over_warm_cpu']:.2f}×); first forward pass {u['cold_forward_wall']:.2f} units"
+            )
         fl = (r.get("dualex") or {}).get("flops")
         if fl:
             print(
-                f"{'':<9} FLOPs: executed {fl['executed'] / 1e9:.2f} G, analytic {fl['analytic'] / 1e9:.2f} G "
-                f"(executed/analytic {fl['executed'] / fl['analytic']:.2f}), one forward pass of both towers "
-                f"{fl['forward'] / 1e9:.2f} G (ij = {fl['executed'] / fl['forward']:.1f} forward passes)"
+                f"{'':<9} FLOPs: executed {fl['executed'] / 1e9:.2f} G, necessary (analytic) "
+                f"{fl['analytic'] / 1e9:.2f} G (executed/necessary {fl['executed'] / fl['analytic']:.2f}); first "
+                f"call {fl['executed_cold'] / 1e9:.2f} G vs {fl['analytic_cold'] / 1e9:.2f} G; one forward pass of "
+                f"both towers {fl['forward'] / 1e9:.2f} G (ij = {fl['executed'] / fl['forward']:.2f} forward passes "
+                f"of FLOPs, first call {fl['executed_cold'] / fl['forward']:.2f})"
             )
 
 

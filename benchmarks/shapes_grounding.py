@@ -40,7 +40,7 @@ def main() -> int:
     import dualex
     from dualex.datasets.shapes_generator import ShapesDataset
     from dualex.models.shapes import asset_dir
-    from dualex.zoo.shapes_eval import format_grounding, grounding_table
+    from dualex.training.shapes_eval import format_grounding, grounding_table
 
     model = dualex.load("shapes", device=args.device)
     counts = [int(c) for c in args.objects.split(",")]

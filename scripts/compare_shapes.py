@@ -2,7 +2,7 @@
 
 1. Held-out scenes are captioned in two styles: in-domain ``"a picture of …"`` and out-of-domain
    ``"… on a grey background"`` (the same scenes, the same objects and spans; only the wording differs).
-2. The bundled model is fine-tuned (`dualex.analysis.finetune`) on training scenes captioned in the
+2. The bundled model is fine-tuned (`dualex.training.finetune`) on training scenes captioned in the
    in-domain style only.
 3. Both models are evaluated with ``ij`` on both scene sets (`dualex evaluate`), and compared
    (`dualex compare`): base vs fine-tuned on the in-domain and on the out-of-domain scenes (exCLIP's
@@ -65,8 +65,8 @@ def main() -> int:
     tuned = out / "tuned"
     if not (tuned / "dualex_finetune.json").exists():
         import dualex
-        from dualex.analysis.finetune import finetune
         from dualex.datasets.shapes_generator import ShapesDataset
+        from dualex.training.finetune import finetune
 
         pairs = [
             (s.image, restyle(s, STYLES["in_domain"]).caption, f"train{i}")

@@ -10,7 +10,7 @@ Layers, bottom to top (a module may import its own layer's modules and any lower
 4. methods — the explanation methods;
 5. metrics — scoring explanations;
 6. decisions — contrasts, zero-shot decisions, rankings (explanations of score differences);
-7. applications — evaluation, analysis, zoo (training the bundled model), testing, tiny (tiny models of every family);
+7. applications — evaluation, analysis, training (fine-tuning, the bundled model), testing, tiny (tiny models);
 8. interfaces — cli, viewer, demo, ``__main__`` and the ``dualex`` facade.
 
 Every import counts, including those inside functions; only ``if TYPE_CHECKING:`` blocks are left out.
@@ -35,7 +35,7 @@ LAYERS: dict[str, int] = {
     "methods": 4,
     "metrics": 5,
     "decisions": 6,
-    **dict.fromkeys(("evaluation", "analysis", "zoo", "testing", "tiny"), 7),
+    **dict.fromkeys(("evaluation", "analysis", "training", "testing", "tiny"), 7),
     **dict.fromkeys(("cli", "viewer", "demo", "__main__", ""), 8),
 }
 # Lower layers may read these names of the root package (plain constants, no import of the facade's modules).

@@ -53,3 +53,18 @@ def test_evaluate_examples_write_to_distinct_run_directories(doc):
             out = words[words.index("--out") + 1]
             spec = " ".join(w for w in words if w != out)
             assert runs.setdefault(out, spec) == spec, f"{doc.name}: two different runs write to {out}"
+
+
+def test_the_architecture_section_names_every_package_and_module_and_only_real_ones():
+    root = ROOT
+    pkg = root / "src" / "dualex"
+    text = (root / "README.md").read_text()
+    arch = text[text.index("## Architecture") :]
+    nxt = re.search(r"\n## ", arch[5:])
+    arch = arch[: nxt.start() + 5] if nxt else arch
+    packages = sorted(d.name for d in pkg.iterdir() if (d / "__init__.py").exists())
+    modules = sorted(f.stem for f in pkg.glob("*.py") if f.stem != "__init__")
+    assert [p for p in packages if f"`{p}/`" not in arch] == []
+    assert [m for m in modules if f"`{m}`" not in arch] == []
+    for path in re.findall(r"`((?:[a-z_]+/)+[a-z_]+\.py)`", arch):  # files the section names
+        assert (pkg / path).exists() or (root / path).exists() or (root / "src" / path).exists(), path

@@ -171,14 +171,17 @@ class Explanation:
     # ------------------------------------------------------------------ basic views
     @property
     def n_tokens(self) -> int:
+        """Number of caption positions S (special ones included)."""
         return len(self.tokens)
 
     @property
     def n_patches(self) -> int:
+        """Number of patches P (rows × cols of the grid)."""
         return self.grid[0] * self.grid[1]
 
     @property
     def units(self) -> str:
+        """Units of the attribution terms: ``"cosine"`` or ``"score"`` (``params["units"]``, default score)."""
         return str(self.params.get("units", "score"))
 
     @property
@@ -390,6 +393,7 @@ class Explanation:
 
     # ------------------------------------------------------------------ persistence
     def to_metadata(self) -> dict[str, Any]:
+        """The non-tensor fields as JSON-ready metadata (the header of a saved file)."""
         meta: dict[str, Any] = {"format": "dualex.explanation", "version": FORMAT_VERSION}
         for f in fields(self):
             if f.name in _TENSOR_FIELDS or f.name == "stderr":
@@ -403,6 +407,7 @@ class Explanation:
         return meta
 
     def tensors(self) -> dict[str, Tensor]:
+        """The tensor fields (and ``stderr.<term>`` errors) by name, contiguous on CPU, as saved."""
         out = {}
         for name in _TENSOR_FIELDS:
             v = getattr(self, name)

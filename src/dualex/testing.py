@@ -263,15 +263,30 @@ def tiny_sentence(seed: int = 0, *, layers: int = 2, pooling: str = "mean", norm
     return SentenceEncoder(module, tokenizer=tok, pooling=pooling, normalize=normalize, name="tiny-sentence")
 
 
-HF_FAMILY_KINDS = ("metaclip2", "chinese-clip", "altclip", "align", "blip")
+def tiny_distilbert_sentence(seed: int = 0) -> DualEncoder:
+    """A random transformers ``DistilBertModel`` (width 32, two blocks) wrapped as a mean-pooling bi-encoder."""
+    from transformers import DistilBertConfig, DistilBertModel
+
+    from dualex.models.registry import wrap
+
+    torch.manual_seed(seed)
+    tok = tiny_sentence_tokenizer()
+    cfg = DistilBertConfig(
+        vocab_size=len(tok.get_vocab()), dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=64
+    )
+    module = DistilBertModel(cfg).train(False)
+    return wrap(module, tokenizer=tok, name="tiny-distilbert")
+
+
+HF_FAMILY_KINDS = ("metaclip2", "chinese-clip", "altclip", "align", "blip", "owlvit")
 """The transformers families `tiny_hf_family` builds."""
 
 
 def tiny_hf_family(kind: str, seed: int = 0) -> DualEncoder:
     """A random transformers ``MetaClip2Model`` (``"metaclip2"``), ``ChineseCLIPModel`` (``"chinese-clip"``),
-    ``AltCLIPModel`` (``"altclip"``), ``AlignModel`` (``"align"``, EfficientNet at 64 px) or
-    ``BlipForImageTextRetrieval`` (``"blip"``): width 32, two blocks per text tower, 32 px ViTs, the word
-    tokenizer."""
+    ``AltCLIPModel`` (``"altclip"``), ``AlignModel`` (``"align"``, EfficientNet at 64 px),
+    ``BlipForImageTextRetrieval`` (``"blip"``) or ``OwlViTModel`` (``"owlvit"``): width 32, two blocks per
+    text tower, 32 px ViTs, the word tokenizer."""
     import transformers
 
     from dualex.models.registry import wrap
@@ -295,6 +310,8 @@ def tiny_hf_family(kind: str, seed: int = 0) -> DualEncoder:
     if kind == "blip":  # the image-text retrieval model: its contrastive (ITC) embeddings
         configs["blip"] = (transformers.BlipConfig, transformers.BlipForImageTextRetrieval, {})
         text["encoder_hidden_size"] = 32
+    if kind == "owlvit":
+        configs["owlvit"] = (transformers.OwlViTConfig, transformers.OwlViTModel, {})
     config_cls, model_cls, extra = configs[kind]
     torch.manual_seed(seed)
     config = config_cls(text_config={**text, **extra}, vision_config=vision, projection_dim=projection)
@@ -356,6 +373,7 @@ TINY_FAMILIES: dict[str, Callable[[], DualEncoder]] = {
         seed=2, qk_norm=True, scale_heads=True, vision_cfg={"qk_norm": True, "scale_heads": True}
     ),
     "sentence": tiny_sentence,
+    "sentence-distilbert": tiny_distilbert_sentence,
     **{f"hf-{k}": functools.partial(tiny_hf_family, k) for k in HF_FAMILY_KINDS},
     **{f"openclip:{arch}": functools.partial(tiny_openclip_family, arch, seed=1) for arch in OPENCLIP_FAMILY_ARCHS},
 }
@@ -379,6 +397,7 @@ __all__: list[Any] = [
     "TINY_WORDS",
     "NoBosWordTokenizer",
     "random_image",
+    "tiny_distilbert_sentence",
     "tiny_hf_clip",
     "tiny_hf_family",
     "tiny_hf_siglip",

@@ -196,6 +196,10 @@ def test_runs_skip_standard_errors_unless_asked(tmp_path: Path, tiny_clip):
     manifest = json.loads((plain / "manifest.json").read_text())
     assert manifest["method_options"]["fixlip"]["n_boot"] == 0
     assert "n_boot" not in manifest["method_options"]["random"]  # only methods that have the option
+    bare = tmp_path / "bare"  # holdout not given: a run skips FIxLIP's own diagnostics too
+    evaluate(tiny_clip, "shapes:", ["fixlip"], bare, dataset_options={"n": 1},
+             method_options={"fixlip": {"budget": 64}}, metrics=fast)  # fmt: skip
+    assert json.loads((bare / "manifest.json").read_text())["method_options"]["fixlip"]["holdout"] == 0
     row = read_run(plain).query("level == 'pair' and method == 'fixlip'").iloc[0]
     assert not load_explanation(plain, row).stderr
     # resuming with the same command keeps the recorded setting (no "different options" refusal)
@@ -247,3 +251,18 @@ def test_old_summary_tables_read_with_todays_names(tmp_path: Path):
     t = read_summary_table(old)
     assert list(t.columns) == ["method", "items", "pg_energy_t2i", "pg_hit_t2i", "pg_energy_i2t", "pg_hit_i2t"]
     assert t.loc[0, "pg_hit_t2i"] == 0.5
+
+
+def test_skipped_diagnostics_leave_every_metric_value_unchanged(tmp_path: Path, tiny_clip):
+    """A run's default (no bootstrap, no FIxLIP diagnostics) and a run asking for both give the same metrics."""
+    metrics = MetricOptions(faith_grid=8)
+    runs = {}
+    for name, opts in (("default", {"budget": 64}), ("asked", {"budget": 64, "n_boot": 4, "holdout": 32})):
+        out = tmp_path / name
+        evaluate(tiny_clip, "shapes:", ["fixlip"], out, dataset_options={"n": 2}, method_options={"fixlip": opts},
+                 metrics=metrics)  # fmt: skip
+        runs[name] = read_run(out).sort_values(["item_id", "object"]).reset_index(drop=True)
+    a, b = runs["default"], runs["asked"]
+    skip = {"seconds", "explanation"}
+    cols = [c for c in a.columns if not c.startswith("seconds") and c not in skip]
+    assert a[cols].astype(str).equals(b[cols].astype(str))

@@ -214,3 +214,18 @@ def test_text_text_bi_encoder_real_minilm():
     row = ex.cross[ex.span("food")].sum(0)
     top2 = {ex.image_tokens[i] for i in row.topk(2).indices.tolist()}
     assert top2 == {"eating", "bread"}
+
+
+def test_baselines_is_the_name_of_the_reference_inputs_and_the_old_names_still_work(tiny_clip):
+    img = random_image(4)
+    new = dualex.explain(tiny_clip, img, CAPTION, method="ij", n_steps=2, baselines={"text": "same_length"})
+    with pytest.warns(FutureWarning, match="deprecated; use baselines"):
+        old = dualex.explain(tiny_clip, img, CAPTION, method="ij", n_steps=2, text_reference="same_length")
+    assert new.cross is not None and old.cross is not None and torch.equal(new.cross, old.cross)
+    assert new.params["text_reference"] == "same_length" and new.params["image_reference"] == "zeros"
+    default = dualex.explain(tiny_clip, img, CAPTION, method="ij", n_steps=2)
+    assert default.params["text_reference"] == "default" and not torch.equal(default.cross, new.cross)
+    with pytest.raises(InputError, match="give the reference inputs once"):
+        dualex.explain(tiny_clip, img, CAPTION, method="ij", baselines="zeros", image_reference="black")
+    with pytest.raises(InputError, match="baselines keys must be"):
+        dualex.explain(tiny_clip, img, CAPTION, method="ij", baselines={"audio": "zeros"})

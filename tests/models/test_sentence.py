@@ -260,3 +260,17 @@ def test_real_minilm_from_the_installed_package():
     with torch.no_grad():
         x = model.tower("image").hidden(pair.image, 3)
         torch.testing.assert_close(model.tower("image").tail(pair.image, x, 3), model.tower("image").encode(pair.image))
+
+
+def test_distilbert_encoders_wrap_as_bi_encoders():
+    """DistilBERT keeps its blocks in ``transformer.layer`` and takes no token types; it wraps and
+    reproduces its own mean-pooled states."""
+    from dualex.testing import tiny_distilbert_sentence
+
+    model = tiny_distilbert_sentence()
+    pair = model.prepare(["a man is eating food"], ["a dog plays"])
+    with torch.no_grad():
+        states = model.module.encoder(input_ids=pair.text.ids, attention_mask=pair.text.mask).last_hidden_state
+        m = pair.text.mask[..., None].float()
+        torch.testing.assert_close(model.tower("text").encode(pair.text), (states * m).sum(1) / m.sum(1))
+    assert model.tower("text").n_layers == 2

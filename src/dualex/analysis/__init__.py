@@ -6,7 +6,8 @@
   naming two objects; `hard_negative_analysis`: the same question for captions with an object swapped
   (``dualex mismatch``).
 * `failure_modes`: features of failed objects, clustered and labelled (``dualex failures RUN_DIR``).
-* `finetune`: contrastive in-domain fine-tuning of a CLIP, saved for ``dualex.load`` (``dualex finetune``).
+* `finetune` (lives in `dualex.training.finetune`, named here for older code): contrastive in-domain
+  fine-tuning of a CLIP, saved for ``dualex.load`` (``dualex finetune``).
 * `compare`: runs of different models, methods or data matched unit by unit, with paired bootstrap
   intervals and Wilcoxon tests per metric and class (``dualex compare RUN RUN ...``).
 
@@ -29,9 +30,9 @@ _EXPORTS = {
     "shapes_swapper": "dualex.analysis.mismatch",
     "failure_modes": "dualex.analysis.failure_modes",
     "write_report": "dualex.analysis.failure_modes",
-    "finetune": "dualex.analysis.finetune",
-    "FinetuneConfig": "dualex.analysis.finetune",
-    "coco_caption_pairs": "dualex.analysis.finetune",
+    "finetune": "dualex.training.finetune",
+    "FinetuneConfig": "dualex.training.finetune",
+    "coco_caption_pairs": "dualex.training.finetune",
     "compare": "dualex.analysis.compare",
     "Comparison": "dualex.analysis.compare",
     "plot_comparison": "dualex.analysis.compare",

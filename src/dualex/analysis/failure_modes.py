@@ -278,6 +278,7 @@ class FailureModes:
     failures: Any = None  # DataFrame of the failed rows with features and ``cluster``
 
     def to_json_dict(self) -> dict[str, Any]:
+        """The result as plain JSON data (clusters, features, counts)."""
         d = {k: v for k, v in asdict(self).items() if k not in ("failures", "clusters", "skipped")}
         d["silhouette"] = {str(k): v for k, v in self.silhouette.items()}
         d["clusters"] = [asdict(c) for c in self.clusters]
@@ -288,6 +289,7 @@ class FailureModes:
         return out
 
     def to_markdown(self) -> str:
+        """The result as a Markdown report."""
         lines = [
             f"## Failure modes: method `{self.method}`",
             "",

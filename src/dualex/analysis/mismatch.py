@@ -70,6 +70,7 @@ class MismatchResult:
     skipped: list[tuple[str, str, str]] = field(default_factory=list)
 
     def to_text(self) -> str:
+        """The result as the text ``dualex mismatch`` prints."""
         return format_shares(self.shares, skipped=len(self.skipped))
 
 
@@ -488,6 +489,7 @@ class HardNegativeResult:
     skipped: list[tuple[str, int, str]] = field(default_factory=list)
 
     def to_text(self) -> str:
+        """The result as the text ``dualex mismatch --hard-negatives`` prints."""
         s = self.summary
         lines = [
             f"hard negatives: {int(s['n'])} changed objects in {int(s['n_captions'])} captions",

@@ -16,6 +16,7 @@ ORDER = 20  # position of these subcommands in ``dualex --help``
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``classwise``, ``mismatch``, ``failures``, ``finetune`` and ``compare`` to ``sub``."""
     c = sub.add_parser(
         "classwise",
         help="pointing-game scores per object class of a run, with confidence intervals and a bar plot",
@@ -134,6 +135,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 # ---------------------------------------------------------------------------------------------------- classwise
 def run_classwise(args: argparse.Namespace) -> int:
+    """Run ``dualex classwise`` with the parsed ``args``; returns the exit status."""
     from dualex.analysis.classwise import classwise_grounding, format_table, plot_classwise
 
     table = classwise_grounding(
@@ -156,6 +158,7 @@ def run_classwise(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- mismatch
 def run_mismatch(args: argparse.Namespace) -> int:
+    """Run ``dualex mismatch`` with the parsed ``args``; returns the exit status."""
     if args.hard_negatives:
         return _run_hard_negatives(args)
     if args.run_dir is None:
@@ -227,6 +230,7 @@ def _write_table(df: Any, summary: Any, out: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------------- failures
 def run_failures(args: argparse.Namespace) -> int:
+    """Run ``dualex failures`` with the parsed ``args``; returns the exit status."""
     from dualex.analysis.common import read_rows
     from dualex.analysis.failure_modes import failure_modes, write_report
 
@@ -272,6 +276,7 @@ def _int(text: str, name: str) -> int:
 
 # ---------------------------------------------------------------------------------------------------- compare
 def run_compare(args: argparse.Namespace) -> int:
+    """Run ``dualex compare`` with the parsed ``args``; returns the exit status."""
     from dualex.analysis.compare import compare
 
     def split(text: str | None) -> list[str] | None:
@@ -300,8 +305,9 @@ def run_compare(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- finetune
 def run_finetune(args: argparse.Namespace) -> int:
+    """Run ``dualex finetune`` with the parsed ``args``; returns the exit status."""
     import dualex
-    from dualex.analysis.finetune import coco_caption_pairs, finetune
+    from dualex.training.finetune import coco_caption_pairs, finetune
 
     kind, sep, path = args.dataset.partition(":")
     if not sep or kind != "coco" or not path:

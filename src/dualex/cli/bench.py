@@ -30,6 +30,7 @@ class Measurement:
 
     @property
     def peak_gib(self) -> float:
+        """Peak resident memory above the baseline, in GiB."""
         return self.peak_bytes / 2**30
 
 
@@ -75,6 +76,7 @@ ORDER = 40  # position of these subcommands in ``dualex --help``
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``bench`` to ``sub``."""
     from dualex.cli.options import parse_option
 
     p = sub.add_parser(
@@ -97,6 +99,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    """Run ``dualex bench`` with the parsed ``args``; returns the exit status."""
     import numpy as np
 
     import dualex

@@ -41,6 +41,7 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
     "(contrast, zero-shot, rank)",
 )
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``contrast``, ``zero-shot`` and ``rank`` to ``sub``."""
     c = sub.add_parser(
         "contrast",
         help="why an image is closer to caption A than to caption B",
@@ -113,6 +114,7 @@ def _contrast_report(con: Any) -> list[str]:
 
 
 def run_contrast(args: argparse.Namespace) -> int:
+    """Run ``dualex contrast`` with the parsed ``args``; returns the exit status."""
     import dualex
 
     options = _options(args)
@@ -131,6 +133,7 @@ def run_contrast(args: argparse.Namespace) -> int:
 
 
 def run_zero_shot(args: argparse.Namespace) -> int:
+    """Run ``dualex zero-shot`` with the parsed ``args``; returns the exit status."""
     import dualex
     from dualex.decisions.zero_shot import prompts
 
@@ -165,6 +168,7 @@ def run_zero_shot(args: argparse.Namespace) -> int:
 
 
 def run_rank(args: argparse.Namespace) -> int:
+    """Run ``dualex rank`` with the parsed ``args``; returns the exit status."""
     import dualex
 
     options = _options(args)

@@ -23,6 +23,7 @@ ORDER = 10  # position of these subcommands in ``dualex --help``
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``evaluate`` and ``summary`` to ``sub``."""
     p = sub.add_parser(
         "evaluate",
         help="run explanation methods over a dataset and score them (resumable)",
@@ -86,6 +87,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    """Run ``dualex evaluate`` with the parsed ``args`` (prints the summary); returns the exit status."""
     from dualex.evaluation.run import MetricOptions, evaluate
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -131,6 +133,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_summary(args: argparse.Namespace) -> int:
+    """Run ``dualex summary``: recompute, write and print a run's summary tables; returns 0."""
     from dualex.evaluation.summary import write_summary
 
     print(write_summary(args.run_dir))

@@ -35,6 +35,7 @@ ORDER = 0  # position of these subcommands in ``dualex --help``
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``explain`` to ``sub``."""
     p = sub.add_parser(
         "explain",
         help="explain one (image, caption) pair and write a figure",
@@ -52,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--layer", type=int, default=None, help="split layer for both towers (default: method's)")
     p.add_argument("--n-steps", type=int, default=None, help="integration steps (ij)")
     p.add_argument("--option", "-O", action="append", default=[], type=parse_option,
-                   help="extra method option KEY=VALUE (JSON values), e.g. -O text_reference=same_length")
+                   help="extra method option KEY=VALUE (JSON values), e.g. -O 'baselines={\"text\": \"same_length\"}'")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--save", type=Path, help="also save the explanation (.safetensors) for `dualex serve`")
     p.add_argument("--json", action="store_true", help="print the explanation as JSON on stdout")
@@ -103,6 +104,7 @@ def check_regions(pair: Pair, spans: Sequence[str], boxes: Sequence[tuple[float,
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    """Run ``dualex explain`` with the parsed ``args``; returns the exit status."""
     import dualex
     from dualex.methods import explain_pair
     from dualex.writable import check_writable

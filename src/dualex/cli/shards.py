@@ -11,6 +11,7 @@ ORDER = 11  # position of these subcommands in ``dualex --help``
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``shards`` to ``sub``."""
     p = sub.add_parser(
         "shards",
         help="write a dataset as WebDataset shards (or Parquet) for streaming runs",
@@ -31,6 +32,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run_shards(args: argparse.Namespace) -> int:
+    """Run ``dualex shards`` with the parsed ``args``; returns the exit status."""
     from dualex.datasets import open_dataset
     from dualex.datasets.parquet import write_parquet
     from dualex.datasets.webdataset import write_webdataset

@@ -10,6 +10,7 @@ ORDER = 30  # position of these subcommands in ``dualex --help``
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``serve`` and ``export`` to ``sub``."""
     s = sub.add_parser(
         "serve",
         help="browse explanations in a local web viewer",
@@ -42,6 +43,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    """Run ``dualex serve`` (the viewer's web server) with the parsed ``args``; returns the exit status."""
     from dualex.viewer.server import serve
 
     try:
@@ -53,6 +55,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    """Run ``dualex export`` (static viewer pages) with the parsed ``args``; returns the exit status."""
     from dualex.errors import InputError
     from dualex.viewer.export import export_html
 

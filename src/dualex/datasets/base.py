@@ -65,6 +65,7 @@ class Composite:
     cell: tuple[int, int]
 
     def load(self) -> Any:
+        """The grid image: each cell file resized to ``cell`` and placed row-major, as an RGB PIL image."""
         from PIL import Image
 
         from dualex.images import load_image
@@ -95,6 +96,7 @@ class EncodedImage:
     name: str = "the image bytes"
 
     def load(self) -> Any:
+        """The image decoded from its bytes as an RGB PIL image."""
         from dualex.images import decode_image
 
         return decode_image(self.data, self.name)
@@ -243,6 +245,7 @@ class Dataset(ABC):
             yield from _head(self.read_part(part), n)
 
     def require_dir(self) -> Path:
+        """The dataset directory, or one plain `InputError` when no path was given or it is not a directory."""
         if self.path is None:
             raise InputError(f"the {self.kind} reader needs a path: --dataset {self.kind}:PATH")
         if not self.path.is_dir():
@@ -334,6 +337,7 @@ def open_dataset(spec: str | Dataset, **options: Any) -> Dataset:
 
 
 def read_json(path: Path) -> Any:
+    """The parsed JSON file at ``path`` (`InputError` when missing or invalid)."""
     import json
 
     if not path.exists():
@@ -346,6 +350,7 @@ def read_json(path: Path) -> Any:
 
 
 def first_existing(candidates: Sequence[Path]) -> Path | None:
+    """The first of ``candidates`` that exists, or None."""
     for c in candidates:
         if c.exists():
             return c

@@ -92,6 +92,7 @@ def category_words(name: str, *, synonyms: bool = True) -> list[str]:
 
 
 def xywh_to_xyxy(b: Any) -> tuple[float, float, float, float]:
+    """A COCO box ``[x, y, width, height]`` as ``(x0, y0, x1, y1)`` pixels."""
     if not isinstance(b, (list, tuple)) or len(b) != 4:
         raise InputError(f"a COCO bbox is [x, y, width, height], got {b!r}")
     x, y, w, h = (float(v) for v in b)

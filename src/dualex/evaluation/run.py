@@ -192,12 +192,15 @@ def _local_run_dir(out: str | Path) -> Path:
 
 
 def _standard_errors_off(store: RunStore, methods: list[str], method_options: dict[str, dict[str, Any]]) -> None:
-    """Sampled methods skip their bootstrap standard errors in a run unless ``n_boot`` is given.
+    """Sampled methods skip their bootstrap standard errors and fit diagnostics in a run unless asked.
 
-    The metrics never read standard errors, and the bootstrap refits cost up to as much as the
-    explanation itself, so a run sets ``n_boot=0`` (recorded in the manifest) for every method that
-    has the option and was not given it; ``-O fixlip.n_boot=32`` stores the errors with each
-    explanation. A run directory written before this default keeps the setting it ran with.
+    The metrics never read standard errors or a method's own fit diagnostics (the run measures
+    p-faithfulness itself, on coalitions of its own), and both cost up to as much as the explanation
+    (bootstrap refits; FIxLIP's cross-fitted R², which refits the surrogate per fold), so a run sets
+    ``n_boot=0`` and ``holdout=0`` (recorded in the manifest) for every method that has the option and
+    was not given it; ``-O fixlip.n_boot=32`` stores the errors with each explanation, ``-O
+    fixlip.holdout=1024`` a held-out check. The explanation and so every metric value are the same
+    either way. A run directory written before a default keeps the setting it ran with.
     """
     import inspect
 
@@ -205,11 +208,13 @@ def _standard_errors_off(store: RunStore, methods: list[str], method_options: di
 
     old = store.read_manifest().get("method_options", {}) if store.exists() else {}
     for m in methods:
-        if "n_boot" in method_options[m] or "n_boot" not in inspect.signature(get_method(m).fn).parameters:
-            continue
-        if m in old and "n_boot" not in old[m]:
-            continue  # resumed: the run so far used the method's own default
-        method_options[m]["n_boot"] = 0
+        params = inspect.signature(get_method(m).fn).parameters
+        for option in ("n_boot", "holdout"):
+            if option in method_options[m] or option not in params:
+                continue
+            if m in old and option not in old[m]:
+                continue  # resumed: the run so far used the method's own default
+            method_options[m][option] = 0
 
 
 def _evaluate_locked(

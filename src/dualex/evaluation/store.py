@@ -214,6 +214,7 @@ def safe_name(item_id: str) -> str:
 
 
 def now_iso() -> str:
+    """The current UTC time as ISO 8601 with seconds (manifest and lock times)."""
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
@@ -233,6 +234,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (`atomic_write_bytes`)."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
@@ -249,14 +251,17 @@ class RunStore:
     # ------------------------------------------------------------------ paths
     @property
     def manifest_path(self) -> Path:
+        """``RUN_DIR/manifest.json``."""
         return self.root / MANIFEST
 
     @property
     def shard_dir(self) -> Path:
+        """``RUN_DIR/shards``."""
         return self.root / SHARD_DIR
 
     @property
     def summary_dir(self) -> Path:
+        """``RUN_DIR/summary``."""
         return self.root / SUMMARY_DIR
 
     def explanation_relpath(self, method: str, item_id: str) -> str:
@@ -264,11 +269,13 @@ class RunStore:
         return f"{EXPLANATION_DIR}/{safe_name(method)}/{safe_name(item_id)}.safetensors"
 
     def explanation_path(self, method: str, item_id: str) -> Path:
+        """Absolute path of the explanation file of (item, method) (`explanation_relpath` under the run)."""
         return self.root / self.explanation_relpath(method, item_id)
 
     # ------------------------------------------------------------------ lock
     @property
     def lock_path(self) -> Path:
+        """``RUN_DIR/.lock``."""
         return self.root / LOCK
 
     def acquire(self) -> None:
@@ -321,9 +328,11 @@ class RunStore:
 
     # ------------------------------------------------------------------ manifest
     def exists(self) -> bool:
+        """Whether the directory holds a run (has a manifest)."""
         return self.manifest_path.exists()
 
     def read_manifest(self) -> dict[str, Any]:
+        """The stored manifest, checked (raises `InputError` for a missing, invalid or newer one)."""
         if not self.manifest_path.exists():
             raise InputError(f"{self.root} is not a dualex run directory (no {MANIFEST})")
         try:
@@ -481,6 +490,7 @@ class RunStore:
             return None
 
     def iter_tables(self, columns: Sequence[str] | None = None) -> Iterable[tuple[Path, Any]]:
+        """``(path, pyarrow table)`` of every readable shard, oldest first (``columns``: those to read)."""
         for p in self.shards():
             t = self._read_shard(p, columns)
             if t is not None:

@@ -78,6 +78,7 @@ class MetricOptions:
             raise InputError(f"perturbation_order must be 'auto', 1 or 2, got {self.perturbation_order!r}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The options as recorded in the run manifest (fields added later are left out at their old defaults)."""
         d = asdict(self)
         d["metrics"] = list(self.names)
         if not self.metric_options:  # runs from before metric options do not name them

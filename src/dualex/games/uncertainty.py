@@ -28,9 +28,19 @@ estimates of that error suggest themselves; this module uses the second.
 What it cannot see: how a rank-deficient (minimum-norm) fit would change with other coalitions, since
 re-weighting never leaves the span of the drawn ones. The intra-modal pairs of such a side are therefore
 reported with an infinite error (not identified by the sample; ``diagnostics["unidentified"]`` counts
-them). Measured on the bundled model (``tests/games/test_uncertainty.py``, 95 % intervals of the
-difference between two seeds): with ≥ 3 sampled coalitions per fitted term on each side the errors
-match the seed-to-seed spread (SE / spread 1.0–1.15, coverage 0.93–0.97 for the token × patch terms);
+them). A side with fewer coalitions than its intercept and main effects is worse: even the token ×
+patch errors understate the spread (bundled model, 2^10: 0.30×), which the approximator flags
+(`dualex.games.approximator`: ``underdetermined``, ``budget_needed`` and a `UserWarning`).
+
+Two corrections scale each source's variance: HC1's ``m / (m − terms)`` (below) and the
+finite-population factor ``(N − m) / (N − 1)`` of sampling m distinct coalitions out of N
+(`finite_population`; 1 for any side with more than a few dozen players). Against exact FIxLIP on a
+tiny model (9 patches, 6 tokens, every side full rank) 95 % intervals then cover 0.93 of the terms
+(token × patch 0.94), with median |z| 1.02; main effects cover less (0.84 there, 0.5–0.7 when a side
+has about as many coalitions as terms, where they absorb the minimum-norm intra-modal solution).
+Measured on the bundled model (``tests/games/test_uncertainty.py``, 95 % intervals of the difference
+between two seeds): with ≥ 3 sampled coalitions per fitted term on each side the errors match the
+seed-to-seed spread (SE / spread 1.0–1.15, coverage 0.93–0.97 for the token × patch terms);
 near 1 coalition per term they under-cover (0.75–0.8), and the main effects of a side solved in the
 dual (more terms than coalitions) are under-estimated (SE / spread ≈ 0.6). ``coalitions_per_term``
 (the smallest m / terms over the sides) says which regime a fit is in.

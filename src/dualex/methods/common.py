@@ -57,6 +57,36 @@ def player_terms(side: Side, values: Tensor, inputs: SideInputs, row: int) -> di
     return {f"{side}_main": full}
 
 
+def baseline_kinds(
+    model: DualEncoder, baselines: str | Mapping[str, str] | None, *, default: str = "aligned_reference"
+) -> dict[str, str]:
+    """Reference kind per side from captum-style ``baselines``: the one name for reference inputs.
+
+    Args:
+        model: The dual encoder (its towers give the defaults).
+        baselines: None (each tower's ``default`` attribute), a kind for both sides (``"zeros"``), or a
+            mapping ``{"text": ..., "image": ...}`` overriding some sides.
+        default: The tower attribute naming a side's default kind: ``"aligned_reference"`` (gradient
+            methods) or ``"path_reference"`` (ij's path start).
+
+    Raises:
+        InputError: a mapping with other keys than ``"text"``/``"image"``, or a value of another type.
+    """
+    kinds: dict[str, str] = {s: str(getattr(model.tower(s), default)) for s in SIDES}
+    if baselines is None:
+        return kinds
+    if isinstance(baselines, str):
+        return {"text": baselines, "image": baselines}
+    if isinstance(baselines, Mapping):
+        unknown = set(baselines) - set(SIDES)
+        if unknown:
+            raise InputError(f"baselines keys must be 'text' and/or 'image', got {sorted(unknown)}")
+        return {**kinds, **{k: str(v) for k, v in baselines.items()}}
+    raise InputError(
+        f"baselines must be a reference kind, a {{'text': ..., 'image': ...}} mapping or None, got {baselines!r}"
+    )
+
+
 def rows_per_pass(internal_batch_size: object, device: torch.device, *, cpu: int = 16, gpu: int = 256) -> int:
     """``internal_batch_size`` checked, or the default rows per pass on ``device`` (``gpu`` on CUDA, else ``cpu``)."""
     return positive_int("internal_batch_size", internal_batch_size or (gpu if device.type == "cuda" else cpu))

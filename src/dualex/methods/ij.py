@@ -42,6 +42,8 @@ plus one pass's activations.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -51,7 +53,7 @@ from dualex.autodiff import math_attention
 from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.common import build_explanation, layer_pair
+from dualex.methods.common import baseline_kinds, build_explanation, layer_pair
 from dualex.methods.decomposition import normaliser, similarity_terms
 from dualex.methods.dual import NotCoveredError, jvp_batch
 from dualex.methods.ij_uncertainty import steps_hint
@@ -350,6 +352,21 @@ def integrated_jacobian(
     return U
 
 
+def _old_reference_names(
+    baselines: str | Mapping[str, str] | None, text: str | None, image: str | None
+) -> str | Mapping[str, str] | None:
+    """``baselines``, or the deprecated ``text_reference``/``image_reference`` as a ``baselines`` mapping."""
+    if text is None and image is None:
+        return baselines
+    if baselines is not None:
+        raise InputError("give the reference inputs once: baselines={'text': ..., 'image': ...}, not also "
+                         "text_reference/image_reference")  # fmt: skip
+    msg = ("ij's text_reference= and image_reference= are deprecated; use baselines={'text': ..., 'image': ...} "
+           "(the one name for reference inputs across methods)")  # fmt: skip
+    warnings.warn(msg, FutureWarning, stacklevel=3)
+    return {k: v for k, v in (("text", text), ("image", image)) if v is not None}
+
+
 @register_method(
     "ij",
     order=2,
@@ -365,14 +382,15 @@ def explain_ij(
     image_layer: int | None = None,
     n_steps: int = 10,
     quadrature: str = "riemann_right",
-    text_reference: str | None = None,
-    image_reference: str | None = None,
+    baselines: str | Mapping[str, str] | None = None,
     units: Literal["cosine", "score"] = "cosine",
     mode: Mode = "auto",
     internal_batch_size: int | None = None,
     fp32: bool = True,
     progress: bool | None = None,
     subtract_reference: bool = False,
+    text_reference: str | None = None,
+    image_reference: str | None = None,
 ) -> list[Explanation]:
     """Integrated-Jacobian interactions of each (caption, image) pair.
 
@@ -387,13 +405,14 @@ def explain_ij(
         quadrature: Quadrature rule (captum's ``method`` names): ``"riemann_right"`` (α = k/N, k = 1..N, as the
             reference) or ``"gausslegendre"`` (and the other rules of `alphas_and_weights`; its
             ``"riemann_trapezoid"`` is the exact trapezoid rule, N/(N − 1) times captum's).
-        text_reference: ``"default"`` (BOS, one filler, EOS, padding: exCLIP's) or ``"same_length"``
-            (BOS, fillers, EOS at the caption's EOS: the path ends at the reference, so completeness
-            converges to the four-term identity). None: ``"default"`` for image-text models,
-            ``"same_length"`` for text-text bi-encoders (xsbert's convention).
-        image_reference: ``"zeros"`` (zeros after normalisation = dataset-mean grey), ``"black"``,
-            ``"noise"``; for bi-encoders the second sentence's text references. None: ``"zeros"``, or
-            ``"same_length"`` for bi-encoders.
+        baselines: The reference inputs the paths start from (captum's name, as for the gradient
+            methods): a kind for both sides, or ``{"text": ..., "image": ...}``. Text: ``"default"`` (BOS,
+            one filler, EOS, padding: exCLIP's) or ``"same_length"`` (BOS, fillers, EOS at the caption's
+            EOS: the path ends at the reference, so completeness converges to the four-term identity);
+            image: ``"zeros"`` (zeros after normalisation = dataset-mean grey), ``"black"``, ``"noise"``
+            (for bi-encoders the second sentence's text references). None: each tower's
+            ``path_reference``: text ``"default"`` for image-text models, ``"same_length"`` for text-text
+            bi-encoders (xsbert's convention); image ``"zeros"``.
         units: ``"cosine"`` (the reference's default) or ``"score"`` (times the logit scale).
         mode: ``"auto"`` (structured where the split is the last block of a tower pooled at one row,
             else dense), ``"structured"``, ``"dense"`` (today's path: the fewer of forward and reverse),
@@ -401,6 +420,8 @@ def explain_ij(
         internal_batch_size: Tail evaluations per pass (memory bound); default 64 on CPU, 512 on CUDA.
         fp32: Interpolate and differentiate fp16/bf16 models in float32 (a float copy of the model).
         progress: Show a progress bar (None: only on a terminal).
+        text_reference, image_reference: Deprecated names of ``baselines["text"]`` and
+            ``baselines["image"]`` (they still work, with a FutureWarning).
         subtract_reference: xsbert's remedy (`dualex.methods.decomposition`): normalise by
             ‖h(x_t) − r_t‖‖g(x_i) − r_i‖ (r: the embeddings where the paths start), so that the interactions
             add up to cos(h(x_t) − r_t, g(x_i) − r_i), the similarity of the model that subtracts the
@@ -419,14 +440,13 @@ def explain_ij(
     """
     if units not in ("cosine", "score"):
         raise InputError(f"units must be 'cosine' or 'score', got {units!r}")
-    text_reference = text_reference or model.tower("text").path_reference
-    image_reference = image_reference or model.tower("image").path_reference
+    refs = baseline_kinds(model, _old_reference_names(baselines, text_reference, image_reference),
+                          default="path_reference")  # fmt: skip
     work = model.float32() if fp32 else model
     layers = {
         "text": work.tower("text").check_layer(layer if text_layer is None else text_layer),
         "image": work.tower("image").check_layer(layer if image_layer is None else image_layer),
     }
-    refs = {"text": text_reference, "image": image_reference}
     alphas_and_weights(2, quadrature)  # the rule's name is checked before any model pass
     if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 1:
         raise InputError(f"n_steps must be a positive integer, got {n_steps!r}")
@@ -520,8 +540,8 @@ def explain_ij(
                     "image_layer": layers["image"],
                     "n_steps": n_steps,
                     "quadrature": quadrature,
-                    "text_reference": text_reference,
-                    "image_reference": image_reference,
+                    "text_reference": refs["text"],
+                    "image_reference": refs["image"],
                     "units": units,
                     "mode": mode,
                     "subtract_reference": subtract_reference,

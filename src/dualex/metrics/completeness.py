@@ -27,6 +27,7 @@ class CompletenessResult:
     relative_error: float
 
     def as_dict(self) -> dict[str, float]:
+        """The result row's columns: ``completeness_error``, ``completeness_rel_error``."""
         return {"completeness_error": self.error, "completeness_rel_error": self.relative_error}
 
 

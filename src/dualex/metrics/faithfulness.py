@@ -81,6 +81,7 @@ class FaithfulnessResult:
     scale: float = 1.0
 
     def as_dict(self) -> dict[str, float]:
+        """The result row's columns: ``faith_spearman``, ``faith_r2``."""
         return {"faith_spearman": self.spearman, "faith_r2": self.r2}
 
 

@@ -72,6 +72,7 @@ class PerturbationCurves:
     n_starts: int = 0
 
     def as_dict(self) -> dict[str, float]:
+        """The result row's columns: ``insertion_auc``, ``deletion_auc``, ``aid``."""
         return {"insertion_auc": self.insertion_auc, "deletion_auc": self.deletion_auc, "aid": self.aid}
 
 

@@ -74,6 +74,7 @@ class PointingResult:
     """Share of the patch grid inside the box (the energy of a uniform map), in [0, 1]."""
 
     def as_dict(self) -> dict[str, float]:
+        """The object row's columns: ``pg_energy_*``, ``pg_hit_*``, ``span_box``, ``box_area``."""
         return {
             "pg_energy_t2i": self.energy_t2i,
             "pg_hit_t2i": self.hit_t2i,

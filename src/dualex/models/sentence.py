@@ -112,13 +112,23 @@ class SentenceStack(nn.Module):
         self.dense = nn.Sequential(*dense)
 
 
+def encoder_layers(encoder: Any) -> Any:
+    """The blocks of a BERT-style encoder: ``encoder.layer`` (BERT, RoBERTa, MiniLM...) or
+    ``transformer.layer`` (DistilBERT); None if it has neither."""
+    for holder in ("encoder", "transformer"):
+        layers = getattr(getattr(encoder, holder, None), "layer", None)
+        if layers is not None:
+            return layers
+    return None
+
+
 def check_encoder(encoder: nn.Module) -> None:
     """Raise `UnsupportedModelError` unless ``encoder`` is a BERT-style transformers encoder."""
-    layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+    layers = encoder_layers(encoder)
     if not hasattr(encoder, "embeddings") or not isinstance(layers, nn.ModuleList):
         raise UnsupportedModelError(
             f"dualex's sentence adapter supports BERT-style encoders (embeddings + encoder.layer: BERT, MiniLM, "
-            f"RoBERTa, XLM-R, ELECTRA); got {type(encoder).__name__}"
+            f"RoBERTa, XLM-R, ELECTRA; DistilBERT's transformer.layer); got {type(encoder).__name__}"
         )
     config = getattr(encoder, "config", None)
     if getattr(config, "is_decoder", False):
@@ -152,8 +162,8 @@ class SentenceTower(Tower):
 
     @property
     def layers(self) -> Any:
-        """The encoder's ``encoder.layer`` blocks (transformers, untyped)."""
-        return self.owner.encoder.encoder.layer
+        """The encoder's blocks (`encoder_layers`: ``encoder.layer``, DistilBERT's ``transformer.layer``)."""
+        return encoder_layers(self.owner.encoder)
 
     @property
     def n_layers(self) -> int:
@@ -179,7 +189,9 @@ class SentenceTower(Tower):
         layer = self.check_layer(layer)
         t = self.check(inputs)
         enc = self.owner.encoder
-        h: Tensor = enc.embeddings(input_ids=t.ids, token_type_ids=t.extra.get("token_type_ids"))
+        types = t.extra.get("token_type_ids")  # DistilBERT's embeddings take none
+        kw = {} if types is None else {"token_type_ids": types}
+        h: Tensor = enc.embeddings(input_ids=t.ids, **kw)
         mask = additive_mask(t.mask, causal=False, dtype=h.dtype)
         for blk in self.layers[:layer]:
             h = _run_layer(blk, h, mask)
@@ -555,7 +567,7 @@ def wrap_sentence(module: Any, **kw: Any) -> DualEncoder | None:
             return None
         if not isinstance(module, PreTrainedModel) or not hasattr(module, "embeddings"):
             return None
-        if not hasattr(getattr(module, "encoder", None), "layer") or getattr(module.config, "is_decoder", False):
+        if encoder_layers(module) is None or getattr(module.config, "is_decoder", False):
             return None
     name = kw.pop("name", f"sentence:{type(module).__name__}")
     return SentenceEncoder(module, name=name, **kw)

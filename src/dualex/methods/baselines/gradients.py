@@ -49,12 +49,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.methods import register_method
 from dualex.methods.common import (
     SideOption,
     Units,
+    baseline_kinds,
     build_explanation,
     check_units,
     layer_pair,
@@ -71,24 +71,9 @@ from dualex.progress import bar
 
 
 def reference_kinds(model: DualEncoder, baselines: str | Mapping[str, str] | None) -> dict[str, str]:
-    """Reference kind per side from captum-style ``baselines``.
-
-    None gives ``{"text": "same_length", "image": "zeros"}`` (``"same_length"`` for a text "image"
-    side of a bi-encoder); a string applies to both sides; a mapping overrides per side.
-    """
-    default: dict[str, str] = {s: model.tower(s).aligned_reference for s in SIDES}
-    if baselines is None:
-        return default
-    if isinstance(baselines, str):
-        return {"text": baselines, "image": baselines}
-    if isinstance(baselines, Mapping):
-        unknown = set(baselines) - set(SIDES)
-        if unknown:
-            raise InputError(f"baselines keys must be 'text' and/or 'image', got {sorted(unknown)}")
-        return {**default, **{k: str(v) for k, v in baselines.items()}}
-    raise InputError(
-        f"baselines must be a reference kind, a {{'text': ..., 'image': ...}} mapping or None, got {baselines!r}"
-    )
+    """Reference kind per side from captum-style ``baselines`` (`methods.common.baseline_kinds`; None: each
+    tower's ``aligned_reference``, text ``"same_length"`` and image ``"zeros"``)."""
+    return baseline_kinds(model, baselines, default="aligned_reference")
 
 
 def _layers(model: DualEncoder, layer: int, text_layer: int | None, image_layer: int | None) -> dict[Side, int]:

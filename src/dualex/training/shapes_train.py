@@ -1,4 +1,4 @@
-"""Train the bundled shapes CLIP: ``python -m dualex.zoo.shapes_train --out DIR``.
+"""Train the bundled shapes CLIP: ``python -m dualex.training.shapes_train --out DIR``.
 
 Contrastive training (symmetric InfoNCE, CLIP's loss) of the `dualex.models.shapes` architecture on
 `dualex.datasets.shapes_generator` scenes generated on the fly from the training seeds, with hard negatives in every
@@ -280,10 +280,10 @@ def train(cfg: TrainConfig, *, log: Any = print) -> tuple[Any, dict[str, Any]]:
 
 
 def evaluate(directory: str | Path, cfg: TrainConfig, *, progress: bool | None = None) -> dict[str, float]:
-    """Load ``hf:DIR`` through dualex and compute `dualex.zoo.shapes_eval.retrieval_metrics` on held-out
+    """Load ``hf:DIR`` through dualex and compute `dualex.training.shapes_eval.retrieval_metrics` on held-out
     scenes (seed ``cfg.seed``, split ``"heldout"``, 1–4 objects)."""
     from dualex.models import load
-    from dualex.zoo.shapes_eval import retrieval_metrics
+    from dualex.training.shapes_eval import retrieval_metrics
 
     model = load(f"hf:{directory}", device="cpu")
     scenes = list(ShapesDataset(cfg.eval_scenes, seed=cfg.seed, split="heldout"))
@@ -310,7 +310,8 @@ def format_metrics(m: dict[str, float]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dualex.zoo.shapes_train", description=__doc__.split("\n\n")[0])
+    """Command-line entry of ``python -m dualex.training.shapes_train``; returns the exit status."""
+    p = argparse.ArgumentParser(prog="python -m dualex.training.shapes_train", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="directory for the model files and metrics.json")
     for f, default in asdict(TrainConfig()).items():
         p.add_argument(f"--{f.replace('_', '-')}", type=type(default), default=default)

@@ -7,7 +7,7 @@ import pytest
 
 import dualex
 from dualex.datasets.shapes_generator import ShapesDataset
-from dualex.zoo.shapes_eval import grounding_table
+from dualex.training.shapes_eval import grounding_table
 
 
 @pytest.mark.slow

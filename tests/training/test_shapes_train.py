@@ -10,7 +10,7 @@ import torch
 
 from dualex.errors import InputError
 from dualex.models.shapes import asset_dir, build_model, build_tokenizer
-from dualex.zoo.shapes_train import TRAIN_WORDS, TrainConfig, learning_rate, make_batch, objects_at, train
+from dualex.training.shapes_train import TRAIN_WORDS, TrainConfig, learning_rate, make_batch, objects_at, train
 
 
 def test_batches_are_a_function_of_the_step():

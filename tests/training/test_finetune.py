@@ -8,7 +8,9 @@ import pytest
 import torch
 
 import dualex
-from dualex.analysis.finetune import (
+from dualex.cli import main
+from dualex.errors import InputError, UnsupportedModelError
+from dualex.training.finetune import (
     FinetuneConfig,
     coco_caption_pairs,
     epoch_batches,
@@ -17,8 +19,6 @@ from dualex.analysis.finetune import (
     infonce_loss,
     sigmoid_loss,
 )
-from dualex.cli import main
-from dualex.errors import InputError, UnsupportedModelError
 
 
 def test_infonce_loss_matches_formula():

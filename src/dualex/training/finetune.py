@@ -62,6 +62,7 @@ class FinetuneConfig:
     amp: bool = False
 
     def check(self) -> None:
+        """Refuse out-of-range settings with one plain `InputError` (before any model work)."""
         if self.epochs < 1:
             raise InputError(f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 2:
@@ -103,6 +104,7 @@ class FinetuneResult:
     load_name: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
+        """The result as plain JSON data (written as ``dualex_finetune.json``)."""
         return asdict(self)
 
 
