@@ -55,7 +55,7 @@ def forward_unit(model: Any) -> tuple[float, float]:
                 if hasattr(model, "tower"):
                     model.tower(side).encode(pair.side(side))
                 else:  # a base commit from before `Tower`
-                    model.encode(side, pair.side(side))
+                    model.tower(side).encode(pair.side(side))
 
     for _ in range(3):
         forward()

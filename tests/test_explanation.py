@@ -173,3 +173,12 @@ def test_file_from_before_pieces_loads_with_display_tokens(tmp_path):
     save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"dualex": json.dumps(meta)})
     old = Explanation.load(tmp_path / "old.safetensors")
     assert old.tokens == ex.tokens and old.pieces == ex.pieces
+
+
+def test_second_sentence_tokens_of_bi_encoders_are_display_strings_too(tmp_path):
+    m = model("sentence")
+    ex = dualex.explain(m, "the girl is carrying a baby", "a dog plays", method="random")
+    assert ex.image_pieces is not None and len(ex.image_pieces) == len(ex.image_tokens)
+    assert not any(mark in t for t in ex.image_tokens for mark in MARKERS), ex.image_tokens
+    back = Explanation.load(ex.save(tmp_path / "tt.safetensors"))
+    assert back.image_tokens == ex.image_tokens and back.image_pieces == ex.image_pieces

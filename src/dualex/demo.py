@@ -18,6 +18,7 @@ from pathlib import Path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo (``python -m dualex.demo``); returns the exit status."""
     p = argparse.ArgumentParser(prog="python -m dualex.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="output directory (default: out/demo)")
     p.add_argument("--method", default="ij", help="explanation method (default: ij)")

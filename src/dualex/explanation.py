@@ -87,6 +87,8 @@ class Explanation:
             (``se_total``, ``se_rel_top``, ``significant_share``, ``budget_hint``) are in ``diagnostics``.
         pieces: The S raw tokenizer pieces (``"a</w>"``, ``"Ġphoto"``); files from before 0.3 stored these
             as ``tokens`` and load with ``tokens`` turned into display strings.
+        image_pieces: For text-text bi-encoders, the raw pieces of ``image_tokens`` (which, like ``tokens``,
+            are display strings).
         reference_terms: The parts of the similarity that no interaction carries, in ``units``
             (ij: ``text_x_image_reference`` = e_tᵀr_i/(‖e_t‖‖e_i‖), ``text_reference_x_image`` = r_tᵀe_i/…,
             ``reference_x_reference`` = −r_tᵀr_i/…, and ``bias`` for ``units="score"``); see
@@ -124,6 +126,7 @@ class Explanation:
     stderr: dict[str, Tensor] = field(default_factory=dict)
     reference_terms: dict[str, float] = field(default_factory=dict)
     pieces: list[str] | None = None
+    image_pieces: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.special = self.special.bool().cpu()
@@ -140,6 +143,14 @@ class Explanation:
                                          special=self.special.tolist())  # fmt: skip
         elif len(self.pieces) != S:
             raise ValueError(f"pieces must list one raw piece per token ({S}), got {len(self.pieces)}")
+        if self.image_tokens is not None and self.image_pieces is None:  # a bi-encoder's second sentence
+            from dualex.bytelevel import display_tokens
+
+            n = len(self.image_tokens)
+            self.image_pieces = list(self.image_tokens)
+            self.image_tokens = display_tokens(self.image_pieces, text=self.image_text or "",
+                                               offsets=list(self.image_offsets or [None] * n),
+                                               special=[False] * n)  # fmt: skip
         expected = {
             "cross": (S, P),
             "text_pairs": (S, S),
@@ -530,9 +541,10 @@ class Explanation:
         """A JSON-ready dict (lists of floats) for the CLI's ``--json`` and the viewer."""
         d: dict[str, Any] = _jsonable(self.to_metadata())
         d["stderr"] = {}
-        for name, t in self.tensors().items():
-            if name == "image" and not include_image:
-                continue
+        tensors = self.tensors()
+        if not include_image:
+            tensors.pop("image", None)  # the stored pixels
+        for name, t in tensors.items():
             if name.startswith(STDERR_PREFIX):
                 d["stderr"][name[len(STDERR_PREFIX) :]] = _jsonable(t.tolist())  # inf (not identified) -> null
                 continue
@@ -697,6 +709,11 @@ def _check_metadata(meta: dict[str, Any], tensors: dict[str, Tensor]) -> None:
     if pieces is not None and (not isinstance(pieces, list) or len(pieces) != len(tokens)
                                or not all(isinstance(t, str) for t in pieces)):  # fmt: skip
         raise InputError("'pieces' must be a list of strings, one per token")
+    image_pieces, image_tokens = meta.get("image_pieces"), meta.get("image_tokens")
+    if image_pieces is not None and (not isinstance(image_pieces, list) or not isinstance(image_tokens, list)
+                                     or len(image_pieces) != len(image_tokens)
+                                     or not all(isinstance(t, str) for t in image_pieces)):  # fmt: skip
+        raise InputError("'image_pieces' must be a list of strings, one per second-sentence token")
     for key, n in (("token_offsets", S), ("image_offsets", len(meta.get("image_tokens") or []))):
         offs = meta.get(key)
         if offs is None:

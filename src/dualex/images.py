@@ -223,6 +223,7 @@ class ImageTransform:
         return nx0, ny0, nx1, ny1
 
     def to_dict(self) -> dict[str, Any]:
+        """The transform as plain JSON data (`from_dict` reads it back)."""
         return {
             "original_size": list(self.original_size),
             "input_size": list(self.input_size),
@@ -234,6 +235,7 @@ class ImageTransform:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ImageTransform:
+        """The transform `to_dict` wrote."""
         return cls(
             original_size=tuple(d["original_size"]),
             input_size=tuple(d["input_size"]),

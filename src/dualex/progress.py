@@ -71,6 +71,7 @@ class LineProgress:
         self.close()
 
     def update(self, n: int = 1) -> None:
+        """Count ``n`` more steps; print a line when ``interval`` seconds have passed since the last."""
         self.n += n
         now = time.monotonic()
         if now - self._last >= self.interval:
@@ -78,9 +79,11 @@ class LineProgress:
             self._print(now)
 
     def set_postfix(self, refresh: bool = True, **kw: Any) -> None:
+        """Set the ``key=value`` text shown after the count in the next line (tqdm's ``set_postfix``)."""
         self.postfix = ", ".join(f"{k}={v}" for k, v in kw.items())
 
     def close(self) -> None:
+        """Print the final line, if a line was printed before (once)."""
         if self._printed:
             self._print(time.monotonic(), final=True)
             self._printed = False

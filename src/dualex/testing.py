@@ -22,6 +22,7 @@ TINY_BOS, TINY_EOS, TINY_PAD = 97, 98, 0
 
 
 def tiny_word_tokenizer(*, max_length: int = 16, pad_to_max: bool = False, bos: int = TINY_BOS) -> WordTokenizer:
+    """A `WordTokenizer` over `TINY_VOCAB` (BOS, EOS and padding ids of the tiny models)."""
     return WordTokenizer(
         TINY_VOCAB, bos_id=bos, eos_id=TINY_EOS, pad_id=TINY_PAD, max_length=max_length, pad_to_max=pad_to_max
     )

@@ -9,7 +9,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dualex.cli.options import parse_option
+from dualex.cli.args import (
+    add_confidence,
+    add_dataset_options,
+    add_device,
+    add_flags,
+    add_json,
+    add_method,
+    add_method_options,
+    add_run_dir,
+    add_seed,
+    add_values,
+    command,
+)
 from dualex.errors import InputError
 
 ORDER = 20  # position of these subcommands in ``dualex --help``
@@ -17,125 +29,93 @@ ORDER = 20  # position of these subcommands in ``dualex --help``
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``classwise``, ``mismatch``, ``failures``, ``finetune`` and ``compare`` to ``sub``."""
-    c = sub.add_parser(
-        "classwise",
-        help="pointing-game scores per object class of a run, with confidence intervals and a bar plot",
-        description="Per-class grounding of an evaluation run: mean, count and confidence interval of an "
-        "object-level metric per method and class, best class first (Wilson intervals for hit rates, "
-        "percentile bootstrap for energies).",
-    )
-    c.add_argument("run_dir", type=Path, help="run directory written by `dualex evaluate`")
+    c = command(sub, "classwise", run_classwise)
+    add_run_dir(c)
     c.add_argument("--metric", default="pg_energy_t2i",
                    help="pg_energy_t2i (default), pg_hit_t2i, pg_energy_i2t, pg_hit_i2t, pgr or span_box")
-    c.add_argument("--method", default=None, help="only this method (default: all methods of the run)")
-    c.add_argument("--out", type=Path, default=None, help="bar plot (.png, .svg or .pdf)")
-    c.add_argument("--csv", type=Path, default=None, help="also write the table as CSV")
-    c.add_argument("--min-count", type=int, default=1, help="leave out classes with fewer objects (default: 1)")
-    c.add_argument("--confidence", type=float, default=0.95, help="interval coverage (default: 0.95)")
-    c.add_argument("--json", action="store_true", help="print the table as JSON records")
-    c.set_defaults(func=run_classwise)
+    add_method(c, "only this method (default: all methods of the run)", default=None)
+    add_values(c, Path, {"--out": (None, "bar plot (.png, .svg or .pdf)"),
+                         "--csv": (None, "also write the table as CSV")})  # fmt: skip
+    add_values(c, int, {"--min-count": (1, "leave out classes with fewer objects (default: 1)")})
+    add_confidence(c)
+    add_json(c, "the table", records=True)
 
-    m = sub.add_parser(
-        "mismatch",
-        help="share of positive matching and negative cross span-box interactions (and hard negatives)",
-        description="For captions naming two objects: the share of object pairs whose matching interaction "
-        "Σ cross[span_a, box_a] is positive and whose cross interaction Σ cross[span_a, box_b] is negative. "
-        "With --hard-negatives: explain images with a caption where one object was swapped and report the "
-        "share where the swapped words interact negatively with the object's box.",
-    )
+    m = command(sub, "mismatch", run_mismatch)
     m.add_argument("run_dir", type=Path, nargs="?", help="run directory (not needed with --hard-negatives)")
-    m.add_argument("--method", default=None, help="only this method (run) / the method to explain with (ij)")
-    m.add_argument("--all-pairs", action="store_true",
-                   help="use every object pair of captions naming two or more objects (default: exactly two)")
-    m.add_argument("--disjoint", action="store_true", help="ignore patches that both boxes cover")
-    m.add_argument("--hard-negatives", action="store_true", help="swap an object in the caption and explain")
+    add_method(m, "only this method (run) / the method to explain with (ij)", default=None)
+    add_flags(m, {
+        "--all-pairs": "use every object pair of captions naming two or more objects (default: exactly two)",
+        "--disjoint": "ignore patches that both boxes cover",
+        "--hard-negatives": "swap an object in the caption and explain",
+    })
     m.add_argument("--model", default=None, help="model for --hard-negatives (e.g. shapes, hf:DIR)")
     m.add_argument("--dataset", default=None, help="KIND:PATH for --hard-negatives (coco:DIR, ...; shapes: generates "
                    "scenes, -D n=N sets how many)")
     m.add_argument("--limit", type=int, default=50, help="items for --hard-negatives (default: 50)")
-    m.add_argument("--dataset-option", "-D", action="append", default=[], type=parse_option, metavar="KEY=VALUE",
-                   help="dataset reader option for --hard-negatives (e.g. -D n_objects=2 for shapes)")
+    add_dataset_options(m, "dataset reader option for --hard-negatives (e.g. -D n_objects=2 for shapes)")
     m.add_argument("--categories", default=None,
                    help="comma-separated class names to swap in (default: the classes found in the items)")
     m.add_argument("--swap", default="any", choices=("any", "colour", "shape"),
                    help="shapes data: swap colours, shapes or either (default: any)")
-    m.add_argument("--compare-original", action="store_true", help="also explain the true captions")
-    m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--device", default=None)
-    m.add_argument("--option", "-O", action="append", default=[], type=parse_option,
-                   help="method option KEY=VALUE (JSON values) for --hard-negatives")
-    m.add_argument("--out", type=Path, default=None, help="write the per-pair table (.csv) and the shares (.json)")
-    m.add_argument("--json", action="store_true", help="print the shares as JSON")
-    m.set_defaults(func=run_mismatch)
+    add_flags(m, {"--compare-original": "also explain the true captions"})
+    add_seed(m)
+    add_device(m, help=None)
+    add_method_options(m, "method option KEY=VALUE (JSON values) for --hard-negatives")
+    add_values(m, Path, {"--out": (None, "write the per-pair table (.csv) and the shares (.json)")})
+    add_json(m, "the shares")
 
-    f = sub.add_parser(
-        "failures",
-        help="cluster the objects whose grounding fails and describe each cluster",
-        description="Features of every failed object (box size and coverage, object count, class and "
-        "co-occurrence rarity, attribution spread and location), standardised against all objects, "
-        "clustered with k-means (k by silhouette) and labelled by their dominant features.",
-    )
-    f.add_argument("run_dir", type=Path, help="run directory written by `dualex evaluate`")
-    f.add_argument("--method", default=None, help="method to analyse (default: every method with span maps)")
+    f = command(sub, "failures", run_failures)
+    add_run_dir(f)
+    add_method(f, "method to analyse (default: every method with span maps)", default=None)
     f.add_argument("--metric", default="pg_hit_t2i", help="failure metric (default: pg_hit_t2i)")
     f.add_argument("--threshold", type=float, default=0.5, help="a row fails when metric < threshold (0.5)")
     f.add_argument("--k", default="auto", help="number of clusters or 'auto' (best silhouette, default)")
-    f.add_argument("--k-max", type=int, default=8, help="largest k tried by auto (default: 8)")
-    f.add_argument("--examples", type=int, default=5, help="examples per cluster (default: 5)")
-    f.add_argument("--seed", type=int, default=0)
+    add_values(f, int, {"--k-max": (8, "largest k tried by auto (default: 8)"),
+                        "--examples": (5, "examples per cluster (default: 5)")})  # fmt: skip
+    add_seed(f)
     f.add_argument("--out", type=Path, default=None,
                    help="directory for failures.json and failures.md (default: RUN_DIR/analysis)")
-    f.set_defaults(func=run_failures)
 
-    t = sub.add_parser(
-        "finetune",
-        help="contrastive in-domain fine-tuning of a CLIP on a COCO-format dataset",
-        description="Fine-tune all weights of a transformers CLIP (or SigLIP) with its own contrastive loss "
-        "(symmetric InfoNCE; AdamW, weight decay 1e-4, batch 64 as in exCLIP) and save it so that "
-        "`dualex.load('hf:OUT')` reads it.",
-    )
+    t = command(sub, "finetune", run_finetune)
     t.add_argument("--model", required=True, help="model to start from (hf:DIR, shapes, openclip:ARCH@FILE)")
     t.add_argument("--dataset", required=True, help="coco:PATH (captions JSON or a COCO directory)")
     t.add_argument("--split", default="train", help="captions file to use in a COCO directory (default: train)")
     t.add_argument("--out", type=Path, required=True, help="output directory for the fine-tuned model")
-    t.add_argument("--epochs", type=int, default=5, help="epochs (default: 5)")
-    t.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64, as in exCLIP)")
-    t.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default: 1e-4)")
-    t.add_argument("--lr", type=float, default=1e-5, help="peak learning rate (default: 1e-5)")
-    t.add_argument("--warmup", type=float, default=0.1, help="share of steps with linear warm-up (default: 0.1)")
-    t.add_argument("--limit", type=int, default=None, help="use at most this many captions")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
-    t.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    t.set_defaults(func=run_finetune)
+    add_values(t, int, {"--epochs": (5, "epochs (default: 5)"),
+                        "--batch-size": (64, "batch size (default: 64, as in exCLIP)")})  # fmt: skip
+    add_values(t, float, {
+        "--weight-decay": (1e-4, "AdamW weight decay (default: 1e-4)"),
+        "--lr": (1e-5, "peak learning rate (default: 1e-5)"),
+        "--warmup": (0.1, "share of steps with linear warm-up (default: 0.1)"),
+    })
+    add_values(t, int, {"--limit": (None, "use at most this many captions")})
+    add_seed(t)
+    add_flags(t, {"--amp": "bfloat16 autocast on CUDA"})
+    add_device(t, help="cpu, cuda, ... (default: cuda if available)")
 
-    k = sub.add_parser(
-        "compare",
-        help="compare runs (models, methods, fine-tuned vs base) on their shared units, with paired tests",
-        description="Match two or more runs on their shared (item, method, object) units and report per "
-        "metric (and per object class) each run's mean, the mean paired difference against the first run "
-        "with a seeded paired-bootstrap interval, a Wilcoxon signed-rank test, and how many units matched or "
-        "were left out and why. Writes compare.csv, compare.md, units.csv, counts.json and compare.png.",
-    )
+    k = command(sub, "compare", run_compare)
     k.add_argument("runs", type=Path, nargs="+", help="run directories; the first is the reference")
-    k.add_argument("--out", type=Path, default=None, help="output directory (default: print the tables only)")
+    add_values(k, Path, {"--out": (None, "output directory (default: print the tables only)")})
     k.add_argument("--labels", default=None, help="comma-separated run labels (default: directory (model))")
     k.add_argument("--metric", action="append", default=None,
                    help="metric to compare (repeatable; default: every metric all runs have)")
     k.add_argument("--methods", default=None,
                    help="comma-separated method per run, to compare different methods on the same items")
     k.add_argument("--plot-metric", default=None, help="metric of the figure (default: first with classes)")
-    k.add_argument("--no-classes", action="store_true", help="overall comparisons only")
-    k.add_argument("--confidence", type=float, default=0.95, help="interval coverage (default: 0.95)")
-    k.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default: 2000)")
-    k.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
-    k.add_argument("--json", action="store_true", help="print the table as JSON records")
-    k.set_defaults(func=run_compare)
+    add_flags(k, {"--no-classes": "overall comparisons only"})
+    add_confidence(k)
+    add_values(k, int, {"--n-boot": (2000, "bootstrap resamples (default: 2000)")})
+    add_seed(k, "bootstrap seed (default: 0)")
+    add_json(k, "the table", records=True)
 
 
 # ---------------------------------------------------------------------------------------------------- classwise
 def run_classwise(args: argparse.Namespace) -> int:
-    """Run ``dualex classwise`` with the parsed ``args``; returns the exit status."""
+    """Pointing-game scores per object class of a run, with confidence intervals and a bar plot.
+
+    Per-class grounding of an evaluation run: mean, count and confidence interval of an object-level metric per
+    method and class, best class first (Wilson intervals for hit rates, percentile bootstrap for energies).
+    """
     from dualex.analysis.classwise import classwise_grounding, format_table, plot_classwise
 
     table = classwise_grounding(
@@ -158,7 +138,13 @@ def run_classwise(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- mismatch
 def run_mismatch(args: argparse.Namespace) -> int:
-    """Run ``dualex mismatch`` with the parsed ``args``; returns the exit status."""
+    """Share of positive matching and negative cross span-box interactions (and hard negatives).
+
+    For captions naming two objects: the share of object pairs whose matching interaction Σ cross[span_a, box_a] is
+    positive and whose cross interaction Σ cross[span_a, box_b] is negative. With --hard-negatives: explain images
+    with a caption where one object was swapped and report the share where the swapped words interact negatively
+    with the object's box.
+    """
     if args.hard_negatives:
         return _run_hard_negatives(args)
     if args.run_dir is None:
@@ -230,7 +216,12 @@ def _write_table(df: Any, summary: Any, out: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------------- failures
 def run_failures(args: argparse.Namespace) -> int:
-    """Run ``dualex failures`` with the parsed ``args``; returns the exit status."""
+    """Cluster the objects whose grounding fails and describe each cluster.
+
+    Features of every failed object (box size and coverage, object count, class and co-occurrence rarity,
+    attribution spread and location), standardised against all objects, clustered with k-means (k by silhouette) and
+    labelled by their dominant features.
+    """
     from dualex.analysis.common import read_rows
     from dualex.analysis.failure_modes import failure_modes, write_report
 
@@ -276,7 +267,13 @@ def _int(text: str, name: str) -> int:
 
 # ---------------------------------------------------------------------------------------------------- compare
 def run_compare(args: argparse.Namespace) -> int:
-    """Run ``dualex compare`` with the parsed ``args``; returns the exit status."""
+    """Compare runs (models, methods, fine-tuned vs base) on their shared units, with paired tests.
+
+    Match two or more runs on their shared (item, method, object) units and report per metric (and per object class)
+    each run's mean, the mean paired difference against the first run with a seeded paired-bootstrap interval, a
+    Wilcoxon signed-rank test, and how many units matched or were left out and why. Writes compare.csv, compare.md,
+    units.csv, counts.json and compare.png.
+    """
     from dualex.analysis.compare import compare
 
     def split(text: str | None) -> list[str] | None:
@@ -305,7 +302,11 @@ def run_compare(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- finetune
 def run_finetune(args: argparse.Namespace) -> int:
-    """Run ``dualex finetune`` with the parsed ``args``; returns the exit status."""
+    """Contrastive in-domain fine-tuning of a CLIP on a COCO-format dataset.
+
+    Fine-tune all weights of a transformers CLIP (or SigLIP) with its own contrastive loss (symmetric InfoNCE;
+    AdamW, weight decay 1e-4, batch 64 as in exCLIP) and save it so that `dualex.load('hf:OUT')` reads it.
+    """
     import dualex
     from dualex.training.finetune import coco_caption_pairs, finetune
 

@@ -77,29 +77,25 @@ ORDER = 40  # position of these subcommands in ``dualex --help``
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``bench`` to ``sub``."""
-    from dualex.cli.options import parse_option
+    from dualex.cli.args import add_device, add_json, add_method, add_method_options, command
 
-    p = sub.add_parser(
-        "bench",
-        help="time one explanation method on one model (time and peak memory)",
-        description="Explain one (image, caption) pair REPEAT times after one warm-up call and print the median "
-        "wall-clock time per explanation and the peak memory of a call (CUDA allocator peak on GPU, growth of "
-        "the resident set on CPU).",
-    )
+    p = command(sub, "bench", run_bench)
     p.add_argument("--model", default="shapes", help="model name, as for `dualex explain` (default: shapes)")
-    p.add_argument("--method", default="ij", help="explanation method (default: ij); see `dualex methods`")
+    add_method(p)
     p.add_argument("--caption", default="a red circle and a blue square", help="the caption to explain")
     p.add_argument("--image", default=None, help="image file (default: a seeded random 224×224 image)")
     p.add_argument("--repeat", type=int, default=3, help="measured calls (default: 3)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--option", "-O", action="append", default=[], type=parse_option, metavar="KEY=VALUE",
-                   help="method option KEY=VALUE (JSON values), e.g. -O n_steps=20")
-    p.add_argument("--json", action="store_true", help="print the measurement as JSON")
-    p.set_defaults(func=run_bench)
+    add_device(p)
+    add_method_options(p, "method option KEY=VALUE (JSON values), e.g. -O n_steps=20", metavar="KEY=VALUE")
+    add_json(p, "the measurement")
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    """Run ``dualex bench`` with the parsed ``args``; returns the exit status."""
+    """Time one explanation method on one model (time and peak memory).
+
+    Explain one (image, caption) pair REPEAT times after one warm-up call and print the median wall-clock time per
+    explanation and the peak memory of a call (CUDA allocator peak on GPU, growth of the resident set on CPU).
+    """
     import numpy as np
 
     import dualex

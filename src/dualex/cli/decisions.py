@@ -20,20 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from dualex.cli import register_command
-from dualex.cli.options import parse_option
+from dualex.cli.args import add_device, add_json, add_method, add_method_flags, command
 from dualex.errors import InputError
 
 
 def _common(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--model", default="shapes", help="model name (default: shapes); see `dualex explain --help`")
-    p.add_argument("--method", default="ij", help="explanation method (default: ij); see `dualex methods`")
+    add_method(p)
     p.add_argument("--out", type=Path, default=Path("out") / out, help=f"output folder (default: out/{out})")
-    p.add_argument("--layer", type=int, default=None, help="split layer for both towers (default: method's)")
-    p.add_argument("--n-steps", type=int, default=None, help="integration steps (ij)")
-    p.add_argument("--option", "-O", action="append", default=[], type=parse_option,
-                   help="extra method option KEY=VALUE (JSON values), e.g. -O units=score")  # fmt: skip
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    add_method_flags(p, "extra method option KEY=VALUE (JSON values), e.g. -O units=score")
+    add_device(p)
+    add_json(p, "the result", stdout=True)
 
 
 @register_command(
@@ -42,42 +39,24 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
 )
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``contrast``, ``zero-shot`` and ``rank`` to ``sub``."""
-    c = sub.add_parser(
-        "contrast",
-        help="why an image is closer to caption A than to caption B",
-        description="Explain s(X, A) − s(X, B): X an image (A, B captions) or a caption (A, B image files). "
-        "Writes figure.png and the two explanations to --out.",
-    )
+    c = command(sub, "contrast", run_contrast)
     c.add_argument("x", help="the shared input: an image file, or a caption")
     c.add_argument("a", help="the first competitor (a caption for an image X, an image file for a caption X)")
     c.add_argument("b", help="the second competitor")
     _common(c, "contrast")
-    c.set_defaults(func=run_contrast)
 
-    z = sub.add_parser(
-        "zero-shot",
-        help="zero-shot classify an image and explain why this class",
-        description="Classify IMAGE among --classes with a prompt ensemble (class embedding = normalised mean of "
-        "the normalised template embeddings) and explain the prediction against the runner-up (or --versus).",
-    )
+    z = command(sub, "zero-shot", run_zero_shot)
     z.add_argument("image", help="image file")
     z.add_argument("--classes", nargs="+", required=True, help="class names (at least two)")
     z.add_argument("--templates", nargs="+", default=["{}"], help="prompt templates with {} for the class name")
     z.add_argument("--versus", default=None, help="contrast the prediction with this class instead of the runner-up")
     _common(z, "zero-shot")
-    z.set_defaults(func=run_zero_shot)
 
-    r = sub.add_parser(
-        "rank",
-        help="rank a gallery by similarity to a query and explain the top k",
-        description="Rank GALLERY (a folder of images, or a .txt file of captions, one per line) by similarity to "
-        "QUERY (a caption, or an image file) and explain the top k.",
-    )
+    r = command(sub, "rank", run_rank)
     r.add_argument("query", help="a caption, or an image file")
     r.add_argument("gallery", type=Path, help="a folder of images, or a .txt file of captions")
     r.add_argument("-k", type=int, default=5, help="results to explain (default: 5)")
     _common(r, "rank")
-    r.set_defaults(func=run_rank)
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -114,7 +93,11 @@ def _contrast_report(con: Any) -> list[str]:
 
 
 def run_contrast(args: argparse.Namespace) -> int:
-    """Run ``dualex contrast`` with the parsed ``args``; returns the exit status."""
+    """Why an image is closer to caption A than to caption B.
+
+    Explain s(X, A) − s(X, B): X an image (A, B captions) or a caption (A, B image files). Writes figure.png and the
+    two explanations to --out.
+    """
     import dualex
 
     options = _options(args)
@@ -133,7 +116,11 @@ def run_contrast(args: argparse.Namespace) -> int:
 
 
 def run_zero_shot(args: argparse.Namespace) -> int:
-    """Run ``dualex zero-shot`` with the parsed ``args``; returns the exit status."""
+    """Zero-shot classify an image and explain why this class.
+
+    Classify IMAGE among --classes with a prompt ensemble (class embedding = normalised mean of the normalised
+    template embeddings) and explain the prediction against the runner-up (or --versus).
+    """
     import dualex
     from dualex.decisions.zero_shot import prompts
 
@@ -168,7 +155,11 @@ def run_zero_shot(args: argparse.Namespace) -> int:
 
 
 def run_rank(args: argparse.Namespace) -> int:
-    """Run ``dualex rank`` with the parsed ``args``; returns the exit status."""
+    """Rank a gallery by similarity to a query and explain the top k.
+
+    Rank GALLERY (a folder of images, or a .txt file of captions, one per line) by similarity to QUERY (a caption,
+    or an image file) and explain the top k.
+    """
     import dualex
 
     options = _options(args)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from dualex.cli.args import add_dataset_options, add_device, add_flags, add_run_dir, add_values, command
 from dualex.cli.options import parse_option
 from dualex.errors import InputError
 
@@ -24,13 +25,7 @@ ORDER = 10  # position of these subcommands in ``dualex --help``
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``evaluate`` and ``summary`` to ``sub``."""
-    p = sub.add_parser(
-        "evaluate",
-        help="run explanation methods over a dataset and score them (resumable)",
-        description="Explain every (image, caption) item of a dataset with each method, score the explanations "
-        "(pointing games, insertion/deletion AID, p-faithfulness, completeness) and keep rows, explanation files and "
-        "summary tables in RUN_DIR. Re-running the same command resumes where it stopped.",
-    )
+    p = command(sub, "evaluate", run_evaluate)
     p.add_argument("--model", required=True, help="model name (shapes | hf:ID_OR_DIR | openclip:... | sentence:...) "
                    "or py:module:function returning a DualEncoder")  # fmt: skip
     p.add_argument("--dataset", required=True, help="KIND:PATH with KIND coco | flickr30k | imagenet-grid | shapes | "
@@ -39,8 +34,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--methods", required=True, help="comma-separated methods, e.g. ij,fixlip,gradxinput,random")
     p.add_argument("--out", required=True, type=Path, help="run directory (created, or resumed if it exists)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N items")
-    p.add_argument("--dataset-option", "-D", action="append", default=[], type=parse_option, metavar="KEY=VALUE",
-                   help="reader option, e.g. -D split=val2017, -D n=500 (shapes), -D captions_per_image=1")
+    add_dataset_options(p, "reader option, e.g. -D split=val2017, -D n=500 (shapes), -D captions_per_image=1")
     p.add_argument("--option", "-O", action="append", default=[], type=_method_option, metavar="METHOD.KEY=VALUE",
                    help="method option, e.g. -O ij.n_steps=10 -O fixlip.budget=4096 (JSON values)")
     p.add_argument("--metrics", default=None,
@@ -58,9 +52,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="product design: coalitions per side (default 100: a 100 x 100 grid, 200 tower passes)")
     p.add_argument("--perturbation-order", default="auto", choices=["auto", "1", "2"],
                    help="insertion/deletion: greedy subsets for second-order explanations (auto) or ranking (1)")
-    p.add_argument("--no-save-explanations", action="store_true", help="do not write .safetensors files")
+    add_flags(p, {"--no-save-explanations": "do not write .safetensors files"})
     p.add_argument("--engine", default="local", choices=["local", "ray"], help="local (default) or ray (Ray Data)")
-    p.add_argument("--concurrency", type=int, default=None, help="ray: actors (default: one per GPU, 1 on CPU)")
+    add_values(p, int, {"--concurrency": (None, "ray: actors (default: one per GPU, 1 on CPU)")})
     p.add_argument("--ray-address", default=None,
                    help="ray: cluster address (default: $RAY_ADDRESS, else a new local Ray instance)")
     p.add_argument("--num-gpus-per-worker", type=float, default=1.0,
@@ -68,26 +62,30 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--max-retries", type=int, default=3,
                    help="ray: retries of a lost worker's or node's work before the run stops (default 3)")
     p.add_argument("--dtype", default=None, help="model dtype: float32, bfloat16 (bf16), float16 (fp16)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--internal-batch-size", type=int, default=64, help="masked pairs per forward pass (metrics)")
-    p.add_argument("--batch-size", type=int, default=8,
-                   help="items explained together by one call of each method (default 8; 1: item by item)")
-    p.add_argument("--shard-size", type=int, default=16, help="(item, method) units per result shard")
-    p.add_argument("--retry-errors", action="store_true", help="redo units that recorded an error")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_evaluate)
+    add_device(p)
+    add_values(p, int, {
+        "--internal-batch-size": (64, "masked pairs per forward pass (metrics)"),
+        "--batch-size": (8, "items explained together by one call of each method (default 8; 1: item by item)"),
+        "--shard-size": (16, "(item, method) units per result shard"),
+    })
+    add_flags(p, {"--retry-errors": "redo units that recorded an error", "--no-progress": "no progress bar"})
 
-    s = sub.add_parser(
-        "summary",
-        help="print the summary tables of an evaluate run",
-        description="Recompute and print the summary tables of RUN_DIR (also rewrites RUN_DIR/summary/).",
-    )
-    s.add_argument("run_dir", type=Path, help="the --out directory of `dualex evaluate`")
-    s.set_defaults(func=run_summary)
+    s = command(sub, "summary", run_summary)
+    add_run_dir(s, "the --out directory of `dualex evaluate`")
+
+
+# arguments `evaluate` takes as parsed, under the same name
+_PASSED_ON = ("limit", "engine", "device", "internal_batch_size", "batch_size", "shard_size", "retry_errors",
+              "concurrency", "ray_address", "num_gpus_per_worker", "max_retries", "dtype")  # fmt: skip
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Run ``dualex evaluate`` with the parsed ``args`` (prints the summary); returns the exit status."""
+    """Run explanation methods over a dataset and score them (resumable).
+
+    Explain every (image, caption) item of a dataset with each method, score the explanations (pointing games,
+    insertion/deletion AID, p-faithfulness, completeness) and keep rows, explanation files and summary tables in
+    RUN_DIR. Re-running the same command resumes where it stopped.
+    """
     from dualex.evaluation.run import MetricOptions, evaluate
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -112,18 +110,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         method_options=method_options,
         metrics=metrics,
         dataset_options=dict(args.dataset_option),
-        limit=args.limit,
-        engine=args.engine,
-        device=args.device,
-        internal_batch_size=args.internal_batch_size,
-        batch_size=args.batch_size,
-        shard_size=args.shard_size,
-        retry_errors=args.retry_errors,
-        concurrency=args.concurrency,
-        ray_address=args.ray_address,
-        num_gpus_per_worker=args.num_gpus_per_worker,
-        max_retries=args.max_retries,
-        dtype=args.dtype,
+        **{name: getattr(args, name) for name in _PASSED_ON},
         progress=False if args.no_progress else None,
     )
     print(res.summary)
@@ -133,7 +120,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    """Run ``dualex summary``: recompute, write and print a run's summary tables; returns 0."""
+    """Print the summary tables of an evaluate run.
+
+    Recompute and print the summary tables of RUN_DIR (also rewrites RUN_DIR/summary/).
+    """
     from dualex.evaluation.summary import write_summary
 
     print(write_summary(args.run_dir))

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dualex.cli.options import parse_option
+from dualex.cli.args import add_device, add_json, add_method, add_method_flags, add_values, command
 from dualex.errors import InputError
 
 if TYPE_CHECKING:
@@ -36,28 +36,20 @@ ORDER = 0  # position of these subcommands in ``dualex --help``
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``explain`` to ``sub``."""
-    p = sub.add_parser(
-        "explain",
-        help="explain one (image, caption) pair and write a figure",
-        description="Explain why MODEL finds IMAGE and CAPTION similar, as token × patch interactions.",
-    )
+    p = command(sub, "explain", run_explain)
     p.add_argument("image", help="image file (for text-text bi-encoders: the second sentence)")
     p.add_argument("caption", help="the caption (quote it)")
     p.add_argument("--model", default="shapes", help="model name: shapes | hf:ID_OR_DIR "
                    "| openclip:ARCH@TAG|FILE|random | sentence:ID_OR_DIR (default: shapes)")
-    p.add_argument("--method", default="ij", help="explanation method (default: ij); see `dualex methods`")
-    p.add_argument("--out", type=Path, help="figure path (.png, .svg or .pdf)")
+    add_method(p)
+    add_values(p, Path, {"--out": (None, "figure path (.png, .svg or .pdf)")})
     p.add_argument("--span", action="append", default=[], help="caption words to map onto the image (repeatable)")
     p.add_argument("--box", action="append", default=[], type=_parse_box,
                    help="image box x0,y0,x1,y1 (original pixels) to map onto the caption (repeatable)")
-    p.add_argument("--layer", type=int, default=None, help="split layer for both towers (default: method's)")
-    p.add_argument("--n-steps", type=int, default=None, help="integration steps (ij)")
-    p.add_argument("--option", "-O", action="append", default=[], type=parse_option,
-                   help="extra method option KEY=VALUE (JSON values), e.g. -O 'baselines={\"text\": \"same_length\"}'")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--save", type=Path, help="also save the explanation (.safetensors) for `dualex serve`")
-    p.add_argument("--json", action="store_true", help="print the explanation as JSON on stdout")
-    p.set_defaults(func=run_explain)
+    add_method_flags(p, "extra method option KEY=VALUE (JSON values), e.g. -O 'baselines={\"text\": \"same_length\"}'")
+    add_device(p)
+    add_values(p, Path, {"--save": (None, "also save the explanation (.safetensors) for `dualex serve`")})
+    add_json(p, "the explanation", stdout=True)
 
 
 def explain_options(
@@ -104,7 +96,10 @@ def check_regions(pair: Pair, spans: Sequence[str], boxes: Sequence[tuple[float,
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    """Run ``dualex explain`` with the parsed ``args``; returns the exit status."""
+    """Explain one (image, caption) pair and write a figure.
+
+    Explain why MODEL finds IMAGE and CAPTION similar, as token × patch interactions.
+    """
     import dualex
     from dualex.methods import explain_pair
     from dualex.writable import check_writable

@@ -5,35 +5,19 @@ from __future__ import annotations
 import argparse
 import inspect
 
+from dualex.cli.args import add_flags, command
+
 ORDER = 5  # position of these subcommands in ``dualex --help``
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``methods``, ``metrics``, ``datasets`` and ``models``."""
-    m = sub.add_parser(
-        "methods",
-        help="list the explanation methods",
-        description="List the explanation methods: name, order (1: per token/patch, 2: interactions), a one-line "
-        "summary and the cost per pair. With --options, also each method's options and their defaults "
-        "(pass them with `dualex explain -O KEY=VALUE` or `dualex evaluate -O METHOD.KEY=VALUE`).",
-    )
-    m.add_argument("--options", action="store_true", help="also list each method's options and defaults")
-    m.set_defaults(func=run_methods)
-    t = sub.add_parser(
-        "metrics",
-        help="list the metrics of `dualex evaluate --metrics`",
-        description="List the metrics: name, level (pair or object), what it needs, a one-line summary, and the "
-        "result columns it writes. With --options, also its options (`dualex evaluate -M NAME.KEY=VALUE`).",
-    )
-    t.add_argument("--options", action="store_true", help="also list each metric's options and defaults")
-    t.set_defaults(func=run_metrics)
-    d = sub.add_parser("datasets", help="list the dataset readers of --dataset KIND:PATH",
-                       description="List the dataset kinds (--dataset KIND:PATH), aliases included.")  # fmt: skip
-    d.set_defaults(func=run_datasets)
-    o = sub.add_parser("models", help="list the model name prefixes and names",
-                       description="List the model name prefixes (PREFIX:SPEC), the model names that stand for "
-                       "others (shapes) and py:module:function.")  # fmt: skip
-    o.set_defaults(func=run_models)
+    m = command(sub, "methods", run_methods)
+    add_flags(m, {"--options": "also list each method's options and defaults"})
+    t = command(sub, "metrics", run_metrics)
+    add_flags(t, {"--options": "also list each metric's options and defaults"})
+    command(sub, "datasets", run_datasets)
+    command(sub, "models", run_models)
 
 
 def _options(fn: object, skip: int) -> str:
@@ -47,7 +31,12 @@ def _also(aliases: list[str]) -> str:
 
 
 def run_methods(args: argparse.Namespace) -> int:
-    """Print the methods (``dualex methods``)."""
+    """List the explanation methods.
+
+    List the explanation methods: name, order (1: per token/patch, 2: interactions), a one-line summary and the cost
+    per pair. With --options, also each method's options and their defaults (pass them with `dualex explain -O
+    KEY=VALUE` or `dualex evaluate -O METHOD.KEY=VALUE`).
+    """
     from dualex.methods import list_methods
 
     for name, info in list_methods().items():
@@ -58,7 +47,11 @@ def run_methods(args: argparse.Namespace) -> int:
 
 
 def run_metrics(args: argparse.Namespace) -> int:
-    """Print the metrics (``dualex metrics``)."""
+    """List the metrics of `dualex evaluate --metrics`.
+
+    List the metrics: name, level (pair or object), what it needs, a one-line summary, and the result columns it
+    writes. With --options, also its options (`dualex evaluate -M NAME.KEY=VALUE`).
+    """
     from dualex.metrics.base import METRICS
 
     for e in METRICS.entries():
@@ -74,7 +67,10 @@ def run_metrics(args: argparse.Namespace) -> int:
 
 
 def run_datasets(args: argparse.Namespace) -> int:
-    """Print the dataset kinds (``dualex datasets``)."""
+    """List the dataset readers of --dataset KIND:PATH.
+
+    List the dataset kinds (--dataset KIND:PATH), aliases included.
+    """
     from dualex.datasets.base import READERS
 
     for e in sorted(READERS.entries(), key=lambda e: e.name):
@@ -83,7 +79,11 @@ def run_datasets(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    """Print the model name prefixes and names (``dualex models``)."""
+    """List the model name prefixes and names.
+
+    List the model name prefixes (PREFIX:SPEC), the model names that stand for others (shapes) and
+    py:module:function.
+    """
     from dualex.models.registry import ALIASES, LOADERS
 
     for e in sorted(LOADERS.entries(), key=lambda e: e.name):

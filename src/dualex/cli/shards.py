@@ -5,34 +5,30 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dualex.cli.options import parse_option
+from dualex.cli.args import add_dataset_options, add_flags, add_values, command
 
 ORDER = 11  # position of these subcommands in ``dualex --help``
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``shards`` to ``sub``."""
-    p = sub.add_parser(
-        "shards",
-        help="write a dataset as WebDataset shards (or Parquet) for streaming runs",
-        description="Read --dataset KIND:PATH (coco, flickr30k, imagenet-grid, shapes, webdataset, parquet) and write "
-        "it to --out as WebDataset tar shards of --shard-size items (KEY.jpg|png|webp image, KEY.txt caption, KEY.json "
-        "ground truth), or as Parquet files with --format parquet. `dualex evaluate --dataset webdataset:OUT` then "
-        "streams them.",
-    )
+    p = command(sub, "shards", run_shards)
     p.add_argument("--dataset", required=True, help="KIND:PATH of the dataset to write (shapes: generates scenes)")
-    p.add_argument("--dataset-option", "-D", action="append", default=[], type=parse_option, metavar="KEY=VALUE",
-                   help="reader option, e.g. -D split=val2017, -D n=500 (shapes)")  # fmt: skip
+    add_dataset_options(p, "reader option, e.g. -D split=val2017, -D n=500 (shapes)")
     p.add_argument("--out", required=True, type=Path, help="folder for the shards (created)")
-    p.add_argument("--shard-size", type=int, default=1000, help="items per shard (default 1000)")
-    p.add_argument("--limit", type=int, default=None, help="write only the first N items")
+    add_values(p, int, {"--shard-size": (1000, "items per shard (default 1000)"),
+                        "--limit": (None, "write only the first N items")})  # fmt: skip
     p.add_argument("--format", default="webdataset", choices=["webdataset", "parquet"], help="default webdataset")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_shards)
+    add_flags(p, {"--no-progress": "no progress bar"})
 
 
 def run_shards(args: argparse.Namespace) -> int:
-    """Run ``dualex shards`` with the parsed ``args``; returns the exit status."""
+    """Write a dataset as WebDataset shards (or Parquet) for streaming runs.
+
+    Read --dataset KIND:PATH (coco, flickr30k, imagenet-grid, shapes, webdataset, parquet) and write it to --out as
+    WebDataset tar shards of --shard-size items (KEY.jpg|png|webp image, KEY.txt caption, KEY.json ground truth), or
+    as Parquet files with --format parquet. `dualex evaluate --dataset webdataset:OUT` then streams them.
+    """
     from dualex.datasets import open_dataset
     from dualex.datasets.parquet import write_parquet
     from dualex.datasets.webdataset import write_webdataset

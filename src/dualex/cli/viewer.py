@@ -6,44 +6,35 @@ import argparse
 import sys
 from pathlib import Path
 
+from dualex.cli.args import add_flags, add_paths, add_values, command
+
 ORDER = 30  # position of these subcommands in ``dualex --help``
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``serve`` and ``export`` to ``sub``."""
-    s = sub.add_parser(
-        "serve",
-        help="browse explanations in a local web viewer",
-        description="Serve the explanation files (*.safetensors from `dualex explain --save` or a "
-        "`dualex evaluate` run) under PATH to a browser. Read-only: no uploads. With several PATHs (e.g. "
-        "two runs to compare, anywhere on disk), file names are prefixed by a short label per PATH and "
-        "explanations of the same pair from different PATHs are shown together (compare mode).",
-    )
-    s.add_argument("path", type=Path, nargs="+",
-                   help="run directories, folders of explanation files, or single files")
-    s.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default: 127.0.0.1, this machine only)")
-    s.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
-    s.add_argument("--open", action="store_true", help="open the page in the default browser")
-    s.set_defaults(func=run_serve)
+    s = command(sub, "serve", run_serve)
+    add_paths(s)
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    add_values(s, int, {"--port": (8765, "port (default: 8765; 0 picks a free one)")})
+    add_flags(s, {"--open": "open the page in the default browser"})
 
-    e = sub.add_parser(
-        "export",
-        help="write a self-contained, offline HTML viewer",
-        description="Write one HTML file with the viewer and the explanations at PATH inlined (no network "
-        "needed). Several PATHs are joined as in `dualex serve`.",
-    )
-    e.add_argument("path", type=Path, nargs="+",
-                   help="run directories, folders of explanation files, or single files")
-    e.add_argument("--html", action="store_true", help="export the interactive HTML viewer (the only format)")
+    e = command(sub, "export", run_export)
+    add_paths(e)
+    add_flags(e, {"--html": "export the interactive HTML viewer (the only format)"})
     e.add_argument("--out", type=Path, required=True, help="output file (.html)")
     e.add_argument("--limit", type=int, default=200,
                    help="at most this many explanation files (default: 200; 0 for no limit)")
-    e.set_defaults(func=run_export)
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """Run ``dualex serve`` (the viewer's web server) with the parsed ``args``; returns the exit status."""
+    """Browse explanations in a local web viewer.
+
+    Serve the explanation files (*.safetensors from `dualex explain --save` or a `dualex evaluate` run) under PATH
+    to a browser. Read-only: no uploads. With several PATHs (e.g. two runs to compare, anywhere on disk), file names
+    are prefixed by a short label per PATH and explanations of the same pair from different PATHs are shown together
+    (compare mode).
+    """
     from dualex.viewer.server import serve
 
     try:
@@ -55,7 +46,11 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    """Run ``dualex export`` (static viewer pages) with the parsed ``args``; returns the exit status."""
+    """Write a self-contained, offline HTML viewer.
+
+    Write one HTML file with the viewer and the explanations at PATH inlined (no network needed). Several PATHs are
+    joined as in `dualex serve`.
+    """
     from dualex.errors import InputError
     from dualex.viewer.export import export_html
 

@@ -66,9 +66,11 @@ class ParquetItems(StreamingDataset):
             raise InputError(f"{file} is not a readable Parquet file ({exc})") from None
 
     def parts(self) -> list[str]:
+        """One part per row group of every file: ``"FILE#GROUP"`` (the unit a worker reads and a run resumes by)."""
         return [f"{file}#{g}" for file in self.files() for g in range(self._meta(file).num_row_groups)]
 
     def read_part(self, part: str) -> Iterator[Item]:
+        """The items of one part (a row group), in row order."""
         import pyarrow.parquet as pq
 
         file, group = _split_part(part)

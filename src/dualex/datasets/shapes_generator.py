@@ -60,6 +60,7 @@ class Description:
 
     @property
     def phrase(self) -> str:
+        """The caption phrase: ``"<size> <colour> <shape>"``."""
         return f"{self.size} {self.colour} {self.shape}"
 
 
@@ -83,10 +84,12 @@ class ShapeObject:
 
     @property
     def description(self) -> Description:
+        """The object's size, colour and shape as a `Description`."""
         return Description(self.size, self.colour, self.shape)
 
     @property
     def phrase(self) -> str:
+        """The caption phrase of the object (`Description.phrase`)."""
         return self.description.phrase
 
 

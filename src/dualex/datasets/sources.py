@@ -149,6 +149,7 @@ class StreamingDataset(Dataset):
         return self._files
 
     def describe(self) -> dict[str, Any]:
+        """What identifies this dataset in a run manifest (kind, location, options)."""
         return {"kind": self.kind, "path": self.location, "options": {"limit": self.limit, **self.options}}
 
     def _read(self) -> Iterator[Item]:

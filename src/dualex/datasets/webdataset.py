@@ -53,9 +53,11 @@ class WebDatasetShards(StreamingDataset):
     WHAT = "WebDataset shard"
 
     def parts(self) -> list[str]:
+        """One part per tar shard (its path or URL)."""
         return self.files()
 
     def read_part(self, part: str) -> Iterator[Item]:
+        """The items of one tar shard, in the order of their keys in the archive."""
         name = part.rsplit("/", 1)[-1]
         seen: set[str] = set()
         group: dict[str, bytes] = {}

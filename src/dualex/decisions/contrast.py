@@ -14,6 +14,7 @@ of the difference is the difference of the two explanations' terms:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,10 +25,80 @@ from torch import Tensor
 from dualex.decisions.maps import all_rows_map
 from dualex.errors import InputError
 from dualex.explanation import Explanation
+from dualex.methods.common import check_side, opposite
 from dualex.models.base import Side
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 FORMAT = "dualex.contrast"
+
+
+@dataclass(frozen=True)
+class XAxis:
+    """What the two explanations of a contrast share when x is on one side of the model.
+
+    Attributes:
+        spatial: x is an image: the shared axis is its patch grid (a ``(rows, cols)`` map).
+        shared: The `Explanation` attribute both explanations must agree on (``grid`` or ``tokens``).
+        mismatch: The error when they do not.
+        difference: One explanation's values on x's axis: a ``(rows, cols)`` patch map or ``(S,)`` scores.
+        key: The name of the difference in `Contrast.to_json_dict` (``image_map`` or ``text_scores``).
+        first_order: Index of x's side in `Explanation.first_order`'s ``(text, image)`` pair.
+    """
+
+    spatial: bool
+    shared: str
+    mismatch: str
+    difference: Callable[[Explanation], Tensor]
+    key: str
+    first_order: int
+
+
+X_AXES: dict[Side, XAxis] = {
+    "image": XAxis(
+        spatial=True,
+        shared="grid",
+        mismatch="the two explanations have different patch grids {a} and {b}",
+        difference=all_rows_map,
+        key="image_map",
+        first_order=1,
+    ),
+    "text": XAxis(
+        spatial=False,
+        shared="tokens",
+        mismatch="the two explanations explain different captions; x must be the same input",
+        difference=Explanation.text_scores,
+        key="text_scores",
+        first_order=0,
+    ),
+}
+"""The shared axis per side of x: every side-dependent step of a `Contrast` is a lookup here."""
+
+NEEDS_STRINGS: dict[Side, bool] = {"text": True, "image": False}
+"""Whether the inputs of a side are captions (strings) rather than images."""
+
+
+def require_strings(side: Side, values: Sequence[Any], message: str) -> None:
+    """Raise `InputError` with ``message`` when ``side`` takes captions and some value is no string."""
+    if NEEDS_STRINGS[side] and not all(isinstance(v, str) for v in values):
+        raise InputError(message)
+
+
+def explain_against(model: Any, side: Side, x: Any, others: Sequence[Any], method: str, **options: Any) -> Any:
+    """Explanations of (x, o) for every o in ``others``, x on ``side`` and the others on the other side.
+
+    One call of `dualex.explain`, so x's side is computed once; a caption x is repeated once per pair (the
+    text argument takes one caption per pair), an image x is broadcast.
+
+    Returns:
+        A list of `Explanation`, one per item of ``others``, in order.
+    """
+    from dualex.methods import explain
+
+    args: dict[Side, Any] = {side: _X_ARGUMENT[side](x, len(others)), opposite(side): list(others)}
+    return explain(model, args["image"], args["text"], method, **options)
+
+
+_X_ARGUMENT: dict[Side, Callable[[Any, int], Any]] = {"image": lambda x, n: x, "text": lambda x, n: [x] * n}
 
 
 def looks_like_image(value: Any) -> bool:
@@ -45,9 +116,7 @@ def guess_side(model: Any, x: Any, x_side: str | None) -> Side:
     Text-text bi-encoders put a sentence on the ``"text"`` side by default.
     """
     if x_side is not None:
-        if x_side not in ("image", "text"):
-            raise InputError(f"x_side must be 'image' or 'text', got {x_side!r}")
-        return "image" if x_side == "image" else "text"
+        return check_side(x_side, "x_side")
     if model.tower("image").modality == "text":
         return "text"
     return "image" if looks_like_image(x) else "text"
@@ -80,26 +149,32 @@ class Contrast:
     x_side: Side = "image"
 
     def __post_init__(self) -> None:
-        if self.x_side not in ("image", "text"):
-            raise InputError(f"x_side must be 'image' or 'text', got {self.x_side!r}")
+        self.x_side = check_side(self.x_side, "x_side")
         if self.a.method != self.b.method or self.a.units != self.b.units:
             raise InputError(
                 f"a contrast needs two explanations of one method in one unit; got {self.a.method!r} "
                 f"({self.a.units}) and {self.b.method!r} ({self.b.units})"
             )
-        if self.x_side == "image" and self.a.grid != self.b.grid:
-            raise InputError(f"the two explanations have different patch grids {self.a.grid} and {self.b.grid}")
-        if self.x_side == "text" and self.a.tokens != self.b.tokens:
-            raise InputError("the two explanations explain different captions; x must be the same input")
+        axis = self.axis
+        shared_a, shared_b = getattr(self.a, axis.shared), getattr(self.b, axis.shared)
+        if shared_a != shared_b:
+            raise InputError(axis.mismatch.format(a=shared_a, b=shared_b))
         self.labels = (str(self.labels[0]), str(self.labels[1]))
 
     # ------------------------------------------------------------------ numbers
     @property
+    def axis(self) -> XAxis:
+        """The axis x's parts give the two explanations (`X_AXES`)."""
+        return X_AXES[self.x_side]
+
+    @property
     def method(self) -> str:
+        """The method both explanations were made with."""
         return self.a.method
 
     @property
     def units(self) -> str:
+        """Units of the terms (``"cosine"`` or ``"score"``), those of the explanations."""
         return self.a.units
 
     @property
@@ -123,12 +198,12 @@ class Contrast:
         Raises:
             InputError: x is a caption (a and b are different images, with no common patch map).
         """
-        if self.x_side != "image":
+        if not self.axis.spatial:
             raise InputError(
                 "x is a caption and a, b are different images, so there is no common patch map; use "
                 "text_scores() for the caption, or .a.image_map() and .b.image_map()"
             )
-        return all_rows_map(self.a) - all_rows_map(self.b)
+        return self.x_difference()
 
     def text_scores(self) -> Tensor:
         """Per-token difference when x is a caption: Σ_p a.cross[:, p] − Σ_p b.cross[:, p], ``(S,)``.
@@ -138,19 +213,24 @@ class Contrast:
         Raises:
             InputError: x is an image (a and b are different captions).
         """
-        if self.x_side != "text":
+        if self.axis.spatial:
             raise InputError(
                 "x is an image and a, b are different captions, so there is no common token axis; use "
                 "image_map() for the image, or .a.text_scores() and .b.text_scores()"
             )
-        return self.a.text_scores() - self.b.text_scores()
+        return self.x_difference()
+
+    def x_difference(self) -> Tensor:
+        """The difference on x's own axis: `image_map` for an image x, `text_scores` for a caption x."""
+        diff = self.axis.difference
+        return diff(self.a) - diff(self.b)
 
     def first_order(self) -> Tensor:
         """Difference of the first-order scores of x's parts (`Explanation.first_order`: main effects plus
         the pair terms they are in), ``(rows, cols)`` for an image x, ``(S,)`` for a caption x."""
-        if self.x_side == "image":
-            return (self.a.first_order()[1] - self.b.first_order()[1]).reshape(self.a.grid)
-        return self.a.first_order()[0] - self.b.first_order()[0]
+        i = self.axis.first_order
+        out = self.a.first_order()[i] - self.b.first_order()[i]
+        return out.reshape(self.a.grid) if self.axis.spatial else out
 
     def decomposition(self) -> dict[str, float]:
         """s(x, a) − s(x, b) split into parts that add up to it exactly.
@@ -187,6 +267,7 @@ class Contrast:
 
     # ------------------------------------------------------------------ persistence
     def to_metadata(self) -> dict[str, Any]:
+        """The contrast's fields as JSON-ready metadata (saved beside the two explanations)."""
         return {"format": FORMAT, "version": 1, "labels": list(self.labels), "x_side": self.x_side}
 
     def save(self, directory: str | Path) -> Path:
@@ -221,14 +302,15 @@ class Contrast:
         labels = meta.get("labels")
         if not (isinstance(labels, list) and len(labels) == 2 and all(isinstance(v, str) for v in labels)):
             raise InputError(f"{meta_path}: 'labels' must be two strings")
-        side = meta.get("x_side")
-        if side not in ("image", "text"):
-            raise InputError(f"{meta_path}: 'x_side' must be 'image' or 'text'")
+        try:
+            side = check_side(meta.get("x_side"), "x_side")
+        except InputError:
+            raise InputError(f"{meta_path}: 'x_side' must be 'image' or 'text'") from None
         return cls(
             Explanation.load(d / "a.safetensors"),
             Explanation.load(d / "b.safetensors"),
             labels=(labels[0], labels[1]),
-            x_side="image" if side == "image" else "text",
+            x_side=side,
         )
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -240,11 +322,8 @@ class Contrast:
             "decomposition": self.decomposition(),
             "a": self.a.to_json_dict(include_image=False),
             "b": self.b.to_json_dict(include_image=False),
+            self.axis.key: self.x_difference().tolist(),
         }
-        if self.x_side == "image":
-            out["image_map"] = self.image_map().tolist()
-        else:
-            out["text_scores"] = self.text_scores().tolist()
         return out
 
     def __repr__(self) -> str:
@@ -283,24 +362,29 @@ def contrast(
     Returns:
         A `Contrast`; both pairs are explained in one call, with x's side computed once.
     """
-    from dualex.methods import explain
     from dualex.models.registry import resolve_model
 
     enc = resolve_model(model, device=device)
     side = guess_side(enc, x, x_side)
-    if side == "image":
-        if not (isinstance(a, str) and isinstance(b, str)):
-            raise InputError("x is an image, so a and b must be captions (strings)")
-        ex_a, ex_b = explain(enc, x, [a, b], method, **options)
-    else:
-        if not isinstance(x, str):
-            raise InputError("x goes to the text side, so it must be a caption (a string)")
-        ex_a, ex_b = explain(enc, [a, b], [x, x], method, **options)
+    require_strings(opposite(side), [a, b], "x is an image, so a and b must be captions (strings)")
+    require_strings(side, [x], "x goes to the text side, so it must be a caption (a string)")
+    ex_a, ex_b = explain_against(enc, side, x, [a, b], method, **options)
     names = labels or (label_of(a, "image A"), label_of(b, "image B"))
     return Contrast(ex_a, ex_b, labels=(str(names[0]), str(names[1])), x_side=side)
 
 
-__all__ = ["Contrast", "all_rows_map", "contrast", "guess_side", "label_of", "looks_like_image"]
+__all__ = [
+    "X_AXES",
+    "Contrast",
+    "XAxis",
+    "all_rows_map",
+    "contrast",
+    "explain_against",
+    "guess_side",
+    "label_of",
+    "looks_like_image",
+    "require_strings",
+]
 
 
 def _html_with_figure(draw: Any, table: str) -> str:

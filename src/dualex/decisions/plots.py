@@ -69,15 +69,16 @@ def plot_contrast(
     text_text = _is_text_text(a)
     maps = [all_rows_map(a).numpy(), all_rows_map(b).numpy()]  # the difference map is A's minus B's
     words = [a.text_scores().numpy(), b.text_scores().numpy()]
-    diff = con.image_map().numpy() if con.x_side == "image" else con.text_scores().numpy()
+    x_image = con.axis.spatial  # x an image: the difference is a patch map; a caption: one value per token
+    diff = con.x_difference().numpy()
     lim_ab = max(symmetric_limit(m) for m in maps)
     lim_w = max(symmetric_limit(w[~e.special.numpy()]) for w, e in zip(words, (a, b), strict=True))
-    lim_d = symmetric_limit(diff if con.x_side == "image" else diff[~a.special.numpy()])
+    lim_d = symmetric_limit(diff if x_image else diff[~a.special.numpy()])
     width = panel_size
     H, W = _canvas_size(a)
     top_h = panel_size * H / W if not text_text else 1.2
     bottoms = [caption_words(e, w) for e, w in zip((a, b), words, strict=True)]
-    if con.x_side == "text":
+    if not x_image:
         bottoms.append(caption_words(a, diff))
     bottom_h = max(_text_block_height_in(bw, width, fontsize, True) for bw in bottoms)
     gap_w = 0.75
@@ -107,7 +108,7 @@ def plot_contrast(
             ax.set_title(label, fontsize=fontsize * 0.9)
 
     d_label = f"{_short(la, 22)} − {_short(lb, 22)}   Δ {sa - sb:+.3g}"
-    if con.x_side == "image":
+    if x_image:
         side_panel(axes(0, True), a, diff, lim_d, d_label)
         draw_colored_text(axes(0, False), [], vmax=lim_w, cmap=cm, fontsize=fontsize,
                           title=f"A: {_short(la)}\nB: {_short(lb)}")  # fmt: skip
@@ -132,7 +133,7 @@ def plot_contrast(
 
 def label_of_side(ex: Explanation, con: Contrast) -> str:
     """The competitor's label as its explanation shows it: the caption (x an image) or the label given."""
-    if con.x_side == "image":
+    if con.axis.spatial:
         return ex.text
     return con.labels[0] if ex is con.a else con.labels[1]
 

@@ -16,9 +16,18 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from dualex.decisions.contrast import IMAGE_SUFFIXES, Contrast, guess_side, label_of
+from dualex.decisions.contrast import (
+    IMAGE_SUFFIXES,
+    NEEDS_STRINGS,
+    Contrast,
+    explain_against,
+    guess_side,
+    label_of,
+    require_strings,
+)
 from dualex.errors import InputError
 from dualex.explanation import Explanation
+from dualex.methods.common import opposite
 from dualex.models.base import Side
 
 
@@ -45,6 +54,7 @@ class Ranking:
 
     @property
     def k(self) -> int:
+        """Number of explained results."""
         return len(self.explanations)
 
     def top(self, k: int | None = None) -> list[tuple[int, str, float]]:
@@ -95,7 +105,7 @@ def gallery_items(gallery: Any, item_side: Side) -> tuple[list[Any], list[str]]:
 
     if isinstance(gallery, Dataset):
         items = gallery.items()
-        if item_side == "text":
+        if NEEDS_STRINGS[item_side]:
             return [it.caption for it in items], [it.caption for it in items]
         return [it for it in items], [it.id for it in items]
     if isinstance(gallery, (str, Path)):
@@ -153,7 +163,7 @@ def explain_ranking(
         A `Ranking`; ``order`` sorts ``scores`` in decreasing order, and explanation r is of the query and
         ``order[r]`` (its ``score`` equals ``scores[order[r]]``).
     """
-    from dualex.methods import check_method_options, explain
+    from dualex.methods import check_method_options
     from dualex.methods.common import positive_int
     from dualex.models.registry import resolve_model
 
@@ -163,12 +173,10 @@ def explain_ranking(
     batch_size = positive_int("batch_size", batch_size)
     enc = resolve_model(model, device=device)
     side = guess_side(enc, query, query_side)
-    item_side: Side = "text" if side == "image" else "image"
-    if side == "text" and not isinstance(query, str):
-        raise InputError("the query goes to the text side, so it must be a caption (a string)")
+    item_side = opposite(side)
+    require_strings(side, [query], "the query goes to the text side, so it must be a caption (a string)")
     items, labels = gallery_items(gallery, item_side)
-    if item_side == "text" and not all(isinstance(v, str) for v in items):
-        raise InputError("an image query ranks captions: the gallery must hold strings")
+    require_strings(item_side, items, "an image query ranks captions: the gallery must hold strings")
 
     def prepared(side_: Side, values: list[Any]) -> Any:
         return enc.tower(side_).prepare(values).to(enc.device)
@@ -187,8 +195,7 @@ def explain_ranking(
     if k:
         best = [_load(items[int(i)]) for i in order[:k]]
         q = _load(query)
-        explanations = explain(enc, q, best, method, **options) if side == "image" else \
-            explain(enc, best, [query] * k, method, **options)  # fmt: skip
+        explanations = explain_against(enc, side, q, best, method, **options)
     return Ranking(
         query=label_of(query, "query image"),
         labels=labels,

@@ -64,10 +64,12 @@ class Decision:
 
     @property
     def predicted(self) -> str:
+        """The predicted class (highest score)."""
         return self.classes[self.ranking[0]]
 
     @property
     def runner_up(self) -> str:
+        """The second-ranked class (the predicted one when there is only one class)."""
         return self.classes[self.ranking[1]] if len(self.classes) > 1 else self.classes[0]
 
     def probabilities(self) -> Tensor:
@@ -75,9 +77,11 @@ class Decision:
         return self.scores.double().softmax(0).float()
 
     def score_of(self, name: str) -> float:
+        """The score of class ``name``."""
         return float(self.scores[self.index(name)])
 
     def index(self, name: str) -> int:
+        """The index of class ``name`` in ``classes`` (`InputError` for an unknown class)."""
         if name not in self.classes:
             raise InputError(f"{name!r} is not one of the classes: {', '.join(self.classes)}")
         return self.classes.index(name)

@@ -128,10 +128,12 @@ class Census:
 
     @property
     def n_accepted(self) -> int:
+        """Number of accepted entries, over all groups."""
         return sum(len(v) for v in self.accepted.values())
 
     @property
     def n_total(self) -> int:
+        """Number of entries, accepted and refused."""
         return self.n_accepted + sum(len(v) for v in self.refused.values())
 
 

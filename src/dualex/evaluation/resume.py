@@ -145,6 +145,7 @@ class UnitCounts:
     errors: int = 0
 
     def add(self, other: UnitCounts) -> None:
+        """Add another part's counts to these."""
         self.seen += other.seen
         self.skipped += other.skipped
         self.run += other.run

@@ -203,6 +203,7 @@ class RegressionApproximator:
     # ------------------------------------------------------------------------------------------ sizes
     @property
     def min_budget(self) -> int:
+        """The smallest budget the index can be estimated from (2 for FSII, else 4 coalitions)."""
         return 2 if self.index == "FSII" else 4
 
     @property

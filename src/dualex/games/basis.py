@@ -27,6 +27,7 @@ PAIR_SETS = ("all", "crossmodal", "none")
 
 
 def pair_label(pairs: Any) -> str:
+    """``pairs`` as a short label for explanation params (a set's name, ``"clique:k"`` or ``"custom"``)."""
     if isinstance(pairs, str):
         return pairs
     if isinstance(pairs, (int, np.integer)) and not isinstance(pairs, bool):
@@ -35,6 +36,7 @@ def pair_label(pairs: Any) -> str:
 
 
 def check_pairs(pairs: Any) -> None:
+    """Refuse a ``pairs`` value that names no pair set, top-k clique or list of pairs (one `InputError`)."""
     if isinstance(pairs, str):
         if pairs not in PAIR_SETS:
             raise InputError(

@@ -123,6 +123,7 @@ class DualEncoderGame:
         return self.n_players
 
     def n_side(self, side: Side) -> int:
+        """Number of players of ``side``."""
         return {"image": self.n_image, "text": self.n_text}[side]
 
     def share_embeddings(self, side: Side, store: dict[bytes, Tensor]) -> None:
@@ -135,6 +136,7 @@ class DualEncoderGame:
             self._emb[side] = store
 
     def side_inputs(self, side: Side) -> SideInputs:
+        """The prepared inputs of ``side`` (the game's one-row pair)."""
         return self.pair.side(side)
 
     def check(self, sur: Surrogate) -> None:
@@ -240,9 +242,11 @@ class DualEncoderGame:
         return float(v[0]), float(v[1])
 
     def full(self) -> float:
+        """``v(N)``: the game value with every player kept."""
         return self.empty_and_full()[1]
 
     def empty(self) -> float:
+        """``v(∅)``: the game value with every player removed."""
         return self.empty_and_full()[0]
 
 

@@ -46,6 +46,7 @@ from torch import Tensor
 
 from dualex.errors import InputError
 from dualex.games.surrogate import DEFAULT_CHUNK_BYTES, Surrogate, all_pairs, side_prediction
+from dualex.models.base import SIDES
 
 DEFAULT_RCOND = 1e-10
 PairSpec = str | Tensor | np.ndarray | Sequence[tuple[int, int]] | None
@@ -519,9 +520,9 @@ def product_refits(
 
     Args:
         image_coalitions: ``(m_I, n_I)`` bool.
-        image_weights: ``(m_I,)`` the pilot's image weights (used when ``side == "text"``).
+        image_weights: ``(m_I,)`` the pilot's image weights (used when the text side varies).
         text_coalitions: ``(m_T, n_T)`` bool.
-        text_weights: ``(m_T,)`` the pilot's text weights (used when ``side == "image"``).
+        text_weights: ``(m_T,)`` the pilot's text weights (used when the image side varies).
         values: ``(m_I, m_T)`` targets.
         pairs: The pair basis, as for `fit_product_surrogate`.
         replicate_weights: ``(B, m_side)`` non-negative weights of ``side``, one row per refit.
@@ -534,8 +535,9 @@ def product_refits(
         ``(B, 1 + n + P)`` float64 on CPU: ``[e_∅, main effects, pair values (sorted pairs)]`` per refit
         (the layout of `dualex.games.uncertainty.surrogate_vector`).
     """
-    if side not in ("image", "text"):
+    if side not in SIDES:
         raise InputError(f"side must be 'image' or 'text', got {side!r}")
+    other = SIDES[1 - SIDES.index(side)]
     V = torch.as_tensor(values)
     dev = torch.device(device) if device is not None else V.device
     Zi, wi = _prepare(image_coalitions, image_weights, dev)
@@ -545,7 +547,7 @@ def product_refits(
     if V.shape != (mi, mt):
         raise InputError(f"values must have shape ({mi}, {mt}) = (image coalitions, text coalitions)")
     R = torch.as_tensor(replicate_weights).to(device=dev, dtype=torch.float64)
-    m_side = mi if side == "image" else mt
+    m_side = {"image": mi, "text": mt}[side]
     if R.dim() != 2 or R.shape[1] != m_side:
         raise InputError(f"replicate_weights must have shape (B, {m_side}), got {tuple(R.shape)}")
     if not bool(torch.isfinite(R).all()) or bool((R < 0).any()) or bool((R.sum(1) <= 0).any()):
@@ -557,17 +559,17 @@ def product_refits(
     P_all = torch.cat([Pi.cpu(), Pt.cpu() + ni, torch.stack([Pc[:, 0].cpu(), Pc[:, 1].cpu() + ni], 1)])
     order = torch.argsort(P_all[:, 0] * n + P_all[:, 1]).to(dev)
     kw: dict[str, Any] = {"chunk_bytes": chunk_bytes, "rcond": rcond}
+    # per side: coalitions, pilot weights, within-side pairs, the targets with its coalitions as rows, and
+    # the column of its part in a cross pair; the varying side (v) and the fixed one (f) are lookups here
+    per_side = {"image": (Zi, wi, Pi, V, 0), "text": (Zt, wt, Pt, V.T, 1)}
+    Zv, _, Pv, Vv, cv = per_side[side]
+    Zf, wf, Pf, Vf, cf = per_side[other]
     # one side fixed: its fit of the B targets at once; the varying side refitted per replicate
-    if side == "image":
-        fixed = _fit_side(Zt, wt, V.T @ R.T, Pt, **kw)  # (m_T, B) targets: V^T w_I per replicate
-        Zv, Pv, Vv, wf = Zi, Pi, V, wt
-    else:
-        fixed = _fit_side(Zi, wi, V @ R.T, Pi, **kw)  # (m_I, B) targets: V w_T per replicate
-        Zv, Pv, Vv, wf = Zt, Pt, V.T, wi
-    Zf64 = (Zt if side == "image" else Zi).to(torch.float64)
+    fixed = _fit_side(Zf, wf, Vf @ R.T, Pf, **kw)  # (m_f, B) targets: the fixed side's V w_v per replicate
+    Zf64 = Zf.to(torch.float64)
     right = (Zf64 - fixed.mu) * wf[:, None]  # fixed side's centred, weighted coalitions (m_f, n_f)
     VR = Vv @ right  # (m_v, n_f)
-    a, b = (Pc[:, 0], Pc[:, 1]) if side == "image" else (Pc[:, 1], Pc[:, 0])
+    a, b = Pc[:, cv], Pc[:, cf]  # cross pairs' parts on the varying and on the fixed side
     out = torch.empty(R.shape[0], 1 + n + P_all.shape[0], dtype=torch.float64, device=dev)
     for r in range(R.shape[0]):
         w_r = R[r]
@@ -584,13 +586,10 @@ def product_refits(
         main_f = fixed.main[:, r] - kappa.T @ fv.mu
         alpha = float(w_r @ Vv @ wf)
         intercept = fv.intercept + float(fixed.intercept[r]) - alpha + float(fv.mu @ kappa @ fixed.mu)
-        k_img = kappa if side == "image" else kappa.T  # (n_I, n_T)
-        if side == "image":
-            main = torch.cat([main_v, main_f])
-            vals = torch.cat([fv.pair_values, fixed.pair_values[:, r], k_img[Pc[:, 0], Pc[:, 1]]])
-        else:
-            main = torch.cat([main_f, main_v])
-            vals = torch.cat([fixed.pair_values[:, r], fv.pair_values, k_img[Pc[:, 0], Pc[:, 1]]])
+        mains = {side: main_v, other: main_f}
+        within = {side: fv.pair_values, other: fixed.pair_values[:, r]}
+        main = torch.cat([mains["image"], mains["text"]])
+        vals = torch.cat([within["image"], within["text"], kappa[a, b]])  # kappa is (n_v, n_f)
         out[r, 0] = intercept
         out[r, 1 : 1 + n] = main
         out[r, 1 + n :] = vals[order]

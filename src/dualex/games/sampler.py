@@ -64,10 +64,12 @@ class CoalitionSample:
 
     @property
     def m(self) -> int:
+        """Number of sampled coalitions."""
         return int(self.coalitions.shape[0])
 
     @property
     def n_players(self) -> int:
+        """Number of players."""
         return int(self.coalitions.shape[1])
 
 

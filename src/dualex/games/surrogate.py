@@ -95,6 +95,7 @@ class Surrogate:
 
     @property
     def n_players(self) -> int:
+        """Number of players."""
         return int(self.main.numel())
 
     @property
@@ -138,6 +139,7 @@ class Surrogate:
         return out + self.intercept if intercept else out
 
     def to(self, device: torch.device | str) -> Surrogate:
+        """The surrogate with its tensors on ``device``."""
         return Surrogate(
             self.intercept,
             self.main.to(device),

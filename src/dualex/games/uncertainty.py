@@ -90,10 +90,12 @@ class Source:
 
     @property
     def m(self) -> int:
+        """Number of coalitions of the fit."""
         return int(np.asarray(self.weights).shape[0])
 
     @property
     def m_random(self) -> int:
+        """Number of randomly drawn coalitions (those beyond the ``n_fixed`` fixed ones)."""
         return max(self.m - self.n_fixed, 0)
 
 

@@ -168,7 +168,7 @@ def explain(
 
     enc = resolve_model(model, device=device)
     single = isinstance(text, str)
-    if single and isinstance(image, (list, tuple)) and enc.tower("image").modality == "image":
+    if single and isinstance(image, (list, tuple)) and enc.tower("image").modality != enc.tower("text").modality:
         raise InputError("got a list of images but a single caption; pass one caption per image")
     if single:
         pair = enc.prepare(image, text)

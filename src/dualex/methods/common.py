@@ -19,6 +19,7 @@ SideOption = Literal["both", "text", "image"]
 
 
 def check_units(units: str) -> str:
+    """``units`` if it is ``"cosine"`` or ``"score"``, else one plain `InputError`."""
     if units not in ("cosine", "score"):
         raise InputError(f"units must be 'cosine' or 'score', got {units!r}")
     return units
@@ -38,6 +39,18 @@ ALL_POSITIONS: dict[Side, bool] = {"text": True, "image": False}
 """The `Explanation` layout per side: the first side's first-order terms (``text_main``) cover all its
 positions (special ones flagged by ``special``), the second side's (``image_main``) its players only, the
 rest of its positions summed into ``diagnostics["image_prefix"]``."""
+
+
+def check_side(side: object, what: str = "side") -> Side:
+    """``side`` checked to be a side of the model (``"text"`` or ``"image"``) and typed as one.
+
+    Raises:
+        InputError: anything else, in one line naming ``what``.
+    """
+    for s in SIDES:
+        if side == s:
+            return s
+    raise InputError(f"{what} must be 'image' or 'text', got {side!r}")
 
 
 def opposite(side: Side) -> Side:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from dualex.errors import InputError
 from dualex.explanation import Explanation
-from dualex.models.base import DualEncoder, ImageInputs, Pair, Side, TextInputs, check_image_sizes
+from dualex.models.base import SIDES, DualEncoder, ImageInputs, Pair, Side, TextInputs, check_image_sizes
 
 
 def _row_tensors(inputs: Any) -> list[Tensor]:
@@ -258,7 +258,7 @@ class SideMemo:
     """
 
     def __init__(self, pair: Pair) -> None:
-        self.groups = {side: distinct_rows(pair.side(side))[0] for side in ("text", "image")}
+        self.groups: dict[str, list[int]] = {side: distinct_rows(pair.side(side))[0] for side in SIDES}
         self._store: dict[tuple[str, int, str], Any] = {}
 
     def key(self, side: str, row: int) -> int:
@@ -266,6 +266,7 @@ class SideMemo:
         return self.groups[side][row]
 
     def get(self, side: str, row: int, what: str, fn: Callable[[], Any]) -> Any:
+        """``fn()`` for the first row of each distinct ``side`` input, the stored value for the rows repeating it."""
         k = (side, self.groups[side][row], what)
         if k not in self._store:
             self._store[k] = fn()
@@ -283,7 +284,7 @@ class GameCaches:
     """
 
     def __init__(self, pair: Pair) -> None:
-        self.groups = {side: distinct_rows(pair.side(side))[0] for side in ("text", "image")}
+        self.groups: dict[str, list[int]] = {side: distinct_rows(pair.side(side))[0] for side in SIDES}
         self._stores: dict[tuple[str, int], dict[bytes, Tensor]] = {}
 
     def attach(self, game: Any, row: int) -> None:

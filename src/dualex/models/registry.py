@@ -161,8 +161,9 @@ def wrap(module: Any, **kwargs: Any) -> DualEncoder:
             return model
     raise UnsupportedModelError(
         f"no dualex adapter for objects of type {type(module).__module__}.{type(module).__name__}; "
-        "supported: transformers CLIPModel/SiglipModel/Siglip2Model, open_clip CLIP/CustomTextCLIP, "
-        "transformers text encoders (bi-encoders)"
+        "supported: transformers CLIPModel/SiglipModel/Siglip2Model/MetaClip2Model/ChineseCLIPModel/AltCLIPModel/"
+        "AlignModel/BlipForImageTextRetrieval/OwlViTModel, open_clip CLIP/CustomTextCLIP/CoCa (ViT, timm, ResNet "
+        "towers), transformers BERT-style text encoders (bi-encoders)"
     )
 
 
@@ -209,6 +210,7 @@ def resolve_model(model: Any, *, device: str | torch.device | None = None) -> Du
 
 
 def default_device() -> torch.device:
+    """CUDA when a GPU is usable, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

@@ -234,6 +234,7 @@ class WordTokenizer:
             raise ValueError("first_id must lie below the special ids")
 
     def word_id(self, word: str) -> int:
+        """The id of ``word``: its vocabulary id, else a stable hash into the free ids."""
         if word in self.words:
             return self.words[word]
         h = 0

@@ -93,10 +93,12 @@ class Tower(ABC):
 
     @property
     def device(self) -> torch.device:
+        """The device of the tower's weights (its owner's)."""
         return self.owner.device
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the tower's weights (its owner's)."""
         return self.owner.dtype
 
     def rebind(self, owner: DualEncoder) -> Tower:

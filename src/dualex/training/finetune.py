@@ -237,7 +237,7 @@ def _as_triples(pairs: Iterable[Any]) -> list[tuple[Any, str, str]]:
 
 # ---------------------------------------------------------------------------------------------------- training
 def _check_model(enc: DualEncoder, openclip_arch: str | None = None, *, saving: bool = True) -> None:
-    if enc.contrastive_loss is None or enc.tower("image").modality != "image":
+    if enc.contrastive_loss is None or enc.tower("image").modality == enc.tower("text").modality:
         raise UnsupportedModelError(
             "dualex finetune supports image-text models whose adapter names their training loss "
             f"(transformers CLIP/SigLIP, open_clip), not {enc.family!r} ({enc.name})"

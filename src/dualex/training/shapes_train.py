@@ -194,12 +194,14 @@ class CompactEmbedding(torch.nn.Module):
         self.weight = torch.nn.Parameter(full.weight.detach()[ids_t].clone())
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Embeddings of ``input_ids`` (B, S) from the compact table, ``(B, S, width)``."""
         idx = self.lookup[input_ids]
         if bool((idx < 0).any()):
             raise ValueError("a training caption holds a token outside the compact vocabulary")
         return torch.nn.functional.embedding(idx, self.weight)
 
     def write_back(self, full: torch.nn.Embedding) -> None:
+        """Copy the trained compact rows into ``full``'s rows of the same token ids."""
         with torch.no_grad():
             full.weight[self.ids] = self.weight.detach()
 

@@ -148,6 +148,7 @@ class Catalog:
         self._lock = threading.Lock()
 
     def entries(self) -> list[Entry]:
+        """The explanation files under the root (or the one file), readable ones as entries."""
         if self.only is not None:
             files = [self.only]
         else:
@@ -310,6 +311,7 @@ class Sources:
 
     @property
     def single(self) -> bool:
+        """Whether there is one root (then no root labels are shown)."""
         return len(self.roots) == 1
 
     def describe(self) -> str:

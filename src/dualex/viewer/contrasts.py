@@ -78,10 +78,7 @@ def load_contrast(sources: Sources, name: str) -> dict[str, Any]:
         "a": explanation_payload(con.a, sources.public_name(root, a_path)),
         "b": explanation_payload(con.b, sources.public_name(root, a_path.parent / "b.safetensors")),
     }
-    if con.x_side == "image":
-        out["difference_map"] = _round(con.image_map())
-    else:
-        out["difference_scores"] = _round(con.text_scores())
+    out["difference_map" if con.axis.spatial else "difference_scores"] = _round(con.x_difference())
     return out
 
 

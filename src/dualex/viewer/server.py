@@ -87,6 +87,7 @@ class ViewerServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
+        """The address to open in a browser (``http://HOST:PORT/``)."""
         host, port = self.server_address[:2]
         if isinstance(host, bytes):  # AF_UNIX-style addresses; an HTTP server has a str host
             host = host.decode()
@@ -118,6 +119,7 @@ class ViewerHandler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------------------------------ plumbing
     def log_message(self, format: str, *args: Any) -> None:
+        """Log a request to stderr as ``dualex serve: ADDRESS MESSAGE``, unless the server is quiet."""
         if not self.server.quiet:
             sys.stderr.write(f"dualex serve: {self.address_string()} {format % args}\n")
 
@@ -151,9 +153,11 @@ class ViewerHandler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------------------------------ methods
     def do_GET(self) -> None:
+        """Serve a GET request (pages, the catalog API, explanation data)."""
         self._handle(head=False)
 
     def do_HEAD(self) -> None:
+        """Serve a HEAD request (the headers of the GET answer)."""
         self._handle(head=True)
 
     def _refuse_write(self) -> None:

@@ -188,9 +188,7 @@ def explain_rise(
             emb = {s: model.tower(s).encode(inputs[s]) for s in SIDES}
             terms: dict[str, Any] = {}
             diag: dict[str, float] = {}
-            for s in ("image", "text"):
-                if s not in sides:
-                    continue
+            for s in (s for s in SIDES[::-1] if s in sides):  # image masks first: the generator's order
                 x = inputs[s]
                 n = model.tower(s).n_players(x)
                 if isinstance(x, ImageInputs):
