@@ -56,6 +56,14 @@ HUB_TIMEOUT = 5.0
 
 
 def offline_hint(spec: str) -> str:
+    """Builds the one-line error text for a transformers model that is not on this machine.
+
+    Args:
+        spec: The model spec as the user wrote it (hub id or directory).
+
+    Returns:
+        A message saying how to save the model where a hub is reachable and load it as 'hf:DIR'.
+    """
     return (
         f"model {spec!r} is not available on this machine. dualex does not download at run time when "
         "offline: save the model once where a hub is reachable (model.save_pretrained(DIR) and "
@@ -305,14 +313,26 @@ class HFDualEncoder(DualEncoder):
 
     # ------------------------------------------------------------------ construction helpers
     def default_text_wrapper(self, tokenizer: Any) -> TokenizerLike:
+        """Wraps a transformers tokenizer so it pads each batch to its longest caption."""
         return HFTokenizer(tokenizer, padding="longest")
 
     def default_pipeline(self) -> ImagePipeline:
+        """Returns the CLIP image pipeline (resize, centre crop, CLIP mean/std) at the config's image size."""
         size = int(self.vision_config.image_size)
         return ImagePipeline(size=size, crop=(size, size), mean=CLIP_MEAN, std=CLIP_STD)
 
     @classmethod
     def from_pretrained(cls, spec: str, *, device: torch.device, dtype: torch.dtype | None) -> Self:
+        """Loads a transformers dual encoder, its tokenizer and its preprocessor settings.
+
+        Args:
+            spec: A hub id or a local directory saved with save_pretrained.
+            device: Where the weights go.
+            dtype: Weight dtype, or None for the checkpoint's own.
+
+        Returns:
+            The wrapped model on `device`, named 'hf:SPEC'.
+        """
         from transformers import AutoModel
 
         kw: dict[str, Any] = {"attn_implementation": "sdpa"}
@@ -326,22 +346,27 @@ class HFDualEncoder(DualEncoder):
 
     @property
     def module(self) -> torch.nn.Module:
+        """The wrapped transformers model."""
         return cast(torch.nn.Module, self._module)
 
     @property
     def vision_config(self) -> Any:
+        """The transformers config of the vision tower."""
         return self._module.config.vision_config
 
     @property
     def text_config(self) -> Any:
+        """The transformers config of the text tower."""
         return self._module.config.text_config
 
     @property
     def patch_size(self) -> int:
+        """Side of one square image patch, in pixels."""
         return int(self.vision_config.patch_size)
 
     @property
     def logit_scale(self) -> float:
+        """The learnt temperature exp(logit_scale) that multiplies cosine similarities."""
         return float(self._module.logit_scale.detach().exp())
 
     # ------------------------------------------------------------------ preparation
@@ -351,6 +376,7 @@ class HFDualEncoder(DualEncoder):
 
     # ------------------------------------------------------------------ references
     def filler_id(self) -> int:
+        """Token id that fills masked caption positions (0 unless a family overrides it)."""
         return 0
 
     def text_reference(self, inputs: TextInputs, kind: str) -> TextInputs:
@@ -370,17 +396,28 @@ class HFDualEncoder(DualEncoder):
         )
 
     def bos_id(self) -> int:
+        """The text config's begin-of-text token id."""
         return int(self.text_config.bos_token_id)
 
     def eos_id(self) -> int:
+        """The text config's end-of-text token id."""
         return int(self.text_config.eos_token_id)
 
     def pad_id(self) -> int:
+        """The text config's padding token id (0 when the config has none)."""
         pad = self.text_config.pad_token_id
         return int(pad) if pad is not None else 0
 
     # ------------------------------------------------------------------ saving
     def check_saveable(self, *, arch: str | None = None) -> None:
+        """Raises InputError unless the model can be saved in a form `dualex.load` reads back.
+
+        Args:
+            arch: Unused here; the open_clip adapter needs it.
+
+        Raises:
+            InputError: The tokenizer is not a transformers tokenizer with save_pretrained.
+        """
         tok = getattr(self.tokenizer, "tok", None)
         if not hasattr(tok, "save_pretrained"):
             raise InputError(
@@ -423,6 +460,7 @@ class HFTower(Tower):
 
     @property
     def n_layers(self) -> int:
+        """Number of transformer layers in this tower's encoder."""
         return len(self.model.encoder.layers)
 
     def _pool_attention(self) -> nn.MultiheadAttention | None:
@@ -431,6 +469,15 @@ class HFTower(Tower):
         return attn if isinstance(attn, nn.MultiheadAttention) else None
 
     def attention_hooks(self, inputs: SideInputs, rec: Recording) -> list[Any]:
+        """Registers forward hooks that record every layer's self-attention (and the pooling head's, if any).
+
+        Args:
+            inputs: This tower's inputs (unused; the hooks see the forward pass).
+            rec: The recording the hooks append attention maps to.
+
+        Returns:
+            The hook handles; remove them to stop recording.
+        """
         handles = [
             layer.self_attn.register_forward_hook(_self_attention_hook(rec), with_kwargs=True)
             for layer in self.model.encoder.layers
@@ -441,6 +488,7 @@ class HFTower(Tower):
         return handles
 
     def attention_blocks(self) -> list[AttentionBlock]:
+        """One HFBlock view per encoder layer, in order."""
         return [HFBlock(layer) for layer in self.model.encoder.layers]
 
 
@@ -453,6 +501,14 @@ class HFTextTower(HFTower):
     aligned_reference = "same_length"
 
     def prepare(self, raw: list[Any]) -> TextInputs:
+        """Tokenises captions with the owner's tokenizer.
+
+        Args:
+            raw: Caption strings.
+
+        Returns:
+            TextInputs with (B, T) ids and mask and the (B,) pooled position of each caption.
+        """
         texts = list(raw)
         t = self.owner.tokenizer(texts)
         return TextInputs.from_tokenized(t, texts, self.owner.pool_index(t.ids, t.mask))
@@ -466,14 +522,17 @@ class HFTextTower(HFTower):
         return mask_text_players(self.check(inputs), keep, how, self.owner.filler_id())
 
     def reference(self, inputs: SideInputs, kind: str = "default") -> SideInputs:
+        """Builds the caption reference of `kind` (see DualEncoder.text_reference)."""
         return self.owner.text_reference(self.check(inputs), kind)
 
     def check(self, inputs: SideInputs) -> TextInputs:
+        """Returns `inputs` as TextInputs, or raises InputError for any other side's inputs."""
         if not isinstance(inputs, TextInputs):
             raise InputError(f"{self.label} takes TextInputs, got {type(inputs).__name__}")
         return inputs
 
     def pooled_position(self, inputs: SideInputs, row: int = 0) -> int:
+        """Token position whose final hidden state becomes caption `row`'s embedding."""
         return int(self.check(inputs).pool_index[row])
 
 
@@ -486,6 +545,15 @@ class HFImageTower(HFTower):
     aligned_reference = "zeros"
 
     def prepare(self, raw: list[Any]) -> ImageInputs:
+        """Runs the owner's image pipeline on raw images.
+
+        Args:
+            raw: Images (PIL, arrays or paths, as the pipeline takes them).
+
+        Returns:
+            ImageInputs with (B, 3, H, W) pixels in the model dtype and a patch grid of
+            (H // patch_size, W // patch_size).
+        """
         owner = self.owner
         pixels, transforms, displays = owner.pipeline(list(raw))
         h, w = pixels.shape[-2:]
@@ -500,14 +568,17 @@ class HFImageTower(HFTower):
         return mask_image_patches(self.check(inputs), keep, how, self.owner.pipeline.black())
 
     def reference(self, inputs: SideInputs, kind: str = "default") -> SideInputs:
+        """Builds the image reference of `kind` ('zeros', 'black', ...; see image_reference)."""
         return image_reference(self.check(inputs), kind, self.owner.pipeline.black())
 
     def check(self, inputs: SideInputs) -> ImageInputs:
+        """Returns `inputs` as ImageInputs, or raises InputError for any other side's inputs."""
         if not isinstance(inputs, ImageInputs):
             raise InputError(f"{self.label} takes ImageInputs, got {type(inputs).__name__}")
         return inputs
 
     def pooled_position(self, inputs: SideInputs, row: int = 0) -> int:
+        """The CLS token (position 0) is pooled for every image."""
         return 0  # CLS
 
 
@@ -522,6 +593,14 @@ class HFBlock(AttentionBlock):
         self.n_heads = int(attn.num_heads)
 
     def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Layer-norms x and projects it to per-head queries, keys and values.
+
+        Args:
+            x: (R, T, W) hidden states at the block's input.
+
+        Returns:
+            Three (R, H, T, W / H) tensors: queries, keys, values.
+        """
         y = self.layer.layer_norm1(x)
         a = self.attn
         return (
@@ -531,14 +610,17 @@ class HFBlock(AttentionBlock):
         )
 
     def logits(self, q: Tensor, k: Tensor) -> Tensor:
+        """Scaled attention logits q k^T * scale, (R, H, T, T)."""
         return torch.matmul(q, k.transpose(-1, -2)) * float(self.attn.scale)
 
     def attention_branch(self, o: Tensor) -> Tensor:
+        """Merges heads and applies the output projection: (R, H, T, d) -> (R, T, H * d)."""
         R, H, T, d = o.shape
         out: Tensor = self.attn.out_proj(o.transpose(1, 2).reshape(R, T, H * d))
         return out
 
     def mlp_branch(self, x: Tensor) -> Tensor:
+        """The block's MLP branch on layer-normed x; (R, T, W) -> (R, T, W), residual not added."""
         out: Tensor = self.layer.mlp(self.layer.layer_norm2(x))
         return out
 
@@ -628,6 +710,7 @@ PREPROCESSOR_FILE = "preprocessor_config.json"
 
 
 def write_preprocessor_config(directory: Path, config: dict[str, Any]) -> None:
+    """Writes `config` as the preprocessor JSON file in `directory`."""
     (directory / PREPROCESSOR_FILE).write_text(json.dumps(config, indent=2))
 
 
@@ -657,6 +740,7 @@ class HFClipText(HFTextTower):
         return additive_mask(broadcast_rows(inputs.mask, rows), causal=True, dtype=dtype)
 
     def attention_mask(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
+        """Causal plus padding additive mask for `rows` rows, (rows, 1, T, T) in `dtype`."""
         return self._mask(self.check(inputs), rows, dtype)
 
     def _head(self, h: Tensor) -> Tensor:
@@ -664,9 +748,19 @@ class HFClipText(HFTextTower):
         return out
 
     def project_tokens(self, inputs: SideInputs, hidden: Tensor) -> Tensor:
+        """Final layer norm and text projection applied to every token: (R, T, W) -> (R, T, D)."""
         return self._head(hidden)
 
     def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        """Runs the CLIP text tower up to block `layer`.
+
+        Args:
+            inputs: TextInputs with (B, T) ids.
+            layer: Block index (0 = token + position embeddings).
+
+        Returns:
+            (B, T, W) hidden states at the input of block `layer`.
+        """
         layer = self.check_layer(layer)
         t = self.check(inputs)
         tm = self.model
@@ -683,6 +777,16 @@ class HFClipText(HFTextTower):
         return encoder_layer_pooled(self.model.encoder.layers[-1], idx, self._mask(t, rows, dtype), self._head)
 
     def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        """Runs the CLIP text tower from block `layer` to the projected embedding.
+
+        Args:
+            inputs: The TextInputs `hidden` came from (one row broadcasts).
+            hidden: (R, T, W) hidden states at the input of block `layer`.
+            layer: Block index.
+
+        Returns:
+            (R, D) unnormalised text embeddings, pooled at each caption's EOS token.
+        """
         layer = self.check_layer(layer)
         t = self.check(inputs)
         R = hidden.shape[0]
@@ -704,6 +808,7 @@ class HFClipImage(HFImageTower):
     owner: HFClip
 
     def attention_mask(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
+        """The CLIP vision tower attends everywhere: no mask."""
         return None
 
     def _head(self, h: Tensor) -> Tensor:
@@ -711,9 +816,19 @@ class HFClipImage(HFImageTower):
         return out
 
     def project_tokens(self, inputs: SideInputs, hidden: Tensor) -> Tensor:
+        """Post layer norm and visual projection applied to every token: (R, T, W) -> (R, T, D)."""
         return self._head(hidden)
 
     def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        """Runs the CLIP vision tower up to block `layer`.
+
+        Args:
+            inputs: ImageInputs with (B, 3, H, W) pixels.
+            layer: Block index (0 = patch + position embeddings after pre-layernorm).
+
+        Returns:
+            (B, 1 + P, W) hidden states (CLS first) at the input of block `layer`.
+        """
         layer = self.check_layer(layer)
         vm = self.model
         h: Tensor = vm.pre_layrnorm(self.embed(self.check(inputs)))
@@ -740,6 +855,16 @@ class HFClipImage(HFImageTower):
         return encoder_layer_pooled(self.model.encoder.layers[-1], idx, None, self._head)
 
     def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        """Runs the CLIP vision tower from block `layer` to the projected CLS embedding.
+
+        Args:
+            inputs: The ImageInputs `hidden` came from.
+            hidden: (R, 1 + P, W) hidden states at the input of block `layer`.
+            layer: Block index.
+
+        Returns:
+            (R, D) unnormalised image embeddings.
+        """
         layer = self.check_layer(layer)
         pooled = self.use_pooled_block(inputs, hidden, layer)
         layers = self.model.encoder.layers
@@ -762,9 +887,22 @@ class HFClip(HFDualEncoder):
 
     def filler_id(self) -> int:
         # exCLIP's reference filler: id 0 ("!" in CLIP BPE), as long as it is not a special id.
+        """exCLIP's reference filler id: 0 ('!' in CLIP BPE) unless 0 is BOS/EOS, then the pad id."""
         return 0 if 0 not in (self.bos_id(), self.eos_id()) else self.pad_id()
 
     def pool_index(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """Position of each caption's end-of-text token, which CLIP pools.
+
+        Args:
+            ids: (B, T) token ids.
+            mask: (B, T) attention mask (unused).
+
+        Returns:
+            (B,) long positions.
+
+        Raises:
+            InputError: A caption has no end-of-text token.
+        """
         eos = self.eos_id()
         if eos == 2:  # legacy configs: EOS is the largest id
             return ids.int().argmax(-1).long()
@@ -775,6 +913,7 @@ class HFClip(HFDualEncoder):
 
     @property
     def contrastive_loss(self) -> Literal["softmax", "sigmoid"] | None:
+        """CLIP trains with a softmax (InfoNCE) contrastive loss."""
         return "softmax"
 
 
@@ -817,6 +956,15 @@ def load_hf(spec: str, *, device: torch.device, dtype: torch.dtype | None = None
 
 @register_wrapper
 def wrap_hf(module: Any, **kw: Any) -> DualEncoder | None:
+    """Wraps a transformers PreTrainedModel of a registered family, or returns None.
+
+    Args:
+        module: Any object; only PreTrainedModels whose model_type is in HF_FAMILIES are taken.
+        **kw: Passed to the family's constructor (name defaults to 'hf:CLASSNAME').
+
+    Returns:
+        The DualEncoder, or None when this wrapper does not handle `module`.
+    """
     try:
         from transformers import PreTrainedModel
     except ImportError:  # pragma: no cover

@@ -237,6 +237,7 @@ class OpenClipTower(Tower):
 
     @property
     def n_layers(self) -> int:
+        """Number of residual attention blocks in this open_clip tower."""
         return len(self.blocks)
 
     def attention_hooks(self, inputs: SideInputs, rec: Recording) -> list[Any]:
@@ -315,6 +316,7 @@ class OpenClipTower(Tower):
         return [blk.ln_1.register_forward_hook(save_input), blk.ls_1.register_forward_pre_hook(save_output)]
 
     def attention_blocks(self) -> list[AttentionBlock]:
+        """One OpenClipBlock view per residual block, in order."""
         return [OpenClipBlock(blk) for blk in self.blocks]
 
 
@@ -328,10 +330,22 @@ class OpenClipText(OpenClipTower):
 
     @property
     def blocks(self) -> nn.ModuleList:
+        """The text transformer's residual attention blocks."""
         blocks: nn.ModuleList = self.owner.text_tower.transformer.resblocks
         return blocks
 
     def prepare(self, raw: list[Any]) -> TextInputs:
+        """Tokenises captions with the owner's open_clip tokenizer.
+
+        Args:
+            raw: Caption strings.
+
+        Returns:
+            TextInputs with (B, T) ids and mask and each caption's (B,) pooled position.
+
+        Raises:
+            InputError: The tokenizer gave more positions than the context length.
+        """
         owner, texts = self.owner, list(raw)
         t = owner.tokenizer(texts)
         if t.ids.shape[1] > owner.context_length:
@@ -341,6 +355,7 @@ class OpenClipText(OpenClipTower):
         return TextInputs.from_tokenized(t, texts, owner.pool_index(t.ids, t.mask))
 
     def check(self, inputs: SideInputs) -> TextInputs:
+        """Returns `inputs` as TextInputs, or raises InputError (wrong side, or longer than the context length)."""
         if not isinstance(inputs, TextInputs):
             raise InputError(f"{self.label} takes TextInputs, got {type(inputs).__name__}")
         if inputs.ids.shape[1] > self.owner.context_length:
@@ -350,6 +365,15 @@ class OpenClipText(OpenClipTower):
         return inputs
 
     def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        """Runs the open_clip text transformer up to block `layer`.
+
+        Args:
+            inputs: TextInputs with (B, T) ids.
+            layer: Block index (0 = token + position embeddings).
+
+        Returns:
+            (B, T, W) hidden states at the input of block `layer`.
+        """
         layer = self.check_layer(layer)
         t = self.check(inputs)
         tower = self.owner.text_tower
@@ -369,6 +393,16 @@ class OpenClipText(OpenClipTower):
         return block_pooled(self.blocks[-1], idx, mask, self.owner._text_head)
 
     def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        """Runs the open_clip text transformer from block `layer` to the projected embedding.
+
+        Args:
+            inputs: The TextInputs `hidden` came from (one row broadcasts).
+            hidden: (R, T, W) hidden states at the input of block `layer`.
+            layer: Block index.
+
+        Returns:
+            (R, D) unnormalised text embeddings, pooled as the model pools (EOS/argmax, first or last token).
+        """
         layer = self.check_layer(layer)
         if hidden.dim() != 3:
             raise InputError(f"hidden states must be (R, T, W), got shape {tuple(hidden.shape)}")
@@ -392,6 +426,7 @@ class OpenClipText(OpenClipTower):
         return mask_text_players(self.check(inputs), keep, how, self.owner.filler_id())
 
     def reference(self, inputs: SideInputs, kind: str = "default") -> SideInputs:
+        """Builds the BOS + filler + EOS caption reference of `kind` (see bos_filler_eos_reference)."""
         owner = self.owner
         return bos_filler_eos_reference(
             self.check(inputs),
@@ -404,13 +439,16 @@ class OpenClipText(OpenClipTower):
         )
 
     def attention_mask(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
+        """Additive text attention mask (causal if the model is, plus padding) for `rows` rows, in `dtype`."""
         return self.owner._text_attention(self.check(inputs), rows, dtype)
 
     def project_tokens(self, inputs: SideInputs, hidden: Tensor) -> Tensor:
         # the pooled-row head acts on the last dimension, so it applies to every position alike
+        """Final layer norm and text projection applied to every token: (R, T, W) -> (R, T, D)."""
         return self.owner._text_head(hidden)
 
     def pooled_position(self, inputs: SideInputs, row: int = 0) -> int:
+        """Token position whose final hidden state becomes caption `row`'s embedding."""
         return int(self.check(inputs).pool_index[row])
 
 
@@ -424,14 +462,24 @@ class OpenClipImage(OpenClipTower):
 
     @property
     def visual(self) -> Any:
+        """The open_clip VisionTransformer."""
         return self.owner._module.visual
 
     @property
     def blocks(self) -> nn.ModuleList:
+        """The vision transformer's residual attention blocks."""
         blocks: nn.ModuleList = self.visual.transformer.resblocks
         return blocks
 
     def prepare(self, raw: list[Any]) -> ImageInputs:
+        """Runs the owner's image pipeline on raw images.
+
+        Args:
+            raw: Images (PIL, arrays or paths, as the pipeline takes them).
+
+        Returns:
+            ImageInputs with (B, 3, H, W) pixels in the model dtype and an (H // ph, W // pw) patch grid.
+        """
         owner = self.owner
         pixels, transforms, displays = owner.pipeline(list(raw))
         h, w = pixels.shape[-2:]
@@ -445,6 +493,7 @@ class OpenClipImage(OpenClipTower):
         )
 
     def check(self, inputs: SideInputs) -> ImageInputs:
+        """Returns `inputs` as ImageInputs, or raises InputError (wrong side, or pixels not (B, 3, H, W) at size)."""
         if not isinstance(inputs, ImageInputs):
             raise InputError(f"{self.label} takes ImageInputs, got {type(inputs).__name__}")
         px, size = inputs.pixels, self.owner.image_size
@@ -456,6 +505,15 @@ class OpenClipImage(OpenClipTower):
         return inputs
 
     def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        """Runs the open_clip vision transformer up to block `layer`.
+
+        Args:
+            inputs: ImageInputs with (B, 3, H, W) pixels (patch removals are applied after the patch embedding).
+            layer: Block index (0 = CLS + patch + position embeddings after ln_pre).
+
+        Returns:
+            (B, 1 + P, W) hidden states (CLS first) at the input of block `layer`.
+        """
         layer = self.check_layer(layer)
         im = self.check(inputs)
         visual, dtype = self.visual, self.owner.dtype
@@ -475,6 +533,16 @@ class OpenClipImage(OpenClipTower):
         return block_pooled(self.blocks[-1], idx, None, self.owner._image_head)
 
     def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        """Runs the open_clip vision transformer from block `layer` to the projected embedding.
+
+        Args:
+            inputs: The ImageInputs `hidden` came from.
+            hidden: (R, 1 + P, W) hidden states at the input of block `layer`.
+            layer: Block index.
+
+        Returns:
+            (R, D) unnormalised image embeddings, pooled as the model pools (CLS or average).
+        """
         layer = self.check_layer(layer)
         if hidden.dim() != 3:
             raise InputError(f"hidden states must be (R, T, W), got shape {tuple(hidden.shape)}")
@@ -499,16 +567,20 @@ class OpenClipImage(OpenClipTower):
         return mask_image_patches(self.check(inputs), keep, how, self.owner.pipeline.black())
 
     def reference(self, inputs: SideInputs, kind: str = "default") -> SideInputs:
+        """Builds the image reference of `kind` ('zeros', 'black', ...; see image_reference)."""
         return image_reference(self.check(inputs), kind, self.owner.pipeline.black())
 
     def attention_mask(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
+        """The open_clip vision tower attends everywhere: no mask."""
         return None
 
     def project_tokens(self, inputs: SideInputs, hidden: Tensor) -> Tensor:
         # the pooled-row head acts on the last dimension, so it applies to every position alike
+        """Post layer norm and visual projection applied to every token: (R, T, W) -> (R, T, D)."""
         return self.owner._image_head(hidden)
 
     def pooled_position(self, inputs: SideInputs, row: int = 0) -> int:
+        """The CLS token (position 0); raises UnsupportedModelError for average-pooling towers."""
         if self.visual.pool_type != "tok":
             raise self.missing("CLS token (it average-pools its patches)")
         return 0
@@ -560,6 +632,7 @@ class OpenClipEncoder(DualEncoder):
     # ------------------------------------------------------------------ structure
     @property
     def module(self) -> nn.Module:
+        """The wrapped open_clip model."""
         return cast(nn.Module, self._module)
 
     @property
@@ -570,16 +643,19 @@ class OpenClipEncoder(DualEncoder):
 
     @property
     def text_pool_type(self) -> str:
+        """How the text tower pools: 'argmax' (EOS via the largest id), 'first', 'last' or 'eos'."""
         text = getattr(self._module, "text", None)
         return str(text.pool_type if text is not None else self._module.text_pool_type)
 
     @property
     def text_eos_id(self) -> int | None:
+        """The end-of-text id the text tower pools at, or None when it does not pool by id."""
         text = getattr(self._module, "text", None)
         return text.eos_id if text is not None else getattr(self._module, "text_eos_id", None)
 
     @property
     def causal_text(self) -> bool:
+        """Whether the text tower uses a causal attention mask."""
         return getattr(self.text_tower, "attn_mask", None) is not None
 
     @property
@@ -590,24 +666,29 @@ class OpenClipEncoder(DualEncoder):
 
     @property
     def context_length(self) -> int:
+        """Longest caption the text tower takes, in tokens."""
         return int(self.text_tower.positional_embedding.shape[0])
 
     @property
     def patch_size(self) -> tuple[int, int]:
+        """(height, width) of one image patch, in pixels."""
         p = self._module.visual.patch_size
         return (int(p[0]), int(p[1])) if isinstance(p, (tuple, list)) else (int(p), int(p))
 
     @property
     def image_size(self) -> tuple[int, int]:
+        """(height, width) of the input images the vision tower takes, in pixels."""
         s = self._module.visual.image_size
         return (int(s[0]), int(s[1])) if isinstance(s, (tuple, list)) else (int(s), int(s))
 
     @property
     def logit_scale(self) -> float:
+        """The learnt temperature exp(logit_scale) that multiplies cosine similarities."""
         return float(self._module.logit_scale.detach().exp().reshape(-1)[0])
 
     @property
     def logit_bias(self) -> float:
+        """The learnt logit bias of sigmoid-loss (SigLIP) models; 0.0 for the others."""
         b = getattr(self._module, "logit_bias", None)
         return 0.0 if b is None else float(b.detach().reshape(-1)[0])
 
@@ -635,9 +716,11 @@ class OpenClipEncoder(DualEncoder):
         return cast(TokenizerLike, tokenizer)  # a user callable; the contract is texts -> Tokenized
 
     def bos_id(self) -> int:
+        """The tokenizer's start-of-text id (CLIP's 49406 if it names none)."""
         return int(getattr(self.tokenizer, "sot", getattr(self.tokenizer, "bos", CLIP_BOS)))
 
     def eos_id(self) -> int:
+        """The tokenizer's end-of-text id (CLIP's 49407 if it names none)."""
         return int(getattr(self.tokenizer, "eot", getattr(self.tokenizer, "eos", CLIP_EOS)))
 
     def filler_id(self) -> int:
@@ -696,6 +779,7 @@ class OpenClipEncoder(DualEncoder):
     # ------------------------------------------------------------------ training and saving
     @property
     def contrastive_loss(self) -> Literal["softmax", "sigmoid"] | None:
+        """'sigmoid' when the model has a logit bias (SigLIP), else 'softmax'."""
         return "sigmoid" if getattr(self._module, "logit_bias", None) is not None else "softmax"
 
     def architecture(self, arch: str | None = None) -> str:
@@ -711,6 +795,7 @@ class OpenClipEncoder(DualEncoder):
         )
 
     def check_saveable(self, *, arch: str | None = None) -> None:
+        """Raises InputError unless the open_clip architecture is known (`arch`, or an "openclip:ARCH" name)."""
         self.architecture(arch)
 
     def save_pretrained(self, directory: str | Path, *, arch: str | None = None) -> str:
@@ -740,6 +825,17 @@ class OpenClipBlock(AttentionBlock):
         self.mha = isinstance(self.attn, nn.MultiheadAttention)
 
     def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Layer-norms x and projects it to per-head queries, keys and values.
+
+        Handles nn.MultiheadAttention blocks and open_clip's own Attention (scaled-cosine or
+        qk-norm variants normalise q and k here).
+
+        Args:
+            x: (R, T, W) hidden states at the block's input.
+
+        Returns:
+            Three (R, H, T, W / H) tensors: queries, keys, values.
+        """
         y = self.block.ln_1(x)
         a, H = self.attn, self.n_heads
         if self.mha:
@@ -758,6 +854,7 @@ class OpenClipBlock(AttentionBlock):
         return q_normed, k_normed, v
 
     def logits(self, q: Tensor, k: Tensor) -> Tensor:
+        """Attention logits (R, H, T, T): q k^T times the block's scale (1 for scaled-cosine attention)."""
         if self.mha:
             scale = float(self.attn.head_dim) ** -0.5
         else:
@@ -765,6 +862,7 @@ class OpenClipBlock(AttentionBlock):
         return torch.matmul(q * scale, k.transpose(-1, -2))
 
     def attention_branch(self, o: Tensor) -> Tensor:
+        """Merges heads, projects out, applies layer scale (and inner norms if any): (R, H, T, d) -> (R, T, W)."""
         a = self.attn
         out: Tensor
         if self.mha:
@@ -776,6 +874,7 @@ class OpenClipBlock(AttentionBlock):
         return out
 
     def mlp_branch(self, x: Tensor) -> Tensor:
+        """The block's layer-scaled MLP branch on ln_2(x); (R, T, W) -> (R, T, W), residual not added."""
         out: Tensor = self.block.ls_2(self.block.mlp(self.block.ln_2(x)))
         return out
 
