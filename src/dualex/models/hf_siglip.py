@@ -117,6 +117,15 @@ class SiglipText(HFTextTower):
         return out
 
     def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        """Runs the SigLIP text tower up to block `layer`.
+
+        Args:
+            inputs: TextInputs with (B, T) ids (padded to the model's text length).
+            layer: Block index (0 = token + position embeddings).
+
+        Returns:
+            (B, T, W) hidden states at the input of block `layer`.
+        """
         layer = self.check_layer(layer)
         t = self.check(inputs)
         tm = self.model
@@ -134,6 +143,16 @@ class SiglipText(HFTextTower):
         return encoder_layer_pooled(self.model.encoder.layers[-1], idx, mask, self._head)
 
     def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        """Runs the SigLIP text tower from block `layer` to the projected embedding.
+
+        Args:
+            inputs: The TextInputs `hidden` came from (one row broadcasts).
+            hidden: (R, T, W) hidden states at the input of block `layer`.
+            layer: Block index.
+
+        Returns:
+            (R, D) unnormalised text embeddings, pooled at the last position.
+        """
         layer = self.check_layer(layer)
         t = self.check(inputs)
         R = hidden.shape[0]
@@ -149,6 +168,7 @@ class SiglipText(HFTextTower):
         return self._head(h[torch.arange(R, device=h.device), idx])
 
     def attention_mask(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
+        """Bidirectional additive padding mask (rows, 1, T, T) in `dtype`, or None when every position attends."""
         return _bidirectional_mask(self.check(inputs).mask, rows, dtype)
 
     def project_tokens(self, inputs: SideInputs, hidden: Tensor) -> Tensor:
@@ -194,6 +214,15 @@ class SiglipImage(HFImageTower):
     owner: SiglipBase
 
     def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        """Runs the SigLIP vision tower up to block `layer`.
+
+        Args:
+            inputs: ImageInputs with (B, 3, H, W) pixels.
+            layer: Block index (0 = patch + position embeddings; SigLIP has no CLS token).
+
+        Returns:
+            (B, P, W) hidden states at the input of block `layer`.
+        """
         layer = self.check_layer(layer)
         im = self.check(inputs)
         h = self.owner.embed_image(im)
@@ -257,6 +286,7 @@ class SiglipImage(HFImageTower):
         return PooledBlock(keys_values, query, finish, idx, mask)
 
     def attention_mask(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
+        """Bidirectional additive mask (rows, 1, T, T) over real patches, or None when every patch is real."""
         return _bidirectional_mask(self.owner.image_attention(self.check(inputs)), rows, dtype)
 
     def project_tokens(self, inputs: SideInputs, hidden: Tensor) -> Tensor:
@@ -275,6 +305,7 @@ class SiglipImage(HFImageTower):
         return image_tokens
 
     def pooled_position(self, inputs: SideInputs, row: int = 0) -> int:
+        """SigLIP pools with an attention (MAP) head, not a CLS token: raises UnsupportedModelError."""
         raise self.missing("CLS token: it pools with an attention head")
 
 
@@ -282,6 +313,15 @@ class Siglip2Image(SiglipImage):
     """SigLIP-2 NaFlex's ViT on a fixed square grid (``extra``: ``spatial_shapes``, ``pixel_attention_mask``)."""
 
     def prepare(self, raw: list[Any]) -> ImageInputs:
+        """Prepares images as SigLIP's tower does and adds the NaFlex extras SigLIP2 needs.
+
+        Args:
+            raw: Images (PIL, arrays or paths).
+
+        Returns:
+            ImageInputs whose `extra` holds (B, 2) `spatial_shapes` (grid rows, cols) and a (B, P)
+            all-ones `pixel_attention_mask`.
+        """
         inputs = super().prepare(raw)
         B = inputs.batch_size
         rows, cols = inputs.grid
@@ -337,12 +377,14 @@ class SiglipBase(HFDualEncoder):
         return min(int(self.text_config.max_position_embeddings), SIGLIP_TEXT_LENGTH)
 
     def default_text_wrapper(self, tokenizer: Any) -> TokenizerLike:
+        """Wraps a transformers tokenizer: pads to the fixed text length, attention mask 1 on padding too."""
         return HFTokenizer(
             tokenizer, padding="max_length", max_length=self.text_length, keep_pad_attention=True
         )
 
     @property
     def logit_bias(self) -> float:
+        """The learnt bias added to the scaled cosine similarity before the sigmoid."""
         return float(self._module.logit_bias.detach().float().reshape(-1)[0])
 
     # ------------------------------------------------------------------ token ids
@@ -350,6 +392,7 @@ class SiglipBase(HFDualEncoder):
         return getattr(self.tokenizer, "tok", None)
 
     def eos_id(self) -> int:
+        """End-of-text id: from the transformers tokenizer, else the dualex tokenizer, else the config."""
         hf = self._hf_tokenizer()
         if hf is not None and getattr(hf, "eos_token_id", None) is not None:
             return int(hf.eos_token_id)
@@ -359,6 +402,7 @@ class SiglipBase(HFDualEncoder):
         return int(self.text_config.eos_token_id)
 
     def pad_id(self) -> int:
+        """Padding id: from the transformers tokenizer, else the dualex tokenizer, else the config (EOS if none)."""
         hf = self._hf_tokenizer()
         if hf is not None and getattr(hf, "pad_token_id", None) is not None:
             return int(hf.pad_token_id)
@@ -369,11 +413,16 @@ class SiglipBase(HFDualEncoder):
         return int(pad) if pad is not None else self.eos_id()
 
     def padding_side(self) -> str:
+        """'left' if the tokenizer pads on the left, else 'right'."""
         hf = self._hf_tokenizer()
         side = getattr(hf, "padding_side", None) or getattr(self.tokenizer, "padding_side", None)
         return "left" if side == "left" else "right"
 
     def filler_id(self) -> int:
+        """Token id that fills masked caption positions: the single-token id of '!' if the tokenizer has one.
+
+        Otherwise the pad id (or 0 when pad and EOS coincide and 0 is neither). Cached after the first call.
+        """
         if self._text_filler is not None:
             return int(self._text_filler)
         hf = self._hf_tokenizer()
@@ -411,9 +460,11 @@ class SiglipBase(HFDualEncoder):
     # ------------------------------------------------------------------ contract capabilities
     @property
     def contrastive_loss(self) -> Literal["softmax", "sigmoid"] | None:
+        """SigLIP trains with a pairwise sigmoid loss."""
         return "sigmoid"
 
     def preprocessor_config(self) -> dict[str, Any]:
+        """The image-processor settings ('SiglipImageProcessor') that reproduce this model's pipeline."""
         return pipeline_config(self.pipeline, "SiglipImageProcessor")
 
     # ------------------------------------------------------------------ masking
@@ -464,6 +515,16 @@ class SiglipBase(HFDualEncoder):
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, spec: str, *, device: torch.device, dtype: torch.dtype | None) -> Self:
+        """Loads a transformers SigLIP model, its tokenizer and its preprocessor settings.
+
+        Args:
+            spec: A hub id or a local directory saved with save_pretrained.
+            device: Where the weights go.
+            dtype: Weight dtype, or None for the checkpoint's own.
+
+        Returns:
+            The wrapped model on `device`, named 'hf:SPEC'.
+        """
         from transformers import AutoModel
 
         tok = load_tokenizer(spec, cls.family)
@@ -491,10 +552,19 @@ class HFSiglip(SiglipBase):
     family = "hf-siglip"
 
     def default_pipeline(self) -> ImagePipeline:
+        """Returns SigLIP's image pipeline: plain resize to the config's square size, mean = std = 0.5."""
         size = int(self.vision_config.image_size)
         return ImagePipeline(size=(size, size), crop=(size, size), mean=HALF, std=HALF, mode="resize")
 
     def embed_image(self, inputs: ImageInputs) -> Tensor:
+        """Patch + position embeddings (interpolated when the image size differs from the config's).
+
+        Args:
+            inputs: ImageInputs with (B, 3, H, W) pixels (patch removals applied after the patch embedding).
+
+        Returns:
+            (B, P, W) tokens.
+        """
         emb = self._module.vision_model.embeddings
         dtype = emb.patch_embedding.weight.dtype
         H, W = inputs.pixels.shape[-2:]
@@ -509,6 +579,15 @@ class HFSiglip(SiglipBase):
 
     @classmethod
     def options_from_preprocessor(cls, spec: str, module: torch.nn.Module) -> dict[str, Any]:
+        """Reads a saved preprocessor config into constructor options (an image pipeline of its size, mean, std).
+
+        Args:
+            spec: The model directory or hub id.
+            module: The loaded transformers model (for its default image size).
+
+        Returns:
+            Keyword options for the constructor; empty when there is no preprocessor config.
+        """
         cfg = read_preprocessor_config(spec)
         if cfg is None:
             return {}
@@ -560,6 +639,7 @@ class HFSiglip2(SiglipBase):
         super().__init__(module, **kw)
 
     def default_pipeline(self) -> ImagePipeline:
+        """Returns SigLIP2's image pipeline: bilinear resize to a square grid_side x patch_size image."""
         side = self.grid_side * self.patch_size
         return ImagePipeline(
             size=(side, side),
@@ -584,6 +664,14 @@ class HFSiglip2(SiglipBase):
         return {"pixel_values": pixels, "pixel_attention_mask": mask, "spatial_shapes": shapes}
 
     def embed_image(self, inputs: ImageInputs) -> Tensor:
+        """Patch + position embeddings, the position table resized to each image's spatial shape.
+
+        Args:
+            inputs: ImageInputs with (B, 3, H, W) pixels and optional `spatial_shapes` in `extra`.
+
+        Returns:
+            (B, P, W) tokens.
+        """
         emb = self._module.vision_model.embeddings
         dtype = emb.patch_embedding.weight.dtype
         p = self.patch_size
@@ -600,10 +688,12 @@ class HFSiglip2(SiglipBase):
         return tokens
 
     def image_attention(self, inputs: ImageInputs) -> Tensor | None:
+        """The (B, P) pixel attention mask from `extra`, or None when every patch is real."""
         mask = inputs.extra.get("pixel_attention_mask")
         return None if mask is None or bool(mask.bool().all()) else mask
 
     def pool_image(self, h: Tensor, keys: Tensor | None) -> Tensor:
+        """The MAP head on post-norm states (R, T, W), masked by `keys` (R, T) -> embeddings (R, D)."""
         emb: Tensor = self._module.vision_model.head(h, keys)
         return emb
 
@@ -613,10 +703,20 @@ class HFSiglip2(SiglipBase):
         return None
 
     def preprocessor_config(self) -> dict[str, Any]:
+        """The image-processor settings ('Siglip2ImageProcessor', max_num_patches) of this model's pipeline."""
         return pipeline_config(self.pipeline, "Siglip2ImageProcessor", max_num_patches=self.grid_side**2)
 
     @classmethod
     def options_from_preprocessor(cls, spec: str, module: torch.nn.Module) -> dict[str, Any]:
+        """Reads a saved preprocessor config into constructor options (max_num_patches and the pipeline).
+
+        Args:
+            spec: The model directory or hub id.
+            module: The loaded transformers model (for its default number and size of patches).
+
+        Returns:
+            Keyword options for the constructor; empty when there is no preprocessor config.
+        """
         cfg = read_preprocessor_config(spec)
         if cfg is None:
             return {}
