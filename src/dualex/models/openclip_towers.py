@@ -95,12 +95,14 @@ class OpenClipTextTower(Tower):
 
     @property
     def pool_type(self) -> str:
+        """How this text tower pools: 'last' for CoCa's CLS slot, else the model's text_pool_type."""
         module: Any = self.owner._module  # type: ignore[attr-defined]
         text = getattr(module, "text", None)
         return "last" if self.cls is not None else str(text.pool_type if text is not None else module.text_pool_type)
 
     @property
     def causal(self) -> bool:
+        """Whether the text transformer uses a causal attention mask."""
         return getattr(self.parts, "attn_mask", None) is not None
 
     @property
@@ -119,6 +121,7 @@ class OpenClipTextTower(Tower):
 
     @property
     def n_layers(self) -> int:
+        """Number of residual attention blocks in the text transformer."""
         return len(self.parts.transformer.resblocks)
 
     def _tokenizer(self, tokenizer: Any) -> TokenizerLike:
@@ -165,6 +168,17 @@ class OpenClipTextTower(Tower):
         return torch.full((B,), S - 1, dtype=torch.long, device=ids.device)
 
     def prepare(self, raw: list[Any]) -> TextInputs:
+        """Tokenises captions (adding CoCa's CLS slot at the end when the tower has one).
+
+        Args:
+            raw: Caption strings.
+
+        Returns:
+            TextInputs with (B, T) ids and mask and each caption's (B,) pooled position.
+
+        Raises:
+            InputError: The tokenizer gave more positions than the context length.
+        """
         t = self.tokenizer(raw)
         if t.ids.shape[1] > self.context_length:
             raise InputError(
@@ -202,6 +216,15 @@ class OpenClipTextTower(Tower):
 
     # ------------------------------------------------------------------ forward
     def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        """Runs the text transformer up to block `layer`.
+
+        Args:
+            inputs: TextInputs with (B, T) ids.
+            layer: Block index (0 = token + position embeddings; CoCa's CLS embedding in the last slot).
+
+        Returns:
+            (B, T, W) hidden states at the input of block `layer`.
+        """
         layer = self.check_layer(layer)
         t = self._check(inputs)
         p = self.parts
@@ -227,11 +250,22 @@ class OpenClipTextTower(Tower):
         return projected
 
     def pooled_block(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
+        """The last block evaluated at the pooled positions only, then the text head, for `rows` rows."""
         t = self._check(inputs)
         idx = broadcast_rows(t.pool_index, rows)
         return block_pooled(self.parts.transformer.resblocks[-1], idx, self.attention(t, rows, dtype), self.head)
 
     def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        """Runs the text transformer from block `layer` to the projected embedding.
+
+        Args:
+            inputs: The TextInputs `hidden` came from (one row broadcasts).
+            hidden: (R, T, W) hidden states at the input of block `layer`.
+            layer: Block index.
+
+        Returns:
+            (R, D) unnormalised text embeddings at each caption's pooled position.
+        """
         layer = self.check_layer(layer)
         t = self._check(inputs)
         if hidden.dim() != 3:
@@ -411,6 +445,7 @@ class OpenClipHFTextTower(Tower):
 
     @property
     def n_layers(self) -> int:
+        """Number of layers of the wrapped transformers encoder."""
         return len(self.text.transformer.encoder.layer)
 
     def _hf(self) -> Any:
@@ -423,9 +458,18 @@ class OpenClipHFTextTower(Tower):
 
     @property
     def pad_id(self) -> int:
+        """The transformers config's padding id (also the filler of caption references)."""
         return int(self.text.config.pad_token_id)
 
     def prepare(self, raw: list[Any]) -> TextInputs:
+        """Tokenises captions; the attention mask is ids != pad, as open_clip's HFTextEncoder builds it.
+
+        Args:
+            raw: Caption strings.
+
+        Returns:
+            TextInputs with (B, T) ids and mask, padding marked special, pooled position 0.
+        """
         t = self.tokenizer(raw)
         mask = (t.ids != self.pad_id).long()  # open_clip's own attention mask
         t = Tokenized(t.ids, mask, t.tokens, t.special.bool() | (mask == 0), t.offsets)
@@ -437,6 +481,15 @@ class OpenClipHFTextTower(Tower):
         return inputs
 
     def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        """Runs the transformers encoder up to layer `layer`.
+
+        Args:
+            inputs: TextInputs with (B, T) ids.
+            layer: Layer index (0 = the encoder's embeddings).
+
+        Returns:
+            (B, T, W) hidden states at the input of layer `layer`.
+        """
         from dualex.models.sentence import _run_layer
 
         layer = self.check_layer(layer)
@@ -448,6 +501,16 @@ class OpenClipHFTextTower(Tower):
         return h
 
     def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        """Runs the encoder from layer `layer`, pools (mean over attended tokens or first token) and projects.
+
+        Args:
+            inputs: The TextInputs `hidden` came from (one row broadcasts).
+            hidden: (R, T, W) hidden states at the input of layer `layer`.
+            layer: Layer index.
+
+        Returns:
+            (R, D) unnormalised text embeddings.
+        """
         from dualex.models.sentence import _run_layer
 
         layer = self.check_layer(layer)
@@ -475,6 +538,7 @@ class OpenClipHFTextTower(Tower):
         return mask_text_players(self._check(inputs), keep, how, self.pad_id)
 
     def reference(self, inputs: SideInputs, kind: str = "default") -> SideInputs:
+        """Builds the CLS + pad + SEP caption reference of `kind` ('zeros' reads as 'default')."""
         t = self._check(inputs)
         if kind in ("default", "zeros"):
             kind = "default"
@@ -514,19 +578,24 @@ class OpenClipViTTrunk(Trunk):
 
     @property
     def n_layers(self) -> int:
+        """Number of residual attention blocks of the vision transformer."""
         return len(self.visual.transformer.resblocks)
 
     def kind_at(self, layer: int) -> str:
+        """Every block holds tokens ('tokens')."""
         return "tokens"
 
     def prefix_at(self, layer: int) -> int:
+        """One prefix (CLS) token before the patches at every block."""
         return 1
 
     def token_grid(self) -> tuple[int, int]:
+        """(rows, cols) of the patch grid."""
         g = self.visual.grid_size
         return int(g[0]), int(g[1])
 
     def stem(self, pixels: Tensor) -> Tensor:
+        """CLS + conv patch embeddings + positions, then ln_pre: (B, 3, H, W) -> (B, 1 + P, W)."""
         v = self.visual
         x = v.conv1(pixels.to(v.conv1.weight.dtype)).flatten(2).transpose(1, 2)
         cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
@@ -534,9 +603,11 @@ class OpenClipViTTrunk(Trunk):
         return out
 
     def unit(self, index: int, state: Tensor) -> Tensor:
+        """Runs residual block `index`: (R, 1 + P, W) -> (R, 1 + P, W)."""
         return run_block(self.visual.transformer.resblocks[index], state, None)
 
     def head(self, state: Tensor) -> Tensor:
+        """Pools (attentional pooler if any, CLS or patch mean), ln_post, projection: (R, 1 + P, W) -> (R, D)."""
         v = self.visual
         if v.attn_pool is not None:
             x = v.ln_post(attentional_pool(v.attn_pool, state))
@@ -627,14 +698,17 @@ class OpenClipTowers(DualEncoder):
 
     @property
     def module(self) -> nn.Module:
+        """The wrapped open_clip model."""
         return cast(nn.Module, self._module)
 
     @property
     def logit_scale(self) -> float:
+        """The learnt temperature exp(logit_scale) that multiplies cosine similarities."""
         return float(self._module.logit_scale.detach().exp().reshape(-1)[0])
 
     @property
     def logit_bias(self) -> float:
+        """The learnt logit bias of sigmoid-loss models; 0.0 for the others."""
         b = getattr(self._module, "logit_bias", None)
         return 0.0 if b is None else float(b.detach().reshape(-1)[0])
 
