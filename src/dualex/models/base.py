@@ -77,9 +77,11 @@ class TextInputs:
 
     @property
     def batch_size(self) -> int:
+        """Number of captions B."""
         return int(self.ids.shape[0])
 
     def to(self, device: torch.device | str) -> TextInputs:
+        """A copy with every tensor (ids, mask, special, pool_index, extra) moved to `device`."""
         return replace(
             self,
             ids=self.ids.to(device),
@@ -132,16 +134,20 @@ class ImageInputs:
 
     @property
     def batch_size(self) -> int:
+        """Number of images B."""
         return int(self.pixels.shape[0])
 
     @property
     def n_patches(self) -> int:
+        """Number of grid patches, rows * cols (prefix tokens not counted)."""
         return self.grid[0] * self.grid[1]
 
     def to(self, device: torch.device | str) -> ImageInputs:
+        """A copy with the pixels and the extra tensors moved to `device`."""
         return replace(self, pixels=self.pixels.to(device), extra={k: v.to(device) for k, v in self.extra.items()})
 
     def select(self, rows: Tensor | list[int] | slice) -> ImageInputs:
+        """The images at `rows` (index tensor, list or slice), with their transforms, displays and extras."""
         idx = _as_index(rows, self.batch_size)
         pick = idx.tolist()
         return replace(
@@ -172,6 +178,11 @@ class Pair:
     image: SideInputs
 
     def side(self, side: Side) -> SideInputs:
+        """The inputs of `side` ('text' or 'image').
+
+        Raises:
+            InputError: `side` is neither.
+        """
         if side not in SIDES:
             raise InputError(f"side must be 'text' or 'image', got {side!r}")
         inputs: SideInputs = getattr(self, side)
@@ -179,12 +190,15 @@ class Pair:
 
     @property
     def batch_size(self) -> int:
+        """Number of pairs B (the text side's batch size)."""
         return self.text.batch_size
 
     def select(self, rows: Tensor | list[int] | slice) -> Pair:
+        """The pairs at `rows` (index tensor, list or slice), both sides alike."""
         return Pair(self.text.select(rows), self.image.select(rows))
 
     def to(self, device: torch.device | str) -> Pair:
+        """A copy with both sides moved to `device`."""
         return Pair(self.text.to(device), self.image.to(device))
 
 
@@ -362,6 +376,7 @@ class DualEncoder(ABC):
     # ----------------------------------------------------------------- shared behaviour
     @property
     def device(self) -> torch.device:
+        """Device of the module's first parameter (CPU when it has none)."""
         try:
             return next(self.module.parameters()).device
         except StopIteration:  # pragma: no cover - parameterless module
@@ -369,12 +384,14 @@ class DualEncoder(ABC):
 
     @property
     def dtype(self) -> torch.dtype:
+        """Dtype of the module's first parameter (float32 when it has none)."""
         try:
             return next(self.module.parameters()).dtype
         except StopIteration:  # pragma: no cover
             return torch.float32
 
     def to(self, device: torch.device | str) -> Self:
+        """Moves the wrapped module to `device` in place and returns this model."""
         self.module.to(device)
         return self
 
@@ -497,20 +514,28 @@ class TowerPair(DualEncoder):
 
     @property
     def module(self) -> torch.nn.Module:
+        """The towers' owners' modules, as one ModuleList."""
         return self._modules
 
     @property
     def logit_scale(self) -> float:
+        """The score scale given at construction (1.0 by default: the score is the cosine)."""
         return self._scale
 
     @property
     def logit_bias(self) -> float:
+        """The score bias given at construction (0.0 by default)."""
         return self._bias
 
     def rebind_towers(self) -> None:
         """The towers keep their own owners (`with_module` is not supported for pairs)."""
 
     def with_module(self, module: torch.nn.Module) -> DualEncoder:
+        """Not supported: a TowerPair cannot swap its module.
+
+        Raises:
+            UnsupportedModelError: Always; build a new pair from the new model's towers.
+        """
         raise UnsupportedModelError("a TowerPair cannot swap its module; build a new pair from the new model's towers")
 
 

@@ -102,6 +102,7 @@ class Trunk:
     # ---------------------------------------------------------------- to implement
     @property
     def n_layers(self) -> int:
+        """Number of units (blocks or stages); hidden states exist at layers 0..n_layers."""
         raise NotImplementedError
 
     def stem(self, pixels: Tensor) -> Tensor:
@@ -157,6 +158,11 @@ class Trunk:
         return s.n_prefix, s.grid
 
     def check_layer(self, layer: int) -> int:
+        """Checks a layer index (negative counts from the end) and returns it in 0..n_layers.
+
+        Raises:
+            InputError: The layer is out of range.
+        """
         n = self.n_layers
         idx = layer + n if layer < 0 else layer
         if not 0 <= idx <= n:
@@ -190,6 +196,7 @@ class Trunk:
             return self.head(s)
 
     def encode(self, pixels: Tensor) -> Tensor:
+        """Full forward pass: (B, 3, H, W) normalised pixels -> (B, D) unnormalised embeddings."""
         return self.tail(self.hidden(pixels, 0), 0)
 
 
@@ -223,15 +230,19 @@ class TimmViTTrunk(Trunk):
 
     @property
     def n_layers(self) -> int:
+        """Number of transformer blocks."""
         return len(self.trunk.blocks)
 
     def kind_at(self, layer: int) -> str:
+        """Every block holds tokens ('tokens')."""
         return "tokens"
 
     def prefix_at(self, layer: int) -> int:
+        """The trunk's prefix tokens (CLS and registers) before the patches, at every block."""
         return int(getattr(self.trunk, "num_prefix_tokens", 0))
 
     def token_grid(self) -> tuple[int, int]:
+        """(rows, cols) of the patch embedding's grid."""
         g = self.trunk.patch_embed.grid_size
         return int(g[0]), int(g[1])
 
@@ -245,6 +256,7 @@ class TimmViTTrunk(Trunk):
         return t.rope.get_embed(shape=t.patch_embed.grid_size)
 
     def stem(self, pixels: Tensor) -> Tensor:
+        """Patch embedding, prefix tokens, positions and pre-norm: (B, 3, H, W) -> (B, T, W)."""
         t = self.trunk
         x = t.patch_embed(pixels)
         if self.kind == "Eva":
@@ -262,6 +274,7 @@ class TimmViTTrunk(Trunk):
         return out
 
     def unit(self, index: int, state: Tensor) -> Tensor:
+        """Runs block `index` (rotary embeddings for EVA, relative positions for RelPos): (R, T, W) -> (R, T, W)."""
         t = self.trunk
         blk = t.blocks[index]
         out: Tensor
@@ -278,6 +291,7 @@ class TimmViTTrunk(Trunk):
         return out
 
     def head(self, state: Tensor) -> Tensor:
+        """Final norm, timm's pooling head and open_clip's projection: (R, T, W) -> (R, D)."""
         return self._head(self.trunk.norm(state))
 
 
@@ -301,21 +315,26 @@ class TimmStageTrunk(Trunk):
 
     @property
     def n_layers(self) -> int:
+        """Number of stages."""
         return len(self._stages)
 
     def kind_at(self, layer: int) -> str:
+        """'nhwc' for Swin (channels last), 'nchw' for ConvNeXt and FastViT."""
         return "nhwc" if self.kind == "SwinTransformer" else "nchw"
 
     def stem(self, pixels: Tensor) -> Tensor:
+        """The stem (Swin: patch embedding): (B, 3, H, W) -> the feature map entering stage 0."""
         t = self.trunk
         out: Tensor = t.patch_embed(pixels) if self.kind == "SwinTransformer" else t.stem(pixels)
         return out
 
     def unit(self, index: int, state: Tensor) -> Tensor:
+        """Runs stage `index` on a native feature map."""
         out: Tensor = self._stages[index](state)
         return out
 
     def head(self, state: Tensor) -> Tensor:
+        """Final norm (ConvNeXt: norm_pre; FastViT: final conv), timm's head, open_clip's projection -> (R, D)."""
         t = self.trunk
         if self.kind == "ConvNeXt":
             state = t.norm_pre(state)
@@ -362,20 +381,25 @@ class ModifiedResNetTrunk(Trunk):
 
     @property
     def n_layers(self) -> int:
+        """Four stages (layer1..layer4)."""
         return 4
 
     def kind_at(self, layer: int) -> str:
+        """Every stage holds an (N, C, H, W) feature map ('nchw')."""
         return "nchw"
 
     def stem(self, pixels: Tensor) -> Tensor:
+        """The three-conv stem and average pool: (B, 3, H, W) -> (B, C, H / 4, W / 4)."""
         out: Tensor = self.visual.stem(pixels.to(self.visual.conv1.weight.dtype))
         return out
 
     def unit(self, index: int, state: Tensor) -> Tensor:
+        """Runs stage `index` (layer1..layer4) on an (R, C, h, w) feature map."""
         out: Tensor = self._stages[index](state)
         return out
 
     def head(self, state: Tensor) -> Tensor:
+        """The attention pool on the last (R, C, h, w) feature map -> (R, D) embeddings."""
         return attention_pool_2d(self.visual.attnpool, state)
 
 
