@@ -4,15 +4,17 @@ Starts real Ray clusters on this machine (`dualex.evaluation.ray_cluster.LocalCl
 plus ``ray start --address`` nodes on 127.0.0.1, ``--cpus`` CPUs each, own ports and temporary
 directory, stopped at the end without touching other clusters), writes WebDataset shards of held-out
 shapes scenes with `dualex shards`, and runs `dualex.evaluation.evaluate(..., engine="ray")` over
-``--items`` and ``10 x --items`` items in a fresh driver subprocess per run (the tiny random CLIP of
-`dualex.testing`, method ``random``, completeness only: the driver's work, not the model's, is what
-is measured). The driver reports the wall time of the evaluate call and its peak resident memory
-(``ru_maxrss``) together with its resident memory just before the call; repeats keep the fastest run.
+``--items`` times each of ``--scales`` items (default 1 and 10), a fresh driver subprocess per run
+(the tiny random CLIP of `dualex.testing`, method ``random``, completeness only: the driver's work,
+not the model's, is what is measured). The driver reports the wall time of the evaluate call and its
+peak resident memory during the call (VmRSS sampled every 20 ms) and just before it; repeats keep the
+fastest run.
 Each cluster first runs one unreported warm-up (its worker processes start and import torch once).
 With ``--base COMMIT`` the same runs are made with the engine of that commit (exported with ``git
 archive``) side by side, on one node.
 
-    OMP_NUM_THREADS=1 python benchmarks/ray_scale.py                 # 1 and 2 nodes, 40 and 400 items
+    OMP_NUM_THREADS=1 python benchmarks/ray_scale.py                 # 1 and 2 nodes, 30 and 300 items
+    python benchmarks/ray_scale.py --nodes 1 --scales 1,10,100        # 30, 300 and 3000 items
     python benchmarks/ray_scale.py --items 8 --repeats 1             # quick check
     python benchmarks/ray_scale.py --base ba04b41 --nodes 1          # the driver-writes engine before #25
 """
@@ -49,15 +51,34 @@ def child(args: argparse.Namespace) -> None:
                           "batch_size": 4, "shard_size": 4}  # fmt: skip
     if "ray_address" in inspect.signature(evaluate).parameters:
         kw["ray_address"] = os.environ["RAY_ADDRESS"]
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
     if args.n:
         kw["dataset_options"] = {"n": args.n}
+    import threading
+
+    def rss_mb() -> float:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    peak = [rss_mb()]
+    done = threading.Event()
+
+    def sample() -> None:  # the resident memory during the call, every 20 ms
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], rss_mb())
+
+    rss_before = peak[0]
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t0 = time.perf_counter()
     res = evaluate(MODEL, args.dataset, ["random"], args.out, **kw)
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": seconds, "units": res.units_run, "errors": res.errors,
-                      "rss_before_mb": rss_before / 1024, "peak_mb": peak / 1024}))  # fmt: skip
+    done.set()
+    sampler.join()
+    peak[0] = max(peak[0], rss_mb())
+    print(json.dumps({"seconds": seconds, "units": res.units_run, "errors": res.errors, "rss_before_mb": rss_before,
+                      "peak_mb": peak[0], "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
 def run_driver(
@@ -80,8 +101,10 @@ def main() -> None:
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--concurrency", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
-    ap.add_argument("--items", type=int, default=40, help="items of the small run (the large one has 10x)")
+    ap.add_argument("--items", type=int, default=30, help="items of the smallest run")
+    ap.add_argument("--scales", default="1,10", help="run sizes as multiples of --items (default 1,10)")
     ap.add_argument("--nodes", default="1,2", help="node counts to measure (default 1,2)")
+    ap.add_argument("--shard-items", type=int, default=8, help="items per WebDataset shard (default 8)")
     ap.add_argument("--cpus", type=int, default=1, help="CPUs per node (default 1)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--base", default=None, help="also run this commit's engine (1 node) side by side")
@@ -94,10 +117,10 @@ def main() -> None:
     from dualex.evaluation.ray_cluster import LocalCluster
 
     tmp = Path(tempfile.mkdtemp(prefix="dualex-rayscale-"))
-    sizes = (args.items, 10 * args.items)
+    sizes = tuple(args.items * int(k) for k in args.scales.split(","))
     for n in sizes:
         dualex_main(["shards", "--dataset", "shapes:", "-D", f"n={n}", "--out", str(tmp / f"wds{n}"),
-                     "--shard-size", "8", "--no-progress"])  # fmt: skip
+                     "--shard-size", str(args.shard_items), "--no-progress"])  # fmt: skip
     versions = [("this", str(ROOT / "src"))]
     if args.base:
         base = tmp / "base"
@@ -137,13 +160,14 @@ def main() -> None:
               f"{r['rss_before_mb']:.0f} | {r['peak_mb']:.0f} |")
     for label, _ in versions:
         for nodes in sorted({r["nodes"] for r in rows if r["version"] == label}):
-            small, large = (next(r for r in rows if (r["version"], r["nodes"], r["items"]) == (label, nodes, n))
-                            for n in sizes)  # fmt: skip
-            print(f"{label}, {nodes} node(s): 10x items -> driver peak x{large['peak_mb'] / small['peak_mb']:.2f} "
-                  f"(+{large['peak_mb'] - small['peak_mb']:.0f} MB)")
-    one = [r for r in rows if r["version"] == "this" and r["items"] == sizes[1]]
+            mine = [next(r for r in rows if (r["version"], r["nodes"], r["items"]) == (label, nodes, n)) for n in sizes]
+            for big in mine[1:]:
+                k, ratio = big["items"] / mine[0]["items"], big["peak_mb"] / mine[0]["peak_mb"]
+                print(f"{label}, {nodes} node(s): {k:.0f}x items -> driver peak x{ratio:.2f} "
+                      f"({big['peak_mb'] - mine[0]['peak_mb']:+.0f} MB)")
+    one = [r for r in rows if r["version"] == "this" and r["items"] == sizes[-1]]
     if len(one) >= 2:
-        print(f"items/s, {one[-1]['nodes']} vs {one[0]['nodes']} node(s), {sizes[1]} items: "
+        print(f"items/s, {one[-1]['nodes']} vs {one[0]['nodes']} node(s), {sizes[-1]} items: "
               f"x{(one[-1]['items'] / one[-1]['seconds']) / (one[0]['items'] / one[0]['seconds']):.2f}")
 
 

@@ -61,7 +61,8 @@ class RayOptions:
         max_retries: Retries of a lost task and restarts of a lost actor before the run stops.
         device: Model device (default: the actor's GPU when the cluster has GPUs, else CPU).
         dtype: Model dtype name (`dualex.evaluation.run.DTYPES`), None: as stored.
-        connect_timeout: Seconds to wait for a cluster to accept the connection.
+        connect_timeout: Seconds to wait for a cluster that accepts connections to complete Ray's
+            handshake (an address where nothing listens is refused within 5 s).
         plugins: Modules every worker imports first (they register models, methods, readers).
     """
 
@@ -71,7 +72,7 @@ class RayOptions:
     max_retries: int = 3
     device: str | None = None
     dtype: str | None = None
-    connect_timeout: float = 30.0
+    connect_timeout: float = 120.0  # generous: joining a healthy cluster on a loaded machine can take a while
     plugins: list[str] = field(default_factory=list)
 
 
@@ -91,7 +92,7 @@ def _probe(address: str, timeout: float, where: str) -> None:
         ) from None
 
 
-def connect(address: str | None = None, *, timeout: float = 30.0) -> str:
+def connect(address: str | None = None, *, timeout: float = 120.0) -> str:
     """Join the Ray cluster at ``address`` (or ``RAY_ADDRESS``), or start a local Ray instance.
 
     Without an address a new local instance is started (``address="local"``): a cluster address left in
@@ -165,21 +166,27 @@ def _record(**values: Any) -> dict[str, Any]:
 def item_record(item: Item, part: str, methods: Sequence[str]) -> dict[str, Any]:
     """One item as a flat record (strings, bytes and ints only) for Ray Data."""
     img = item.image
-    image: tuple[str, bytes, str]
-    if img is None:
-        image = ("none", b"", "")
-    elif isinstance(img, EncodedImage):
+    image: tuple[str, bytes, str] = ("none", b"", "")
+    if isinstance(img, EncodedImage):
         image = ("encoded", img.data, img.name)
     elif isinstance(img, str | os.PathLike):
         image = ("path", b"", str(img))
     elif isinstance(img, Composite):
         image = ("composite", b"", json.dumps({"paths": img.paths, "rows": img.rows, "cols": img.cols,
                                                 "cell": list(img.cell)}))  # fmt: skip
-    else:
-        image = _pixels(item)
+    ann = item_annotations(item)
+    if _in_memory(img):
+        try:  # an in-memory image (array, PIL) travels as pixels
+            image = _pixels(item)
+        except Exception as exc:  # the item's error row, as the local engine's load stage gives it
+            image, ann["error"] = ("none", b"", ""), ann.get("error") or str(exc)
     return _record(part=part, item_id=item.id, methods=json.dumps(list(methods)), caption=item.caption or "",
-                   ann=json.dumps(item_annotations(item)), image_format=image[0], image=image[1],
-                   image_ref=image[2])  # fmt: skip
+                   ann=json.dumps(ann), image_format=image[0], image=image[1], image_ref=image[2])  # fmt: skip
+
+
+def _in_memory(img: Any) -> bool:
+    """Whether an item's image is an in-memory object (not None, bytes, a path or a grid of paths)."""
+    return not (img is None or isinstance(img, EncodedImage | str | os.PathLike | Composite))
 
 
 def _pixels(item: Item) -> tuple[str, bytes, str]:

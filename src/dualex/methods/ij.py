@@ -371,7 +371,8 @@ def _old_reference_names(
     "ij",
     order=2,
     summary="integrated-Jacobian token × patch interactions (Möller et al., TMLR 2025)",
-    cost="≈ 3 forward passes at the last block of a pooled tower; else min(positions, D) × n_steps tail passes",
+    cost="≈ 2 forward passes at the last block of a pooled tower (3 on a first call: the reference); "
+    "else min(positions, D) × n_steps tail passes",
 )
 def explain_ij(
     model: DualEncoder,
