@@ -12,15 +12,19 @@ This works with any attention kernel and on every device. Models without that ca
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from dualex.errors import UnsupportedModelError
 from dualex.models.attention import AttentionSite, Recording
-from dualex.models.base import SIDES, DualEncoder, Side, SideInputs
+from dualex.models.base import SIDES, DualEncoder, Pair, Side, SideInputs
+
+if TYPE_CHECKING:
+    from dualex.explanation import Explanation
 
 
 @contextlib.contextmanager
@@ -116,10 +120,66 @@ def recorded_pass(
     return RecordedPass(recs, grads, pool, float(f.detach()))
 
 
+SideMap = Callable[[RecordedPass, Side, SideInputs], tuple[Tensor, dict[str, float]]]
+
+
+def explain_recorded(
+    model: DualEncoder,
+    work: DualEncoder,
+    pair: Pair,
+    sides: tuple[Side, ...],
+    side_map: SideMap,
+    *,
+    method: str,
+    params: dict[str, Any],
+    units: str,
+    progress: bool | None,
+) -> list[Explanation]:
+    """First-order explanations of each pair from one `recorded_pass` of ``work`` per pair.
+
+    Args:
+        model: The dual encoder explained (scores and the explanations' model fields).
+        work: The model the pass runs on (``model`` or its float32 copy).
+        pair: Prepared batch of B pairs.
+        sides: Sides explained (and recorded).
+        side_map: ``(run, side, one-row inputs) -> (map, diagnostics)``: the side's per-position map
+            (``(n,)`` on CPU, positions as in `dualex.methods.common.side_terms`) and extra diagnostics.
+        method: The method's name (explanations and the progress bar).
+        params: The explanations' ``params``.
+        units: ``"cosine"`` or ``"score"``.
+        progress: Show a progress bar.
+
+    Returns:
+        One `Explanation` per pair with ``text_main`` and/or ``image_main``, no cross term.
+    """
+    from dualex.methods.common import row_explanation, scores_of, side_terms
+    from dualex.progress import bar
+
+    scores = scores_of(model, pair)
+    out: list[Explanation] = []
+    with bar(pair.batch_size, method, progress) as pb:
+        for b in range(pair.batch_size):
+            inputs = {s: pair.side(s).select([b]) for s in SIDES}
+            run = recorded_pass(work, inputs, sides, units)
+            terms: dict[str, Any] = {}
+            diag: dict[str, float] = {}
+            for s in sides:
+                values, extra = side_map(run, s, inputs[s])
+                diag.update(extra)
+                t, d = side_terms(s, values, pair.image, b)
+                terms.update(t)
+                diag.update(d)
+            out.append(row_explanation(model, pair, b, scores, method=method, params=params, cross=None,
+                                       diagnostics=diag, **terms))  # fmt: skip
+            pb.update(1)
+    return out
+
+
 __all__ = [
     "AttentionSite",
     "RecordedPass",
     "Recording",
+    "explain_recorded",
     "pooled_rows",
     "query_positions",
     "record_attention",

@@ -28,7 +28,7 @@ Outputs: ``image_main`` over the patches (a CLS/prefix key's value goes to
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -36,18 +36,9 @@ from torch import Tensor
 from dualex.errors import InputError
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.baselines.attention import AttentionSite, query_positions, recorded_pass
-from dualex.methods.common import (
-    SideOption,
-    Units,
-    check_units,
-    row_explanation,
-    scores_of,
-    side_terms,
-    sides_of,
-)
-from dualex.models.base import SIDES, DualEncoder, Pair
-from dualex.progress import bar
+from dualex.methods.baselines.attention import AttentionSite, RecordedPass, explain_recorded, query_positions
+from dualex.methods.common import SideOption, Units, check_units, sides_of
+from dualex.models.base import DualEncoder, Pair, Side, SideInputs
 
 Spatial = Literal["loosened", "attention", "none"]
 
@@ -138,43 +129,21 @@ def explain_grad_eclip(
         raise InputError(f"spatial must be 'loosened', 'attention' or 'none', got {spatial!r}")
     sides = sides_of(side)
     work = model.float32() if fp32 else model
-    scores = scores_of(model, pair)
-    out: list[Explanation] = []
-    with bar(pair.batch_size, "grad_eclip", progress) as pb:
-        for b in range(pair.batch_size):
-            inputs = {s: pair.side(s).select([b]) for s in SIDES}
-            run = recorded_pass(work, inputs, sides, units)
-            terms: dict[str, Any] = {}
-            diag: dict[str, float] = {}
-            for s in sides:
-                rec = run.recordings[s]
-                queries = query_positions(work, s, inputs[s], rec)
-                if queries is None:  # attention-pooling head: its single probe query
-                    site, grad, qs = rec.pool, run.pool_grad[s], [0]
-                else:
-                    site, grad, qs = rec.blocks[-1], run.grads[s][-1], queries[0].tolist()
-                assert site is not None and grad is not None
-                # several pooled queries (average or mean pooling): their maps add up (each query's
-                # gradient carries its pooling weight), rectified once
-                m = sum(grad_eclip_map(site, grad, q, spatial, relu=False) for q in qs)
-                assert isinstance(m, Tensor)
-                m = (m.clamp_min(0.0) if relu else m).cpu()
-                diag[f"{s}_query"] = float(qs[0])
-                t, d = side_terms(s, m, pair.image, b)
-                terms.update(t)
-                diag.update(d)
-            out.append(
-                row_explanation(
-                    model,
-                    pair,
-                    b,
-                    scores,
-                    method="grad_eclip",
-                    params={"side": side, "spatial": spatial, "relu": relu, "units": units},
-                    cross=None,
-                    diagnostics=diag,
-                    **terms,
-                )
-            )
-            pb.update(1)
-    return out
+
+    def side_map(run: RecordedPass, s: Side, inputs: SideInputs) -> tuple[Tensor, dict[str, float]]:
+        rec = run.recordings[s]
+        queries = query_positions(work, s, inputs, rec)
+        if queries is None:  # attention-pooling head: its single probe query
+            site, grad, qs = rec.pool, run.pool_grad[s], [0]
+        else:
+            site, grad, qs = rec.blocks[-1], run.grads[s][-1], queries[0].tolist()
+        assert site is not None and grad is not None
+        # several pooled queries (average or mean pooling): their maps add up (each query's
+        # gradient carries its pooling weight), rectified once
+        m = sum(grad_eclip_map(site, grad, q, spatial, relu=False) for q in qs)
+        assert isinstance(m, Tensor)
+        return (m.clamp_min(0.0) if relu else m).cpu(), {f"{s}_query": float(qs[0])}
+
+    params = {"side": side, "spatial": spatial, "relu": relu, "units": units}
+    return explain_recorded(model, work, pair, sides, side_map, method="grad_eclip", params=params, units=units,
+                            progress=progress)  # fmt: skip

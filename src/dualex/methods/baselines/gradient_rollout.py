@@ -23,25 +23,20 @@ span-conditional maps explain (image, span text).
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from dualex.explanation import Explanation
 from dualex.methods import register_method
-from dualex.methods.baselines.attention import AttentionSite, pooled_rows, query_positions, recorded_pass
-from dualex.methods.common import (
-    SideOption,
-    Units,
-    check_units,
-    row_explanation,
-    scores_of,
-    side_terms,
-    sides_of,
+from dualex.methods.baselines.attention import (
+    AttentionSite,
+    RecordedPass,
+    explain_recorded,
+    pooled_rows,
+    query_positions,
 )
-from dualex.models.base import SIDES, DualEncoder, Pair
-from dualex.progress import bar
+from dualex.methods.common import SideOption, Units, check_units, sides_of
+from dualex.models.base import DualEncoder, Pair, Side, SideInputs
 
 
 def head_mean_relevance(site: AttentionSite, grad_output: Tensor) -> Tensor:
@@ -104,40 +99,19 @@ def explain_game(
     sides = sides_of(side)
     work = model.float32() if fp32 else model
     starts = {s: work.tower(s).check_layer(start_layer) for s in sides}
-    scores = scores_of(model, pair)
-    out: list[Explanation] = []
-    with bar(pair.batch_size, "game", progress) as pb:
-        for b in range(pair.batch_size):
-            inputs = {s: pair.side(s).select([b]) for s in SIDES}
-            run = recorded_pass(work, inputs, sides, units)
-            terms: dict[str, Any] = {}
-            diag: dict[str, float] = {}
-            for s in sides:
-                rec = run.recordings[s]
-                R = rollout(rec.blocks, run.grads[s], starts[s])
-                q = query_positions(work, s, inputs[s], rec)
-                if q is None:
-                    pool_grad = run.pool_grad[s]
-                    assert rec.pool is not None and pool_grad is not None
-                    rel = (head_mean_relevance(rec.pool, pool_grad)[0] @ R).cpu()
-                else:
-                    rel = pooled_rows(R, q).cpu()
-                diag[f"{s}_start_layer"] = float(starts[s])
-                t, d = side_terms(s, rel, pair.image, b)
-                terms.update(t)
-                diag.update(d)
-            out.append(
-                row_explanation(
-                    model,
-                    pair,
-                    b,
-                    scores,
-                    method="game",
-                    params={"side": side, "start_layer": start_layer, "units": units},
-                    cross=None,
-                    diagnostics=diag,
-                    **terms,
-                )
-            )
-            pb.update(1)
-    return out
+
+    def side_map(run: RecordedPass, s: Side, inputs: SideInputs) -> tuple[Tensor, dict[str, float]]:
+        rec = run.recordings[s]
+        R = rollout(rec.blocks, run.grads[s], starts[s])
+        q = query_positions(work, s, inputs, rec)
+        if q is None:
+            pool_grad = run.pool_grad[s]
+            assert rec.pool is not None and pool_grad is not None
+            rel = (head_mean_relevance(rec.pool, pool_grad)[0] @ R).cpu()
+        else:
+            rel = pooled_rows(R, q).cpu()
+        return rel, {f"{s}_start_layer": float(starts[s])}
+
+    params = {"side": side, "start_layer": start_layer, "units": units}
+    return explain_recorded(model, work, pair, sides, side_map, method="game", params=params, units=units,
+                            progress=progress)  # fmt: skip
