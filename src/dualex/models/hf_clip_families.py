@@ -55,9 +55,19 @@ class HFBertText(HFTextTower):
 
     @property
     def n_layers(self) -> int:
+        """Number of BERT-style encoder layers."""
         return len(self.layers)
 
     def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        """Runs the BERT-style text encoder up to layer `layer`.
+
+        Args:
+            inputs: TextInputs with (B, T) ids.
+            layer: Layer index (0 = the encoder's embeddings).
+
+        Returns:
+            (B, T, W) hidden states at the input of layer `layer`.
+        """
         layer = self.check_layer(layer)
         t = self.check(inputs)
         h: Tensor = self.bert.embeddings(input_ids=t.ids)
@@ -71,6 +81,16 @@ class HFBertText(HFTextTower):
         return self.owner.text_head(self.model, h)
 
     def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        """Runs the encoder from layer `layer` (bidirectional, padding masked) and the family's head.
+
+        Args:
+            inputs: The TextInputs `hidden` came from (one row broadcasts).
+            hidden: (R, T, W) hidden states at the input of layer `layer`.
+            layer: Layer index.
+
+        Returns:
+            (R, D) unnormalised text embeddings from the first token.
+        """
         layer = self.check_layer(layer)
         t = self.check(inputs)
         keys = broadcast_rows(t.mask, hidden.shape[0]).to(hidden.device)
@@ -81,9 +101,11 @@ class HFBertText(HFTextTower):
         return self.head(h)
 
     def attention_hooks(self, inputs: SideInputs, rec: Any) -> list[Any]:
+        """Not supported for BERT-style text towers here: raises UnsupportedModelError."""
         raise self.missing("attention layers that dualex can record (BERT-style layers)")
 
     def attention_blocks(self) -> list[Any]:
+        """Not supported for BERT-style text towers here: raises UnsupportedModelError."""
         raise self.missing("attention blocks that dualex can run as functions (BERT-style layers)")
 
 
@@ -100,9 +122,11 @@ class HFBertClip(HFDualEncoder):
         _use_eager_attention(self.tower("text").bert)  # type: ignore[attr-defined]  # HFBertText
 
     def default_text_wrapper(self, tokenizer: Any) -> TokenizerLike:
+        """Wraps a transformers tokenizer so it pads each batch to its longest caption."""
         return HFTokenizer(tokenizer, padding="longest")
 
     def pool_index(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """The first token ([CLS] / <s>) is pooled: (B,) zeros."""
         return torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device)
 
     def _token(self, names: tuple[str, ...], short: str) -> int | None:
@@ -116,17 +140,21 @@ class HFBertClip(HFDualEncoder):
         return int(value) if isinstance(value, int) else None
 
     def bos_id(self) -> int:
+        """The tokenizer's CLS (or BOS) id, else the config's BOS id (0 if unset)."""
         found = self._token(("cls_token_id", "bos_token_id"), "bos")
         return found if found is not None else int(self.text_config.bos_token_id or 0)
 
     def eos_id(self) -> int:
+        """The tokenizer's SEP (or EOS) id, else the config's EOS id (2 if unset)."""
         found = self._token(("sep_token_id", "eos_token_id"), "eos")
         return found if found is not None else int(self.text_config.eos_token_id or 2)
 
     def filler_id(self) -> int:
+        """Masked caption positions are filled with the pad id."""
         return self.pad_id()
 
     def text_head(self, text_model: Any, h: Tensor) -> Tensor:
+        """The first token's final state through text_projection: (R, T, W) -> (R, D)."""
         out: Tensor = self._module.text_projection(h[:, 0])
         return out
 
@@ -146,6 +174,7 @@ class HFAltClip(HFBertClip):
     family = "hf-altclip"
 
     def text_head(self, text_model: Any, h: Tensor) -> Tensor:
+        """AltCLIP's head: first token -> pre_LN -> transformation -> text_projection, (R, T, W) -> (R, D)."""
         projected = text_model.transformation(text_model.pre_LN(h[:, 0]))
         out: Tensor = self._module.text_projection(projected)
         return out

@@ -96,6 +96,17 @@ def pool_tokens(h: Tensor, mask: Tensor, modes: Sequence[str], last: Tensor) -> 
 
 
 def parse_pooling(pooling: str | Sequence[str]) -> tuple[str, ...]:
+    """Checks sentence-transformers pooling mode names.
+
+    Args:
+        pooling: One mode or several (see POOLING_MODES).
+
+    Returns:
+        The modes in the order sentence-transformers concatenates them.
+
+    Raises:
+        InputError: A mode is unknown, or none is given.
+    """
     modes = (pooling,) if isinstance(pooling, str) else tuple(pooling)
     bad = [m for m in modes if m not in POOLING_MODES]
     if bad or not modes:
@@ -167,9 +178,21 @@ class SentenceTower(Tower):
 
     @property
     def n_layers(self) -> int:
+        """Number of encoder layers."""
         return len(self.layers)
 
     def prepare(self, raw: list[Any]) -> TextInputs:
+        """Tokenises sentences with the owner's tokenizer (both sides of a bi-encoder take sentences).
+
+        Args:
+            raw: Sentence strings.
+
+        Returns:
+            TextInputs with (B, T) ids and mask and each sentence's (B,) pooled position.
+
+        Raises:
+            InputError: An input is not a string.
+        """
         owner = self.owner
         for i, text in enumerate(raw):
             if not isinstance(text, str):
@@ -181,11 +204,21 @@ class SentenceTower(Tower):
         return TextInputs.from_tokenized(t, texts, owner.pool_index(t.ids, t.mask))
 
     def check(self, inputs: SideInputs) -> TextInputs:
+        """Returns `inputs` as TextInputs, or raises InputError for image inputs."""
         if not isinstance(inputs, TextInputs):
             raise InputError(f"{self.owner.name} is a text-text bi-encoder; both sides take TextInputs")
         return inputs
 
     def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        """Runs the transformer encoder up to layer `layer`.
+
+        Args:
+            inputs: TextInputs with (B, T) ids (and token_type_ids in `extra` where the encoder takes them).
+            layer: Layer index (0 = the encoder's embeddings).
+
+        Returns:
+            (B, T, W) hidden states at the input of layer `layer`.
+        """
         layer = self.check_layer(layer)
         t = self.check(inputs)
         enc = self.owner.encoder
@@ -198,6 +231,16 @@ class SentenceTower(Tower):
         return h
 
     def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        """Runs the encoder from layer `layer`, the model's pooling and its dense layers.
+
+        Args:
+            inputs: The TextInputs `hidden` came from (one row broadcasts).
+            hidden: (R, T, W) hidden states at the input of layer `layer`.
+            layer: Layer index.
+
+        Returns:
+            (R, D) unnormalised sentence embeddings.
+        """
         layer = self.check_layer(layer)
         t = self.check(inputs)
         if hidden.dim() != 3:
@@ -229,9 +272,11 @@ class SentenceTower(Tower):
         return handles
 
     def attention_blocks(self) -> list[AttentionBlock]:
+        """Not supported: BERT-style layers normalise after the residual; raises UnsupportedModelError."""
         raise self._no_blocks()
 
     def attention_mask(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
+        """Not supported (no functional attention blocks); raises UnsupportedModelError."""
         raise self._no_blocks()
 
     def _no_blocks(self) -> UnsupportedModelError:
@@ -262,6 +307,11 @@ class SentenceTower(Tower):
         return pos, w / w.sum()
 
     def pooled_position(self, inputs: SideInputs, row: int = 0) -> int:
+        """The one position the pooling reads for sentence `row` (CLS or last token).
+
+        Raises:
+            UnsupportedModelError: The pooling reads more than one position (mean, max, ...).
+        """
         pos, _ = self.pooled_queries(inputs, row)
         if pos.numel() != 1:
             raise self.missing(f"one pooled position (it pools {'+'.join(self.owner.pooling)})")
@@ -344,6 +394,7 @@ class SentenceEncoder(DualEncoder):
     # ------------------------------------------------------------------ structure
     @property
     def module(self) -> nn.Module:
+        """The wrapped sentence-transformers model."""
         return cast(nn.Module, self._module)
 
     @property
@@ -353,6 +404,7 @@ class SentenceEncoder(DualEncoder):
 
     @property
     def logit_scale(self) -> float:
+        """Bi-encoders score by plain cosine similarity: 1.0."""
         return 1.0
 
     def _token_id(self, attr: str, fallback_attr: str, default: int) -> int:
@@ -371,6 +423,7 @@ class SentenceEncoder(DualEncoder):
         return self._token_id("sep_token_id", "eos", 102)
 
     def pad_id(self) -> int:
+        """The tokenizer's padding id (0 if it names none)."""
         return self._token_id("pad_token_id", "pad", 0)
 
     # ------------------------------------------------------------------ preparation
