@@ -45,21 +45,26 @@ class AlignTrunk(Trunk):
 
     @property
     def n_layers(self) -> int:
+        """Number of EfficientNet stages the trunk is split into."""
         return len(self.stages)
 
     def kind_at(self, layer: int) -> str:
+        """Every stage holds an (N, C, H, W) feature map ('nchw')."""
         return "nchw"
 
     def stem(self, pixels: Tensor) -> Tensor:
+        """ALIGN's convolutional stem: (B, 3, H, W) -> the feature map entering stage 0."""
         out: Tensor = self.vm.embeddings(pixels)
         return out
 
     def unit(self, index: int, state: Tensor) -> Tensor:
+        """Runs the blocks of stage `index` on an (R, C, h, w) feature map."""
         for blk in self.stages[index]:
             state = blk(state)
         return state
 
     def head(self, state: Tensor) -> Tensor:
+        """The vision pooler on the last feature map: (R, C, h, w) -> (R, C) embeddings."""
         pooled: Tensor = self.vm.pooler(state)
         return pooled.reshape(pooled.shape[:2])
 
@@ -81,10 +86,12 @@ class HFAlign(HFBertClip):
     image_tower_type = AlignImage  # type: ignore[assignment]  # a TrunkTower, not an HFImageTower
 
     def default_pipeline(self) -> ImagePipeline:
+        """ALIGN's image pipeline: resize and centre-crop to the config's size, pixels scaled to [-1, 1]."""
         size = int(self.vision_config.image_size)
         # ALIGN's processor: resize and centre-crop to the image size, pixels scaled to [-1, 1]
         return ImagePipeline(size=size, crop=(size, size), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
     @property
     def logit_scale(self) -> float:
+        """ALIGN divides cosines by a learnt temperature: 1 / temperature."""
         return float(1.0 / self._module.temperature.detach().reshape(-1)[0])

@@ -32,6 +32,7 @@ class BlipText(HFBertText):
 
     @property
     def model(self) -> Any:
+        """The BLIP text encoder: `text_encoder` of the retrieval model, else `text_model`."""
         m = self.owner._module
         return m.text_encoder if _retrieval(m) else m.text_model
 
@@ -42,6 +43,17 @@ class BlipImage(HFClipImage):
     owner: Any
 
     def embed(self, inputs: ImageInputs) -> Tensor:
+        """CLS + patch embeddings + positions.
+
+        Args:
+            inputs: ImageInputs with (B, 3, S, S) pixels at the config's image size.
+
+        Returns:
+            (B, 1 + P, W) tokens.
+
+        Raises:
+            UnsupportedModelError: The pixels are not at the config's size.
+        """
         emb = self.model.embeddings
         size = int(self.owner.vision_config.image_size)
         if tuple(inputs.pixels.shape[-2:]) != (size, size):
@@ -60,6 +72,15 @@ class BlipImage(HFClipImage):
         return out
 
     def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        """Runs the BLIP vision tower up to block `layer`.
+
+        Args:
+            inputs: ImageInputs with (B, 3, S, S) pixels.
+            layer: Block index (0 = the embeddings).
+
+        Returns:
+            (B, 1 + P, W) hidden states (CLS first) at the input of block `layer`.
+        """
         layer = self.check_layer(layer)
         h = self.embed(self.check(inputs))
         for blk in self.model.encoder.layers[:layer]:
@@ -67,6 +88,16 @@ class BlipImage(HFClipImage):
         return h
 
     def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        """Runs the vision tower from block `layer`, post layer norm and the vision projection at CLS.
+
+        Args:
+            inputs: The ImageInputs `hidden` came from.
+            hidden: (R, 1 + P, W) hidden states at the input of block `layer`.
+            layer: Block index.
+
+        Returns:
+            (R, D) unnormalised image embeddings.
+        """
         layer = self.check_layer(layer)
         h = hidden
         for blk in self.model.encoder.layers[layer:]:
@@ -74,12 +105,15 @@ class BlipImage(HFClipImage):
         return self._head(h[:, 0])
 
     def pooled_block(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> PooledBlock | None:
+        """None: BLIP's fused qkv attention has no pooled last block, tails run dense."""
         return None  # BLIP's fused qkv attention: dense tails
 
     def attention_hooks(self, inputs: SideInputs, rec: Any) -> list[Any]:
+        """Not supported (BLIP's fused qkv attention): raises UnsupportedModelError."""
         raise self.missing("attention layers that dualex can record (BLIP's fused qkv attention)")
 
     def attention_blocks(self) -> list[Any]:
+        """Not supported (BLIP's fused qkv attention): raises UnsupportedModelError."""
         raise self.missing("attention blocks that dualex can run as functions (BLIP's fused qkv attention)")
 
 
@@ -92,6 +126,7 @@ class HFBlip(HFBertClip):
     image_tower_type = BlipImage
 
     def text_head(self, text_model: Any, h: Tensor) -> Tensor:
+        """The first token's final state through the text projection: (R, T, W) -> (R, D)."""
         m = self._module
         proj = m.text_proj if _retrieval(m) else m.text_projection
         out: Tensor = proj(h[:, 0])
@@ -99,5 +134,6 @@ class HFBlip(HFBertClip):
 
     @property
     def logit_scale(self) -> float:
+        """exp(logit_scale) when the model has one, else 1.0 (the score is the cosine)."""
         scale = getattr(self._module, "logit_scale", None)
         return 1.0 if scale is None else float(scale.detach().exp())

@@ -20,6 +20,15 @@ class OwlImage(HFClipImage):
     """OWL-ViT's ViT: CLIP's, with ``pre_layernorm`` for CLIP's ``pre_layrnorm``."""
 
     def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        """Runs the OWL-ViT vision tower up to block `layer`.
+
+        Args:
+            inputs: ImageInputs with (B, 3, H, W) pixels.
+            layer: Block index (0 = patch + position embeddings after pre_layernorm).
+
+        Returns:
+            (B, 1 + P, W) hidden states (CLS first) at the input of block `layer`.
+        """
         layer = self.check_layer(layer)
         vm = self.model
         h: Tensor = vm.pre_layernorm(self.embed(self.check(inputs)))
@@ -36,4 +45,5 @@ class HFOwlVit(HFClip):
     image_tower_type = OwlImage
 
     def pool_index(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """OWL-ViT pools at the largest id (end-of-text): (B,) positions."""
         return ids.to(torch.int).argmax(-1).long()  # as OWL-ViT pools: the largest id (end-of-text)

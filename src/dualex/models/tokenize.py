@@ -24,6 +24,12 @@ Offsets = list[tuple[int, int] | None]
 
 @dataclass
 class Tokenized:
+    """A tokenised batch of captions.
+
+    `ids` and `mask` are (B, S) long tensors, `special` a (B, S) bool tensor marking special
+    and padding positions, `tokens` the B lists of token strings and `offsets` each token's
+    (start, end) character span in its caption (None for special tokens and unfound pieces).
+    """
     ids: Tensor  # (B, S) long
     mask: Tensor  # (B, S) long
     tokens: list[list[str]]
@@ -32,6 +38,7 @@ class Tokenized:
 
 
 class Tokenizer(Protocol):
+    """Anything that turns a batch of captions into a `Tokenized`."""
     def __call__(self, texts: Sequence[str]) -> Tokenized: ...
 
 

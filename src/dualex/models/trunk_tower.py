@@ -74,13 +74,26 @@ class TrunkTower(Tower):
 
     @property
     def layer_unit(self) -> str:  # type: ignore[override]  # per trunk: blocks or stages
+        """'block' for token trunks (ViTs), 'stage' for feature-map trunks (CNNs, Swin)."""
         return "block" if self.trunk.probe()[0].kind == "tokens" else "stage"
 
     @property
     def n_layers(self) -> int:
+        """Number of trunk units (blocks or stages)."""
         return self.trunk.n_layers
 
     def prepare(self, raw: list[Any]) -> ImageInputs:
+        """Runs the image pipeline and describes the images on the tower's masking grid.
+
+        Args:
+            raw: Images (PIL, arrays or paths).
+
+        Returns:
+            ImageInputs with (B, 3, H, W) pixels in the tower dtype on `mask_grid`.
+
+        Raises:
+            InputError: The pipeline's output size differs from the trunk's input size.
+        """
         pixels, transforms, displays = self.pipeline(raw)
         if tuple(pixels.shape[-2:]) != self.trunk.image_size:
             raise InputError(
@@ -117,10 +130,20 @@ class TrunkTower(Tower):
         return replace(im, grid=grid, n_prefix=n_prefix, extra={})
 
     def hidden(self, inputs: SideInputs, layer: int) -> Tensor:
+        """Hidden states entering trunk unit `layer`, of the pixels with recorded patch removals applied.
+
+        Args:
+            inputs: ImageInputs with (B, 3, H, W) pixels.
+            layer: Unit index.
+
+        Returns:
+            (B, T, W) states (feature maps flattened row-major, channels last).
+        """
         im = self._check(inputs)
         return self.trunk.hidden(masked_pixels(im).to(self.dtype), self.check_layer(layer))
 
     def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
+        """Trunk units from `layer` and the head on (R, T, W) hidden states -> (R, D) embeddings."""
         return self.trunk.tail(hidden, self.check_layer(layer))
 
     def mask(self, inputs: SideInputs, keep: Tensor, *, how: str = "default") -> SideInputs:
@@ -129,4 +152,5 @@ class TrunkTower(Tower):
         return mask_image_patches(self._check(inputs), keep, how, self.pipeline.black())
 
     def reference(self, inputs: SideInputs, kind: str = "default") -> SideInputs:
+        """Builds the image reference of `kind` ('zeros', 'black', ...; see image_reference)."""
         return image_reference(self._check(inputs), kind, self.pipeline.black())
