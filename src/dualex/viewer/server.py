@@ -30,7 +30,7 @@ import socket
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -213,42 +213,36 @@ class ViewerHandler(BaseHTTPRequestHandler):
         return {"root": " + ".join(labels), "roots": labels, "pairs": sources.groups()}
 
     def _explanation(self, query: str, *, head: bool) -> None:
-        try:
-            files = parse_qs(query, keep_blank_values=True, max_num_fields=4).get("file", [])
-        except ValueError:  # more fields than max_num_fields
-            return self._error(HTTPStatus.BAD_REQUEST, "too many query fields; give exactly one ?file=", head=head)
-        if len(files) != 1:
-            return self._error(HTTPStatus.BAD_REQUEST, "give exactly one ?file=", head=head)
-        try:
-            root, path = self.server.sources.resolve(files[0])
-            data = self.server.payload(root, path)
-        except Forbidden as exc:
-            return self._error(HTTPStatus.FORBIDDEN, str(exc), head=head)
-        except NotFound:
-            return self._error(HTTPStatus.NOT_FOUND, "no such explanation file", head=head)
-        except InputError as exc:
-            return self._error(HTTPStatus.UNPROCESSABLE_ENTITY, self.server.sources.scrub(str(exc)), head=head)
-        except Exception as exc:  # never an empty reply: the page shows the message
-            msg = self.server.sources.scrub(f"cannot show {files[0]} ({type(exc).__name__}: {exc})")
-            return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, msg, head=head)
-        return self._json(HTTPStatus.OK, data, head=head)
+        def load(name: str) -> Any:
+            root, path = self.server.sources.resolve(name)
+            return self.server.payload(root, path)
 
+        return self._named(query, "file", load, "no such explanation file", head=head)
 
     def _contrast(self, query: str, *, head: bool) -> None:
         from dualex.viewer.contrasts import load_contrast
 
+        return self._named(query, "name", lambda name: load_contrast(self.server.sources, name), "no such contrast",
+                           head=head)  # fmt: skip
+
+    def _named(self, query: str, field: str, load: Callable[[str], Any], missing: str, *, head: bool) -> None:
+        """Reply with ``load(NAME)`` as JSON for ``?FIELD=NAME``, or with the error in plain words.
+
+        Exactly one ``FIELD`` is required (400 otherwise); `Forbidden` is 403, `NotFound` 404 (``missing``),
+        `InputError` 422 and any other failure 500, each with its (scrubbed) message.
+        """
         try:
-            names = parse_qs(query, keep_blank_values=True, max_num_fields=4).get("name", [])
-        except ValueError:
-            return self._error(HTTPStatus.BAD_REQUEST, "too many query fields; give exactly one ?name=", head=head)
+            names = parse_qs(query, keep_blank_values=True, max_num_fields=4).get(field, [])
+        except ValueError:  # more fields than max_num_fields
+            return self._error(HTTPStatus.BAD_REQUEST, f"too many query fields; give exactly one ?{field}=", head=head)
         if len(names) != 1:
-            return self._error(HTTPStatus.BAD_REQUEST, "give exactly one ?name=", head=head)
+            return self._error(HTTPStatus.BAD_REQUEST, f"give exactly one ?{field}=", head=head)
         try:
-            data = load_contrast(self.server.sources, names[0])
+            data = load(names[0])
         except Forbidden as exc:
             return self._error(HTTPStatus.FORBIDDEN, str(exc), head=head)
         except NotFound:
-            return self._error(HTTPStatus.NOT_FOUND, "no such contrast", head=head)
+            return self._error(HTTPStatus.NOT_FOUND, missing, head=head)
         except InputError as exc:
             return self._error(HTTPStatus.UNPROCESSABLE_ENTITY, self.server.sources.scrub(str(exc)), head=head)
         except Exception as exc:  # never an empty reply: the page shows the message
