@@ -740,7 +740,7 @@ class HFClipText(HFTextTower):
         return additive_mask(broadcast_rows(inputs.mask, rows), causal=True, dtype=dtype)
 
     def attention_mask(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
-        """Causal plus padding additive mask for `rows` rows, (rows, 1, T, T) in `dtype`."""
+        """Causal additive mask (rows, 1, T, T) in `dtype`, keys where `mask` is 0 blocked."""
         return self._mask(self.check(inputs), rows, dtype)
 
     def _head(self, h: Tensor) -> Tensor:

@@ -439,7 +439,7 @@ class OpenClipText(OpenClipTower):
         )
 
     def attention_mask(self, inputs: SideInputs, rows: int, dtype: torch.dtype) -> Tensor | None:
-        """Additive text attention mask (causal if the model is, plus padding) for `rows` rows, in `dtype`."""
+        """Additive text mask for `rows` rows in `dtype`: causal if the tower is, removed tokens blocked as keys."""
         return self.owner._text_attention(self.check(inputs), rows, dtype)
 
     def project_tokens(self, inputs: SideInputs, hidden: Tensor) -> Tensor:

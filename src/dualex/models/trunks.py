@@ -256,7 +256,7 @@ class TimmViTTrunk(Trunk):
         return t.rope.get_embed(shape=t.patch_embed.grid_size)
 
     def stem(self, pixels: Tensor) -> Tensor:
-        """Patch embedding, prefix tokens, positions and pre-norm: (B, 3, H, W) -> (B, T, W)."""
+        """Patch embedding and prefix tokens (+ positions and pre-norm except RelPos): (B, 3, H, W) -> (B, T, W)."""
         t = self.trunk
         x = t.patch_embed(pixels)
         if self.kind == "Eva":
