@@ -23,6 +23,15 @@ import torch
 
 @dataclass
 class Measurement:
+    """Timing and peak memory of a measured callable (see `measure`).
+
+    Attributes:
+        seconds: Median wall-clock time of one call, in seconds.
+        seconds_all: Wall-clock time of each measured call, in seconds (warm-up calls excluded).
+        peak_bytes: Peak memory of the measured calls above the baseline, in bytes (see the module docstring).
+        device: The device the calls ran on, as a string (e.g. ``"cpu"``, ``"cuda:0"``).
+    """
+
     seconds: float  # median wall-clock time per call
     seconds_all: list[float]
     peak_bytes: int  # peak memory of one call (see module docstring)

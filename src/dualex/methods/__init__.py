@@ -100,7 +100,8 @@ def explain(
     device: str | torch.device | None = None,
     modalities: tuple[str, str] | None = None,
     **options: Any,
-) -> Explanation: ...
+) -> Explanation:
+    """Explain one (image, caption) pair; returns one `Explanation` (see the implementation's docstring)."""
 
 
 @overload
@@ -113,7 +114,8 @@ def explain(
     device: str | torch.device | None = None,
     modalities: tuple[str, str] | None = None,
     **options: Any,
-) -> list[Explanation]: ...
+) -> list[Explanation]:
+    """Explain a list of pairs (or one image against K captions); returns one `Explanation` per pair."""
 
 
 def explain(

@@ -66,30 +66,37 @@ class Dual:
     # -------------------------------------------------------------- metadata
     @property
     def shape(self) -> torch.Size:
+        """The primal's shape (without the tangent batch dimensions)."""
         return self.p.shape
 
     @property
     def dtype(self) -> torch.dtype:
+        """The primal's dtype."""
         return self.p.dtype
 
     @property
     def device(self) -> torch.device:
+        """The primal's device."""
         return self.p.device
 
     @property
     def ndim(self) -> int:
+        """The number of primal dimensions (tangent batch dimensions not counted)."""
         return self.p.dim()
 
     def dim(self) -> int:
+        """The number of primal dimensions, as `torch.Tensor.dim`."""
         return self.p.dim()
 
     def size(self, d: int | None = None) -> Any:
+        """The primal's size, or its size along dimension ``d``, as `torch.Tensor.size`."""
         return self.p.size() if d is None else self.p.size(d)
 
     def __len__(self) -> int:
         return len(self.p)
 
     def is_floating_point(self) -> bool:
+        """Whether the primal has a floating-point dtype."""
         return self.p.is_floating_point()
 
     # -------------------------------------------------------------- helpers
@@ -102,37 +109,46 @@ class Dual:
 
     # -------------------------------------------------------------- shape ops
     def reshape(self, *shape: Any) -> Dual:
+        """Reshape the primal to ``shape`` and each tangent alike (``(*batch, *new_shape)``); also `view`."""
         p = self.p.reshape(*shape)
         return self._same(p, self.t.reshape(*self.t.shape[: self.nb], *p.shape))
 
     view = reshape
 
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Dual:
+        """Flatten primal dimensions ``start_dim..end_dim``; the tangent batch dimensions are kept."""
         p = self.p.flatten(start_dim, end_dim)
         return self._same(p, self.t.reshape(*self.t.shape[: self.nb], *p.shape))
 
     def transpose(self, a: int, b: int) -> Dual:
+        """Swap primal dimensions ``a`` and ``b`` (and the matching tangent dimensions)."""
         return self._same(self.p.transpose(a, b), self.t.transpose(self._d(a), self._d(b)))
 
     def permute(self, *dims: Any) -> Dual:
+        """Permute the primal dimensions (as a tuple or separate ints); tangent batch dimensions stay first."""
         ds = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
         n = self.p.dim()
         full = list(range(self.nb)) + [self.nb + (d % n) for d in ds]
         return self._same(self.p.permute(*ds), self.t.permute(*full))
 
     def unsqueeze(self, d: int) -> Dual:
+        """Insert a size-1 primal dimension at ``d`` (and in each tangent)."""
         return self._same(self.p.unsqueeze(d), self.t.unsqueeze(self._d(d)))
 
     def squeeze(self, d: int) -> Dual:
+        """Remove the size-1 primal dimension ``d`` (and in each tangent)."""
         return self._same(self.p.squeeze(d), self.t.squeeze(self._d(d)))
 
     def contiguous(self) -> Dual:
+        """A copy with contiguous primal and tangents (or self's tensors if already contiguous)."""
         return self._same(self.p.contiguous(), self.t.contiguous())
 
     def clone(self) -> Dual:
+        """A copy whose primal and tangents are cloned tensors."""
         return self._same(self.p.clone(), self.t.clone())
 
     def chunk(self, n: int, dim: int = 0) -> tuple[Dual, ...]:
+        """Split into ``n`` chunks along primal dimension ``dim``, each a `Dual` with its tangent slice."""
         ps, ts = self.p.chunk(n, dim), self.t.chunk(n, self._d(dim))
         return tuple(self._same(p, t) for p, t in zip(ps, ts, strict=True))
 
@@ -143,12 +159,15 @@ class Dual:
         return self._same(self.p[idx], self.t[(slice(None),) * self.nb + key])
 
     def to(self, *args: Any, **kwargs: Any) -> Dual:
+        """Apply `torch.Tensor.to` (dtype and/or device) with the same arguments to primal and tangents."""
         return self._same(self.p.to(*args, **kwargs), self.t.to(*args, **kwargs))
 
     def float(self) -> Dual:
+        """Cast primal and tangents to float32."""
         return self.to(torch.float32)
 
     def type_as(self, other: Any) -> Dual:
+        """Cast primal and tangents to ``other.dtype`` (the device is not changed)."""
         return self.to(other.dtype)
 
     # -------------------------------------------------------------- arithmetic
@@ -185,24 +204,30 @@ class Dual:
         return _matmul(other, self)
 
     def add(self, other: Any, *, alpha: _Scalar = 1.0) -> Dual:
+        """``self + alpha * other``, as `torch.Tensor.add`; ``other`` is a tensor, scalar or `Dual`."""
         return _add(self, other * alpha if alpha != 1.0 else other)
 
     def mul(self, other: Any) -> Dual:
+        """Elementwise product with a tensor, scalar or `Dual` (product rule when both are duals)."""
         return _mul(self, other)
 
     def sigmoid(self) -> Dual:
+        """Elementwise logistic sigmoid; tangents are scaled by ``s * (1 - s)`` with ``s = sigmoid(p)``."""
         return _sigmoid(self)
 
     def exp(self) -> Dual:
+        """Elementwise exponential; tangents are scaled by ``exp(p)``."""
         return _exp(self)
 
     def __pow__(self, exponent: Any) -> Dual:
         return _pow(self, exponent)
 
     def sum(self, dim: Any = None, keepdim: bool = False) -> Dual:
+        """Sum over ``dim`` (all primal dimensions if None); tangents are summed over the same dimensions."""
         return self._reduce(torch.sum, dim, keepdim)
 
     def mean(self, dim: Any = None, keepdim: bool = False) -> Dual:
+        """Mean over ``dim`` (all primal dimensions if None); tangents are averaged over the same dimensions."""
         return self._reduce(torch.mean, dim, keepdim)
 
     def _reduce(self, op: Any, dim: Any, keepdim: bool) -> Dual:
@@ -216,6 +241,7 @@ class Dual:
         )
 
     def tanh(self) -> Dual:
+        """Elementwise hyperbolic tangent; tangents are scaled by ``1 - tanh(p)**2``."""
         return _tanh(self)
 
 

@@ -113,6 +113,8 @@ class ViewerServer(ThreadingHTTPServer):
 
 
 class ViewerHandler(BaseHTTPRequestHandler):
+    """HTTP request handler of the viewer: answers GET and HEAD, refuses writes with 405 (see the module docstring)."""
+
     server: ViewerServer
     server_version = "dualex-viewer"
     sys_version = ""
