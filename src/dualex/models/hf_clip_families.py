@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from dualex.models.base import SideInputs
-from dualex.models.hf import HFClip, HFClipImage, HFDualEncoder, HFTextTower, additive_mask, broadcast_rows, register_hf
-from dualex.models.sentence import _run_layer, _use_eager_attention
+from dualex.models.hf import HFClip, HFClipImage, HFDualEncoder, HFTextTower, broadcast_rows, register_hf
+from dualex.models.sentence import _use_eager_attention, run_bert_layers
 from dualex.models.tokenize import HFTokenizer, TokenizerLike
 
 
@@ -71,10 +71,7 @@ class HFBertText(HFTextTower):
         layer = self.check_layer(layer)
         t = self.check(inputs)
         h: Tensor = self.bert.embeddings(input_ids=t.ids)
-        mask = additive_mask(t.mask, causal=False, dtype=h.dtype)
-        for blk in self.layers[:layer]:
-            h = _run_layer(blk, h, mask)
-        return h
+        return run_bert_layers(self.layers[:layer], h, t.mask)
 
     def head(self, h: Tensor) -> Tensor:
         """The family's head on final states ``(R, S, W)`` -> embeddings ``(R, D)``."""
@@ -93,12 +90,8 @@ class HFBertText(HFTextTower):
         """
         layer = self.check_layer(layer)
         t = self.check(inputs)
-        keys = broadcast_rows(t.mask, hidden.shape[0]).to(hidden.device)
-        mask = additive_mask(keys, causal=False, dtype=hidden.dtype)
-        h = hidden
-        for blk in self.layers[layer:]:
-            h = _run_layer(blk, h, mask)
-        return self.head(h)
+        keys = broadcast_rows(t.mask, hidden.shape[0])
+        return self.head(run_bert_layers(self.layers[layer:], hidden, keys))
 
     def attention_hooks(self, inputs: SideInputs, rec: Any) -> list[Any]:
         """Not supported for BERT-style text towers here: raises UnsupportedModelError."""

@@ -490,15 +490,12 @@ class OpenClipHFTextTower(Tower):
         Returns:
             (B, T, W) hidden states at the input of layer `layer`.
         """
-        from dualex.models.sentence import _run_layer
+        from dualex.models.sentence import run_bert_layers
 
         layer = self.check_layer(layer)
         t = self._check(inputs)
         h: Tensor = self.text.transformer.embeddings(input_ids=t.ids)
-        mask = additive_mask(t.mask, causal=False, dtype=h.dtype)
-        for blk in self.text.transformer.encoder.layer[:layer]:
-            h = _run_layer(blk, h, mask)
-        return h
+        return run_bert_layers(self.text.transformer.encoder.layer[:layer], h, t.mask)
 
     def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
         """Runs the encoder from layer `layer`, pools (mean over attended tokens or first token) and projects.
@@ -511,16 +508,13 @@ class OpenClipHFTextTower(Tower):
         Returns:
             (R, D) unnormalised text embeddings.
         """
-        from dualex.models.sentence import _run_layer
+        from dualex.models.sentence import run_bert_layers
 
         layer = self.check_layer(layer)
         t = self._check(inputs)
         R = hidden.shape[0]
         keys = broadcast_rows(t.mask, R).to(hidden.device)
-        mask = additive_mask(keys, causal=False, dtype=hidden.dtype)
-        h = hidden
-        for blk in self.text.transformer.encoder.layer[layer:]:
-            h = _run_layer(blk, h, mask)
+        h = run_bert_layers(self.text.transformer.encoder.layer[layer:], hidden, keys)
         pooler = type(self.text.pooler).__name__
         if pooler == "MeanPooler":
             m = keys.to(h.dtype)[..., None]

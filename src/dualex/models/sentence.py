@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -225,10 +225,7 @@ class SentenceTower(Tower):
         types = t.extra.get("token_type_ids")  # DistilBERT's embeddings take none
         kw = {} if types is None else {"token_type_ids": types}
         h: Tensor = enc.embeddings(input_ids=t.ids, **kw)
-        mask = additive_mask(t.mask, causal=False, dtype=h.dtype)
-        for blk in self.layers[:layer]:
-            h = _run_layer(blk, h, mask)
-        return h
+        return run_bert_layers(self.layers[:layer], h, t.mask)
 
     def tail(self, inputs: SideInputs, hidden: Tensor, layer: int) -> Tensor:
         """Runs the encoder from layer `layer`, the model's pooling and its dense layers.
@@ -247,10 +244,7 @@ class SentenceTower(Tower):
             raise InputError(f"hidden states must be (R, T, W), got shape {tuple(hidden.shape)}")
         R = hidden.shape[0]
         keys = broadcast_rows(t.mask, R).to(hidden.device)
-        mask = additive_mask(keys, causal=False, dtype=hidden.dtype)
-        h = hidden
-        for blk in self.layers[layer:]:
-            h = _run_layer(blk, h, mask)
+        h = run_bert_layers(self.layers[layer:], hidden, keys)
         pooled = pool_tokens(h, keys, self.owner.pooling, broadcast_rows(t.pool_index, R))
         emb: Tensor = self.owner._module.dense(pooled)
         return emb
@@ -474,9 +468,22 @@ def _bert_site_hooks(attention: Any, rec: Recording) -> list[Any]:
     ]
 
 
-def _run_layer(block: nn.Module, h: Tensor, mask: Tensor) -> Tensor:
-    out: Tensor | tuple[Tensor, ...] = block(h, attention_mask=mask)
-    return out[0] if isinstance(out, tuple) else out
+def run_bert_layers(blocks: Iterable[nn.Module], h: Tensor, keys: Tensor) -> Tensor:
+    """Runs BERT-style encoder layers bidirectionally, padding masked as keys.
+
+    Args:
+        blocks: The layers to run, in order (a slice of ``encoder.layer``).
+        h: (R, T, W) hidden states at the input of the first block.
+        keys: (R, T) or (1, T) key mask, nonzero where a token is attended.
+
+    Returns:
+        (R, T, W) hidden states after the last block (``h`` itself when there are none).
+    """
+    mask = additive_mask(keys.to(h.device), causal=False, dtype=h.dtype)
+    for block in blocks:
+        out: Tensor | tuple[Tensor, ...] = block(h, attention_mask=mask)
+        h = out[0] if isinstance(out, tuple) else out
+    return h
 
 
 # ---------------------------------------------------------------------------------------------- loading
