@@ -593,7 +593,25 @@ class OpenClipImage(OpenClipTower):
         return patches, torch.full((int(patches.numel()),), 1.0 / int(patches.numel()))
 
 
-class OpenClipEncoder(DualEncoder):
+class OpenClipHead:
+    """The similarity head every open_clip model carries: its learnt temperature and, for sigmoid-loss models,
+    its bias (mixed into the open_clip `DualEncoder`s ahead of `DualEncoder`)."""
+
+    _module: Any
+
+    @property
+    def logit_scale(self) -> float:
+        """The learnt temperature exp(logit_scale) that multiplies cosine similarities."""
+        return float(self._module.logit_scale.detach().exp().reshape(-1)[0])
+
+    @property
+    def logit_bias(self) -> float:
+        """The learnt logit bias of sigmoid-loss (SigLIP) models; 0.0 for the others."""
+        b = getattr(self._module, "logit_bias", None)
+        return 0.0 if b is None else float(b.detach().reshape(-1)[0])
+
+
+class OpenClipEncoder(OpenClipHead, DualEncoder):
     """An open_clip ViT CLIP behind the `DualEncoder` contract.
 
     Args:
@@ -680,17 +698,6 @@ class OpenClipEncoder(DualEncoder):
         """(height, width) of the input images the vision tower takes, in pixels."""
         s = self._module.visual.image_size
         return (int(s[0]), int(s[1])) if isinstance(s, (tuple, list)) else (int(s), int(s))
-
-    @property
-    def logit_scale(self) -> float:
-        """The learnt temperature exp(logit_scale) that multiplies cosine similarities."""
-        return float(self._module.logit_scale.detach().exp().reshape(-1)[0])
-
-    @property
-    def logit_bias(self) -> float:
-        """The learnt logit bias of sigmoid-loss (SigLIP) models; 0.0 for the others."""
-        b = getattr(self._module, "logit_bias", None)
-        return 0.0 if b is None else float(b.detach().reshape(-1)[0])
 
     # ------------------------------------------------------------------ tokenising and preprocessing
     def _text_tokenizer(self, tokenizer: Any) -> TokenizerLike:

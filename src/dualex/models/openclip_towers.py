@@ -44,6 +44,7 @@ from dualex.models.openclip import (
     CLIP_FILLER,
     CLIP_PAD,
     TEXT_POOLS,
+    OpenClipHead,
     _check_blocks,
     block_pooled,
     pipeline_from_module,
@@ -654,7 +655,7 @@ def trunk_of(visual: nn.Module) -> Trunk:
 
 
 # ---------------------------------------------------------------------------------------------- adapter
-class OpenClipTowers(DualEncoder):
+class OpenClipTowers(OpenClipHead, DualEncoder):
     """An open_clip model with a timm, ModifiedResNet or CoCa image tower (see the module docstring).
 
     Args:
@@ -694,17 +695,6 @@ class OpenClipTowers(DualEncoder):
     def module(self) -> nn.Module:
         """The wrapped open_clip model."""
         return cast(nn.Module, self._module)
-
-    @property
-    def logit_scale(self) -> float:
-        """The learnt temperature exp(logit_scale) that multiplies cosine similarities."""
-        return float(self._module.logit_scale.detach().exp().reshape(-1)[0])
-
-    @property
-    def logit_bias(self) -> float:
-        """The learnt logit bias of sigmoid-loss models; 0.0 for the others."""
-        b = getattr(self._module, "logit_bias", None)
-        return 0.0 if b is None else float(b.detach().reshape(-1)[0])
 
 
 @register_wrapper
