@@ -15,7 +15,9 @@ from dualex.cli import main
 from dualex.datasets import open_dataset
 from dualex.evaluation import read_run
 
-ARGS = ["evaluate", "--model", "py:dualex.testing:tiny_hf_clip", "--dataset", "shapes:", "-D", "n=5",
+# Enough items that the kill lands midway even on a fast, idle machine (5 items once all finished within one poll).
+N_ITEMS = 40
+ARGS = ["evaluate", "--model", "py:dualex.testing:tiny_hf_clip", "--dataset", "shapes:", "-D", f"n={N_ITEMS}",
         "--methods", "ij", "-O", "ij.n_steps=2", "--metrics", "pointing,completeness", "--shard-size", "1",
         "--no-progress"]  # fmt: skip
 
@@ -40,15 +42,15 @@ def test_killed_run_resumes_without_losing_or_duplicating_rows(tmp_path: Path, c
     assert proc.returncode == -signal.SIGKILL
     partial = read_run(out)
     done_before = partial[partial.level == "pair"]["item_id"].nunique()
-    assert 1 <= done_before < 5  # killed midway
+    assert 1 <= done_before < N_ITEMS  # killed midway
 
     assert main([*ARGS, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"{5 - done_before} unit(s) run now, {done_before} already done" in printed
+    assert f"{N_ITEMS - done_before} unit(s) run now, {done_before} already done" in printed
     assert "## Overall (per method)" in printed
 
     df = read_run(out)
-    items = open_dataset("shapes:", n=5).items()
+    items = open_dataset("shapes:", n=N_ITEMS).items()
     pair = df[df.level == "pair"]
     assert sorted(pair["item_id"]) == sorted(it.id for it in items)  # complete
     assert not df.duplicated(["item_id", "method", "object"]).any()  # unique
@@ -61,7 +63,7 @@ def test_killed_run_resumes_without_losing_or_duplicating_rows(tmp_path: Path, c
 
 def test_summary_command_and_errors(tmp_path: Path, capsys):
     out = tmp_path / "run"
-    args = [a if a != "n=5" else "n=2" for a in ARGS]
+    args = [a if a != f"n={N_ITEMS}" else "n=2" for a in ARGS]
     assert main([*args, "--out", str(out)]) == 0
     capsys.readouterr()
     assert main(["summary", str(out)]) == 0
