@@ -24,7 +24,7 @@ from dualex.evaluation.run import MetricOptions, evaluate
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 MODEL = "py:dualex.testing:tiny_hf_clip"
-N_ITEMS = 16
+N_ITEMS = 48  # enough that work is left after node 1 writes its first shard, even when it joins late
 
 
 def _descendants(pid: int) -> set[int]:
